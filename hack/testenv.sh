@@ -1,0 +1,169 @@
+#!/usr/bin/env bash
+# Builds, caches and checks the local test cluster's components (no containers, no downloads
+# of prebuilt binaries): Kubernetes control plane + kubectl from Go modules, etcd, kwok,
+# kwokctl, helm; Prometheus from Debian. Idempotent: each tool has a stamp file per version.
+#
+#   hack/testenv.sh install   build/install everything missing (default)
+#   hack/testenv.sh env       print shell exports (PATH, MODELDEPLOY_BIN_*) for the cached tools
+#   hack/testenv.sh check     offline guard: kwokctl must plan no download
+set -euo pipefail
+
+K8S_VERSION="${K8S_VERSION:-v1.36.3}"
+ETCD_VERSION="${ETCD_VERSION:-v3.6.16}"
+KWOK_VERSION="${KWOK_VERSION:-v0.8.0}"
+HELM_VERSION="${HELM_VERSION:-v3.21.4}"
+
+CACHE="${MODELDEPLOY_CACHE:-$HOME/.cache/modeldeploy}"
+export GOMODCACHE="$CACHE/go/mod" GOCACHE="$CACHE/go/build" GOTOOLCHAIN=local CGO_ENABLED=0
+export GOFLAGS="-buildvcs=false -trimpath"
+BIN_ROOT="$CACHE/bin"
+K8S_BIN="$BIN_ROOT/kubernetes-$K8S_VERSION"
+ETCD_BIN="$BIN_ROOT/etcd-$ETCD_VERSION"
+KWOK_BIN="$BIN_ROOT/kwok-$KWOK_VERSION"
+HELM_BIN="$BIN_ROOT/helm-$HELM_VERSION"
+
+START=$(date +%s)
+say() { printf '[testenv %4ss] %s\n' "$(( $(date +%s) - START ))" "$*" >&2; }
+stamped() { [[ -f "$1/.stamp" ]]; }
+stamp() { date -u +%FT%TZ > "$1/.stamp"; }
+
+build_kubernetes() {
+  stamped "$K8S_BIN" && return
+  say "kubernetes $K8S_VERSION: cold build (15-30 min on 2 cores; later runs reuse the cache)"
+  local src="$CACHE/src/kubernetes-$K8S_VERSION" minor="${K8S_VERSION#v1.}"
+  minor="${minor%%.*}"
+  mkdir -p "$src" "$K8S_BIN"
+  say "kubernetes: downloading module k8s.io/kubernetes@$K8S_VERSION"
+  local modfile
+  modfile="$(cd "$src" && go mod download -json "k8s.io/kubernetes@$K8S_VERSION" \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')"
+  # k8s.io/kubernetes replaces its staging modules with ./staging/...; point each at its
+  # published v0.<minor>.<patch> instead so that the module builds from the proxy.
+  local staging_version="v0.${K8S_VERSION#v1.}"
+  {
+    echo "module modeldeploy.local/kubernetes-wrapper"
+    echo
+    echo "go 1.26"
+    echo
+    echo "require k8s.io/kubernetes $K8S_VERSION"
+    echo
+    grep -oE '^\s*k8s\.io/[a-z0-9-]+ => \./staging/' "$modfile" | awk '{print $1}' | sort -u \
+      | while read -r m; do echo "replace $m => $m $staging_version"; done
+  } > "$src/go.mod"
+  cat > "$src/tools.go" <<'GO'
+//go:build tools
+
+package tools
+
+import (
+	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
+	_ "k8s.io/kubernetes/cmd/kube-scheduler"
+	_ "k8s.io/kubernetes/cmd/kubectl"
+)
+GO
+  say "kubernetes: resolving dependencies (go mod tidy)"
+  (cd "$src" && go mod tidy)
+  say "kubernetes: compiling kube-apiserver, kube-controller-manager, kube-scheduler, kubectl"
+  local v="k8s.io/component-base/version" cv="k8s.io/client-go/pkg/version"
+  local ld="-s -w"
+  for pkg in "$v" "$cv"; do
+    ld="$ld -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+    ld="$ld -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
+  done
+  (cd "$src" && go build -tags selinux,notest,grpcnotrace -ldflags "$ld" -o "$K8S_BIN/" \
+    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
+    k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl)
+  "$K8S_BIN/kube-apiserver" --version | grep -q "$K8S_VERSION"
+  stamp "$K8S_BIN"
+  say "kubernetes: done"
+}
+
+build_etcd() {
+  stamped "$ETCD_BIN" && return
+  say "etcd $ETCD_VERSION: building"
+  local src="$CACHE/src/etcd-$ETCD_VERSION"
+  mkdir -p "$src" "$ETCD_BIN"
+  cat > "$src/go.mod" <<GO
+module modeldeploy.local/etcd-wrapper
+
+go 1.26
+
+require go.etcd.io/etcd/server/v3 $ETCD_VERSION
+GO
+  cat > "$src/main.go" <<'GO'
+// etcd's own main, built from the published server module.
+package main
+
+import (
+	"os"
+
+	"go.etcd.io/etcd/server/v3/etcdmain"
+)
+
+func main() { etcdmain.Main(os.Args) }
+GO
+  (cd "$src" && go mod tidy && go build -ldflags "-s -w" -o "$ETCD_BIN/etcd" .)
+  stamp "$ETCD_BIN"
+  say "etcd: done"
+}
+
+install_go_tool() {  # dir version module-path...
+  local dir="$1" version="$2"; shift 2
+  stamped "$dir" && return
+  mkdir -p "$dir"
+  for m in "$@"; do
+    say "go install $m@$version"
+    GOBIN="$dir" go install -ldflags "-s -w" "$m@$version"
+  done
+  stamp "$dir"
+}
+
+install_prometheus() {
+  command -v prometheus >/dev/null && return
+  say "prometheus: apt-get install (Debian)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >/dev/null
+  apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  # Debian's package starts nothing here (no systemd); make sure no stray instance runs.
+  pkill -x prometheus 2>/dev/null || true
+}
+
+print_env() {
+  echo "export PATH=\"$K8S_BIN:$ETCD_BIN:$KWOK_BIN:$HELM_BIN:\$PATH\""
+  echo "export MODELDEPLOY_K8S_BIN=\"$K8S_BIN\" MODELDEPLOY_ETCD_BIN=\"$ETCD_BIN\""
+  echo "export MODELDEPLOY_KWOK_BIN=\"$KWOK_BIN\" MODELDEPLOY_HELM_BIN=\"$HELM_BIN\""
+  echo "export MODELDEPLOY_K8S_VERSION=\"$K8S_VERSION\""
+}
+
+check_offline() {
+  # kwokctl must find every component locally: a planned download would fail offline.
+  local tmp; tmp="$(mktemp -d)"
+  trap 'rm -rf "$tmp"' RETURN
+  eval "$(print_env)"
+  KWOK_WORKDIR="$tmp" kwokctl create cluster --dry-run --name offline-check --runtime binary \
+    --kube-version "$K8S_VERSION" \
+    --kube-binary-prefix "$K8S_BIN" --etcd-binary "$ETCD_BIN/etcd" \
+    --kwok-controller-binary "$KWOK_BIN/kwok" > "$tmp/plan" 2>&1 || { cat "$tmp/plan" >&2; return 1; }
+  if grep -q '^# Download' "$tmp/plan"; then
+    grep '^# Download' "$tmp/plan" >&2
+    say "offline guard: kwokctl plans downloads"; return 1
+  fi
+  say "offline guard: kwokctl plans no download"
+}
+
+case "${1:-install}" in
+  install)
+    mkdir -p "$CACHE"
+    install_prometheus
+    install_go_tool "$KWOK_BIN" "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok sigs.k8s.io/kwok/cmd/kwokctl
+    install_go_tool "$HELM_BIN" "$HELM_VERSION" helm.sh/helm/v3/cmd/helm
+    build_etcd
+    build_kubernetes
+    check_offline
+    say "all components ready in $BIN_ROOT ($(du -sh "$CACHE" | cut -f1) cache)"
+    ;;
+  env) print_env ;;
+  check) check_offline ;;
+  *) echo "usage: $0 [install|env|check]" >&2; exit 2 ;;
+esac

@@ -1,0 +1,56 @@
+"""The metrics contract between the serving runtime and the operator's analysis.
+
+Single source of truth for metric names and labels: the runtime exports exactly these
+series and the analysis queries exactly these, so the two can never disagree.
+"""
+
+from typing import Final
+
+PREFIX: Final = "modeldeploy_"
+
+# Labels on every series the runtime exports.
+LABEL_MODEL: Final = "model"
+LABEL_VERSION: Final = "version"
+LABEL_REVISION: Final = "revision"
+IDENTITY_LABELS: Final = (LABEL_MODEL, LABEL_VERSION, LABEL_REVISION)
+
+# Further labels, per series.
+LABEL_CODE: Final = "code"
+LABEL_REASON: Final = "reason"
+LABEL_FEATURE: Final = "feature"
+LABEL_OUTPUT: Final = "output"
+LABEL_BIN: Final = "bin"
+
+# The bin that counts absent / null values of a feature.
+MISSING_BIN: Final = "missing"
+
+# Series names as Prometheus sees them. Counters end in _total (the client library appends
+# it), histograms expose _bucket/_sum/_count.
+REQUESTS_TOTAL: Final = PREFIX + "requests_total"  # {code}
+REQUEST_DURATION_SECONDS: Final = PREFIX + "request_duration_seconds"  # histogram
+INVALID_REQUESTS_TOTAL: Final = PREFIX + "invalid_requests_total"  # {reason}
+FEATURE_BIN_TOTAL: Final = PREFIX + "feature_bin_total"  # {feature, bin}
+FEATURE_BASELINE_RATIO: Final = PREFIX + "feature_baseline_ratio"  # gauge {feature, bin}
+PREDICTION_BIN_TOTAL: Final = PREFIX + "prediction_bin_total"  # {output, bin}
+PREDICTION_CONFIDENCE: Final = PREFIX + "prediction_confidence"  # histogram
+MODEL_INFO: Final = PREFIX + "model_info"  # gauge, value 1
+
+# Latency buckets (seconds): fine around typical p95/p99 thresholds of online models.
+LATENCY_BUCKETS: Final = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5,
+    0.6, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0,
+)
+# Confidence buckets (probability of the predicted class).
+CONFIDENCE_BUCKETS: Final = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
+
+# Environment variables the operator sets on model pods and the runtime reads.
+ENV_MODEL_NAME: Final = "MODELDEPLOY_MODEL_NAME"
+ENV_MODEL_VERSION: Final = "MODELDEPLOY_MODEL_VERSION"
+ENV_REVISION: Final = "MODELDEPLOY_REVISION"
+ENV_SHADOW_URL: Final = "MODELDEPLOY_SHADOW_URL"
+ENV_SHADOW_PERCENT: Final = "MODELDEPLOY_SHADOW_PERCENT"
+ENV_WARMUP_MAX_LATENCY_MS: Final = "MODELDEPLOY_WARMUP_MAX_LATENCY_MS"
+
+# The runtime's port and readiness path (the operator's readiness probe uses these).
+SERVING_PORT: Final = 8080
+READY_PATH_TEMPLATE: Final = "/v2/models/{model}/ready"
