@@ -1,0 +1,22 @@
+# The two commands a person needs: `make demo` and `make test` (see README.md).
+SHELL := /usr/bin/env bash
+VENV = $(shell hack/pyenv.sh path)
+WITH_TOOLS = eval "$$(hack/testenv.sh env)" && PATH="$(VENV)/bin:$$PATH"
+
+.PHONY: setup test demo down lint crd
+
+setup:  ## build/install the cluster components and the Python env (cached, idempotent)
+	hack/testenv.sh install
+	hack/pyenv.sh
+
+test: setup  ## the whole suite: lint, types, unit and integration tests
+	hack/run-tests.sh
+
+demo: setup  ## local cluster + Prometheus (+ operator and a rollout, as they land)
+	$(WITH_TOOLS) modeldeploy dev up
+
+down:  ## tear the demo cluster down
+	$(WITH_TOOLS) modeldeploy dev down
+
+lint: setup
+	$(WITH_TOOLS) ruff check . && ruff format --check . && mypy

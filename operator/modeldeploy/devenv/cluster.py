@@ -1,0 +1,156 @@
+"""A local Kubernetes cluster driven by kwokctl: real apiserver, etcd, controller-manager and
+scheduler processes on 127.0.0.1, with kwok simulating nodes and pod status."""
+
+import json
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from modeldeploy.devenv.tools import Toolchain
+
+NODE_CAPACITY = {"cpu": "32", "memory": "256Gi", "pods": "110"}
+
+
+def kwokctl_configuration(tools: Toolchain) -> dict[str, Any]:
+    """Every component from the local cache: kwokctl must plan no download."""
+    return {
+        "kind": "KwokctlConfiguration",
+        "apiVersion": "config.kwok.x-k8s.io/v1alpha1",
+        "options": {
+            "runtime": "binary",
+            "kubeVersion": tools.kube_version,
+            "kubeBinaryPrefix": str(tools.kube_bin),
+            "kubectlBinary": str(tools.kubectl),
+            "etcdBinary": str(tools.etcd),
+            "kwokControllerBinary": str(tools.kwok),
+            "bindAddress": "127.0.0.1",
+            # RBAC on, so that the chart's least-privilege roles can be tested by impersonation.
+            "kubeAuthorization": True,
+            "disableQPSLimits": True,
+        },
+    }
+
+
+def fake_node(name: str) -> dict[str, Any]:
+    """A Node kwok manages (no taint, so ordinary workloads schedule onto it)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
+            "labels": {
+                "kubernetes.io/hostname": name,
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": "amd64",
+                "node-role.kubernetes.io/agent": "",
+                "type": "kwok",
+            },
+        },
+        "status": {"capacity": NODE_CAPACITY, "allocatable": NODE_CAPACITY},
+    }
+
+
+@dataclass
+class KwokCluster:
+    name: str
+    workdir: Path  # KWOK_WORKDIR: kwokctl keeps the cluster's files here
+    tools: Toolchain
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.workdir / f"{self.name}.kubeconfig"
+
+    def _env(self) -> dict[str, str]:
+        import os
+
+        return {
+            **os.environ,
+            "KWOK_WORKDIR": str(self.workdir),
+            "PATH": f"{self.tools.kube_bin}:{os.environ.get('PATH', '')}",
+        }
+
+    def _kwokctl(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        config = self.workdir / "kwokctl.yaml"
+        return subprocess.run(
+            [str(self.tools.kwokctl), "--config", str(config), *args],
+            env=self._env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def exists(self) -> bool:
+        result = self._kwokctl("get", "clusters")
+        return self.name in result.stdout.split()
+
+    def create(self, nodes: int = 3, timeout: float = 240) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        (self.workdir / "kwokctl.yaml").write_text(
+            yaml.safe_dump(kwokctl_configuration(self.tools))
+        )
+        result = self._kwokctl(
+            "create", "cluster",
+            "--name", self.name,
+            "--kubeconfig", str(self.kubeconfig),
+            "--extra-args", "kube-apiserver=advertise-address=127.0.0.1",
+            "--wait", f"{int(timeout)}s",
+            timeout=timeout + 60,
+        )  # fmt: skip
+        if result.returncode != 0:
+            raise RuntimeError(f"kwokctl create cluster failed:\n{result.stdout}\n{result.stderr}")
+        self.apply_objects([fake_node(f"kwok-node-{i}") for i in range(nodes)])
+        self.wait_nodes_ready(nodes)
+
+    def delete(self) -> None:
+        self._kwokctl("delete", "cluster", "--name", self.name)
+        self.kubeconfig.unlink(missing_ok=True)
+
+    def kubectl(
+        self, *args: str, input: str | None = None, check: bool = True, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [str(self.tools.kubectl), "--kubeconfig", str(self.kubeconfig), *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if check and result.returncode != 0:
+            raise subprocess.CalledProcessError(
+                result.returncode, result.args, result.stdout, result.stderr
+            )
+        return result
+
+    def apply_objects(self, objects: Sequence[dict[str, Any]]) -> None:
+        self.kubectl(
+            "apply",
+            "-f",
+            "-",
+            input=json.dumps({"kind": "List", "apiVersion": "v1", "items": list(objects)}),
+        )
+
+    def get_json(self, *args: str) -> dict[str, Any]:
+        result: dict[str, Any] = json.loads(self.kubectl("get", *args, "-o", "json").stdout)
+        return result
+
+    def wait_nodes_ready(self, count: int, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            nodes = self.get_json("nodes")["items"]
+            ready = [
+                n for n in nodes
+                if any(c["type"] == "Ready" and c["status"] == "True"
+                       for c in n.get("status", {}).get("conditions", []))
+            ]  # fmt: skip
+            if len(ready) >= count:
+                return
+            time.sleep(0.5)
+        raise TimeoutError(f"{count} kwok nodes not Ready after {timeout}s")
