@@ -12,7 +12,7 @@ import pytest
 
 from modeldeploy.devenv.cluster import KwokCluster
 from modeldeploy.devenv.prometheus import PrometheusServer
-from modeldeploy.devenv.tools import Toolchain, toolchain
+from modeldeploy.devenv.tools import Toolchain, prometheus_binary, toolchain
 
 
 @pytest.fixture(scope="session")
@@ -33,10 +33,8 @@ def kube(tools: Toolchain, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 
 @pytest.fixture(scope="session")
-def prometheus(
-    tools: Toolchain, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[PrometheusServer]:
-    server = PrometheusServer(tools.prometheus, Path(tmp_path_factory.mktemp("prometheus")))
+def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
+    server = PrometheusServer(prometheus_binary(), Path(tmp_path_factory.mktemp("prometheus")))
     try:
         server.start()
         yield server

@@ -39,18 +39,22 @@ def _env_dir(name: str) -> Path:
     return path
 
 
-def toolchain() -> Toolchain:
-    kwok_dir = _env_dir("MODELDEPLOY_KWOK_BIN")
+def prometheus_binary() -> Path:
     prometheus = shutil.which("prometheus")
     if prometheus is None:
         raise ToolsMissingError("prometheus is not installed: run `hack/testenv.sh install`")
+    return Path(prometheus)
+
+
+def toolchain() -> Toolchain:
+    kwok_dir = _env_dir("MODELDEPLOY_KWOK_BIN")
     return Toolchain(
         kube_bin=_env_dir("MODELDEPLOY_K8S_BIN"),
         etcd=_env_dir("MODELDEPLOY_ETCD_BIN") / "etcd",
         kwok=kwok_dir / "kwok",
         kwokctl=kwok_dir / "kwokctl",
         helm=_env_dir("MODELDEPLOY_HELM_BIN") / "helm",
-        prometheus=Path(prometheus),
+        prometheus=prometheus_binary(),
         kube_version=os.environ.get("MODELDEPLOY_K8S_VERSION", ""),
     )
 
