@@ -23,6 +23,8 @@ LABEL_BIN: Final = "bin"
 
 # The bin that counts absent / null values of a feature.
 MISSING_BIN: Final = "missing"
+# The bin that counts categories (or predicted classes) not seen in training.
+OTHER_BIN: Final = "other"
 
 # Series names as Prometheus sees them. Counters end in _total (the client library appends
 # it), histograms expose _bucket/_sum/_count.
@@ -34,11 +36,33 @@ FEATURE_BASELINE_RATIO: Final = PREFIX + "feature_baseline_ratio"  # gauge {feat
 PREDICTION_BIN_TOTAL: Final = PREFIX + "prediction_bin_total"  # {output, bin}
 PREDICTION_CONFIDENCE: Final = PREFIX + "prediction_confidence"  # histogram
 MODEL_INFO: Final = PREFIX + "model_info"  # gauge, value 1
+# Requests mirrored to the shadow: result = sent | failed | dropped (queue full).
+SHADOW_REQUESTS_TOTAL: Final = PREFIX + "shadow_requests_total"  # {result}
+LABEL_RESULT: Final = "result"
 
 # Latency buckets (seconds): fine around typical p95/p99 thresholds of online models.
 LATENCY_BUCKETS: Final = (
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5,
-    0.6, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.15,
+    0.2,
+    0.25,
+    0.3,
+    0.4,
+    0.5,
+    0.6,
+    0.75,
+    1.0,
+    1.5,
+    2.5,
+    5.0,
+    10.0,
 )
 # Confidence buckets (probability of the predicted class).
 CONFIDENCE_BUCKETS: Final = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
@@ -54,3 +78,6 @@ ENV_WARMUP_MAX_LATENCY_MS: Final = "MODELDEPLOY_WARMUP_MAX_LATENCY_MS"
 # The runtime's port and readiness path (the operator's readiness probe uses these).
 SERVING_PORT: Final = 8080
 READY_PATH_TEMPLATE: Final = "/v2/models/{model}/ready"
+
+# Marks a mirrored request, so a shadow never mirrors it again (no loops between versions).
+SHADOW_HEADER: Final = "x-modeldeploy-shadow"

@@ -1,0 +1,151 @@
+"""Trains the churn example model and writes a servable model directory.
+
+    python examples/churn/build.py OUT [--variant healthy|skewed] [--version V]
+
+writes
+    OUT/model/   model.yaml, model.joblib, profile.json (with golden requests),
+                 churn_features.py            <- what the image bundles (`modeldeploy serve`)
+    OUT/data/    train.csv, holdout.csv       <- held-out rows for traffic and accuracy
+
+The data are synthetic but honest: `make_classification` draws the latent signal, which is
+mapped to churn-like columns (tenure, charges, support calls, data usage, contract type,
+payment method); `contract` is cut from an informative latent, so categories carry signal,
+and data usage is unrecorded for some customers (missing values). Same seed, same bytes.
+
+Variants differ only in the preprocessing the image runs (the model is trained the same
+way): `healthy` (v1, v3) and `skewed` (v2: monthly charges scaled 100x at serving time).
+"""
+
+import argparse
+import csv
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import numpy.typing as npt
+import yaml
+from sklearn.compose import ColumnTransformer
+from sklearn.datasets import make_classification
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import churn_features  # noqa: E402  (the module the image will run)
+
+from modeldeploy.profiling.io import profile_model_dir  # noqa: E402
+
+MODEL_NAME = "churn"
+TARGET = "churned"
+NUMERIC = ("tenure_months", "monthly_charges", "support_calls", "data_usage_gb")
+CATEGORICAL = churn_features.CATEGORICAL
+FEATURES = (*NUMERIC, *CATEGORICAL)
+PREPROCESS = {"healthy": "preprocess", "skewed": "preprocess_skewed"}
+Columns = dict[str, npt.NDArray[Any]]
+
+
+def _cut(values: npt.NDArray[np.float64], shares: list[float], names: list[str]) -> Any:
+    edges = np.quantile(values, np.cumsum(shares)[:-1])
+    column = np.empty(len(values), dtype=object)
+    column[:] = [names[i] for i in np.searchsorted(edges, values)]
+    return column
+
+
+def make_dataset(rows: int, seed: int) -> tuple[Columns, npt.NDArray[Any]]:
+    """Churn-like columns and labels ("churn"/"stay"), deterministic for a seed."""
+    latent, label = make_classification(
+        n_samples=rows, n_features=6, n_informative=4, n_redundant=0, n_repeated=0,
+        weights=[0.7], class_sep=1.0, flip_y=0.02, shuffle=False, random_state=seed,
+    )
+    rng = np.random.default_rng(seed)
+    usage = np.round(np.exp(2.2 + 0.45 * latent[:, 4]), 2)
+    usage[rng.random(rows) < 0.04] = np.nan  # not recorded for some customers
+    columns: Columns = {
+        "tenure_months": np.clip(np.round(24 - 10 * latent[:, 0]), 0, 72).astype(np.int64),
+        "monthly_charges": np.round(np.clip(65 + 18 * latent[:, 1], 18, 130), 2),
+        "support_calls": np.clip(np.round(2 + 1.3 * latent[:, 2]), 0, 12).astype(np.int64),
+        "data_usage_gb": usage,
+        "contract": _cut(latent[:, 3], [0.5, 0.3, 0.2], ["month-to-month", "one-year", "two-year"]),
+        "payment_method": _cut(latent[:, 5], [0.45, 0.35, 0.2], ["card", "bank", "check"]),
+    }
+    labels = np.where(label == 1, "churn", "stay").astype(object)
+    return columns, labels
+
+
+def train(columns: Columns, labels: npt.NDArray[Any]) -> Pipeline:
+    """The estimator sees a 2-D array in feature order, as the runtime feeds it."""
+    matrix = np.empty((len(labels), len(FEATURES)), dtype=object)
+    features = churn_features.preprocess(columns)
+    for j, name in enumerate(FEATURES):
+        matrix[:, j] = features[name]
+    numeric = list(range(len(NUMERIC)))
+    categorical = list(range(len(NUMERIC), len(FEATURES)))
+    model = Pipeline([
+        ("features", ColumnTransformer([
+            ("numeric", Pipeline([("impute", SimpleImputer(strategy="median")),
+                                  ("scale", StandardScaler())]), numeric),
+            ("categorical", OneHotEncoder(handle_unknown="ignore"), categorical),
+        ])),
+        ("classifier", LogisticRegression(max_iter=1000)),
+    ])
+    return model.fit(matrix, labels)
+
+
+def write_csv(path: Path, columns: Columns, labels: npt.NDArray[Any]) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow([*FEATURES, TARGET])
+        for i in range(len(labels)):
+            row = [columns[n][i] for n in FEATURES]
+            writer.writerow(["" if isinstance(v, float) and np.isnan(v) else v for v in row]
+                            + [labels[i]])
+
+
+def build(out: Path, variant: str = "healthy", version: str = "1", rows: int = 6000,
+          seed: int = 7) -> Path:
+    """Writes OUT/model and OUT/data; returns the model directory."""
+    columns, labels = make_dataset(rows, seed)
+    split = int(rows * 0.8)
+    train_cols = {k: v[:split] for k, v in columns.items()}
+    hold_cols = {k: v[split:] for k, v in columns.items()}
+    model_dir, data_dir = out / "model", out / "data"
+    model_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    joblib.dump(train(train_cols, labels[:split]), model_dir / "model.joblib")
+    shutil.copy(HERE / "churn_features.py", model_dir / "churn_features.py")
+    config = {
+        "name": MODEL_NAME,
+        "version": version,
+        "framework": "sklearn",
+        "artifact": "model.joblib",
+        "preprocess": f"churn_features:{PREPROCESS[variant]}",
+        "profile": "profile.json",
+        "warmup": {"max_latency_ms": 200},
+    }
+    (model_dir / "model.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    # The profile records the training columns as the model consumed them in training.
+    profile_model_dir(model_dir, churn_features.preprocess(train_cols), seed=seed)
+    write_csv(data_dir / "train.csv", train_cols, labels[:split])
+    write_csv(data_dir / "holdout.csv", hold_cols, labels[split:])
+    return model_dir
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("out", type=Path, nargs="?", default=HERE / "build" / "healthy")
+    parser.add_argument("--variant", choices=sorted(PREPROCESS), default="healthy")
+    parser.add_argument("--version", default="1")
+    parser.add_argument("--rows", type=int, default=6000)
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args()
+    model_dir = build(args.out, args.variant, args.version, args.rows, args.seed)
+    print(f"model directory: {model_dir}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,37 @@
+"""Serving-time preprocessing of the churn model; build.py copies it into the model dir.
+
+Training applied `preprocess` to the training table before fitting, so serving applies the
+same function before the model (model.yaml `preprocess: churn_features:preprocess`).
+
+`preprocess_skewed` is the bug the rollout demo ships as a bad version: it treats monthly
+charges that arrive in currency units as if they were cents and "converts" them, so the
+model sees charges 100x larger than in training. That is training/serving skew: inputs
+look fine to clients, but the features reaching the model no longer match the training
+profile, which the runtime's feature bins expose.
+"""
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+CATEGORICAL = ("contract", "payment_method")
+Columns = Mapping[str, npt.NDArray[Any]]
+
+
+def preprocess(columns: Columns) -> dict[str, npt.NDArray[Any]]:
+    """Canonical category spelling ("One-Year " -> "one-year"); numbers pass through."""
+    out = dict(columns)
+    for name in CATEGORICAL:
+        column = np.empty(len(columns[name]), dtype=object)
+        column[:] = [None if v is None else str(v).strip().lower() for v in columns[name]]
+        out[name] = column
+    return out
+
+
+def preprocess_skewed(columns: Columns) -> dict[str, npt.NDArray[Any]]:
+    """Deliberately wrong: monthly_charges scaled by 100 (see the module docstring)."""
+    out = preprocess(columns)
+    out["monthly_charges"] = np.asarray(columns["monthly_charges"], dtype=np.float64) * 100.0
+    return out

@@ -1,0 +1,269 @@
+"""The Starlette application: V2 REST endpoints, /metrics, readiness after warm-up."""
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from modeldeploy.contract import SHADOW_HEADER
+from modeldeploy.profiling.schema import ClassificationOutput, Profile
+from modeldeploy.serving.config import ModelConfig
+from modeldeploy.serving.monitor import Identity, Monitor
+from modeldeploy.serving.pipeline import (
+    CONFIDENCE_OUTPUT,
+    LABEL_OUTPUT,
+    PROBABILITIES_OUTPUT,
+    VALUE_OUTPUT,
+    InferencePipeline,
+    ModelError,
+)
+from modeldeploy.serving.predlog import PredictionLog
+from modeldeploy.serving.protocol import (
+    PREFERRED_DATATYPE,
+    InvalidRequest,
+    Reason,
+    decode_json,
+)
+from modeldeploy.serving.shadow import Mirror
+from modeldeploy.serving.warmup import Readiness, warm_up
+
+log = logging.getLogger(__name__)
+SERVER_NAME = "modeldeploy"
+
+
+@dataclass
+class Runtime:
+    """Everything one model server holds; built by `server.load_runtime`."""
+
+    identity: Identity
+    config: ModelConfig
+    profile: Profile
+    pipeline: InferencePipeline
+    monitor: Monitor
+    max_latency_ms: float
+    mirror: Mirror | None = None
+    prediction_log: PredictionLog | None = None
+    readiness: Readiness = field(default_factory=Readiness)
+
+
+def _json(payload: Any, status: int = 200) -> Response:
+    body = json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
+    return Response(body, status_code=status, media_type="application/json")
+
+
+def _error(message: str, status: int) -> Response:
+    return _json({"error": message}, status)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    too_large = InvalidRequest(
+        Reason.BODY_TOO_LARGE, f"request body exceeds the limit of {limit} bytes", status=413
+    )
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def model_metadata(runtime: Runtime) -> dict[str, Any]:
+    inputs = [
+        {"name": f.name, "datatype": PREFERRED_DATATYPE[f.type], "shape": [-1]}
+        for f in runtime.profile.features
+    ]
+    output = runtime.profile.output
+    if isinstance(output, ClassificationOutput):
+        label_type = "BYTES" if any(isinstance(c, str) for c in output.classes) else "INT64"
+        outputs = [{"name": LABEL_OUTPUT, "datatype": label_type, "shape": [-1]}]
+        if output.confidence is not None:
+            outputs.append({"name": CONFIDENCE_OUTPUT, "datatype": "FP64", "shape": [-1]})
+            outputs.append(
+                {
+                    "name": PROBABILITIES_OUTPUT,
+                    "datatype": "FP64",
+                    "shape": [-1, len(output.classes)],
+                }
+            )
+    else:
+        outputs = [{"name": VALUE_OUTPUT, "datatype": "FP64", "shape": [-1]}]
+    return {
+        "name": runtime.identity.model,
+        "versions": [runtime.identity.version],
+        "platform": runtime.config.framework,
+        "inputs": inputs,
+        "outputs": outputs,
+        "parameters": {"revision": runtime.identity.revision},
+    }
+
+
+class _Endpoints:
+    """The request handlers of one runtime."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    def check_model(self, request: Request) -> None:
+        identity = self.runtime.identity
+        model = request.path_params["model"]
+        version = request.path_params.get("version", identity.version)
+        if model != identity.model or version != identity.version:
+            raise InvalidRequest(
+                Reason.UNKNOWN_MODEL,
+                f"unknown model {model!r} version {version!r}; this server serves "
+                f"{identity.model!r} version {identity.version!r}",
+                status=404,
+            )
+
+    async def server_metadata(self, request: Request) -> Response:
+        return _json({"name": SERVER_NAME, "version": _package_version(), "extensions": []})
+
+    async def live(self, request: Request) -> Response:
+        return _json({"live": True})
+
+    async def ready(self, request: Request) -> Response:
+        readiness = self.runtime.readiness
+        payload = {"ready": readiness.ready, "state": readiness.state, "reason": readiness.reason}
+        return _json(payload, 200 if readiness.ready else 503)
+
+    async def model_ready(self, request: Request) -> Response:
+        try:
+            self.check_model(request)
+        except InvalidRequest as err:
+            return _error(err.message, err.status)
+        return await self.ready(request)
+
+    async def metadata(self, request: Request) -> Response:
+        try:
+            self.check_model(request)
+        except InvalidRequest as err:
+            return _error(err.message, err.status)
+        return _json(model_metadata(self.runtime))
+
+    async def metrics(self, request: Request) -> Response:
+        body, content_type = self.runtime.monitor.exposition()
+        return Response(body, media_type=content_type)
+
+    async def infer(self, request: Request) -> Response:
+        start = time.perf_counter()
+        monitor = self.runtime.monitor
+        try:
+            response = await self._infer(request)
+        except InvalidRequest as err:
+            monitor.observe_invalid(err.reason)
+            response = _error(err.message, err.status)
+        except ModelError as err:
+            log.error("inference failed: %s", err)
+            response = _error(str(err), 500)
+        except Exception:  # never let one request take the server down
+            log.exception("unexpected error during inference")
+            response = _error("internal error", 500)
+        monitor.observe_request(response.status_code, time.perf_counter() - start)
+        return response
+
+    async def _infer(self, request: Request) -> Response:
+        runtime = self.runtime
+        self.check_model(request)
+        if not runtime.readiness.ready:
+            message = f"model {runtime.identity.model!r} is not ready: {runtime.readiness.reason}"
+            return _error(message, 503)
+        raw = await _read_body(request, runtime.config.limits.max_body_bytes)
+        if runtime.mirror is not None and SHADOW_HEADER not in request.headers:
+            runtime.mirror.offer(request.url.path, raw)
+        inference = runtime.pipeline.infer(decode_json(raw))
+        payload = {
+            "model_name": runtime.identity.model,
+            "model_version": runtime.identity.version,
+            "id": inference.request.id,
+            "outputs": inference.outputs,
+        }
+        try:
+            response = _json(payload)
+        except ValueError as err:
+            raise ModelError("the model produced NaN or infinite outputs") from err
+        runtime.monitor.observe_features(inference.features)
+        prediction = inference.prediction
+        runtime.monitor.observe_predictions(prediction.values, prediction.confidence)
+        if runtime.prediction_log is not None:
+            runtime.prediction_log.maybe_record(
+                inference.request.id, inference.request.inputs, inference.outputs
+            )
+        return response
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return _error(f"{exc.detail}: {request.method} {request.url.path}", exc.status_code)
+
+
+def _lifespan(runtime: Runtime) -> Callable[[Starlette], AbstractAsyncContextManager[None]]:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if runtime.mirror is not None:
+            await runtime.mirror.start()
+        warming = asyncio.create_task(
+            warm_up(
+                runtime.pipeline,
+                runtime.profile.golden,
+                runtime.readiness,
+                max_latency_ms=runtime.max_latency_ms,
+                rounds=runtime.config.warmup.rounds,
+            )
+        )
+        try:
+            yield
+        finally:
+            warming.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await warming
+            if runtime.mirror is not None:
+                await runtime.mirror.stop()
+            if runtime.prediction_log is not None:
+                runtime.prediction_log.close()
+
+    return lifespan
+
+
+def create_app(runtime: Runtime) -> Starlette:
+    api = _Endpoints(runtime)
+    routes = [
+        Route("/v2", api.server_metadata, methods=["GET"]),
+        Route("/v2/health/live", api.live, methods=["GET"]),
+        Route("/v2/health/ready", api.ready, methods=["GET"]),
+        Route("/metrics", api.metrics, methods=["GET"]),
+    ]
+    for base in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
+        routes += [
+            Route(base, api.metadata, methods=["GET"]),
+            Route(base + "/ready", api.model_ready, methods=["GET"]),
+            Route(base + "/infer", api.infer, methods=["POST"]),
+        ]
+    return Starlette(
+        routes=routes,
+        exception_handlers={HTTPException: _http_error},
+        lifespan=_lifespan(runtime),
+    )
+
+
+def _package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("modeldeploy")
+    except PackageNotFoundError:
+        return "unknown"

@@ -1,0 +1,98 @@
+"""model.yaml: what a model directory holds and how the runtime should serve it.
+
+    name: churn
+    version: "2026-11-20"
+    framework: sklearn              # sklearn | joblib (a fitted estimator in `artifact`)
+    artifact: model.joblib          #   or python, with entrypoint: module:callable
+    preprocess: churn_features:preprocess   # optional module:callable on the model's inputs
+    profile: profile.json
+    warmup: {max_latency_ms: 200, rounds: 10}
+    prediction_log: {path: predictions.jsonl, sample_rate: 0.01, redact: [email]}
+    limits: {max_body_bytes: 1048576, max_batch: 1024}
+
+Modules named by `entrypoint` and `preprocess` are imported from the model directory.
+"""
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from modeldeploy.contract import ENV_WARMUP_MAX_LATENCY_MS
+
+MODEL_FILE = "model.yaml"
+CALLABLE_PATTERN = r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$"
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class WarmupConfig(_Config):
+    max_latency_ms: float = Field(default=500.0, gt=0)
+    # Rounds of golden requests tried before giving up on the latency bound (bounded).
+    rounds: int = Field(default=10, ge=1, le=1000)
+
+
+class PredictionLogConfig(_Config):
+    path: str | None = None  # a file, "-" for stdout, None for no log
+    sample_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    redact: list[str] = Field(default_factory=list)  # input/output names never written
+
+
+class LimitsConfig(_Config):
+    max_body_bytes: int = Field(default=1 << 20, ge=1024)
+    max_batch: int = Field(default=1024, ge=1)
+
+
+class ModelConfig(_Config):
+    name: str = Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$")
+    version: str = Field(min_length=1, max_length=63)
+    revision: str | None = None
+    framework: Literal["sklearn", "joblib", "python"] = "sklearn"
+    artifact: str = "model.joblib"
+    entrypoint: str | None = Field(default=None, pattern=CALLABLE_PATTERN)
+    preprocess: str | None = Field(default=None, pattern=CALLABLE_PATTERN)
+    profile: str = "profile.json"
+    warmup: WarmupConfig = WarmupConfig()
+    prediction_log: PredictionLogConfig = PredictionLogConfig()
+    limits: LimitsConfig = LimitsConfig()
+
+    @model_validator(mode="after")
+    def _python_needs_entrypoint(self) -> "ModelConfig":
+        if self.framework == "python" and self.entrypoint is None:
+            raise ValueError("framework python needs entrypoint: module:callable")
+        return self
+
+
+class ModelDirError(Exception):
+    """The model directory cannot be served; the message says why."""
+
+
+def load_config(model_dir: Path) -> ModelConfig:
+    path = model_dir / MODEL_FILE
+    try:
+        document = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise ModelDirError(f"cannot read {path}: {err}") from err
+    try:
+        return ModelConfig.model_validate(document)
+    except ValidationError as err:
+        raise ModelDirError(f"invalid {path}: {err}") from err
+
+
+def warmup_max_latency_ms(config: ModelConfig, env: Mapping[str, str] = os.environ) -> float:
+    """The operator's bound (spec.warmup.maxLatencyMs, via the pod's env) wins."""
+    raw = env.get(ENV_WARMUP_MAX_LATENCY_MS)
+    if not raw:
+        return config.warmup.max_latency_ms
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise ModelDirError(f"{ENV_WARMUP_MAX_LATENCY_MS}={raw!r} is not a positive number")
+    return value

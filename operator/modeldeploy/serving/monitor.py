@@ -1,0 +1,325 @@
+"""The metrics contract as a small API any Python server can use.
+
+    monitor = Monitor(load_profile("profile.json"), Identity.resolve("churn", "1"))
+    monitor.observe_features({"tenure_months": [3, 40], "contract": ["one-year", None]})
+    monitor.observe_predictions(["churn", "stay"], confidence=[0.91, 0.62])
+    monitor.observe_request(200, seconds=0.004)
+    body, content_type = monitor.exposition()   # serve it on /metrics
+
+Per-bin counters live in numpy arrays and are turned into Prometheus samples only when
+scraped, so counting a batch costs one searchsorted per feature and one bincount, never a
+Python call per bin. Every bin exists (at zero) from the start: `increase()` over a window
+then sees bins that stayed empty, which drift statistics need.
+"""
+
+import os
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+from modeldeploy import contract as c
+from modeldeploy.profiling.schema import ClassificationOutput, Profile
+from modeldeploy.serving.bins import (
+    Bins,
+    CategoricalBins,
+    NumericBins,
+    bucket_counts,
+    feature_bins,
+)
+
+LOCAL_REVISION = "local"
+SHADOW_RESULTS = ("sent", "failed", "dropped")
+# Codes pre-created at zero so that error-rate queries have series before the first error.
+PRECREATED_CODES = ("200", "400", "500", "503")
+
+
+@dataclass(frozen=True)
+class Identity:
+    """The labels on every series: which model, version and revision served."""
+
+    model: str
+    version: str
+    revision: str
+
+    @classmethod
+    def resolve(
+        cls,
+        model: str,
+        version: str,
+        revision: str | None = None,
+        env: Mapping[str, str] = os.environ,
+    ) -> "Identity":
+        """The pod's environment (set by the operator) wins over the image's own values."""
+        return cls(
+            model=env.get(c.ENV_MODEL_NAME) or model,
+            version=env.get(c.ENV_MODEL_VERSION) or version,
+            revision=env.get(c.ENV_REVISION) or revision or LOCAL_REVISION,
+        )
+
+    def values(self) -> tuple[str, str, str]:
+        return (self.model, self.version, self.revision)
+
+
+@dataclass(frozen=True)
+class _BinnedSeries:
+    """A group of binned counters sharing one numpy array: one slice per key."""
+
+    keys: tuple[str, ...]
+    bins: tuple[Bins, ...]
+    offsets: tuple[int, ...]
+    size: int
+
+    @classmethod
+    def of(cls, items: Sequence[tuple[str, Bins]]) -> "_BinnedSeries":
+        sizes = [len(b.labels) for _, b in items]
+        offsets = tuple(int(o) for o in np.cumsum([0, *sizes])[:-1])
+        return cls(tuple(k for k, _ in items), tuple(b for _, b in items), offsets, sum(sizes))
+
+
+class Monitor:
+    """Exports the metrics contract for one model revision into its own registry."""
+
+    def __init__(
+        self,
+        profile: Profile,
+        identity: Identity,
+        *,
+        invalid_reasons: Iterable[str] = (),
+        enabled: bool = True,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        self.profile = profile
+        self.identity = identity
+        self.enabled = enabled
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        self._lock = threading.Lock()
+        self._features = _BinnedSeries.of([(f.name, feature_bins(f)) for f in profile.features])
+        self._feature_counts = np.zeros(self._features.size, dtype=np.int64)
+        self._baselines = [
+            [f.baseline.get(label, 0.0) for label in bins.labels]
+            for f, bins in zip(profile.features, self._features.bins, strict=True)
+        ]
+        output = profile.output
+        self._output_bins: Bins = (
+            CategoricalBins(tuple(output.classes))
+            if isinstance(output, ClassificationOutput)
+            else NumericBins(np.asarray(output.edges, dtype=np.float64))
+        )
+        self._output_counts = np.zeros(len(self._output_bins.labels), dtype=np.int64)
+        self._confidence_counts = np.zeros(len(c.CONFIDENCE_BUCKETS) + 1, dtype=np.int64)
+        self._confidence_sum = 0.0
+        self._define_standard_metrics(tuple(invalid_reasons))
+        self.registry.register(_BinCollector(self))
+
+    def _define_standard_metrics(self, invalid_reasons: tuple[str, ...]) -> None:
+        labels = list(c.IDENTITY_LABELS)
+        ident = self.identity.values()
+        requests = Counter(
+            c.REQUESTS_TOTAL,
+            "Inference requests by status code.",
+            [*labels, c.LABEL_CODE],
+            registry=self.registry,
+        )
+        invalid = Counter(
+            c.INVALID_REQUESTS_TOTAL,
+            "Inference requests rejected, by reason.",
+            [*labels, c.LABEL_REASON],
+            registry=self.registry,
+        )
+        shadow = Counter(
+            c.SHADOW_REQUESTS_TOTAL,
+            "Requests mirrored to the shadow, by result.",
+            [*labels, c.LABEL_RESULT],
+            registry=self.registry,
+        )
+        duration = Histogram(
+            c.REQUEST_DURATION_SECONDS,
+            "Inference request latency.",
+            labels,
+            buckets=c.LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        info = Gauge(
+            c.MODEL_INFO, "The model revision this process serves.", labels, registry=self.registry
+        )
+        info.labels(*ident).set(1)
+        self._requests = {code: requests.labels(*ident, code) for code in PRECREATED_CODES}
+        self._requests_family = requests
+        self._invalid = {r: invalid.labels(*ident, r) for r in invalid_reasons}
+        self._invalid_family = invalid
+        self._shadow = {r: shadow.labels(*ident, r) for r in SHADOW_RESULTS}
+        self._duration = duration.labels(*ident)
+
+    # --- observations -------------------------------------------------------------------
+
+    def observe_request(self, code: int, seconds: float) -> None:
+        """One finished inference request: its status code and latency."""
+        if not self.enabled:
+            return
+        key = str(code)
+        child = self._requests.get(key)
+        if child is None:
+            child = self._requests.setdefault(
+                key, self._requests_family.labels(*self.identity.values(), key)
+            )
+        child.inc()
+        self._duration.observe(seconds)
+
+    def observe_invalid(self, reason: str) -> None:
+        """One rejected request (count its status with observe_request too)."""
+        if not self.enabled:
+            return
+        child = self._invalid.get(reason)
+        if child is None:
+            child = self._invalid.setdefault(
+                reason, self._invalid_family.labels(*self.identity.values(), reason)
+            )
+        child.inc()
+
+    def observe_shadow(self, result: str) -> None:
+        if self.enabled:
+            self._shadow[result].inc()
+
+    def observe_features(self, columns: Mapping[str, npt.ArrayLike]) -> None:
+        """A batch of model inputs, one column per feature (None/NaN = missing).
+
+        A profiled feature absent from `columns` counts the whole batch as missing.
+        """
+        if not self.enabled or not columns:
+            return
+        rows = len(np.asarray(next(iter(columns.values())), dtype=object).reshape(-1))
+        series = self._features
+        parts = []
+        for key, bins, offset in zip(series.keys, series.bins, series.offsets, strict=True):
+            column = columns.get(key)
+            if column is None:
+                parts.append(np.full(rows, offset + len(bins.labels) - 1, dtype=np.intp))
+            else:
+                parts.append(bins.index(column) + offset)
+        added = np.bincount(np.concatenate(parts), minlength=series.size)
+        with self._lock:
+            self._feature_counts += added
+
+    def observe_predictions(
+        self, outputs: npt.ArrayLike, confidence: npt.ArrayLike | None = None
+    ) -> None:
+        """A batch of predictions (class labels or values) and the predicted class's
+        probability when the model has one."""
+        if not self.enabled:
+            return
+        added = np.bincount(self._output_bins.index(outputs), minlength=self._output_counts.size)
+        if confidence is None:
+            with self._lock:
+                self._output_counts += added
+            return
+        probabilities = np.asarray(confidence, dtype=np.float64)
+        buckets = bucket_counts(c.CONFIDENCE_BUCKETS, probabilities)
+        total = float(probabilities.sum())
+        with self._lock:
+            self._output_counts += added
+            self._confidence_counts += buckets
+            self._confidence_sum += total
+
+    @contextmanager
+    def time_request(self) -> Iterator["RequestTimer"]:
+        """Times a request: `with monitor.time_request() as r: ...; r.code = 400`.
+        An exception escaping the block counts as 500."""
+        timer = RequestTimer()
+        start = time.perf_counter()
+        try:
+            yield timer
+        except BaseException:
+            timer.code = 500
+            raise
+        finally:
+            self.observe_request(timer.code, time.perf_counter() - start)
+
+    def exposition(self) -> tuple[bytes, str]:
+        """The registry in Prometheus text format and its content type."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+    # --- collection ---------------------------------------------------------------------
+
+    def _snapshot(
+        self,
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64], float]:
+        with self._lock:
+            return (
+                self._feature_counts.copy(),
+                self._output_counts.copy(),
+                self._confidence_counts.copy(),
+                self._confidence_sum,
+            )
+
+    def _collect_bins(self) -> Iterator[Metric]:
+        features, outputs, confidence, confidence_sum = self._snapshot()
+        ident = list(self.identity.values())
+        series = self._features
+        bin_total = CounterMetricFamily(
+            c.FEATURE_BIN_TOTAL,
+            "Model inputs per feature bin (training deciles/categories).",
+            labels=[*c.IDENTITY_LABELS, c.LABEL_FEATURE, c.LABEL_BIN],
+        )
+        baseline = GaugeMetricFamily(
+            c.FEATURE_BASELINE_RATIO,
+            "Share of training rows per feature bin.",
+            labels=[*c.IDENTITY_LABELS, c.LABEL_FEATURE, c.LABEL_BIN],
+        )
+        for key, bins, offset, ratios in zip(
+            series.keys, series.bins, series.offsets, self._baselines, strict=True
+        ):
+            for i, label in enumerate(bins.labels):
+                bin_total.add_metric([*ident, key, label], float(features[offset + i]))
+                baseline.add_metric([*ident, key, label], ratios[i])
+        yield bin_total
+        yield baseline
+        predictions = CounterMetricFamily(
+            c.PREDICTION_BIN_TOTAL,
+            "Predictions per output bin (class or value decile).",
+            labels=[*c.IDENTITY_LABELS, c.LABEL_OUTPUT, c.LABEL_BIN],
+        )
+        for label, count in zip(self._output_bins.labels, outputs.tolist(), strict=True):
+            predictions.add_metric([*ident, self.profile.output.name, label], float(count))
+        yield predictions
+        if isinstance(self.profile.output, ClassificationOutput):
+            cumulative = np.cumsum(confidence).tolist()
+            bounds = [repr(float(b)) for b in c.CONFIDENCE_BUCKETS] + ["+Inf"]
+            histogram = HistogramMetricFamily(
+                c.PREDICTION_CONFIDENCE,
+                "Probability of the predicted class.",
+                labels=list(c.IDENTITY_LABELS),
+            )
+            histogram.add_metric(
+                ident,
+                list(zip(bounds, [float(v) for v in cumulative], strict=True)),
+                sum_value=confidence_sum,
+            )
+            yield histogram
+
+
+@dataclass
+class RequestTimer:
+    code: int = 200
+
+
+class _BinCollector:
+    """Turns the monitor's numpy counters into metric families at scrape time."""
+
+    def __init__(self, monitor: Monitor) -> None:
+        self._monitor = monitor
+
+    def collect(self) -> Iterator[Metric]:
+        return self._monitor._collect_bins()

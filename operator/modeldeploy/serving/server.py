@@ -1,0 +1,105 @@
+"""`modeldeploy serve`: load a model directory and serve it with uvicorn."""
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from modeldeploy.contract import SERVING_PORT
+from modeldeploy.profiling.schema import Profile
+from modeldeploy.serving.app import Runtime, create_app
+from modeldeploy.serving.config import (
+    ModelDirError,
+    PredictionLogConfig,
+    load_config,
+    warmup_max_latency_ms,
+)
+from modeldeploy.serving.model import load_model, load_preprocess
+from modeldeploy.serving.monitor import Identity, Monitor
+from modeldeploy.serving.pipeline import InferencePipeline
+from modeldeploy.serving.predlog import PredictionLog
+from modeldeploy.serving.protocol import Reason
+from modeldeploy.serving.shadow import Mirror
+
+
+def load_profile(path: Path) -> Profile:
+    try:
+        return Profile.model_validate_json(path.read_bytes())
+    except (OSError, ValidationError) as err:
+        raise ModelDirError(f"cannot load profile {path}: {err}") from err
+
+
+def load_runtime(
+    model_dir: Path,
+    *,
+    instrumentation: bool = True,
+    prediction_log: PredictionLogConfig | None = None,
+    env: Mapping[str, str] = os.environ,
+) -> Runtime:
+    """Everything `serve` needs, loaded and checked before the port opens."""
+    config = load_config(model_dir)
+    profile = load_profile(model_dir / config.profile)
+    identity = Identity.resolve(config.name, config.version, config.revision, env)
+    names = [f.name for f in profile.features]
+    pipeline = InferencePipeline(
+        profile.features,
+        load_model(config, model_dir, names),
+        load_preprocess(config, model_dir),
+        max_batch=config.limits.max_batch,
+    )
+    monitor = Monitor(profile, identity, invalid_reasons=list(Reason), enabled=instrumentation)
+    return Runtime(
+        identity=identity,
+        config=config,
+        profile=profile,
+        pipeline=pipeline,
+        monitor=monitor,
+        max_latency_ms=warmup_max_latency_ms(config, env),
+        mirror=Mirror.from_env(monitor, env),
+        prediction_log=PredictionLog.open(prediction_log or config.prediction_log, identity),
+    )
+
+
+def serve(
+    model_dir: Path,
+    host: str = "127.0.0.1",
+    port: int = SERVING_PORT,
+    *,
+    instrumentation: bool = True,
+    log_path: str | None = None,
+    log_sample_rate: float | None = None,
+    redact: Sequence[str] = (),
+    log_level: str = "info",
+) -> None:
+    import uvicorn
+
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    config = load_config(model_dir)
+    log_config = config.prediction_log.model_copy(
+        update={
+            k: v
+            for k, v in {
+                "path": log_path,
+                "sample_rate": log_sample_rate,
+                "redact": [*config.prediction_log.redact, *redact] if redact else None,
+            }.items()
+            if v is not None
+        }
+    )
+    runtime = load_runtime(
+        model_dir,
+        instrumentation=instrumentation,
+        prediction_log=PredictionLogConfig.model_validate(log_config.model_dump()),
+    )
+    uvicorn.run(
+        create_app(runtime),
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=False,
+        lifespan="on",
+    )
