@@ -138,5 +138,26 @@ def profile(
     typer.echo(f"wrote {path}")
 
 
+@app.command("crd")
+def crd(
+    *,
+    check: Annotated[
+        bool, typer.Option("--check", help="Only verify that the CRD file is up to date.")
+    ] = False,
+    output: Annotated[Path, typer.Option(help="Directory of the CRD file.")] = Path("crds"),
+) -> None:
+    """Generate the ModelDeployment CRD from the API models (crds/ is never edited by hand)."""
+    from modeldeploy.crd import stale_crd, write_crd
+
+    if check:
+        problem = stale_crd(output)
+        if problem:
+            typer.secho(problem, err=True, fg=typer.colors.RED)
+            raise typer.Exit(1)
+        typer.echo(f"{output} is up to date")
+    else:
+        typer.echo(f"wrote {write_crd(output)}")
+
+
 def main() -> None:
     app()

@@ -1,0 +1,172 @@
+"""What decides a rollout: thresholds on the new revision's metrics, and when they may act."""
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from modeldeploy.api.base import ApiModel, ListMapKey, Rule, pattern_rule
+from modeldeploy.api.duration import PositiveDuration, cel_not_shorter, parse_duration
+
+MAX_CUSTOM_CHECKS = 20
+Fraction = Annotated[float, Field(ge=0, le=1)]
+
+
+class Latency(ApiModel):
+    """Latency ceilings of the new revision over the window (from the request duration
+    histogram). Off unless set: good values depend on the model."""
+
+    rules = (
+        Rule(
+            cel="!has(self.p95Ms) || !has(self.p99Ms) || self.p95Ms <= self.p99Ms",
+            message="latency.p95Ms must not exceed latency.p99Ms",
+            holds=lambda t: t.p95_ms is None or t.p99_ms is None or t.p95_ms <= t.p99_ms,
+        ),
+    )
+
+    p95_ms: Annotated[int, Field(ge=1, le=600_000)] | None = None
+    """Fail when the 95th percentile exceeds this many milliseconds."""
+    p99_ms: Annotated[int, Field(ge=1, le=600_000)] | None = None
+    """Fail when the 99th percentile exceeds this many milliseconds."""
+
+
+class ErrorRate(ApiModel):
+    """Share of requests of the new revision answered with a server error (5xx)."""
+
+    max: Fraction = 0.01
+    """Fail above this share (0-1). 1 turns the check off."""
+
+
+class InvalidInputRate(ApiModel):
+    """Share of requests the new revision refused as invalid input (400), compared with the
+    stable revision on the same window: a stricter or different input schema shows here."""
+
+    max_increase: Fraction = 0.02
+    """Fail when the new revision's share exceeds the stable's by more than this (0-1)."""
+
+
+class FeatureDrift(ApiModel):
+    """Input features of the new revision compared with its own training profile (bundled in
+    its image): catches training/serving skew, leakage and preprocessing version skew."""
+
+    psi: Annotated[float, Field(gt=0, le=100)] = 0.25
+    """Fail when any feature's population stability index exceeds this (0.1 = moderate,
+    0.25 = major shift)."""
+    ks: Annotated[float, Field(gt=0, le=1)] | None = None
+    """Also fail when any numeric feature's Kolmogorov-Smirnov statistic exceeds this (0-1).
+    Off unless set."""
+    ignore: Annotated[
+        list[Annotated[str, Field(min_length=1, max_length=253)]],
+        Field(max_length=100),
+    ] = Field(default_factory=list)
+    """Features exempt from the drift checks (e.g. ones expected to shift, like dates)."""
+
+
+class PredictionDrift(ApiModel):
+    """Predictions of the new revision compared with the stable revision's on the same
+    window."""
+
+    psi: Annotated[float, Field(gt=0, le=100)] = 0.25
+    """Fail when the population stability index of the prediction distribution exceeds this."""
+
+
+class MissingRate(ApiModel):
+    """Share of missing values per feature, compared with the training profile."""
+
+    max_increase: Fraction = 0.05
+    """Fail when any feature's missing share exceeds its training share by more than this."""
+
+
+class Drift(ApiModel):
+    """Distribution checks. They need the training profile in the image (modeldeploy
+    profile); set enabled: false for images without one."""
+
+    enabled: bool = True
+    """Run the drift checks."""
+    features: FeatureDrift = FeatureDrift()
+    """Input features vs the training profile."""
+    predictions: PredictionDrift = PredictionDrift()
+    """Predictions vs the stable revision."""
+    missing_rate: MissingRate = MissingRate()
+    """Missing values vs the training profile."""
+
+
+CHECK_NAME_PATTERN = "^[a-z]([-a-z0-9]*[a-z0-9])?$"
+
+
+class CustomCheck(ApiModel):
+    """A PromQL query whose value must stay within bounds."""
+
+    rules = (
+        Rule(
+            cel="has(self.min) || has(self.max)",
+            message="a custom check needs min, max or both",
+            holds=lambda c: c.min is not None or c.max is not None,
+        ),
+        Rule(
+            cel="!has(self.min) || !has(self.max) || self.min < self.max",
+            message="a custom check's min must be less than its max",
+            holds=lambda c: c.min is None or c.max is None or c.min < c.max,
+        ),
+    )
+
+    name: Annotated[
+        str,
+        Field(min_length=1, max_length=63),
+        pattern_rule(
+            CHECK_NAME_PATTERN,
+            "must be lowercase letters, digits and '-', starting with a letter (e.g. accuracy)",
+        ),
+    ]
+    """Name of the check in status and events (unique)."""
+    query: Annotated[str, Field(min_length=1, max_length=4096)]
+    """PromQL returning one number. Placeholders: {{namespace}}, {{name}}, {{model}},
+    {{version}}, {{revision}} (the revision under analysis), {{stableRevision}}, {{window}}
+    (e.g. 5m)."""
+    min: float | None = None
+    """Fail when the value is below this."""
+    max: float | None = None
+    """Fail when the value is above this."""
+
+
+class Analysis(ApiModel):
+    """When and how the new revision is judged. A check fails only on enough data; no data
+    is never a pass."""
+
+    rules = (
+        Rule(
+            cel=cel_not_shorter("self.window", "self.interval"),
+            message="analysis.window must be at least analysis.interval",
+            holds=lambda a: parse_duration(a.window) >= parse_duration(a.interval),
+            field_path=".window",
+        ),
+    )
+
+    interval: PositiveDuration = "30s"
+    """How often the checks run."""
+    window: PositiveDuration = "5m"
+    """How far back each check looks (the PromQL range)."""
+    min_samples: Annotated[int, Field(ge=1, le=1_000_000_000)] = 500
+    """Requests the new revision must have served in the window before any check may give a
+    verdict (PSI with 10 bins false-alarms often below a few hundred samples)."""
+    failure_limit: Annotated[int, Field(ge=1, le=100)] = 2
+    """Consecutive failed analyses that roll back."""
+    on_no_data: Literal["hold", "rollback"] = "hold"
+    """What to do when there is no verdict (too few samples, empty result, Prometheus
+    unreachable) for noDataTimeout: hold keeps waiting (condition Progressing=False,
+    reason NoData), rollback rolls back."""
+    no_data_timeout: PositiveDuration = "15m"
+    """How long a step may go without a verdict before onNoData applies."""
+    latency: Latency = Latency()
+    """Latency ceilings (off unless set)."""
+    error_rate: ErrorRate = ErrorRate()
+    """Server error share."""
+    invalid_input_rate: InvalidInputRate = InvalidInputRate()
+    """Invalid input share compared with the stable revision."""
+    drift: Drift = Drift()
+    """Feature, prediction and missing-value distribution checks."""
+    custom: Annotated[
+        list[CustomCheck],
+        Field(max_length=MAX_CUSTOM_CHECKS),
+        ListMapKey("name"),
+    ] = Field(default_factory=list)
+    """Further checks as PromQL queries with bounds."""

@@ -1,0 +1,147 @@
+"""The observed state of a ModelDeployment, written only by the operator.
+
+Besides what users read (phase, revisions, weight, conditions, last analysis, history), it
+holds what a level-based operator needs to carry on after a restart: when the current step
+started, consecutive failures, since when data is missing, the bake deadline, and which
+revision was abandoned by a rollback (so that it is not retried by itself).
+"""
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from modeldeploy.api.base import ApiModel, ListMapKey
+from modeldeploy.api.rollout import MAX_STEPS
+from modeldeploy.api.types import Timestamp
+
+HISTORY_LIMIT = 20
+MAX_CHECKS = 256
+
+Phase = Literal[
+    "Pending", "Progressing", "Paused", "Promoting", "Stable", "RolledBack", "Killed", "Degraded"
+]
+ConditionType = Literal["Ready", "Progressing", "Degraded", "Killed"]
+ConditionStatus = Literal["True", "False", "Unknown"]
+Verdict = Literal["pass", "fail", "inconclusive"]
+HistoryEvent = Literal[
+    "Started", "Promoted", "RolledBack", "Aborted", "KillSwitchEngaged", "KillSwitchReleased"
+]
+Revision = Annotated[str, Field(min_length=1, max_length=63)]
+Message = Annotated[str, Field(max_length=4096)]
+Count = Annotated[int, Field(ge=0)]
+
+
+class Condition(ApiModel):
+    """A kstatus-compatible condition (as metav1.Condition)."""
+
+    type: ConditionType
+    """Ready: serving on a stable revision with minWarm Ready pods. Progressing: a rollout is
+    under way. Degraded: something needs attention (e.g. stable drifting, rolled back).
+    Killed: the kill switch is engaged."""
+    status: ConditionStatus
+    """True, False or Unknown."""
+    reason: Annotated[str, Field(min_length=1, max_length=128)]
+    """One CamelCase word for machines, e.g. AnalysisFailed."""
+    message: Message = ""
+    """What happened, for people."""
+    last_transition_time: Timestamp
+    """When status last changed."""
+    observed_generation: Count | None = None
+    """The metadata.generation this condition was computed from."""
+
+
+class CheckResult(ApiModel):
+    """One check of one analysis."""
+
+    name: Annotated[str, Field(min_length=1, max_length=253)]
+    """The check, e.g. latency-p99, error-rate, feature-psi/age, custom/accuracy."""
+    value: float | None = None
+    """Measured value (absent when there was no data)."""
+    threshold: float
+    """The bound it was compared with."""
+    samples: Count = 0
+    """Observations the value rests on."""
+    verdict: Verdict
+    """pass, fail, or inconclusive (too few samples or no data: never a pass)."""
+
+
+class AnalysisResult(ApiModel):
+    """The most recent analysis of the revision under test."""
+
+    time: Timestamp
+    """When it ran."""
+    revision: Revision | None = None
+    """The revision analysed."""
+    samples: Count = 0
+    """Requests the revision served in the window."""
+    verdict: Verdict
+    """fail if any check failed, else inconclusive if any was, else pass."""
+    checks: Annotated[list[CheckResult], Field(max_length=MAX_CHECKS)] = Field(default_factory=list)
+    """Every check with its value, threshold, samples and verdict."""
+
+
+class HistoryEntry(ApiModel):
+    """A rollout event, newest last."""
+
+    revision: Revision
+    """Revision concerned."""
+    version: Annotated[str, Field(max_length=63)]
+    """Its model version."""
+    image: Annotated[str, Field(max_length=512)]
+    """Its image."""
+    event: HistoryEvent
+    """What happened."""
+    reason: Message = ""
+    """Why, for people (e.g. the failed check with value and threshold)."""
+    time: Timestamp
+    """When."""
+
+
+class ModelDeploymentStatus(ApiModel):
+    """Observed state, written by the operator."""
+
+    phase: Phase = "Pending"
+    """Pending, Progressing (rollout under way), Paused (spec.rollout.paused or waiting for
+    approval), Promoting, Stable, RolledBack (the new revision was abandoned; stable serves),
+    Killed (kill switch engaged), Degraded (serving but something needs attention)."""
+    message: Message = ""
+    """One line on the current state, for people."""
+    observed_generation: Count | None = None
+    """The metadata.generation the operator last acted on."""
+    stable_revision: Revision | None = None
+    """Revision serving as stable."""
+    canary_revision: Revision | None = None
+    """Revision being rolled out, if any."""
+    previous_stable_revision: Revision | None = None
+    """Stable revision before the last promotion, kept warm until bakeUntil."""
+    failed_revision: Revision | None = None
+    """Revision abandoned by the last rollback or abort; not retried by itself (a new spec
+    revision, or annotation modeldeploy.io/retry=<revision>, is needed)."""
+    canary_weight: Annotated[int, Field(ge=0, le=100)] = 0
+    """Effective share of live traffic (percent, rounded) the canary serves."""
+    step: Annotated[int, Field(ge=0, le=MAX_STEPS - 1)] | None = None
+    """0-based index of the current canary step (absent outside a rollout and while only
+    shadowing)."""
+    step_started_at: Timestamp | None = None
+    """When the current step (or shadow phase) started."""
+    consecutive_failures: Count = 0
+    """Failed analyses in a row of the revision under test."""
+    no_data_since: Timestamp | None = None
+    """Since when analyses gave no verdict (for analysis.noDataTimeout)."""
+    bake_until: Timestamp | None = None
+    """End of the bake time after the last promotion."""
+    conditions: Annotated[list[Condition], Field(max_length=8), ListMapKey("type")] = Field(
+        default_factory=list
+    )
+    """Ready, Progressing, Degraded, Killed."""
+    last_analysis: AnalysisResult | None = None
+    """The most recent analysis."""
+    history: Annotated[list[HistoryEntry], Field(max_length=HISTORY_LIMIT)] = Field(
+        default_factory=list
+    )
+    """The last 20 rollout events, oldest first."""
+
+    def with_history(self, entry: HistoryEntry) -> "ModelDeploymentStatus":
+        """A copy with `entry` appended and the oldest entries dropped beyond the limit."""
+        history = [*self.history, entry][-HISTORY_LIMIT:]
+        return self.model_copy(update={"history": history})
