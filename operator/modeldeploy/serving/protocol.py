@@ -89,7 +89,7 @@ def decode_json(raw: bytes) -> Any:
 
 
 def _short(value: Any, limit: int = 40) -> str:
-    text = json.dumps(value, default=repr)
+    text = repr(value) if isinstance(value, str) else json.dumps(value, default=repr)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

@@ -1,0 +1,108 @@
+"""Runs `modeldeploy serve` as a child process on 127.0.0.1 (tests, benchmarks, demos).
+
+with ServerProcess(model_dir) as server:
+    server.wait_ready()
+    httpx.post(server.url + "/v2/models/churn/infer", json=body)
+"""
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+
+import httpx
+
+LOOPBACK = "127.0.0.1"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOOPBACK, 0))
+        return int(sock.getsockname()[1])
+
+
+def serve_command() -> list[str]:
+    script = Path(sys.executable).with_name("modeldeploy")
+    if script.exists():
+        return [str(script), "serve"]
+    return [sys.executable, "-c", "from modeldeploy.cli import main; main()", "serve"]
+
+
+class ServerProcess:
+    def __init__(
+        self,
+        model_dir: Path,
+        *,
+        port: int | None = None,
+        env: Mapping[str, str] | None = None,
+        args: Sequence[str] = (),
+    ) -> None:
+        self.model_dir = model_dir
+        self.port = port or free_port()
+        self.url = f"http://{LOOPBACK}:{self.port}"
+        self._env = {**os.environ, **(env or {})}
+        self._args = list(args)
+        self._log = tempfile.NamedTemporaryFile(prefix="modeldeploy-serve-", suffix=".log")  # noqa: SIM115
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> "ServerProcess":
+        command = [
+            *serve_command(),
+            "--model-dir", str(self.model_dir),
+            "--host", LOOPBACK,
+            "--port", str(self.port),
+            *self._args,
+        ]  # fmt: skip
+        self._process = subprocess.Popen(
+            command, env=self._env, stdout=self._log, stderr=subprocess.STDOUT
+        )
+        return self
+
+    def output(self) -> str:
+        return Path(self._log.name).read_text(errors="replace")
+
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def wait_ready(self, timeout_s: float = 30.0, *, path: str = "/v2/health/ready") -> None:
+        """Polls until `path` answers 200; raises with the server's output otherwise."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if not self.running():
+                raise RuntimeError(f"server exited:\n{self.output()}")
+            try:
+                if httpx.get(self.url + path, timeout=1.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise TimeoutError(f"{self.url}{path} not 200 after {timeout_s}s:\n{self.output()}")
+
+    def wait_live(self, timeout_s: float = 30.0) -> None:
+        self.wait_ready(timeout_s, path="/v2/health/live")
+
+    def stop(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait(timeout=10)
+        self._log.close()
+
+    def __enter__(self) -> "ServerProcess":
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -1,0 +1,413 @@
+"""Pure parts of the serving runtime: binning, V2 validation, pipeline, Monitor, warm-up,
+prediction log and shadow configuration."""
+
+import asyncio
+import json
+import random
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from modeldeploy import contract as c
+from modeldeploy.profiling.schema import (
+    ClassificationOutput,
+    GoldenRequest,
+    Profile,
+)
+from modeldeploy.profiling.stats import profile_feature
+from modeldeploy.serving.bins import CategoricalBins, NumericBins, counts, feature_bins
+from modeldeploy.serving.config import ModelDirError
+from modeldeploy.serving.model import CallableModel, Prediction
+from modeldeploy.serving.monitor import Identity, Monitor
+from modeldeploy.serving.pipeline import InferencePipeline, ModelError
+from modeldeploy.serving.predlog import REDACTED, PredictionLog, log_record
+from modeldeploy.serving.protocol import InvalidRequest, Reason, RequestParser
+from modeldeploy.serving.shadow import Mirror
+from modeldeploy.serving.warmup import Readiness, State, mismatch, warm_up
+
+pytestmark = pytest.mark.unit
+
+
+def _strings(*values: Any) -> np.ndarray:
+    column = np.empty(len(values), dtype=object)
+    column[:] = list(values)
+    return column
+
+
+FEATURES = [
+    profile_feature("age", np.arange(1.0, 101.0), "int"),
+    profile_feature("income", np.array([10.0, 20.0, np.nan, 40.0]), "float"),
+    profile_feature("plan", _strings("a", "b", "b", "c"), "string"),
+    profile_feature("vip", _strings(True, False, False, False), "bool"),
+]
+
+
+def classify(columns: Mapping[str, np.ndarray]) -> Prediction:
+    p = np.clip(np.nan_to_num(columns["age"]) / 100.0, 0.0, 1.0)
+    probabilities = np.column_stack([1 - p, p])
+    return Prediction(np.where(p > 0.5, "yes", "no"), probabilities, ("no", "yes"))
+
+
+def _profile(golden: list[GoldenRequest] | None = None) -> Profile:
+    output = ClassificationOutput(classes=["no", "yes"], baseline={"no": 0.5, "yes": 0.5})
+    return Profile(rows=100, features=FEATURES, output=output, golden=golden or [])
+
+
+def _body(**overrides: Any) -> dict[str, Any]:
+    inputs = {
+        "age": {"name": "age", "shape": [2], "datatype": "INT64", "data": [30, 70]},
+        "income": {"name": "income", "shape": [2], "datatype": "FP64", "data": [12.5, None]},
+        "plan": {"name": "plan", "shape": [2, 1], "datatype": "BYTES", "data": [["a"], ["zzz"]]},
+        "vip": {"name": "vip", "shape": [2], "datatype": "BOOL", "data": [True, False]},
+    }
+    for name, value in overrides.items():
+        if value is None:
+            del inputs[name]
+        else:
+            inputs[name] = {**inputs[name], **value}
+    return {"id": "r1", "inputs": list(inputs.values())}
+
+
+# --- bins ---------------------------------------------------------------------------------
+
+
+def test_numeric_bins_are_upper_inclusive_with_missing_last() -> None:
+    bins = NumericBins(np.array([1.0, 2.0]))
+    assert bins.labels == ("00", "01", "02", "missing")
+    assert bins.index([0.5, 1.0, 1.5, 2.0, 9.0, np.nan]).tolist() == [0, 0, 1, 1, 2, 3]
+
+
+def test_categorical_bins_count_unknown_as_other_and_none_as_missing() -> None:
+    bins = CategoricalBins(("a", "b"))
+    assert bins.labels == ("a", "b", "other", "missing")
+    assert counts(bins, _strings("a", "zzz", None, "b", "a")).tolist() == [2, 1, 1, 1]
+
+
+def test_bool_features_bin_by_true_false() -> None:
+    bins = feature_bins(FEATURES[3])
+    assert bins.labels == ("false", "true", "other", "missing")
+    assert bins.index(_strings(True, False, None)).tolist() == [1, 0, 3]
+
+
+def test_reserved_category_names_are_refused() -> None:
+    with pytest.raises(ValueError, match="reserved"):
+        CategoricalBins(("missing", "x"))
+
+
+# --- V2 request validation ----------------------------------------------------------------
+
+PARSER = RequestParser(FEATURES, max_batch=3)
+
+
+def test_valid_request_yields_columns_in_profile_order() -> None:
+    request = PARSER.parse(_body())
+    assert list(request.columns) == ["age", "income", "plan", "vip"]
+    assert request.rows == 2
+    assert request.columns["age"].tolist() == [30.0, 70.0]
+    assert np.isnan(request.columns["income"][1])
+    assert request.columns["plan"].tolist() == ["a", "zzz"]  # unknown category: binned later
+
+
+def test_absent_nullable_feature_is_missing_in_every_row() -> None:
+    request = PARSER.parse(_body(income=None))
+    assert np.isnan(request.columns["income"]).all()
+
+
+BAD_BODIES: list[tuple[Any, Reason, str]] = [
+    ([1, 2], Reason.NOT_AN_OBJECT, "JSON object"),
+    ({"id": 5, "inputs": []}, Reason.BAD_ID, "'id'"),
+    ({"parameters": [], "inputs": []}, Reason.BAD_PARAMETERS, "'parameters'"),
+    ({"inputs": []}, Reason.NO_INPUTS, "age, income, plan, vip"),
+    ({"inputs": ["age"]}, Reason.BAD_INPUT, "inputs[0]"),
+    ({"inputs": [{"shape": [1]}]}, Reason.BAD_INPUT, "no 'name'"),
+    (_body(age={"name": "agee"}), Reason.UNKNOWN_INPUT, "'agee'"),
+    (_body(vip=None), Reason.MISSING_INPUT, "vip"),
+    (_body(age={"datatype": "FLOAT"}), Reason.BAD_DATATYPE, "not a V2 datatype"),
+    (_body(plan={"datatype": "FP64"}), Reason.BAD_DATATYPE, "string feature"),
+    (_body(age={"shape": [2, 2]}), Reason.BAD_SHAPE, "[batch] or [batch, 1]"),
+    (_body(age={"shape": [0], "data": []}), Reason.BAD_SHAPE, "empty batch"),
+    (_body(age={"shape": [3]}), Reason.SHAPE_MISMATCH, "data has 2"),
+    (_body(age={"shape": [1], "data": [3]}), Reason.BATCH_MISMATCH, "age=1"),
+    (_body(age={"data": [1.5, 2]}), Reason.BAD_VALUE, "not an integer"),
+    (_body(income={"data": ["1", 2]}), Reason.BAD_VALUE, "not a number"),
+    (_body(vip={"data": [1, 0]}), Reason.BAD_VALUE, "true/false"),
+    (_body(income={"data": [float("inf"), 1]}), Reason.NON_FINITE, "NaN and infinite"),
+    (_body(age={"data": [10**400, 1]}), Reason.NON_FINITE, "too large"),
+    (_body(age={"data": [None, 1]}), Reason.NULL_VALUE, "not nullable"),
+    ({**_body(), "outputs": ["label"]}, Reason.BAD_OUTPUTS, "'outputs'"),
+]
+
+
+@pytest.mark.parametrize(("body", "reason", "message"), BAD_BODIES)
+def test_bad_requests_are_rejected_with_reason_and_message(
+    body: Any, reason: Reason, message: str
+) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        PARSER.parse(body)
+    assert caught.value.reason is reason
+    assert message in caught.value.message
+    assert caught.value.status == 400
+
+
+def test_duplicate_input_and_batch_limit() -> None:
+    body = _body()
+    body["inputs"].append(body["inputs"][0])
+    with pytest.raises(InvalidRequest, match="appears twice"):
+        PARSER.parse(body)
+    big = {
+        n: {"shape": [4], "data": [v] * 4}
+        for n, v in [("age", 1), ("income", 1.0), ("plan", "a"), ("vip", True)]
+    }
+    with pytest.raises(InvalidRequest, match="exceeds the limit 3") as caught:
+        PARSER.parse(_body(**big))
+    assert caught.value.reason is Reason.BATCH_TOO_LARGE
+
+
+# --- pipeline -----------------------------------------------------------------------------
+
+
+def test_pipeline_outputs_v2_tensors_and_honours_requested_outputs() -> None:
+    pipeline = InferencePipeline(FEATURES, CallableModel(classify))
+    inference = pipeline.infer(_body())
+    names = [o["name"] for o in inference.outputs]
+    assert names == ["label", "confidence", "probabilities"]
+    assert inference.outputs[0] == {"name": "label", "shape": [2], "datatype": "BYTES",
+                                    "data": ["no", "yes"]}  # fmt: skip
+    assert inference.outputs[2]["shape"] == [2, 2]
+    only = pipeline.infer({**_body(), "outputs": [{"name": "confidence"}]}).outputs
+    assert [o["name"] for o in only] == ["confidence"]
+    with pytest.raises(InvalidRequest, match="answers: label, confidence, probabilities"):
+        pipeline.infer({**_body(), "outputs": [{"name": "score"}]})
+
+
+def test_pipeline_turns_model_failures_into_model_errors() -> None:
+    def broken(columns: Mapping[str, np.ndarray]) -> Any:
+        raise RuntimeError("boom")
+
+    with pytest.raises(ModelError, match="boom"):
+        InferencePipeline(FEATURES, CallableModel(broken)).infer(_body())
+    short = InferencePipeline(FEATURES, CallableModel(lambda cols: ["x"]))
+    with pytest.raises(ModelError, match="1 predictions for 2 rows"):
+        short.infer(_body())
+
+
+def test_preprocess_output_is_what_the_model_sees() -> None:
+    seen: dict[str, Any] = {}
+
+    def model(columns: Mapping[str, np.ndarray]) -> Prediction:
+        seen.update(columns)
+        return classify(columns)
+
+    def double_age(columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {**columns, "age": columns["age"] * 2}
+
+    inference = InferencePipeline(FEATURES, CallableModel(model), double_age).infer(_body())
+    assert seen["age"].tolist() == [60.0, 140.0]
+    assert inference.features["age"].tolist() == [60.0, 140.0]
+
+
+# --- Monitor ------------------------------------------------------------------------------
+
+
+def _samples(monitor: Monitor) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    body, _ = monitor.exposition()
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(body.decode())
+        for s in family.samples
+    }
+
+
+IDENT = {"model": "m", "version": "1", "revision": "r"}
+
+
+def _key(name: str, **labels: str) -> tuple[str, frozenset[tuple[str, str]]]:
+    return name, frozenset({**IDENT, **labels}.items())
+
+
+def test_monitor_precreates_every_bin_and_exports_baselines() -> None:
+    monitor = Monitor(_profile(), Identity("m", "1", "r"), invalid_reasons=["bad_json"])
+    samples = _samples(monitor)
+    for feature in FEATURES:
+        for label in feature_bins(feature).labels:
+            assert samples[_key(c.FEATURE_BIN_TOTAL, feature=feature.name, bin=label)] == 0
+            assert samples[
+                _key(c.FEATURE_BASELINE_RATIO, feature=feature.name, bin=label)
+            ] == pytest.approx(feature.baseline[label])
+    assert samples[_key(c.INVALID_REQUESTS_TOTAL, reason="bad_json")] == 0
+    assert samples[_key(c.REQUESTS_TOTAL, code="500")] == 0
+    assert samples[_key(c.PREDICTION_BIN_TOTAL, output="label", bin="yes")] == 0
+    assert samples[_key(c.MODEL_INFO)] == 1
+
+
+def test_monitor_counts_batches_vectorised() -> None:
+    monitor = Monitor(_profile(), Identity("m", "1", "r"))
+    monitor.observe_features(
+        {
+            "age": [1, 100, 100],
+            "plan": _strings("a", "new", None),
+            "vip": _strings(True, True, False),
+        }
+    )
+    monitor.observe_predictions(np.array(["yes", "no", "yes"]), confidence=[0.55, 0.95, 1.0])
+    monitor.observe_request(200, 0.003)
+    monitor.observe_invalid("bad_shape")
+    samples = _samples(monitor)
+    assert samples[_key(c.FEATURE_BIN_TOTAL, feature="age", bin="00")] == 1
+    assert samples[_key(c.FEATURE_BIN_TOTAL, feature="age", bin="09")] == 2
+    assert samples[_key(c.FEATURE_BIN_TOTAL, feature="income", bin="missing")] == 3  # absent
+    assert samples[_key(c.FEATURE_BIN_TOTAL, feature="plan", bin="other")] == 1
+    assert samples[_key(c.FEATURE_BIN_TOTAL, feature="plan", bin="missing")] == 1
+    assert samples[_key(c.FEATURE_BIN_TOTAL, feature="vip", bin="true")] == 2
+    assert samples[_key(c.PREDICTION_BIN_TOTAL, output="label", bin="yes")] == 2
+    assert samples[_key(c.PREDICTION_CONFIDENCE + "_bucket", le="0.6")] == 1
+    assert samples[_key(c.PREDICTION_CONFIDENCE + "_bucket", le="0.95")] == 2
+    assert samples[_key(c.PREDICTION_CONFIDENCE + "_count")] == 3
+    assert samples[_key(c.PREDICTION_CONFIDENCE + "_sum")] == pytest.approx(2.5)
+    assert samples[_key(c.REQUESTS_TOTAL, code="200")] == 1
+    assert samples[_key(c.REQUEST_DURATION_SECONDS + "_count")] == 1
+    assert samples[_key(c.INVALID_REQUESTS_TOTAL, reason="bad_shape")] == 1
+
+
+def test_disabled_monitor_records_nothing() -> None:
+    monitor = Monitor(_profile(), Identity("m", "1", "r"), enabled=False)
+    monitor.observe_features({"age": [1]})
+    monitor.observe_request(200, 0.1)
+    samples = _samples(monitor)
+    assert samples[_key(c.FEATURE_BIN_TOTAL, feature="age", bin="00")] == 0
+    assert samples[_key(c.REQUESTS_TOTAL, code="200")] == 0
+
+
+def test_time_request_counts_exceptions_as_500() -> None:
+    monitor = Monitor(_profile(), Identity("m", "1", "r"))
+    with pytest.raises(KeyError), monitor.time_request():
+        raise KeyError("x")
+    with monitor.time_request() as timer:
+        timer.code = 404
+    samples = _samples(monitor)
+    assert samples[_key(c.REQUESTS_TOTAL, code="500")] == 1
+    assert samples[_key(c.REQUESTS_TOTAL, code="404")] == 1
+
+
+def test_identity_prefers_the_pods_environment() -> None:
+    env = {c.ENV_MODEL_NAME: "churn", c.ENV_REVISION: "abc123"}
+    assert Identity.resolve("local-name", "7", None, env) == Identity("churn", "7", "abc123")
+    assert Identity.resolve("m", "1", None, {}).revision == "local"
+
+
+# --- warm-up ------------------------------------------------------------------------------
+
+
+def test_mismatch_compares_labels_exactly_and_floats_with_tolerance() -> None:
+    outputs = [{"name": "label", "data": ["a"]}, {"name": "confidence", "data": [0.5]}]
+    assert mismatch({"label": ["a"], "confidence": [0.5 + 1e-9]}, outputs) is None
+    assert "expected 'b'" in str(mismatch({"label": ["b"]}, outputs))
+    assert "expected 0.6" in str(mismatch({"confidence": [0.6]}, outputs))
+    assert "missing" in str(mismatch({"value": [1.0]}, outputs))
+
+
+def _golden(expected_label: str) -> GoldenRequest:
+    pipeline = InferencePipeline(FEATURES, CallableModel(classify))
+    outputs = pipeline.infer(_body()).outputs
+    expected = {o["name"]: o["data"] for o in outputs}
+    expected["label"] = [expected_label, expected["label"][1]]
+    return GoldenRequest(name="g", request=_body(), expected=expected)
+
+
+def _warm(model: CallableModel, golden: GoldenRequest, bound_ms: float) -> Readiness:
+    readiness = Readiness()
+    pipeline = InferencePipeline(FEATURES, model)
+    asyncio.run(warm_up(pipeline, [golden], readiness, max_latency_ms=bound_ms, rounds=5))
+    return readiness
+
+
+def test_warm_up_becomes_ready_when_golden_outputs_match() -> None:
+    readiness = _warm(CallableModel(classify), _golden("no"), 1000)
+    assert readiness.state is State.READY
+
+
+def test_warm_up_fails_for_good_on_a_golden_mismatch() -> None:
+    readiness = _warm(CallableModel(classify), _golden("yes"), 1000)
+    assert readiness.state is State.FAILED
+    assert "output 'label'[0] is 'no', expected 'yes'" in readiness.reason
+
+
+def _sleepy(seconds: float, calls: int) -> CallableModel:
+    """A model whose first `calls` predictions take `seconds` (a cold start)."""
+    done: list[int] = []
+
+    def predict(columns: Mapping[str, np.ndarray]) -> Prediction:
+        done.append(1)
+        if len(done) <= calls:
+            time.sleep(seconds)
+        return classify(columns)
+
+    return CallableModel(predict)
+
+
+def test_warm_up_retries_slow_rounds_then_gives_up() -> None:
+    readiness = _warm(_sleepy(0.03, calls=2), _golden("no"), 20)
+    assert readiness.state is State.READY
+    assert "round 3" in readiness.reason
+    never = _warm(_sleepy(0.005, calls=100), _golden("no"), 1)
+    assert never.state is State.FAILED
+    assert "slower than 1 ms" in never.reason
+
+
+# --- prediction log and shadow ------------------------------------------------------------
+
+
+def test_log_record_redacts_named_fields() -> None:
+    record = log_record(
+        Identity("m", "1", "r"),
+        request_id="7",
+        inputs={"age": [30], "plan": ["a"]},
+        outputs=[{"name": "label", "data": ["no"]}, {"name": "confidence", "data": [0.7]}],
+        redact={"plan"},
+        now=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+    assert record == {
+        "time": "2026-01-01T00:00:00.000+00:00", "model": "m", "version": "1", "revision": "r",
+        "id": "7", "inputs": {"age": [30], "plan": REDACTED}, "outputs": {"label": ["no"]},
+        "confidence": [0.7],
+    }  # fmt: skip
+
+
+def test_prediction_log_samples_at_its_rate(tmp_path: Any) -> None:
+    path = tmp_path / "log.jsonl"
+    with path.open("w") as stream:
+        log = PredictionLog(stream, Identity("m", "1", "r"), 0.25, rng=random.Random(1))
+        for i in range(400):
+            log.maybe_record(str(i), {"age": [i]}, [{"name": "label", "data": ["no"]}])
+    lines = path.read_text().splitlines()
+    assert 60 < len(lines) < 140
+    assert json.loads(lines[0])["revision"] == "r"
+
+
+def test_shadow_configuration_from_env_is_checked() -> None:
+    monitor = Monitor(_profile(), Identity("m", "1", "r"))
+    assert Mirror.from_env(monitor, {}) is None
+    mirror = Mirror.from_env(monitor, {c.ENV_SHADOW_URL: "http://127.0.0.1:1/"})
+    assert mirror is not None
+    assert (mirror.url, mirror.percent) == ("http://127.0.0.1:1", 100.0)
+    with pytest.raises(ModelDirError, match="0 to 100"):
+        Mirror.from_env(monitor, {c.ENV_SHADOW_URL: "http://x", c.ENV_SHADOW_PERCENT: "150"})
+    with pytest.raises(ModelDirError, match="http"):
+        Mirror.from_env(monitor, {c.ENV_SHADOW_URL: "ftp://x"})
+
+
+def test_shadow_offer_never_blocks_and_drops_when_full() -> None:
+    monitor = Monitor(_profile(), Identity("m", "1", "r"))
+
+    async def offer_many() -> None:
+        mirror = Mirror("http://127.0.0.1:9", 100, monitor, queue_size=2)  # workers not started
+        for _ in range(5):
+            mirror.offer("/v2/models/m/infer", b"{}")
+
+    asyncio.run(offer_many())
+    assert _samples(monitor)[_key(c.SHADOW_REQUESTS_TOTAL, result="dropped")] == 3
