@@ -1,0 +1,580 @@
+"""Every check of one analysis round, from raw query results to verdicts.
+
+The operator glue is three calls::
+
+    plan = plan_queries(config, canary=canary_ref, stable=stable_ref, window="5m")
+    observations = collect(provider, plan)          # the only I/O
+    outcome = aggregate(evaluate(config, observations))
+
+and then `verdicts.decide` across rounds. For the stable revision after promotion (drift vs
+its own profile -> Degraded), use ``config.drift_only()`` with the stable revision as
+`canary` and no `stable`.
+
+How raw data are read:
+
+- ``model_info`` tells whether the revision is scraped at all. Without it every check of
+  that revision has no data. With it, an absent series of a counter whose label values
+  appear on first use (requests by code, invalid requests by reason, histogram buckets)
+  means zero events, not missing data. Feature, baseline and prediction bins are
+  pre-created by the runtime, so their absence is missing data.
+- Features: the baseline ratio gauge defines the features and bins (the profile is the
+  truth). PSI and KS compare the distribution of *present* values (the ``missing`` bin
+  left out, both sides renormalised); the missing-rate check watches the ``missing`` bin
+  (canary missing share minus the baseline's ``missing`` ratio, 0 when not exported).
+- Bins are ordered when every label (``missing`` aside) is a number (decile index or upper
+  edge, ``+Inf`` allowed); only ordered bins get KS. Other labels are categories.
+- A drift check fails only when its effect size exceeds the threshold *and*, if
+  ``significance`` is set, its test rejects "no drift" at that level (chi-square for PSI,
+  KS for KS). Above the threshold without significance it is inconclusive: wait for data.
+- Canary vs stable (predictions, confidence) needs ``min_samples`` on both sides. Without
+  a stable revision (first rollout) these checks are skipped. Confidence is skipped when
+  neither side observed any (models without a confidence, e.g. regressors).
+- Custom checks are gated on the canary's request count like every other check.
+"""
+
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from typing import Protocol
+
+import numpy as np
+
+from modeldeploy import contract
+from modeldeploy.analysis import statistics
+from modeldeploy.analysis.data import LabelValues, QueryResult, QueryStatus
+from modeldeploy.analysis.queries import (
+    Query,
+    RevisionRef,
+    Series,
+    Window,
+    render_template,
+    series_query,
+    template_variables,
+)
+from modeldeploy.analysis.verdicts import (
+    CheckResult,
+    Verdict,
+    combine,
+    no_data_check,
+    threshold_check,
+)
+
+LATENCY_P95 = "latency-p95"
+LATENCY_P99 = "latency-p99"
+ERROR_RATE = "error-rate"
+INVALID_RATE = "invalid-rate"
+FEATURE_PSI = "feature-psi"
+FEATURE_KS = "feature-ks"
+MISSING_RATE = "missing-rate"
+PREDICTION_PSI = "prediction-psi"
+PREDICTION_KS = "prediction-ks"
+CONFIDENCE_PSI = "confidence-psi"
+CONFIDENCE_KS = "confidence-ks"
+BUILTIN_CHECKS = (
+    LATENCY_P95,
+    LATENCY_P99,
+    ERROR_RATE,
+    INVALID_RATE,
+    FEATURE_PSI,
+    FEATURE_KS,
+    MISSING_RATE,
+    PREDICTION_PSI,
+    PREDICTION_KS,
+    CONFIDENCE_PSI,
+    CONFIDENCE_KS,
+)
+
+# Series whose label values exist only after the first event: absent means zero.
+_CREATED_ON_FIRST_USE = frozenset(
+    {Series.REQUESTS, Series.INVALID, Series.LATENCY, Series.CONFIDENCE}
+)
+
+
+@dataclass(frozen=True)
+class CustomCheck:
+    """A user PromQL template that must evaluate to one number within [minimum, maximum]."""
+
+    name: str
+    query: str
+    minimum: float | None = None
+    maximum: float | None = None
+
+    def __post_init__(self) -> None:
+        template_variables(self.query)
+        if self.minimum is None and self.maximum is None:
+            raise ValueError(f"custom check {self.name!r} needs a minimum or a maximum")
+        if self.name in BUILTIN_CHECKS:
+            raise ValueError(f"custom check name {self.name!r} is reserved")
+
+
+@dataclass(frozen=True)
+class AnalysisConfig:
+    """Thresholds as plain numbers; None switches a check off. Latency in milliseconds,
+    rates as fractions (0.01 = 1%)."""
+
+    min_samples: int = 500
+    latency_p95_ms: float | None = None
+    latency_p99_ms: float | None = None
+    max_error_rate: float | None = None
+    max_invalid_rate: float | None = None
+    feature_psi: float | None = None
+    feature_ks: float | None = None
+    max_missing_increase: float | None = None
+    prediction_psi: float | None = None
+    prediction_ks: float | None = None
+    significance: float | None = 0.01
+    custom: tuple[CustomCheck, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        if self.min_samples < 1:
+            raise ValueError("min_samples must be at least 1")
+        names = [check.name for check in self.custom]
+        if len(set(names)) != len(names):
+            raise ValueError(f"custom check names must be unique: {names}")
+
+    def drift_only(self) -> "AnalysisConfig":
+        """Only the checks of a revision against its own training profile."""
+        return AnalysisConfig(
+            min_samples=self.min_samples,
+            feature_psi=self.feature_psi,
+            feature_ks=self.feature_ks,
+            max_missing_increase=self.max_missing_increase,
+            significance=self.significance,
+        )
+
+    @property
+    def checks_features(self) -> bool:
+        return any(
+            t is not None for t in (self.feature_psi, self.feature_ks, self.max_missing_increase)
+        )
+
+    @property
+    def checks_predictions(self) -> bool:
+        return self.prediction_psi is not None or self.prediction_ks is not None
+
+
+class Track(StrEnum):
+    CANARY = "canary"
+    STABLE = "stable"
+
+
+QueryKey = tuple[Track, Series]
+
+
+@dataclass(frozen=True)
+class QueryPlan:
+    queries: Mapping[QueryKey, Query]
+    custom: Mapping[str, Query] = field(default_factory=dict)
+
+
+def plan_queries(
+    config: AnalysisConfig,
+    *,
+    canary: RevisionRef,
+    window: Window,
+    stable: RevisionRef | None = None,
+) -> QueryPlan:
+    """The queries this config needs (and no others)."""
+    canary_series = [Series.INFO, Series.REQUESTS]
+    if config.latency_p95_ms is not None or config.latency_p99_ms is not None:
+        canary_series.append(Series.LATENCY)
+    if config.max_invalid_rate is not None:
+        canary_series.append(Series.INVALID)
+    if config.checks_features:
+        canary_series += [Series.FEATURES, Series.BASELINE]
+    queries = {(Track.CANARY, s): series_query(s, canary, window) for s in canary_series}
+    if config.checks_predictions and stable is not None:
+        for track, ref in ((Track.CANARY, canary), (Track.STABLE, stable)):
+            if track is Track.STABLE:
+                queries[(track, Series.INFO)] = series_query(Series.INFO, ref, window)
+            for series in (Series.PREDICTIONS, Series.CONFIDENCE):
+                queries[(track, series)] = series_query(series, ref, window)
+    custom = {c.name: Query(render_template(c.query, canary, window), ()) for c in config.custom}
+    return QueryPlan(queries, custom)
+
+
+@dataclass(frozen=True)
+class Observations:
+    """Raw answers to a `QueryPlan` (see `collect`)."""
+
+    results: Mapping[QueryKey, QueryResult]
+    custom: Mapping[str, QueryResult] = field(default_factory=dict)
+
+
+class QueryProvider(Protocol):
+    def query(self, promql: str, by: Sequence[str] = ()) -> QueryResult: ...
+
+
+def collect(provider: QueryProvider, plan: QueryPlan) -> Observations:
+    return Observations(
+        {key: provider.query(q.promql, q.by) for key, q in plan.queries.items()},
+        {name: provider.query(q.promql, q.by) for name, q in plan.custom.items()},
+    )
+
+
+_NOT_QUERIED = QueryResult.failed(QueryStatus.NO_DATA, "not queried")
+
+
+class _Reader:
+    """Answers of one round, with model_info deciding what absence means."""
+
+    def __init__(self, observations: Observations) -> None:
+        self._results = observations.results
+
+    def get(self, track: Track, series: Series) -> QueryResult:
+        result = self._results.get((track, series), _NOT_QUERIED)
+        info = self._results.get((track, Series.INFO), _NOT_QUERIED)
+        if not info.ok:
+            why = info.error
+            if info.status is QueryStatus.NO_DATA:
+                why = f"no {contract.MODEL_INFO} series: the {track.value} revision is not scraped"
+            return QueryResult.failed(info.status, why)
+        if result.status is QueryStatus.NO_DATA and series in _CREATED_ON_FIRST_USE:
+            return QueryResult(QueryStatus.OK, {})
+        return result
+
+
+def evaluate(config: AnalysisConfig, observations: Observations) -> list[CheckResult]:
+    """Every configured check of one round, in a stable order."""
+    reader = _Reader(observations)
+    requests = reader.get(Track.CANARY, Series.REQUESTS)
+    request_count = sum(requests.values.values()) if requests.ok else 0.0
+    results = _latency_checks(config, reader.get(Track.CANARY, Series.LATENCY))
+    results += _rate_checks(config, requests, reader.get(Track.CANARY, Series.INVALID))
+    if config.checks_features:
+        results += _feature_checks(
+            config,
+            reader.get(Track.CANARY, Series.FEATURES),
+            reader.get(Track.CANARY, Series.BASELINE),
+        )
+    if config.checks_predictions and (Track.STABLE, Series.INFO) in observations.results:
+        results += _prediction_checks(config, reader)
+    for check in config.custom:
+        answer = observations.custom.get(check.name, _NOT_QUERIED)
+        results.append(_custom_check(config, check, answer, requests, request_count))
+    return results
+
+
+# --- latency and rates ----------------------------------------------------------------------
+
+
+def _latency_checks(config: AnalysisConfig, latency: QueryResult) -> list[CheckResult]:
+    wanted = [
+        (LATENCY_P95, 0.95, config.latency_p95_ms),
+        (LATENCY_P99, 0.99, config.latency_p99_ms),
+    ]
+    results: list[CheckResult] = []
+    for name, q, limit in wanted:
+        if limit is None:
+            continue
+        if not latency.ok:
+            results.append(no_data_check(name, limit, latency.describe()))
+            continue
+        buckets = statistics.cumulative_buckets({k[0]: v for k, v in latency.values.items()})
+        counts = statistics.bucket_counts(buckets)
+        samples = _count(counts.sum())
+        seconds = statistics.histogram_quantile(q, buckets)
+        result = threshold_check(
+            name, seconds * 1000, samples, config.min_samples, maximum=limit, unit=" ms"
+        )
+        # A rank in the +Inf bucket only bounds the quantile from below.
+        beyond = samples > 0 and q * counts.sum() > counts[:-1].sum()
+        if beyond and result.verdict is Verdict.PASS:
+            result = replace(
+                result,
+                verdict=Verdict.INCONCLUSIVE,
+                reason=f"{name}: above the largest finite bucket ({seconds:g} s); "
+                f"cannot tell against max {limit:g} ms, n={samples}",
+            )
+        results.append(result)
+    return results
+
+
+def _rate_checks(
+    config: AnalysisConfig, requests: QueryResult, invalid: QueryResult
+) -> list[CheckResult]:
+    results: list[CheckResult] = []
+    total = sum(requests.values.values())
+    if config.max_error_rate is not None:
+        if not requests.ok:
+            results.append(no_data_check(ERROR_RATE, config.max_error_rate, requests.describe()))
+        else:
+            errors = sum(v for (code,), v in requests.values.items() if code.startswith("5"))
+            results.append(
+                threshold_check(
+                    ERROR_RATE,
+                    statistics.ratio(errors, total),
+                    _count(total),
+                    config.min_samples,
+                    maximum=config.max_error_rate,
+                    detail=f"{_count(errors)} 5xx",
+                )
+            )
+    if config.max_invalid_rate is not None:
+        broken = requests if not requests.ok else invalid
+        if not broken.ok:
+            results.append(no_data_check(INVALID_RATE, config.max_invalid_rate, broken.describe()))
+        else:
+            rejected = sum(invalid.values.values())
+            results.append(
+                threshold_check(
+                    INVALID_RATE,
+                    statistics.ratio(rejected, total),
+                    _count(total),
+                    config.min_samples,
+                    maximum=config.max_invalid_rate,
+                    detail=f"{_count(rejected)} invalid",
+                )
+            )
+    return results
+
+
+# --- drift ----------------------------------------------------------------------------------
+
+
+def _enabled(limits: Iterable[tuple[str, float | None]]) -> dict[str, float]:
+    return {name: limit for name, limit in limits if limit is not None}
+
+
+def _drift_check(
+    name: str,
+    threshold: float,
+    config: AnalysisConfig,
+    *,
+    value: float,
+    p_value: float,
+    samples: int,
+    subject: str,
+) -> CheckResult:
+    detail = f"p={p_value:.3g}" if not math.isnan(p_value) else ""
+    result = threshold_check(
+        name, value, samples, config.min_samples, maximum=threshold, subject=subject, detail=detail
+    )
+    alpha = config.significance
+    if result.verdict is Verdict.FAIL and not statistics.exceeds(value, threshold, p_value, alpha):
+        return replace(
+            result,
+            verdict=Verdict.INCONCLUSIVE,
+            reason=f"{result.reason}: above the threshold but not significant "
+            f"(p >= {alpha:g}); waiting for more data",
+        )
+    return result
+
+
+def _grouped(values: Mapping[LabelValues, float]) -> dict[str, dict[str, float]]:
+    """(subject, bin) -> value as subject -> bin -> value (negatives clipped to 0)."""
+    grouped: dict[str, dict[str, float]] = {}
+    for (subject, bin_label), value in values.items():
+        grouped.setdefault(subject, {})[bin_label] = max(0.0, value)
+    return grouped
+
+
+def _bin_order(labels: Iterable[str]) -> tuple[list[str], bool]:
+    """Labels in bin order, and whether that order is numeric (meaningful for KS)."""
+    labels = sorted(set(labels))
+    try:
+        keys = [float(label) for label in labels]
+    except ValueError:
+        return labels, False
+    if any(math.isnan(key) for key in keys):
+        return labels, False
+    return [label for _, label in sorted(zip(keys, labels, strict=True))], True
+
+
+def _aligned(
+    left: Mapping[str, float], right: Mapping[str, float]
+) -> tuple[statistics.FloatArray, statistics.FloatArray, bool]:
+    labels, ordered = _bin_order(
+        label for label in (*left, *right) if label != contract.MISSING_BIN
+    )
+    return (
+        np.asarray([left.get(label, 0.0) for label in labels], dtype=np.float64),
+        np.asarray([right.get(label, 0.0) for label in labels], dtype=np.float64),
+        ordered,
+    )
+
+
+def _feature_checks(
+    config: AnalysisConfig, features: QueryResult, baseline: QueryResult
+) -> list[CheckResult]:
+    wanted = _enabled(
+        [
+            (FEATURE_PSI, config.feature_psi),
+            (FEATURE_KS, config.feature_ks),
+            (MISSING_RATE, config.max_missing_increase),
+        ]
+    )
+    broken = features if not features.ok else baseline
+    if not broken.ok:
+        why = broken.describe() + (" (training-profile ratios)" if broken is baseline else "")
+        return [no_data_check(name, limit, why) for name, limit in wanted.items()]
+    observed, profile = _grouped(features.values), _grouped(baseline.values)
+    per_feature: dict[str, list[CheckResult]] = {name: [] for name in wanted}
+    for feature in sorted(profile):
+        counts = observed.get(feature)
+        if counts is None:
+            for name, limit in wanted.items():
+                per_feature[name].append(
+                    replace(
+                        no_data_check(name, limit, f"no bins of feature {feature}"), subject=feature
+                    )
+                )
+            continue
+        present, expected, ordered = _aligned(counts, profile[feature])
+        samples = _count(present.sum())
+        if FEATURE_PSI in wanted:
+            psi = float(statistics.psi_vs_ratios(present, expected))
+            p = float(statistics.chi_square_vs_ratios(present, expected).p_value)
+            per_feature[FEATURE_PSI].append(
+                _drift_check(
+                    FEATURE_PSI,
+                    wanted[FEATURE_PSI],
+                    config,
+                    value=psi,
+                    p_value=p,
+                    samples=samples,
+                    subject=feature,
+                )
+            )
+        if FEATURE_KS in wanted and ordered:
+            ks = statistics.ks_vs_ratios(present, expected)
+            per_feature[FEATURE_KS].append(
+                _drift_check(
+                    FEATURE_KS,
+                    wanted[FEATURE_KS],
+                    config,
+                    value=float(ks.statistic),
+                    p_value=float(ks.p_value),
+                    samples=samples,
+                    subject=feature,
+                )
+            )
+        if MISSING_RATE in wanted:
+            missing = counts.get(contract.MISSING_BIN, 0.0)
+            total = missing + float(present.sum())
+            baseline_rate = profile[feature].get(contract.MISSING_BIN, 0.0)
+            increase = statistics.ratio(missing, total) - baseline_rate
+            per_feature[MISSING_RATE].append(
+                threshold_check(
+                    MISSING_RATE,
+                    increase,
+                    _count(total),
+                    config.min_samples,
+                    maximum=wanted[MISSING_RATE],
+                    subject=feature,
+                    detail=f"baseline {baseline_rate:.3g}",
+                )
+            )
+    return [combine(name, results) for name, results in per_feature.items() if results]
+
+
+def _prediction_checks(config: AnalysisConfig, reader: _Reader) -> list[CheckResult]:
+    results: list[CheckResult] = []
+    predictions = _two_sample_checks(
+        config,
+        (PREDICTION_PSI, PREDICTION_KS),
+        reader.get(Track.CANARY, Series.PREDICTIONS),
+        reader.get(Track.STABLE, Series.PREDICTIONS),
+        _grouped,
+    )
+    results += predictions
+    canary = reader.get(Track.CANARY, Series.CONFIDENCE)
+    stable = reader.get(Track.STABLE, Series.CONFIDENCE)
+    if canary.ok and stable.ok and not (_any_observed(canary) or _any_observed(stable)):
+        return results  # this model reports no confidence
+    results += _two_sample_checks(
+        config, (CONFIDENCE_PSI, CONFIDENCE_KS), canary, stable, _confidence_bins
+    )
+    return results
+
+
+def _any_observed(histogram: QueryResult) -> bool:
+    return any(v > 0 for v in histogram.values.values())
+
+
+def _confidence_bins(values: Mapping[LabelValues, float]) -> dict[str, dict[str, float]]:
+    """Cumulative `le` buckets as per-bucket counts, labelled by their upper bound."""
+    buckets = statistics.cumulative_buckets({k[0]: v for k, v in values.items()})
+    bounds = sorted({bound for bound, _ in buckets})
+    counts = statistics.bucket_counts(buckets)
+    return {"confidence": {repr(b): float(c) for b, c in zip(bounds, counts, strict=True)}}
+
+
+def _two_sample_checks(
+    config: AnalysisConfig,
+    names: tuple[str, str],
+    canary: QueryResult,
+    stable: QueryResult,
+    to_bins: Callable[[Mapping[LabelValues, float]], dict[str, dict[str, float]]],
+) -> list[CheckResult]:
+    psi_name, ks_name = names
+    wanted = _enabled([(psi_name, config.prediction_psi), (ks_name, config.prediction_ks)])
+    broken = canary if not canary.ok else stable
+    if not broken.ok:
+        why = broken.describe() + (" (stable)" if broken is stable else "")
+        return [no_data_check(name, limit, why) for name, limit in wanted.items()]
+    canary_bins, stable_bins = to_bins(canary.values), to_bins(stable.values)
+    per_subject: dict[str, list[CheckResult]] = {name: [] for name in wanted}
+    for subject in sorted({*canary_bins, *stable_bins}):
+        a, b, ordered = _aligned(canary_bins.get(subject, {}), stable_bins.get(subject, {}))
+        samples = _count(min(a.sum(), b.sum()))
+        if psi_name in wanted:
+            psi = float(statistics.psi_two_sample(a, b))
+            p = float(statistics.chi_square_two_sample(a, b).p_value)
+            per_subject[psi_name].append(
+                _drift_check(
+                    psi_name,
+                    wanted[psi_name],
+                    config,
+                    value=psi,
+                    p_value=p,
+                    samples=samples,
+                    subject=subject,
+                )
+            )
+        if ks_name in wanted and ordered:
+            ks = statistics.ks_two_sample(a, b)
+            per_subject[ks_name].append(
+                _drift_check(
+                    ks_name,
+                    wanted[ks_name],
+                    config,
+                    value=float(ks.statistic),
+                    p_value=float(ks.p_value),
+                    samples=samples,
+                    subject=subject,
+                )
+            )
+    return [combine(name, results) for name, results in per_subject.items() if results]
+
+
+# --- custom ---------------------------------------------------------------------------------
+
+
+def _custom_check(
+    config: AnalysisConfig,
+    check: CustomCheck,
+    answer: QueryResult,
+    requests: QueryResult,
+    request_count: float,
+) -> CheckResult:
+    threshold = check.maximum if check.maximum is not None else check.minimum
+    broken = answer if not answer.ok else requests
+    if not broken.ok:
+        why = broken.describe() + (" (canary requests)" if broken is requests else "")
+        return no_data_check(check.name, threshold, why)
+    (value,) = answer.values.values()  # keyed by no label: exactly one value
+    return threshold_check(
+        check.name,
+        value,
+        _count(request_count),
+        config.min_samples,
+        minimum=check.minimum,
+        maximum=check.maximum,
+    )
+
+
+def _count(value: float) -> int:
+    """Sample counts from increase() are fractional; report them as whole observations."""
+    return round(value) if math.isfinite(value) else 0

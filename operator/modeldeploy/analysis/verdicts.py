@@ -1,0 +1,277 @@
+"""Three-valued verdicts, their aggregation, and the rollback decision across rounds.
+
+Rules (ARCHITECTURE.md, "Analysis"):
+
+- A check passes or fails only with at least ``min_samples`` observations in the window;
+  before that it is inconclusive.
+- No data (Prometheus unreachable, a refused query, no series) is never a pass: the check
+  is inconclusive and flagged ``no_data``.
+- One round's outcome: fail if any check fails, else inconclusive if any check is, else
+  pass. A round without checks is inconclusive (nothing vouched for the canary); the
+  operator should not run analysis rounds when no check is configured.
+- Across rounds (`decide`): a pass resets both counters and lets the rollout proceed; a
+  failure counts towards ``failure_limit`` consecutive failures, then rolls back; an
+  inconclusive round holds the canary where it is and neither adds to nor clears the
+  failure count (a gap in the data does not excuse a failing canary). No-data rounds are
+  counted separately; after ``no_data_limit`` of them in a row the rollout follows
+  ``onNoData``: ``rollback``, or ``hold`` (keep holding, and say so). A round with data but
+  too few samples resets the no-data count: Prometheus works, the canary is only quiet.
+- The no-data limit is one analysis window's worth of rounds, at least 3
+  (`no_data_limit_for`): a fresh canary legitimately has no series until its pods were
+  scraped twice, and one missed scrape must not roll anything back.
+"""
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+
+class Verdict(StrEnum):
+    PASS = "pass"
+    FAIL = "fail"
+    INCONCLUSIVE = "inconclusive"
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One check's verdict, with everything a person needs to understand it."""
+
+    name: str
+    verdict: Verdict
+    value: float | None
+    threshold: float | None
+    samples: int
+    reason: str
+    no_data: bool = False
+    subject: str = ""  # what the value belongs to, e.g. the worst feature
+
+    def as_dict(self) -> dict[str, Any]:
+        """For ``status.lastAnalysis.checks`` and Events (JSON-safe: no NaN)."""
+        return {
+            "name": self.name,
+            "verdict": self.verdict.value,
+            "value": _finite_or_none(self.value),
+            "threshold": self.threshold,
+            "samples": self.samples,
+            "reason": self.reason,
+            **({"subject": self.subject} if self.subject else {}),
+        }
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+def threshold_check(
+    name: str,
+    value: float | None,
+    samples: int,
+    min_samples: int,
+    *,
+    maximum: float | None = None,
+    minimum: float | None = None,
+    unit: str = "",
+    subject: str = "",
+    detail: str = "",
+) -> CheckResult:
+    """Compare one value with a bound, guarded by the sample count."""
+    threshold = maximum if maximum is not None else minimum
+    what = f"{name} of {subject}" if subject else name
+    suffix = f" ({detail})" if detail else ""
+    if samples < min_samples:
+        return CheckResult(
+            name,
+            Verdict.INCONCLUSIVE,
+            value,
+            threshold,
+            samples,
+            f"{what}: {samples} of {min_samples} samples needed in the window{suffix}",
+            subject=subject,
+        )
+    if value is None or math.isnan(value):
+        return CheckResult(
+            name,
+            Verdict.INCONCLUSIVE,
+            None,
+            threshold,
+            samples,
+            f"{what}: no value{suffix}",
+            subject=subject,
+        )
+    shown = f"{_fmt(value)}{unit}"
+    if maximum is not None and value > maximum:
+        verdict, comparison = Verdict.FAIL, f"{shown} > max {_fmt(maximum)}{unit}"
+    elif minimum is not None and value < minimum:
+        verdict, comparison = Verdict.FAIL, f"{shown} < min {_fmt(minimum)}{unit}"
+    else:
+        verdict, comparison = Verdict.PASS, f"{shown} within {_bounds(minimum, maximum, unit)}"
+    return CheckResult(
+        name,
+        verdict,
+        value,
+        threshold,
+        samples,
+        f"{what}: {comparison}, n={samples}{suffix}",
+        subject=subject,
+    )
+
+
+def no_data_check(name: str, threshold: float | None, why: str) -> CheckResult:
+    return CheckResult(
+        name, Verdict.INCONCLUSIVE, None, threshold, 0, f"{name}: no data ({why})", True
+    )
+
+
+def _bounds(minimum: float | None, maximum: float | None, unit: str) -> str:
+    parts = [f"min {_fmt(minimum)}{unit}"] if minimum is not None else []
+    parts += [f"max {_fmt(maximum)}{unit}"] if maximum is not None else []
+    return ", ".join(parts) or "no bound"
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.4g}"
+
+
+def combine(name: str, results: Iterable[CheckResult]) -> CheckResult:
+    """One check from the same check over several subjects (features, outputs).
+
+    The verdict is the worst of them; value, threshold and samples are those of the subject
+    named: the highest-valued failing one, else the first inconclusive one (no-data first),
+    else the highest-valued one (bounds here are maxima, so highest is worst). Other
+    failing subjects are listed in the reason.
+    """
+    items = list(results)
+    if not items:
+        raise ValueError(f"{name}: nothing to combine")
+
+    def magnitude(result: CheckResult) -> float:
+        value = result.value
+        return value if value is not None and not math.isnan(value) else -math.inf
+
+    failing = sorted((r for r in items if r.verdict is Verdict.FAIL), key=magnitude, reverse=True)
+    unsure = [r for r in items if r.verdict is Verdict.INCONCLUSIVE]
+    if failing:
+        headline = failing[0]
+        others = [f"{r.subject} {_fmt(magnitude(r))}" for r in failing[1:4]]
+        more = f"; also failing: {', '.join(others)}" if others else ""
+        more += f" and {len(failing) - 4} more" if len(failing) > 4 else ""
+        return _renamed(headline, name, headline.reason + more)
+    if unsure:
+        headline = next((r for r in unsure if r.no_data), unsure[0])
+        more = f" ({len(unsure)} of {len(items)} inconclusive)" if len(items) > 1 else ""
+        return _renamed(headline, name, headline.reason + more)
+    headline = max(items, key=magnitude)
+    return _renamed(headline, name, headline.reason)
+
+
+def _renamed(result: CheckResult, name: str, reason: str) -> CheckResult:
+    return CheckResult(
+        name,
+        result.verdict,
+        result.value,
+        result.threshold,
+        result.samples,
+        reason,
+        result.no_data,
+        result.subject,
+    )
+
+
+@dataclass(frozen=True)
+class AnalysisOutcome:
+    verdict: Verdict
+    checks: tuple[CheckResult, ...]
+    samples: int  # the largest sample count any check saw
+    no_data: bool  # inconclusive, at least partly for lack of data
+    reason: str
+
+
+def aggregate(checks: Iterable[CheckResult]) -> AnalysisOutcome:
+    results = tuple(checks)
+    samples = max((c.samples for c in results), default=0)
+    failed = [c for c in results if c.verdict is Verdict.FAIL]
+    unsure = [c for c in results if c.verdict is Verdict.INCONCLUSIVE]
+    if failed:
+        return AnalysisOutcome(
+            Verdict.FAIL, results, samples, False, "; ".join(c.reason for c in failed)
+        )
+    if not results:
+        return AnalysisOutcome(Verdict.INCONCLUSIVE, results, 0, False, "no checks configured")
+    if unsure:
+        no_data = any(c.no_data for c in unsure)
+        return AnalysisOutcome(
+            Verdict.INCONCLUSIVE, results, samples, no_data, "; ".join(c.reason for c in unsure)
+        )
+    return AnalysisOutcome(
+        Verdict.PASS, results, samples, False, f"all {len(results)} checks passed"
+    )
+
+
+class OnNoData(StrEnum):
+    HOLD = "hold"
+    ROLLBACK = "rollback"
+
+
+class Action(StrEnum):
+    PROCEED = "proceed"  # this round passed; the rollout may take its next step when due
+    HOLD = "hold"  # stay at the current weight
+    ROLLBACK = "rollback"
+
+
+@dataclass(frozen=True)
+class RoundCounters:
+    """What `decide` remembers between rounds (the operator keeps it in status)."""
+
+    consecutive_failures: int = 0
+    consecutive_no_data: int = 0
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    counters: RoundCounters
+    reason: str
+
+
+def no_data_limit_for(window_seconds: float, interval_seconds: float, minimum: int = 3) -> int:
+    """No-data rounds tolerated before onNoData applies: one window's worth, at least 3."""
+    if interval_seconds <= 0:
+        raise ValueError("interval must be positive")
+    return max(minimum, math.ceil(window_seconds / interval_seconds))
+
+
+def decide(
+    outcome: AnalysisOutcome,
+    counters: RoundCounters,
+    *,
+    failure_limit: int,
+    on_no_data: OnNoData,
+    no_data_limit: int,
+) -> Decision:
+    if failure_limit < 1 or no_data_limit < 1:
+        raise ValueError("failure_limit and no_data_limit must be at least 1")
+    if outcome.verdict is Verdict.PASS:
+        return Decision(Action.PROCEED, RoundCounters(), outcome.reason)
+    if outcome.verdict is Verdict.FAIL:
+        failures = counters.consecutive_failures + 1
+        after = RoundCounters(failures, 0)
+        tally = f"failure {failures} of {failure_limit}: {outcome.reason}"
+        if failures >= failure_limit:
+            return Decision(Action.ROLLBACK, after, tally)
+        return Decision(Action.HOLD, after, tally)
+    if not outcome.no_data:
+        return Decision(
+            Action.HOLD,
+            RoundCounters(counters.consecutive_failures, 0),
+            f"inconclusive: {outcome.reason}",
+        )
+    rounds = counters.consecutive_no_data + 1
+    after = RoundCounters(counters.consecutive_failures, rounds)
+    tally = f"no data for {rounds} round(s) (limit {no_data_limit}): {outcome.reason}"
+    if rounds < no_data_limit:
+        return Decision(Action.HOLD, after, tally)
+    if on_no_data is OnNoData.ROLLBACK:
+        return Decision(Action.ROLLBACK, after, f"{tally}; onNoData=rollback")
+    return Decision(Action.HOLD, after, f"{tally}; onNoData=hold, holding")
