@@ -1,0 +1,292 @@
+"""The API models: defaults, wire form, round trips of the examples, status helpers."""
+
+import copy
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from modeldeploy.api import (
+    HISTORY_LIMIT,
+    AnalysisResult,
+    CheckResult,
+    Condition,
+    HistoryEntry,
+    ModelDeployment,
+    ModelDeploymentSpec,
+    ModelDeploymentStatus,
+    ModelRef,
+    Replicas,
+    parse_duration,
+    to_wire,
+)
+
+pytestmark = pytest.mark.unit
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "modeldeployments"
+DIGEST = "@sha256:" + "a" * 64
+
+
+def load(name: str) -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load((EXAMPLES / name).read_text())
+    return data
+
+
+def test_defaults_a_careful_operator_would_choose() -> None:
+    spec = ModelDeploymentSpec.model_validate(
+        {"model": {"name": "churn", "version": "1"}, "image": "reg.example/churn" + DIGEST}
+    )
+    assert spec.image_policy == "requireDigest"
+    assert (spec.replicas.min_warm, spec.replicas.max) == (2, 10)
+    assert spec.autoscaling.target_cpu_utilization == 70
+    assert spec.warmup.max_latency_ms == 1000
+    assert parse_duration(spec.warmup.timeout) == timedelta(minutes=10)
+
+    rollout = spec.rollout
+    assert (rollout.canary.percent, rollout.canary.steps) == (10, None)
+    assert rollout.step_interval == "5m"
+    assert rollout.traffic.mode == "replicas"
+    assert rollout.traffic.http_route is None
+    assert rollout.shadow.percent == 0
+    assert not rollout.require_approval
+    assert not rollout.paused
+    assert rollout.bake_time == "10m"
+
+    analysis = spec.analysis
+    assert (analysis.interval, analysis.window) == ("30s", "5m")
+    assert analysis.min_samples == 500
+    assert analysis.failure_limit == 2
+    assert analysis.on_no_data == "hold"
+    assert analysis.no_data_timeout == "15m"
+    assert (analysis.latency.p95_ms, analysis.latency.p99_ms) == (None, None)
+    assert analysis.error_rate.max == 0.01
+    assert analysis.invalid_input_rate.max_increase == 0.02
+    assert analysis.drift.enabled
+    assert (analysis.drift.features.psi, analysis.drift.features.ks) == (0.25, None)
+    assert analysis.drift.predictions.psi == 0.25
+    assert analysis.drift.missing_rate.max_increase == 0.05
+    assert analysis.custom == []
+
+    assert not spec.kill_switch.engaged
+    assert spec.kill_switch.mode == "scaleToZero"
+    assert spec.fallback is None
+    assert spec.prometheus is None
+    assert spec.template.termination_grace_period_seconds == 30
+
+
+def test_camel_case_on_the_wire_snake_case_in_python() -> None:
+    by_name = Replicas(min_warm=3, max=5)
+    by_alias = Replicas.model_validate({"minWarm": 3, "max": 5})
+    assert by_name == by_alias
+    assert to_wire(by_name) == {"minWarm": 3, "max": 5}
+    wire = to_wire(ModelDeployment.model_validate(load("complete.yaml")))
+    assert "targetCPUUtilization" in wire["spec"]["autoscaling"]
+    assert "p95Ms" in wire["spec"]["analysis"]["latency"]
+    assert "httpRoute" in wire["spec"]["rollout"]["traffic"]
+
+
+def test_unknown_fields_are_errors_not_silently_dropped() -> None:
+    with pytest.raises(ValidationError, match="minWarmm"):
+        Replicas.model_validate({"minWarmm": 3})
+
+
+def test_models_are_immutable() -> None:
+    replicas = Replicas()
+    with pytest.raises(ValidationError):
+        replicas.max = 3  # type: ignore[misc]
+    assert replicas.model_copy(update={"max": 3}).max == 3
+
+
+def is_contained(part: Any, whole: Any) -> bool:
+    """Everything in `part` is in `whole` with the same value (`whole` may add defaults)."""
+    if isinstance(part, dict):
+        return isinstance(whole, dict) and all(
+            k in whole and is_contained(v, whole[k]) for k, v in part.items()
+        )
+    if isinstance(part, list):
+        return (
+            isinstance(whole, list)
+            and len(part) == len(whole)
+            and all(is_contained(p, w) for p, w in zip(part, whole, strict=True))
+        )
+    return bool(part == whole)
+
+
+@pytest.mark.parametrize("name", ["minimal.yaml", "complete.yaml"])
+def test_examples_round_trip(name: str) -> None:
+    written = load(name)
+    parsed = ModelDeployment.model_validate(written)
+    wire = to_wire(parsed)
+    assert ModelDeployment.model_validate(wire) == parsed
+    assert to_wire(ModelDeployment.model_validate(wire)) == wire
+    assert is_contained(written, wire), "a field of the example was lost on the way"
+    # The brief's spelling of the wire form works too.
+    assert (
+        ModelDeployment.model_validate(parsed.model_dump(by_alias=True, exclude_none=True))
+        == parsed
+    )
+
+
+def model_fields(model: type[BaseModel], seen: set[type[BaseModel]] | None = None) -> set[str]:
+    """Every `Class.field` reachable from `model` (through nested models, lists, optionals)."""
+    seen = seen if seen is not None else set()
+    if model in seen:
+        return set()
+    seen.add(model)
+    found: set[str] = set()
+    for name, info in model.model_fields.items():
+        found.add(f"{model.__name__}.{name}")
+        for sub in nested_models(info.annotation):
+            found |= model_fields(sub, seen)
+    return found
+
+
+def nested_models(annotation: Any) -> list[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in getattr(annotation, "__args__", ()) for m in nested_models(arg)]
+
+
+def fields_written(value: Any) -> set[str]:
+    """Every `Class.field` the user set explicitly in a parsed object."""
+    if isinstance(value, BaseModel):
+        found = {f"{type(value).__name__}.{name}" for name in value.model_fields_set}
+        for name in value.model_fields_set:
+            found |= fields_written(getattr(value, name))
+        return found
+    if isinstance(value, list | tuple):
+        return set().union(*(fields_written(v) for v in value)) if value else set()
+    return set()
+
+
+def test_complete_example_sets_every_spec_field() -> None:
+    exclusive_alternatives = {"Canary.percent"}  # complete.yaml uses steps
+    every = model_fields(ModelDeploymentSpec)
+    written = fields_written(ModelDeployment.model_validate(load("complete.yaml")).spec)
+    missing = every - written - exclusive_alternatives
+    assert not missing, f"complete.yaml does not set {sorted(missing)}"
+
+
+def test_minimal_example_sets_only_what_is_required() -> None:
+    spec = ModelDeployment.model_validate(load("minimal.yaml")).spec
+    assert spec.model_fields_set == {"model", "image"}
+
+
+NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+
+
+def full_status() -> ModelDeploymentStatus:
+    return ModelDeploymentStatus(
+        phase="Progressing",
+        message="step 2 of 4 at 5%",
+        observed_generation=3,
+        stable_revision="5d8f7c9b2a",
+        canary_revision="9a1b2c3d4e",
+        previous_stable_revision="0f1e2d3c4b",
+        failed_revision="7e7e7e7e7e",
+        canary_weight=5,
+        step=1,
+        step_started_at=NOW,
+        consecutive_failures=1,
+        no_data_since=NOW - timedelta(minutes=1),
+        bake_until=NOW + timedelta(minutes=10),
+        conditions=[
+            Condition(
+                type="Progressing",
+                status="True",
+                reason="StepAdvanced",
+                message="at step 2",
+                last_transition_time=NOW,
+                observed_generation=3,
+            )
+        ],
+        last_analysis=AnalysisResult(
+            time=NOW,
+            revision="9a1b2c3d4e",
+            samples=812,
+            verdict="fail",
+            checks=[
+                CheckResult(
+                    name="latency-p99", value=720.5, threshold=600, samples=812, verdict="fail"
+                ),
+                CheckResult(
+                    name="feature-psi/age", threshold=0.25, samples=0, verdict="inconclusive"
+                ),
+            ],
+        ),
+        history=[
+            HistoryEntry(
+                revision="9a1b2c3d4e",
+                version="2026-11-20",
+                image="reg.example/churn" + DIGEST,
+                event="Started",
+                time=NOW,
+            )
+        ],
+    )
+
+
+def test_status_round_trips_through_its_wire_form() -> None:
+    status = full_status()
+    wire = to_wire(status)
+    assert wire["lastAnalysis"]["checks"][1] == {
+        "name": "feature-psi/age",
+        "threshold": 0.25,
+        "samples": 0,
+        "verdict": "inconclusive",
+    }
+    assert wire["stepStartedAt"] == "2026-11-20T12:00:00Z"
+    assert ModelDeploymentStatus.model_validate(wire) == status
+
+
+def test_status_times_need_a_time_zone() -> None:
+    with pytest.raises(ValidationError, match="timezone"):
+        ModelDeploymentStatus(step_started_at=datetime(2026, 1, 1))
+
+
+def test_status_refuses_values_that_are_not_json() -> None:
+    with pytest.raises(ValidationError):
+        CheckResult(name="x", value=float("nan"), threshold=1, verdict="fail")
+
+
+def test_conditions_are_unique_by_type() -> None:
+    condition = full_status().conditions[0]
+    with pytest.raises(ValidationError, match="duplicate type 'Progressing'"):
+        ModelDeploymentStatus(conditions=[condition, condition])
+
+
+def test_history_is_bounded_and_keeps_the_newest() -> None:
+    status = ModelDeploymentStatus()
+    for i in range(HISTORY_LIMIT + 5):
+        entry = HistoryEntry(
+            revision=f"rev{i}", version="1", image="img", event="Started", time=NOW
+        )
+        status = status.with_history(entry)
+    assert len(status.history) == HISTORY_LIMIT
+    assert status.history[0].revision == "rev5"
+    assert status.history[-1].revision == f"rev{HISTORY_LIMIT + 4}"
+    ModelDeploymentStatus.model_validate(to_wire(status))  # still within the schema's bound
+
+
+def test_resource_name_must_leave_room_for_derived_names() -> None:
+    spec = {"model": {"name": "m", "version": "1"}, "image": "reg.example/m" + DIGEST}
+    ModelDeployment.model_validate({"metadata": {"name": "a" * 50}, "spec": spec})
+    for bad in ("a" * 51, "churn.v2"):
+        with pytest.raises(ValidationError, match=r"metadata\.name must be at most 50 characters"):
+            ModelDeployment.model_validate({"metadata": {"name": bad}, "spec": spec})
+
+
+def test_parsing_does_not_alter_its_input() -> None:
+    written = load("complete.yaml")
+    before = copy.deepcopy(written)
+    ModelDeployment.model_validate(written)
+    assert written == before
+
+
+def test_model_ref_is_a_label_value() -> None:
+    ModelRef(name="churn", version="2026-11-20_rc.1")
+    with pytest.raises(ValidationError, match="must be a valid label value"):
+        ModelRef(name="churn", version="2026/11/20")
