@@ -30,7 +30,7 @@ CONFIG = AnalysisConfig(
     latency_p95_ms=250,
     latency_p99_ms=600,
     max_error_rate=0.01,
-    max_invalid_rate=0.05,
+    max_invalid_increase=0.02,
     feature_psi=0.1,
     feature_ks=0.1,
     max_missing_increase=0.05,
@@ -103,6 +103,8 @@ def healthy(n: int = 1000) -> dict[QueryKey, QueryResult]:
         (Track.CANARY, Series.PREDICTIONS): predictions(n, 0.2),
         (Track.CANARY, Series.CONFIDENCE): confidence(n, 0.7),
         (Track.STABLE, Series.INFO): ok({(): 4}),
+        (Track.STABLE, Series.REQUESTS): ok({("200",): 9 * n}),
+        (Track.STABLE, Series.INVALID): ok({("schema",): 18}),
         (Track.STABLE, Series.PREDICTIONS): predictions(9 * n, 0.2),
         (Track.STABLE, Series.CONFIDENCE): confidence(9 * n, 0.7),
     }
@@ -127,9 +129,9 @@ def verdicts(checks: Mapping[str, CheckResult]) -> dict[str, Verdict]:
 def test_a_healthy_canary_passes_every_check() -> None:
     checks = run(healthy())
     assert set(checks) == {
-        "latency-p95", "latency-p99", "error-rate", "invalid-rate", "feature-psi",
+        "latency-p95", "latency-p99", "error-rate", "invalid-input-rate", "feature-psi",
         "feature-ks", "missing-rate", "prediction-psi", "prediction-ks", "confidence-psi",
-        "confidence-ks", "accuracy",
+        "confidence-ks", "custom/accuracy",
     }  # fmt: skip
     assert set(verdicts(checks).values()) == {Verdict.PASS}, [c.reason for c in checks.values()]
     assert checks["error-rate"].value == pytest.approx(0.002)
@@ -157,15 +159,29 @@ def test_a_quantile_beyond_the_largest_bucket_cannot_pass() -> None:
     assert "above the largest finite bucket" in checks[0].reason
 
 
-def test_error_and_invalid_rates() -> None:
+def test_error_rate_and_invalid_inputs_compared_with_stable() -> None:
     results = healthy()
     results[(Track.CANARY, Series.REQUESTS)] = ok({("200",): 900, ("503",): 30, ("400",): 70})
     results[(Track.CANARY, Series.INVALID)] = ok({("schema",): 50, ("range",): 20})
+    results[(Track.STABLE, Series.INVALID)] = ok({("schema",): 180})  # 2% of 9000
     checks = run(results)
     assert checks["error-rate"].verdict is Verdict.FAIL
     assert checks["error-rate"].value == pytest.approx(0.03)
-    assert checks["invalid-rate"].verdict is Verdict.FAIL
-    assert checks["invalid-rate"].reason == "invalid-rate: 0.07 > max 0.05, n=1000 (70 invalid)"
+    invalid = checks["invalid-input-rate"]
+    assert invalid.verdict is Verdict.FAIL
+    assert invalid.value == pytest.approx(0.05)
+    assert invalid.reason == (
+        "invalid-input-rate: 0.05 > max 0.02, n=1000 (canary 0.07 vs stable 0.02)"
+    )
+
+
+def test_invalid_inputs_without_stable_compare_with_zero() -> None:
+    results = {k: v for k, v in healthy().items() if k[0] is Track.CANARY}
+    results[(Track.CANARY, Series.INVALID)] = ok({("schema",): 30})
+    check = run(results)["invalid-input-rate"]
+    assert check.verdict is Verdict.FAIL
+    assert check.value == pytest.approx(0.03)
+    assert check.reason.endswith("(canary 0.03 vs stable 0)")
 
 
 def test_too_few_samples_is_inconclusive_not_no_data() -> None:
@@ -246,6 +262,16 @@ def test_a_feature_the_runtime_does_not_export_is_no_data() -> None:
     assert (check.verdict, check.no_data, check.subject) == (Verdict.INCONCLUSIVE, True, "plan")
 
 
+def test_ignored_features_are_not_judged() -> None:
+    results = healthy()
+    results[(Track.CANARY, Series.FEATURES)] = features(1000, shift_income=0.5)
+    config = AnalysisConfig(feature_psi=0.1, ignored_features=frozenset({"income"}))
+    (check,) = evaluate(config, Observations(results))
+    assert check.verdict is Verdict.PASS
+    assert check.subject != "income"
+    assert config.drift_only().ignored_features == {"income"}
+
+
 def test_missing_profile_ratios_are_no_data() -> None:
     results = healthy()
     results[(Track.CANARY, Series.BASELINE)] = QueryResult.of({})
@@ -309,10 +335,12 @@ def test_drift_above_threshold_without_significance_waits_for_data() -> None:
 
 
 def test_custom_checks_compare_their_value_and_need_samples() -> None:
-    assert run(healthy(), custom=0.7)["accuracy"].verdict is Verdict.FAIL
-    assert run(healthy(n=100), custom=0.95)["accuracy"].verdict is Verdict.INCONCLUSIVE
+    low = run(healthy(), custom=0.7)["custom/accuracy"]
+    assert low.verdict is Verdict.FAIL
+    assert low.reason == "custom/accuracy: 0.7 < min 0.8, n=1000"
+    assert run(healthy(n=100), custom=0.95)["custom/accuracy"].verdict is Verdict.INCONCLUSIVE
     bad = QueryResult.failed(QueryStatus.BAD_QUERY, "HTTP 400: parse error")
-    gone = run(healthy(), custom=bad)["accuracy"]
+    gone = run(healthy(), custom=bad)["custom/accuracy"]
     assert gone.no_data
     assert "bad query: HTTP 400: parse error" in gone.reason
 
@@ -322,8 +350,6 @@ def test_custom_checks_are_validated() -> None:
         CustomCheck("x", "up{pod='{{ pod }}'}", minimum=1)
     with pytest.raises(ValueError, match="minimum or a maximum"):
         CustomCheck("x", "up")
-    with pytest.raises(ValueError, match="reserved"):
-        CustomCheck("error-rate", "up", maximum=1)
     with pytest.raises(ValueError, match="unique"):
         AnalysisConfig(
             custom=(CustomCheck("a", "up", maximum=1), CustomCheck("a", "up", maximum=2))
@@ -340,6 +366,13 @@ def test_plan_asks_only_for_what_the_config_needs() -> None:
         '{model="churn",revision="st4bl3"}[2m]))'
     )
     assert full.custom["accuracy"].promql == 'accuracy{revision="c4n4ry"}'
+    invalid_only = plan_queries(
+        AnalysisConfig(max_invalid_increase=0.01), canary=CANARY, stable=STABLE, window="1m"
+    )
+    assert {key for key in invalid_only.queries if key[0] is Track.STABLE} == {
+        (Track.STABLE, Series.INFO), (Track.STABLE, Series.REQUESTS),
+        (Track.STABLE, Series.INVALID),
+    }  # fmt: skip
     no_stable = plan_queries(CONFIG, canary=CANARY, window="2m")
     assert not any(track is Track.STABLE for track, _ in no_stable.queries)
 

@@ -18,7 +18,10 @@ from modeldeploy.analysis.queries import (
 
 pytestmark = pytest.mark.unit
 
-REF = RevisionRef(model="churn", revision="7f3a9c1", version="2026-11-20", namespace="ml")
+REF = RevisionRef(
+    model="churn", revision="7f3a9c1", version="2026-11-20", namespace="ml", name="churn-md"
+)
+STABLE = RevisionRef(model="churn", revision="0ld5t4b")
 SEL = '{model="churn",revision="7f3a9c1"}'
 
 
@@ -123,12 +126,15 @@ def test_bad_durations_are_refused(window: str) -> None:
 def test_templates_render_every_variable() -> None:
     template = (
         'sum(rate(correct_total{model="{{ model }}",version="{{version}}",'
-        'revision="{{  revision }}",namespace="{{ namespace }}"}[{{ window }}]))'
+        'revision="{{  revision }}",namespace="{{ namespace }}",md="{{name}}"}[{{ window }}]))'
+        ' / on() sum(rate(correct_total{revision="{{ stableRevision }}"}[{{window}}]))'
     )
-    assert render_template(template, REF, "2m") == (
+    assert render_template(template, REF, "2m", STABLE) == (
         'sum(rate(correct_total{model="churn",version="2026-11-20",'
-        'revision="7f3a9c1",namespace="ml"}[2m]))'
+        'revision="7f3a9c1",namespace="ml",md="churn-md"}[2m]))'
+        ' / on() sum(rate(correct_total{revision="0ld5t4b"}[2m]))'
     )
+    assert render_template('x{r="{{stableRevision}}"}', REF, "2m") == 'x{r=""}'
 
 
 def test_template_values_are_escaped() -> None:
@@ -138,7 +144,7 @@ def test_template_values_are_escaped() -> None:
 
 def test_unknown_template_variables_are_refused_with_the_allowed_list() -> None:
     with pytest.raises(
-        TemplateError, match=r"unknown template variable\(s\) 'pod'.*allowed:.*revision"
+        TemplateError, match=r"unknown template variable\(s\) 'pod'.*allowed:.*stableRevision"
     ):
         template_variables('x{pod="{{ pod }}"}')
     with pytest.raises(TemplateError, match="unbalanced"):

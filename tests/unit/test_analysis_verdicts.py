@@ -1,21 +1,21 @@
 """Three-valued verdicts, aggregation, and the rollback decision across rounds."""
 
 import math
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from modeldeploy.analysis.verdicts import (
     Action,
+    AnalysisMemory,
     AnalysisOutcome,
     CheckResult,
     OnNoData,
-    RoundCounters,
     Verdict,
     aggregate,
     combine,
     decide,
     no_data_check,
-    no_data_limit_for,
     threshold_check,
 )
 
@@ -52,8 +52,14 @@ def test_no_data_checks_are_flagged_and_json_safe() -> None:
     assert result.verdict is Verdict.INCONCLUSIVE
     assert result.no_data
     assert result.reason == "latency-p95: no data (unreachable: connection refused)"
+    assert result.as_status() == {
+        "name": "latency-p95", "value": None, "threshold": 250, "samples": 0,
+        "verdict": "inconclusive",
+    }  # fmt: skip
     nan = threshold_check("x", math.nan, 900, 500, maximum=1)
-    assert nan.as_dict()["value"] is None
+    assert nan.as_status()["value"] is None
+    with pytest.raises(ValueError, match="minimum or a maximum"):
+        threshold_check("x", 1.0, 900, 500)
 
 
 def feature(subject: str, value: float, samples: int = 600, limit: float = 0.1) -> CheckResult:
@@ -69,6 +75,7 @@ def test_combine_names_the_worst_failing_subject_and_lists_others() -> None:
     assert combined.value == 0.4
     assert combined.reason.startswith("feature-psi of income: 0.4 > max 0.1")
     assert combined.reason.endswith("also failing: zip 0.2")
+    assert combined.as_status()["name"] == "feature-psi/income"
 
 
 def test_combine_prefers_no_data_among_inconclusive_and_else_reports_the_worst() -> None:
@@ -117,15 +124,25 @@ THIN = outcome(Verdict.INCONCLUSIVE)
 NO_DATA = outcome(Verdict.INCONCLUSIVE, no_data=True)
 
 
+T0 = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
+INTERVAL = timedelta(seconds=30)
+
+
 def run(
     rounds: list[AnalysisOutcome], on_no_data: OnNoData = OnNoData.HOLD, limit: int = 2
 ) -> list[Action]:
-    counters, actions = RoundCounters(), []
-    for round_outcome in rounds:
+    """One round every 30 s, noDataTimeout 1m."""
+    memory, actions = AnalysisMemory(), []
+    for i, round_outcome in enumerate(rounds):
         decision = decide(
-            round_outcome, counters, failure_limit=limit, on_no_data=on_no_data, no_data_limit=3
+            round_outcome,
+            memory,
+            now=T0 + i * INTERVAL,
+            failure_limit=limit,
+            on_no_data=on_no_data,
+            no_data_timeout=timedelta(minutes=1),
         )
-        counters = decision.counters
+        memory = decision.memory
         actions.append(decision.action)
     return actions
 
@@ -137,11 +154,8 @@ def test_failure_limit_consecutive_failures_roll_back() -> None:
 
 def test_a_pass_resets_the_failure_count() -> None:
     assert run([FAIL, PASS, FAIL, PASS]) == [
-        Action.HOLD,
-        Action.PROCEED,
-        Action.HOLD,
-        Action.PROCEED,
-    ]
+        Action.HOLD, Action.PROCEED, Action.HOLD, Action.PROCEED,
+    ]  # fmt: skip
 
 
 def test_inconclusive_rounds_hold_and_do_not_excuse_failures() -> None:
@@ -149,28 +163,39 @@ def test_inconclusive_rounds_hold_and_do_not_excuse_failures() -> None:
     assert run([FAIL, NO_DATA, FAIL]) == [Action.HOLD, Action.HOLD, Action.ROLLBACK]
 
 
-def test_no_data_holds_then_follows_on_no_data() -> None:
+def test_no_verdict_for_no_data_timeout_follows_on_no_data() -> None:
+    # Rounds at 0s, 30s, 60s, 90s without a verdict: the timeout (1m) is reached at 60s.
     assert run([NO_DATA] * 4, OnNoData.ROLLBACK) == [Action.HOLD] * 2 + [Action.ROLLBACK] * 2
+    assert run([THIN] * 4, OnNoData.ROLLBACK) == [Action.HOLD] * 2 + [Action.ROLLBACK] * 2
     assert run([NO_DATA] * 4, OnNoData.HOLD) == [Action.HOLD] * 4
-    # Data coming back (even thin) resets the no-data count.
-    assert run([NO_DATA, NO_DATA, THIN, NO_DATA, NO_DATA], OnNoData.ROLLBACK) == [Action.HOLD] * 5
+    # A verdict restarts the clock; a failure is a verdict too.
+    assert run([NO_DATA, NO_DATA, PASS, NO_DATA, NO_DATA], OnNoData.ROLLBACK) == [
+        Action.HOLD, Action.HOLD, Action.PROCEED, Action.HOLD, Action.HOLD,
+    ]  # fmt: skip
+    assert run([THIN, FAIL, THIN, THIN], OnNoData.ROLLBACK, limit=3) == [Action.HOLD] * 4
 
 
 def test_decisions_explain_themselves() -> None:
-    counters = RoundCounters(consecutive_no_data=2)
-    decision = decide(NO_DATA, counters, failure_limit=2, on_no_data=OnNoData.HOLD, no_data_limit=3)
-    assert decision.reason.startswith("no data for 3 round(s) (limit 3)")
-    assert decision.reason.endswith("onNoData=hold, holding")
+    memory = AnalysisMemory(inconclusive_since=T0)
+    held = decide(
+        NO_DATA,
+        memory,
+        now=T0 + timedelta(minutes=15),
+        failure_limit=2,
+        on_no_data=OnNoData.HOLD,
+        no_data_timeout=timedelta(minutes=15),
+    )
+    assert held.reason == (
+        "no data for 15m00s (noDataTimeout 15m00s): inconclusive; onNoData=hold, holding"
+    )
+    assert held.memory == memory
     failed = decide(
-        FAIL, RoundCounters(), failure_limit=2, on_no_data=OnNoData.HOLD, no_data_limit=3
+        FAIL,
+        memory,
+        now=T0,
+        failure_limit=2,
+        on_no_data=OnNoData.HOLD,
+        no_data_timeout=timedelta(minutes=15),
     )
     assert failed.reason == "failure 1 of 2: fail"
-    assert failed.counters == RoundCounters(1, 0)
-
-
-def test_no_data_limit_is_one_window_of_rounds_at_least_three() -> None:
-    assert no_data_limit_for(300, 30) == 10
-    assert no_data_limit_for(60, 30) == 3
-    assert no_data_limit_for(100, 30) == 4
-    with pytest.raises(ValueError, match="positive"):
-        no_data_limit_for(300, 0)
+    assert failed.memory == AnalysisMemory(1, None)

@@ -29,7 +29,10 @@ How raw data are read:
 - Canary vs stable (predictions, confidence) needs ``min_samples`` on both sides. Without
   a stable revision (first rollout) these checks are skipped. Confidence is skipped when
   neither side observed any (models without a confidence, e.g. regressors).
-- Custom checks are gated on the canary's request count like every other check.
+- The invalid-input check compares the canary's share of invalid requests with the
+  stable's on the same window (with 0 when there is no stable revision or it served none).
+- Custom checks are gated on the canary's request count like every other check, and are
+  reported as ``custom/<name>``.
 """
 
 import math
@@ -63,7 +66,7 @@ from modeldeploy.analysis.verdicts import (
 LATENCY_P95 = "latency-p95"
 LATENCY_P99 = "latency-p99"
 ERROR_RATE = "error-rate"
-INVALID_RATE = "invalid-rate"
+INVALID_INPUT_RATE = "invalid-input-rate"
 FEATURE_PSI = "feature-psi"
 FEATURE_KS = "feature-ks"
 MISSING_RATE = "missing-rate"
@@ -71,19 +74,7 @@ PREDICTION_PSI = "prediction-psi"
 PREDICTION_KS = "prediction-ks"
 CONFIDENCE_PSI = "confidence-psi"
 CONFIDENCE_KS = "confidence-ks"
-BUILTIN_CHECKS = (
-    LATENCY_P95,
-    LATENCY_P99,
-    ERROR_RATE,
-    INVALID_RATE,
-    FEATURE_PSI,
-    FEATURE_KS,
-    MISSING_RATE,
-    PREDICTION_PSI,
-    PREDICTION_KS,
-    CONFIDENCE_PSI,
-    CONFIDENCE_KS,
-)
+CUSTOM_PREFIX = "custom/"
 
 # Series whose label values exist only after the first event: absent means zero.
 _CREATED_ON_FIRST_USE = frozenset(
@@ -104,8 +95,6 @@ class CustomCheck:
         template_variables(self.query)
         if self.minimum is None and self.maximum is None:
             raise ValueError(f"custom check {self.name!r} needs a minimum or a maximum")
-        if self.name in BUILTIN_CHECKS:
-            raise ValueError(f"custom check name {self.name!r} is reserved")
 
 
 @dataclass(frozen=True)
@@ -117,13 +106,14 @@ class AnalysisConfig:
     latency_p95_ms: float | None = None
     latency_p99_ms: float | None = None
     max_error_rate: float | None = None
-    max_invalid_rate: float | None = None
+    max_invalid_increase: float | None = None  # canary share minus stable share
     feature_psi: float | None = None
     feature_ks: float | None = None
     max_missing_increase: float | None = None
     prediction_psi: float | None = None
     prediction_ks: float | None = None
     significance: float | None = 0.01
+    ignored_features: frozenset[str] = frozenset()
     custom: tuple[CustomCheck, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
@@ -141,6 +131,7 @@ class AnalysisConfig:
             feature_ks=self.feature_ks,
             max_missing_increase=self.max_missing_increase,
             significance=self.significance,
+            ignored_features=self.ignored_features,
         )
 
     @property
@@ -177,20 +168,24 @@ def plan_queries(
 ) -> QueryPlan:
     """The queries this config needs (and no others)."""
     canary_series = [Series.INFO, Series.REQUESTS]
+    stable_series: list[Series] = []
     if config.latency_p95_ms is not None or config.latency_p99_ms is not None:
         canary_series.append(Series.LATENCY)
-    if config.max_invalid_rate is not None:
+    if config.max_invalid_increase is not None:
         canary_series.append(Series.INVALID)
+        stable_series += [Series.REQUESTS, Series.INVALID]
     if config.checks_features:
         canary_series += [Series.FEATURES, Series.BASELINE]
-    queries = {(Track.CANARY, s): series_query(s, canary, window) for s in canary_series}
     if config.checks_predictions and stable is not None:
-        for track, ref in ((Track.CANARY, canary), (Track.STABLE, stable)):
-            if track is Track.STABLE:
-                queries[(track, Series.INFO)] = series_query(Series.INFO, ref, window)
-            for series in (Series.PREDICTIONS, Series.CONFIDENCE):
-                queries[(track, series)] = series_query(series, ref, window)
-    custom = {c.name: Query(render_template(c.query, canary, window), ()) for c in config.custom}
+        canary_series += [Series.PREDICTIONS, Series.CONFIDENCE]
+        stable_series += [Series.PREDICTIONS, Series.CONFIDENCE]
+    queries = {(Track.CANARY, s): series_query(s, canary, window) for s in canary_series}
+    if stable is not None and stable_series:
+        for series in [Series.INFO, *stable_series]:
+            queries[(Track.STABLE, series)] = series_query(series, stable, window)
+    custom = {
+        c.name: Query(render_template(c.query, canary, window, stable), ()) for c in config.custom
+    }
     return QueryPlan(queries, custom)
 
 
@@ -222,6 +217,10 @@ class _Reader:
     def __init__(self, observations: Observations) -> None:
         self._results = observations.results
 
+    def has(self, track: Track) -> bool:
+        """Whether the round looked at this track at all (no stable on a first rollout)."""
+        return (track, Series.INFO) in self._results
+
     def get(self, track: Track, series: Series) -> QueryResult:
         result = self._results.get((track, series), _NOT_QUERIED)
         info = self._results.get((track, Series.INFO), _NOT_QUERIED)
@@ -241,14 +240,16 @@ def evaluate(config: AnalysisConfig, observations: Observations) -> list[CheckRe
     requests = reader.get(Track.CANARY, Series.REQUESTS)
     request_count = sum(requests.values.values()) if requests.ok else 0.0
     results = _latency_checks(config, reader.get(Track.CANARY, Series.LATENCY))
-    results += _rate_checks(config, requests, reader.get(Track.CANARY, Series.INVALID))
+    results += _error_checks(config, requests)
+    if config.max_invalid_increase is not None:
+        results.append(_invalid_input_check(config, config.max_invalid_increase, reader))
     if config.checks_features:
         results += _feature_checks(
             config,
             reader.get(Track.CANARY, Series.FEATURES),
             reader.get(Track.CANARY, Series.BASELINE),
         )
-    if config.checks_predictions and (Track.STABLE, Series.INFO) in observations.results:
+    if config.checks_predictions and reader.has(Track.STABLE):
         results += _prediction_checks(config, reader)
     for check in config.custom:
         answer = observations.custom.get(check.name, _NOT_QUERIED)
@@ -291,43 +292,47 @@ def _latency_checks(config: AnalysisConfig, latency: QueryResult) -> list[CheckR
     return results
 
 
-def _rate_checks(
-    config: AnalysisConfig, requests: QueryResult, invalid: QueryResult
-) -> list[CheckResult]:
-    results: list[CheckResult] = []
+def _error_checks(config: AnalysisConfig, requests: QueryResult) -> list[CheckResult]:
+    if config.max_error_rate is None:
+        return []
+    if not requests.ok:
+        return [no_data_check(ERROR_RATE, config.max_error_rate, requests.describe())]
     total = sum(requests.values.values())
-    if config.max_error_rate is not None:
-        if not requests.ok:
-            results.append(no_data_check(ERROR_RATE, config.max_error_rate, requests.describe()))
-        else:
-            errors = sum(v for (code,), v in requests.values.items() if code.startswith("5"))
-            results.append(
-                threshold_check(
-                    ERROR_RATE,
-                    statistics.ratio(errors, total),
-                    _count(total),
-                    config.min_samples,
-                    maximum=config.max_error_rate,
-                    detail=f"{_count(errors)} 5xx",
-                )
-            )
-    if config.max_invalid_rate is not None:
+    errors = sum(v for (code,), v in requests.values.items() if code.startswith("5"))
+    return [
+        threshold_check(
+            ERROR_RATE,
+            statistics.ratio(errors, total),
+            _count(total),
+            config.min_samples,
+            maximum=config.max_error_rate,
+            detail=f"{_count(errors)} 5xx",
+        )
+    ]
+
+
+def _invalid_input_check(config: AnalysisConfig, limit: float, reader: _Reader) -> CheckResult:
+    tracks = [Track.CANARY, Track.STABLE] if reader.has(Track.STABLE) else [Track.CANARY]
+    shares: list[float] = []
+    totals: list[float] = []
+    for track in tracks:
+        requests, invalid = reader.get(track, Series.REQUESTS), reader.get(track, Series.INVALID)
         broken = requests if not requests.ok else invalid
         if not broken.ok:
-            results.append(no_data_check(INVALID_RATE, config.max_invalid_rate, broken.describe()))
-        else:
-            rejected = sum(invalid.values.values())
-            results.append(
-                threshold_check(
-                    INVALID_RATE,
-                    statistics.ratio(rejected, total),
-                    _count(total),
-                    config.min_samples,
-                    maximum=config.max_invalid_rate,
-                    detail=f"{_count(rejected)} invalid",
-                )
-            )
-    return results
+            return no_data_check(INVALID_INPUT_RATE, limit, f"{broken.describe()} ({track})")
+        totals.append(sum(requests.values.values()))
+        shares.append(statistics.ratio(sum(invalid.values.values()), totals[-1]))
+    canary_share = shares[0]
+    # Without a stable revision, or one that served nothing, compare with no invalid inputs.
+    stable_share = shares[1] if len(shares) > 1 and not math.isnan(shares[1]) else 0.0
+    return threshold_check(
+        INVALID_INPUT_RATE,
+        canary_share - stable_share,
+        _count(totals[0]),
+        config.min_samples,
+        maximum=limit,
+        detail=f"canary {canary_share:.3g} vs stable {stable_share:.3g}",
+    )
 
 
 # --- drift ----------------------------------------------------------------------------------
@@ -411,7 +416,7 @@ def _feature_checks(
         return [no_data_check(name, limit, why) for name, limit in wanted.items()]
     observed, profile = _grouped(features.values), _grouped(baseline.values)
     per_feature: dict[str, list[CheckResult]] = {name: [] for name in wanted}
-    for feature in sorted(profile):
+    for feature in sorted(set(profile) - config.ignored_features):
         counts = observed.get(feature)
         if counts is None:
             for name, limit in wanted.items():
@@ -559,14 +564,16 @@ def _custom_check(
     requests: QueryResult,
     request_count: float,
 ) -> CheckResult:
+    name = CUSTOM_PREFIX + check.name
     threshold = check.maximum if check.maximum is not None else check.minimum
+    assert threshold is not None  # CustomCheck insists on a bound
     broken = answer if not answer.ok else requests
     if not broken.ok:
         why = broken.describe() + (" (canary requests)" if broken is requests else "")
-        return no_data_check(check.name, threshold, why)
+        return no_data_check(name, threshold, why)
     (value,) = answer.values.values()  # keyed by no label: exactly one value
     return threshold_check(
-        check.name,
+        name,
         value,
         _count(request_count),
         config.min_samples,

@@ -43,13 +43,14 @@ def duration(window: Window) -> str:
 class RevisionRef:
     """Which revision's series to read. Series are selected by model and revision (the
     revision hash already pins the version); `matchers` adds exact label matchers, e.g. a
-    ``namespace`` label that the scrape config attaches. `version` and `namespace` feed
-    user templates."""
+    ``namespace`` label that the scrape config attaches. `version`, `namespace` and `name`
+    (of the ModelDeployment) feed user templates."""
 
     model: str
     revision: str
     version: str = ""
     namespace: str = ""
+    name: str = ""
     matchers: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -137,7 +138,9 @@ def series_query(series: Series, ref: RevisionRef, window: Window) -> Query:
 
 # --- user query templates ------------------------------------------------------------------
 
-TEMPLATE_VARIABLES = ("model", "version", "revision", "namespace", "window")
+TEMPLATE_VARIABLES = (
+    "namespace", "name", "model", "version", "revision", "stableRevision", "window",
+)  # fmt: skip
 _VARIABLE = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
 
 
@@ -151,8 +154,8 @@ def template_variables(template: str) -> set[str]:
     unknown = sorted(used - set(TEMPLATE_VARIABLES))
     if unknown:
         raise TemplateError(
-            f"unknown template variable(s) {', '.join(map(repr, unknown))} in query {template!r}; "
-            f"allowed: {', '.join('{{ ' + name + ' }}' for name in TEMPLATE_VARIABLES)}"
+            f"unknown template variable(s) {', '.join(map(repr, unknown))} in query "
+            f"{template!r}; allowed: {', '.join('{{' + name + '}}' for name in TEMPLATE_VARIABLES)}"
         )
     leftover = _VARIABLE.sub("", template)
     if "{{" in leftover or "}}" in leftover:
@@ -160,15 +163,22 @@ def template_variables(template: str) -> set[str]:
     return used
 
 
-def render_template(template: str, ref: RevisionRef, window: Window) -> str:
-    """Substitute ``{{ model }}``, ``{{ version }}``, ``{{ revision }}``, ``{{ namespace }}``
-    (escaped for use inside a quoted label matcher) and ``{{ window }}`` (a duration)."""
+def render_template(
+    template: str, ref: RevisionRef, window: Window, stable: RevisionRef | None = None
+) -> str:
+    """Substitute the template variables: identity values of the revision under analysis
+    (`ref`) and ``{{stableRevision}}`` (empty without a stable revision), escaped for use
+    inside a quoted label matcher, and ``{{window}}`` as a duration. Whitespace inside the
+    braces is allowed: ``{{ revision }}``."""
     template_variables(template)
     values = {
-        "model": escape_label_value(ref.model),
-        "version": escape_label_value(ref.version),
-        "revision": escape_label_value(ref.revision),
-        "namespace": escape_label_value(ref.namespace),
-        "window": duration(window),
+        "namespace": ref.namespace,
+        "name": ref.name,
+        "model": ref.model,
+        "version": ref.version,
+        "revision": ref.revision,
+        "stableRevision": stable.revision if stable is not None else "",
     }
-    return _VARIABLE.sub(lambda match: values[match.group(1)], template)
+    escaped = {key: escape_label_value(value) for key, value in values.items()}
+    escaped["window"] = duration(window)
+    return _VARIABLE.sub(lambda match: escaped[match.group(1)], template)

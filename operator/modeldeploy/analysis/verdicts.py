@@ -1,6 +1,6 @@
 """Three-valued verdicts, their aggregation, and the rollback decision across rounds.
 
-Rules (ARCHITECTURE.md, "Analysis"):
+Rules (ARCHITECTURE.md, "Analysis"; the API's analysis fields):
 
 - A check passes or fails only with at least ``min_samples`` observations in the window;
   before that it is inconclusive.
@@ -9,21 +9,18 @@ Rules (ARCHITECTURE.md, "Analysis"):
 - One round's outcome: fail if any check fails, else inconclusive if any check is, else
   pass. A round without checks is inconclusive (nothing vouched for the canary); the
   operator should not run analysis rounds when no check is configured.
-- Across rounds (`decide`): a pass resets both counters and lets the rollout proceed; a
-  failure counts towards ``failure_limit`` consecutive failures, then rolls back; an
-  inconclusive round holds the canary where it is and neither adds to nor clears the
-  failure count (a gap in the data does not excuse a failing canary). No-data rounds are
-  counted separately; after ``no_data_limit`` of them in a row the rollout follows
-  ``onNoData``: ``rollback``, or ``hold`` (keep holding, and say so). A round with data but
-  too few samples resets the no-data count: Prometheus works, the canary is only quiet.
-- The no-data limit is one analysis window's worth of rounds, at least 3
-  (`no_data_limit_for`): a fresh canary legitimately has no series until its pods were
-  scraped twice, and one missed scrape must not roll anything back.
+- Across rounds (`decide`): a pass clears the memory and lets the rollout proceed; a
+  failure counts towards ``failureLimit`` consecutive failures, then rolls back; an
+  inconclusive round (too few samples or no data) holds the canary where it is and neither
+  adds to nor clears the failure count (a gap in the data does not excuse a failing
+  canary). Once rounds have stayed without a verdict for ``noDataTimeout``, the rollout
+  follows ``onNoData``: ``rollback``, or ``hold`` (keep holding, and say so).
 """
 
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -41,22 +38,25 @@ class CheckResult:
     name: str
     verdict: Verdict
     value: float | None
-    threshold: float | None
+    threshold: float
     samples: int
-    reason: str
+    reason: str  # one line naming check, value, threshold and samples, for Events
     no_data: bool = False
     subject: str = ""  # what the value belongs to, e.g. the worst feature
 
-    def as_dict(self) -> dict[str, Any]:
-        """For ``status.lastAnalysis.checks`` and Events (JSON-safe: no NaN)."""
+    @property
+    def display_name(self) -> str:
+        """``feature-psi/age``: the check and, if any, the subject its value belongs to."""
+        return f"{self.name}/{self.subject}" if self.subject else self.name
+
+    def as_status(self) -> dict[str, Any]:
+        """The fields of ``status.lastAnalysis.checks[]`` (JSON-safe: no NaN)."""
         return {
-            "name": self.name,
-            "verdict": self.verdict.value,
+            "name": self.display_name,
             "value": _finite_or_none(self.value),
             "threshold": self.threshold,
             "samples": self.samples,
-            "reason": self.reason,
-            **({"subject": self.subject} if self.subject else {}),
+            "verdict": self.verdict.value,
         }
 
 
@@ -76,8 +76,11 @@ def threshold_check(
     subject: str = "",
     detail: str = "",
 ) -> CheckResult:
-    """Compare one value with a bound, guarded by the sample count."""
+    """Compare one value with its bounds (the threshold reported is the maximum if there
+    is one), guarded by the sample count."""
     threshold = maximum if maximum is not None else minimum
+    if threshold is None:
+        raise ValueError(f"{name}: a check needs a minimum or a maximum")
     what = f"{name} of {subject}" if subject else name
     suffix = f" ({detail})" if detail else ""
     if samples < min_samples:
@@ -118,7 +121,7 @@ def threshold_check(
     )
 
 
-def no_data_check(name: str, threshold: float | None, why: str) -> CheckResult:
+def no_data_check(name: str, threshold: float, why: str) -> CheckResult:
     return CheckResult(
         name, Verdict.INCONCLUSIVE, None, threshold, 0, f"{name}: no data ({why})", True
     )
@@ -221,57 +224,51 @@ class Action(StrEnum):
 
 
 @dataclass(frozen=True)
-class RoundCounters:
+class AnalysisMemory:
     """What `decide` remembers between rounds (the operator keeps it in status)."""
 
     consecutive_failures: int = 0
-    consecutive_no_data: int = 0
+    inconclusive_since: datetime | None = None  # first round of the current run without verdict
 
 
 @dataclass(frozen=True)
 class Decision:
     action: Action
-    counters: RoundCounters
+    memory: AnalysisMemory
     reason: str
-
-
-def no_data_limit_for(window_seconds: float, interval_seconds: float, minimum: int = 3) -> int:
-    """No-data rounds tolerated before onNoData applies: one window's worth, at least 3."""
-    if interval_seconds <= 0:
-        raise ValueError("interval must be positive")
-    return max(minimum, math.ceil(window_seconds / interval_seconds))
 
 
 def decide(
     outcome: AnalysisOutcome,
-    counters: RoundCounters,
+    memory: AnalysisMemory,
     *,
+    now: datetime,
     failure_limit: int,
     on_no_data: OnNoData,
-    no_data_limit: int,
+    no_data_timeout: timedelta,
 ) -> Decision:
-    if failure_limit < 1 or no_data_limit < 1:
-        raise ValueError("failure_limit and no_data_limit must be at least 1")
+    if failure_limit < 1:
+        raise ValueError("failure_limit must be at least 1")
     if outcome.verdict is Verdict.PASS:
-        return Decision(Action.PROCEED, RoundCounters(), outcome.reason)
+        return Decision(Action.PROCEED, AnalysisMemory(), outcome.reason)
     if outcome.verdict is Verdict.FAIL:
-        failures = counters.consecutive_failures + 1
-        after = RoundCounters(failures, 0)
+        failures = memory.consecutive_failures + 1
+        after = AnalysisMemory(failures, None)
         tally = f"failure {failures} of {failure_limit}: {outcome.reason}"
-        if failures >= failure_limit:
-            return Decision(Action.ROLLBACK, after, tally)
-        return Decision(Action.HOLD, after, tally)
-    if not outcome.no_data:
-        return Decision(
-            Action.HOLD,
-            RoundCounters(counters.consecutive_failures, 0),
-            f"inconclusive: {outcome.reason}",
-        )
-    rounds = counters.consecutive_no_data + 1
-    after = RoundCounters(counters.consecutive_failures, rounds)
-    tally = f"no data for {rounds} round(s) (limit {no_data_limit}): {outcome.reason}"
-    if rounds < no_data_limit:
+        return Decision(Action.ROLLBACK if failures >= failure_limit else Action.HOLD, after, tally)
+    since = memory.inconclusive_since or now
+    after = AnalysisMemory(memory.consecutive_failures, since)
+    waited = now - since
+    kind = "no data" if outcome.no_data else "no verdict"
+    tally = f"{kind} for {_span(waited)} (noDataTimeout {_span(no_data_timeout)}): {outcome.reason}"
+    if waited < no_data_timeout:
         return Decision(Action.HOLD, after, tally)
     if on_no_data is OnNoData.ROLLBACK:
         return Decision(Action.ROLLBACK, after, f"{tally}; onNoData=rollback")
     return Decision(Action.HOLD, after, f"{tally}; onNoData=hold, holding")
+
+
+def _span(delta: timedelta) -> str:
+    seconds = max(0, round(delta.total_seconds()))
+    minutes, seconds = divmod(seconds, 60)
+    return f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
