@@ -17,7 +17,6 @@ from pydantic import BaseModel
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 
 from modeldeploy.api import (
-    CATEGORIES,
     GROUP,
     KIND,
     PLURAL,
@@ -237,7 +236,6 @@ def render_crd() -> dict[str, Any]:
                 "plural": PLURAL,
                 "singular": SINGULAR,
                 "shortNames": list(SHORT_NAMES),
-                "categories": list(CATEGORIES),
             },
             "versions": [
                 {

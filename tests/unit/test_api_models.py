@@ -11,9 +11,7 @@ from pydantic import BaseModel, ValidationError
 
 from modeldeploy.api import (
     HISTORY_LIMIT,
-    AnalysisResult,
     CheckResult,
-    Condition,
     HistoryEntry,
     ModelDeployment,
     ModelDeploymentSpec,
@@ -178,68 +176,27 @@ def test_minimal_example_sets_only_what_is_required() -> None:
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 
 
-def full_status() -> ModelDeploymentStatus:
-    return ModelDeploymentStatus(
-        phase="Progressing",
-        message="step 2 of 4 at 5%",
-        observed_generation=3,
-        stable_revision="5d8f7c9b2a",
-        canary_revision="9a1b2c3d4e",
-        previous_stable_revision="0f1e2d3c4b",
-        failed_revision="7e7e7e7e7e",
-        canary_weight=5,
-        step=1,
-        step_started_at=NOW,
-        consecutive_failures=1,
-        no_data_since=NOW - timedelta(minutes=1),
-        bake_until=NOW + timedelta(minutes=10),
-        conditions=[
-            Condition(
-                type="Progressing",
-                status="True",
-                reason="StepAdvanced",
-                message="at step 2",
-                last_transition_time=NOW,
-                observed_generation=3,
-            )
-        ],
-        last_analysis=AnalysisResult(
-            time=NOW,
-            revision="9a1b2c3d4e",
-            samples=812,
-            verdict="fail",
-            checks=[
-                CheckResult(
-                    name="latency-p99", value=720.5, threshold=600, samples=812, verdict="fail"
-                ),
-                CheckResult(
-                    name="feature-psi/age", threshold=0.25, samples=0, verdict="inconclusive"
-                ),
-            ],
-        ),
-        history=[
-            HistoryEntry(
-                revision="9a1b2c3d4e",
-                version="2026-11-20",
-                image="reg.example/churn" + DIGEST,
-                event="Started",
-                time=NOW,
-            )
-        ],
-    )
+def test_status_example_sets_every_status_field_and_round_trips() -> None:
+    written = load("status.yaml")["status"]
+    status = ModelDeploymentStatus.model_validate(written)
+    missing = model_fields(ModelDeploymentStatus) - fields_written(status)
+    assert not missing, f"status.yaml does not set {sorted(missing)}"
+    assert to_wire(status) == written
+    check = status.last_analysis.checks[3] if status.last_analysis else None
+    assert check is not None
+    assert (check.value, check.verdict) == (None, "inconclusive")
+    assert status.step_started_at == NOW
 
 
-def test_status_round_trips_through_its_wire_form() -> None:
-    status = full_status()
-    wire = to_wire(status)
-    assert wire["lastAnalysis"]["checks"][1] == {
-        "name": "feature-psi/age",
-        "threshold": 0.25,
-        "samples": 0,
-        "verdict": "inconclusive",
+def test_wire_form_leaves_out_empty_lists_and_maps() -> None:
+    assert to_wire(ModelDeploymentStatus()) == {
+        "phase": "Pending",
+        "message": "",
+        "canaryWeight": 0,
+        "consecutiveFailures": 0,
     }
-    assert wire["stepStartedAt"] == "2026-11-20T12:00:00Z"
-    assert ModelDeploymentStatus.model_validate(wire) == status
+    template = ModelDeployment.model_validate(load("minimal.yaml")).spec.template
+    assert to_wire(template) == {"resources": {}, "terminationGracePeriodSeconds": 30}
 
 
 def test_status_times_need_a_time_zone() -> None:
@@ -253,7 +210,7 @@ def test_status_refuses_values_that_are_not_json() -> None:
 
 
 def test_conditions_are_unique_by_type() -> None:
-    condition = full_status().conditions[0]
+    condition = ModelDeploymentStatus.model_validate(load("status.yaml")["status"]).conditions[1]
     with pytest.raises(ValidationError, match="duplicate type 'Progressing'"):
         ModelDeploymentStatus(conditions=[condition, condition])
 

@@ -16,6 +16,9 @@ from pydantic import (
     ConfigDict,
     GetCoreSchemaHandler,
     GetJsonSchemaHandler,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
+    model_serializer,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
@@ -25,8 +28,31 @@ from pydantic_core import CoreSchema, core_schema
 CEL_RULES_KEY = "x-kubernetes-validations"
 
 
+class FieldAnnotation:
+    """`Annotated` metadata that validates after the type's own validation (`check`) and adds
+    keywords to the field's JSON schema (`extend_schema`)."""
+
+    def check(self, value: Any) -> Any:
+        raise NotImplementedError
+
+    def extend_schema(self, json_schema: JsonSchemaValue) -> None:
+        raise NotImplementedError
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> CoreSchema:
+        return core_schema.no_info_after_validator_function(self.check, handler(source))
+
+    def __get_pydantic_json_schema__(
+        self, schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        json_schema = handler(schema)
+        self.extend_schema(handler.resolve_ref_schema(json_schema))
+        return json_schema
+
+
 @dataclass(frozen=True)
-class Rule:
+class Rule(FieldAnnotation):
     """One validation rule: a CEL expression over `self` and its Python twin `holds(self)`.
 
     `field_path` (relative, e.g. ".minWarm") makes the apiserver report the error at that
@@ -49,19 +75,8 @@ class Rule:
             raise ValueError(self.message)
         return value
 
-    # As `Annotated` metadata: validate after the type's own validation, add the CEL rule to
-    # the field's JSON schema.
-    def __get_pydantic_core_schema__(
-        self, source: Any, handler: GetCoreSchemaHandler
-    ) -> CoreSchema:
-        return core_schema.no_info_after_validator_function(self.check, handler(source))
-
-    def __get_pydantic_json_schema__(
-        self, schema: CoreSchema, handler: GetJsonSchemaHandler
-    ) -> JsonSchemaValue:
-        json_schema = handler(schema)
-        add_cel_rules(handler.resolve_ref_schema(json_schema), [self])
-        return json_schema
+    def extend_schema(self, json_schema: JsonSchemaValue) -> None:
+        add_cel_rules(json_schema, [self])
 
 
 def add_cel_rules(json_schema: JsonSchemaValue, rules: Iterable[Rule]) -> None:
@@ -118,6 +133,21 @@ class ApiModel(BaseModel):
     rules: ClassVar[tuple[Rule, ...]] = ()
     """Cross-field rules of this object: CEL in the CRD, checked in Python after validation."""
 
+    @model_serializer(mode="wrap")
+    def _leave_out_empty_collections(
+        self, handler: SerializerFunctionWrapHandler, info: SerializationInfo
+    ) -> Any:
+        """Lists and maps that default to empty are left out while empty, as the apiserver
+        stores them (absent and empty mean the same), so the wire form equals the stored one."""
+        data = handler(self)
+        if isinstance(data, dict):
+            for name, field in type(self).model_fields.items():
+                if field.default_factory in (list, dict):
+                    for key in (field.alias, name):
+                        if key in data and not data[key]:
+                            del data[key]
+        return data
+
     @model_validator(mode="after")
     def _check_rules(self) -> Self:
         for rule in type(self).rules:
@@ -134,7 +164,7 @@ class ApiModel(BaseModel):
 
 
 @dataclass(frozen=True)
-class ListMapKey:
+class ListMapKey(FieldAnnotation):
     """`Annotated` metadata for a list of objects keyed by one field (like a map).
 
     The CRD gets `x-kubernetes-list-type: map` (the apiserver rejects duplicate keys and
@@ -144,24 +174,15 @@ class ListMapKey:
     key: str
     """The key field's name on the wire (camelCase)."""
 
-    def check(self, items: list[Any]) -> list[Any]:
+    def check(self, value: Any) -> Any:
         seen: set[Any] = set()
-        for item in items:
-            value = item.model_dump(by_alias=True)[self.key]
-            if value in seen:
-                raise ValueError(f"duplicate {self.key} {value!r}: each {self.key} may appear once")
-            seen.add(value)
-        return items
+        for item in value:
+            key = item.model_dump(by_alias=True)[self.key]
+            if key in seen:
+                raise ValueError(f"duplicate {self.key} {key!r}: each {self.key} may appear once")
+            seen.add(key)
+        return value
 
-    def __get_pydantic_core_schema__(
-        self, source: Any, handler: GetCoreSchemaHandler
-    ) -> CoreSchema:
-        return core_schema.no_info_after_validator_function(self.check, handler(source))
-
-    def __get_pydantic_json_schema__(
-        self, schema: CoreSchema, handler: GetJsonSchemaHandler
-    ) -> JsonSchemaValue:
-        json_schema = handler(schema)
+    def extend_schema(self, json_schema: JsonSchemaValue) -> None:
         json_schema["x-kubernetes-list-type"] = "map"
         json_schema["x-kubernetes-list-map-keys"] = [self.key]
-        return json_schema

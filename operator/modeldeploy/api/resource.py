@@ -14,8 +14,8 @@ API_VERSION: Final = f"{GROUP}/{VERSION}"
 KIND: Final = "ModelDeployment"
 PLURAL: Final = "modeldeployments"
 SINGULAR: Final = "modeldeployment"
-SHORT_NAMES: Final = ("mdep",)
-CATEGORIES: Final = ("modeldeploy",)
+SHORT_NAMES: Final = ("mdep", "modeldeploy")
+"""`kubectl get mdep`, `kubectl explain modeldeploy.spec.analysis`."""
 
 MAX_NAME_LENGTH: Final = 50
 """Deployments, Services and HPAs are named <name>-<suffix>; Service names are DNS labels of
