@@ -146,7 +146,7 @@ def test_kubectl_explain_shows_descriptions(cluster: KwokCluster, resource: str)
 
     # The apiserver publishes a new CRD's OpenAPI a few seconds after it is established.
     text = " ".join(eventually(explained).split())
-    assert "When and how the new revision is judged" in text
+    assert "How a new revision is judged: checks on its metrics" in text
     assert "Requests the new revision must have served in the window" in text
     assert "Defaults to 500." in text
     assert "onNoData" in text

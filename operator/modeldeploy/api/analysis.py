@@ -83,11 +83,8 @@ class Drift(ApiModel):
     enabled: bool = True
     """Run the drift checks."""
     features: FeatureDrift = FeatureDrift()
-    """Input features vs the training profile."""
     predictions: PredictionDrift = PredictionDrift()
-    """Predictions vs the stable revision."""
     missing_rate: MissingRate = MissingRate()
-    """Missing values vs the training profile."""
 
 
 CHECK_NAME_PATTERN = "^[a-z]([-a-z0-9]*[a-z0-9])?$"
@@ -129,8 +126,9 @@ class CustomCheck(ApiModel):
 
 
 class Analysis(ApiModel):
-    """When and how the new revision is judged. A check fails only on enough data; no data
-    is never a pass."""
+    """How a new revision is judged: checks on its metrics, run every interval over the last
+    window. A check gives a verdict only on at least minSamples requests; no data is never a
+    pass."""
 
     rules = (
         Rule(
@@ -157,13 +155,9 @@ class Analysis(ApiModel):
     no_data_timeout: PositiveDuration = "15m"
     """How long a step may go without a verdict before onNoData applies."""
     latency: Latency = Latency()
-    """Latency ceilings (off unless set)."""
     error_rate: ErrorRate = ErrorRate()
-    """Server error share."""
     invalid_input_rate: InvalidInputRate = InvalidInputRate()
-    """Invalid input share compared with the stable revision."""
     drift: Drift = Drift()
-    """Feature, prediction and missing-value distribution checks."""
     custom: Annotated[
         list[CustomCheck],
         Field(max_length=MAX_CUSTOM_CHECKS),

@@ -52,9 +52,7 @@ class ModelDeployment(ApiModel):
     )
     """Standard object metadata (name, namespace, labels...)."""
     spec: ModelDeploymentSpec
-    """Desired state."""
     status: ModelDeploymentStatus | None = None
-    """Observed state (written by the operator)."""
 
     @model_validator(mode="after")
     def _check_name(self) -> Self:

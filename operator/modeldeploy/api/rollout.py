@@ -95,14 +95,11 @@ class Rollout(ApiModel):
     )
 
     canary: Canary = Canary(percent=10)
-    """Traffic the new revision serves before promotion."""
     step_interval: PositiveDuration = "5m"
     """Minimum time at each step; a step only advances when this has passed and the analysis
     passed with enough samples. At least analysis.interval."""
     traffic: Traffic = Traffic()
-    """How traffic is split between the revisions."""
     shadow: Shadow = Shadow()
-    """Mirror live traffic to the new revision first."""
     require_approval: bool = False
     """Hold at the last step (phase Paused) until a person promotes: `modeldeploy promote`,
     i.e. annotation modeldeploy.io/promote=<status.canaryRevision>."""

@@ -98,7 +98,7 @@ class SecretRef(ApiModel):
 
 
 class PrometheusAuth(ApiModel):
-    """Credentials for Prometheus."""
+    """Credentials for Prometheus (none when absent)."""
 
     type: Literal["bearer", "basic"] = "bearer"
     """bearer: the Secret's key `token`; basic: its keys `username` and `password`."""
@@ -107,7 +107,7 @@ class PrometheusAuth(ApiModel):
 
 
 class Prometheus(ApiModel):
-    """The Prometheus that holds this model's metrics."""
+    """The Prometheus that holds this model's metrics (the operator's default when absent)."""
 
     url: Annotated[
         str,
@@ -119,7 +119,6 @@ class Prometheus(ApiModel):
     ]
     """Base URL of the Prometheus HTTP API, e.g. http://prometheus.monitoring:9090."""
     auth: PrometheusAuth | None = None
-    """Credentials (none when absent)."""
 
 
 def _cel_pinned(image: str) -> str:
@@ -167,7 +166,6 @@ class ModelDeploymentSpec(ApiModel):
     )
 
     model: ModelRef
-    """Model name and version."""
     image: Image
     """The model image: model + serving code + training profile + golden requests, one unit.
     A change starts a rollout."""
@@ -175,20 +173,11 @@ class ModelDeploymentSpec(ApiModel):
     """requireDigest: images must be pinned (@sha256:...), since a moved tag would silently
     mix versions between pods; allowTags: accept tags too."""
     template: PodTemplate = PodTemplate()
-    """Overrides for the pods (resources, env, scheduling, labels...)."""
     replicas: Replicas = Replicas()
-    """Replica bounds of each revision."""
     autoscaling: Autoscaling = Autoscaling()
-    """HorizontalPodAutoscaler settings."""
     warmup: Warmup = Warmup()
-    """When pods count as Ready."""
     rollout: Rollout = Rollout()
-    """How a new revision is rolled out."""
     analysis: Analysis = Analysis()
-    """How a new revision is judged."""
     kill_switch: KillSwitch = KillSwitch()
-    """Emergency stop."""
     fallback: Fallback | None = None
-    """What serves while the kill switch is engaged with mode fallback."""
     prometheus: Prometheus | None = None
-    """Where the metrics are (the operator's default Prometheus when absent)."""

@@ -135,7 +135,6 @@ class ModelDeploymentStatus(ApiModel):
     )
     """Ready, Progressing, Degraded, Killed."""
     last_analysis: AnalysisResult | None = None
-    """The most recent analysis."""
     history: Annotated[list[HistoryEntry], Field(max_length=HISTORY_LIMIT)] = Field(
         default_factory=list
     )

@@ -79,9 +79,7 @@ class EnvVarSource(ApiModel):
     config_map_key_ref: KeyRef | None = None
     """A key of a ConfigMap."""
     field_ref: FieldRef | None = None
-    """A field of the pod."""
     resource_field_ref: ResourceFieldRef | None = None
-    """A resource of a container."""
 
 
 ENV_PREFIX_RESERVED = "MODELDEPLOY_"
@@ -110,7 +108,6 @@ class EnvVar(ApiModel):
     value: Annotated[str, Field(max_length=32768)] | None = None
     """Literal value."""
     value_from: EnvVarSource | None = None
-    """Take the value from a Secret, ConfigMap or pod field instead."""
 
 
 class SourceRef(ApiModel):
