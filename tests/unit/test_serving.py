@@ -411,3 +411,15 @@ def test_shadow_offer_never_blocks_and_drops_when_full() -> None:
 
     asyncio.run(offer_many())
     assert _samples(monitor)[_key(c.SHADOW_REQUESTS_TOTAL, result="dropped")] == 3
+
+
+def test_shadow_offer_samples_its_percent() -> None:
+    monitor = Monitor(_profile(), Identity("m", "1", "r"))
+
+    async def queued() -> int:
+        mirror = Mirror("http://127.0.0.1:9", 25, monitor, queue_size=1000, rng=random.Random(4))
+        for _ in range(1000):
+            mirror.offer("/v2/models/m/infer", b"{}")
+        return mirror._queue.qsize()
+
+    assert 200 < asyncio.run(queued()) < 300
