@@ -31,7 +31,7 @@ from sklearn.compose import ColumnTransformer
 from sklearn.datasets import make_classification
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline
+from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 HERE = Path(__file__).resolve().parent
@@ -59,8 +59,16 @@ def _cut(values: npt.NDArray[np.float64], shares: list[float], names: list[str])
 def make_dataset(rows: int, seed: int) -> tuple[Columns, npt.NDArray[Any]]:
     """Churn-like columns and labels ("churn"/"stay"), deterministic for a seed."""
     latent, label = make_classification(
-        n_samples=rows, n_features=6, n_informative=4, n_redundant=0, n_repeated=0,
-        weights=[0.7], class_sep=1.0, flip_y=0.02, shuffle=False, random_state=seed,
+        n_samples=rows,
+        n_features=6,
+        n_informative=4,
+        n_redundant=0,
+        n_repeated=0,
+        weights=[0.7],
+        class_sep=1.0,
+        flip_y=0.02,
+        shuffle=False,
+        random_state=seed,
     )
     rng = np.random.default_rng(seed)
     usage = np.round(np.exp(2.2 + 0.45 * latent[:, 4]), 2)
@@ -80,19 +88,17 @@ def make_dataset(rows: int, seed: int) -> tuple[Columns, npt.NDArray[Any]]:
 def train(columns: Columns, labels: npt.NDArray[Any]) -> Pipeline:
     """The estimator sees a 2-D array in feature order, as the runtime feeds it."""
     matrix = np.empty((len(labels), len(FEATURES)), dtype=object)
-    features = churn_features.preprocess(columns)
+    consumed = churn_features.preprocess(columns)
     for j, name in enumerate(FEATURES):
-        matrix[:, j] = features[name]
+        matrix[:, j] = consumed[name]
     numeric = list(range(len(NUMERIC)))
     categorical = list(range(len(NUMERIC), len(FEATURES)))
-    model = Pipeline([
-        ("features", ColumnTransformer([
-            ("numeric", Pipeline([("impute", SimpleImputer(strategy="median")),
-                                  ("scale", StandardScaler())]), numeric),
-            ("categorical", OneHotEncoder(handle_unknown="ignore"), categorical),
-        ])),
-        ("classifier", LogisticRegression(max_iter=1000)),
-    ])
+    scale = make_pipeline(SimpleImputer(strategy="median"), StandardScaler())
+    encode = OneHotEncoder(handle_unknown="ignore")
+    features = ColumnTransformer(
+        [("numeric", scale, numeric), ("categorical", encode, categorical)]
+    )
+    model = make_pipeline(features, LogisticRegression(max_iter=1000))
     return model.fit(matrix, labels)
 
 
@@ -102,12 +108,14 @@ def write_csv(path: Path, columns: Columns, labels: npt.NDArray[Any]) -> None:
         writer.writerow([*FEATURES, TARGET])
         for i in range(len(labels)):
             row = [columns[n][i] for n in FEATURES]
-            writer.writerow(["" if isinstance(v, float) and np.isnan(v) else v for v in row]
-                            + [labels[i]])
+            writer.writerow(
+                ["" if isinstance(v, float) and np.isnan(v) else v for v in row] + [labels[i]]
+            )
 
 
-def build(out: Path, variant: str = "healthy", version: str = "1", rows: int = 6000,
-          seed: int = 7) -> Path:
+def build(
+    out: Path, variant: str = "healthy", version: str = "1", rows: int = 6000, seed: int = 7
+) -> Path:
     """Writes OUT/model and OUT/data; returns the model directory."""
     columns, labels = make_dataset(rows, seed)
     split = int(rows * 0.8)
