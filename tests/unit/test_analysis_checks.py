@@ -395,7 +395,8 @@ class RecordingProvider:
         self.answers = answers
         self.asked: list[tuple[str, tuple[str, ...]]] = []
 
-    def query(self, promql: str, by: Sequence[str] = ()) -> QueryResult:
+    def query(self, promql: str, by: Sequence[str] = (), at: float | None = None) -> QueryResult:
+        assert at == 1700000000.0
         self.asked.append((promql, tuple(by)))
         return self.answers.get(promql, QueryResult.of({}))
 
@@ -403,7 +404,7 @@ class RecordingProvider:
 def test_collect_asks_every_planned_query_once() -> None:
     plan = plan_queries(CONFIG, canary=CANARY, stable=STABLE, window="5m")
     provider = RecordingProvider({plan.custom["accuracy"].promql: ok({(): 0.9})})
-    observations = collect(provider, plan)
+    observations = collect(provider, plan, at=1700000000.0)
     assert len(provider.asked) == len(plan.queries) + 1
     assert observations.custom["accuracy"].values == {(): 0.9}
     assert observations.results[(Track.CANARY, Series.FEATURES)].status is QueryStatus.NO_DATA

@@ -3,7 +3,7 @@
 The operator glue is three calls::
 
     plan = plan_queries(config, canary=canary_ref, stable=stable_ref, window="5m")
-    observations = collect(provider, plan)          # the only I/O
+    observations = collect(provider, plan, at=time.time())   # the only I/O
     outcome = aggregate(evaluate(config, observations))
 
 and then `verdicts.decide` across rounds. For the stable revision after promotion (drift vs
@@ -198,13 +198,17 @@ class Observations:
 
 
 class QueryProvider(Protocol):
-    def query(self, promql: str, by: Sequence[str] = ()) -> QueryResult: ...
+    def query(
+        self, promql: str, by: Sequence[str] = (), at: float | None = None
+    ) -> QueryResult: ...
 
 
-def collect(provider: QueryProvider, plan: QueryPlan) -> Observations:
+def collect(provider: QueryProvider, plan: QueryPlan, at: float | None = None) -> Observations:
+    """Ask every query of the plan. Pass `at` (Unix time) to evaluate them all at one
+    instant, so that the answers of one round are mutually consistent."""
     return Observations(
-        {key: provider.query(q.promql, q.by) for key, q in plan.queries.items()},
-        {name: provider.query(q.promql, q.by) for name, q in plan.custom.items()},
+        {key: provider.query(q.promql, q.by, at) for key, q in plan.queries.items()},
+        {name: provider.query(q.promql, q.by, at) for name, q in plan.custom.items()},
     )
 
 

@@ -97,13 +97,16 @@ class PrometheusProvider:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def query(self, promql: str, by: Sequence[str] = ()) -> QueryResult:
-        """Instant query; values keyed by the values of the `by` labels ("" when absent).
-        A scalar answer needs ``by=()``."""
+    def query(self, promql: str, by: Sequence[str] = (), at: float | None = None) -> QueryResult:
+        """Instant query, evaluated now or at Unix time `at`; values keyed by the values of
+        the `by` labels ("" when absent). A scalar answer needs ``by=()``."""
+        params = {"timeout": self._server_timeout}
+        if at is not None:
+            params["time"] = f"{at:.3f}"
         try:
             answer = self._client.custom_query(
                 promql,
-                params={"timeout": self._server_timeout},
+                params=params,
                 timeout=self._timeout,
             )
         except PrometheusApiClientException as error:
