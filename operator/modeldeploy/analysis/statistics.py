@@ -186,14 +186,9 @@ def ratio(numerator: float, denominator: float) -> float:
 # --- Prometheus histograms -----------------------------------------------------------------
 
 
-def parse_le(label: str) -> float:
-    """A histogram bucket's `le` label as a float (`+Inf` included)."""
-    return float(label)
-
-
 def cumulative_buckets(values: Mapping[str, float]) -> list[tuple[float, float]]:
-    """`le` label -> cumulative count, as (upper bound, cumulative count) pairs."""
-    return [(parse_le(label), count) for label, count in values.items()]
+    """`le` label (``+Inf`` included) -> cumulative count, as (upper bound, count) pairs."""
+    return [(float(label), count) for label, count in values.items()]
 
 
 def _coalesced(buckets: Iterable[tuple[float, float]]) -> tuple[list[float], list[float]]:
