@@ -20,7 +20,13 @@ from modeldeploy.profiling.schema import (
     Profile,
 )
 from modeldeploy.profiling.stats import profile_feature
-from modeldeploy.serving.bins import CategoricalBins, NumericBins, counts, feature_bins
+from modeldeploy.serving.bins import (
+    CategoricalBins,
+    NumericBinGroup,
+    NumericBins,
+    counts,
+    feature_bins,
+)
 from modeldeploy.serving.config import ModelDirError
 from modeldeploy.serving.model import CallableModel, Prediction
 from modeldeploy.serving.monitor import Identity, Monitor
@@ -92,6 +98,17 @@ def test_bool_features_bin_by_true_false() -> None:
     bins = feature_bins(FEATURES[3])
     assert bins.labels == ("false", "true", "other", "missing")
     assert bins.index(_strings(True, False, None)).tolist() == [1, 0, 3]
+
+
+def test_numeric_group_bins_exactly_like_searchsorted() -> None:
+    rng = np.random.default_rng(5)
+    singles = [NumericBins(np.array([0.0])), NumericBins(np.sort(rng.normal(size=9)))]
+    matrix = rng.normal(size=(2, 500))
+    matrix[:, ::7] = np.nan
+    matrix[1, 3] = singles[1].edges[4]  # exactly on an edge
+    grouped = NumericBinGroup.of(singles).index(matrix)
+    for i, bins in enumerate(singles):
+        assert grouped[i].tolist() == bins.index(matrix[i]).tolist()
 
 
 def test_reserved_category_names_are_refused() -> None:

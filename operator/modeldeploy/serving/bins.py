@@ -87,6 +87,32 @@ class CategoricalBins:
 Bins = NumericBins | CategoricalBins
 
 
+@dataclass(frozen=True)
+class NumericBinGroup:
+    """Several numeric features binned in one vectorised step, as NumericBins would.
+
+    The bin of v is the number of edges below it (searchsorted, side="left"); edges are
+    padded with +inf, which no finite value exceeds, so features may differ in bin count.
+    """
+
+    edges: FloatArray  # features x max edges
+    missing: IntArray  # per feature, the index of its missing bin
+
+    @classmethod
+    def of(cls, bins: Sequence[NumericBins]) -> "NumericBinGroup":
+        width = max((len(b.edges) for b in bins), default=0)
+        edges = np.full((len(bins), width), np.inf)
+        for i, b in enumerate(bins):
+            edges[i, : len(b.edges)] = b.edges
+        return cls(edges, np.array([b.missing_index for b in bins], dtype=np.intp))
+
+    def index(self, matrix: FloatArray) -> IntArray:
+        """Bin indexes of a features x rows matrix (NaN = missing)."""
+        below = (matrix[:, :, None] > self.edges[:, None, :]).sum(axis=2)
+        idx: IntArray = np.where(np.isnan(matrix), self.missing[:, None], below)
+        return idx
+
+
 def feature_bins(feature: FeatureProfile) -> Bins:
     if feature.edges is not None:
         return NumericBins(np.asarray(feature.edges, dtype=np.float64))

@@ -35,6 +35,7 @@ from modeldeploy.profiling.schema import ClassificationOutput, Profile
 from modeldeploy.serving.bins import (
     Bins,
     CategoricalBins,
+    NumericBinGroup,
     NumericBins,
     bucket_counts,
     feature_bins,
@@ -108,6 +109,20 @@ class Monitor:
         self._lock = threading.Lock()
         self._features = _BinnedSeries.of([(f.name, feature_bins(f)) for f in profile.features])
         self._feature_counts = np.zeros(self._features.size, dtype=np.int64)
+        series = self._features
+        numeric = [
+            (key, bins, offset)
+            for key, bins, offset in zip(series.keys, series.bins, series.offsets, strict=True)
+            if isinstance(bins, NumericBins)
+        ]
+        self._numeric_keys = tuple(key for key, _, _ in numeric)
+        self._numeric_group = NumericBinGroup.of([bins for _, bins, _ in numeric])
+        self._numeric_offsets = np.array([[offset] for _, _, offset in numeric], dtype=np.intp)
+        self._categorical = [
+            (key, bins, offset)
+            for key, bins, offset in zip(series.keys, series.bins, series.offsets, strict=True)
+            if isinstance(bins, CategoricalBins)
+        ]
         self._baselines = [
             [f.baseline.get(label, 0.0) for label in bins.labels]
             for f, bins in zip(profile.features, self._features.bins, strict=True)
@@ -201,15 +216,21 @@ class Monitor:
         if not self.enabled or not columns:
             return
         rows = len(np.asarray(next(iter(columns.values())), dtype=object).reshape(-1))
-        series = self._features
         parts = []
-        for key, bins, offset in zip(series.keys, series.bins, series.offsets, strict=True):
+        if self._numeric_keys:
+            matrix = np.full((len(self._numeric_keys), rows), np.nan)
+            for i, key in enumerate(self._numeric_keys):
+                column = columns.get(key)
+                if column is not None:
+                    matrix[i] = column
+            parts.append((self._numeric_group.index(matrix) + self._numeric_offsets).ravel())
+        for key, bins, offset in self._categorical:
             column = columns.get(key)
             if column is None:
                 parts.append(np.full(rows, offset + len(bins.labels) - 1, dtype=np.intp))
             else:
                 parts.append(bins.index(column) + offset)
-        added = np.bincount(np.concatenate(parts), minlength=series.size)
+        added = np.bincount(np.concatenate(parts), minlength=self._features.size)
         with self._lock:
             self._feature_counts += added
 
