@@ -1,0 +1,219 @@
+"""Deployments: one per revision (`<name>-<revision>`) and the optional `<name>-fallback`.
+
+Pods follow the restricted Pod Security profile by default (the template's security
+contexts are merged over it), get the identity the metrics carry through `MODELDEPLOY_*`
+environment variables, and turn Ready only when the runtime's model-ready endpoint says so
+(after the golden requests passed within the warm-up latency bound).
+"""
+
+from dataclasses import dataclass
+from typing import Any
+
+from modeldeploy import contract
+from modeldeploy.api import Fallback, ModelRef, PodTemplate, Warmup, parse_duration, to_wire
+from modeldeploy.resources.common import Body, Owner, metadata, with_applied_hash
+from modeldeploy.resources.names import (
+    ANNOTATION_REVISION_SOURCE,
+    FALLBACK_REVISION,
+    HTTP_PORT_NAME,
+    LABEL_REVISION,
+    LABEL_TRACK,
+    Track,
+    deployment_name,
+    fallback_name,
+    fallback_selector,
+    revision_selector,
+)
+from modeldeploy.resources.revision import RevisionSource
+
+CONTAINER_NAME = "model"
+TMP_VOLUME = "tmp"
+
+RESTRICTED_CONTAINER_SECURITY: dict[str, Any] = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "runAsNonRoot": True,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+RESTRICTED_POD_SECURITY: dict[str, Any] = {
+    "runAsNonRoot": True,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
+@dataclass(frozen=True)
+class ShadowTarget:
+    """Where the pods of a Deployment mirror a share of their requests to."""
+
+    url: str
+    percent: int
+
+
+def shadow_url(name: str, namespace: str) -> str:
+    """The canary Service, by its in-cluster DNS name (port 80)."""
+    return f"http://{name}-canary.{namespace}.svc"
+
+
+def _env(name: str, value: str) -> dict[str, str]:
+    return {"name": name, "value": value}
+
+
+@dataclass(frozen=True)
+class _Pods:
+    """What the pods of one Deployment are made of."""
+
+    labels: dict[str, str]
+    image: str
+    model: ModelRef
+    revision: str
+    template: PodTemplate
+    warmup: Warmup
+    shadow: ShadowTarget | None = None
+
+
+def _container(pods: _Pods) -> dict[str, Any]:
+    template = pods.template
+    env = [
+        _env(contract.ENV_MODEL_NAME, pods.model.name),
+        _env(contract.ENV_MODEL_VERSION, pods.model.version),
+        _env(contract.ENV_REVISION, pods.revision),
+        _env(contract.ENV_WARMUP_MAX_LATENCY_MS, str(pods.warmup.max_latency_ms)),
+    ]
+    if pods.shadow is not None:
+        env += [
+            _env(contract.ENV_SHADOW_URL, pods.shadow.url),
+            _env(contract.ENV_SHADOW_PERCENT, str(pods.shadow.percent)),
+        ]
+    env += [to_wire(var) for var in template.env]
+    container: dict[str, Any] = {
+        "name": CONTAINER_NAME,
+        "image": pods.image,
+        "ports": [
+            {"name": HTTP_PORT_NAME, "containerPort": contract.SERVING_PORT, "protocol": "TCP"}
+        ],
+        "env": env,
+        "readinessProbe": {
+            "httpGet": {
+                "path": contract.READY_PATH_TEMPLATE.format(model=pods.model.name),
+                "port": HTTP_PORT_NAME,
+            },
+            "periodSeconds": 2,
+            "timeoutSeconds": 2,
+            "failureThreshold": 3,
+        },
+        "securityContext": {**RESTRICTED_CONTAINER_SECURITY, **(template.security_context or {})},
+        "volumeMounts": [{"name": TMP_VOLUME, "mountPath": "/tmp"}],
+    }
+    if template.env_from:
+        container["envFrom"] = [to_wire(source) for source in template.env_from]
+    resources = to_wire(template.resources)
+    if resources.get("requests") or resources.get("limits"):
+        container["resources"] = {k: v for k, v in resources.items() if v}
+    return container
+
+
+def _pod_template(pods: _Pods) -> dict[str, Any]:
+    template = pods.template
+    spec: dict[str, Any] = {
+        "containers": [_container(pods)],
+        "volumes": [{"name": TMP_VOLUME, "emptyDir": {}}],
+        "securityContext": {**RESTRICTED_POD_SECURITY, **(template.pod_security_context or {})},
+        "terminationGracePeriodSeconds": template.termination_grace_period_seconds,
+        "enableServiceLinks": False,
+    }
+    optional: dict[str, Any] = {
+        "nodeSelector": template.node_selector or None,
+        "tolerations": [to_wire(t) for t in template.tolerations] or None,
+        "affinity": template.affinity,
+        "topologySpreadConstraints": template.topology_spread_constraints or None,
+        "serviceAccountName": template.service_account_name,
+        "imagePullSecrets": [to_wire(s) for s in template.image_pull_secrets] or None,
+        "priorityClassName": template.priority_class_name,
+    }
+    spec.update({k: v for k, v in optional.items() if v is not None})
+    meta: dict[str, Any] = {"labels": {**template.labels, **pods.labels}}
+    if template.annotations:
+        meta["annotations"] = dict(template.annotations)
+    return {"metadata": meta, "spec": spec}
+
+
+def _deployment(
+    owner: Owner,
+    name: str,
+    *,
+    labels: dict[str, str],
+    annotations: dict[str, str] | None,
+    replicas: int,
+    pods: _Pods,
+) -> Body:
+    return with_applied_hash(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": metadata(owner, name, labels, annotations),
+            "spec": {
+                "replicas": replicas,
+                "revisionHistoryLimit": 2,
+                # Pods not Ready this long after the last progress mark the Deployment
+                # ProgressDeadlineExceeded: the operator's warm-up timeout.
+                "progressDeadlineSeconds": int(parse_duration(pods.warmup.timeout).total_seconds()),
+                "selector": {"matchLabels": pods.labels},
+                # Never below the Ready pods there are: new pods first, then old ones go.
+                "strategy": {
+                    "type": "RollingUpdate",
+                    "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0},
+                },
+                "template": _pod_template(pods),
+            },
+        }
+    )
+
+
+def revision_deployment(
+    owner: Owner,
+    source: RevisionSource,
+    *,
+    track: Track,
+    replicas: int,
+    warmup: Warmup,
+    shadow: ShadowTarget | None = None,
+) -> Body:
+    """`<name>-<revision>`: the pods of one revision, labelled with its track."""
+    revision = source.revision
+    return _deployment(
+        owner,
+        deployment_name(owner.name, revision),
+        labels={LABEL_REVISION: revision, LABEL_TRACK: track},
+        annotations={ANNOTATION_REVISION_SOURCE: source.canonical()},
+        replicas=replicas,
+        pods=_Pods(
+            labels=revision_selector(owner.name, revision),
+            image=source.image,
+            model=source.model,
+            revision=revision,
+            template=source.template,
+            warmup=warmup,
+            shadow=shadow,
+        ),
+    )
+
+
+def fallback_deployment(owner: Owner, fallback: Fallback, model: ModelRef, warmup: Warmup) -> Body:
+    """`<name>-fallback`: kept running, so that the kill switch can route to it at once. It
+    must serve the same protocol on the same port (it replaces the model for clients)."""
+    return _deployment(
+        owner,
+        fallback_name(owner.name),
+        labels={LABEL_REVISION: FALLBACK_REVISION, LABEL_TRACK: "fallback"},
+        annotations=None,
+        replicas=fallback.replicas,
+        pods=_Pods(
+            labels=fallback_selector(owner.name),
+            image=fallback.image,
+            model=model,
+            revision=FALLBACK_REVISION,
+            template=fallback.template or PodTemplate(),
+            warmup=warmup,
+        ),
+    )

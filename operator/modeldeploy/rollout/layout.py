@@ -1,0 +1,145 @@
+"""The desired objects for a decided state, and what it takes to get there from the world.
+
+Deployment `spec.replicas` is always in the applied body (server-side apply would otherwise
+drop a field the operator stops sending, and the apiserver would default it to 1); where an
+HPA owns the count, the machine passes the observed value back unchanged, so applying never
+fights the HPA. An object is written only when its applied-hash annotation or, for a
+Deployment, its replica count differs from what is wanted.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from modeldeploy.api import ModelDeploymentSpec
+from modeldeploy.resources.autoscaling import hpa, pdb
+from modeldeploy.resources.common import Body, Owner
+from modeldeploy.resources.deployment import (
+    ShadowTarget,
+    fallback_deployment,
+    revision_deployment,
+)
+from modeldeploy.resources.names import (
+    ANNOTATION_APPLIED_HASH,
+    Track,
+    canary_name,
+    deployment_name,
+    revision_selector,
+    stable_name,
+)
+from modeldeploy.resources.revision import RevisionSource
+from modeldeploy.resources.service import service
+from modeldeploy.rollout.plan import ObjectRef
+from modeldeploy.rollout.world import ObservedDeployment, World
+
+API_VERSIONS = {
+    "Deployment": "apps/v1",
+    "Service": "v1",
+    "HorizontalPodAutoscaler": "autoscaling/v2",
+    "PodDisruptionBudget": "policy/v1",
+}
+# Deleting autoscalers first: an HPA never acts on a Deployment that is about to go.
+DELETE_ORDER = ("HorizontalPodAutoscaler", "PodDisruptionBudget", "Deployment", "Service")
+
+
+@dataclass(frozen=True)
+class RevisionLayout:
+    source: RevisionSource
+    track: Track
+    replicas: int
+    shadow: ShadowTarget | None = None
+
+    @property
+    def revision(self) -> str:
+        return self.source.revision
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Which revisions run, with how many pods, and where traffic goes."""
+
+    stable: RevisionLayout
+    canary: RevisionLayout | None
+    previous: RevisionLayout | None
+    client_selector: dict[str, str]
+    autoscaled: bool
+    """HPAs and PDB exist (not while the kill switch scales everything to zero)."""
+
+
+def build(owner: Owner, spec: ModelDeploymentSpec, layout: Layout) -> list[Body]:
+    """Every object that should exist, in the order they are applied: Deployments (stable
+    first, so that a promotion never shows no stable Deployment), Services, HPAs, PDB."""
+    revisions = [r for r in (layout.stable, layout.canary, layout.previous) if r is not None]
+    bodies = [
+        revision_deployment(
+            owner,
+            r.source,
+            track=r.track,
+            replicas=r.replicas,
+            warmup=spec.warmup,
+            shadow=r.shadow,
+        )
+        for r in revisions
+    ]
+    if spec.fallback is not None:
+        bodies.append(fallback_deployment(owner, spec.fallback, spec.model, spec.warmup))
+    stable = layout.stable.revision
+    canary = layout.canary.revision if layout.canary else stable
+    bodies += [
+        service(owner, stable_name(owner.name), revision_selector(owner.name, stable)),
+        service(owner, canary_name(owner.name), revision_selector(owner.name, canary)),
+        service(owner, owner.name, layout.client_selector),
+    ]
+    if layout.autoscaled:
+        bodies.append(
+            hpa(
+                owner,
+                stable_name(owner.name),
+                target=deployment_name(owner.name, stable),
+                min_replicas=spec.replicas.min_warm,
+                max_replicas=spec.replicas.max,
+                autoscaling=spec.autoscaling,
+            )
+        )
+        if layout.canary is not None:
+            # Pinned: with replica-ratio traffic the canary's pod count *is* its weight. The
+            # machine re-derives it from the stable's current replicas on every reconcile,
+            # so the canary follows the stable's autoscaling.
+            bodies.append(
+                hpa(
+                    owner,
+                    canary_name(owner.name),
+                    target=deployment_name(owner.name, layout.canary.revision),
+                    min_replicas=layout.canary.replicas,
+                    max_replicas=layout.canary.replicas,
+                    autoscaling=spec.autoscaling,
+                )
+            )
+        bodies.append(
+            pdb(
+                owner,
+                stable_name(owner.name),
+                selector=revision_selector(owner.name, stable),
+                min_available=spec.replicas.min_warm,
+            )
+        )
+    return bodies
+
+
+def _changed(body: Body, world: World) -> bool:
+    observed = world.get(body["kind"], body["metadata"]["name"])
+    if observed is None:
+        return True
+    if observed.applied_hash != body["metadata"]["annotations"][ANNOTATION_APPLIED_HASH]:
+        return True
+    if isinstance(observed, ObservedDeployment):
+        return bool(observed.replicas != body["spec"]["replicas"])
+    return False
+
+
+def diff(desired: Sequence[Body], world: World) -> tuple[tuple[Body, ...], tuple[ObjectRef, ...]]:
+    """(bodies to apply, objects to delete): only what differs from the world."""
+    apply = tuple(body for body in desired if _changed(body, world))
+    wanted = {(body["kind"], body["metadata"]["name"]) for body in desired}
+    extra = [(kind, name) for kind, name in world.refs() if (kind, name) not in wanted]
+    extra.sort(key=lambda ref: (DELETE_ORDER.index(ref[0]), ref[1]))
+    return apply, tuple(ObjectRef(API_VERSIONS[kind], kind, name) for kind, name in extra)

@@ -1,0 +1,576 @@
+"""The rollout state machine: (spec, status, observed world, analysis signal, now) -> Plan.
+
+Pure: no I/O, no clock. Each reconcile reads the bookkeeping from status, applies at most a
+few transitions, lays out the objects the new state needs and reports the new status:
+
+    new revision in the spec -> canary (shadow phase first when rollout.shadow.percent > 0)
+    -> steps, each held for stepInterval with its pods Ready (and, when analysis gates the
+    rollout, a passing round) -> [approval gate] -> Promoting: the canary is scaled to the
+    stable's current replicas and must be Ready -> switch: it becomes stable, the old stable
+    stays warm as `previous` for bakeTime, then goes.
+
+Rollback (analysis, abort, warm-up timeout) only moves traffic back to the stable, which is
+never touched during a rollout, and deletes the canary; the kill switch freezes everything
+and takes traffic away until released.
+"""
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from modeldeploy.api import (
+    ANNOTATION_ABORT,
+    ANNOTATION_PROMOTE,
+    ANNOTATION_RETRY,
+    HISTORY_LIMIT,
+    AnalysisResult,
+    HistoryEntry,
+    HistoryEvent,
+    parse_duration,
+)
+from modeldeploy.resources.common import Owner
+from modeldeploy.resources.deployment import ShadowTarget, shadow_url
+from modeldeploy.resources.names import (
+    Track,
+    deployment_name,
+    fallback_name,
+    fallback_selector,
+    model_selector,
+    revision_selector,
+)
+from modeldeploy.resources.revision import RevisionSource
+from modeldeploy.rollout.layout import Layout, RevisionLayout, build, diff
+from modeldeploy.rollout.plan import Event, EventType, Plan, Subject
+from modeldeploy.rollout.report import Facts, render
+from modeldeploy.rollout.signal import NO_ANALYSIS, AnalysisInput
+from modeldeploy.rollout.sizing import (
+    canary_replicas,
+    canary_steps,
+    effective_weight,
+    shadow_replicas,
+)
+from modeldeploy.rollout.state import State
+from modeldeploy.rollout.world import ObservedDeployment, World
+
+
+@dataclass(frozen=True)
+class Commands:
+    """One-shot annotations; each names the revision it is meant for."""
+
+    promote: str | None
+    abort: str | None
+    retry: str | None
+
+    @classmethod
+    def of(cls, annotations: dict[str, str]) -> "Commands":
+        return cls(
+            annotations.get(ANNOTATION_PROMOTE),
+            annotations.get(ANNOTATION_ABORT),
+            annotations.get(ANNOTATION_RETRY),
+        )
+
+
+def plan(
+    subject: Subject,
+    world: World,
+    analysis: AnalysisInput = NO_ANALYSIS,
+    now: datetime | None = None,
+    apply_error: str | None = None,
+) -> Plan:
+    """Decide one reconcile. `now` must be timezone-aware (required; the default only
+    exists to make the signature read well and raises). `apply_error` is the last failure
+    to apply objects, if any, surfaced in status."""
+    if now is None or now.tzinfo is None:
+        raise ValueError("plan() needs a timezone-aware `now`")
+    return _Reconcile(subject, world, analysis, now.replace(microsecond=0), apply_error).run()
+
+
+class _Reconcile:
+    def __init__(
+        self,
+        subject: Subject,
+        world: World,
+        analysis: AnalysisInput,
+        now: datetime,
+        apply_error: str | None,
+    ) -> None:
+        self.subject = subject
+        self.spec = subject.spec
+        self.world = world
+        self.analysis = analysis
+        self.now = now
+        self.apply_error = apply_error
+        self.owner = Owner(subject.name, subject.namespace, subject.uid)
+        self.spec_source = RevisionSource.of(subject.spec)
+        self.revision = self.spec_source.revision
+        self.steps = canary_steps(subject.spec.rollout)
+        self.state = State.of(subject.status)
+        self.commands = Commands.of(dict(subject.annotations))
+        self.events: list[Event] = []
+        self.consumed: list[str] = []
+        self.killed = subject.spec.kill_switch.engaged
+        self.waiting = False
+        self.awaiting_approval = False
+
+    # --- observations -----------------------------------------------------------------
+
+    def observed(self, revision: str | None) -> ObservedDeployment | None:
+        if revision is None:
+            return None
+        return self.world.deployment(deployment_name(self.subject.name, revision))
+
+    def ready(self, revision: str | None) -> int:
+        observed = self.observed(revision)
+        return observed.ready if observed else 0
+
+    def source(self, revision: str) -> RevisionSource | None:
+        if revision == self.revision:
+            return self.spec_source
+        observed = self.observed(revision)
+        return observed.source if observed else None
+
+    @property
+    def min_warm(self) -> int:
+        return self.spec.replicas.min_warm
+
+    def stable_replicas(self) -> int:
+        """The stable's current replica count (the HPA's choice), the base of canary sizing."""
+        observed = self.observed(self.state.stable)
+        return observed.replicas if observed and observed.replicas > 0 else self.min_warm
+
+    # --- bookkeeping helpers ----------------------------------------------------------
+
+    def event(self, type_: EventType, reason: str, message: str) -> None:
+        self.events.append(Event(type_, reason, message))
+
+    def history(self, event: HistoryEvent, revision: str, reason: str) -> None:
+        source = self.source(revision)
+        entry = HistoryEntry(
+            revision=revision,
+            version=source.model.version if source else "",
+            image=source.image if source else "",
+            event=event,
+            reason=reason[:4096],
+            time=self.now,
+        )
+        self.state.history = [*self.state.history, entry][-HISTORY_LIMIT:]
+
+    def consume(self, annotation: str, acted: bool, why: str) -> None:
+        self.consumed.append(annotation)
+        if not acted:
+            self.event("Warning", "CommandIgnored", f"{annotation} ignored: {why}")
+
+    # --- the reconcile ----------------------------------------------------------------
+
+    def run(self) -> Plan:
+        self.adopt_from_world()
+        self.record_analysis()
+        self.kill_switch()
+        self.retry_command()
+        self.target_revision()
+        if self.state.canary is not None:
+            self.abort_command()
+        if not self.killed:
+            self.progress()
+            self.promote_command_ignored()
+        self.bake()
+        return self.finish()
+
+    def adopt_from_world(self) -> None:
+        """Status lost (restored from a backup without status, replaced...): the track
+        labels on the Deployments say who was what."""
+        st = self.state
+        if st.stable is not None:
+            return
+        by_track = {d.track: d for d in self.world.deployments.values() if d.source and d.revision}
+        stable = by_track.get("stable")
+        if stable is None or stable.revision is None:
+            return
+        st.stable = stable.revision
+        canary = by_track.get("canary")
+        if canary is not None and canary.revision == self.revision:
+            st.canary, st.step, st.step_started_at = canary.revision, 0, self.now
+        previous = by_track.get("previous")
+        if previous is not None:
+            st.previous = previous.revision
+            st.bake_until = self.now
+        self.event(
+            "Warning",
+            "StatusAdopted",
+            f"status had no stable revision; adopted {st.stable} from its Deployment's labels",
+        )
+
+    def record_analysis(self) -> None:
+        signal = self.analysis.signal
+        st = self.state
+        if signal is None or signal.revision not in (st.canary, st.stable):
+            return
+        previous = st.last_analysis
+        st.last_analysis = AnalysisResult(
+            time=signal.time.replace(microsecond=0),
+            revision=signal.revision,
+            samples=signal.samples,
+            verdict=signal.verdict,
+            checks=list(signal.checks),
+        )
+        st.consecutive_failures = signal.consecutive_failures
+        st.no_data_since = signal.no_data_since
+        if signal.verdict == "fail":
+            self.event("Warning", "AnalysisFailed", f"{signal.revision}: {signal.reason}")
+        elif signal.verdict == "pass" and (
+            previous is None or previous.verdict != "pass" or previous.revision != signal.revision
+        ):
+            self.event("Normal", "AnalysisPassed", f"{signal.revision}: {signal.reason}")
+
+    def kill_switch(self) -> None:
+        was_killed = self.subject.status.phase == "Killed"
+        mode = self.spec.kill_switch.mode
+        about = self.state.stable or self.revision
+        if self.killed and not was_killed:
+            self.event("Warning", "KillSwitchEngaged", f"traffic taken from the model ({mode})")
+            self.history("KillSwitchEngaged", about, f"mode {mode}")
+        elif was_killed and not self.killed:
+            self.event("Normal", "KillSwitchReleased", "serving the model again")
+            self.history("KillSwitchReleased", about, "kill switch released")
+            if self.state.canary is not None:
+                # No live traffic reached the canary meanwhile: its step starts over.
+                self.state.step_started_at = self.now
+
+    def retry_command(self) -> None:
+        retry = self.commands.retry
+        if retry is None:
+            return
+        st = self.state
+        if st.failed is not None and retry == st.failed:
+            st.failed = None
+            self.consume(ANNOTATION_RETRY, True, "")
+            self.event("Normal", "RetryRequested", f"{retry} may be rolled out again")
+        else:
+            self.consume(ANNOTATION_RETRY, False, f"{retry} is not the failed revision")
+
+    def target_revision(self) -> None:
+        """Bring the bookkeeping in line with the spec's revision."""
+        st, rev = self.state, self.revision
+        if st.stable is not None and st.stable != rev and self.source(st.stable) is None:
+            # Its Deployment is gone and the spec no longer describes it: nothing to protect.
+            self.event("Warning", "StableLost", f"Deployment of {st.stable} is gone")
+            st.stable = None
+            st.end_rollout()
+        if st.stable is None:
+            st.stable = rev
+            self.history("Started", rev, "first revision")
+            self.event("Normal", "Deploying", f"deploying {rev} ({self.spec.image})")
+            return
+        if rev == st.stable:
+            if st.canary is not None:
+                self.cancel_canary("the spec is back on the stable revision")
+            return
+        if rev == st.canary:
+            return
+        if st.canary is not None:
+            self.cancel_canary(f"superseded by {rev}")
+        if rev == st.failed:
+            return  # rolled back once: retried only on request
+        if self.spec.rollout.paused:
+            self.waiting = True
+            return
+        self.start_rollout()
+
+    def cancel_canary(self, why: str) -> None:
+        canary = self.state.canary
+        assert canary is not None
+        self.history("Aborted", canary, why)
+        self.event("Normal", "RolloutCancelled", f"{canary}: {why}")
+        self.state.end_rollout()
+
+    def describe_change(self) -> str:
+        old = self.source(self.state.stable) if self.state.stable else None
+        if old is None:
+            return "new revision"
+        changes = []
+        if old.image != self.spec_source.image:
+            changes.append(f"image {self.spec_source.image}")
+        if old.model != self.spec_source.model:
+            changes.append(f"model {self.spec_source.model.name} {self.spec_source.model.version}")
+        if old.template != self.spec_source.template:
+            changes.append("pod template")
+        return "changed: " + ", ".join(changes) if changes else "new revision"
+
+    def start_rollout(self) -> None:
+        st = self.state
+        if st.previous is not None:
+            self.event("Normal", "BakeEnded", f"{st.previous} removed early: a new rollout starts")
+            st.previous, st.bake_until = None, None
+        st.canary = self.revision
+        shadowing = self.spec.rollout.shadow.percent > 0
+        st.step = None if shadowing or not self.steps else 0
+        st.step_started_at = self.now
+        st.promoting = False
+        st.consecutive_failures = 0
+        st.no_data_since = None
+        why = self.describe_change()
+        self.history("Started", self.revision, why)
+        first = "shadow phase" if st.step is None else f"{self.steps[0]}% of traffic"
+        self.event("Normal", "RolloutStarted", f"{self.revision} ({why}); first: {first}")
+
+    def abort_command(self) -> None:
+        abort = self.commands.abort
+        if abort is None:
+            return
+        if abort == self.state.canary:
+            self.consume(ANNOTATION_ABORT, True, "")
+            self.roll_back("Aborted", f"aborted by {ANNOTATION_ABORT}")
+        else:
+            self.consume(ANNOTATION_ABORT, False, f"{abort} is not the canary revision")
+
+    def promote_command_ignored(self) -> None:
+        promote = self.commands.promote
+        if promote is not None and ANNOTATION_PROMOTE not in self.consumed:
+            self.consume(ANNOTATION_PROMOTE, False, f"{promote} is not the canary revision")
+
+    def roll_back(self, event: HistoryEvent, why: str) -> None:
+        st = self.state
+        canary = st.canary
+        assert canary is not None
+        st.failed = canary
+        self.history(event, canary, why)
+        reason = "Aborted" if event == "Aborted" else "RolledBack"
+        self.event("Warning", reason, f"{canary} rolled back, {st.stable} serves: {why}")
+        st.end_rollout()
+
+    # --- progress of a canary ---------------------------------------------------------
+
+    def stage_percent(self) -> int:
+        """Live traffic share the current step asks for (0 in the shadow phase)."""
+        step = self.state.step
+        if step is None or not self.steps:
+            return 0
+        return self.steps[min(step, len(self.steps) - 1)]
+
+    def promotion_target(self) -> int:
+        """Pods the canary needs before it takes over: the stable's current count."""
+        return max(self.min_warm, min(self.stable_replicas(), self.spec.replicas.max))
+
+    def canary_wanted(self) -> int:
+        if self.state.promoting:
+            return self.promotion_target()
+        maximum, stable = self.spec.replicas.max, self.stable_replicas()
+        if self.state.step is None:
+            return shadow_replicas(stable, max(self.spec.rollout.shadow.percent, 1), maximum)
+        return canary_replicas(stable, self.stage_percent(), maximum)
+
+    def analysis_allows(self) -> bool:
+        if not self.analysis.gated:
+            return True
+        last, st = self.state.last_analysis, self.state
+        return (
+            last is not None
+            and last.revision == st.canary
+            and last.verdict == "pass"
+            and st.step_started_at is not None
+            and last.time >= st.step_started_at
+        )
+
+    def at_last_step(self) -> bool:
+        st = self.state
+        if st.step is None:
+            return not self.steps
+        return st.step >= len(self.steps) - 1
+
+    def progress(self) -> None:
+        st = self.state
+        canary = st.canary
+        if canary is None:
+            return
+        observed = self.observed(canary)
+        signal = self.analysis.signal
+        if signal is not None and signal.revision == canary and signal.rollback:
+            self.roll_back("RolledBack", signal.reason or f"analysis {signal.verdict}")
+            return
+        if observed is not None and observed.timed_out:
+            timeout = self.spec.warmup.timeout
+            self.roll_back(
+                "RolledBack",
+                f"warm-up timeout: {observed.ready} of {observed.replicas} pods Ready "
+                f"within {timeout}",
+            )
+            return
+        if self.commands.promote is not None and self.commands.promote == canary:
+            self.consume(ANNOTATION_PROMOTE, True, "")
+            if not st.promoting:
+                st.promoting = True
+                st.step_started_at = self.now
+                self.event("Normal", "Promoting", f"{canary}: promotion requested")
+        if st.promoting:
+            self.switch_when_ready()
+            return
+        if self.spec.rollout.paused or st.step_started_at is None:
+            return
+        interval = parse_duration(self.spec.rollout.step_interval)
+        warm = observed is not None and observed.ready >= self.canary_wanted()
+        if not (warm and self.now >= st.step_started_at + interval and self.analysis_allows()):
+            return
+        if not self.at_last_step():
+            st.step = 0 if st.step is None else st.step + 1
+            st.step_started_at = self.now
+            self.event("Normal", "StepAdvanced", f"{canary}: {self.stage_percent()}% of traffic")
+        elif self.spec.rollout.require_approval:
+            self.awaiting_approval = True
+            if self.subject.status.phase != "Paused":
+                self.event("Normal", "AwaitingApproval", f"{canary} waits for a promote")
+        else:
+            st.promoting = True
+            st.step_started_at = self.now
+            self.event("Normal", "Promoting", f"{canary} passed every step")
+
+    def switch_when_ready(self) -> None:
+        st = self.state
+        canary, old = st.canary, st.stable
+        assert canary is not None
+        assert old is not None
+        target = self.promotion_target()
+        observed = self.observed(canary)
+        if observed is None or observed.ready < target or observed.replicas < target:
+            return
+        bake = parse_duration(self.spec.rollout.bake_time)
+        st.end_rollout()
+        st.stable = canary
+        st.consecutive_failures, st.no_data_since = 0, None
+        if bake > timedelta(0) and self.source(old) is not None:
+            st.previous, st.bake_until = old, self.now + bake
+        else:
+            st.previous, st.bake_until = None, None
+        self.history("Promoted", canary, f"{observed.ready} Ready pods took over from {old}")
+        kept = f"; {old} stays warm until {st.bake_until:%H:%M:%S}" if st.previous else ""
+        self.event("Normal", "Promoted", f"{canary} is stable{kept}")
+
+    # --- after promotion ----------------------------------------------------------------
+
+    def bake(self) -> None:
+        st = self.state
+        if st.previous is None:
+            return
+        if self.observed(st.previous) is None or st.bake_until is None:
+            st.previous, st.bake_until = None, None
+            return
+        signal = self.analysis.signal
+        if (
+            not self.killed
+            and signal is not None
+            and signal.revision == st.stable
+            and signal.rollback
+            and self.now < st.bake_until
+        ):
+            if self.ready(st.previous) >= self.min_warm:
+                failed, st.stable = st.stable, st.previous
+                st.failed, st.previous, st.bake_until = failed, None, None
+                why = signal.reason or "analysis failed within bakeTime"
+                self.history("RolledBack", failed, why)
+                self.event("Warning", "RolledBack", f"{failed} rolled back to {st.stable}: {why}")
+            return
+        if self.now >= st.bake_until:
+            self.event("Normal", "BakeComplete", f"{st.previous} removed after bakeTime")
+            st.previous, st.bake_until = None, None
+
+    # --- layout and report --------------------------------------------------------------
+
+    def revision_layout(self, revision: str, track: Track, replicas: int) -> RevisionLayout | None:
+        source = self.source(revision)
+        return RevisionLayout(source, track, replicas) if source is not None else None
+
+    def layout(self) -> Layout:
+        st, name = self.state, self.subject.name
+        assert st.stable is not None
+        to_zero = self.killed and self.spec.kill_switch.mode == "scaleToZero"
+        observed_stable = self.observed(st.stable)
+        stable_count = max(observed_stable.replicas if observed_stable else 0, self.min_warm)
+        shadow = None
+        if st.canary is not None and st.step is None and self.spec.rollout.shadow.percent > 0:
+            shadow = ShadowTarget(
+                shadow_url(name, self.subject.namespace), self.spec.rollout.shadow.percent
+            )
+        stable_source = self.source(st.stable)
+        assert stable_source is not None
+        stable = RevisionLayout(stable_source, "stable", 0 if to_zero else stable_count, shadow)
+        canary = None
+        if st.canary is not None:
+            canary = self.revision_layout(st.canary, "canary", self.canary_wanted())
+            if canary is not None and to_zero:
+                canary = RevisionLayout(canary.source, "canary", 0)
+        previous = None
+        if st.previous is not None:
+            observed = self.observed(st.previous)
+            count = max(observed.replicas if observed else 0, self.min_warm)
+            previous = self.revision_layout(st.previous, "previous", 0 if to_zero else count)
+        return Layout(
+            stable=stable,
+            canary=canary,
+            previous=previous,
+            client_selector=self.client_selector(),
+            autoscaled=not to_zero,
+        )
+
+    def client_selector(self) -> dict[str, str]:
+        st, name = self.state, self.subject.name
+        if self.killed and self.spec.kill_switch.mode == "fallback" and self.spec.fallback:
+            return fallback_selector(name)
+        assert st.stable is not None
+        percent = self.stage_percent() if st.canary is not None else 0
+        if st.canary is not None and percent >= 100:
+            return revision_selector(name, st.canary)
+        if st.canary is not None and percent > 0:
+            return model_selector(name)
+        return revision_selector(name, st.stable)
+
+    def weight(self, selector: dict[str, str]) -> int:
+        st, name = self.state, self.subject.name
+        if st.canary is None or self.killed:
+            return 0
+        canary_ready = self.ready(st.canary)
+        if selector == revision_selector(name, st.canary):
+            return 100 if canary_ready else 0
+        if selector == model_selector(name):
+            return effective_weight(self.ready(st.stable), canary_ready)
+        return 0
+
+    def last_rollback_reason(self) -> str:
+        failed = self.state.failed
+        for entry in reversed(self.state.history):
+            if entry.revision == failed and entry.event in ("RolledBack", "Aborted"):
+                return entry.reason
+        return "rolled back"
+
+    def kill_target(self) -> str:
+        if self.spec.kill_switch.mode == "fallback":
+            return f"{self.subject.name} routes to {fallback_name(self.subject.name)}"
+        return "every revision scaled to zero"
+
+    def finish(self) -> Plan:
+        layout = self.layout()
+        desired = build(self.owner, self.spec, layout)
+        apply, delete = diff(desired, self.world)
+        st = self.state
+        facts = Facts(
+            generation=self.subject.generation,
+            revision=self.revision,
+            min_warm=self.min_warm,
+            killed=self.killed,
+            kill_mode=self.spec.kill_switch.mode,
+            paused=self.spec.rollout.paused,
+            waiting=self.waiting,
+            steps=self.steps,
+            stable_ready=self.ready(st.stable),
+            canary_ready=self.ready(st.canary),
+            canary_wanted=layout.canary.replicas if layout.canary else 0,
+            weight=self.weight(layout.client_selector),
+            awaiting_approval=self.awaiting_approval,
+            rollback_reason=self.last_rollback_reason() if st.failed else "",
+            apply_error=self.apply_error,
+        )
+        status = render(self.subject.status, st, facts, self.kill_target(), self.now)
+        return Plan(
+            status=status,
+            apply=apply,
+            delete=delete,
+            events=tuple(self.events),
+            remove_annotations=tuple(dict.fromkeys(self.consumed)),
+        )

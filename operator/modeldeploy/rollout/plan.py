@@ -1,0 +1,61 @@
+"""What one reconcile decided: objects to apply and delete, the new status, Events."""
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from modeldeploy.api import ModelDeploymentSpec, ModelDeploymentStatus
+
+Body = dict[str, Any]
+EventType = Literal["Normal", "Warning"]
+
+
+@dataclass(frozen=True)
+class Subject:
+    """The ModelDeployment being reconciled, as read from the apiserver."""
+
+    name: str
+    namespace: str
+    uid: str
+    generation: int
+    spec: ModelDeploymentSpec
+    status: ModelDeploymentStatus
+    annotations: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    api_version: str
+    kind: str
+    name: str
+
+    @classmethod
+    def of(cls, body: Body) -> "ObjectRef":
+        return cls(body["apiVersion"], body["kind"], body["metadata"]["name"])
+
+    def __str__(self) -> str:
+        return f"{self.kind}/{self.name}"
+
+
+@dataclass(frozen=True)
+class Event:
+    type: EventType
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Apply in order, then delete; write `status` first when it changed (it records the
+    decisions, so that a crash between the two never loses one); then Events."""
+
+    status: ModelDeploymentStatus
+    apply: tuple[Body, ...] = ()
+    delete: tuple[ObjectRef, ...] = ()
+    events: tuple[Event, ...] = ()
+    remove_annotations: tuple[str, ...] = ()
+    """One-shot commands consumed (acted on, or ignored as stale)."""
+
+    @property
+    def touches_world(self) -> bool:
+        return bool(self.apply or self.delete or self.remove_annotations)

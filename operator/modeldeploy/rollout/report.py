@@ -1,0 +1,255 @@
+"""Phase, conditions and message: what people and tools (kubectl wait, Flux, Argo CD) read.
+
+Conditions follow metav1.Condition and kstatus conventions: each carries observedGeneration,
+and lastTransitionTime moves only when its status flips. Messages hold no clock-dependent
+text, so that an idle resource's status never changes.
+"""
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from modeldeploy.api import (
+    Condition,
+    ConditionStatus,
+    ConditionType,
+    ModelDeploymentStatus,
+    Phase,
+)
+from modeldeploy.rollout.state import PROMOTING_REASON, State
+
+MAX_MESSAGE = 1024
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What the report needs beyond the state: the spec's wishes and the observed pods."""
+
+    generation: int
+    revision: str
+    """The spec's revision."""
+    min_warm: int
+    killed: bool
+    kill_mode: str
+    paused: bool
+    waiting: bool
+    """A new revision is not rolled out because the rollout is paused."""
+    steps: tuple[int, ...]
+    stable_ready: int
+    canary_ready: int
+    canary_wanted: int
+    weight: int
+    awaiting_approval: bool
+    rollback_reason: str
+    apply_error: str | None
+
+
+@dataclass(frozen=True)
+class _Cond:
+    type: ConditionType
+    status: ConditionStatus
+    reason: str
+    message: str
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 3] + "..."
+
+
+def _stage(state: State, facts: Facts) -> str:
+    if state.step is None:
+        return "shadow phase"
+    step = min(state.step, len(facts.steps) - 1) if facts.steps else 0
+    percent = facts.steps[step] if facts.steps else 0
+    return f"step {step + 1} of {len(facts.steps)} ({percent}%)"
+
+
+def _phase(prev: ModelDeploymentStatus, state: State, facts: Facts) -> Phase:
+    if facts.killed:
+        return "Killed"
+    if state.canary is not None:
+        if state.promoting:
+            return "Promoting"
+        return "Paused" if facts.paused or facts.awaiting_approval else "Progressing"
+    if facts.waiting:
+        return "Paused"
+    if state.failed is not None and state.failed == facts.revision:
+        return "RolledBack"
+    if facts.stable_ready < facts.min_warm:
+        return "Pending" if prev.phase in ("Pending", "Killed") else "Degraded"
+    if _stable_failing(state):
+        return "Degraded"
+    return "Stable"
+
+
+def _stable_failing(state: State) -> bool:
+    last = state.last_analysis
+    return (
+        state.canary is None
+        and last is not None
+        and last.revision == state.stable
+        and last.verdict == "fail"
+    )
+
+
+def _message(phase: Phase, state: State, facts: Facts, kill_target: str) -> str:
+    stable, canary = state.stable, state.canary
+    match phase:
+        case "Killed":
+            return f"kill switch engaged ({facts.kill_mode}): {kill_target}"
+        case "Promoting":
+            return (
+                f"promoting {canary}: {facts.canary_ready} of {facts.canary_wanted} pods Ready "
+                f"before traffic moves from {stable}"
+            )
+        case "Paused" if facts.waiting and canary is None:
+            return f"rollout of {facts.revision} waits: spec.rollout.paused is true"
+        case "Paused" if facts.awaiting_approval and not facts.paused:
+            return (
+                f"{canary} passed its last step ({facts.weight}% of traffic): waiting for "
+                f"approval (modeldeploy promote, or annotate modeldeploy.io/promote={canary})"
+            )
+        case "Paused" | "Progressing":
+            held = " (paused)" if phase == "Paused" else ""
+            return (
+                f"{_stage(state, facts)}{held}: {canary} has {facts.canary_ready} of "
+                f"{facts.canary_wanted} pods Ready, {facts.weight}% of traffic; stable {stable}"
+            )
+        case "RolledBack":
+            return f"{state.failed} rolled back ({facts.rollback_reason}); serving {stable}"
+        case "Pending":
+            return f"waiting for {facts.min_warm} Ready pods of {stable} ({facts.stable_ready})"
+        case "Degraded" if facts.stable_ready < facts.min_warm:
+            return f"only {facts.stable_ready} of {facts.min_warm} warm pods of {stable} are Ready"
+        case "Degraded":
+            return f"{stable} fails its analysis: serving, needs attention"
+        case _:
+            return f"serving {stable} with {facts.stable_ready} Ready pods"
+
+
+def _ready(state: State, facts: Facts, phase: Phase) -> _Cond:
+    if phase == "Stable" or (phase == "Degraded" and facts.stable_ready >= facts.min_warm):
+        return _Cond(
+            "Ready",
+            "True",
+            "StableServing",
+            f"{facts.stable_ready} pods Ready on {state.stable} (minWarm {facts.min_warm})",
+        )
+    reasons: dict[Phase, str] = {
+        "Killed": "KillSwitchEngaged",
+        "Progressing": "RolloutInProgress",
+        "Promoting": "RolloutInProgress",
+        "Paused": "RolloutPaused",
+        "RolledBack": "RolledBack",
+    }
+    reason = reasons.get(phase, "InsufficientReplicas")
+    return _Cond(
+        "Ready",
+        "False",
+        reason,
+        f"{facts.stable_ready} of {facts.min_warm} warm pods Ready on {state.stable}; "
+        f"spec revision {facts.revision}",
+    )
+
+
+def _progressing(
+    prev: ModelDeploymentStatus, state: State, facts: Facts, phase: Phase
+) -> _Cond | None:
+    if state.canary is not None:
+        if facts.killed:
+            return None  # frozen as it was (it remembers a promotion under way)
+        if state.promoting:
+            return _Cond("Progressing", "True", PROMOTING_REASON, f"promoting {state.canary}")
+        if facts.paused:
+            return _Cond("Progressing", "Unknown", "RolloutPaused", "spec.rollout.paused")
+        if facts.awaiting_approval:
+            return _Cond(
+                "Progressing", "True", "AwaitingApproval", f"{state.canary} awaits approval"
+            )
+        if facts.canary_ready < facts.canary_wanted:
+            return _Cond("Progressing", "True", "WarmingUp", f"{state.canary} pods are warming up")
+        reason = "Shadowing" if state.step is None else "StepInProgress"
+        return _Cond("Progressing", "True", reason, f"{state.canary} at {_stage(state, facts)}")
+    if facts.waiting:
+        return _Cond("Progressing", "Unknown", "RolloutPaused", "spec.rollout.paused")
+    if phase == "Pending":
+        return _Cond("Progressing", "True", "Deploying", f"starting {state.stable}")
+    if phase == "RolledBack":
+        return _Cond("Progressing", "False", "RolledBack", f"{state.failed} was rolled back")
+    return _Cond("Progressing", "False", "Complete", f"{state.stable} is stable")
+
+
+def _degraded(state: State, facts: Facts, phase: Phase) -> _Cond:
+    if facts.apply_error:
+        return _Cond("Degraded", "True", "ApplyFailed", facts.apply_error)
+    if phase == "RolledBack":
+        return _Cond("Degraded", "True", "RolledBack", f"{state.failed}: {facts.rollback_reason}")
+    if not facts.killed and phase != "Pending" and facts.stable_ready < facts.min_warm:
+        return _Cond(
+            "Degraded",
+            "True",
+            "InsufficientReplicas",
+            f"{facts.stable_ready} of {facts.min_warm} warm pods Ready on {state.stable}",
+        )
+    if _stable_failing(state):
+        return _Cond("Degraded", "True", "AnalysisFailed", f"{state.stable} fails its analysis")
+    return _Cond("Degraded", "False", "AsExpected", "serving within expectations")
+
+
+def _killed(facts: Facts, kill_target: str) -> _Cond:
+    if facts.killed:
+        return _Cond("Killed", "True", "KillSwitchEngaged", f"{facts.kill_mode}: {kill_target}")
+    return _Cond("Killed", "False", "NotEngaged", "serving normally")
+
+
+def _condition(
+    prev: ModelDeploymentStatus, cond: _Cond, generation: int, now: datetime
+) -> Condition:
+    old = next((c for c in prev.conditions if c.type == cond.type), None)
+    since = old.last_transition_time if old is not None and old.status == cond.status else now
+    return Condition(
+        type=cond.type,
+        status=cond.status,
+        reason=cond.reason,
+        message=_short(cond.message),
+        last_transition_time=since,
+        observed_generation=generation,
+    )
+
+
+def render(
+    prev: ModelDeploymentStatus, state: State, facts: Facts, kill_target: str, now: datetime
+) -> ModelDeploymentStatus:
+    phase = _phase(prev, state, facts)
+    progressing = _progressing(prev, state, facts, phase)
+    conds = [
+        _ready(state, facts, phase),
+        progressing,
+        _degraded(state, facts, phase),
+        _killed(facts, kill_target),
+    ]
+    conditions = [
+        _condition(prev, c, facts.generation, now) if c is not None else None for c in conds
+    ]
+    kept = next((c for c in prev.conditions if c.type == "Progressing"), None)
+    return ModelDeploymentStatus(
+        phase=phase,
+        message=_short(_message(phase, state, facts, kill_target)),
+        observed_generation=facts.generation,
+        stable_revision=state.stable,
+        canary_revision=state.canary,
+        previous_stable_revision=state.previous,
+        failed_revision=state.failed,
+        canary_weight=facts.weight,
+        step=state.step if state.canary is not None else None,
+        step_started_at=state.step_started_at if state.canary is not None else None,
+        consecutive_failures=state.consecutive_failures,
+        no_data_since=state.no_data_since,
+        bake_until=state.bake_until if state.previous is not None else None,
+        conditions=[
+            c
+            for c in (conditions[0], conditions[1] or kept, conditions[2], conditions[3])
+            if c is not None
+        ],
+        last_analysis=state.last_analysis,
+        history=state.history,
+    )

@@ -1,0 +1,131 @@
+"""The observed world: what the operator's own objects look like right now.
+
+Built from the raw objects listed by label; only objects whose controller owner reference is
+the ModelDeployment count. Odd objects (missing labels, unreadable annotations) are kept as
+notes for a log line and an Event, never a crash.
+"""
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from modeldeploy.resources.names import (
+    ANNOTATION_APPLIED_HASH,
+    ANNOTATION_REVISION_SOURCE,
+    LABEL_REVISION,
+    LABEL_TRACK,
+)
+from modeldeploy.resources.revision import RevisionSource
+
+Body = dict[str, Any]
+KINDS = ("Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget")
+
+
+@dataclass(frozen=True)
+class ObservedDeployment:
+    name: str
+    revision: str | None
+    track: str | None
+    replicas: int
+    """spec.replicas (what the HPA or the operator asked for)."""
+    ready: int
+    """status.readyReplicas: pods whose readiness probe passes (the model is warm)."""
+    applied_hash: str | None
+    source: RevisionSource | None
+    """How to rebuild it exactly (None for the fallback or an unreadable annotation)."""
+    timed_out: bool = False
+    """Progressing=False, ProgressDeadlineExceeded: pods did not turn Ready within
+    progressDeadlineSeconds (= warmup.timeout) since the Deployment last made progress."""
+
+
+@dataclass(frozen=True)
+class ObservedObject:
+    kind: str
+    name: str
+    applied_hash: str | None
+
+
+@dataclass(frozen=True)
+class World:
+    deployments: Mapping[str, ObservedDeployment] = field(default_factory=dict)
+    objects: Mapping[tuple[str, str], ObservedObject] = field(default_factory=dict)
+    """Services, HPAs and PDBs by (kind, name)."""
+    notes: tuple[str, ...] = ()
+
+    def deployment(self, name: str) -> ObservedDeployment | None:
+        return self.deployments.get(name)
+
+    def get(self, kind: str, name: str) -> ObservedDeployment | ObservedObject | None:
+        if kind == "Deployment":
+            return self.deployments.get(name)
+        return self.objects.get((kind, name))
+
+    def refs(self) -> Iterable[tuple[str, str]]:
+        yield from (("Deployment", name) for name in self.deployments)
+        yield from self.objects
+
+
+def _controlled_by(body: Body, uid: str) -> bool:
+    refs = body.get("metadata", {}).get("ownerReferences") or []
+    return any(ref.get("uid") == uid and ref.get("controller") for ref in refs)
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and value >= 0 else 0
+
+
+def _timed_out(status: Mapping[str, Any]) -> bool:
+    return any(
+        c.get("type") == "Progressing"
+        and c.get("status") == "False"
+        and c.get("reason") == "ProgressDeadlineExceeded"
+        for c in status.get("conditions") or []
+    )
+
+
+def _deployment(body: Body, notes: list[str]) -> ObservedDeployment:
+    meta = body.get("metadata", {})
+    name = meta.get("name", "")
+    labels = meta.get("labels") or {}
+    annotations = meta.get("annotations") or {}
+    source = None
+    raw_source = annotations.get(ANNOTATION_REVISION_SOURCE)
+    if raw_source is not None:
+        try:
+            source = RevisionSource.parse(raw_source)
+        except ValueError as err:
+            notes.append(f"Deployment {name}: unreadable {ANNOTATION_REVISION_SOURCE}: {err}")
+    if source is not None and source.revision != labels.get(LABEL_REVISION):
+        notes.append(f"Deployment {name}: {ANNOTATION_REVISION_SOURCE} does not match its label")
+        source = None
+    spec = body.get("spec") or {}
+    status = body.get("status") or {}
+    return ObservedDeployment(
+        name=name,
+        revision=labels.get(LABEL_REVISION),
+        track=labels.get(LABEL_TRACK),
+        replicas=_int(spec.get("replicas", 1)),
+        ready=_int(status.get("readyReplicas", 0)),
+        applied_hash=annotations.get(ANNOTATION_APPLIED_HASH),
+        source=source,
+        timed_out=_timed_out(status),
+    )
+
+
+def observe(owner_uid: str, bodies: Iterable[Body]) -> World:
+    deployments: dict[str, ObservedDeployment] = {}
+    objects: dict[tuple[str, str], ObservedObject] = {}
+    notes: list[str] = []
+    for body in bodies:
+        kind = body.get("kind")
+        name = body.get("metadata", {}).get("name")
+        if kind not in KINDS or not isinstance(name, str) or not _controlled_by(body, owner_uid):
+            continue
+        if kind == "Deployment":
+            deployments[name] = _deployment(body, notes)
+        else:
+            annotations = body.get("metadata", {}).get("annotations") or {}
+            objects[(kind, name)] = ObservedObject(
+                kind, name, annotations.get(ANNOTATION_APPLIED_HASH)
+            )
+    return World(deployments, objects, tuple(notes))
