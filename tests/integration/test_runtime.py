@@ -9,6 +9,7 @@ import json
 import shutil
 import socket
 import statistics
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,7 +26,7 @@ from modeldeploy.profiling.io import read_table
 from modeldeploy.profiling.schema import Profile
 from modeldeploy.profiling.stats import normalise
 from modeldeploy.serving.bins import counts, feature_bins
-from modeldeploy.serving.process import LOOPBACK, ServerProcess
+from modeldeploy.serving.process import LOOPBACK, ServerProcess, modeldeploy_command
 from modeldeploy.serving.protocol import Reason, input_tensor
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -152,6 +153,28 @@ def python_model(model_dir: Path, module: str, source: str) -> None:
         "framework: sklearn", f"framework: python\nentrypoint: {module}:predict"
     )
     (model_dir / "model.yaml").write_text(config)
+
+
+# --- the profile command --------------------------------------------------------------------
+
+
+def test_profile_command_from_csv_matches_the_in_memory_build(
+    healthy: Path, tmp_path: Path
+) -> None:
+    model_dir = copy_model(healthy, tmp_path / "reprofiled")
+    (model_dir / "profile.json").unlink()
+    train = healthy.parent / "data" / "train.csv"
+    command = [*modeldeploy_command(), "profile", "--model-dir", str(model_dir),
+               "--data", str(train), "--target", "churned", "--seed", "7"]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    assert json.loads((model_dir / "profile.json").read_text()) == json.loads(
+        (healthy / "profile.json").read_text()
+    )
+    command[command.index("--target") : command.index("--target") + 2] = []
+    failed = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    assert failed.returncode == 2
+    assert "takes 6 features but the profile has 7" in failed.stderr
 
 
 # --- endpoints ----------------------------------------------------------------------------

@@ -4,6 +4,8 @@ prediction log and shadow configuration."""
 import asyncio
 import json
 import random
+import subprocess
+import sys
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -18,6 +20,7 @@ from modeldeploy.profiling.schema import (
     ClassificationOutput,
     GoldenRequest,
     Profile,
+    RegressionOutput,
 )
 from modeldeploy.profiling.stats import profile_feature
 from modeldeploy.serving.bins import (
@@ -30,7 +33,7 @@ from modeldeploy.serving.bins import (
 from modeldeploy.serving.config import ModelDirError
 from modeldeploy.serving.model import CallableModel, Prediction
 from modeldeploy.serving.monitor import Identity, Monitor
-from modeldeploy.serving.pipeline import InferencePipeline, ModelError
+from modeldeploy.serving.pipeline import InferencePipeline, ModelError, output_tensors
 from modeldeploy.serving.predlog import REDACTED, PredictionLog, log_record
 from modeldeploy.serving.protocol import InvalidRequest, Reason, RequestParser
 from modeldeploy.serving.shadow import Mirror
@@ -440,3 +443,27 @@ def test_shadow_offer_samples_its_percent() -> None:
         return mirror._queue.qsize()
 
     assert 200 < asyncio.run(queued()) < 300
+
+
+def test_regression_outputs_are_binned_by_prediction_deciles() -> None:
+    output = RegressionOutput(edges=[1.0, 2.0], baseline={"00": 0.3, "01": 0.3, "02": 0.4})
+    profile = Profile(rows=10, features=FEATURES, output=output)
+    monitor = Monitor(profile, Identity("m", "1", "r"))
+    monitor.observe_predictions([0.5, 1.5, 7.0, 9.0])
+    samples = _samples(monitor)
+    assert samples[_key(c.PREDICTION_BIN_TOTAL, output="value", bin="02")] == 2
+    assert not any(name.startswith(c.PREDICTION_CONFIDENCE) for name, _ in samples)
+    values = output_tensors(Prediction(np.array([0.5, 1.5])), None)
+    assert values == [{"name": "value", "shape": [2], "datatype": "FP64", "data": [0.5, 1.5]}]
+
+
+def test_runtime_modules_import_none_of_the_operators_libraries() -> None:
+    code = (
+        "import sys, modeldeploy.cli, modeldeploy.serving.server, modeldeploy.serving.monitor;"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'kopf', 'kubernetes', 'scipy',"
+        " 'sklearn', 'pandas', 'prometheus_api_client'}))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"

@@ -26,11 +26,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def serve_command() -> list[str]:
+def modeldeploy_command() -> list[str]:
+    """The `modeldeploy` command of this Python environment."""
     script = Path(sys.executable).with_name("modeldeploy")
     if script.exists():
-        return [str(script), "serve"]
-    return [sys.executable, "-c", "from modeldeploy.cli import main; main()", "serve"]
+        return [str(script)]
+    return [sys.executable, "-c", "from modeldeploy.cli import main; main()"]
 
 
 class ServerProcess:
@@ -52,7 +53,8 @@ class ServerProcess:
 
     def start(self) -> "ServerProcess":
         command = [
-            *serve_command(),
+            *modeldeploy_command(),
+            "serve",
             "--model-dir", str(self.model_dir),
             "--host", LOOPBACK,
             "--port", str(self.port),
