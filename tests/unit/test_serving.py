@@ -109,9 +109,12 @@ def test_numeric_group_bins_exactly_like_searchsorted() -> None:
     matrix = rng.normal(size=(2, 500))
     matrix[:, ::7] = np.nan
     matrix[1, 3] = singles[1].edges[4]  # exactly on an edge
-    grouped = NumericBinGroup.of(singles).index(matrix)
-    for i, bins in enumerate(singles):
-        assert grouped[i].tolist() == bins.index(matrix[i]).tolist()
+    matrix[1, 4] = np.inf
+    group = NumericBinGroup.of(singles)
+    for columns in (matrix, matrix[:, :5]):  # the large- and the small-batch path
+        grouped = group.index(columns)
+        for i, bins in enumerate(singles):
+            assert grouped[i].tolist() == bins.index(columns[i]).tolist()
 
 
 def test_reserved_category_names_are_refused() -> None:

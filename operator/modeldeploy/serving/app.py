@@ -66,18 +66,21 @@ def _error(message: str, status: int) -> Response:
     return _json({"error": message}, status)
 
 
+def _too_large(limit: int) -> InvalidRequest:
+    message = f"request body exceeds the limit of {limit} bytes"
+    return InvalidRequest(Reason.BODY_TOO_LARGE, message, status=413)
+
+
 async def _read_body(request: Request, limit: int) -> bytes:
-    too_large = InvalidRequest(
-        Reason.BODY_TOO_LARGE, f"request body exceeds the limit of {limit} bytes", status=413
-    )
+    """The body, refused as soon as it is known to exceed `limit` (declared or streamed)."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
-        raise too_large
+        raise _too_large(limit)
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise too_large
+            raise _too_large(limit)
         chunks.append(chunk)
     return b"".join(chunks)
 

@@ -18,6 +18,7 @@ from modeldeploy.profiling.schema import FeatureProfile
 IntArray = npt.NDArray[np.intp]
 FloatArray = npt.NDArray[np.float64]
 RESERVED_LABELS = frozenset({MISSING_BIN, OTHER_BIN})
+SMALL_BATCH = 16  # rows up to which NumericBinGroup compares against all edges at once
 
 
 def numeric_labels(edges: Sequence[float]) -> tuple[str, ...]:
@@ -108,7 +109,12 @@ class NumericBinGroup:
 
     def index(self, matrix: FloatArray) -> IntArray:
         """Bin indexes of a features x rows matrix (NaN = missing)."""
-        below = (matrix[:, :, None] > self.edges[:, None, :]).sum(axis=2)
+        if matrix.shape[1] <= SMALL_BATCH:  # one broadcast beats a call per feature
+            below = (matrix[:, :, None] > self.edges[:, None, :]).sum(axis=2)
+        else:
+            below = np.empty(matrix.shape, dtype=np.intp)
+            for i, row in enumerate(matrix):
+                below[i] = np.searchsorted(self.edges[i], row, side="left")
         idx: IntArray = np.where(np.isnan(matrix), self.missing[:, None], below)
         return idx
 
