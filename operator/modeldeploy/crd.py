@@ -64,15 +64,15 @@ _DROPPED = {"title", "$defs", "examples"}
 
 
 class _DefaultsAsWritten(GenerateJsonSchema):
-    """Encodes a nested model's default as only what differs from its own defaults (often
-    `{}`): the apiserver then fills in the nested defaults itself, field by field."""
+    """Encodes a nested model's default in full, as its wire form: the apiserver checks each
+    default against the CEL rules as it stands (without filling in the nested defaults)."""
 
     def sort(self, value: JsonSchemaValue, parent_key: str | None = None) -> JsonSchemaValue:
         return value  # keep declaration order (rule before message, fields as written)
 
     def encode_default(self, dft: Any) -> Any:
         if isinstance(dft, BaseModel):
-            return dft.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+            return dft.model_dump(mode="json", by_alias=True, exclude_none=True)
         return super().encode_default(dft)
 
 
@@ -155,13 +155,14 @@ class _Structural:
     @staticmethod
     def _tidy_default(out: dict[str, Any]) -> None:
         """Absent and empty lists/maps mean the same: keep them out of stored objects.
-        Scalar and non-empty defaults are named in the description for kubectl explain."""
+        Scalar and list defaults are named in the description for kubectl explain (objects
+        describe their own fields' defaults)."""
         if "default" not in out:
             return
         default = out["default"]
         if default in ([], None, "") or (default == {} and "properties" not in out):
             del out["default"]
-        elif default != {}:
+        elif not isinstance(default, dict):
             note = f"Defaults to {_format_default(default)}."
             out["description"] = f"{out.get('description', '')} {note}".strip()
 

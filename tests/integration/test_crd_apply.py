@@ -2,7 +2,6 @@
 spec in examples/modeldeployments/rejected.yaml is refused with a message that names the field
 and the rule, objects read back parse into the models unchanged, and kubectl explain works."""
 
-import copy
 import json
 import subprocess
 import time
@@ -30,19 +29,6 @@ def example(name: str) -> dict[str, Any]:
     return data
 
 
-def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386 JSON merge patch (how rejected.yaml's cases are written)."""
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    result = copy.deepcopy(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = merge_patch(result.get(key), value)
-    return result
-
-
 def eventually(check: Any, timeout: float = 60, interval: float = 1) -> Any:
     deadline = time.monotonic() + timeout
     while True:
@@ -60,7 +46,13 @@ def cluster(kube: KwokCluster) -> Iterator[KwokCluster]:
         check=False,
     )  # fmt: skip
     assert applied.returncode == 0, f"the apiserver refused the CRD:\n{applied.stderr}"
-    kube.kubectl("wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=60s")
+
+    def established() -> bool:
+        crd = json.loads(kube.kubectl("get", "crd", CRD_NAME, "-o", "json").stdout)
+        conditions = crd.get("status", {}).get("conditions", [])
+        return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
+
+    assert eventually(established, timeout=60, interval=0.5), "the CRD never became Established"
     kube.kubectl("create", "namespace", NAMESPACE)
     try:
         yield kube
@@ -130,7 +122,14 @@ def test_status_written_by_the_operator_reads_back_unchanged(cluster: KwokCluste
 def test_invalid_spec_is_refused_with_a_plain_message(
     cluster: KwokCluster, case: dict[str, Any]
 ) -> None:
-    obj = merge_patch(example("minimal.yaml"), case["patch"])
+    # kubectl itself applies the case's JSON merge patch to minimal.yaml, offline.
+    patched = cluster.kubectl(
+        "patch", "--local", "-f", str(EXAMPLES / "minimal.yaml"), "--type=merge",
+        "-p", json.dumps(case["patch"]), "-o", "json",
+    )  # fmt: skip
+    obj = json.loads(patched.stdout)
+    if obj["metadata"]["name"] == "churn":  # a fresh object each: updates merge differently
+        obj["metadata"]["name"] = f"rejected-{CASES.index(case)}"
     result = apply(cluster, obj)
     assert result.returncode != 0, f"accepted: {json.dumps(obj)}"
     message = result.stderr

@@ -21,7 +21,7 @@ def _strictly_increasing(steps: list[int] | None) -> bool:
 
 class Canary(ApiModel):
     """How much live traffic the new revision gets before promotion: one `percent` or a list
-    of `steps` (exactly one of the two)."""
+    of `steps` (exactly one of the two). Without it: percent 10."""
 
     rules = (
         Rule(

@@ -6,9 +6,9 @@ those bounds and refuses a CRD whose rules could be too expensive.
 
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, AwareDatetime, Field, WithJsonSchema
+from pydantic import AwareDatetime, Field, WithJsonSchema
 
-from modeldeploy.api.base import full_match, pattern_rule
+from modeldeploy.api.base import Rule, full_match, pattern_rule
 
 RESERVED_PREFIX = "modeldeploy.io/"
 """Labels and annotations under this prefix belong to the operator."""
@@ -62,23 +62,19 @@ QUANTITY_PATTERN = (
 
 _is_quantity = full_match(QUANTITY_PATTERN)
 
-
-def _check_quantity(value: int | str) -> int | str:
-    if isinstance(value, str) and (len(value) > 64 or not _is_quantity(value)):
-        raise ValueError(f"{value!r} is not a quantity such as 2, 500m or 1Gi")
-    return value
-
-
 Quantity = Annotated[
     int | str,
-    AfterValidator(_check_quantity),
     WithJsonSchema(
         {
             "x-kubernetes-int-or-string": True,
             "anyOf": [{"type": "integer"}, {"type": "string"}],
             "maxLength": 64,
-            "pattern": QUANTITY_PATTERN,
         }
+    ),
+    Rule(
+        cel="type(self) == int || isQuantity(self)",
+        message="must be a quantity such as 2, 500m or 1Gi",
+        holds=lambda v: isinstance(v, int) or (len(v) <= 64 and _is_quantity(v)),
     ),
 ]
 """A Kubernetes resource quantity: `2`, `500m`, `1Gi`."""
