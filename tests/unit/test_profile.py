@@ -7,7 +7,9 @@ from typing import Any
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
+from modeldeploy.cli import app
 from modeldeploy.profiling.build import build_profile
 from modeldeploy.profiling.io import read_table, write_profile
 from modeldeploy.profiling.schema import FeatureProfile, Profile, RegressionOutput
@@ -167,3 +169,22 @@ def test_written_profile_is_plain_json(tmp_path: Path) -> None:
     assert document["format_version"] == 1
     assert "categories" not in document["features"][0]  # None fields left out
     assert Profile.model_validate(document) == profile
+
+
+def test_cli_commands_explain_bad_arguments(tmp_path: Path) -> None:
+    (tmp_path / "model.yaml").write_text(
+        "name: m\nversion: '1'\nframework: python\nentrypoint: m:f\n"
+    )
+    data = tmp_path / "train.csv"
+    data.write_text("x,y\n1,0\n")
+    runner = CliRunner()
+    missing = runner.invoke(app, ["profile", "--model-dir", str(tmp_path), "--data", str(data),
+                                  "--target", "label"])  # fmt: skip
+    assert missing.exit_code == 2
+    assert "has no column 'label'" in missing.output
+    broken = runner.invoke(app, ["profile", "--model-dir", str(tmp_path), "--data", str(data)])
+    assert broken.exit_code == 2
+    assert "cannot load 'm:f'" in broken.output
+    serve = runner.invoke(app, ["serve", "--model-dir", str(tmp_path / "nowhere")])
+    assert serve.exit_code == 2
+    assert "nowhere/model.yaml" in serve.output
