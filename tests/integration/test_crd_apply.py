@@ -93,6 +93,19 @@ def test_example_is_accepted_and_reads_back_unchanged(cluster: KwokCluster, name
     assert ModelDeployment.model_validate(stored).spec == parsed.spec
 
 
+def test_switching_from_the_default_canary_to_steps_is_a_plain_apply(
+    cluster: KwokCluster,
+) -> None:
+    obj = example("minimal.yaml")
+    obj["metadata"]["name"] = "to-steps"
+    assert apply(cluster, obj).returncode == 0
+    assert "canary" not in read_back(cluster, "to-steps")["spec"]["rollout"]
+    obj["spec"]["rollout"] = {"canary": {"steps": [1, 5, 25]}}
+    result = apply(cluster, obj)  # client-side apply: a merge patch that only adds steps
+    assert result.returncode == 0, result.stderr
+    assert read_back(cluster, "to-steps")["spec"]["rollout"]["canary"] == {"steps": [1, 5, 25]}
+
+
 def test_printer_columns_show(cluster: KwokCluster) -> None:
     assert apply(cluster, example("minimal.yaml")).returncode == 0
     table = cluster.kubectl("get", "mdep", "-n", NAMESPACE)

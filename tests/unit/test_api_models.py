@@ -11,6 +11,7 @@ from pydantic import BaseModel, ValidationError
 
 from modeldeploy.api import (
     HISTORY_LIMIT,
+    Canary,
     CheckResult,
     HistoryEntry,
     ModelDeployment,
@@ -18,6 +19,7 @@ from modeldeploy.api import (
     ModelDeploymentStatus,
     ModelRef,
     Replicas,
+    Rollout,
     parse_duration,
     to_wire,
 )
@@ -226,6 +228,15 @@ def test_history_is_bounded_and_keeps_the_newest() -> None:
     assert status.history[0].revision == "rev5"
     assert status.history[-1].revision == f"rev{HISTORY_LIMIT + 4}"
     ModelDeploymentStatus.model_validate(to_wire(status))  # still within the schema's bound
+
+
+def test_default_canary_stays_implicit_on_the_wire() -> None:
+    # The CRD does not fill in canary (adding steps later must not collide with a stored
+    # percent), so the wire form leaves it out unless it was written.
+    assert Rollout().canary == Canary(percent=10)
+    assert "canary" not in to_wire(Rollout())
+    assert to_wire(Rollout(canary=Canary(percent=10)))["canary"] == {"percent": 10}
+    assert Rollout.model_validate(to_wire(Rollout())) == Rollout()
 
 
 def test_resource_name_must_leave_room_for_derived_names() -> None:

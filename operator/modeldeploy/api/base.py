@@ -111,6 +111,14 @@ def pattern_rule(pattern: str, message: str) -> Rule:
     )
 
 
+def not_stored_default(json_schema: JsonSchemaValue) -> None:
+    """`json_schema_extra` for a field whose default the CRD must not fill in: the model still
+    defaults it, but the stored object keeps it absent. For choices like `percent` xor
+    `steps`, where a filled-in default would collide with the other branch on a later
+    `kubectl apply` that only adds that branch."""
+    json_schema.pop("default", None)
+
+
 class ApiModel(BaseModel):
     """Base of every API model: camelCase aliases on the wire, snake_case in Python.
 
@@ -134,18 +142,21 @@ class ApiModel(BaseModel):
     """Cross-field rules of this object: CEL in the CRD, checked in Python after validation."""
 
     @model_serializer(mode="wrap")
-    def _leave_out_empty_collections(
-        self, handler: SerializerFunctionWrapHandler, info: SerializationInfo
-    ) -> Any:
-        """Lists and maps that default to empty are left out while empty, as the apiserver
-        stores them (absent and empty mean the same), so the wire form equals the stored one."""
+    def _as_stored(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> Any:
+        """The wire form equals what the apiserver stores: lists and maps that default to
+        empty are left out while empty (absent and empty mean the same), and so are defaults
+        the CRD does not fill in (`not_stored_default`) unless they were set explicitly."""
         data = handler(self)
         if isinstance(data, dict):
             for name, field in type(self).model_fields.items():
-                if field.default_factory in (list, dict):
-                    for key in (field.alias, name):
-                        if key in data and not data[key]:
-                            del data[key]
+                empty = field.default_factory in (list, dict)
+                implicit = field.json_schema_extra is not_stored_default
+                for key in (field.alias, name):
+                    if key in data and (
+                        (empty and not data[key])
+                        or (implicit and name not in self.model_fields_set)
+                    ):
+                        del data[key]
         return data
 
     @model_validator(mode="after")

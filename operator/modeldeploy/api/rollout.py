@@ -5,11 +5,12 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from modeldeploy.api.base import ApiModel, Rule
+from modeldeploy.api.base import ApiModel, Rule, not_stored_default
 from modeldeploy.api.duration import Duration, PositiveDuration
 from modeldeploy.api.types import ObjectName
 
 MAX_STEPS = 10
+DEFAULT_CANARY_PERCENT = 10
 
 Percent = Annotated[int, Field(ge=0, le=100)]
 Step = Annotated[int, Field(ge=1, le=100)]
@@ -21,7 +22,8 @@ def _strictly_increasing(steps: list[int] | None) -> bool:
 
 class Canary(ApiModel):
     """How much live traffic the new revision gets before promotion: one `percent` or a list
-    of `steps` (exactly one of the two). Without it: percent 10."""
+    of `steps` (exactly one of the two). When absent: percent 10 (not filled in by the
+    apiserver, so that adding steps later is a plain edit)."""
 
     rules = (
         Rule(
@@ -86,7 +88,8 @@ class Rollout(ApiModel):
 
     rules = (
         Rule(
-            cel="!has(self.canary.percent) || self.canary.percent > 0 || self.shadow.percent > 0",
+            cel="!has(self.canary) || !has(self.canary.percent) || self.canary.percent > 0 "
+            "|| self.shadow.percent > 0",
             message="canary.percent 0 (dark launch) needs shadow.percent above 0, otherwise the "
             "new revision gets no traffic to analyse",
             holds=lambda r: r.canary.percent != 0 or r.shadow.percent > 0,
@@ -94,7 +97,9 @@ class Rollout(ApiModel):
         ),
     )
 
-    canary: Canary = Canary(percent=10)
+    canary: Canary = Field(
+        default=Canary(percent=DEFAULT_CANARY_PERCENT), json_schema_extra=not_stored_default
+    )
     step_interval: PositiveDuration = "5m"
     """Minimum time at each step; a step only advances when this has passed and the analysis
     passed with enough samples. At least analysis.interval."""
