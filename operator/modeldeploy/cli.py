@@ -51,6 +51,32 @@ def dev_down() -> None:
 # --- commands (one small function each; the logic lives in its own module) ---------------
 
 
+@app.command("operator")
+def operator(
+    *,
+    namespace: Annotated[
+        list[str] | None,
+        typer.Option("--namespace", "-n", help="Watch this namespace (repeatable); all if absent."),
+    ] = None,
+    interval: Annotated[
+        float | None,
+        typer.Option(
+            min=0.1,
+            envvar="MODELDEPLOY_RECONCILE_INTERVAL",
+            help="Seconds between reconciles of every ModelDeployment (default 10).",
+        ),
+    ] = None,
+    liveness: Annotated[
+        str | None, typer.Option(help="Serve a liveness probe, e.g. http://0.0.0.0:8080/healthz.")
+    ] = None,
+    verbose: Annotated[bool, typer.Option(help="Debug logging.")] = False,
+) -> None:
+    """Run the operator (Kopf) against the cluster of KUBECONFIG or the in-cluster config."""
+    from modeldeploy.handlers import run_operator
+
+    run_operator(namespace or [], interval, liveness, verbose)
+
+
 @app.command("serve")
 def serve(
     *,

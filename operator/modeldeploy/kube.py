@@ -1,0 +1,226 @@
+"""Kubernetes API I/O of the operator: one small synchronous client over the official
+`kubernetes` package's REST machinery (auth, TLS, kubeconfig or in-cluster config).
+
+Raw JSON in and out: the pure core builds and reads plain dicts, so no generated model
+classes are needed. Every write is counted and logged on the `modeldeploy.kube` logger, so
+that "no writes while idle" can be checked from the outside.
+"""
+
+import json
+import logging
+import threading
+import uuid
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+from modeldeploy.api import GROUP, PLURAL, VERSION
+from modeldeploy.resources.names import FIELD_MANAGER, LABEL_NAME
+from modeldeploy.rollout.plan import Event, ObjectRef
+
+log = logging.getLogger("modeldeploy.kube")
+Body = dict[str, Any]
+
+# kind -> (apiVersion, path prefix, plural)
+ROUTES: Mapping[str, tuple[str, str, str]] = {
+    "Deployment": ("apps/v1", "/apis/apps/v1", "deployments"),
+    "Service": ("v1", "/api/v1", "services"),
+    "HorizontalPodAutoscaler": (
+        "autoscaling/v2",
+        "/apis/autoscaling/v2",
+        "horizontalpodautoscalers",
+    ),
+    "PodDisruptionBudget": ("policy/v1", "/apis/policy/v1", "poddisruptionbudgets"),
+}
+OWNED_KINDS = tuple(ROUTES)
+MODEL_DEPLOYMENTS = f"/apis/{GROUP}/{VERSION}"
+
+
+class KubeError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"{status}: {message}")
+        self.status = status
+        self.message = message
+
+
+class Conflict(KubeError):
+    """409: the object changed since it was read (or a field is owned by someone else)."""
+
+
+def _error(status: int, data: bytes) -> KubeError:
+    try:
+        message = str(json.loads(data).get("message", ""))
+    except (ValueError, AttributeError):
+        message = data[:500].decode(errors="replace")
+    return (Conflict if status == 409 else KubeError)(status, message)
+
+
+class Kube:
+    def __init__(self, kubeconfig: str | None = None, timeout: float = 10.0) -> None:
+        """Configured from `kubeconfig`, else $KUBECONFIG / ~/.kube/config, else in-cluster."""
+        from kubernetes import client, config
+
+        configuration = client.Configuration()
+        if kubeconfig:
+            config.load_kube_config(  # type: ignore[no-untyped-call]
+                config_file=kubeconfig, client_configuration=configuration
+            )
+        else:
+            config.load_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        self._api: Any = client.ApiClient(configuration)
+        self._timeout = timeout
+        self._lock = threading.Lock()
+        self.writes = 0
+
+    def close(self) -> None:
+        self._api.close()
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, str] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+    ) -> Any:
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = content_type
+        if method != "GET":
+            with self._lock:
+                self.writes += 1
+            log.info("write %s %s", method, path)
+        serialized = self._api.param_serialize(
+            method,
+            path,
+            query_params=list(query.items()) if query else None,
+            header_params=headers,
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        response = self._api.call_api(*serialized, _request_timeout=self._timeout)
+        data = response.read()
+        if not 200 <= response.status < 300:
+            raise _error(response.status, data)
+        return json.loads(data) if data else None
+
+    # --- reads ------------------------------------------------------------------------
+
+    def get(self, path: str, query: Mapping[str, str] | None = None) -> Any:
+        """GET any API path, e.g. /apis/apps/v1/namespaces/ml/deployments (parsed JSON)."""
+        return self._request("GET", path, query=query)
+
+    def get_model_deployment(self, namespace: str, name: str) -> Body | None:
+        try:
+            body: Body = self._request(
+                "GET", f"{MODEL_DEPLOYMENTS}/namespaces/{namespace}/{PLURAL}/{name}"
+            )
+        except KubeError as err:
+            if err.status == 404:
+                return None
+            raise
+        return body
+
+    def list_owned(self, namespace: str, name: str) -> list[Body]:
+        """Deployments, Services, HPAs and PDBs labelled with the ModelDeployment's name
+        (whether it controls them is the core's business)."""
+        items: list[Body] = []
+        for kind, (api_version, prefix, plural) in ROUTES.items():
+            listed = self._request(
+                "GET",
+                f"{prefix}/namespaces/{namespace}/{plural}",
+                query={"labelSelector": f"{LABEL_NAME}={name}"},
+            )
+            for item in listed.get("items") or []:
+                items.append({**item, "apiVersion": api_version, "kind": kind})
+        return items
+
+    # --- writes -----------------------------------------------------------------------
+
+    def apply(self, body: Body) -> None:
+        """Server-side apply as field manager `modeldeploy` (force: the operator owns these
+        objects; a Deployment's replicas it passes are the HPA's own value when one owns
+        them)."""
+        _, prefix, plural = ROUTES[body["kind"]]
+        meta = body["metadata"]
+        self._request(
+            "PATCH",
+            f"{prefix}/namespaces/{meta['namespace']}/{plural}/{meta['name']}",
+            query={"fieldManager": FIELD_MANAGER, "force": "true"},
+            body=body,
+            content_type="application/apply-patch+yaml",
+        )
+
+    def delete(self, namespace: str, ref: ObjectRef) -> None:
+        _, prefix, plural = ROUTES[ref.kind]
+        try:
+            self._request(
+                "DELETE",
+                f"{prefix}/namespaces/{namespace}/{plural}/{ref.name}",
+                query={"propagationPolicy": "Background"},
+            )
+        except KubeError as err:
+            if err.status != 404:
+                raise
+
+    def replace_status(self, body: Body, status: Body) -> Body:
+        """PUT .status with the resourceVersion read: a decision taken on a stale read is
+        refused (Conflict) instead of overwriting a newer one."""
+        meta = body["metadata"]
+        result: Body = self._request(
+            "PUT",
+            f"{MODEL_DEPLOYMENTS}/namespaces/{meta['namespace']}/{PLURAL}/{meta['name']}/status",
+            body={
+                "apiVersion": body["apiVersion"],
+                "kind": body["kind"],
+                "metadata": {
+                    "name": meta["name"],
+                    "namespace": meta["namespace"],
+                    "resourceVersion": meta["resourceVersion"],
+                },
+                "status": status,
+            },
+        )
+        return result
+
+    def remove_annotations(self, namespace: str, name: str, keys: Iterable[str]) -> None:
+        self._request(
+            "PATCH",
+            f"{MODEL_DEPLOYMENTS}/namespaces/{namespace}/{PLURAL}/{name}",
+            body={"metadata": {"annotations": dict.fromkeys(keys)}},
+            content_type="application/merge-patch+json",
+        )
+
+    def post_event(self, involved: Body, event: Event, now: datetime) -> None:
+        meta = involved["metadata"]
+        stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+        self._request(
+            "POST",
+            f"/api/v1/namespaces/{meta['namespace']}/events",
+            body={
+                "apiVersion": "v1",
+                "kind": "Event",
+                "metadata": {
+                    "name": f"{meta['name']}.{uuid.uuid4().hex[:16]}",
+                    "namespace": meta["namespace"],
+                },
+                "involvedObject": {
+                    "apiVersion": involved["apiVersion"],
+                    "kind": involved["kind"],
+                    "name": meta["name"],
+                    "namespace": meta["namespace"],
+                    "uid": meta["uid"],
+                    "resourceVersion": meta.get("resourceVersion", ""),
+                },
+                "type": event.type,
+                "reason": event.reason,
+                "message": event.message[:1024],
+                "source": {"component": FIELD_MANAGER},
+                "reportingComponent": f"{GROUP}/operator",
+                "reportingInstance": FIELD_MANAGER,
+                "firstTimestamp": stamp,
+                "lastTimestamp": stamp,
+                "count": 1,
+            },
+        )

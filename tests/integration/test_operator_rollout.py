@@ -1,0 +1,186 @@
+"""Rollouts on a real control plane: a new image becomes a canary at the requested share,
+moves through its steps, is pre-scaled and promoted, and the old revision is removed after
+bakeTime; abort goes back to the stable; the approval gate waits for a promote. A watcher
+samples the cluster throughout and fails the test on any moment with fewer than minWarm
+Ready stable pods (or pods behind the client Service)."""
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from operator_harness import (
+    ClusterReader,
+    OperatorProcess,
+    WarmWatcher,
+    annotate,
+    apply_object,
+    ensure_crd,
+    ensure_namespace,
+    model_deployment,
+    patch_model_deployment,
+    printed,
+    ready,
+    wait_for,
+)
+
+from modeldeploy.api import ANNOTATION_ABORT, ANNOTATION_PROMOTE
+from modeldeploy.devenv.cluster import KwokCluster
+from modeldeploy.resources.names import LABEL_NAME, LABEL_REVISION, LABEL_TRACK
+
+pytestmark = pytest.mark.integration
+
+NAMESPACE = "op-rollout"
+NAME = "churn"
+MIN_WARM = 2
+
+
+@pytest.fixture(scope="module")
+def reader(kube: KwokCluster) -> ClusterReader:
+    return ClusterReader(kube)
+
+
+@pytest.fixture(scope="module")
+def operator(
+    kube: KwokCluster, reader: ClusterReader, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
+    ensure_crd(kube)
+    ensure_namespace(kube, NAMESPACE)
+    with OperatorProcess(kube, NAMESPACE, Path(tmp_path_factory.mktemp(NAMESPACE))) as op:
+        apply_object(kube, model_deployment(NAME, NAMESPACE, "registry.example/churn:1"))
+        wait_for(lambda: reader.is_true(NAMESPACE, NAME, "Ready"), timeout=60)
+        yield op
+
+
+def status(reader: ClusterReader) -> dict[str, Any]:
+    return reader.status(NAMESPACE, NAME)
+
+
+def set_image(kube: KwokCluster, tag: str, **rollout: Any) -> None:
+    spec: dict[str, Any] = {"image": f"registry.example/churn:{tag}"}
+    if rollout:
+        spec["rollout"] = rollout
+    patch_model_deployment(kube, NAMESPACE, NAME, {"spec": spec})
+
+
+def watcher(reader: ClusterReader) -> WarmWatcher:
+    return WarmWatcher(reader, NAMESPACE, NAME, MIN_WARM)
+
+
+def test_rollout_steps_promotion_and_bake(
+    kube: KwokCluster, operator: OperatorProcess, reader: ClusterReader
+) -> None:
+    old = status(reader)["stableRevision"]
+    with watcher(reader) as watch:
+        start = time.monotonic()
+        set_image(kube, "2")
+        new = wait_for(lambda: status(reader).get("canaryRevision"), timeout=30)
+        canary_name = f"{NAME}-{new}"
+        wait_for(lambda: canary_name in reader.deployments(NAMESPACE, NAME), timeout=30)
+        printed("image changed -> canary Deployment", time.monotonic() - start)
+
+        # Step 1: 25% of traffic next to 2 stable pods -> 1 canary pod (effective 33%).
+        canary = reader.deployments(NAMESPACE, NAME)[canary_name]
+        assert canary["metadata"]["labels"][LABEL_TRACK] == "canary"
+        assert canary["spec"]["replicas"] == 1
+        hpas = reader.hpas(NAMESPACE, NAME)
+        canary_hpa = hpas[f"{NAME}-canary"]["spec"]
+        assert (canary_hpa["minReplicas"], canary_hpa["maxReplicas"]) == (1, 1)
+        assert hpas[f"{NAME}-stable"]["spec"]["minReplicas"] == MIN_WARM
+        assert hpas[f"{NAME}-stable"]["spec"]["scaleTargetRef"]["name"] == f"{NAME}-{old}"
+        services = reader.services(NAMESPACE, NAME)
+        assert services[NAME]["spec"]["selector"] == {LABEL_NAME: NAME}
+        assert services[f"{NAME}-canary"]["spec"]["selector"][LABEL_REVISION] == new
+        assert services[f"{NAME}-stable"]["spec"]["selector"][LABEL_REVISION] == old
+        wait_for(lambda: status(reader).get("canaryWeight") == 33, timeout=15)
+        assert status(reader)["phase"] == "Progressing"
+
+        # Step 2: 50% -> as many canary pods as stable ones.
+        wait_for(lambda: status(reader).get("step") == 1, timeout=15)
+        wait_for(lambda: status(reader).get("canaryWeight") == 50, timeout=15)
+        assert reader.deployments(NAMESPACE, NAME)[canary_name]["spec"]["replicas"] == 2
+
+        # Promotion: the new revision is stable, the old one kept warm as previous.
+        wait_for(lambda: status(reader).get("stableRevision") == new, timeout=30)
+        promoted = time.monotonic()
+        printed("image changed -> promoted", promoted - start)
+        done = status(reader)
+        assert done["phase"] == "Stable"
+        assert done["previousStableRevision"] == old
+        assert "canaryRevision" not in done
+        assert [h["event"] for h in done["history"]][-2:] == ["Started", "Promoted"]
+        previous = reader.deployments(NAMESPACE, NAME).get(f"{NAME}-{old}")
+        if previous is not None:  # unless the 5 s bake already ended
+            assert previous["metadata"]["labels"][LABEL_TRACK] == "previous"
+        hpas = reader.hpas(NAMESPACE, NAME)
+        assert f"{NAME}-canary" not in hpas
+        assert hpas[f"{NAME}-stable"]["spec"]["scaleTargetRef"]["name"] == canary_name
+        assert hpas[f"{NAME}-stable"]["spec"]["minReplicas"] == MIN_WARM
+        assert reader.services(NAMESPACE, NAME)[NAME]["spec"]["selector"] == {
+            LABEL_NAME: NAME,
+            LABEL_REVISION: new,
+        }
+
+        # The old revision goes after bakeTime (5 s).
+        wait_for(
+            lambda: f"{NAME}-{old}" not in reader.deployments(NAMESPACE, NAME),
+            timeout=30,
+            what="old revision removed",
+        )
+        baked = time.monotonic() - promoted
+        printed("promoted -> old revision removed (bakeTime 5s)", baked)
+        assert baked >= 3  # observed from outside, 1 s reconcile interval
+        assert "previousStableRevision" not in status(reader)
+        assert ready(reader.deployments(NAMESPACE, NAME)[canary_name]) >= MIN_WARM
+    watch.assert_never_below()
+    print(f"[warm] {watch.samples} samples, lowest stable {watch.lowest_stable}, "
+          f"lowest behind Service {watch.lowest_serving}")  # fmt: skip
+
+
+def test_abort_returns_to_the_stable(
+    kube: KwokCluster, operator: OperatorProcess, reader: ClusterReader
+) -> None:
+    stable = status(reader)["stableRevision"]
+    with watcher(reader) as watch:
+        set_image(kube, "3")
+        canary = wait_for(lambda: status(reader).get("canaryRevision"), timeout=30)
+        wait_for(lambda: status(reader).get("canaryWeight", 0) > 0, timeout=30)
+        start = time.monotonic()
+        annotate(kube, NAMESPACE, NAME, ANNOTATION_ABORT, canary)
+        wait_for(lambda: status(reader)["phase"] == "RolledBack", timeout=30)
+        wait_for(lambda: f"{NAME}-{canary}" not in reader.deployments(NAMESPACE, NAME), timeout=30)
+        printed("abort -> canary removed", time.monotonic() - start)
+        after = status(reader)
+        assert after["stableRevision"] == stable
+        assert after["failedRevision"] == canary
+        assert after["canaryWeight"] == 0
+        assert after["history"][-1]["event"] == "Aborted"
+        degraded = reader.condition(NAMESPACE, NAME, "Degraded")
+        assert (degraded["status"], degraded["reason"]) == ("True", "RolledBack")
+        assert reader.services(NAMESPACE, NAME)[NAME]["spec"]["selector"][LABEL_REVISION] == stable
+        annotations = reader.model_deployment(NAMESPACE, NAME)["metadata"].get("annotations", {})
+        assert ANNOTATION_ABORT not in annotations  # consumed
+        # Not retried by itself; back to the stable image -> Ready again.
+        time.sleep(2)
+        assert "canaryRevision" not in status(reader)
+        set_image(kube, "2")
+        wait_for(lambda: reader.is_true(NAMESPACE, NAME, "Ready"), timeout=30)
+    watch.assert_never_below()
+
+
+def test_approval_gate_waits_for_promote(
+    kube: KwokCluster, operator: OperatorProcess, reader: ClusterReader
+) -> None:
+    with watcher(reader) as watch:
+        set_image(kube, "4", requireApproval=True, canary={"steps": [50]})
+        canary = wait_for(lambda: status(reader).get("canaryRevision"), timeout=30)
+        wait_for(lambda: status(reader)["phase"] == "Paused", timeout=30)
+        waiting = reader.condition(NAMESPACE, NAME, "Progressing")
+        assert waiting["reason"] == "AwaitingApproval"
+        time.sleep(3)
+        assert status(reader)["phase"] == "Paused"
+        annotate(kube, NAMESPACE, NAME, ANNOTATION_PROMOTE, canary)
+        wait_for(lambda: status(reader).get("stableRevision") == canary, timeout=30)
+        assert status(reader)["phase"] == "Stable"
+    watch.assert_never_below()
