@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -41,6 +42,7 @@ from modeldeploy.serving.bins import (
     feature_bins,
 )
 
+Column = Sequence[Any] | npt.NDArray[Any]  # one feature's values in a batch
 LOCAL_REVISION = "local"
 SHADOW_RESULTS = ("sent", "failed", "dropped")
 # Codes pre-created at zero so that error-rate queries have series before the first error.
@@ -208,14 +210,14 @@ class Monitor:
         if self.enabled:
             self._shadow[result].inc()
 
-    def observe_features(self, columns: Mapping[str, npt.ArrayLike]) -> None:
+    def observe_features(self, columns: Mapping[str, Column]) -> None:
         """A batch of model inputs, one column per feature (None/NaN = missing).
 
         A profiled feature absent from `columns` counts the whole batch as missing.
         """
         if not self.enabled or not columns:
             return
-        rows = len(np.asarray(next(iter(columns.values())), dtype=object).reshape(-1))
+        rows = len(next(iter(columns.values())))
         parts = []
         if self._numeric_keys:
             matrix = np.full((len(self._numeric_keys), rows), np.nan)
