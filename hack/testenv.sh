@@ -5,7 +5,8 @@
 #
 #   hack/testenv.sh install   build/install everything missing (default)
 #   hack/testenv.sh env       print shell exports (PATH, MODELDEPLOY_BIN_*) for the cached tools
-#   hack/testenv.sh check     offline guard: kwokctl must plan no download
+# The offline guard (kwokctl must plan no download) runs before every cluster creation, in
+# modeldeploy.devenv.cluster.
 set -euo pipefail
 
 K8S_VERSION="${K8S_VERSION:-v1.36.3}"
@@ -136,22 +137,6 @@ print_env() {
   echo "export MODELDEPLOY_K8S_VERSION=\"$K8S_VERSION\""
 }
 
-check_offline() {
-  # kwokctl must find every component locally: a planned download would fail offline.
-  local tmp; tmp="$(mktemp -d)"
-  trap 'rm -rf "$tmp"' RETURN
-  eval "$(print_env)"
-  KWOK_WORKDIR="$tmp" kwokctl create cluster --dry-run --name offline-check --runtime binary \
-    --kube-version "$K8S_VERSION" \
-    --kube-binary-prefix "$K8S_BIN" --etcd-binary "$ETCD_BIN/etcd" \
-    --kwok-controller-binary "$KWOK_BIN/kwok" > "$tmp/plan" 2>&1 || { cat "$tmp/plan" >&2; return 1; }
-  if grep -q '^# Download' "$tmp/plan"; then
-    grep '^# Download' "$tmp/plan" >&2
-    say "offline guard: kwokctl plans downloads"; return 1
-  fi
-  say "offline guard: kwokctl plans no download"
-}
-
 case "${1:-install}" in
   install)
     mkdir -p "$CACHE"
@@ -160,10 +145,8 @@ case "${1:-install}" in
     install_go_tool "$HELM_BIN" "$HELM_VERSION" helm.sh/helm/v3/cmd/helm
     build_etcd
     build_kubernetes
-    check_offline
     say "all components ready in $BIN_ROOT ($(du -sh "$CACHE" | cut -f1) cache)"
     ;;
   env) print_env ;;
-  check) check_offline ;;
-  *) echo "usage: $0 [install|env|check]" >&2; exit 2 ;;
+  *) echo "usage: $0 [install|env]" >&2; exit 2 ;;
 esac

@@ -4,12 +4,12 @@ They start only when an integration test asks for them and are torn down at the 
 session, also when tests fail.
 """
 
-import os
+import shutil
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
+from modeldeploy.devenv import testruns
 from modeldeploy.devenv.cluster import KwokCluster
 from modeldeploy.devenv.prometheus import PrometheusServer
 from modeldeploy.devenv.tools import Toolchain, prometheus_binary, toolchain
@@ -21,10 +21,9 @@ def tools() -> Toolchain:
 
 
 @pytest.fixture(scope="session")
-def kube(tools: Toolchain, tmp_path_factory: pytest.TempPathFactory) -> Iterator[KwokCluster]:
-    cluster = KwokCluster(
-        name=f"md-test-{os.getpid()}", workdir=tmp_path_factory.mktemp("kwok"), tools=tools
-    )
+def kube(tools: Toolchain) -> Iterator[KwokCluster]:
+    testruns.reap_stale_runs(tools)
+    cluster = testruns.test_cluster(tools)
     try:
         cluster.create(nodes=3)
         yield cluster
@@ -33,10 +32,11 @@ def kube(tools: Toolchain, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 
 @pytest.fixture(scope="session")
-def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
-    server = PrometheusServer(prometheus_binary(), Path(tmp_path_factory.mktemp("prometheus")))
+def prometheus() -> Iterator[PrometheusServer]:
+    server = PrometheusServer(prometheus_binary(), testruns.run_dir() / "prometheus")
     try:
         server.start()
         yield server
     finally:
         server.stop()
+        shutil.rmtree(server.workdir, ignore_errors=True)

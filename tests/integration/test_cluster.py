@@ -103,7 +103,7 @@ def test_autoscaling_v2_hpa_is_accepted(kube: KwokCluster) -> None:
     stored = kube.get_json("hpa.v2.autoscaling", "hpa-target")
     assert stored["spec"]["minReplicas"] == 2
     assert stored["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"] == 70
-    kube.kubectl("delete", "hpa", "hpa-target", "deployment/hpa-target")
+    kube.kubectl("delete", "hpa/hpa-target", "deployment/hpa-target")
 
 
 CEL_CRD: dict[str, Any] = {

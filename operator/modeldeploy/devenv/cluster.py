@@ -56,6 +56,10 @@ def fake_node(name: str) -> dict[str, Any]:
     }
 
 
+class KubectlError(RuntimeError):
+    """A kubectl call failed; the message carries its stderr."""
+
+
 @dataclass
 class KwokCluster:
     name: str
@@ -90,19 +94,38 @@ class KwokCluster:
         result = self._kwokctl("get", "clusters")
         return self.name in result.stdout.split()
 
-    def create(self, nodes: int = 3, timeout: float = 240) -> None:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        (self.workdir / "kwokctl.yaml").write_text(
-            yaml.safe_dump(kwokctl_configuration(self.tools))
-        )
-        result = self._kwokctl(
+    def _create_args(self, timeout: float) -> list[str]:
+        return [
             "create", "cluster",
             "--name", self.name,
             "--kubeconfig", str(self.kubeconfig),
             "--extra-args", "kube-apiserver=advertise-address=127.0.0.1",
             "--wait", f"{int(timeout)}s",
-            timeout=timeout + 60,
-        )  # fmt: skip
+        ]  # fmt: skip
+
+    def planned_downloads(self) -> list[str]:
+        """What `kwokctl create cluster` would fetch from the network: must be nothing.
+
+        kwokctl's plan lists `# Download SRC to DST` for every binary it copies; local paths
+        are fine, a URL source means it would try the internet (we are offline)."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        (self.workdir / "kwokctl.yaml").write_text(
+            yaml.safe_dump(kwokctl_configuration(self.tools))
+        )
+        result = self._kwokctl("--dry-run", *self._create_args(timeout=60))
+        if result.returncode != 0:
+            raise RuntimeError(f"kwokctl --dry-run failed:\n{result.stdout}\n{result.stderr}")
+        return [
+            line
+            for line in result.stdout.splitlines()
+            if line.startswith("# Download") and "://" in line.split()[2]
+        ]
+
+    def create(self, nodes: int = 3, timeout: float = 240) -> None:
+        downloads = self.planned_downloads()
+        if downloads:
+            raise RuntimeError("kwokctl would download (offline guard):\n" + "\n".join(downloads))
+        result = self._kwokctl(*self._create_args(timeout), timeout=timeout + 60)
         if result.returncode != 0:
             raise RuntimeError(f"kwokctl create cluster failed:\n{result.stdout}\n{result.stderr}")
         self.apply_objects([fake_node(f"kwok-node-{i}") for i in range(nodes)])
@@ -124,9 +147,7 @@ class KwokCluster:
             check=False,
         )
         if check and result.returncode != 0:
-            raise subprocess.CalledProcessError(
-                result.returncode, result.args, result.stdout, result.stderr
-            )
+            raise KubectlError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
         return result
 
     def apply_objects(self, objects: Sequence[dict[str, Any]]) -> None:

@@ -10,14 +10,13 @@ from pathlib import Path
 
 from modeldeploy.devenv.cluster import KwokCluster
 from modeldeploy.devenv.prometheus import PrometheusServer
-from modeldeploy.devenv.tools import toolchain
+from modeldeploy.devenv.tools import cache_dir, pid_alive, toolchain
 
 DEMO_CLUSTER = "modeldeploy-demo"
 
 
 def stack_dir() -> Path:
-    cache = os.environ.get("MODELDEPLOY_CACHE", str(Path.home() / ".cache" / "modeldeploy"))
-    return Path(cache) / "demo"
+    return cache_dir() / "demo"
 
 
 @dataclass
@@ -39,14 +38,6 @@ def read_state() -> StackState | None:
         return None
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 def up(say: Callable[[str], None]) -> StackState:
     """Create (or reuse) the demo cluster and Prometheus."""
     tools = toolchain()
@@ -57,7 +48,7 @@ def up(say: Callable[[str], None]) -> StackState:
     else:
         say(f"creating cluster {DEMO_CLUSTER} (kube-apiserver {tools.kube_version}, kwok nodes)")
         cluster.create(nodes=3)
-    if state is not None and _pid_alive(state.prometheus_pid):
+    if state is not None and pid_alive(state.prometheus_pid):
         say(f"prometheus already running on {state.prometheus_url}")
         return state
     say("starting prometheus on 127.0.0.1")
@@ -75,7 +66,7 @@ def up(say: Callable[[str], None]) -> StackState:
 
 def down(say: Callable[[str], None]) -> None:
     state = read_state()
-    if state is not None and _pid_alive(state.prometheus_pid):
+    if state is not None and pid_alive(state.prometheus_pid):
         say("stopping prometheus")
         os.kill(state.prometheus_pid, signal.SIGTERM)
     cluster = KwokCluster(DEMO_CLUSTER, stack_dir() / "kwok", toolchain())

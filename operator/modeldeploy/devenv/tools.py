@@ -26,6 +26,21 @@ class Toolchain:
         return self.kube_bin / "kubectl"
 
 
+def cache_dir() -> Path:
+    """Where built tools, the venv, the demo stack and test runs live (never in the repo)."""
+    return Path(os.environ.get("MODELDEPLOY_CACHE", str(Path.home() / ".cache" / "modeldeploy")))
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _env_dir(name: str) -> Path:
     value = os.environ.get(name)
     if not value:

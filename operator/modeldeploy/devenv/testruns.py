@@ -1,0 +1,42 @@
+"""Per-process work directories for test sessions, outside pytest's tmp rotation.
+
+pytest prunes old `pytest-N` base directories, which concurrent sessions (several people or
+agents testing on one machine) would do under each other's running clusters; these
+directories belong to one process id and are reaped only once that process is gone.
+"""
+
+import os
+import shutil
+from pathlib import Path
+
+from modeldeploy.devenv.cluster import KwokCluster
+from modeldeploy.devenv.tools import Toolchain, cache_dir, pid_alive
+
+CLUSTER_PREFIX = "md-test-"
+
+
+def runs_root() -> Path:
+    return cache_dir() / "test-runs"
+
+
+def run_dir() -> Path:
+    path = runs_root() / str(os.getpid())
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def test_cluster(tools: Toolchain) -> KwokCluster:
+    return KwokCluster(f"{CLUSTER_PREFIX}{os.getpid()}", run_dir() / "kwok", tools)
+
+
+def reap_stale_runs(tools: Toolchain) -> list[str]:
+    """Delete clusters and files of test sessions whose process has exited."""
+    reaped = []
+    for path in runs_root().glob("*") if runs_root().exists() else []:
+        if not path.name.isdigit() or pid_alive(int(path.name)):
+            continue
+        if (path / "kwok").exists():
+            KwokCluster(f"{CLUSTER_PREFIX}{path.name}", path / "kwok", tools).delete()
+        shutil.rmtree(path, ignore_errors=True)
+        reaped.append(path.name)
+    return reaped
