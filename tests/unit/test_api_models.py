@@ -65,7 +65,7 @@ def test_defaults_a_careful_operator_would_choose() -> None:
     assert analysis.error_rate.max == 0.01
     assert analysis.invalid_input_rate.max_increase == 0.02
     assert analysis.drift.enabled
-    assert (analysis.drift.features.psi, analysis.drift.features.ks) == (0.25, None)
+    assert (analysis.drift.features.psi, analysis.drift.features.ks) == (0.1, None)
     assert analysis.drift.predictions.psi == 0.25
     assert analysis.drift.missing_rate.max_increase == 0.05
     assert analysis.custom == []
