@@ -146,6 +146,9 @@ class Reconciler:
         except ValidationError as err:
             self.report_once(key, body, Event("Warning", "InvalidSpec", str(err)), now)
             return
+        if spec.rollout.traffic.mode != "replicas":
+            why = "traffic.mode gatewayAPI is not implemented yet: traffic follows replica ratios"
+            self.report_once(key, body, Event("Warning", "Unsupported", why), now)
         status, note = read_status(body.get("status"))
         if note:
             self.report_once(key, body, Event("Warning", "StatusUnreadable", note), now)

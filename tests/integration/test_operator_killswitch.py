@@ -83,8 +83,8 @@ def test_scale_to_zero_and_back(
         "kill switch (scaleToZero) -> no Ready pod behind the Service", time.monotonic() - start
     )
     wait_for(lambda: reader.status(NAMESPACE, NAME)["phase"] == "Killed", timeout=10)
-    assert reader.hpas(NAMESPACE, NAME) == {}
-    assert reader.pdbs(NAMESPACE, NAME) == {}
+    wait_for(lambda: not reader.hpas(NAMESPACE, NAME), timeout=10, what="HPAs deleted")
+    wait_for(lambda: not reader.pdbs(NAMESPACE, NAME), timeout=10, what="PDB deleted")
     assert reader.is_true(NAMESPACE, NAME, "Killed")
     assert not reader.is_true(NAMESPACE, NAME, "Ready")
     assert reader.status(NAMESPACE, NAME)["history"][-1]["event"] == "KillSwitchEngaged"

@@ -110,11 +110,12 @@ def test_rollout_steps_promotion_and_bake(
         assert done["previousStableRevision"] == old
         assert "canaryRevision" not in done
         assert [h["event"] for h in done["history"]][-2:] == ["Started", "Promoted"]
+        # Status records the decision first; the objects follow in the same reconcile.
+        wait_for(lambda: f"{NAME}-canary" not in reader.hpas(NAMESPACE, NAME), timeout=10)
         previous = reader.deployments(NAMESPACE, NAME).get(f"{NAME}-{old}")
         if previous is not None:  # unless the 5 s bake already ended
             assert previous["metadata"]["labels"][LABEL_TRACK] == "previous"
         hpas = reader.hpas(NAMESPACE, NAME)
-        assert f"{NAME}-canary" not in hpas
         assert hpas[f"{NAME}-stable"]["spec"]["scaleTargetRef"]["name"] == canary_name
         assert hpas[f"{NAME}-stable"]["spec"]["minReplicas"] == MIN_WARM
         assert reader.services(NAMESPACE, NAME)[NAME]["spec"]["selector"] == {

@@ -471,6 +471,18 @@ def test_warmup_timeout_rolls_back() -> None:
     assert "warm-up timeout" in d.status.history[-1].reason
 
 
+def test_first_revision_that_never_warms_up_is_degraded() -> None:
+    d = Driver()
+    r1 = rev()
+    d.cluster.unready[f"churn-{r1}"] = 0
+    d.reconcile()
+    d.cluster.timed_out.add(f"churn-{r1}")
+    d.cluster.settle()
+    d.reconcile()
+    assert d.phase() == "Pending"
+    assert d.condition("Degraded") == ("True", "WarmupTimeout")
+
+
 def test_reverting_the_spec_cancels_the_rollout_without_blaming_the_revision() -> None:
     d = stable_driver()
     r2 = rev(V2)

@@ -549,6 +549,7 @@ class _Reconcile:
         desired = build(self.owner, self.spec, layout)
         apply, delete = diff(desired, self.world)
         st = self.state
+        stable = self.observed(st.stable)
         facts = Facts(
             generation=self.subject.generation,
             revision=self.revision,
@@ -565,6 +566,7 @@ class _Reconcile:
             awaiting_approval=self.awaiting_approval,
             rollback_reason=self.last_rollback_reason() if st.failed else "",
             apply_error=self.apply_error,
+            stable_timed_out=bool(stable and stable.timed_out),
         )
         status = render(self.subject.status, st, facts, self.kill_target(), self.now)
         return Plan(

@@ -41,6 +41,8 @@ class Facts:
     awaiting_approval: bool
     rollback_reason: str
     apply_error: str | None
+    stable_timed_out: bool = False
+    """The stable's Deployment reports ProgressDeadlineExceeded (= warmup.timeout)."""
 
 
 @dataclass(frozen=True)
@@ -181,6 +183,14 @@ def _progressing(
 def _degraded(state: State, facts: Facts, phase: Phase) -> _Cond:
     if facts.apply_error:
         return _Cond("Degraded", "True", "ApplyFailed", facts.apply_error)
+    if not facts.killed and facts.stable_timed_out and facts.stable_ready < facts.min_warm:
+        return _Cond(
+            "Degraded",
+            "True",
+            "WarmupTimeout",
+            f"pods of {state.stable} not Ready within warmup.timeout "
+            f"({facts.stable_ready} of {facts.min_warm} Ready)",
+        )
     if phase == "RolledBack":
         return _Cond("Degraded", "True", "RolledBack", f"{state.failed}: {facts.rollback_reason}")
     if not facts.killed and phase != "Pending" and facts.stable_ready < facts.min_warm:
