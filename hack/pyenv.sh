@@ -1,24 +1,41 @@
 #!/usr/bin/env bash
-# Creates (once) the project's virtualenv outside the repo and installs modeldeploy with all
-# extras in editable mode. Skips pip when pyproject.toml and the checkout path are unchanged.
-#   hack/pyenv.sh          ensure the venv; prints nothing but progress
-#   hack/pyenv.sh path     print the venv's directory
+# The project's virtualenv, one per checkout (an editable install points at its checkout, so
+# two clones must never share one), kept outside the repo. uv makes a fresh one take seconds
+# from its download cache; pip installs uv itself once.
+#   hack/pyenv.sh          ensure this checkout's venv is current (re-installs when pyproject.toml changes)
+#   hack/pyenv.sh path     print its directory
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 CACHE="${MODELDEPLOY_CACHE:-$HOME/.cache/modeldeploy}"
 PYTHON="${PYTHON:-python3}"
-VENV="$CACHE/venv-$("$PYTHON" -c 'import sys; print(f"py{sys.version_info[0]}{sys.version_info[1]}")')"
+UV_VERSION="0.13.9"
+PY_TAG="$("$PYTHON" -c 'import sys; print(f"py{sys.version_info[0]}{sys.version_info[1]}")')"
+VENV="$CACHE/venvs/$PY_TAG-$(printf '%s' "$ROOT" | sha256sum | cut -c1-10)"
 [[ "${1:-}" == path ]] && { echo "$VENV"; exit 0; }
 
 say() { printf '[pyenv] %s\n' "$*" >&2; }
-want="$(cat "$ROOT/pyproject.toml" | sha256sum | cut -c1-16)-$(echo "$ROOT" | sha256sum | cut -c1-8)"
+UV_HOME="$CACHE/uv-$UV_VERSION"
+if [[ ! -f "$UV_HOME/.stamp" ]]; then
+  say "installing uv $UV_VERSION (once)"
+  "$PYTHON" -m venv "$UV_HOME"
+  "$UV_HOME/bin/pip" install -q --disable-pip-version-check "uv==$UV_VERSION"
+  touch "$UV_HOME/.stamp"
+fi
+UV="$UV_HOME/bin/uv"
+
+# Venvs of checkouts that no longer exist (e.g. CI's clones) are removed.
+for other in "$CACHE"/venvs/*/; do
+  if [[ -f "$other/.root" && ! -d "$(cat "$other/.root")" ]]; then rm -rf "$other"; fi
+done
+
+want="$(sha256sum < "$ROOT/pyproject.toml" | cut -c1-16)"
 if [[ -f "$VENV/.stamp" && "$(cat "$VENV/.stamp")" == "$want" ]]; then exit 0; fi
 if [[ ! -x "$VENV/bin/python" ]]; then
   say "creating virtualenv $VENV"
-  "$PYTHON" -m venv "$VENV"
-  "$VENV/bin/pip" install -q --upgrade pip
+  "$UV" venv -q --python "$PYTHON" "$VENV"
+  echo "$ROOT" > "$VENV/.root"
 fi
 say "installing modeldeploy[dev] (editable) and its dependencies"
-"$VENV/bin/pip" install -q --disable-pip-version-check -e "$ROOT[dev]"
+"$UV" pip install -q --python "$VENV/bin/python" -e "$ROOT[dev]"
 echo "$want" > "$VENV/.stamp"
 say "ready: $VENV"
