@@ -734,6 +734,42 @@ def test_unreadable_revision_source_is_a_note_not_a_crash() -> None:
     d.reconcile()  # the spec still describes this revision: rebuilt from it
 
 
+def test_stale_abort_without_a_canary_is_consumed() -> None:
+    d = stable_driver()
+    d.annotations[ANNOTATION_ABORT] = rev(V2)
+    d.reconcile()
+    assert ANNOTATION_ABORT not in d.annotations
+    assert "CommandIgnored" in d.events()
+    d.change(image=V2)
+    d.run(3)
+    assert d.phase() == "Progressing"
+
+
+def test_unreadable_stable_during_a_rollout_changes_nothing() -> None:
+    d = stable_driver()
+    d.change(image=V2)
+    d.run(3)
+    body = d.cluster.get("Deployment", f"churn-{rev()}")
+    body["metadata"]["annotations"]["modeldeploy.io/revision-source"] = "{not json"
+    status = to_wire(d.status)
+    result = d.reconcile()
+    assert not result.apply
+    assert not result.delete
+    assert to_wire(result.status) == status
+
+
+def test_lost_stable_deployment_makes_the_spec_revision_stable() -> None:
+    d = stable_driver()
+    d.change(image=V2)
+    d.run(3)
+    d.cluster.objects.pop(("Deployment", f"churn-{rev()}"))
+    d.guard = False
+    d.reconcile()
+    assert d.status.stable_revision == rev(V2)
+    assert d.status.canary_revision is None
+    assert "StableLost" in d.events()
+
+
 def test_plan_needs_an_aware_clock() -> None:
     d = Driver()
     subject = Subject(NAME, "ml", UID, 1, d.spec, d.status)

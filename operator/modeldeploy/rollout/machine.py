@@ -163,17 +163,29 @@ class _Reconcile:
 
     def run(self) -> Plan:
         self.adopt_from_world()
+        if self.stable_unreadable():
+            # Never guess about the serving revision: change nothing until it is readable
+            # again (the world's note about it is logged and posted by the caller).
+            return Plan(status=self.subject.status)
         self.record_analysis()
         self.kill_switch()
         self.retry_command()
         self.target_revision()
-        if self.state.canary is not None:
-            self.abort_command()
+        self.abort_command()
         if not self.killed:
             self.progress()
             self.promote_command_ignored()
         self.bake()
         return self.finish()
+
+    def stable_unreadable(self) -> bool:
+        """The stable's Deployment exists but cannot be rebuilt (its revision-source
+        annotation is unreadable) and the spec no longer describes it."""
+        stable = self.state.stable
+        if stable is None or stable == self.revision:
+            return False
+        observed = self.observed(stable)
+        return observed is not None and observed.source is None
 
     def adopt_from_world(self) -> None:
         """Status lost (restored from a backup without status, replaced...): the track
@@ -250,7 +262,7 @@ class _Reconcile:
     def target_revision(self) -> None:
         """Bring the bookkeeping in line with the spec's revision."""
         st, rev = self.state, self.revision
-        if st.stable is not None and st.stable != rev and self.source(st.stable) is None:
+        if st.stable is not None and st.stable != rev and self.observed(st.stable) is None:
             # Its Deployment is gone and the spec no longer describes it: nothing to protect.
             self.event("Warning", "StableLost", f"Deployment of {st.stable} is gone")
             st.stable = None
