@@ -23,7 +23,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -124,12 +124,21 @@ class OperatorProcess:
     (every API write is a `write <METHOD> <path>` line) goes to `workdir/operator-N.log`."""
 
     def __init__(
-        self, kube: KwokCluster, namespace: str, workdir: Path, interval: float = 1.0
+        self,
+        kube: KwokCluster,
+        namespace: str,
+        workdir: Path,
+        *,
+        interval: float = 1.0,
+        extra_args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.kube = kube
         self.namespace = namespace
         self.workdir = workdir
         self.interval = interval
+        self.extra_args = tuple(extra_args)
+        self.env = dict(env or {})
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = workdir / "operator-0.log"
         self.liveness_url = ""
@@ -141,14 +150,14 @@ class OperatorProcess:
         return [
             *base, "operator", "--namespace", self.namespace,
             "--interval", str(self.interval),
-            "--liveness", f"http://127.0.0.1:{port}/healthz",
+            "--liveness", f"http://127.0.0.1:{port}/healthz", *self.extra_args,
         ]  # fmt: skip
 
     def start(self, timeout: float = 60) -> None:
         port = free_port()
         self.log_path = self.workdir / f"operator-{self.started}.log"
         self.started += 1
-        env = {**os.environ, "KUBECONFIG": str(self.kube.kubeconfig)}
+        env = {**os.environ, "KUBECONFIG": str(self.kube.kubeconfig), **self.env}
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 self.command(port), env=env, stdout=log, stderr=subprocess.STDOUT,

@@ -18,6 +18,7 @@ from operator_harness import (
     apply_object,
     ensure_crd,
     ensure_namespace,
+    kubectl,
     model_deployment,
     patch_model_deployment,
     printed,
@@ -72,15 +73,19 @@ def test_rollout_steps_promotion_and_bake(
     kube: KwokCluster, operator: OperatorProcess, reader: ClusterReader
 ) -> None:
     old = status(reader)["stableRevision"]
+    # The stable at 4 pods (as if its HPA had scaled it): the canary is sized from that,
+    # and pre-scaled to it before the promotion switches traffic.
+    kubectl(kube, "scale", "deployment", f"{NAME}-{old}", "-n", NAMESPACE, "--replicas=4")
+    wait_for(lambda: ready(reader.deployments(NAMESPACE, NAME)[f"{NAME}-{old}"]) == 4)
     with watcher(reader) as watch:
         start = time.monotonic()
-        set_image(kube, "2")
+        set_image(kube, "2", canary={"steps": [10, 30]})
         new = wait_for(lambda: status(reader).get("canaryRevision"), timeout=30)
         canary_name = f"{NAME}-{new}"
         wait_for(lambda: canary_name in reader.deployments(NAMESPACE, NAME), timeout=30)
         printed("image changed -> canary Deployment", time.monotonic() - start)
 
-        # Step 1: 25% of traffic next to 2 stable pods -> 1 canary pod (effective 33%).
+        # Step 1: 10% next to 4 stable pods -> ceil(4 * 10 / 90) = 1 canary pod (20%).
         canary = reader.deployments(NAMESPACE, NAME)[canary_name]
         assert canary["metadata"]["labels"][LABEL_TRACK] == "canary"
         assert canary["spec"]["replicas"] == 1
@@ -93,35 +98,19 @@ def test_rollout_steps_promotion_and_bake(
         assert services[NAME]["spec"]["selector"] == {LABEL_NAME: NAME}
         assert services[f"{NAME}-canary"]["spec"]["selector"][LABEL_REVISION] == new
         assert services[f"{NAME}-stable"]["spec"]["selector"][LABEL_REVISION] == old
-        wait_for(lambda: status(reader).get("canaryWeight") == 33, timeout=15)
+        wait_for(lambda: status(reader).get("canaryWeight") == 20, timeout=15)
         assert status(reader)["phase"] == "Progressing"
 
-        # Step 2: 50% -> as many canary pods as stable ones.
+        # Step 2: 30% -> ceil(4 * 30 / 70) = 2 canary pods (33% effective).
         wait_for(lambda: status(reader).get("step") == 1, timeout=15)
-        wait_for(lambda: status(reader).get("canaryWeight") == 50, timeout=15)
+        wait_for(lambda: status(reader).get("canaryWeight") == 33, timeout=15)
         assert reader.deployments(NAMESPACE, NAME)[canary_name]["spec"]["replicas"] == 2
 
         # Promotion: the new revision is stable, the old one kept warm as previous.
         wait_for(lambda: status(reader).get("stableRevision") == new, timeout=30)
         promoted = time.monotonic()
         printed("image changed -> promoted", promoted - start)
-        done = status(reader)
-        assert done["phase"] == "Stable"
-        assert done["previousStableRevision"] == old
-        assert "canaryRevision" not in done
-        assert [h["event"] for h in done["history"]][-2:] == ["Started", "Promoted"]
-        # Status records the decision first; the objects follow in the same reconcile.
-        wait_for(lambda: f"{NAME}-canary" not in reader.hpas(NAMESPACE, NAME), timeout=10)
-        previous = reader.deployments(NAMESPACE, NAME).get(f"{NAME}-{old}")
-        if previous is not None:  # unless the 5 s bake already ended
-            assert previous["metadata"]["labels"][LABEL_TRACK] == "previous"
-        hpas = reader.hpas(NAMESPACE, NAME)
-        assert hpas[f"{NAME}-stable"]["spec"]["scaleTargetRef"]["name"] == canary_name
-        assert hpas[f"{NAME}-stable"]["spec"]["minReplicas"] == MIN_WARM
-        assert reader.services(NAMESPACE, NAME)[NAME]["spec"]["selector"] == {
-            LABEL_NAME: NAME,
-            LABEL_REVISION: new,
-        }
+        check_promoted(reader, old, new)
 
         # The old revision goes after bakeTime (5 s).
         wait_for(
@@ -137,6 +126,31 @@ def test_rollout_steps_promotion_and_bake(
     watch.assert_never_below()
     print(f"[warm] {watch.samples} samples, lowest stable {watch.lowest_stable}, "
           f"lowest behind Service {watch.lowest_serving}")  # fmt: skip
+
+
+def check_promoted(reader: ClusterReader, old: str, new: str) -> None:
+    canary_name = f"{NAME}-{new}"
+    done = status(reader)
+    assert done["phase"] == "Stable"
+    assert done["previousStableRevision"] == old
+    assert "canaryRevision" not in done
+    assert [h["event"] for h in done["history"]][-2:] == ["Started", "Promoted"]
+    # Status records the decision first; the objects follow in the same reconcile.
+    wait_for(lambda: f"{NAME}-canary" not in reader.hpas(NAMESPACE, NAME), timeout=10)
+    deployments = reader.deployments(NAMESPACE, NAME)
+    assert deployments[canary_name]["spec"]["replicas"] == 4  # pre-scaled
+    assert ready(deployments[canary_name]) == 4
+    previous = deployments.get(f"{NAME}-{old}")
+    if previous is not None:  # unless the 5 s bake already ended
+        assert previous["metadata"]["labels"][LABEL_TRACK] == "previous"
+        assert previous["spec"]["replicas"] == 4  # kept warm
+    hpas = reader.hpas(NAMESPACE, NAME)
+    assert hpas[f"{NAME}-stable"]["spec"]["scaleTargetRef"]["name"] == canary_name
+    assert hpas[f"{NAME}-stable"]["spec"]["minReplicas"] == MIN_WARM
+    assert reader.services(NAMESPACE, NAME)[NAME]["spec"]["selector"] == {
+        LABEL_NAME: NAME,
+        LABEL_REVISION: new,
+    }
 
 
 def test_abort_returns_to_the_stable(
