@@ -1,0 +1,110 @@
+{{/* Name of the chart, or nameOverride. */}}
+{{- define "modeldeploy.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Full name: the release name, prefixed to the chart name unless it already contains it. */}}
+{{- define "modeldeploy.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "modeldeploy.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "modeldeploy.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "modeldeploy.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "modeldeploy.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/component: operator
+{{- end }}
+
+{{- define "modeldeploy.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "modeldeploy.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "modeldeploy.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/* The operator's ServiceAccount, as the subject of a binding. */}}
+{{- define "modeldeploy.subjects" -}}
+- kind: ServiceAccount
+  name: {{ include "modeldeploy.serviceAccountName" . }}
+  namespace: {{ .Release.Namespace }}
+{{- end }}
+
+{{/* Where the Prometheus credentials Secret is mounted in the operator's pod. */}}
+{{- define "modeldeploy.prometheusAuthDir" -}}
+/var/run/secrets/modeldeploy/prometheus
+{{- end }}
+
+{{/*
+The namespaced rules of the operator, for a ClusterRole (all namespaces) or a Role (each
+watched namespace). Every rule is a call the operator makes; see the chart README.
+*/}}
+{{- define "modeldeploy.namespacedRules" -}}
+# The resource it reconciles: Kopf lists and watches it, the operator reads it fresh before
+# each reconcile and removes consumed command annotations (merge patch).
+- apiGroups: [modeldeploy.io]
+  resources: [modeldeployments]
+  verbs: [get, list, watch, patch]
+# Status is written with PUT and the resourceVersion read (a stale decision is refused).
+- apiGroups: [modeldeploy.io]
+  resources: [modeldeployments/status]
+  verbs: [update]
+# Owned objects carry ownerReferences with blockOwnerDeletion: clusters that enforce
+# OwnerReferencesPermissionEnforcement (e.g. OpenShift) require this on the owner.
+- apiGroups: [modeldeploy.io]
+  resources: [modeldeployments/finalizers]
+  verbs: [update]
+# Owned objects: listed by label, written by server-side apply (a PATCH that creates the
+# object when it is missing, hence create), deleted when obsolete. Never watched.
+- apiGroups: [apps]
+  resources: [deployments]
+  verbs: [list, create, patch, delete]
+- apiGroups: [""]
+  resources: [services]
+  verbs: [list, create, patch, delete]
+- apiGroups: [autoscaling]
+  resources: [horizontalpodautoscalers]
+  verbs: [list, create, patch, delete]
+- apiGroups: [policy]
+  resources: [poddisruptionbudgets]
+  verbs: [list, create, patch, delete]
+# Its own Events on ModelDeployments (rollout steps, verdicts, rollbacks).
+- apiGroups: [""]
+  resources: [events]
+  verbs: [create]
+{{- if .Values.rbac.readSecrets }}
+# Prometheus credentials named by spec.prometheus.auth.secretRef: one named get, no list.
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get]
+{{- end }}
+{{- if .Values.rbac.gatewayAPI }}
+# traffic.mode gatewayAPI: the canary's weight on the HTTPRoute's backendRefs.
+- apiGroups: [gateway.networking.k8s.io]
+  resources: [httproutes]
+  verbs: [get, list, create, patch, delete]
+{{- end }}
+{{- end }}
