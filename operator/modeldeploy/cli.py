@@ -9,6 +9,8 @@ from typing import Annotated
 
 import typer
 
+from modeldeploy.console.commands import register as register_console_commands
+
 app = typer.Typer(
     name="modeldeploy",
     help="Ship machine-learning models to Kubernetes safely.",
@@ -46,6 +48,161 @@ def dev_down() -> None:
     from modeldeploy.devenv import stack
 
     stack.down(_say)
+
+
+@dev_app.command("pod-runner")
+def dev_pod_runner(
+    *,
+    image_map: Annotated[
+        Path, typer.Option(help="Image map, e.g. examples/churn/images.yaml.", exists=True)
+    ],
+    namespace: Annotated[
+        str | None, typer.Option("--namespace", "-n", help="Only this namespace; all if absent.")
+    ] = None,
+    kubeconfig: Annotated[
+        str | None,
+        typer.Option(help="Cluster (loopback only); default $KUBECONFIG, else the demo stack's."),
+    ] = None,
+    targets_dir: Annotated[
+        Path | None,
+        typer.Option(help="Prometheus file_sd directory; default the demo stack's Prometheus."),
+    ] = None,
+    job: Annotated[str, typer.Option(help="file_sd file name and job label.")] = (
+        "modeldeploy-pods"
+    ),
+    state_dir: Annotated[
+        Path | None,
+        typer.Option(help="endpoints.json, logs; default ~/.cache/modeldeploy/pod-runner."),
+    ] = None,
+    max_processes: Annotated[int, typer.Option(min=1, max=100, help="Refuse pods beyond.")] = 20,
+    reflect_readiness: Annotated[
+        bool, typer.Option(help="Pods are Ready only once their local process is.")
+    ] = True,
+    prepare_only: Annotated[
+        bool, typer.Option(help="Build the map's images, print them as JSON, and exit.")
+    ] = False,
+    verbose: Annotated[bool, typer.Option(help="Debug logging.")] = False,
+) -> None:
+    """Run a real model server on 127.0.0.1 for every Running pod of a known image."""
+    import json
+    import logging
+    import os
+
+    from modeldeploy.devenv import stack
+    from modeldeploy.devenv.imagemap import ImageMap, ImageMapError
+    from modeldeploy.devenv.podrunner import (
+        PodRunner,
+        RunnerConfig,
+        default_state_dir,
+        run_until_signalled,
+    )
+
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO, format="[pod-runner] %(message)s"
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not every readiness probe
+    try:
+        images = ImageMap.load(image_map)
+    except ImageMapError as err:
+        typer.secho(str(err), err=True, fg=typer.colors.RED)
+        raise typer.Exit(2) from err
+    state = stack.read_state()
+    config = RunnerConfig(
+        images,
+        state_dir or default_state_dir(),
+        namespace=namespace,
+        targets_dir=targets_dir or (Path(state.prometheus_targets) if state else None),
+        job=job,
+        max_processes=max_processes,
+        reflect_readiness=reflect_readiness,
+    )
+    if prepare_only:
+        launches = images.prepare(config.build_root, _say)
+        typer.echo(json.dumps({image: {"model_dir": str(launch.model_dir),
+                                       "data_dir": str(launch.data_dir)}
+                               for image, launch in launches.items()}, indent=1))  # fmt: skip
+        return
+    if config.targets_dir is None:
+        _say("no --targets-dir and no demo stack: Prometheus targets are not published")
+    if kubeconfig is None and not os.environ.get("KUBECONFIG") and state is not None:
+        kubeconfig = state.kubeconfig
+    run_until_signalled(PodRunner(config, kubeconfig))
+
+
+@dev_app.command("load")
+def dev_load(
+    *,
+    name: Annotated[str, typer.Option(help="The ModelDeployment whose Ready pods get traffic.")],
+    data: Annotated[Path, typer.Option(help="CSV of real rows, e.g. OUT/data/holdout.csv.")],
+    count: Annotated[int, typer.Option(min=1, max=1_000_000, help="Requests at most.")],
+    duration: Annotated[float, typer.Option(min=0.1, max=3600, help="Seconds at most.")],
+    rate: Annotated[float, typer.Option(min=0.01, max=1000, help="Requests per second.")] = 20,
+    namespace: Annotated[
+        str | None, typer.Option("--namespace", "-n", help="Its namespace; any if absent.")
+    ] = None,
+    profile: Annotated[
+        Path | None, typer.Option(help="profile.json; default OUT/model/ next to OUT/data/.")
+    ] = None,
+    batch: Annotated[int, typer.Option(min=1, max=64, help="Rows per request.")] = 1,
+    shift: Annotated[
+        list[str] | None, typer.Option(help="Drift FEATURE=K: add K standard deviations.")
+    ] = None,
+    missing: Annotated[
+        list[str] | None, typer.Option(help="Drift FEATURE=SHARE: that share set missing.")
+    ] = None,
+    unseen: Annotated[
+        list[str] | None, typer.Option(help="Drift FEATURE=SHARE: an unseen category.")
+    ] = None,
+    malformed: Annotated[
+        float, typer.Option(min=0, max=1, help="Share of malformed requests (400).")
+    ] = 0.0,
+    endpoints: Annotated[
+        Path | None, typer.Option(help="The pod runner's endpoints.json (default its own).")
+    ] = None,
+    workers: Annotated[int, typer.Option(min=1, max=32, help="Sending threads.")] = 8,
+    seed: Annotated[int, typer.Option(help="Seed of row sampling and drift.")] = 0,
+    progress: Annotated[float, typer.Option(min=0, help="Seconds between progress lines.")] = 5,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Send steady V2 infer requests to the pod runner's local servers of NAME's Ready pods."""
+    import json
+
+    from modeldeploy.devenv.loadgen import (
+        EndpointSource,
+        LoadSpec,
+        default_profile,
+        run_load,
+    )
+    from modeldeploy.devenv.podrunner import ENDPOINTS_FILE, default_state_dir
+    from modeldeploy.devenv.traffic import Drift, parse_assignments, read_rows
+    from modeldeploy.profiling.schema import Profile
+
+    try:
+        profile_path = profile or default_profile(data)
+        features = Profile.model_validate_json(profile_path.read_bytes()).features
+        rows = read_rows(data, features)
+        drift = Drift(
+            shift=parse_assignments(shift or (), "--shift"),
+            missing=parse_assignments(missing or (), "--missing"),
+            unseen=parse_assignments(unseen or (), "--unseen"),
+            malformed=malformed,
+        )
+        drift.validate(features)
+        spec = LoadSpec(name, namespace, rate, count, duration, batch, seed, workers=workers)
+    except (OSError, ValueError) as err:
+        typer.secho(f"cannot load: {err}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(2) from err
+    source = EndpointSource(endpoints or default_state_dir() / ENDPOINTS_FILE, namespace, name)
+    report = run_load(
+        spec,
+        rows,
+        features,
+        source,
+        drift=drift,
+        progress=(lambda r: _say(r.summary().splitlines()[0])) if progress else None,
+        progress_every=progress or 5.0,
+    )
+    typer.echo(json.dumps(report.to_dict(), indent=1) if json_output else report.summary())
 
 
 # --- commands (one small function each; the logic lives in its own module) ---------------
@@ -183,6 +340,11 @@ def crd(
         typer.echo(f"{output} is up to date")
     else:
         typer.echo(f"wrote {write_crd(output)}")
+
+
+# Rollouts from a terminal: list, status, history, explain-verdict, promote, approve, abort,
+# pause, resume, retry, kill, unkill (modeldeploy.console; kubernetes is imported lazily).
+register_console_commands(app)
 
 
 def main() -> None:

@@ -51,6 +51,22 @@ def scrape_config(targets_dir: Path, scrape_interval: str) -> dict[str, Any]:
     }
 
 
+def write_targets(targets_dir: Path, job: str, targets: Sequence[Target]) -> Path:
+    """Write `targets_dir/<job>.json` (file_sd) with one group per target; also used by tools
+    that publish targets to a Prometheus they did not start (the pod runner)."""
+    for address, _ in targets:
+        if not is_loopback_address(address):
+            raise ValueError(f"refusing non-loopback scrape target {address!r}")
+    groups = [
+        {"targets": [address], "labels": {"job": job, **labels}} for address, labels in targets
+    ]
+    path = targets_dir / f"{job}.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(groups))
+    os.replace(tmp, path)  # atomic: Prometheus never reads half a file
+    return path
+
+
 class PrometheusServer:
     """Runs `prometheus` with its data, config and targets under `workdir`."""
 
@@ -109,16 +125,7 @@ class PrometheusServer:
 
     def set_targets(self, job: str, targets: Sequence[Target]) -> None:
         """Replace the targets of `job` (an empty list removes them)."""
-        for address, _ in targets:
-            if not is_loopback_address(address):
-                raise ValueError(f"refusing non-loopback scrape target {address!r}")
-        groups = [
-            {"targets": [address], "labels": {"job": job, **labels}} for address, labels in targets
-        ]
-        path = self.targets_dir / f"{job}.json"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(groups))
-        os.replace(tmp, path)  # atomic: Prometheus never reads half a file
+        write_targets(self.targets_dir, job, targets)
 
     def query(self, promql: str) -> list[dict[str, Any]]:
         """Instant query; returns the `result` list of a vector/matrix answer."""

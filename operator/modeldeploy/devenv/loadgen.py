@@ -1,0 +1,239 @@
+"""The load generator: steady V2 infer requests from real rows, spread over the Ready pods of
+a ModelDeployment as kube-proxy would (uniformly), sent to the pod runner's local processes.
+
+    rows = read_rows(holdout_csv, profile.features)
+    report = run_load(
+        LoadSpec(name="churn", namespace="ml", rate=50, count=3000, duration=60),
+        rows, profile.features, EndpointSource(runner.endpoints_path, "ml", "churn"),
+        drift=Drift(shift={"monthly_charges": 1.5}),
+    )
+    report.by_revision  # {"5d1c...": Counter({"200": 2990, "400": 10})}
+
+Open loop: request i is due at start + i/rate whatever the answers; when 4 requests per
+worker are already waiting, a due one is counted as `dropped` instead of queued (the servers
+or this machine cannot keep the rate). It ends after `count` requests or
+`duration` seconds, whichever comes first (both bounded). Only 127.0.0.1 is ever dialled.
+"""
+
+import contextlib
+import random
+import statistics
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from modeldeploy.devenv.endpoints import Endpoint, read_endpoints, select
+from modeldeploy.devenv.prometheus import is_loopback_address
+from modeldeploy.devenv.traffic import (
+    Drift,
+    DriftInjector,
+    Router,
+    Row,
+    choose_uniform,
+    infer_body,
+    malformed,
+    sample_rows,
+)
+from modeldeploy.profiling.schema import FeatureProfile
+
+MAX_RATE = 1000.0  # requests per second
+MAX_COUNT = 1_000_000
+MAX_DURATION = 3600.0  # seconds
+MAX_BATCH = 64
+MAX_WORKERS = 32
+NO_ENDPOINT = "no_endpoint"  # no Ready pod: what a client of an empty Service sees
+DROPPED = "dropped"  # too many requests in flight: the rate could not be kept
+ERROR = "error"  # connection refused, reset or timed out
+NONE_REVISION = "-"
+
+
+@dataclass(frozen=True)
+class LoadSpec:
+    name: str  # the ModelDeployment
+    namespace: str | None
+    rate: float
+    count: int
+    duration: float
+    batch: int = 1  # rows per request
+    seed: int = 0
+    timeout: float = 2.0  # per request
+    workers: int = 8  # threads sending; up to 4 requests each wait for one
+
+    def __post_init__(self) -> None:
+        if not 0 < self.rate <= MAX_RATE:
+            raise ValueError(f"rate must be in (0, {MAX_RATE:g}] requests/s")
+        if not 0 < self.count <= MAX_COUNT:
+            raise ValueError(f"count must be in 1..{MAX_COUNT}")
+        if not 0 < self.duration <= MAX_DURATION:
+            raise ValueError(f"duration must be in (0, {MAX_DURATION:g}] s")
+        if not 1 <= self.batch <= MAX_BATCH:
+            raise ValueError(f"batch must be in 1..{MAX_BATCH}")
+        if not 1 <= self.workers <= MAX_WORKERS:
+            raise ValueError(f"workers must be in 1..{MAX_WORKERS}")
+        if not 0 < self.timeout <= 30:
+            raise ValueError("timeout must be in (0, 30] s")
+
+
+@dataclass
+class LoadReport:
+    started: float = field(default_factory=time.monotonic)
+    elapsed: float = 0.0
+    by_revision: dict[str, Counter[str]] = field(default_factory=dict)  # revision -> code -> n
+    by_pod: dict[str, Counter[str]] = field(default_factory=dict)  # namespace/pod -> code -> n
+    latencies_ms: list[float] = field(default_factory=list)
+
+    @property
+    def sent(self) -> int:
+        return sum(self.by_code.values())
+
+    @property
+    def by_code(self) -> Counter[str]:
+        total: Counter[str] = Counter()
+        for codes in self.by_revision.values():
+            total.update(codes)
+        return total
+
+    def record(self, endpoint: Endpoint | None, code: str, latency_ms: float | None) -> None:
+        revision = endpoint.revision if endpoint else NONE_REVISION
+        self.by_revision.setdefault(revision, Counter())[code] += 1
+        if endpoint is not None:
+            self.by_pod.setdefault(f"{endpoint.namespace}/{endpoint.pod}", Counter())[code] += 1
+        if latency_ms is not None:
+            self.latencies_ms.append(latency_ms)
+
+    def latency_quantiles(self) -> dict[str, float]:
+        if len(self.latencies_ms) < 2:
+            return {}
+        cuts = statistics.quantiles(self.latencies_ms, n=100, method="inclusive")
+        return {"p50": cuts[49], "p95": cuts[94], "p99": cuts[98]}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "sent": self.sent,
+            "elapsed_s": round(self.elapsed, 3),
+            "rate": round(self.sent / self.elapsed, 2) if self.elapsed else 0.0,
+            "by_code": dict(sorted(self.by_code.items())),
+            "by_revision": _sorted_counts(self.by_revision),
+            "by_pod": _sorted_counts(self.by_pod),
+            "latency_ms": {k: round(v, 2) for k, v in self.latency_quantiles().items()},
+        }
+
+    def summary(self) -> str:
+        def codes(counter: Counter[str]) -> str:
+            return " ".join(f"{code}:{n}" for code, n in sorted(counter.items()))
+
+        rate = self.sent / self.elapsed if self.elapsed else 0.0
+        lines = [f"{self.sent} requests in {self.elapsed:.1f}s ({rate:.1f}/s): "
+                 f"{codes(self.by_code)}"]  # fmt: skip
+        lines += [f"  revision {r}: {codes(c)}" for r, c in sorted(self.by_revision.items())]
+        latency = self.latency_quantiles()
+        if latency:
+            lines.append("  latency ms: " + " ".join(f"{k} {v:.1f}" for k, v in latency.items()))
+        return "\n".join(lines)
+
+
+def _sorted_counts(counts: dict[str, Counter[str]]) -> dict[str, dict[str, int]]:
+    return {key: dict(sorted(c.items())) for key, c in sorted(counts.items())}
+
+
+class EndpointSource:
+    """The Ready endpoints of one ModelDeployment from the pod runner's file, re-read at
+    most every `refresh` seconds so that traffic follows rollouts."""
+
+    def __init__(self, path: Path, namespace: str | None, name: str, refresh: float = 1.0) -> None:
+        self._path = path
+        self._namespace = namespace
+        self._name = name
+        self._refresh = refresh
+        self._read_at = -float("inf")
+        self._endpoints: list[Endpoint] = []
+
+    def __call__(self) -> list[Endpoint]:
+        now = time.monotonic()
+        if now - self._read_at >= self._refresh:
+            self._read_at = now
+            # A broken read keeps the last good set until the next refresh.
+            with contextlib.suppress(OSError, ValueError, KeyError):
+                self._endpoints = select(read_endpoints(self._path), self._namespace, self._name)
+        return self._endpoints
+
+
+def _send(client: httpx.Client, endpoint: Endpoint, body: Row) -> tuple[str, float | None]:
+    if not is_loopback_address(endpoint.address):  # the hard network rule, checked again
+        raise ValueError(f"refusing non-loopback endpoint {endpoint.address}")
+    started = time.perf_counter()
+    try:
+        response = client.post(f"{endpoint.url}/v2/models/{endpoint.model}/infer", json=body)
+    except httpx.HTTPError:
+        return ERROR, None
+    return str(response.status_code), (time.perf_counter() - started) * 1000
+
+
+def run_load(
+    spec: LoadSpec,
+    rows: Sequence[Row],
+    features: Sequence[FeatureProfile],
+    endpoints: Callable[[], Sequence[Endpoint]],
+    *,
+    drift: Drift | None = None,
+    router: Router = choose_uniform,
+    progress: Callable[[LoadReport], None] | None = None,
+    progress_every: float = 5.0,
+    stop: threading.Event | None = None,
+) -> LoadReport:
+    rng = random.Random(spec.seed)
+    injector = DriftInjector(drift or Drift(), features, rows)
+    report = LoadReport()
+    lock = threading.Lock()
+    in_flight = threading.BoundedSemaphore(spec.workers * 4)
+    stop = stop or threading.Event()
+
+    def deliver(endpoint: Endpoint, body: Row) -> None:
+        try:
+            code, latency = _send(client, endpoint, body)
+            with lock:
+                report.record(endpoint, code, latency)
+        finally:
+            in_flight.release()
+
+    start = report.started
+    deadline = start + spec.duration
+    next_progress = start + progress_every
+    with (
+        httpx.Client(timeout=spec.timeout, trust_env=False) as client,
+        ThreadPoolExecutor(spec.workers, thread_name_prefix="load") as pool,
+    ):
+        for i in range(spec.count):
+            due = start + i / spec.rate
+            if due >= deadline or stop.wait(max(0.0, due - time.monotonic())):
+                break
+            endpoint = router(endpoints(), rng)
+            if endpoint is None:
+                with lock:
+                    report.record(None, NO_ENDPOINT, None)
+            elif not in_flight.acquire(blocking=False):
+                with lock:
+                    report.record(endpoint, DROPPED, None)
+            else:
+                batch = [injector.apply(r, rng) for r in sample_rows(rows, spec.batch, rng)]
+                body = infer_body(batch, features, f"load-{i}")
+                pool.submit(deliver, endpoint, malformed(body) if injector.malformed(rng) else body)
+            if progress is not None and time.monotonic() >= next_progress:
+                next_progress += progress_every
+                with lock:
+                    report.elapsed = time.monotonic() - start
+                    progress(report)
+    report.elapsed = time.monotonic() - start
+    return report
+
+
+def default_profile(data: Path) -> Path:
+    """The profile next to an example build's data: OUT/data/x.csv -> OUT/model/profile.json."""
+    return data.resolve().parent.parent / "model" / "profile.json"

@@ -1,0 +1,425 @@
+"""The pod runner: real model servers behind kwok's container-less pods.
+
+It watches the pods of ModelDeployments (label `modeldeploy.io/name`) and, for each Running
+pod whose image is in the image map, runs one local process (`modeldeploy serve` on a free
+127.0.0.1 port, with the pod's env); it stops the process when the pod goes, restarts it
+with a backoff when it crashes, publishes the processes as Prometheus file_sd targets
+labelled with the pod, and writes the pod -> 127.0.0.1:port mapping for the load generator.
+
+With `reflect_readiness` (the default) it also owns the pods' Ready condition: kwok marks a
+pod Ready at once, the runner sets it False until the process answers its readiness path
+(the pod's readiness probe path) with 200, as a kubelet would. kwok's `pod-ready` stage only
+matches Pending pods, so the condition sticks.
+
+    runner = PodRunner(RunnerConfig(ImageMap.load(path), state_dir, namespace="ml",
+                                    targets_dir=prometheus.targets_dir))
+    with runner:                      # prepares images, starts watching
+        runner.endpoints()            # what runs: [Endpoint(pod, address, ready, ...)]
+
+Traffic only ever goes to 127.0.0.1: the pod's addresses are never read.
+"""
+
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from modeldeploy.devenv.children import Child, reap_recorded, record_children, stop_all
+from modeldeploy.devenv.endpoints import Endpoint, write_endpoints
+from modeldeploy.devenv.imagemap import (
+    DEFAULT_READY_PATH,
+    LOOPBACK,
+    ImageMap,
+    Launch,
+    default_build_root,
+)
+from modeldeploy.devenv.pods import (
+    PodKey,
+    PodView,
+    plan_processes,
+    pod_view,
+    readiness_patch,
+    target_labels,
+)
+from modeldeploy.devenv.podwatch import PodWatcher, core_api
+from modeldeploy.devenv.prometheus import write_targets
+from modeldeploy.devenv.tools import cache_dir, free_port
+from modeldeploy.resources.names import LABEL_NAME
+
+log = logging.getLogger("modeldeploy.podrunner")
+
+MAX_PROCESSES_LIMIT = 100
+ENDPOINTS_FILE = "endpoints.json"
+CHILDREN_FILE = "children.json"
+DEFAULT_JOB = "modeldeploy-pods"
+STOP_GRACE_SECONDS = 10.0
+
+
+def default_state_dir() -> Path:
+    return cache_dir() / "pod-runner"
+
+
+@dataclass(frozen=True)
+class RunnerConfig:
+    image_map: ImageMap
+    state_dir: Path  # endpoints.json, children.json, logs/
+    namespace: str | None = None  # None: all namespaces
+    targets_dir: Path | None = None  # Prometheus file_sd directory; None: no targets
+    job: str = DEFAULT_JOB  # file_sd file name and `job` label
+    max_processes: int = 20
+    max_starting: int = 4  # processes warming up at once (each loads a model: CPU-bound)
+    reflect_readiness: bool = True
+    tick: float = 0.5  # seconds between reconciles when nothing changes
+    probe_period: float = 1.0
+    resync: float = 15.0  # watch restarts and relists at least this often
+    build_root: Path = field(default_factory=default_build_root)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_processes <= MAX_PROCESSES_LIMIT:
+            raise ValueError(f"max_processes must be in 1..{MAX_PROCESSES_LIMIT}")
+
+
+@dataclass
+class _Served:
+    """One pod's local process (restarted on a fresh port when it exits)."""
+
+    view: PodView
+    launch: Launch
+    child: Child | None = None
+    port: int = 0
+    ready: bool = False
+    restarts: int = 0
+    next_start: float = 0.0
+    next_probe: float = 0.0
+
+    @property
+    def address(self) -> str:
+        return f"{LOOPBACK}:{self.port}"
+
+    def running(self) -> bool:
+        return self.child is not None and self.child.running()
+
+    def ready_url(self) -> str:
+        path = self.launch.ready_path or self.view.ready_path or DEFAULT_READY_PATH
+        return f"http://{self.address}{path}"
+
+
+def process_env(view: PodView, base: dict[str, str]) -> dict[str, str]:
+    """The runner's environment without its own MODELDEPLOY_* settings, plus the pod's."""
+    return {
+        **{k: v for k, v in base.items() if not k.startswith("MODELDEPLOY_")},
+        **view.env,
+    }
+
+
+def _log_name(key: PodKey) -> str:
+    return f"{key.namespace}_{key.name}.log"
+
+
+class PodRunner:
+    def __init__(
+        self,
+        config: RunnerConfig,
+        kubeconfig: str | None = None,
+        say: Callable[[str], None] = log.info,
+    ) -> None:
+        self.config = config
+        self._say = say
+        self._api = core_api(kubeconfig)
+        self._launches: dict[str, Launch] = {}
+        self._served: dict[PodKey, _Served] = {}
+        self._stopping: list[tuple[Child, float]] = []  # SIGTERMed; SIGKILL after the time
+        self._patched: dict[PodKey, tuple[bool, float]] = {}  # last readiness written, when
+        self._reported: set[str] = set()  # one-time messages already logged
+        self._published: tuple[list[Endpoint], list[Any]] | None = None
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopped = threading.Event()
+        self._http = httpx.Client(timeout=0.5, trust_env=False)
+        self._watcher = PodWatcher(
+            self._api,
+            config.namespace,
+            LABEL_NAME,  # has the label (any value)
+            on_change=self._wake.set,
+            resync=config.resync,
+        )
+        self._loop = threading.Thread(target=self._run, name="pod-runner", daemon=True)
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    def start(self) -> "PodRunner":
+        config = self.config
+        config.state_dir.mkdir(parents=True, exist_ok=True)
+        reaped = reap_recorded(config.state_dir / CHILDREN_FILE)
+        if reaped:
+            self._say(f"reaped {len(reaped)} orphaned process(es) of a previous runner")
+        self._launches = config.image_map.prepare(config.build_root, self._say)
+        self._publish(force=True)
+        self._watcher.start()
+        self._loop.start()
+        scope = config.namespace or "all namespaces"
+        self._say(
+            f"watching pods with {LABEL_NAME} in {scope}; {len(self._launches)} image(s) "
+            f"known; endpoints in {self.endpoints_path}"
+        )
+        return self
+
+    def stop(self) -> None:
+        """Stop watching and every process; withdraw the targets and endpoints."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        self._wake.set()
+        self._watcher.stop()
+        if self._loop.is_alive():
+            self._loop.join(timeout=10)
+        with self._lock:
+            children = [s.child for s in self._served.values() if s.child is not None]
+            stop_all([*children, *(child for child, _ in self._stopping)])
+            self._served.clear()
+            self._stopping.clear()
+            self._publish(force=True)
+        (self.config.state_dir / CHILDREN_FILE).unlink(missing_ok=True)
+        self._http.close()
+
+    def __enter__(self) -> "PodRunner":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def endpoints_path(self) -> Path:
+        return self.config.state_dir / ENDPOINTS_FILE
+
+    def endpoints(self) -> list[Endpoint]:
+        """Every running process, ready or warming (the same as the endpoints file)."""
+        with self._lock:
+            return self._endpoints()
+
+    @property
+    def relists(self) -> int:
+        return self._watcher.lists
+
+    # --- the loop -----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stopped.is_set():
+            self._wake.wait(self.config.tick)
+            self._wake.clear()
+            if self._stopped.is_set():
+                return
+            try:
+                with self._lock:
+                    self.reconcile()
+            except Exception:  # never let one bad pass end the runner
+                log.exception("reconcile failed")
+
+    def reconcile(self) -> None:
+        """One pass: pods -> processes, health, readiness, published targets."""
+        pods = self._watcher.snapshot()
+        if pods is None:
+            return  # not listed yet: nothing can be concluded about pods going away
+        now = time.monotonic()
+        views = [v for v in (pod_view(p, self.config.image_map) for p in pods) if v]
+        self._report_unknown(views)
+        served_images = {k: s.view.image for k, s in self._served.items()}
+        plan = plan_processes(
+            views, served_images, self.config.max_processes, self.config.reflect_readiness
+        )
+        for key in plan.stop:
+            self._stop(key)
+        for view in plan.start:
+            self._served[view.key] = _Served(view, self._launches[view.image], next_start=now)
+        for view in plan.refused:
+            self._once(f"refused {view.key}", f"refusing {view.key}: at the limit of "
+                       f"{self.config.max_processes} processes")  # fmt: skip
+        current = {v.key: v for v in views}
+        for key, served in self._served.items():
+            served.view = current.get(key, served.view)
+        self._supervise(now)
+        self._launch_due(now)
+        self._probe(now)
+        if self.config.reflect_readiness:
+            self._reflect(views, {v.key for v in plan.refused})
+        self._reap_stopping()
+        self._publish()
+
+    def _report_unknown(self, views: list[PodView]) -> None:
+        for view in views:
+            if not view.known:
+                self._once(
+                    f"unknown {view.image}",
+                    f"no entry for image {view.image} (pod {view.key}) in "
+                    f"{self.config.image_map.path}: not serving it",
+                )
+
+    def _once(self, key: str, message: str) -> None:
+        if key not in self._reported:
+            self._reported.add(key)
+            self._say(message)
+
+    def _stop(self, key: PodKey) -> None:
+        served = self._served.pop(key)
+        self._patched.pop(key, None)
+        if served.child is not None and served.child.running():
+            self._say(f"stopping {key} (pid {served.child.pid}, {served.address})")
+            served.child.signal(signal.SIGTERM)
+            self._stopping.append((served.child, time.monotonic() + STOP_GRACE_SECONDS))
+
+    def _supervise(self, now: float) -> None:
+        """A process that exited is started again on a fresh port, after a backoff that
+        doubles per restart (1 s .. 30 s), like a kubelet's CrashLoopBackOff."""
+        for key, served in self._served.items():
+            child = served.child
+            if child is None or child.running():
+                continue
+            self._say(
+                f"process of {key} exited with {child.process.returncode}; restarting "
+                f"(restart {served.restarts + 1}):\n{child.log_tail(800)}"
+            )
+            served.child, served.ready = None, False
+            served.next_start = now + min(30.0, 2.0**served.restarts)
+            served.restarts += 1
+
+    def _launch_due(self, now: float) -> None:
+        warming = sum(1 for s in self._served.values() if s.running() and not s.ready)
+        spawned = False
+        for key, served in sorted(self._served.items()):
+            if served.child is not None or served.next_start > now:
+                continue
+            if warming >= self.config.max_starting:
+                break
+            served.port = free_port()
+            argv = served.launch.command(served.port)
+            env = process_env(served.view, dict(os.environ))
+            served.child = Child.spawn(
+                argv, env, served.launch.cwd, self.config.state_dir / "logs" / _log_name(key)
+            )
+            served.next_probe = now + 0.5
+            warming += 1
+            spawned = True
+            skipped = f"; env left out: {', '.join(served.view.skipped_env)}"
+            self._say(
+                f"serving {key} ({served.view.image}) on {served.address}, pid "
+                f"{served.child.pid}{skipped if served.view.skipped_env else ''}"
+            )
+        if spawned:  # so that a successor can reap them if this runner is killed
+            record_children(
+                self.config.state_dir / CHILDREN_FILE,
+                [s.child for s in self._served.values() if s.child is not None],
+            )
+
+    def _probe(self, now: float) -> None:
+        for key, served in self._served.items():
+            if not served.running() or served.next_probe > now:
+                continue
+            served.next_probe = now + self.config.probe_period
+            try:
+                ready = self._http.get(served.ready_url()).status_code == 200
+            except httpx.HTTPError:
+                ready = False
+            if ready != served.ready:
+                self._say(f"{key} is {'ready' if ready else 'not ready'} ({served.address})")
+            served.ready = ready
+
+    def _reflect(self, views: list[PodView], refused: set[PodKey]) -> None:
+        """Write each served (or refused) pod's Ready condition when it differs from what its
+        process says; a write is repeated at most every 2 s until the watch shows it."""
+        now = time.monotonic()
+        stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        for view in views:
+            served = self._served.get(view.key)
+            if served is None and view.key not in refused:
+                continue
+            ready = served is not None and served.ready
+            if view.ready == ready:
+                continue
+            last = self._patched.get(view.key)
+            if last is not None and last[0] == ready and now - last[1] < 2.0:
+                continue
+            if served is None:
+                message = f"pod runner at its limit of {self.config.max_processes} processes"
+            elif served.running():
+                message = f"local process {served.address}: {served.ready_url()}"
+            else:
+                message = f"local process not running (restarts: {served.restarts})"
+            body = readiness_patch(view.container, ready, message, stamp)
+            try:
+                self._api.patch_namespaced_pod_status(
+                    view.key.name,
+                    view.key.namespace,
+                    body,
+                    _content_type="application/strategic-merge-patch+json",
+                    _request_timeout=5,
+                )
+                self._patched[view.key] = (ready, now)
+            except Exception as err:  # gone meanwhile, or the apiserver is busy: next pass
+                log.debug("readiness of %s not written: %s", view.key, err)
+
+    def _reap_stopping(self) -> None:
+        """Forget stopped processes; SIGKILL the group of one past its grace period."""
+        now = time.monotonic()
+        self._stopping = [(c, kill_at) for c, kill_at in self._stopping if c.running()]
+        for child, kill_at in self._stopping:
+            if now > kill_at:
+                child.signal(signal.SIGKILL)
+
+    def _running(self) -> list[_Served]:
+        return [s for _, s in sorted(self._served.items()) if s.running()]
+
+    def _endpoints(self) -> list[Endpoint]:
+        return [
+            Endpoint(
+                namespace=s.view.key.namespace,
+                pod=s.view.key.name,
+                name=s.view.md_name,
+                revision=s.view.revision,
+                model=s.view.model,
+                address=s.address,
+                ready=s.ready,
+                pid=s.child.pid if s.child is not None else 0,
+                image=s.view.image,
+            )
+            for s in self._running()
+        ]
+
+    def _publish(self, force: bool = False) -> None:
+        endpoints = self._endpoints()
+        targets = [(s.address, target_labels(s.view)) for s in self._running()]
+        if not force and self._published == (endpoints, targets):
+            return
+        self._published = (endpoints, targets)
+        write_endpoints(self.endpoints_path, endpoints)
+        if self.config.targets_dir is not None:
+            write_targets(self.config.targets_dir, self.config.job, targets)
+
+
+def run_until_signalled(runner: PodRunner) -> None:
+    """Run until SIGTERM/SIGINT (the CLI); the processes are stopped on the way out, also
+    when the interpreter exits otherwise (atexit)."""
+    import atexit
+    import signal
+
+    done = threading.Event()
+
+    def finish(signum: int, frame: object) -> None:
+        done.set()
+
+    signal.signal(signal.SIGTERM, finish)
+    signal.signal(signal.SIGINT, finish)
+    atexit.register(runner.stop)
+    runner.start()
+    try:
+        while not done.wait(1.0):
+            pass
+    finally:
+        runner.stop()

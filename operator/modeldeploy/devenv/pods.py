@@ -1,0 +1,232 @@
+"""What the pod runner reads from a pod and decides about it (pure: plain dicts in and out).
+
+A pod is only a trigger: its labels, image, env and status say which local process should
+run; its addresses are never used (they belong to kwok's simulated network).
+"""
+
+import re
+import urllib.parse
+from collections.abc import Container, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from modeldeploy import contract
+from modeldeploy.resources.deployment import CONTAINER_NAME
+from modeldeploy.resources.names import LABEL_NAME, LABEL_REVISION
+
+Pod = Mapping[str, Any]
+
+READY_REASON = "ModelServing"
+NOT_READY_REASON = "ModelNotServing"
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+# fieldRef paths a local process can be given; status.* (pod/host IPs) never.
+_FIELD_PATHS = {
+    "metadata.name": ("metadata", "name"),
+    "metadata.namespace": ("metadata", "namespace"),
+    "metadata.uid": ("metadata", "uid"),
+    "spec.nodeName": ("spec", "nodeName"),
+    "spec.serviceAccountName": ("spec", "serviceAccountName"),
+}
+_MAP_FIELD = re.compile(r"^metadata\.(labels|annotations)\['([^']+)'\]$")
+
+
+@dataclass(frozen=True, order=True)
+class PodKey:
+    namespace: str
+    name: str
+    uid: str
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class PodView:
+    """One pod of a ModelDeployment, as the runner sees it."""
+
+    key: PodKey
+    md_name: str  # label modeldeploy.io/name
+    revision: str  # label modeldeploy.io/revision
+    container: str
+    image: str
+    known: bool  # the image is in the image map
+    running: bool  # phase Running (kwok "started" it)
+    ready: bool  # condition Ready is True
+    terminating: bool
+    env: Mapping[str, str] = field(default_factory=dict)
+    skipped_env: tuple[str, ...] = ()  # names left out, with why
+    ready_path: str | None = None  # the container's readiness probe path, if HTTP
+    ready_reason: str | None = None
+
+    @property
+    def model(self) -> str:
+        """The served model's name (its V2 path), as the runtime resolves it."""
+        return self.env.get(contract.ENV_MODEL_NAME) or self.md_name
+
+
+def _condition(pod: Pod, kind: str) -> Mapping[str, Any]:
+    for condition in pod.get("status", {}).get("conditions") or []:
+        if condition.get("type") == kind:
+            return condition  # type: ignore[no-any-return]
+    return {}
+
+
+def _served_container(pod: Pod, images: Container[str]) -> Mapping[str, Any] | None:
+    """The container the runner would run: the operator's `model` container, else the first
+    with a known image, else the first (to report its unknown image)."""
+    containers: list[Mapping[str, Any]] = pod.get("spec", {}).get("containers") or []
+    ranked = sorted(
+        containers,
+        key=lambda c: (c.get("image") not in images, c.get("name") != CONTAINER_NAME),
+    )
+    return ranked[0] if ranked else None
+
+
+def non_loopback_url(value: str) -> bool:
+    """An http(s) URL that names another host (e.g. a cluster Service), which a local
+    process must never be told to dial."""
+    try:
+        parts = urllib.parse.urlsplit(value.strip())
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and parts.hostname not in LOOPBACK_HOSTS
+
+
+def _field_value(pod: Pod, path: str) -> str | None:
+    if path in _FIELD_PATHS:
+        section, key = _FIELD_PATHS[path]
+        value = pod.get(section, {}).get(key)
+        return None if value is None else str(value)
+    match = _MAP_FIELD.match(path)
+    if match:
+        value = pod.get("metadata", {}).get(match.group(1), {}).get(match.group(2))
+        return None if value is None else str(value)
+    return None
+
+
+def resolve_env(
+    env: Iterable[Mapping[str, Any]], pod: Pod
+) -> tuple[dict[str, str], tuple[str, ...]]:
+    """The container's env as a local process gets it: plain values, and fieldRefs to the
+    pod's own metadata/spec; secrets, config maps, resource fields and status fields (pod
+    and host IPs) are left out, and so is any value naming a non-loopback URL (the shadow
+    Service's in-cluster name, say). Returns (env, skipped names with the reason)."""
+    resolved: dict[str, str] = {}
+    skipped: list[str] = []
+    for entry in env:
+        name = str(entry.get("name", ""))
+        if not name:
+            continue
+        source = entry.get("valueFrom")
+        if source is None:
+            value = str(entry.get("value", ""))
+        elif "fieldRef" in source:
+            path = str(source["fieldRef"].get("fieldPath", ""))
+            field_value = _field_value(pod, path)
+            if field_value is None:
+                skipped.append(f"{name} (fieldRef {path})")
+                continue
+            value = field_value
+        else:
+            skipped.append(f"{name} ({', '.join(sorted(source))})")
+            continue
+        if non_loopback_url(value):
+            skipped.append(f"{name} (non-loopback URL)")
+            continue
+        resolved[name] = value
+    return resolved, tuple(skipped)
+
+
+def pod_view(pod: Pod, images: Container[str]) -> PodView | None:
+    """None for objects that are not ModelDeployment pods or have no containers."""
+    meta = pod.get("metadata", {})
+    labels = meta.get("labels") or {}
+    md_name = labels.get(LABEL_NAME)
+    container = _served_container(pod, images)
+    if not md_name or container is None:
+        return None
+    env, skipped = resolve_env(container.get("env") or [], pod)
+    ready = _condition(pod, "Ready")
+    probe = (container.get("readinessProbe") or {}).get("httpGet") or {}
+    image = str(container.get("image", ""))
+    return PodView(
+        key=PodKey(meta.get("namespace", ""), meta.get("name", ""), meta.get("uid", "")),
+        md_name=md_name,
+        revision=labels.get(LABEL_REVISION, ""),
+        container=str(container.get("name", "")),
+        image=image,
+        known=image in images,
+        running=pod.get("status", {}).get("phase") == "Running",
+        ready=ready.get("status") == "True",
+        terminating=meta.get("deletionTimestamp") is not None,
+        env=env,
+        skipped_env=skipped,
+        ready_path=probe.get("path"),
+        ready_reason=ready.get("reason"),
+    )
+
+
+def wanted(view: PodView, reflect_readiness: bool) -> bool:
+    """Should a local process serve this pod? When the runner reflects readiness, it owns
+    the Ready condition (so a Running pod is enough); else kwok's Ready is the trigger."""
+    return (
+        view.known and view.running and not view.terminating and (reflect_readiness or view.ready)
+    )
+
+
+@dataclass(frozen=True)
+class ProcessPlan:
+    start: list[PodView]
+    stop: list[PodKey]
+    refused: list[PodView]  # wanted, but the runner is at its process limit
+
+
+def plan_processes(
+    views: Sequence[PodView],
+    served: Mapping[PodKey, str],
+    max_processes: int,
+    reflect_readiness: bool,
+) -> ProcessPlan:
+    """Which processes to start and stop, given the pods and what runs (key -> image).
+
+    A pod whose image changed is stopped and started again; pods beyond the limit are
+    refused in a stable (name) order, so the same ones keep their processes."""
+    desired = {v.key: v for v in views if wanted(v, reflect_readiness)}
+    stop = sorted(k for k, image in served.items() if k not in desired or desired[k].image != image)
+    kept = len(served) - len(stop)
+    start: list[PodView] = []
+    refused: list[PodView] = []
+    for key in sorted(desired):
+        if key in served and key not in stop:
+            continue
+        if kept + len(start) < max_processes:
+            start.append(desired[key])
+        else:
+            refused.append(desired[key])
+    return ProcessPlan(start, stop, refused)
+
+
+def readiness_patch(container: str, ready: bool, message: str, now: str) -> dict[str, Any]:
+    """Strategic-merge patch of pod status: Ready/ContainersReady (merged by type) and the
+    container's ready flag (merged by name), as a kubelet would report them."""
+    condition = {
+        "status": "True" if ready else "False",
+        "reason": READY_REASON if ready else NOT_READY_REASON,
+        "message": message[:500],
+        "lastTransitionTime": now,
+    }
+    return {
+        "status": {
+            "conditions": [
+                {"type": "Ready", **condition},
+                {"type": "ContainersReady", **condition},
+            ],
+            "containerStatuses": [{"name": container, "ready": ready}],
+        }
+    }
+
+
+def target_labels(view: PodView) -> dict[str, str]:
+    """Prometheus target labels of a pod's process. The runtime already puts model, version
+    and revision on every series, so these use names it never does."""
+    return {"namespace": view.key.namespace, "pod": view.key.name, "md_name": view.md_name}

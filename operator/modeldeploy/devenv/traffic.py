@@ -1,0 +1,192 @@
+"""What the load generator sends and where (pure: rows, drift, request bodies, pod choice).
+
+Rows come from a real data file (the example's held-out rows), typed by the model's
+profile. Drift is injected per row: a numeric feature shifted by k training-data standard
+deviations, a share of a feature's values set missing, a share of a categorical feature's
+values replaced by a category never seen in training; a share of requests can be made
+malformed (the runtime answers 400 and counts them).
+"""
+
+import csv
+import math
+import random
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from modeldeploy.devenv.endpoints import Endpoint
+from modeldeploy.profiling.schema import FeatureProfile
+from modeldeploy.serving.protocol import input_tensor
+
+Row = dict[str, Any]  # feature -> value; None = missing
+UNSEEN_CATEGORY = "__unseen__"
+MAX_ROWS = 100_000
+MAX_SHIFT_SD = 20.0
+
+# --- rows ---------------------------------------------------------------------------------
+
+
+def _parse(feature: FeatureProfile, text: str) -> Any:
+    if text == "":
+        return None
+    if feature.type == "string":
+        return text
+    if feature.type == "bool":
+        return text.strip().lower() in ("true", "1", "yes")
+    number = float(text)
+    return int(number) if feature.type == "int" and number.is_integer() else number
+
+
+def read_rows(path: Path, features: Sequence[FeatureProfile], limit: int = MAX_ROWS) -> list[Row]:
+    """The file's rows typed per the profile (other columns, e.g. the label, ignored)."""
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        absent = [f.name for f in features if f.name not in (reader.fieldnames or [])]
+        if absent:
+            raise ValueError(f"{path} lacks the model's input column(s): {', '.join(absent)}")
+        rows: list[Row] = []
+        for line, record in enumerate(reader, start=2):
+            if len(rows) >= limit:
+                break
+            try:
+                rows.append({f.name: _parse(f, record[f.name] or "") for f in features})
+            except ValueError as err:
+                raise ValueError(f"{path}:{line}: {err}") from err
+    if not rows:
+        raise ValueError(f"{path} has no data rows")
+    return rows
+
+
+def sample_rows(rows: Sequence[Row], count: int, rng: random.Random) -> list[Row]:
+    """`count` rows drawn uniformly with replacement (copies: drift may change them)."""
+    return [dict(rows[rng.randrange(len(rows))]) for _ in range(count)]
+
+
+# --- drift --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Drift:
+    shift: Mapping[str, float] = field(default_factory=dict)  # feature -> k std deviations
+    missing: Mapping[str, float] = field(default_factory=dict)  # feature -> share missing
+    unseen: Mapping[str, float] = field(default_factory=dict)  # feature -> share unseen
+    malformed: float = 0.0  # share of requests the runtime must reject (400)
+
+    def validate(self, features: Sequence[FeatureProfile]) -> None:
+        by_name = {f.name: f for f in features}
+        for kind, values in (("shift", self.shift), ("missing", self.missing),
+                             ("unseen", self.unseen)):  # fmt: skip
+            for name in values:
+                if name not in by_name:
+                    raise ValueError(f"{kind}: the model has no feature {name!r}")
+        for name, k in self.shift.items():
+            if not by_name[name].numeric:
+                raise ValueError(f"shift: {name!r} is not numeric")
+            if not abs(k) <= MAX_SHIFT_SD:
+                raise ValueError(f"shift: {name}={k} beyond ±{MAX_SHIFT_SD} sd")
+        for name in self.unseen:
+            if by_name[name].type != "string":
+                raise ValueError(f"unseen: {name!r} is not a categorical (string) feature")
+        shares = [*self.missing.values(), *self.unseen.values(), self.malformed]
+        if not all(0.0 <= share <= 1.0 for share in shares):
+            raise ValueError("missing, unseen and malformed shares must be within 0..1")
+
+
+def standard_deviations(rows: Sequence[Row], names: Sequence[str]) -> dict[str, float]:
+    """Population standard deviation of each named feature over its present values."""
+    result = {}
+    for name in names:
+        values = [float(r[name]) for r in rows if r.get(name) is not None]
+        mean = sum(values) / len(values) if values else 0.0
+        variance = sum((v - mean) ** 2 for v in values) / len(values) if values else 0.0
+        result[name] = math.sqrt(variance)
+    return result
+
+
+class DriftInjector:
+    def __init__(self, drift: Drift, features: Sequence[FeatureProfile], rows: Sequence[Row]):
+        drift.validate(features)
+        self.drift = drift
+        self._int = {f.name for f in features if f.type == "int"}
+        sds = standard_deviations(rows, list(drift.shift))
+        self._offsets = {name: k * sds[name] for name, k in drift.shift.items()}
+
+    def apply(self, row: Row, rng: random.Random) -> Row:
+        drifted = dict(row)
+        for name, offset in self._offsets.items():
+            value = drifted[name]
+            if value is not None:
+                moved = float(value) + offset
+                drifted[name] = round(moved) if name in self._int else moved
+        for name, share in self.drift.unseen.items():
+            if drifted[name] is not None and rng.random() < share:
+                drifted[name] = UNSEEN_CATEGORY
+        for name, share in self.drift.missing.items():
+            if rng.random() < share:
+                drifted[name] = None
+        return drifted
+
+    def malformed(self, rng: random.Random) -> bool:
+        return self.drift.malformed > 0 and rng.random() < self.drift.malformed
+
+
+# --- request bodies -----------------------------------------------------------------------
+
+
+def infer_body(rows: Sequence[Row], features: Sequence[FeatureProfile], request_id: str) -> Row:
+    """A V2 infer request: one tensor per feature, in the profile's order."""
+    return {
+        "id": request_id,
+        "inputs": [input_tensor(f, [row[f.name] for row in rows]) for f in features],
+    }
+
+
+def malformed(body: Row) -> Row:
+    """The same request with an impossible shape: the runtime answers 400 (bad_shape)."""
+    inputs = [dict(tensor) for tensor in body["inputs"]]
+    inputs[0]["shape"] = [-1]
+    return {**body, "inputs": inputs}
+
+
+# --- where each request goes --------------------------------------------------------------
+
+Router = Callable[[Sequence[Endpoint], random.Random], Endpoint | None]
+
+
+def choose_uniform(endpoints: Sequence[Endpoint], rng: random.Random) -> Endpoint | None:
+    """One Ready endpoint, uniformly: what kube-proxy does for a Service's endpoints."""
+    return endpoints[rng.randrange(len(endpoints))] if endpoints else None
+
+
+def choose_weighted(
+    endpoints: Sequence[Endpoint], rng: random.Random, weights: Mapping[str, float]
+) -> Endpoint | None:
+    """A revision by weight (as an HTTPRoute's backendRefs split traffic between the
+    stable and canary Services), then one of its endpoints uniformly. Revisions with no
+    endpoint or no weight get nothing. Bind the weights with functools.partial; reading
+    them from an HTTPRoute is the seam for Gateway API routing."""
+    by_revision: dict[str, list[Endpoint]] = defaultdict(list)
+    for endpoint in endpoints:
+        if weights.get(endpoint.revision, 0) > 0:
+            by_revision[endpoint.revision].append(endpoint)
+    if not by_revision:
+        return None
+    revisions = sorted(by_revision)
+    (revision,) = rng.choices(revisions, weights=[weights[r] for r in revisions])
+    return choose_uniform(by_revision[revision], rng)
+
+
+def parse_assignments(values: Sequence[str], what: str) -> dict[str, float]:
+    """`["monthly_charges=1.5", ...]` -> `{"monthly_charges": 1.5}` (command-line drift)."""
+    parsed = {}
+    for value in values:
+        name, sep, number = value.partition("=")
+        try:
+            parsed[name.strip()] = float(number)
+        except ValueError:
+            sep = ""
+        if not sep or not name.strip():
+            raise ValueError(f"{what}: expected FEATURE=NUMBER, got {value!r}")
+    return parsed

@@ -1,0 +1,302 @@
+"""The pod runner and the load generator on the real cluster and a real Prometheus.
+
+A plain Deployment (no operator) whose pods carry the modeldeploy labels, env and the churn
+example's v1 image: `modeldeploy dev pod-runner` runs one real `modeldeploy serve` per pod on
+127.0.0.1, reflects its readiness onto the pod, publishes it to Prometheus with the pod's
+labels; the load generator spreads bounded traffic uniformly; a crashed process is
+restarted; scaling down stops processes and withdraws targets; an unknown image starts
+nothing. Only 127.0.0.1 is ever dialled.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from operator_harness import kubectl, wait_for
+
+from modeldeploy import contract as c
+from modeldeploy.devenv.cluster import KwokCluster
+from modeldeploy.devenv.endpoints import Endpoint, read_endpoints, select
+from modeldeploy.devenv.imagemap import ImageMap
+from modeldeploy.devenv.loadgen import EndpointSource, LoadSpec, run_load
+from modeldeploy.devenv.podrunner import ENDPOINTS_FILE
+from modeldeploy.devenv.pods import NOT_READY_REASON, READY_REASON
+from modeldeploy.devenv.prometheus import PrometheusServer
+from modeldeploy.devenv.traffic import read_rows
+from modeldeploy.profiling.schema import Profile
+from modeldeploy.resources.names import LABEL_NAME, LABEL_REVISION
+from modeldeploy.serving.process import modeldeploy_command
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+
+ROOT = Path(__file__).resolve().parents[2]
+IMAGE_MAP = ROOT / "examples" / "churn" / "images.yaml"
+V1 = next(iter(ImageMap.load(IMAGE_MAP).entries))  # the healthy v1 image
+REVISION = "v1rev"
+Body = dict[str, Any]
+
+
+def deployment(name: str, md_name: str, image: str, replicas: int, env: list[Body]) -> Body:
+    labels = {LABEL_NAME: md_name, LABEL_REVISION: REVISION}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "model",
+                            "image": image,
+                            "env": env,
+                            "readinessProbe": {
+                                "httpGet": {"path": f"/v2/models/{md_name}/ready", "port": 8080}
+                            },
+                        }
+                    ]
+                },
+            },
+        },
+    }
+
+
+MODEL_ENV: list[Body] = [
+    {"name": c.ENV_MODEL_NAME, "value": "churn"},
+    {"name": c.ENV_MODEL_VERSION, "value": "2026-11-20"},
+    {"name": c.ENV_REVISION, "value": REVISION},
+    {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+    {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+    {"name": "API_KEY", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}},
+    {"name": c.ENV_SHADOW_URL, "value": "http://churn-canary.ns.svc"},
+]
+
+
+class RunnerProcess:
+    """`modeldeploy dev pod-runner` for one namespace, its own state dir and file_sd job."""
+
+    def __init__(
+        self, kube: KwokCluster, prometheus: PrometheusServer, namespace: str, state: Path
+    ) -> None:
+        self.state = state
+        self.job = f"podrunner-{namespace}"
+        self.targets_file = prometheus.targets_dir / f"{self.job}.json"
+        self.log_path = state / "runner.log"
+        state.mkdir(parents=True, exist_ok=True)
+        command = [
+            *modeldeploy_command(), "dev", "pod-runner",
+            "--image-map", str(IMAGE_MAP), "--namespace", namespace,
+            "--kubeconfig", str(kube.kubeconfig),
+            "--targets-dir", str(prometheus.targets_dir), "--job", self.job,
+            "--state-dir", str(state), "--max-processes", "5",
+        ]  # fmt: skip
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def endpoints(self, md_name: str = "churn") -> list[Endpoint]:
+        assert self.process.poll() is None, f"pod runner exited:\n{self.log()}"
+        return [e for e in read_endpoints(self.state / ENDPOINTS_FILE) if e.name == md_name]
+
+    def targets(self) -> list[Body]:
+        groups: list[Body] = json.loads(self.targets_file.read_text())
+        return groups
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+        return self.process.returncode
+
+
+@pytest.fixture
+def namespace(kube: KwokCluster) -> Iterator[str]:
+    name = f"podrunner-{uuid.uuid4().hex[:6]}"
+    kubectl(kube, "create", "namespace", name)
+    try:
+        yield name
+    finally:
+        kube.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture
+def runner(
+    kube: KwokCluster, prometheus: PrometheusServer, namespace: str, tmp_path: Path
+) -> Iterator[RunnerProcess]:
+    process = RunnerProcess(kube, prometheus, namespace, tmp_path / "runner")
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is gone for our purposes (its parent has not reaped it yet).
+    return " Z " not in Path(f"/proc/{pid}/stat").read_text().split(")", 1)[-1][:4]
+
+
+def process_env(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes()
+    return dict(item.split("=", 1) for item in raw.decode().split("\0") if "=" in item)
+
+
+def pods(kube: KwokCluster, namespace: str, md_name: str) -> list[Body]:
+    items: list[Body] = kube.get_json("pods", "-n", namespace, "-l", f"{LABEL_NAME}={md_name}")[
+        "items"
+    ]
+    return items
+
+
+def ready_condition(pod: Body) -> Body:
+    return next(x for x in pod["status"]["conditions"] if x["type"] == "Ready")
+
+
+def query(prometheus: PrometheusServer, promql: str) -> dict[str, float]:
+    """pod label -> value of an instant query."""
+    return {r["metric"].get("pod", ""): float(r["value"][1]) for r in prometheus.query(promql)}
+
+
+def test_pods_are_served_scraped_loaded_restarted_and_stopped(
+    kube: KwokCluster, prometheus: PrometheusServer, namespace: str, runner: RunnerProcess
+) -> None:
+    kubectl(kube, "apply", "-n", namespace, "-f", "-", input=json.dumps(
+        {"apiVersion": "v1", "kind": "List", "items": [
+            deployment("churn-v1rev", "churn", V1, 3, MODEL_ENV),
+            deployment("other-x", "other", "registry.example/unknown:1", 1, MODEL_ENV[:3]),
+        ]}))  # fmt: skip
+    served = served_and_ready(kube, namespace, runner)
+    unknown_image_starts_nothing(kube, namespace, runner)
+    scraped_with_pod_labels(prometheus, namespace, runner, served)
+    load_is_uniform_and_counted(prometheus, namespace, runner, served)
+    crashed_process_restarts(kube, namespace, runner, served[0])
+    kept = scale_down_stops_processes(kube, prometheus, namespace, runner)
+    # SIGTERM: every process stops, the targets and endpoints are withdrawn.
+    assert runner.stop() == 0, runner.log()
+    wait_for(lambda: not pid_alive(kept.pid), timeout=10, what="the last process stopped")
+    assert runner.targets() == []
+    assert read_endpoints(runner.state / ENDPOINTS_FILE) == []
+
+
+def served_and_ready(kube: KwokCluster, namespace: str, runner: RunnerProcess) -> list[Endpoint]:
+    """Three real servers, Ready once warm (the runner owns the pods' Ready condition),
+    started with the pod's env resolved: fieldRef to the pod's name; no pod IP, secret or
+    shadow URL (an in-cluster name)."""
+    served: list[Endpoint] = wait_for(
+        lambda: (e := runner.endpoints()) and len(e) == 3 and all(x.ready for x in e) and e,
+        timeout=120, what="3 ready local servers",
+    )  # fmt: skip
+    wait_for(
+        lambda: all(
+            ready_condition(p)["status"] == "True" and ready_condition(p).get("reason")
+            == READY_REASON for p in pods(kube, namespace, "churn")
+        ),
+        timeout=30, what="pods Ready by the runner's readiness",
+    )  # fmt: skip
+    names = sorted(p["metadata"]["name"] for p in pods(kube, namespace, "churn"))
+    assert sorted(e.pod for e in served) == names
+    assert all(e.address.startswith("127.0.0.1:") for e in served)
+    env = process_env(served[0].pid)
+    assert env[c.ENV_REVISION] == REVISION
+    assert env["POD_NAME"] == served[0].pod
+    assert not {"POD_IP", "API_KEY", c.ENV_SHADOW_URL} & set(env)
+    return served
+
+
+def unknown_image_starts_nothing(kube: KwokCluster, namespace: str, runner: RunnerProcess) -> None:
+    """No process, and the pod keeps kwok's status."""
+    assert runner.endpoints("other") == []
+    (other,) = pods(kube, namespace, "other")
+    assert ready_condition(other)["status"] == "True"
+    assert ready_condition(other).get("reason") != READY_REASON
+    assert "no entry for image registry.example/unknown:1" in runner.log()
+
+
+def scraped_with_pod_labels(
+    prometheus: PrometheusServer, namespace: str, runner: RunnerProcess, served: list[Endpoint]
+) -> None:
+    info = f'{c.MODEL_INFO}{{job="{runner.job}", namespace="{namespace}", md_name="churn"}}'
+    wait_for(lambda: len(query(prometheus, info)) == 3, timeout=30, what="3 scraped pods")
+    assert set(query(prometheus, info)) == {e.pod for e in served}
+
+
+def load_is_uniform_and_counted(
+    prometheus: PrometheusServer, namespace: str, runner: RunnerProcess, served: list[Endpoint]
+) -> None:
+    """Bounded load from the example's held-out rows, spread uniformly over the Ready pods;
+    Prometheus counts exactly what the generator reports per pod."""
+    image = ImageMap.load(IMAGE_MAP).launch(V1)
+    assert image.model_dir is not None
+    assert image.data_dir is not None
+    features = Profile.model_validate_json((image.model_dir / "profile.json").read_bytes())
+    rows = read_rows(image.data_dir / "holdout.csv", features.features)
+    source = EndpointSource(runner.state / ENDPOINTS_FILE, namespace, "churn")
+    report = run_load(
+        LoadSpec("churn", namespace, rate=100, count=300, duration=30), rows, features.features,
+        source,
+    )  # fmt: skip
+    assert report.by_code == {"200": 300}, report.summary()
+    assert set(report.by_revision) == {REVISION}
+    per_pod = {key.split("/")[1]: counts["200"] for key, counts in report.by_pod.items()}
+    assert set(per_pod) == {e.pod for e in served}
+    assert all(60 <= n <= 140 for n in per_pod.values()), per_pod  # 100 ± 5 sd
+    requests = (
+        f'sum by (pod) ({c.REQUESTS_TOTAL}{{job="{runner.job}", code="200", md_name="churn"}})'
+    )
+    wait_for(lambda: query(prometheus, requests) == per_pod, timeout=30, what="scraped counts")
+
+
+def crashed_process_restarts(
+    kube: KwokCluster, namespace: str, runner: RunnerProcess, victim: Endpoint
+) -> None:
+    """A process that dies is started again (fresh port); its pod is NotReady meanwhile."""
+    os.kill(victim.pid, signal.SIGKILL)
+    seen: set[tuple[str, str | None]] = set()
+
+    def restarted() -> list[Endpoint]:
+        (pod,) = [p for p in pods(kube, namespace, "churn") if p["metadata"]["name"] == victim.pod]
+        seen.add((ready_condition(pod)["status"], ready_condition(pod).get("reason")))
+        return [e for e in runner.endpoints() if e.pod == victim.pod and e.pid != victim.pid
+                and e.ready]  # fmt: skip
+
+    wait_for(restarted, timeout=60, what="a restarted, ready process")
+    assert ("False", NOT_READY_REASON) in seen, seen
+
+
+def scale_down_stops_processes(
+    kube: KwokCluster, prometheus: PrometheusServer, namespace: str, runner: RunnerProcess
+) -> Endpoint:
+    """The processes of deleted pods stop and their targets go; returns the one left."""
+    before = {e.pod: e for e in runner.endpoints()}
+    kubectl(kube, "scale", "-n", namespace, "deployment/churn-v1rev", "--replicas=1")
+    (kept,) = wait_for(
+        lambda: (e := runner.endpoints()) and len(e) == 1 and e, timeout=60,
+        what="one local server left",
+    )  # fmt: skip
+    gone = [e.pid for pod, e in before.items() if pod != kept.pod]
+    wait_for(lambda: not any(pid_alive(p) for p in gone), timeout=20, what="stopped processes")
+    assert [g["labels"]["pod"] for g in runner.targets()] == [kept.pod]
+    up = f'up{{job="{runner.job}"}}'
+    wait_for(lambda: list(query(prometheus, up)) == [kept.pod], timeout=30, what="one target")
+    assert select(read_endpoints(runner.state / ENDPOINTS_FILE), namespace, "churn") == [kept]
+    return kept
