@@ -1,0 +1,248 @@
+"""Pod runner decisions: what a pod says (env, image, status), which processes to start and
+stop, the readiness it writes back, the labels of its Prometheus targets."""
+
+from typing import Any
+
+import pytest
+
+from modeldeploy import contract as c
+from modeldeploy.devenv.podrunner import process_env
+from modeldeploy.devenv.pods import (
+    NOT_READY_REASON,
+    READY_REASON,
+    PodKey,
+    non_loopback_url,
+    plan_processes,
+    pod_view,
+    readiness_patch,
+    resolve_env,
+    target_labels,
+    wanted,
+)
+from modeldeploy.resources.names import LABEL_NAME, LABEL_REVISION
+
+pytestmark = pytest.mark.unit
+
+IMAGE = "registry.example/ml/churn@sha256:" + "a" * 64
+IMAGES = {IMAGE}
+
+
+def pod(
+    name: str = "churn-abc-1",
+    *,
+    image: str = IMAGE,
+    phase: str = "Running",
+    ready: bool = True,
+    deleting: bool = False,
+    env: list[dict[str, Any]] | None = None,
+    containers: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "name": name,
+        "namespace": "ml",
+        "uid": f"uid-{name}",
+        "labels": {LABEL_NAME: "churn", LABEL_REVISION: "abc", "team": "risk"},
+        "annotations": {"owner": "ana"},
+    }
+    if deleting:
+        meta["deletionTimestamp"] = "2026-11-21T10:00:00Z"
+    return {
+        "metadata": meta,
+        "spec": {
+            "nodeName": "kwok-node-0",
+            "containers": [
+                {
+                    "name": "model",
+                    "image": image,
+                    "env": env or [],
+                    "readinessProbe": {"httpGet": {"path": "/v2/models/churn/ready"}},
+                }
+            ]
+            if containers is None
+            else containers,
+        },
+        "status": {
+            "phase": phase,
+            "podIP": "10.0.0.9",
+            "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+        },
+    }
+
+
+def view(**kwargs: Any) -> Any:
+    result = pod_view(pod(**kwargs), IMAGES)
+    assert result is not None
+    return result
+
+
+# --- env -------------------------------------------------------------------------------
+
+
+def test_env_plain_values_and_field_refs_to_the_pods_own_metadata() -> None:
+    env, skipped = resolve_env(
+        [
+            {"name": c.ENV_MODEL_NAME, "value": "churn"},
+            {"name": "EMPTY"},
+            {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {"name": "NS", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+            {"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+            {"name": "TEAM", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['team']"}}},
+            {
+                "name": "OWNER",
+                "valueFrom": {"fieldRef": {"fieldPath": "metadata.annotations['owner']"}},
+            },
+        ],
+        pod(),
+    )
+    assert env == {
+        c.ENV_MODEL_NAME: "churn",
+        "EMPTY": "",
+        "POD": "churn-abc-1",
+        "NS": "ml",
+        "NODE": "kwok-node-0",
+        "TEAM": "risk",
+        "OWNER": "ana",
+    }
+    assert skipped == ()
+
+
+def test_env_never_carries_addresses_secrets_or_cluster_urls() -> None:
+    env, skipped = resolve_env(
+        [
+            {"name": "IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+            {"name": "HOST", "valueFrom": {"fieldRef": {"fieldPath": "status.hostIP"}}},
+            {"name": "KEY", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}},
+            {"name": "CPU", "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu"}}},
+            {"name": "NOLABEL", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['x']"}}},
+            {"name": c.ENV_SHADOW_URL, "value": "http://churn-canary.ml.svc"},
+            {"name": "LOCAL", "value": "http://127.0.0.1:9000/x"},
+            {"name": "TEXT", "value": "see http docs"},
+        ],
+        pod(),
+    )
+    assert env == {"LOCAL": "http://127.0.0.1:9000/x", "TEXT": "see http docs"}
+    assert skipped == (
+        "IP (fieldRef status.podIP)",
+        "HOST (fieldRef status.hostIP)",
+        "KEY (secretKeyRef)",
+        "CPU (resourceFieldRef)",
+        "NOLABEL (fieldRef metadata.labels['x'])",
+        f"{c.ENV_SHADOW_URL} (non-loopback URL)",
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("http://churn-canary.ml.svc", True),
+        ("https://10.0.0.7:8443/x", True),
+        ("http://localhost:8080", False),
+        ("http://127.0.0.1", False),
+        ("ftp://10.0.0.7", False),
+        ("plain", False),
+    ],
+)
+def test_non_loopback_url(value: str, expected: bool) -> None:
+    assert non_loopback_url(value) is expected
+
+
+def test_process_env_drops_the_runners_own_modeldeploy_settings() -> None:
+    served = view(env=[{"name": c.ENV_REVISION, "value": "abc"}])
+    env = process_env(served, {"PATH": "/bin", c.ENV_SHADOW_URL: "x", c.ENV_REVISION: "old"})
+    assert env == {"PATH": "/bin", c.ENV_REVISION: "abc"}
+
+
+# --- pod views ----------------------------------------------------------------------------
+
+
+def test_pod_view_reads_labels_image_status_and_probe() -> None:
+    seen = view(env=[{"name": c.ENV_MODEL_NAME, "value": "churn-model"}])
+    assert seen.key == PodKey("ml", "churn-abc-1", "uid-churn-abc-1")
+    assert (seen.md_name, seen.revision, seen.container) == ("churn", "abc", "model")
+    assert seen.known
+    assert seen.running
+    assert seen.ready
+    assert not seen.terminating
+    assert seen.ready_path == "/v2/models/churn/ready"
+    assert seen.model == "churn-model"
+    assert view().model == "churn"  # no env: the ModelDeployment's name
+
+
+def test_pod_view_prefers_the_model_container_then_a_known_image() -> None:
+    sidecar = {"name": "proxy", "image": "envoy:1"}
+    model = {"name": "model", "image": IMAGE}
+    other = {"name": "other", "image": IMAGE}
+    assert view(containers=[sidecar, other, model]).container == "model"
+    assert view(containers=[sidecar, other]).container == "other"
+    unknown = view(containers=[sidecar])
+    assert (unknown.container, unknown.known) == ("proxy", False)
+
+
+def test_objects_that_are_not_model_pods_have_no_view() -> None:
+    unlabelled = pod()
+    unlabelled["metadata"]["labels"] = {}
+    assert pod_view(unlabelled, IMAGES) is None
+    assert pod_view(pod(containers=[]), IMAGES) is None
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "reflect", "expected"),
+    [
+        ({}, True, True),
+        ({"ready": False}, True, True),  # the runner owns readiness: Running is enough
+        ({"ready": False}, False, False),  # else kwok's Ready is the trigger
+        ({}, False, True),
+        ({"phase": "Pending"}, True, False),
+        ({"deleting": True}, True, False),
+        ({"image": "registry.example/unknown:1"}, True, False),
+    ],
+)
+def test_wanted(kwargs: dict[str, Any], reflect: bool, expected: bool) -> None:
+    assert wanted(view(**kwargs), reflect) is expected
+
+
+# --- process plan -------------------------------------------------------------------------
+
+
+def test_plan_starts_new_pods_and_stops_gone_ones() -> None:
+    a, b = view(name="a"), view(name="b")
+    gone = PodKey("ml", "gone", "uid-gone")
+    plan = plan_processes([a, b], {a.key: IMAGE, gone: IMAGE}, 10, True)
+    assert [v.key for v in plan.start] == [b.key]
+    assert plan.stop == [gone]
+    assert plan.refused == []
+
+
+def test_plan_restarts_a_pod_whose_image_changed_and_stops_terminating_ones() -> None:
+    a, b = view(name="a"), view(name="b", deleting=True)
+    plan = plan_processes([a, b], {a.key: "old-image", b.key: IMAGE}, 10, True)
+    assert plan.stop == [a.key, b.key]
+    assert [v.key for v in plan.start] == [a.key]
+
+
+def test_plan_refuses_pods_beyond_the_limit_in_a_stable_order() -> None:
+    views = [view(name=n) for n in ("d", "b", "a", "c")]
+    plan = plan_processes(views, {views[0].key: IMAGE}, 3, True)  # "d" already runs
+    assert [v.key.name for v in plan.start] == ["a", "b"]
+    assert [v.key.name for v in plan.refused] == ["c"]
+    assert plan.stop == []
+
+
+# --- readiness and targets ----------------------------------------------------------------
+
+
+def test_readiness_patch_sets_both_conditions_and_the_container_flag() -> None:
+    patch = readiness_patch("model", False, "warming", "2026-11-21T10:00:00Z")
+    conditions = patch["status"]["conditions"]
+    assert [x["type"] for x in conditions] == ["Ready", "ContainersReady"]
+    assert all(x["status"] == "False" and x["reason"] == NOT_READY_REASON for x in conditions)
+    assert patch["status"]["containerStatuses"] == [{"name": "model", "ready": False}]
+    ready = readiness_patch("model", True, "x" * 900, "2026-11-21T10:00:00Z")
+    assert ready["status"]["conditions"][0]["reason"] == READY_REASON
+    assert len(ready["status"]["conditions"][0]["message"]) == 500
+
+
+def test_target_labels_never_clash_with_the_runtimes_own_labels() -> None:
+    labels = target_labels(view())
+    assert labels == {"namespace": "ml", "pod": "churn-abc-1", "md_name": "churn"}
+    assert not set(labels) & {*c.IDENTITY_LABELS, c.LABEL_CODE, "job", "instance"}
