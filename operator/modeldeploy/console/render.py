@@ -1,0 +1,288 @@
+"""Views -> rich renderables: the tables people read. Pure (the clock comes in as `now`);
+`text()` renders to plain text for tests and logs."""
+
+import io
+import os
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+from rich import box
+from rich.console import Console, Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from modeldeploy.api import Analysis
+from modeldeploy.console.explain import bounds, unit
+from modeldeploy.console.views import Body, age, stage
+
+PHASE_STYLES = {
+    "Stable": "green",
+    "Progressing": "cyan",
+    "Promoting": "cyan",
+    "Pending": "cyan",
+    "Paused": "yellow",
+    "Degraded": "yellow",
+    "RolledBack": "red",
+    "Killed": "bold red",
+}
+VERDICT_STYLES = {"pass": "green", "fail": "bold red", "inconclusive": "yellow"}
+EVENT_STYLES = {"Warning": "yellow"}
+PLAIN_WIDTH = 160
+"""Width when not writing to a terminal (pipes, CI logs): wide enough that rows stay rows."""
+
+
+def console(stderr: bool = False) -> Console:
+    """A console on stdout (or stderr): the terminal's width, or wide when piped."""
+    probe = Console(stderr=stderr)
+    wide = not probe.is_terminal and "COLUMNS" not in os.environ
+    return Console(stderr=stderr, width=PLAIN_WIDTH if wide else None)
+
+
+def text(renderable: RenderableType, width: int = PLAIN_WIDTH) -> str:
+    """Plain text of a renderable, without colours."""
+    buffer = io.StringIO()
+    Console(file=buffer, width=width, color_system=None, force_terminal=False).print(renderable)
+    return buffer.getvalue()
+
+
+def _table(*headers: str, title: str | None = None) -> Table:
+    return Table(
+        *headers,
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        title=title,
+        title_justify="left",
+        title_style="bold",
+        header_style="bold",
+        pad_edge=False,
+    )
+
+
+def _phase(phase: str) -> Text:
+    return Text(phase or "(no status)", style=PHASE_STYLES.get(phase, ""))
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "" if value is None else str(value)
+
+
+def _when(stamp: str | None, now: datetime) -> str:
+    if not stamp:
+        return ""
+    ago = age(stamp, now)
+    return f"{stamp} ({ago} ago)" if ago else stamp
+
+
+def threshold_text(check: Mapping[str, Any], analysis: Analysis) -> str:
+    """ "max 600 ms" or "min 0.8": the bound the value is held to."""
+    name = str(check.get("name", ""))
+    threshold = float(check.get("threshold") or 0)
+    low, high = bounds(name, threshold, analysis)
+    u = unit(name)
+    parts = [f"min {_fmt(low)}{u}"] if low is not None else []
+    parts += [f"max {_fmt(high)}{u}"] if high is not None else []
+    return ", ".join(parts) or f"{_fmt(threshold)}{u}"
+
+
+def checks_table(last: Mapping[str, Any], analysis: Analysis) -> Table:
+    table = _table("CHECK", "VALUE", "THRESHOLD", "SAMPLES", "VERDICT")
+    for check in last.get("checks") or []:
+        name = str(check.get("name", ""))
+        value = check.get("value")
+        verdict = str(check.get("verdict", ""))
+        table.add_row(
+            name,
+            f"{_fmt(float(value))}{unit(name)}" if value is not None else "no data",
+            threshold_text(check, analysis),
+            _fmt(check.get("samples", 0)),
+            Text(verdict, style=VERDICT_STYLES.get(verdict, "")),
+        )
+    return table
+
+
+def _facts(view: Body, now: datetime) -> Table:
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    canary, stable = view["canaryRevision"], view["stableRevision"]
+    weight = int(view["canaryWeight"] or 0)
+    if canary:
+        grid.add_row("traffic", f"canary {canary} {weight}% · stable {stable} {100 - weight}%")
+        steps = " ".join(f"{p}%" for p in view["steps"]) or "none (shadow only)"
+        since = _when(view["stepStartedAt"], now)
+        grid.add_row(
+            "stage",
+            f"{stage(view['step'], view['steps'])}, steps {steps}"
+            + (f", since {since}" if since else ""),
+        )
+    else:
+        grid.add_row("traffic", f"stable {stable or '-'} 100%")
+    if view["previousStableRevision"]:
+        until = view["bakeUntil"] or "?"
+        grid.add_row("previous", f"{view['previousStableRevision']} kept warm until {until}")
+    if view["failedRevision"]:
+        grid.add_row(
+            "failed",
+            f"{view['failedRevision']} (not rolled out again by itself: "
+            f"modeldeploy retry {view['name']})",
+        )
+    model = view["model"]
+    grid.add_row("model", f"{model.get('name', '?')} {model.get('version', '?')}  {view['image']}")
+    observed = _fmt(view["observedGeneration"]) or "never"
+    spec = [f"generation {_fmt(view['generation'])} (observed {observed})"]
+    if view["paused"]:
+        spec.append("paused (spec.rollout.paused)")
+    if view["requireApproval"]:
+        spec.append("requires approval")
+    if view["killSwitch"]["engaged"]:
+        spec.append(f"KILL SWITCH ENGAGED ({view['killSwitch']['mode']})")
+    grid.add_row("spec", " · ".join(spec))
+    for key, revision in view["pendingCommands"].items():
+        grid.add_row("pending", f"{key}={revision} (not yet acted on by the operator)")
+    return grid
+
+
+def analysis_title(view: Body, now: datetime) -> Text:
+    last = view["lastAnalysis"] or {}
+    verdict = str(last.get("verdict", ""))
+    title = Text("Last analysis", style="bold")
+    title.append(f" of {last.get('revision', '?')}: ")
+    title.append(verdict, style=VERDICT_STYLES.get(verdict, ""))
+    title.append(f" on {last.get('samples', 0)} samples, {_when(last.get('time'), now)}")
+    title.append(
+        f"; consecutive failures {view['consecutiveFailures']} of {view['failureLimit']} "
+        "(analysis.failureLimit)"
+    )
+    return title
+
+
+def conditions_table(conditions: Iterable[Mapping[str, Any]], now: datetime) -> Table:
+    table = _table("TYPE", "STATUS", "REASON", "MESSAGE", "SINCE", title="Conditions")
+    for c in conditions:
+        table.add_row(
+            str(c.get("type", "")),
+            str(c.get("status", "")),
+            str(c.get("reason", "")),
+            str(c.get("message", "")),
+            age(c.get("lastTransitionTime"), now),
+        )
+    return table
+
+
+def events_table(events: Iterable[Mapping[str, Any]], now: datetime) -> Table:
+    table = _table("AGE", "TYPE", "REASON", "MESSAGE", title="Events")
+    for e in events:
+        count = int(e.get("count") or 1)
+        table.add_row(
+            age(e.get("time"), now) + (f" (x{count})" if count > 1 else ""),
+            Text(str(e.get("type", "")), style=EVENT_STYLES.get(str(e.get("type")), "")),
+            str(e.get("reason", "")),
+            str(e.get("message", "")),
+        )
+    return table
+
+
+def status_view(view: Body, analysis: Analysis, now: datetime) -> RenderableType:
+    head = Text(f"{view['name']}", style="bold")
+    head.append(f" in {view['namespace']}: ")
+    head.append_text(_phase(view["phase"]))
+    parts: list[RenderableType] = [head]
+    if view["message"]:
+        parts.append(Text(view["message"]))
+    elif not view["phase"]:
+        parts.append(Text("no status yet: the operator has not reconciled it (is it running?)"))
+    if view["phase"] and not view["upToDate"]:
+        parts.append(
+            Text(
+                f"(status is of generation {_fmt(view['observedGeneration'])}; the spec is at "
+                f"{_fmt(view['generation'])}: the operator has not acted on the change yet)",
+                style="yellow",
+            )
+        )
+    parts += [Text(""), _facts(view, now), Text("")]
+    if view["lastAnalysis"]:
+        parts += [analysis_title(view, now), checks_table(view["lastAnalysis"], analysis)]
+    else:
+        parts.append(Text("No analysis recorded yet.", style="dim"))
+    if view["conditions"]:
+        parts += [Text(""), conditions_table(view["conditions"], now)]
+    parts.append(Text(""))
+    if "events" not in view:
+        parts.append(Text("Events: not readable (no permission to list events)", style="dim"))
+    elif view["events"]:
+        parts.append(events_table(view["events"], now))
+    else:
+        parts.append(Text("Events: none", style="dim"))
+    return Group(*parts)
+
+
+def list_view(views: Iterable[Body], now: datetime, namespaces: bool) -> Table:
+    headers = ["NAME", "PHASE", "CANARY %", "STABLE", "CANARY", "STAGE", "ANALYSIS", "AGE"]
+    table = _table(*(["NAMESPACE", *headers] if namespaces else headers))
+    for v in views:
+        last = v["lastAnalysis"] or {}
+        verdict = str(last.get("verdict", ""))
+        row: list[RenderableType] = [
+            v["name"],
+            _phase(v["phase"]),
+            f"{v['canaryWeight']}%" if v["canaryRevision"] else "-",
+            v["stableRevision"] or "-",
+            v["canaryRevision"] or "-",
+            stage(v["step"], v["steps"]) if v["canaryRevision"] else "-",
+            Text(verdict or "-", style=VERDICT_STYLES.get(verdict, "")),
+            age(v["created"], now),
+        ]
+        table.add_row(*([v["namespace"], *row] if namespaces else row))
+    return table
+
+
+def history_table(entries: Iterable[Mapping[str, Any]], now: datetime) -> Table:
+    table = _table("TIME", "AGE", "EVENT", "REVISION", "VERSION", "REASON")
+    for h in entries:
+        event = str(h.get("event", ""))
+        style = "red" if event in ("RolledBack", "Aborted", "KillSwitchEngaged") else ""
+        table.add_row(
+            str(h.get("time", "")),
+            age(h.get("time"), now),
+            Text(event, style=style),
+            str(h.get("revision", "")),
+            str(h.get("version", "")),
+            str(h.get("reason", "")),
+        )
+    return table
+
+
+def explanation(expl: Body) -> RenderableType:
+    parts: list[RenderableType] = []
+    head = Text(f"{expl['name']} in {expl['namespace']}: ", style="bold")
+    head.append_text(_phase(expl["phase"]))
+    parts += [head, Text(expl["decision"])]
+    parts += [Text(f"  - {line}") for line in expl["details"]]
+    if expl["verdict"]:
+        verdict = str(expl["verdict"])
+        line = Text(f"\nLast analysis of {expl['revision']} at {expl['time']}: ")
+        line.append(verdict, style=VERDICT_STYLES.get(verdict, ""))
+        line.append(f" on {expl['samples']} samples")
+        parts.append(line)
+    for title, key, style in (
+        ("Failing", "failing", "bold red"),
+        ("No verdict", "inconclusive", "yellow"),
+        ("Passing", "passing", "green"),
+    ):
+        if expl[key]:
+            parts.append(Text(f"{title}:", style=style))
+            parts += [Text(f"  {c['reason']}") for c in expl[key]]
+    p = expl["policy"]
+    parts.append(
+        Text(
+            f"\nPolicy: analysis every {p['interval']} over {p['window']}; a verdict needs "
+            f"{p['minSamples']} samples (minSamples); {p['failureLimit']} failed analyses in a "
+            f"row roll back (failureLimit); without a verdict for {p['noDataTimeout']} "
+            f"(noDataTimeout): onNoData={p['onNoData']}",
+            style="dim",
+        )
+    )
+    return Group(*parts)
