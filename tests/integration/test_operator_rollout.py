@@ -151,6 +151,10 @@ def check_promoted(reader: ClusterReader, old: str, new: str) -> None:
         LABEL_NAME: NAME,
         LABEL_REVISION: new,
     }
+    pdb = reader.pdbs(NAMESPACE, NAME)[f"{NAME}-stable"]["spec"]
+    assert pdb["selector"]["matchLabels"][LABEL_REVISION] == new
+    wait_for(lambda: reader.is_true(NAMESPACE, NAME, "Ready"), timeout=10)
+    assert reader.condition(NAMESPACE, NAME, "Degraded")["status"] == "False"
 
 
 def test_abort_returns_to_the_stable(
