@@ -132,7 +132,7 @@ def dev_pod_runner(
 @dev_app.command("load")
 def dev_load(
     *,
-    name: Annotated[str, typer.Option(help="The ModelDeployment whose Ready pods get traffic.")],
+    name: Annotated[str, typer.Option(help="The ModelDeployment (and its client Service).")],
     data: Annotated[Path, typer.Option(help="CSV of real rows, e.g. OUT/data/holdout.csv.")],
     count: Annotated[int, typer.Option(min=1, max=1_000_000, help="Requests at most.")],
     duration: Annotated[float, typer.Option(min=0.1, max=3600, help="Seconds at most.")],
@@ -156,6 +156,10 @@ def dev_load(
     malformed: Annotated[
         float, typer.Option(min=0, max=1, help="Share of malformed requests (400).")
     ] = 0.0,
+    via: Annotated[
+        str,
+        typer.Option(help="service: the pods Service NAME selects; pods: all pods of NAME."),
+    ] = "service",
     endpoints: Annotated[
         Path | None, typer.Option(help="The pod runner's endpoints.json (default its own).")
     ] = None,
@@ -164,7 +168,7 @@ def dev_load(
     progress: Annotated[float, typer.Option(min=0, help="Seconds between progress lines.")] = 5,
     json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
-    """Send steady V2 infer requests to the pod runner's local servers of NAME's Ready pods."""
+    """Send steady V2 infer requests to the local servers of NAME's Ready pods (bounded)."""
     import json
 
     from modeldeploy.devenv.loadgen import (
@@ -188,11 +192,18 @@ def dev_load(
             malformed=malformed,
         )
         drift.validate(features)
-        spec = LoadSpec(name, namespace, rate, count, duration, batch, seed, workers=workers)
+        spec = LoadSpec(rate, count, duration, batch, seed, workers=workers)
+        if via not in ("service", "pods"):
+            raise ValueError(f"--via must be service or pods, not {via!r}")
     except (OSError, ValueError) as err:
         typer.secho(f"cannot load: {err}", err=True, fg=typer.colors.RED)
         raise typer.Exit(2) from err
-    source = EndpointSource(endpoints or default_state_dir() / ENDPOINTS_FILE, namespace, name)
+    source = EndpointSource(
+        endpoints or default_state_dir() / ENDPOINTS_FILE,
+        namespace,
+        name,
+        via="pods" if via == "pods" else "service",
+    )
     report = run_load(
         spec,
         rows,

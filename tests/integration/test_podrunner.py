@@ -22,14 +22,14 @@ from operator_harness import kubectl, wait_for
 
 from modeldeploy import contract as c
 from modeldeploy.devenv.cluster import KwokCluster
-from modeldeploy.devenv.endpoints import Endpoint, read_endpoints, select
+from modeldeploy.devenv.endpoints import Endpoint, read_endpoints, read_published
 from modeldeploy.devenv.imagemap import ImageMap
 from modeldeploy.devenv.loadgen import EndpointSource, LoadSpec, run_load
 from modeldeploy.devenv.podrunner import ENDPOINTS_FILE
 from modeldeploy.devenv.pods import NOT_READY_REASON, READY_REASON
 from modeldeploy.devenv.prometheus import PrometheusServer
-from modeldeploy.devenv.traffic import read_rows
-from modeldeploy.profiling.schema import Profile
+from modeldeploy.devenv.traffic import Row, read_rows
+from modeldeploy.profiling.schema import FeatureProfile, Profile
 from modeldeploy.resources.names import LABEL_NAME, LABEL_REVISION
 from modeldeploy.serving.process import modeldeploy_command
 
@@ -177,6 +177,15 @@ def query(prometheus: PrometheusServer, promql: str) -> dict[str, float]:
     return {r["metric"].get("pod", ""): float(r["value"][1]) for r in prometheus.query(promql)}
 
 
+def service(name: str, selector: dict[str, str]) -> Body:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "labels": {LABEL_NAME: "churn"}},
+        "spec": {"selector": selector, "ports": [{"port": 80, "targetPort": 8080}]},
+    }
+
+
 def test_pods_are_served_scraped_loaded_restarted_and_stopped(
     kube: KwokCluster, prometheus: PrometheusServer, namespace: str, runner: RunnerProcess
 ) -> None:
@@ -184,11 +193,15 @@ def test_pods_are_served_scraped_loaded_restarted_and_stopped(
         {"apiVersion": "v1", "kind": "List", "items": [
             deployment("churn-v1rev", "churn", V1, 3, MODEL_ENV),
             deployment("other-x", "other", "registry.example/unknown:1", 1, MODEL_ENV[:3]),
+            service("churn", {LABEL_NAME: "churn"}),
+            service("churn-lane-a", {LABEL_NAME: "churn", "lane": "a"}),
         ]}))  # fmt: skip
     served = served_and_ready(kube, namespace, runner)
     unknown_image_starts_nothing(kube, namespace, runner)
     scraped_with_pod_labels(prometheus, namespace, runner, served)
-    load_is_uniform_and_counted(prometheus, namespace, runner, served)
+    example = example_rows()
+    load_is_uniform_and_counted(prometheus, namespace, runner, served, example)
+    load_follows_the_service_selector(kube, namespace, runner, served[1], example)
     crashed_process_restarts(kube, namespace, runner, served[0])
     kept = scale_down_stops_processes(kube, prometheus, namespace, runner)
     # SIGTERM: every process stops, the targets and endpoints are withdrawn.
@@ -240,21 +253,29 @@ def scraped_with_pod_labels(
     assert set(query(prometheus, info)) == {e.pod for e in served}
 
 
-def load_is_uniform_and_counted(
-    prometheus: PrometheusServer, namespace: str, runner: RunnerProcess, served: list[Endpoint]
-) -> None:
-    """Bounded load from the example's held-out rows, spread uniformly over the Ready pods;
-    Prometheus counts exactly what the generator reports per pod."""
+Example = tuple[list[Row], list[FeatureProfile]]  # as run_load takes them
+
+
+def example_rows() -> Example:
+    """The v1 build's held-out rows and its profile's features."""
     image = ImageMap.load(IMAGE_MAP).launch(V1)
     assert image.model_dir is not None
     assert image.data_dir is not None
-    features = Profile.model_validate_json((image.model_dir / "profile.json").read_bytes())
-    rows = read_rows(image.data_dir / "holdout.csv", features.features)
+    profile = Profile.model_validate_json((image.model_dir / "profile.json").read_bytes())
+    return read_rows(image.data_dir / "holdout.csv", profile.features), profile.features
+
+
+def load_is_uniform_and_counted(
+    prometheus: PrometheusServer,
+    namespace: str,
+    runner: RunnerProcess,
+    served: list[Endpoint],
+    example: Example,
+) -> None:
+    """Bounded load from the example's held-out rows, spread uniformly over the Ready pods
+    behind the Service; Prometheus counts exactly what the generator reports per pod."""
     source = EndpointSource(runner.state / ENDPOINTS_FILE, namespace, "churn")
-    report = run_load(
-        LoadSpec("churn", namespace, rate=100, count=300, duration=30), rows, features.features,
-        source,
-    )  # fmt: skip
+    report = run_load(LoadSpec(rate=100, count=300, duration=30), *example, source)
     assert report.by_code == {"200": 300}, report.summary()
     assert set(report.by_revision) == {REVISION}
     per_pod = {key.split("/")[1]: counts["200"] for key, counts in report.by_pod.items()}
@@ -264,6 +285,29 @@ def load_is_uniform_and_counted(
         f'sum by (pod) ({c.REQUESTS_TOTAL}{{job="{runner.job}", code="200", md_name="churn"}})'
     )
     wait_for(lambda: query(prometheus, requests) == per_pod, timeout=30, what="scraped counts")
+
+
+def load_follows_the_service_selector(
+    kube: KwokCluster,
+    namespace: str,
+    runner: RunnerProcess,
+    chosen: Endpoint,
+    example: Example,
+) -> None:
+    """A Service picking one pod by an extra label gets all its traffic to that pod; with
+    via="pods" every pod of the ModelDeployment gets some."""
+    kubectl(kube, "label", "pod", "-n", namespace, chosen.pod, "lane=a")
+    path = runner.state / ENDPOINTS_FILE
+    wait_for(
+        lambda: read_published(path).ready_behind(namespace, "churn-lane-a") == [chosen],
+        timeout=20, what="the labelled pod behind churn-lane-a",
+    )  # fmt: skip
+    spec = LoadSpec(rate=100, count=60, duration=10)
+    lane = run_load(spec, *example, EndpointSource(path, namespace, "churn-lane-a"))
+    assert dict(lane.by_pod) == {f"{namespace}/{chosen.pod}": {"200": 60}}
+    pods = run_load(spec, *example, EndpointSource(path, namespace, "churn", via="pods"))
+    assert len(pods.by_pod) == 3
+    assert pods.by_code == {"200": 60}
 
 
 def crashed_process_restarts(
@@ -298,5 +342,6 @@ def scale_down_stops_processes(
     assert [g["labels"]["pod"] for g in runner.targets()] == [kept.pod]
     up = f'up{{job="{runner.job}"}}'
     wait_for(lambda: list(query(prometheus, up)) == [kept.pod], timeout=30, what="one target")
-    assert select(read_endpoints(runner.state / ENDPOINTS_FILE), namespace, "churn") == [kept]
+    published = read_published(runner.state / ENDPOINTS_FILE)
+    assert published.ready_behind(namespace, "churn") == [kept]
     return kept

@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from modeldeploy.devenv.endpoints import Endpoint, read_endpoints, select, write_endpoints
+from modeldeploy.devenv.endpoints import (
+    Endpoint,
+    Published,
+    ServiceMembers,
+    read_endpoints,
+    read_published,
+    write_published,
+)
 from modeldeploy.devenv.loadgen import EndpointSource
 from modeldeploy.devenv.prometheus import write_targets
 
@@ -20,10 +27,19 @@ C = replace(A, namespace="dev", pod="churn-c", address="127.0.0.1:4003", pid=13)
 D = replace(A, name="fraud", pod="fraud-d", address="localhost:4004", pid=14)
 
 
+SERVICES = [
+    ServiceMembers("ml", "churn", ("churn-a", "churn-b")),
+    ServiceMembers("ml", "churn-canary", ("churn-b",)),
+    ServiceMembers("dev", "churn", ("churn-c",)),
+]
+EVERYTHING = Published([A, B, C, D], SERVICES)
+
+
 def test_round_trip(tmp_path: Path) -> None:
     path = tmp_path / "endpoints.json"
-    assert read_endpoints(path) == []  # no runner yet
-    write_endpoints(path, [A, B, C, D])
+    assert read_published(path) == Published()  # no runner yet
+    write_published(path, EVERYTHING)
+    assert read_published(path) == EVERYTHING
     assert read_endpoints(path) == [A, B, C, D]
     assert A.url == "http://127.0.0.1:4001"
     assert not list(tmp_path.glob("*.tmp"))
@@ -33,8 +49,8 @@ def test_round_trip(tmp_path: Path) -> None:
 def test_only_loopback_is_written_or_read(tmp_path: Path, address: str) -> None:
     path = tmp_path / "endpoints.json"
     with pytest.raises(ValueError, match="non-loopback"):
-        write_endpoints(path, [replace(A, address=address)])
-    write_endpoints(path, [A])
+        write_published(path, Published([replace(A, address=address)]))
+    write_published(path, Published([A]))
     document = json.loads(path.read_text())
     document["endpoints"][0]["address"] = address
     path.write_text(json.dumps(document))
@@ -49,25 +65,34 @@ def test_unknown_format_is_refused(tmp_path: Path) -> None:
         read_endpoints(path)
 
 
-def test_select_ready_endpoints_of_one_model_deployment() -> None:
-    every = [A, B, C, D]
-    assert select(every, "ml", "churn") == [A]
-    assert select(every, None, "churn") == [A, C]
-    assert select(every, "ml", "fraud") == [D]
-    assert select(every, "ml", "other") == []
+def test_ready_pods_of_one_model_deployment() -> None:
+    assert EVERYTHING.ready_pods("ml", "churn") == [A]
+    assert EVERYTHING.ready_pods(None, "churn") == [A, C]
+    assert EVERYTHING.ready_pods("ml", "fraud") == [D]
+    assert EVERYTHING.ready_pods("ml", "other") == []
+
+
+def test_ready_pods_behind_a_service_like_kube_proxy() -> None:
+    assert EVERYTHING.ready_behind("ml", "churn") == [A]  # churn-b is not ready
+    assert EVERYTHING.ready_behind("ml", "churn-canary") == []
+    assert EVERYTHING.ready_behind("dev", "churn") == [C]
+    assert EVERYTHING.ready_behind(None, "churn") == [A, C]
+    assert EVERYTHING.ready_behind("ml", "fraud") == []  # no such Service: no endpoints
 
 
 def test_endpoint_source_rereads_the_file_to_follow_rollouts(tmp_path: Path) -> None:
     path = tmp_path / "endpoints.json"
     source = EndpointSource(path, "ml", "churn", refresh=0.05)
+    pods = EndpointSource(path, "ml", "fraud", via="pods", refresh=0.05)
     assert source() == []
-    write_endpoints(path, [A])
+    write_published(path, EVERYTHING)
+    assert pods() == [D]
     time.sleep(0.06)
     assert source() == [A]
     path.write_text("{half a file")
     time.sleep(0.06)
     assert source() == [A]  # a broken read keeps the last good set
-    write_endpoints(path, [])
+    write_published(path, Published([A], []))  # the Service is gone
     time.sleep(0.06)
     assert source() == []
 

@@ -16,10 +16,11 @@ from modeldeploy.devenv.pods import (
     pod_view,
     readiness_patch,
     resolve_env,
+    service_members,
     target_labels,
     wanted,
 )
-from modeldeploy.resources.names import LABEL_NAME, LABEL_REVISION
+from modeldeploy.resources.names import LABEL_FALLBACK, LABEL_NAME, LABEL_REVISION
 
 pytestmark = pytest.mark.unit
 
@@ -178,6 +179,14 @@ def test_pod_view_prefers_the_model_container_then_a_known_image() -> None:
     assert (unknown.container, unknown.known) == ("proxy", False)
 
 
+def test_fallback_pods_are_named_by_their_fallback_label() -> None:
+    fallback = pod("churn-fallback-1")
+    fallback["metadata"]["labels"] = {LABEL_FALLBACK: "churn"}
+    seen = pod_view(fallback, IMAGES)
+    assert seen is not None
+    assert (seen.md_name, seen.revision) == ("churn", "")
+
+
 def test_objects_that_are_not_model_pods_have_no_view() -> None:
     unlabelled = pod()
     unlabelled["metadata"]["labels"] = {}
@@ -246,3 +255,28 @@ def test_target_labels_never_clash_with_the_runtimes_own_labels() -> None:
     labels = target_labels(view())
     assert labels == {"namespace": "ml", "pod": "churn-abc-1", "md_name": "churn"}
     assert not set(labels) & {*c.IDENTITY_LABELS, c.LABEL_CODE, "job", "instance"}
+
+
+def test_service_members_are_the_served_pods_its_selector_picks() -> None:
+    a, b = view(name="a"), view(name="b")
+    other_ns = pod_view({**pod("c"), "metadata": {**pod("c")["metadata"], "namespace": "dev"}},
+                        IMAGES)  # fmt: skip
+    assert other_ns is not None
+
+    def svc(name: str, selector: dict[str, str] | None) -> dict[str, Any]:
+        return {"metadata": {"name": name, "namespace": "ml"}, "spec": {"selector": selector}}
+
+    members = service_members(
+        [
+            svc("churn", {LABEL_NAME: "churn"}),
+            svc("churn-stable", {LABEL_NAME: "churn", LABEL_REVISION: "abc"}),
+            svc("churn-canary", {LABEL_NAME: "churn", LABEL_REVISION: "def"}),
+            svc("external", None),
+        ],
+        [b, a, other_ns],
+    )
+    assert [(m.name, m.pods) for m in members] == [
+        ("churn", ("a", "b")),
+        ("churn-canary", ()),
+        ("churn-stable", ("a", "b")),
+    ]

@@ -236,7 +236,7 @@ def test_weighted_choice_skips_revisions_without_endpoints_or_weight() -> None:
     ],
 )  # fmt: skip
 def test_load_is_always_bounded(change: dict[str, float]) -> None:
-    spec = {"name": "churn", "namespace": "ml", "rate": 10, "count": 100, "duration": 10}
+    spec = {"rate": 10, "count": 100, "duration": 10}
     with pytest.raises(ValueError, match="must be in"):
         LoadSpec(**{**spec, **change})  # type: ignore[arg-type]
 

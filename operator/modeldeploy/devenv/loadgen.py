@@ -1,9 +1,10 @@
-"""The load generator: steady V2 infer requests from real rows, spread over the Ready pods of
-a ModelDeployment as kube-proxy would (uniformly), sent to the pod runner's local processes.
+"""The load generator: steady V2 infer requests from real rows, spread uniformly over the
+Ready pods behind a ModelDeployment's client Service as kube-proxy would, and sent to the
+pod runner's local processes of those pods.
 
     rows = read_rows(holdout_csv, profile.features)
     report = run_load(
-        LoadSpec(name="churn", namespace="ml", rate=50, count=3000, duration=60),
+        LoadSpec(rate=50, count=3000, duration=60),
         rows, profile.features, EndpointSource(runner.endpoints_path, "ml", "churn"),
         drift=Drift(shift={"monthly_charges": 1.5}),
     )
@@ -25,11 +26,11 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 
-from modeldeploy.devenv.endpoints import Endpoint, read_endpoints, select
+from modeldeploy.devenv.endpoints import Endpoint, read_published
 from modeldeploy.devenv.prometheus import is_loopback_address
 from modeldeploy.devenv.traffic import (
     Drift,
@@ -52,12 +53,11 @@ NO_ENDPOINT = "no_endpoint"  # no Ready pod: what a client of an empty Service s
 DROPPED = "dropped"  # too many requests in flight: the rate could not be kept
 ERROR = "error"  # connection refused, reset or timed out
 NONE_REVISION = "-"
+Via = Literal["service", "pods"]
 
 
 @dataclass(frozen=True)
 class LoadSpec:
-    name: str  # the ModelDeployment
-    namespace: str | None
     rate: float
     count: int
     duration: float
@@ -144,13 +144,29 @@ def _sorted_counts(counts: dict[str, Counter[str]]) -> dict[str, dict[str, int]]
 
 
 class EndpointSource:
-    """The Ready endpoints of one ModelDeployment from the pod runner's file, re-read at
-    most every `refresh` seconds so that traffic follows rollouts."""
+    """The Ready endpoints traffic for one ModelDeployment goes to, from the pod runner's
+    file, re-read at most every `refresh` seconds so that traffic follows rollouts.
 
-    def __init__(self, path: Path, namespace: str | None, name: str, refresh: float = 1.0) -> None:
+    `via="service"`: the pods the client Service `<name>` selects (the operator's routing:
+    stable only, both tracks during a canary, the fallback under the kill switch), as
+    kube-proxy balances them. `via="pods"`: every pod of the ModelDeployment (no operator,
+    no Service). Gateway API weights would be a third source: a router over the
+    `<name>-stable`/`<name>-canary` Services with the HTTPRoute's weights (`choose_weighted`).
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        namespace: str | None,
+        name: str,
+        *,
+        via: Via = "service",
+        refresh: float = 1.0,
+    ) -> None:
         self._path = path
         self._namespace = namespace
         self._name = name
+        self._via = via
         self._refresh = refresh
         self._read_at = -float("inf")
         self._endpoints: list[Endpoint] = []
@@ -160,8 +176,13 @@ class EndpointSource:
         if now - self._read_at >= self._refresh:
             self._read_at = now
             # A broken read keeps the last good set until the next refresh.
-            with contextlib.suppress(OSError, ValueError, KeyError):
-                self._endpoints = select(read_endpoints(self._path), self._namespace, self._name)
+            with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+                published = read_published(self._path)
+                self._endpoints = (
+                    published.ready_behind(self._namespace, self._name)
+                    if self._via == "service"
+                    else published.ready_pods(self._namespace, self._name)
+                )
         return self._endpoints
 
 

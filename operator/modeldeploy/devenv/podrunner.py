@@ -19,6 +19,7 @@ matches Pending pods, so the condition sticks.
 Traffic only ever goes to 127.0.0.1: the pod's addresses are never read.
 """
 
+import functools
 import logging
 import os
 import signal
@@ -33,7 +34,7 @@ from typing import Any
 import httpx
 
 from modeldeploy.devenv.children import Child, reap_recorded, record_children, stop_all
-from modeldeploy.devenv.endpoints import Endpoint, write_endpoints
+from modeldeploy.devenv.endpoints import Endpoint, Published, write_published
 from modeldeploy.devenv.imagemap import (
     DEFAULT_READY_PATH,
     LOOPBACK,
@@ -41,18 +42,19 @@ from modeldeploy.devenv.imagemap import (
     Launch,
     default_build_root,
 )
+from modeldeploy.devenv.kubewatch import ObjectWatcher, core_api
 from modeldeploy.devenv.pods import (
     PodKey,
     PodView,
     plan_processes,
     pod_view,
     readiness_patch,
+    service_members,
     target_labels,
 )
-from modeldeploy.devenv.podwatch import PodWatcher, core_api
 from modeldeploy.devenv.prometheus import write_targets
 from modeldeploy.devenv.tools import cache_dir, free_port
-from modeldeploy.resources.names import LABEL_NAME
+from modeldeploy.resources.names import LABEL_FALLBACK, LABEL_NAME
 
 log = logging.getLogger("modeldeploy.podrunner")
 
@@ -139,18 +141,21 @@ class PodRunner:
         self._stopping: list[tuple[Child, float]] = []  # SIGTERMed; SIGKILL after the time
         self._patched: dict[PodKey, tuple[bool, float]] = {}  # last readiness written, when
         self._reported: set[str] = set()  # one-time messages already logged
-        self._published: tuple[list[Endpoint], list[Any]] | None = None
+        self._published: tuple[Published, list[Any]] | None = None
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stopped = threading.Event()
         self._http = httpx.Client(timeout=0.5, trust_env=False)
-        self._watcher = PodWatcher(
-            self._api,
-            config.namespace,
-            LABEL_NAME,  # has the label (any value)
-            on_change=self._wake.set,
-            resync=config.resync,
+        # Pods of ModelDeployments and of their fallbacks (a selector cannot say "or"), and
+        # the operator's Services (for the load generator: which pods each one picks).
+        watch = functools.partial(
+            ObjectWatcher, self._api, on_change=self._wake.set, resync=config.resync
         )
+        self._pods = [
+            watch("pod", config.namespace, label) for label in (LABEL_NAME, LABEL_FALLBACK)
+        ]
+        self._services = watch("service", config.namespace, LABEL_NAME)
+        self._watchers = [*self._pods, self._services]
         self._loop = threading.Thread(target=self._run, name="pod-runner", daemon=True)
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -162,8 +167,9 @@ class PodRunner:
         if reaped:
             self._say(f"reaped {len(reaped)} orphaned process(es) of a previous runner")
         self._launches = config.image_map.prepare(config.build_root, self._say)
-        self._publish(force=True)
-        self._watcher.start()
+        self._publish([], force=True)
+        for watcher in self._watchers:
+            watcher.start()
         self._loop.start()
         scope = config.namespace or "all namespaces"
         self._say(
@@ -178,7 +184,8 @@ class PodRunner:
             return
         self._stopped.set()
         self._wake.set()
-        self._watcher.stop()
+        for watcher in self._watchers:
+            watcher.stop()
         if self._loop.is_alive():
             self._loop.join(timeout=10)
         with self._lock:
@@ -186,7 +193,7 @@ class PodRunner:
             stop_all([*children, *(child for child, _ in self._stopping)])
             self._served.clear()
             self._stopping.clear()
-            self._publish(force=True)
+            self._publish([], force=True)
         (self.config.state_dir / CHILDREN_FILE).unlink(missing_ok=True)
         self._http.close()
 
@@ -200,14 +207,14 @@ class PodRunner:
     def endpoints_path(self) -> Path:
         return self.config.state_dir / ENDPOINTS_FILE
 
-    def endpoints(self) -> list[Endpoint]:
-        """Every running process, ready or warming (the same as the endpoints file)."""
+    def published(self) -> Published:
+        """Every running process, ready or warming, and the pods of each Service (the same
+        as the endpoints file)."""
         with self._lock:
-            return self._endpoints()
+            return self._published[0] if self._published else Published()
 
-    @property
-    def relists(self) -> int:
-        return self._watcher.lists
+    def endpoints(self) -> list[Endpoint]:
+        return self.published().endpoints
 
     # --- the loop -----------------------------------------------------------------------
 
@@ -225,9 +232,11 @@ class PodRunner:
 
     def reconcile(self) -> None:
         """One pass: pods -> processes, health, readiness, published targets."""
-        pods = self._watcher.snapshot()
-        if pods is None:
+        snapshots = [w.snapshot() for w in self._pods]
+        services = self._services.snapshot()
+        if services is None or any(s is None for s in snapshots):
             return  # not listed yet: nothing can be concluded about pods going away
+        pods = list({p["metadata"]["uid"]: p for s in snapshots for p in s or ()}.values())
         now = time.monotonic()
         views = [v for v in (pod_view(p, self.config.image_map) for p in pods) if v]
         self._report_unknown(views)
@@ -251,7 +260,7 @@ class PodRunner:
         if self.config.reflect_readiness:
             self._reflect(views, {v.key for v in plan.refused})
         self._reap_stopping()
-        self._publish()
+        self._publish(services)
 
     def _report_unknown(self, views: list[PodView]) -> None:
         for view in views:
@@ -392,13 +401,16 @@ class PodRunner:
             for s in self._running()
         ]
 
-    def _publish(self, force: bool = False) -> None:
-        endpoints = self._endpoints()
-        targets = [(s.address, target_labels(s.view)) for s in self._running()]
-        if not force and self._published == (endpoints, targets):
+    def _publish(self, services: list[dict[str, Any]], force: bool = False) -> None:
+        running = self._running()
+        published = Published(
+            self._endpoints(), service_members(services, [s.view for s in running])
+        )
+        targets = [(s.address, target_labels(s.view)) for s in running]
+        if not force and self._published == (published, targets):
             return
-        self._published = (endpoints, targets)
-        write_endpoints(self.endpoints_path, endpoints)
+        self._published = (published, targets)
+        write_published(self.endpoints_path, published)
         if self.config.targets_dir is not None:
             write_targets(self.config.targets_dir, self.config.job, targets)
 

@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from modeldeploy import contract
+from modeldeploy.devenv.endpoints import ServiceMembers
 from modeldeploy.resources.deployment import CONTAINER_NAME
-from modeldeploy.resources.names import LABEL_NAME, LABEL_REVISION
+from modeldeploy.resources.names import LABEL_FALLBACK, LABEL_NAME, LABEL_REVISION
 
 Pod = Mapping[str, Any]
 
@@ -45,7 +46,7 @@ class PodView:
     """One pod of a ModelDeployment, as the runner sees it."""
 
     key: PodKey
-    md_name: str  # label modeldeploy.io/name
+    md_name: str  # label modeldeploy.io/name (fallback pods: modeldeploy.io/fallback)
     revision: str  # label modeldeploy.io/revision
     container: str
     image: str
@@ -57,6 +58,7 @@ class PodView:
     skipped_env: tuple[str, ...] = ()  # names left out, with why
     ready_path: str | None = None  # the container's readiness probe path, if HTTP
     ready_reason: str | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def model(self) -> str:
@@ -138,10 +140,11 @@ def resolve_env(
 
 
 def pod_view(pod: Pod, images: Container[str]) -> PodView | None:
-    """None for objects that are not ModelDeployment pods or have no containers."""
+    """None for objects that are not pods of a ModelDeployment (or its fallback) or have no
+    containers."""
     meta = pod.get("metadata", {})
     labels = meta.get("labels") or {}
-    md_name = labels.get(LABEL_NAME)
+    md_name = labels.get(LABEL_NAME) or labels.get(LABEL_FALLBACK)
     container = _served_container(pod, images)
     if not md_name or container is None:
         return None
@@ -163,6 +166,7 @@ def pod_view(pod: Pod, images: Container[str]) -> PodView | None:
         skipped_env=skipped,
         ready_path=probe.get("path"),
         ready_reason=ready.get("reason"),
+        labels=dict(labels),
     )
 
 
@@ -230,3 +234,22 @@ def target_labels(view: PodView) -> dict[str, str]:
     """Prometheus target labels of a pod's process. The runtime already puts model, version
     and revision on every series, so these use names it never does."""
     return {"namespace": view.key.namespace, "pod": view.key.name, "md_name": view.md_name}
+
+
+def service_members(services: Iterable[Pod], served: Iterable[PodView]) -> list[ServiceMembers]:
+    """For each Service with a selector, the served pods in its namespace that match it (the
+    Ready ones among them are its endpoints, as the EndpointSlice controller would say)."""
+    views = list(served)
+    members = []
+    for service in services:
+        meta, selector = service.get("metadata", {}), service.get("spec", {}).get("selector")
+        if not selector:
+            continue  # no selector: endpoints are managed by hand, never by pods
+        pods = sorted(
+            v.key.name
+            for v in views
+            if v.key.namespace == meta.get("namespace")
+            and all(v.labels.get(k) == value for k, value in selector.items())
+        )
+        members.append(ServiceMembers(meta.get("namespace", ""), meta.get("name", ""), tuple(pods)))
+    return sorted(members, key=lambda m: (m.namespace, m.name))

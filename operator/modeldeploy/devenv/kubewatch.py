@@ -1,5 +1,6 @@
-"""A level-based cache of labelled pods: list, then watch from the list's resourceVersion
-until the server ends the watch (every `resync` seconds) or it fails, then list again.
+"""A level-based cache of labelled core objects (pods, services): list, then watch from the
+list's resourceVersion until the server ends the watch (every `resync` seconds) or it
+fails, then list again.
 
 Raw JSON objects (no generated models): the pod runner's decisions read plain dicts.
 """
@@ -9,12 +10,13 @@ import logging
 import threading
 import urllib.parse
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from modeldeploy.devenv.prometheus import LOOPBACK_HOSTS
 
 log = logging.getLogger("modeldeploy.podrunner")
-Pod = dict[str, Any]
+Object = dict[str, Any]
+Kind = Literal["pod", "service"]
 
 
 def core_api(kubeconfig: str | None) -> Any:
@@ -35,24 +37,27 @@ def core_api(kubeconfig: str | None) -> Any:
     return client.CoreV1Api(client.ApiClient(configuration))
 
 
-class PodWatcher:
+class ObjectWatcher:
     def __init__(
         self,
         api: Any,
+        kind: Kind,
         namespace: str | None,
         label_selector: str,
+        *,
         on_change: Callable[[], None],
         resync: float = 15.0,
     ) -> None:
         self._api = api
+        self._kind = kind
         self._namespace = namespace
         self._selector = label_selector
         self._on_change = on_change
         self._resync = resync
-        self._pods: dict[str, Pod] | None = None  # uid -> pod; None until the first list
+        self._objects: dict[str, Object] | None = None  # uid -> object; None until listed
         self._lock = threading.Lock()
         self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="pod-watch", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"watch-{kind}", daemon=True)
         self.lists = 0  # how often the state was relisted (resyncs and recoveries)
 
     def start(self) -> None:
@@ -62,16 +67,16 @@ class PodWatcher:
         self._stopped.set()
         self._thread.join(timeout=1.0)  # a watch in flight ends within `resync` (daemon)
 
-    def snapshot(self) -> list[Pod] | None:
-        """The current pods; None until the first list succeeded (then nothing may be
-        concluded about pods, e.g. that they are gone)."""
+    def snapshot(self) -> list[Object] | None:
+        """The current objects; None until the first list succeeded (until then nothing
+        may be concluded, e.g. that a pod is gone)."""
         with self._lock:
-            return None if self._pods is None else list(self._pods.values())
+            return None if self._objects is None else list(self._objects.values())
 
     def _list_call(self) -> tuple[Any, tuple[Any, ...]]:
         if self._namespace:
-            return self._api.list_namespaced_pod, (self._namespace,)
-        return self._api.list_pod_for_all_namespaces, ()
+            return getattr(self._api, f"list_namespaced_{self._kind}"), (self._namespace,)
+        return getattr(self._api, f"list_{self._kind}_for_all_namespaces"), ()
 
     def _run(self) -> None:
         backoff = 0.5
@@ -81,7 +86,7 @@ class PodWatcher:
                 backoff = 0.5
                 self._watch(version)
             except Exception as err:  # any API or connection failure: list again, later
-                log.warning("pod watch failed (%s); relisting in %.1fs", err, backoff)
+                log.warning("%s watch failed (%s); relisting in %.1fs", self._kind, err, backoff)
                 self._stopped.wait(backoff)
                 backoff = min(backoff * 2, 10.0)
 
@@ -92,7 +97,7 @@ class PodWatcher:
         )
         body = json.loads(response.data)
         with self._lock:
-            self._pods = {p["metadata"]["uid"]: p for p in body.get("items") or []}
+            self._objects = {o["metadata"]["uid"]: o for o in body.get("items") or []}
         self.lists += 1
         self._on_change()
         return str(body["metadata"]["resourceVersion"])
@@ -115,15 +120,15 @@ class PodWatcher:
             if self._stopped.is_set():
                 stream.stop()
                 return
-            kind, pod = event["type"], event["object"]
+            kind, obj = event["type"], event["object"]
             if kind == "ERROR":
-                raise RuntimeError(f"watch error: {pod.get('message', pod)}")
+                raise RuntimeError(f"watch error: {obj.get('message', obj)}")
             if kind == "BOOKMARK":
                 continue
             with self._lock:
-                assert self._pods is not None
+                assert self._objects is not None
                 if kind == "DELETED":
-                    self._pods.pop(pod["metadata"]["uid"], None)
+                    self._objects.pop(obj["metadata"]["uid"], None)
                 else:
-                    self._pods[pod["metadata"]["uid"]] = pod
+                    self._objects[obj["metadata"]["uid"]] = obj
             self._on_change()
