@@ -49,6 +49,7 @@ from modeldeploy.rollout import (
 log = logging.getLogger("modeldeploy.operator")
 
 INTERVAL_ENV = "MODELDEPLOY_RECONCILE_INTERVAL"
+LOG_FORMAT_ENV = "MODELDEPLOY_LOG_FORMAT"  # plain (default) | json
 DEFAULT_INTERVAL = 10.0
 CONCURRENCY = 4
 COMMANDS = (ANNOTATION_PROMOTE, ANNOTATION_ABORT, ANNOTATION_RETRY)
@@ -268,7 +269,11 @@ def run_operator(
 ) -> None:
     """Run the operator in this process until interrupted (the `modeldeploy operator`
     command). Standalone: a single instance, no Kopf peering objects."""
-    kopf.configure(verbose=verbose)
+    log_format = os.environ.get(LOG_FORMAT_ENV, "plain").strip().lower()
+    if log_format not in ("plain", "json"):
+        raise ValueError(f"{LOG_FORMAT_ENV}={log_format!r}: use plain or json")
+    formats = {"plain": kopf.LogFormat.FULL, "json": kopf.LogFormat.JSON}
+    kopf.configure(verbose=verbose, log_format=formats[log_format])
     if not verbose:
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     kopf.run(
