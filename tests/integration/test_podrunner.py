@@ -202,6 +202,7 @@ def test_pods_are_served_scraped_loaded_restarted_and_stopped(
     example = example_rows()
     load_is_uniform_and_counted(prometheus, namespace, runner, served, example)
     load_follows_the_service_selector(kube, namespace, runner, served[1], example)
+    command_line_load_with_drift(prometheus, namespace, runner)
     crashed_process_restarts(kube, namespace, runner, served[0])
     kept = scale_down_stops_processes(kube, prometheus, namespace, runner)
     # SIGTERM: every process stops, the targets and endpoints are withdrawn.
@@ -294,8 +295,7 @@ def load_follows_the_service_selector(
     chosen: Endpoint,
     example: Example,
 ) -> None:
-    """A Service picking one pod by an extra label gets all its traffic to that pod; with
-    via="pods" every pod of the ModelDeployment gets some."""
+    """A Service picking one pod by an extra label gets all its traffic to that pod."""
     kubectl(kube, "label", "pod", "-n", namespace, chosen.pod, "lane=a")
     path = runner.state / ENDPOINTS_FILE
     wait_for(
@@ -305,9 +305,38 @@ def load_follows_the_service_selector(
     spec = LoadSpec(rate=100, count=60, duration=10)
     lane = run_load(spec, *example, EndpointSource(path, namespace, "churn-lane-a"))
     assert dict(lane.by_pod) == {f"{namespace}/{chosen.pod}": {"200": 60}}
-    pods = run_load(spec, *example, EndpointSource(path, namespace, "churn", via="pods"))
-    assert len(pods.by_pod) == 3
-    assert pods.by_code == {"200": 60}
+
+
+def command_line_load_with_drift(
+    prometheus: PrometheusServer, namespace: str, runner: RunnerProcess
+) -> None:
+    """`modeldeploy dev load` over every pod (via pods), with unseen categories and a share
+    of malformed requests: the runtime counts both, Prometheus sees them."""
+    data = ImageMap.load(IMAGE_MAP).launch(V1).data_dir
+    assert data is not None
+    result = subprocess.run(
+        [
+            *modeldeploy_command(), "dev", "load", "--name", "churn", "-n", namespace,
+            "--data", str(data / "holdout.csv"), "--via", "pods",
+            "--endpoints", str(runner.state / ENDPOINTS_FILE),
+            "--rate", "100", "--count", "120", "--duration", "20", "--progress", "0",
+            "--unseen", "contract=0.5", "--malformed", "0.1", "--seed", "3", "--json",
+        ],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["sent"] == 120
+    assert set(report["by_code"]) == {"200", "400"}, report
+    assert len(report["by_pod"]) == 3
+    selector = f'job="{runner.job}", namespace="{namespace}"'
+    bad_shape = f'sum({c.INVALID_REQUESTS_TOTAL}{{{selector}, reason="bad_shape"}})'
+    unseen = f'sum({c.FEATURE_BIN_TOTAL}{{{selector}, feature="contract", bin="other"}})'
+    wait_for(
+        lambda: query(prometheus, bad_shape) == {"": report["by_code"]["400"]}
+        and query(prometheus, unseen).get("", 0) > 0,
+        timeout=30, what="malformed and unseen counted",
+    )  # fmt: skip
 
 
 def crashed_process_restarts(
@@ -345,3 +374,31 @@ def scale_down_stops_processes(
     published = read_published(runner.state / ENDPOINTS_FILE)
     assert published.ready_behind(namespace, "churn") == [kept]
     return kept
+
+
+def test_a_new_runner_reaps_the_processes_of_a_killed_one(
+    kube: KwokCluster, prometheus: PrometheusServer, namespace: str, tmp_path: Path
+) -> None:
+    kubectl(kube, "apply", "-n", namespace, "-f", "-",
+            input=json.dumps(deployment("churn-v1rev", "churn", V1, 1, MODEL_ENV[:3])))  # fmt: skip
+    first = RunnerProcess(kube, prometheus, namespace, tmp_path / "runner")
+    try:
+        (orphan,) = wait_for(
+            lambda: (e := first.endpoints()) and all(x.ready for x in e) and e,
+            timeout=60, what="a ready local server",
+        )  # fmt: skip
+        first.process.kill()  # no cleanup: its child lives on, in its own session
+        first.process.wait(timeout=10)
+        assert pid_alive(orphan.pid)
+        second = RunnerProcess(kube, prometheus, namespace, tmp_path / "runner")
+        try:
+            wait_for(lambda: not pid_alive(orphan.pid), timeout=20, what="the orphan reaped")
+            wait_for(
+                lambda: [e for e in second.endpoints() if e.ready and e.pid != orphan.pid],
+                timeout=60, what="a new ready server",
+            )  # fmt: skip
+            assert "reaped 1 orphaned process(es) of a previous runner" in second.log()
+        finally:
+            assert second.stop() == 0
+    finally:
+        first.stop()
