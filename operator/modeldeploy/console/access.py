@@ -145,7 +145,8 @@ class Cluster:
         try:
             return call(*args, **kw, _request_timeout=REQUEST_TIMEOUT)
         except ApiException as err:
-            raise api_error(err.status or 0, err.body, what=what, where=where) from err
+            api = f"{GROUP}/{self.version}"
+            raise api_error(err.status or 0, err.body, what=what, where=where, api=api) from err
         except (HTTPError, OSError) as err:
             raise CliError(
                 ExitCode.UNREACHABLE,

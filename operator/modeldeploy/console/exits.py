@@ -72,7 +72,14 @@ def _status_object(body: str | bytes | None) -> dict[str, Any] | None:
     return data if isinstance(data, dict) and data.get("kind") == "Status" else None
 
 
-def api_error(status: int, body: str | bytes | None, *, what: str, where: str) -> CliError:
+def api_error(
+    status: int,
+    body: str | bytes | None,
+    *,
+    what: str,
+    where: str,
+    api: str = "modeldeploy.io/v1alpha1",
+) -> CliError:
     """The CliError of a failed API call.
 
     `what` names the object or collection the call was about, e.g. "modeldeployment churn",
@@ -81,10 +88,10 @@ def api_error(status: int, body: str | bytes | None, *, what: str, where: str) -
     A 404 is "no such object" when the apiserver answers with a NotFound Status; a bare
     "404 page not found" means nothing serves the path: the CRD is not installed.
     """
-    return replace(_api_error(status, body, what, where), http_status=status)
+    return replace(_api_error(status, body, what, where, api), http_status=status)
 
 
-def _api_error(status: int, body: str | bytes | None, what: str, where: str) -> CliError:
+def _api_error(status: int, body: str | bytes | None, what: str, where: str, api: str) -> CliError:
     obj = _status_object(body)
     message = str(obj.get("message") or "") if obj else ""
     if status == 404:
@@ -96,7 +103,7 @@ def _api_error(status: int, body: str | bytes | None, what: str, where: str) -> 
             )
         return CliError(
             ExitCode.NO_CRD,
-            f"the cluster does not serve ModelDeployments (modeldeploy.io/v1alpha1) {where}: "
+            f"the cluster does not serve ModelDeployments ({api}) {where}: "
             "the CRD is not installed",
             "install it: kubectl apply --server-side -f crds/ (or the Helm chart)",
         )
