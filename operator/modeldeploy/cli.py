@@ -98,7 +98,9 @@ def dev_pod_runner(
     )
 
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO, format="[pod-runner] %(message)s"
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s [pod-runner] %(message)s",
+        datefmt="%H:%M:%S",
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not every readiness probe
     try:

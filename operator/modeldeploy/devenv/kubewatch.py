@@ -64,8 +64,9 @@ class ObjectWatcher:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop at the next event or when the server ends the watch (within `resync`); the
+        thread is a daemon, so nobody waits for it."""
         self._stopped.set()
-        self._thread.join(timeout=1.0)  # a watch in flight ends within `resync` (daemon)
 
     def snapshot(self) -> list[Object] | None:
         """The current objects; None until the first list succeeded (until then nothing
