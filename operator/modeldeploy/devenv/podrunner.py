@@ -190,6 +190,7 @@ class PodRunner:
             self._loop.join(timeout=10)
         with self._lock:
             children = [s.child for s in self._served.values() if s.child is not None]
+            self._say(f"stopping {len(children)} process(es); withdrawing targets and endpoints")
             stop_all([*children, *(child for child, _ in self._stopping)])
             self._served.clear()
             self._stopping.clear()
