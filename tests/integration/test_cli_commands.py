@@ -22,6 +22,7 @@ from operator_harness import ensure_crd, ensure_namespace, kubectl
 from typer.testing import CliRunner
 
 from modeldeploy.cli import app
+from modeldeploy.console import steering
 from modeldeploy.console.access import Cluster, Target
 from modeldeploy.console.exits import CliError, ExitCode
 from modeldeploy.devenv.cluster import KwokCluster
@@ -454,6 +455,30 @@ def test_kill_and_unkill(cli: Cli, cluster: KwokCluster) -> None:
     assert cli("unkill", "fraud", "-n", NAMESPACE).code == ExitCode.OK
     assert switch() == {"engaged": False, "mode": "scaleToZero"}
     assert "already not engaged" in cli("unkill", "fraud", "-n", NAMESPACE).stdout
+
+
+def test_a_command_decided_on_a_stale_read_is_decided_again(cluster: KwokCluster) -> None:
+    """The annotation is written with the resourceVersion read: when the object changed in
+    between (here: the operator moved to another canary), the apiserver refuses the write
+    (409) and the command reads again and decides on what is there now."""
+    seen: list[str] = []
+
+    def decide(obj: Body) -> steering.Change:
+        seen.append(obj["status"]["canaryRevision"])
+        if len(seen) == 1:  # meanwhile, a newer canary
+            write_status(cluster, "churn", {"canaryRevision": "feedbeef42"})
+        return steering.abort(obj)
+
+    target = Target(kubeconfig=str(cluster.kubeconfig), namespace=NAMESPACE)
+    try:
+        with Cluster(target) as api:
+            change = api.steer("churn", decide)
+        assert seen == ["9a1b2c3d4e", "feedbeef42"]
+        assert "abort of feedbeef42 requested" in change.done
+        assert annotations(cluster, "churn") == {"modeldeploy.io/abort": "feedbeef42"}
+    finally:
+        write_status(cluster, "churn", {"canaryRevision": "9a1b2c3d4e"})
+        kubectl(cluster, "annotate", "mdep", "churn", "-n", NAMESPACE, "modeldeploy.io/abort-")
 
 
 # --- errors -------------------------------------------------------------------------------

@@ -38,6 +38,12 @@ def test_codes_are_distinct_documented_and_stable() -> None:
     assert "  4  --wait-for: not reached within --timeout" in text
 
 
+def test_docs_list_every_code() -> None:
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "cli.md").read_text()
+    for code in ExitCode:
+        assert f"| {int(code)} | {MEANINGS[code]} |" in docs
+
+
 @pytest.mark.parametrize(
     ("status", "body", "code", "says"),
     [

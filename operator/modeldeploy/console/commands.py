@@ -21,8 +21,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
-import click
 import typer
+from typer.exceptions import TyperException
 
 from modeldeploy.console.exits import CliError, ExitCode, exit_codes_help
 
@@ -120,7 +120,7 @@ TARGET_PARAMETERS = (
 
 def targeted(command: Callable[..., None]) -> Callable[..., None]:
     """`command(..., target)` as a typer command with kubectl's --namespace/-n, --context,
-    --kubeconfig and --as options in place of `target`."""
+    --kubeconfig and --as options in place of `target`, run inside the error boundary."""
     signature = inspect.signature(command)
     own = [p for p in signature.parameters.values() if p.name != "target"]
 
@@ -137,7 +137,8 @@ def targeted(command: Callable[..., None]) -> Callable[..., None]:
         target = Target(
             kubeconfig=kubeconfig, context=context, namespace=namespace, as_user=as_user
         )
-        command(*args, target=target, **kwargs)
+        with boundary():
+            command(*args, target=target, **kwargs)
 
     wrapper.__name__ = command.__name__
     wrapper.__doc__ = command.__doc__
@@ -147,14 +148,10 @@ def targeted(command: Callable[..., None]) -> Callable[..., None]:
     return wrapper
 
 
-@contextmanager
-def connected(target: "Target") -> Iterator["Cluster"]:
-    """The cluster, inside the error boundary."""
-    with boundary():
-        from modeldeploy.console.access import Cluster
+def connected(target: "Target") -> "Cluster":
+    from modeldeploy.console.access import Cluster
 
-        with Cluster(target) as cluster:
-            yield cluster
+    return Cluster(target)
 
 
 def report(error: CliError) -> None:
@@ -174,7 +171,7 @@ def boundary() -> Iterator[None]:
     except KeyboardInterrupt:
         typer.secho("interrupted", err=True)
         raise typer.Exit(130) from None
-    except (typer.Exit, typer.Abort, click.exceptions.Exit, click.ClickException):
+    except (typer.Exit, typer.Abort, TyperException):  # usage errors: typer reports them
         raise
     except ModuleNotFoundError as err:
         report(
@@ -493,13 +490,13 @@ def kill_command(
     steer(target, name, lambda obj: steering.set_kill_switch(obj, True, mode and mode.value))
 
 
-def _simple_steering(name: str, *args: Any, doc: str) -> Callable[..., None]:
-    """A command that takes only the name: `steering.<name>(obj, *args)` decides."""
+def _simple_steering(decision: str, *args: Any, doc: str) -> Callable[..., None]:
+    """A command that takes only the name: `steering.<decision>(obj, *args)` decides."""
 
     def decide(obj: dict[str, Any]) -> "Change":
         from modeldeploy.console import steering
 
-        function: Callable[..., Change] = getattr(steering, name)
+        function: Callable[..., Change] = getattr(steering, decision)
         return function(obj, *args)
 
     def command(name: Name, *, target: "Target") -> None:

@@ -212,7 +212,7 @@ def explain(obj: Mapping[str, Any]) -> Body:
                 f"{h.get('reason') or ''}".rstrip(": ")
             )
     degraded = next((c for c in view["conditions"] if c.get("type") == "Degraded"), None)
-    if degraded is not None and degraded.get("status") == "True":
+    if degraded is not None and degraded.get("status") == "True" and phase != "RolledBack":
         details.append(f"Degraded ({degraded.get('reason')}): {degraded.get('message', '')}")
     return {
         "name": name,

@@ -106,7 +106,7 @@ def checks_table(last: Mapping[str, Any], analysis: Analysis) -> Table:
 def _facts(view: Body, now: datetime) -> Table:
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
-    grid.add_column()
+    grid.add_column(overflow="fold")
     canary, stable = view["canaryRevision"], view["stableRevision"]
     weight = int(view["canaryWeight"] or 0)
     if canary:
