@@ -128,7 +128,11 @@ def dev_pod_runner(
         _say("no --targets-dir and no demo stack: Prometheus targets are not published")
     if kubeconfig is None and not os.environ.get("KUBECONFIG") and state is not None:
         kubeconfig = state.kubeconfig
-    run_until_signalled(PodRunner(config, kubeconfig))
+    try:
+        run_until_signalled(PodRunner(config, kubeconfig))
+    except (ImageMapError, RuntimeError, ValueError) as err:
+        typer.secho(f"pod runner: {err}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(2) from err
 
 
 @dev_app.command("load")

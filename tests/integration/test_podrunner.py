@@ -389,6 +389,11 @@ def test_a_new_runner_reaps_the_processes_of_a_killed_one(
             lambda: (e := first.endpoints()) and all(x.ready for x in e) and e,
             timeout=60, what="a ready local server",
         )  # fmt: skip
+        rival = RunnerProcess(kube, prometheus, namespace, tmp_path / "runner")
+        assert rival.process.wait(timeout=60) == 2  # one runner per state directory
+        assert f"another pod runner (pid {first.process.pid})" in rival.log()
+        assert pid_alive(orphan.pid)  # the rival reaped nothing
+        assert [e.pid for e in first.endpoints()] == [orphan.pid]  # nor withdrew anything
         first.process.kill()  # no cleanup: its child lives on, in its own session
         first.process.wait(timeout=10)
         assert pid_alive(orphan.pid)

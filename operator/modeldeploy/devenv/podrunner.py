@@ -19,6 +19,7 @@ matches Pending pods, so the condition sticks.
 Traffic only ever goes to 127.0.0.1: the pod's addresses are never read.
 """
 
+import fcntl
 import functools
 import logging
 import os
@@ -29,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import httpx
 
@@ -61,6 +62,7 @@ log = logging.getLogger("modeldeploy.podrunner")
 MAX_PROCESSES_LIMIT = 100
 ENDPOINTS_FILE = "endpoints.json"
 CHILDREN_FILE = "children.json"
+LOCK_FILE = "runner.lock"
 DEFAULT_JOB = "modeldeploy-pods"
 STOP_GRACE_SECONDS = 10.0
 
@@ -137,6 +139,7 @@ class PodRunner:
         self._say = say
         self._api = core_api(kubeconfig)
         self._launches: dict[str, Launch] = {}
+        self._state_lock: TextIO | None = None
         self._served: dict[PodKey, _Served] = {}
         self._stopping: list[tuple[Child, float]] = []  # SIGTERMed; SIGKILL after the time
         self._patched: dict[PodKey, tuple[bool, float]] = {}  # last readiness written, when
@@ -163,6 +166,7 @@ class PodRunner:
     def start(self) -> "PodRunner":
         config = self.config
         config.state_dir.mkdir(parents=True, exist_ok=True)
+        self._claim_state_dir()
         reaped = reap_recorded(config.state_dir / CHILDREN_FILE)
         if reaped:
             self._say(f"reaped {len(reaped)} orphaned process(es) of a previous runner")
@@ -179,10 +183,14 @@ class PodRunner:
         return self
 
     def stop(self) -> None:
-        """Stop watching and every process; withdraw the targets and endpoints."""
+        """Stop watching and every process; withdraw the targets and endpoints (only when
+        this runner claimed the state directory: never another runner's)."""
         if self._stopped.is_set():
             return
         self._stopped.set()
+        if self._state_lock is None:
+            self._http.close()
+            return
         self._wake.set()
         for watcher in self._watchers:
             watcher.stop()
@@ -197,6 +205,26 @@ class PodRunner:
             self._publish([], force=True)
         (self.config.state_dir / CHILDREN_FILE).unlink(missing_ok=True)
         self._http.close()
+        self._state_lock.close()  # releases the claim
+
+    def _claim_state_dir(self) -> None:
+        """One runner per state directory (its endpoints, and the orphans it reaps): an
+        exclusive lock, released by the kernel however this process ends."""
+        lock = (self.config.state_dir / LOCK_FILE).open("a+")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "?"
+            lock.close()
+            raise RuntimeError(
+                f"another pod runner (pid {holder}) uses {self.config.state_dir}; "
+                "give this one its own --state-dir"
+            ) from None
+        lock.truncate(0)
+        lock.write(str(os.getpid()))
+        lock.flush()
+        self._state_lock = lock
 
     def __enter__(self) -> "PodRunner":
         return self.start()
@@ -420,7 +448,6 @@ def run_until_signalled(runner: PodRunner) -> None:
     """Run until SIGTERM/SIGINT (the CLI); the processes are stopped on the way out, also
     when the interpreter exits otherwise (atexit)."""
     import atexit
-    import signal
 
     done = threading.Event()
 
