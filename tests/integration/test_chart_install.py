@@ -12,6 +12,7 @@ import json
 import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,7 +25,8 @@ from modeldeploy.kube import ROUTES
 
 pytestmark = pytest.mark.integration
 
-CHART = "charts/modeldeploy"
+ROOT = Path(__file__).resolve().parents[2]
+CHART = str(ROOT / "charts" / "modeldeploy")
 Body = dict[str, Any]
 
 CLUSTER_NS = "chart-cluster-system"  # release of the cluster-wide install
@@ -217,6 +219,16 @@ def test_rendered_objects_pass_server_side_validation(
     assert "deployment.apps" in kinds, result.stdout
     if values is not None:
         assert {"podmonitor.monitoring.coreos.com", "prometheusrule.monitoring.coreos.com"} <= kinds
+
+
+def test_gitops_example_model_deployment_is_accepted(
+    kube: KwokCluster, installed: dict[str, bool]
+) -> None:
+    body = yaml.safe_load((ROOT / "examples" / "gitops" / "models" / "churn.yaml").read_text())
+    body["metadata"]["namespace"] = OTHER_NS
+    kubectl(
+        kube, "apply", "--dry-run=server", "--validate=strict", "-f", "-", input=json.dumps(body)
+    )
 
 
 def test_install_creates_the_crd_and_the_operator_objects(
