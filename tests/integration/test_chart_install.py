@@ -43,6 +43,7 @@ NAMESPACED_VALUES: Body = {
         "auth": {"type": "basic", "secretName": "prometheus-auth"},
     },
     "monitoring": {
+        "serviceMonitor": {"enabled": True},
         "podMonitor": {"enabled": True},
         "prometheusRule": {"enabled": True},
         "dashboard": {"enabled": True},
@@ -87,9 +88,9 @@ def restricted_namespace(kube: KwokCluster, name: str) -> None:
 
 
 def monitoring_crds() -> list[Body]:
-    """PodMonitor and PrometheusRule CRDs with the schema of the fields the chart uses (the
-    prometheus-operator ones are not in the test cluster); unknown fields are refused by
-    strict field validation, so a misspelt field fails the dry run."""
+    """ServiceMonitor, PodMonitor and PrometheusRule CRDs with the schema of the fields the
+    chart uses (the prometheus-operator ones are not in the test cluster); unknown fields are
+    refused by strict field validation, so a misspelt field fails the dry run."""
 
     def crd(kind: str, plural: str, spec: Body) -> Body:
         return {
@@ -175,7 +176,27 @@ def monitoring_crds() -> list[Body]:
             }
         },
     }
+    service_monitor = {
+        "type": "object",
+        "required": ["selector"],
+        "properties": {
+            "selector": selector,
+            "namespaceSelector": pod_monitor["properties"]["namespaceSelector"],
+            "endpoints": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "port": {"type": "string"},
+                        "path": {"type": "string"},
+                        "interval": duration,
+                    },
+                },
+            },
+        },
+    }
     return [
+        crd("ServiceMonitor", "servicemonitors", service_monitor),
         crd("PodMonitor", "podmonitors", pod_monitor),
         crd("PrometheusRule", "prometheusrules", prometheus_rule),
     ]
@@ -218,7 +239,8 @@ def test_rendered_objects_pass_server_side_validation(
     kinds = {line.split()[0].split("/")[0] for line in result.stdout.splitlines()}
     assert "deployment.apps" in kinds, result.stdout
     if values is not None:
-        assert {"podmonitor.monitoring.coreos.com", "prometheusrule.monitoring.coreos.com"} <= kinds
+        monitors = {f"{k}.monitoring.coreos.com" for k in ("servicemonitor", "podmonitor")}
+        assert {*monitors, "prometheusrule.monitoring.coreos.com", "service"} <= kinds
 
 
 def test_gitops_example_model_deployment_is_accepted(
@@ -270,6 +292,8 @@ def test_namespaced_install_objects(kube: KwokCluster, installed: dict[str, bool
     assert kube.kubectl("get", "role", name, "-n", OTHER_NS, check=False).returncode != 0
     assert kube.kubectl("get", "clusterrole", name, check=False).returncode != 0
     kubectl(kube, "get", "podmonitor", f"{name}-models", "-n", SYSTEM_NS)
+    kubectl(kube, "get", "servicemonitor", name, "-n", SYSTEM_NS)
+    kubectl(kube, "get", "service", f"{name}-metrics", "-n", SYSTEM_NS)
     kubectl(kube, "get", "prometheusrule", name, "-n", SYSTEM_NS)
     dashboard = kube.get_json("configmap", f"{name}-dashboard", "-n", SYSTEM_NS)
     assert json.loads(dashboard["data"]["modeldeploy.json"])["uid"] == "modeldeploy-models"

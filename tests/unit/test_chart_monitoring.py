@@ -21,6 +21,7 @@ pytestmark = pytest.mark.unit
 
 MONITORING: dict[str, Any] = {
     "monitoring": {
+        "serviceMonitor": {"enabled": True},
         "podMonitor": {"enabled": True},
         "prometheusRule": {"enabled": True},
         "dashboard": {"enabled": True},
@@ -286,6 +287,22 @@ def test_pod_monitor_scrapes_model_pods_once(objects: list[dict[str, Any]]) -> N
     assert namespaced["spec"]["namespaceSelector"] == {"matchNames": ["ml"]}
 
 
+def test_service_monitor_scrapes_the_operator(objects: list[dict[str, Any]]) -> None:
+    service = one(objects, "Service", f"{RELEASE}-modeldeploy-metrics")
+    (port,) = service["spec"]["ports"]
+    assert (port["name"], port["port"], port["targetPort"]) == ("metrics", 8090, "metrics")
+    deployment = one(objects, "Deployment")
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    monitor = one(objects, "ServiceMonitor")
+    assert (
+        monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    )
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert (endpoint["port"], endpoint["path"]) == ("metrics", "/metrics")
+
+
 def test_monitoring_is_off_by_default() -> None:
     kinds = {o["kind"] for o in render()}
-    assert not kinds & {"PodMonitor", "PrometheusRule", "ConfigMap"}
+    assert not kinds & {"Service", "ServiceMonitor", "PodMonitor", "PrometheusRule", "ConfigMap"}

@@ -4,6 +4,7 @@ the operator's own API routes, restricted Pod Security, and the CRD copy.
 Pure: `helm` renders locally (no cluster). The cached helm comes from `hack/testenv.sh env`.
 """
 
+import copy
 import json
 import os
 import shutil
@@ -38,6 +39,7 @@ NAMESPACED_VALUES: Body = {
         "auth": {"type": "bearer", "secretName": "prometheus-token"},
     },
     "monitoring": {
+        "serviceMonitor": {"enabled": True},
         "podMonitor": {"enabled": True, "labels": {"release": "kps"}},
         "prometheusRule": {"enabled": True},
         "dashboard": {"enabled": True},
@@ -68,12 +70,21 @@ def helm(*args: str, values: Body | None = None) -> subprocess.CompletedProcess[
     )
 
 
+_RENDERED: dict[str, list[Body]] = {}
+
+
 def render(values: Body | None = None, *, crds: bool = False) -> list[Body]:
-    """The chart's objects for `values` (CRDs too with `crds`)."""
-    flags = ["--include-crds"] if crds else []
-    result = helm("template", RELEASE, str(CHART), "--namespace", NAMESPACE, *flags, values=values)
-    assert result.returncode == 0, result.stderr
-    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    """The chart's objects for `values` (CRDs too with `crds`); each rendering runs helm once
+    per session."""
+    key = json.dumps([values, crds], sort_keys=True)
+    if key not in _RENDERED:
+        flags = ["--include-crds"] if crds else []
+        result = helm(
+            "template", RELEASE, str(CHART), "--namespace", NAMESPACE, *flags, values=values
+        )
+        assert result.returncode == 0, result.stderr
+        _RENDERED[key] = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    return copy.deepcopy(_RENDERED[key])
 
 
 def one(objects: Iterable[Body], kind: str, name: str | None = None) -> Body:
@@ -131,7 +142,7 @@ def test_default_install_objects() -> None:
 
 def test_every_namespaced_object_is_in_the_release_namespace() -> None:
     for obj in render(NAMESPACED_VALUES):
-        if obj["kind"] in ("ServiceAccount", "Deployment", "PodMonitor", "PrometheusRule"):
+        if obj["kind"] in ("ServiceAccount", "Deployment", "Service", "ServiceMonitor"):
             assert obj["metadata"]["namespace"] == NAMESPACE, obj["kind"]
 
 
@@ -144,7 +155,10 @@ def test_deployment_single_recreate_with_meaningful_probes() -> None:
     assert operator["args"] == ["operator", "--liveness=http://0.0.0.0:8080/healthz"]
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
         assert operator[probe]["httpGet"] == {"path": "/healthz", "port": "health"}, probe
-    assert operator["ports"] == [{"name": "health", "containerPort": 8080, "protocol": "TCP"}]
+    assert operator["ports"] == [
+        {"name": "health", "containerPort": 8080, "protocol": "TCP"},
+        {"name": "metrics", "containerPort": 8090, "protocol": "TCP"},
+    ]
     assert operator["image"] == "modeldeploy/operator:0.1.0"  # appVersion
 
 
@@ -163,6 +177,7 @@ def test_values_map_to_args_env_and_mounts() -> None:
     assert env(objects) == {
         "MODELDEPLOY_RECONCILE_INTERVAL": "2.5",
         "MODELDEPLOY_LOG_FORMAT": "json",
+        "MODELDEPLOY_METRICS_PORT": "8090",
         "MODELDEPLOY_PROMETHEUS_URL": "http://prometheus.monitoring:9090",
         "MODELDEPLOY_PROMETHEUS_AUTH_TYPE": "bearer",
         "MODELDEPLOY_PROMETHEUS_AUTH_DIR": auth_dir,
@@ -174,6 +189,14 @@ def test_values_map_to_args_env_and_mounts() -> None:
     pod = one(objects, "Deployment")["spec"]["template"]["spec"]
     volume = next(v for v in pod["volumes"] if v["name"] == "prometheus-auth")
     assert volume["secret"]["secretName"] == "prometheus-token"
+
+
+def test_metrics_port_off() -> None:
+    values = {"metricsPort": 0, "monitoring": {"serviceMonitor": {"enabled": True}}}
+    objects = render(values)
+    assert [p["name"] for p in container(objects)["ports"]] == ["health"]
+    assert env(objects)["MODELDEPLOY_METRICS_PORT"] == "0"
+    assert not {"Service", "ServiceMonitor"} & {o["kind"] for o in objects}
 
 
 def test_restricted_pod_security() -> None:
@@ -207,6 +230,7 @@ def test_restricted_pod_security() -> None:
         ({"podSecurityContext": {"runAsNonRoot": False}}, "runAsNonRoot"),
         ({"image": {"digest": "latest"}}, "digest"),
         ({"monitoring": {"prometheusRule": {"driftWindow": "one hour"}}}, "driftWindow"),
+        ({"metricsPort": 80}, "metricsPort"),
         ({"replicas": 2}, "replicas"),  # not a value: one instance, always
     ],
 )
