@@ -12,8 +12,8 @@ setup:  ## build/install the cluster components and the Python env (cached, idem
 test: setup  ## the whole suite: lint, types, unit and integration tests
 	hack/run-tests.sh
 
-demo: setup  ## local cluster + Prometheus (+ operator and a rollout, as they land)
-	$(WITH_TOOLS) modeldeploy dev up
+demo: setup  ## local cluster + Prometheus + operator + real model servers: a rollback and a promotion
+	$(WITH_TOOLS) modeldeploy dev demo
 
 down:  ## tear the demo cluster down
 	$(WITH_TOOLS) modeldeploy dev down

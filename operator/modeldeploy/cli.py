@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from modeldeploy.console.commands import register as register_console_commands
+from modeldeploy.contract import OPERATOR_METRICS_PORT
 
 app = typer.Typer(
     name="modeldeploy",
@@ -39,6 +40,42 @@ def dev_up() -> None:
         "  kubectl get nodes            # kwok-simulated nodes\n"
         f"  Prometheus: {state.prometheus_url}  (file_sd targets in {state.prometheus_targets})\n"
         "  make down                    # tear it all down"
+    )
+
+
+@dev_app.command("demo")
+def dev_demo(
+    rate: Annotated[float, typer.Option(min=1, max=200, help="Client requests per second.")] = 40,
+) -> None:
+    """The whole loop on this machine: v1 stable, a skewed v2 rolled back on drift, a healthy
+    v3 promoted through every step, printed as a timeline (brings the stack up first)."""
+    import signal
+    import sys
+
+    from modeldeploy.devenv import stack
+    from modeldeploy.devenv.demo import Demo, DemoError, summary
+
+    # SIGTERM (e.g. from `timeout` or CI) unwinds like Ctrl-C, so child processes are stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    state = stack.up(_say)
+    demo = Demo(
+        stack.demo_cluster(),
+        state.prometheus_url,
+        Path(state.prometheus_targets),
+        stack.run_dir(),
+        rate=rate,
+        say=typer.echo,
+    )
+    try:
+        result = demo.run()
+    except DemoError as error:
+        typer.secho(f"demo failed: {error}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(1) from error
+    for line in summary(result):
+        typer.echo(line)
+    typer.echo(
+        f"\nThe cluster and Prometheus stay up: export KUBECONFIG={state.kubeconfig}; "
+        f"Prometheus at {state.prometheus_url}. `make down` removes them."
     )
 
 
@@ -243,12 +280,76 @@ def operator(
     liveness: Annotated[
         str | None, typer.Option(help="Serve a liveness probe, e.g. http://0.0.0.0:8080/healthz.")
     ] = None,
+    prometheus_url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="MODELDEPLOY_PROMETHEUS_URL",
+            help="Prometheus for ModelDeployments without spec.prometheus; without any, "
+            "analysis is off and steps advance on time.",
+        ),
+    ] = None,
+    prometheus_auth_type: Annotated[
+        str,
+        typer.Option(
+            envvar="MODELDEPLOY_PROMETHEUS_AUTH_TYPE",
+            help="none, bearer (file `token`) or basic (files `username`, `password`).",
+        ),
+    ] = "none",
+    prometheus_auth_dir: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="MODELDEPLOY_PROMETHEUS_AUTH_DIR",
+            help="Directory with the default Prometheus' credentials (a mounted Secret).",
+        ),
+    ] = None,
+    prometheus_namespace_label: Annotated[
+        str,
+        typer.Option(
+            envvar="MODELDEPLOY_PROMETHEUS_NAMESPACE_LABEL",
+            help="Label holding the pod's namespace on scraped series ('' if none).",
+        ),
+    ] = "namespace",
+    metrics_port: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=65535,
+            envvar="MODELDEPLOY_METRICS_PORT",
+            help="Port of the operator's own /metrics (0: off).",
+        ),
+    ] = OPERATOR_METRICS_PORT,
+    metrics_address: Annotated[
+        str, typer.Option(envvar="MODELDEPLOY_METRICS_ADDRESS", help="Address of /metrics.")
+    ] = "0.0.0.0",
     verbose: Annotated[bool, typer.Option(help="Debug logging.")] = False,
 ) -> None:
     """Run the operator (Kopf) against the cluster of KUBECONFIG or the in-cluster config."""
+    from modeldeploy.analysis.judge import AUTH_TYPES, AnalysisSettings
     from modeldeploy.handlers import run_operator
 
-    run_operator(namespace or [], interval, liveness, verbose)
+    auth_type = next((t for t in AUTH_TYPES if t == prometheus_auth_type), None)
+    if auth_type is None:
+        typer.secho(f"--prometheus-auth-type must be one of {', '.join(AUTH_TYPES)}", err=True)
+        raise typer.Exit(2)
+    try:
+        analysis = AnalysisSettings(
+            prometheus_url=prometheus_url or None,
+            auth_type=auth_type,
+            auth_dir=prometheus_auth_dir,
+            namespace_label=prometheus_namespace_label,
+        )
+    except ValueError as err:
+        typer.secho(f"cannot run the operator: {err}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(2) from err
+    run_operator(
+        namespace or [],
+        interval,
+        liveness,
+        verbose,
+        analysis=analysis,
+        metrics_address=metrics_address,
+        metrics_port=metrics_port,
+    )
 
 
 @app.command("serve")

@@ -38,10 +38,14 @@ def read_state() -> StackState | None:
         return None
 
 
+def demo_cluster() -> KwokCluster:
+    return KwokCluster(DEMO_CLUSTER, stack_dir() / "kwok", toolchain())
+
+
 def up(say: Callable[[str], None]) -> StackState:
     """Create (or reuse) the demo cluster and Prometheus."""
-    tools = toolchain()
-    cluster = KwokCluster(DEMO_CLUSTER, stack_dir() / "kwok", tools)
+    cluster = demo_cluster()
+    tools = cluster.tools
     state = read_state()
     if cluster.exists() and cluster.kubeconfig.exists():
         say(f"cluster {DEMO_CLUSTER} already running")
@@ -64,12 +68,21 @@ def up(say: Callable[[str], None]) -> StackState:
     return state
 
 
+def run_dir() -> Path:
+    """Where `modeldeploy dev demo` keeps its operator, pod runner and logs."""
+    return stack_dir() / "run"
+
+
 def down(say: Callable[[str], None]) -> None:
+    from modeldeploy.devenv.demo import reap_leftovers
+
+    if reaped := reap_leftovers(run_dir()):
+        say(f"stopped {len(reaped)} process group(s) a demo left running")
     state = read_state()
     if state is not None and pid_alive(state.prometheus_pid):
         say("stopping prometheus")
         os.kill(state.prometheus_pid, signal.SIGTERM)
-    cluster = KwokCluster(DEMO_CLUSTER, stack_dir() / "kwok", toolchain())
+    cluster = demo_cluster()
     if cluster.exists():
         say(f"deleting cluster {DEMO_CLUSTER}")
         cluster.delete()
