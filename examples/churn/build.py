@@ -1,6 +1,6 @@
 """Trains the churn example model and writes a servable model directory.
 
-    python examples/churn/build.py OUT [--variant healthy|skewed] [--version V]
+    python examples/churn/build.py OUT [--variant healthy|skewed|slow] [--version V]
 
 writes
     OUT/model/   model.yaml, model.joblib, profile.json (with golden requests),
@@ -13,7 +13,8 @@ payment method); `contract` is cut from an informative latent, so categories car
 and data usage is unrecorded for some customers (missing values). Same seed, same bytes.
 
 Variants differ only in the preprocessing the image runs (the model is trained the same
-way): `healthy` (v1, v3) and `skewed` (v2: monthly charges scaled 100x at serving time).
+way): `healthy` (v1, v3), `skewed` (v2: monthly charges scaled 100x at serving time) and
+`slow` (right answers, 60 ms late: a latency regression).
 """
 
 import argparse
@@ -45,7 +46,7 @@ TARGET = "churned"
 NUMERIC = ("tenure_months", "monthly_charges", "support_calls", "data_usage_gb")
 CATEGORICAL = churn_features.CATEGORICAL
 FEATURES = (*NUMERIC, *CATEGORICAL)
-PREPROCESS = {"healthy": "preprocess", "skewed": "preprocess_skewed"}
+PREPROCESS = {"healthy": "preprocess", "skewed": "preprocess_skewed", "slow": "preprocess_slow"}
 Columns = dict[str, npt.NDArray[Any]]
 
 

@@ -8,8 +8,13 @@ charges that arrive in currency units as if they were cents and "converts" them,
 model sees charges 100x larger than in training. That is training/serving skew: inputs
 look fine to clients, but the features reaching the model no longer match the training
 profile, which the runtime's feature bins expose.
+
+`preprocess_slow` is a latency regression: the right features, but every request waits
+`SLOW_SECONDS` first (say, a lookup that lost its cache). Warm-up still passes; the canary's
+latency percentiles do not.
 """
 
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 CATEGORICAL = ("contract", "payment_method")
+SLOW_SECONDS = 0.06
 Columns = Mapping[str, npt.NDArray[Any]]
 
 
@@ -35,3 +41,9 @@ def preprocess_skewed(columns: Columns) -> dict[str, npt.NDArray[Any]]:
     out = preprocess(columns)
     out["monthly_charges"] = np.asarray(columns["monthly_charges"], dtype=np.float64) * 100.0
     return out
+
+
+def preprocess_slow(columns: Columns) -> dict[str, npt.NDArray[Any]]:
+    """Deliberately slow: the right features, `SLOW_SECONDS` late (see the module docstring)."""
+    time.sleep(SLOW_SECONDS)
+    return preprocess(columns)

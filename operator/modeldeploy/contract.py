@@ -81,3 +81,31 @@ READY_PATH_TEMPLATE: Final = "/v2/models/{model}/ready"
 
 # Marks a mirrored request, so a shadow never mirrors it again (no loops between versions).
 SHADOW_HEADER: Final = "x-modeldeploy-shadow"
+
+# --- The operator's own metrics (`modeldeploy operator --metrics-port`, /metrics) ---------
+# Series about one ModelDeployment carry `namespace` and `name`. Check names leave out their
+# subject (feature-psi, not feature-psi/age), so that label values stay few.
+OPERATOR_PREFIX: Final = PREFIX + "operator_"
+OPERATOR_METRICS_PORT: Final = 8090
+LABEL_NAMESPACE: Final = "namespace"
+LABEL_NAME: Final = "name"
+LABEL_TRACK: Final = "track"  # canary | stable: the revision an analysis round judged
+LABEL_CHECK: Final = "check"
+LABEL_VERDICT: Final = "verdict"  # pass | fail | inconclusive
+
+# {namespace, name, track, result}; result = pass | fail | inconclusive | no_data (no verdict
+# for lack of data: Prometheus unreachable, a refused query, missing series).
+OPERATOR_ANALYSES_TOTAL: Final = OPERATOR_PREFIX + "analyses_total"
+OPERATOR_ANALYSIS_DURATION_SECONDS: Final = OPERATOR_PREFIX + "analysis_duration_seconds"
+# {namespace, name, track, check, verdict}
+OPERATOR_CHECK_VERDICTS_TOTAL: Final = OPERATOR_PREFIX + "check_verdicts_total"
+# Gauge {namespace, name, track, check}: the check's value in the last round (NaN: no data).
+OPERATOR_CHECK_VALUE: Final = OPERATOR_PREFIX + "check_value"
+# {namespace, name, reason}; reason = RolledBack (analysis, warm-up timeout, within
+# bakeTime) | Aborted (by a person).
+OPERATOR_ROLLBACKS_TOTAL: Final = OPERATOR_PREFIX + "rollbacks_total"
+OPERATOR_PROMOTIONS_TOTAL: Final = OPERATOR_PREFIX + "promotions_total"  # {namespace, name}
+# Gauge {namespace, name, reason}: 1 while the Degraded condition is True (reason: its
+# reason, e.g. AnalysisFailed when the stable drifts from its training profile), else 0.
+OPERATOR_DEGRADED: Final = OPERATOR_PREFIX + "degraded"
+OPERATOR_RECONCILE_DURATION_SECONDS: Final = OPERATOR_PREFIX + "reconcile_duration_seconds"

@@ -16,6 +16,7 @@ operator, and owner references let the garbage collector remove everything it ow
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,6 +25,7 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
+from modeldeploy.analysis.judge import AnalysisSettings, Judge
 from modeldeploy.api import (
     ANNOTATION_ABORT,
     ANNOTATION_PROMOTE,
@@ -45,6 +47,7 @@ from modeldeploy.rollout import (
     observe,
     plan,
 )
+from modeldeploy.telemetry import OperatorMetrics
 
 log = logging.getLogger("modeldeploy.operator")
 
@@ -58,10 +61,8 @@ Body = dict[str, Any]
 
 
 def gather_analysis(subject: Subject, world: World, now: datetime) -> AnalysisInput:
-    """The analysis seam: run an analysis round when one is due and return its signal.
-
-    Without analysis wiring the rollout advances on time only (issue 5 plugs in here).
-    """
+    """The analysis seam's default: no analysis, the rollout advances on time only. The
+    operator injects `analysis.judge.Judge` (a round when one is due, its signal)."""
     return NO_ANALYSIS
 
 
@@ -86,6 +87,7 @@ def read_status(raw: Any) -> tuple[ModelDeploymentStatus, str | None]:
 class Reconciler:
     kube: Kube
     analysis: Callable[[Subject, World, datetime], AnalysisInput] = gather_analysis
+    metrics: OperatorMetrics | None = None
     known: set[Key] = field(default_factory=set)
     essence: dict[Key, tuple[Any, ...]] = field(default_factory=dict)
     errors: dict[Key, str] = field(default_factory=dict)
@@ -100,6 +102,11 @@ class Reconciler:
         self.errors.pop(key, None)
         self.locks.pop(key, None)
         self.reported = {r for r in self.reported if r[0] != key}
+        forget_analysis = getattr(self.analysis, "forget", None)
+        if callable(forget_analysis):
+            forget_analysis(key)
+        if self.metrics is not None:
+            self.metrics.forget(key)
 
     def changed(self, key: Key, body: Body) -> bool:
         """Spec (generation) or command annotations changed since the last reconcile."""
@@ -133,6 +140,7 @@ class Reconciler:
 
     def reconcile(self, key: Key) -> None:
         namespace, name = key
+        started = time.monotonic()
         self.reconciles += 1
         body = self.kube.get_model_deployment(namespace, name)
         if body is None:
@@ -184,6 +192,9 @@ class Reconciler:
                 self.kube.post_event(body, event, now)
             except KubeError as err:
                 log.warning("cannot post event on %s/%s: %s", *key, err)
+        if self.metrics is not None:
+            seconds = time.monotonic() - started
+            self.metrics.observe_plan(key, decided.events, decided.status, seconds)
 
     def execute(
         self, key: Key, body: Body, apply: tuple[Body, ...], delete: Any, now: datetime
@@ -215,7 +226,14 @@ class Reconciler:
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.posting.enabled = False  # Events are the operator's own, posted on transitions
-    memo.reconciler = Reconciler(Kube())
+    kube = Kube()
+    metrics = OperatorMetrics()
+    port = memo.get("metrics_port")
+    if port:
+        metrics.serve(memo.get("metrics_address") or "0.0.0.0", int(port))
+    judge = Judge(kube, memo.get("analysis") or AnalysisSettings(), metrics)
+    memo.judge = judge
+    memo.reconciler = Reconciler(kube, analysis=judge, metrics=metrics)
     interval = float(memo.get("interval") or os.environ.get(INTERVAL_ENV) or DEFAULT_INTERVAL)
     memo.loop = asyncio.create_task(periodic(memo.reconciler, interval))
     log.info("reconciling every %.1fs", interval)
@@ -226,6 +244,9 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     task = memo.get("loop")
     if task is not None:
         task.cancel()
+    judge = memo.get("judge")
+    if judge is not None:
+        judge.close()
 
 
 async def periodic(reconciler: Reconciler, interval: float) -> None:
@@ -265,10 +286,18 @@ def stats(memo: kopf.Memo, **_: Any) -> dict[str, int]:
 
 
 def run_operator(
-    namespaces: list[str], interval: float | None, liveness: str | None, verbose: bool
+    namespaces: list[str],
+    interval: float | None,
+    liveness: str | None,
+    verbose: bool,
+    *,
+    analysis: AnalysisSettings | None = None,
+    metrics_address: str = "0.0.0.0",
+    metrics_port: int = 0,
 ) -> None:
     """Run the operator in this process until interrupted (the `modeldeploy operator`
-    command). Standalone: a single instance, no Kopf peering objects."""
+    command). Standalone: a single instance, no Kopf peering objects. `analysis`: the
+    default Prometheus and how to query it; `metrics_port` 0: no metrics endpoint."""
     log_format = os.environ.get(LOG_FORMAT_ENV, "plain").strip().lower()
     if log_format not in ("plain", "json"):
         raise ValueError(f"{LOG_FORMAT_ENV}={log_format!r}: use plain or json")
@@ -281,5 +310,10 @@ def run_operator(
         clusterwide=not namespaces,
         namespaces=namespaces,
         liveness_endpoint=liveness,
-        memo=kopf.Memo(interval=interval),
+        memo=kopf.Memo(
+            interval=interval,
+            analysis=analysis or AnalysisSettings(),
+            metrics_address=metrics_address,
+            metrics_port=metrics_port,
+        ),
     )

@@ -1,0 +1,315 @@
+"""One analysis round per reconcile, decided purely: which revision, whether it is due, with
+which checks, and how its outcome becomes the state machine's `AnalysisSignal`.
+
+- The spec's `analysis` maps to an `AnalysisConfig` (`map_spec`). A custom check whose
+  query template cannot be rendered is not dropped: it is reported as a check without data
+  (like a query Prometheus refuses), so it never passes.
+- The round's subject (`choose_target`): the canary while a rollout runs (its checks
+  against the stable on the same window); otherwise the stable: inside bakeTime every check
+  that needs no reference traffic (a failure there rolls back to the still-warm previous
+  revision), after it only drift against its own training profile (Degraded, never a
+  rollback). Nothing while the kill switch is engaged, and nothing on a revision without a
+  Ready pod (nothing to measure: warm-up is the machine's business).
+- A round is due when the last one of that revision is `analysis.interval` old
+  (`round_due`, from `status.lastAnalysis.time`).
+- The memory across rounds (consecutive failures, since when without a verdict) lives in
+  status (`consecutiveFailures`, `noDataSince`) and counts only for the revision the last
+  analysis was about (`memory_of`).
+"""
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from modeldeploy.analysis.checks import CUSTOM_PREFIX, AnalysisConfig, CustomCheck, Track
+from modeldeploy.analysis.queries import RevisionRef
+from modeldeploy.analysis.verdicts import (
+    Action,
+    AnalysisMemory,
+    AnalysisOutcome,
+    CheckResult,
+    Decision,
+    OnNoData,
+    Verdict,
+    no_data_check,
+)
+from modeldeploy.api import (
+    Analysis,
+    ModelDeploymentStatus,
+    parse_duration,
+)
+from modeldeploy.api import CheckResult as StatusCheck
+from modeldeploy.resources.names import deployment_name
+from modeldeploy.resources.revision import RevisionSource
+from modeldeploy.rollout import AnalysisSignal, Event, Subject, World
+
+MAX_CHECK_NAME = 253
+
+
+@dataclass(frozen=True)
+class RejectedCheck:
+    """A custom check whose query template cannot be used, with why."""
+
+    name: str
+    threshold: float
+    why: str
+
+    def as_check(self) -> CheckResult:
+        return no_data_check(CUSTOM_PREFIX + self.name, self.threshold, self.why)
+
+
+@dataclass(frozen=True)
+class MappedAnalysis:
+    config: AnalysisConfig
+    rejected: tuple[RejectedCheck, ...] = ()
+    failure_limit: int = 2
+    on_no_data: OnNoData = OnNoData.HOLD
+    no_data_timeout: timedelta = timedelta(minutes=15)
+    interval: timedelta = timedelta(seconds=30)
+    window: str = "5m"
+
+
+def _below_one(value: float) -> float | None:
+    """Rates bounded by 1: a bound of 1 can never be exceeded, i.e. the check is off."""
+    return value if value < 1 else None
+
+
+def map_spec(analysis: Analysis) -> MappedAnalysis:
+    """spec.analysis -> the verdict layer's settings (pure)."""
+    drift = analysis.drift
+    custom: list[CustomCheck] = []
+    rejected: list[RejectedCheck] = []
+    for check in analysis.custom:
+        try:
+            custom.append(CustomCheck(check.name, check.query, check.min, check.max))
+        except ValueError as err:
+            bound = check.max if check.max is not None else check.min
+            rejected.append(RejectedCheck(check.name, bound or 0.0, f"bad query template: {err}"))
+    latency = analysis.latency
+    config = AnalysisConfig(
+        min_samples=analysis.min_samples,
+        latency_p95_ms=float(latency.p95_ms) if latency.p95_ms is not None else None,
+        latency_p99_ms=float(latency.p99_ms) if latency.p99_ms is not None else None,
+        max_error_rate=_below_one(analysis.error_rate.max),
+        max_invalid_increase=_below_one(analysis.invalid_input_rate.max_increase),
+        feature_psi=drift.features.psi if drift.enabled else None,
+        feature_ks=drift.features.ks if drift.enabled else None,
+        ignored_features=frozenset(drift.features.ignore) if drift.enabled else frozenset(),
+        max_missing_increase=(
+            _below_one(drift.missing_rate.max_increase) if drift.enabled else None
+        ),
+        prediction_psi=drift.predictions.psi if drift.enabled else None,
+        custom=tuple(custom),
+    )
+    return MappedAnalysis(
+        config=config,
+        rejected=tuple(rejected),
+        failure_limit=analysis.failure_limit,
+        on_no_data=OnNoData(analysis.on_no_data),
+        no_data_timeout=parse_duration(analysis.no_data_timeout),
+        interval=parse_duration(analysis.interval),
+        window=analysis.window,
+    )
+
+
+def bake_config(config: AnalysisConfig) -> AnalysisConfig:
+    """The new stable inside bakeTime: every check but those comparing with another
+    revision's traffic (the previous revision serves none any more)."""
+    return replace(config, max_invalid_increase=None, prediction_psi=None, prediction_ks=None)
+
+
+def has_checks(config: AnalysisConfig, rejected: Sequence[RejectedCheck] = ()) -> bool:
+    thresholds = (
+        config.latency_p95_ms,
+        config.latency_p99_ms,
+        config.max_error_rate,
+        config.max_invalid_increase,
+        config.prediction_psi,
+        config.prediction_ks,
+    )
+    return (
+        config.checks_features
+        or any(t is not None for t in thresholds)
+        or bool(config.custom)
+        or bool(rejected)
+    )
+
+
+@dataclass(frozen=True)
+class RoundTarget:
+    """What one round analyses, and with which checks."""
+
+    revision: str
+    track: Track
+    config: AnalysisConfig
+    reference: str | None = None
+    """The stable revision, for the canary's checks against it."""
+    in_bake: bool = False
+    rejected: tuple[RejectedCheck, ...] = ()
+
+    @property
+    def may_roll_back(self) -> bool:
+        """A canary always may; the stable only inside bakeTime (the machine enforces it
+        too), and only on a failed check, not for lack of data: the previous revision is no
+        better vouched for when Prometheus is down."""
+        return self.track is Track.CANARY or self.in_bake
+
+
+def _ready(world: World, subject: Subject, revision: str) -> int:
+    observed = world.deployment(deployment_name(subject.name, revision))
+    return observed.ready if observed is not None else 0
+
+
+def choose_target(
+    subject: Subject, world: World, mapped: MappedAnalysis, now: datetime
+) -> RoundTarget | None:
+    """The revision this reconcile's round would analyse, if any (see the module doc)."""
+    status = subject.status
+    if subject.spec.kill_switch.engaged or status.phase == "Killed":
+        return None  # traffic is away from the model: nothing to judge
+    canary, stable = status.canary_revision, status.stable_revision
+    rejected = mapped.rejected
+    if canary is not None:
+        if _ready(world, subject, canary) < 1:
+            return None
+        return RoundTarget(canary, Track.CANARY, mapped.config, stable, rejected=rejected)
+    if stable is None or _ready(world, subject, stable) < 1:
+        return None
+    baking = (
+        status.previous_stable_revision is not None
+        and status.bake_until is not None
+        and now < status.bake_until
+    )
+    if baking:
+        config = bake_config(mapped.config)
+    else:
+        config, rejected = mapped.config.drift_only(), ()
+    if not has_checks(config, rejected):
+        return None
+    return RoundTarget(stable, Track.STABLE, config, in_bake=baking, rejected=rejected)
+
+
+def round_due(
+    status: ModelDeploymentStatus, revision: str, interval: timedelta, now: datetime
+) -> bool:
+    """Whether `revision` is due for a round: it never had one, or its last is `interval`
+    old (status keeps whole seconds, so a round may come up to a second early)."""
+    last = status.last_analysis
+    if last is None or last.revision != revision:
+        return True
+    return now >= last.time + interval
+
+
+def memory_of(status: ModelDeploymentStatus, revision: str) -> AnalysisMemory:
+    """The verdict layer's memory, from status, when it is about `revision`."""
+    last = status.last_analysis
+    if last is None or last.revision != revision:
+        return AnalysisMemory()
+    return AnalysisMemory(status.consecutive_failures, status.no_data_since)
+
+
+def revision_ref(
+    subject: Subject, world: World, revision: str, namespace_label: str
+) -> RevisionRef:
+    """Which series belong to `revision` of this ModelDeployment. The namespace matcher
+    keeps apart two namespaces that run the same revision (same image, model, template);
+    `namespace_label` is the label the scrape config attaches ("" when it attaches none)."""
+    version = ""
+    if revision == RevisionSource.of(subject.spec).revision:
+        version = subject.spec.model.version
+    else:
+        observed = world.deployment(deployment_name(subject.name, revision))
+        if observed is not None and observed.source is not None:
+            version = observed.source.model.version
+    matchers = {namespace_label: subject.namespace} if namespace_label else {}
+    return RevisionRef(
+        model=subject.spec.model.name,
+        revision=revision,
+        version=version,
+        namespace=subject.namespace,
+        name=subject.name,
+        matchers=matchers,
+    )
+
+
+# --- the round's outcome as status, signal and events -------------------------------------
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+def status_check(check: CheckResult) -> StatusCheck:
+    """A verdict-layer check as `status.lastAnalysis.checks[]` (the name carries the subject,
+    e.g. ``feature-psi/monthly_charges``)."""
+    threshold = check.threshold if math.isfinite(check.threshold) else 0.0
+    return StatusCheck(
+        name=check.display_name[:MAX_CHECK_NAME],
+        value=_finite(check.value),
+        threshold=threshold,
+        samples=max(0, check.samples),
+        verdict=check.verdict.value,
+    )
+
+
+def signal_reason(outcome: AnalysisOutcome, decision: Decision) -> str:
+    """One line for status history and Events: a failure or a wait says what the verdict
+    layer decided (with the failing checks, values, thresholds and samples); a pass lists
+    every check with its value, threshold and samples."""
+    if outcome.verdict is Verdict.PASS:
+        details = "; ".join(c.reason for c in outcome.checks)
+        return f"all {len(outcome.checks)} checks passed: {details}"
+    return decision.reason
+
+
+def signal_of(
+    target: RoundTarget, outcome: AnalysisOutcome, decision: Decision, now: datetime
+) -> AnalysisSignal:
+    rollback = decision.action is Action.ROLLBACK and (
+        target.track is Track.CANARY or (target.in_bake and outcome.verdict is Verdict.FAIL)
+    )
+    return AnalysisSignal(
+        revision=target.revision,
+        verdict=outcome.verdict.value,
+        time=now,
+        rollback=rollback,
+        reason=signal_reason(outcome, decision),
+        checks=tuple(status_check(c) for c in outcome.checks),
+        samples=outcome.samples,
+        consecutive_failures=decision.memory.consecutive_failures,
+        no_data_since=decision.memory.inconclusive_since,
+    )
+
+
+class Waiting(StrEnum):
+    """Why a round gave no verdict, as far as people need to tell it apart."""
+
+    SAMPLES = "samples"  # too few samples, or not significant yet
+    NO_DATA = "no-data"  # Prometheus unreachable, refused query, missing series
+    TIMED_OUT = "timed-out"  # noDataTimeout passed: onNoData applies
+
+
+def waiting_kind(
+    outcome: AnalysisOutcome, memory: AnalysisMemory, timeout: timedelta, now: datetime
+) -> Waiting | None:
+    if outcome.verdict is not Verdict.INCONCLUSIVE:
+        return None
+    since = memory.inconclusive_since
+    if since is not None and now - since >= timeout:
+        return Waiting.TIMED_OUT
+    return Waiting.NO_DATA if outcome.no_data else Waiting.SAMPLES
+
+
+def waiting_event(revision: str, kind: Waiting, decision: Decision) -> Event:
+    """The Event when a revision's rounds start giving no verdict (the machine itself
+    reports failures and passes)."""
+    message = f"{revision}: {decision.reason}"
+    match kind:
+        case Waiting.SAMPLES:
+            return Event("Normal", "AnalysisInconclusive", message)
+        case Waiting.NO_DATA:
+            return Event("Warning", "AnalysisNoData", message)
+        case Waiting.TIMED_OUT:
+            return Event("Warning", "AnalysisNoDataTimeout", message)

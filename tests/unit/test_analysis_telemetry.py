@@ -1,0 +1,86 @@
+"""The operator's own metrics: rounds, rollbacks, promotions, Degraded, /metrics."""
+
+import math
+import socket
+import urllib.request
+from datetime import UTC, datetime
+
+import pytest
+
+from modeldeploy import contract
+from modeldeploy.analysis.verdicts import aggregate, no_data_check, threshold_check
+from modeldeploy.api import Condition, ModelDeploymentStatus
+from modeldeploy.rollout import Event
+from modeldeploy.telemetry import OperatorMetrics
+
+pytestmark = pytest.mark.unit
+
+KEY = ("ml", "churn")
+MD = {"namespace": "ml", "name": "churn"}
+T0 = datetime(2026, 11, 20, tzinfo=UTC)
+
+
+def degraded(status: str, reason: str) -> ModelDeploymentStatus:
+    condition = Condition(type="Degraded", status=status, reason=reason, last_transition_time=T0)  # type: ignore[arg-type]
+    return ModelDeploymentStatus(conditions=[condition])
+
+
+def test_rounds_count_by_result_and_keep_the_last_value() -> None:
+    metrics = OperatorMetrics()
+    psi = threshold_check("feature-psi", 0.4, 500, 200, maximum=0.1, subject="age")
+    metrics.observe_round(KEY, "stable", aggregate([psi]), 0.02)
+    gone = no_data_check("feature-psi", 0.1, "unreachable")
+    metrics.observe_round(KEY, "stable", aggregate([gone]), 5.0)
+    sample = metrics.registry.get_sample_value
+    stable = MD | {"track": "stable"}
+    assert sample(contract.OPERATOR_ANALYSES_TOTAL, stable | {"result": "fail"}) == 1
+    assert sample(contract.OPERATOR_ANALYSES_TOTAL, stable | {"result": "no_data"}) == 1
+    check = stable | {"check": "feature-psi"}
+    assert sample(contract.OPERATOR_CHECK_VERDICTS_TOTAL, check | {"verdict": "fail"}) == 1
+    value = sample(contract.OPERATOR_CHECK_VALUE, check)
+    assert value is not None
+    assert math.isnan(value)  # no data in the last round
+    assert sample(contract.OPERATOR_ANALYSIS_DURATION_SECONDS + "_count") == 2
+    metrics.forget(KEY)
+    assert sample(contract.OPERATOR_CHECK_VALUE, check) is None
+
+
+def test_plans_count_rollbacks_promotions_and_show_degraded() -> None:
+    metrics = OperatorMetrics()
+    events = [
+        Event("Warning", "RolledBack", "c rolled back"),
+        Event("Normal", "Promoted", "c is stable"),
+        Event("Warning", "Aborted", "c aborted"),
+        Event("Normal", "StepAdvanced", "50%"),
+    ]
+    metrics.observe_plan(KEY, events, degraded("True", "AnalysisFailed"), 0.01)
+    sample = metrics.registry.get_sample_value
+    assert sample(contract.OPERATOR_ROLLBACKS_TOTAL, MD | {"reason": "RolledBack"}) == 1
+    assert sample(contract.OPERATOR_ROLLBACKS_TOTAL, MD | {"reason": "Aborted"}) == 1
+    assert sample(contract.OPERATOR_PROMOTIONS_TOTAL, MD) == 1
+    assert sample(contract.OPERATOR_DEGRADED, MD | {"reason": "AnalysisFailed"}) == 1
+    metrics.observe_plan(KEY, [], degraded("False", "AsExpected"), 0.01)
+    assert sample(contract.OPERATOR_DEGRADED, MD | {"reason": "AnalysisFailed"}) is None
+    assert sample(contract.OPERATOR_DEGRADED, MD | {"reason": "AsExpected"}) == 0
+    assert sample(contract.OPERATOR_RECONCILE_DURATION_SECONDS + "_count") == 2
+    metrics.forget(KEY)
+    assert sample(contract.OPERATOR_DEGRADED, MD | {"reason": "AsExpected"}) is None
+
+
+def test_metrics_are_served_and_a_taken_port_is_not_fatal() -> None:
+    metrics = OperatorMetrics()
+    metrics.observe_plan(KEY, [Event("Normal", "Promoted", "x")], ModelDeploymentStatus(), 0.1)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        assert not metrics.serve("127.0.0.1", taken.getsockname()[1])
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    assert metrics.serve("127.0.0.1", port)
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+    finally:
+        metrics.close()
+    assert f'{contract.OPERATOR_PROMOTIONS_TOTAL}{{name="churn",namespace="ml"}} 1.0' in text
