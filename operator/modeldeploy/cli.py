@@ -4,6 +4,7 @@ Each command imports its heavy dependencies lazily so that `modeldeploy --help` 
 and model images need not install the operator's libraries.
 """
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -466,4 +467,7 @@ register_console_commands(app)
 
 
 def main() -> None:
-    app()
+    from modeldeploy.console.commands import program_name
+
+    # `kubectl modeldeploy --help` names the plugin the way people type it.
+    app(prog_name=program_name(sys.argv[0]), complete_var="_MODELDEPLOY_COMPLETE")

@@ -63,7 +63,9 @@ def ensure_crd(kube: KwokCluster) -> None:
     def established() -> bool:
         got = kube.kubectl("get", "crd", CRD_NAME, "-o", "json", check=False)
         conditions = (
-            json.loads(got.stdout).get("status", {}).get("conditions", []) if got.stdout else []
+            (json.loads(got.stdout).get("status") or {}).get("conditions") or []
+            if got.stdout
+            else []
         )
         return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
 
@@ -233,7 +235,7 @@ class ClusterReader:
         return status
 
     def condition(self, namespace: str, name: str, kind: str) -> Body:
-        for cond in self.status(namespace, name).get("conditions", []):
+        for cond in self.status(namespace, name).get("conditions") or []:
             if cond["type"] == kind:
                 return dict(cond)
         return {}
