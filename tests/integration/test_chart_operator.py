@@ -8,6 +8,7 @@ the Argo CD health check gives the expected answer on every status the operator 
 """
 
 import json
+import re
 import subprocess
 import threading
 import time
@@ -31,7 +32,7 @@ from operator_harness import (
     wait_for,
 )
 
-from modeldeploy.api import ANNOTATION_ABORT
+from modeldeploy.api import ANNOTATION_ABORT, GROUP, PLURAL, VERSION
 from modeldeploy.devenv.cluster import KwokCluster
 
 pytestmark = pytest.mark.integration
@@ -166,7 +167,17 @@ def denials(operator: OperatorProcess) -> list[str]:
     return [line for line in operator.log().splitlines() if any(w in line for w in DENIALS)]
 
 
-def test_scenario_as_the_service_account(kube: KwokCluster, operator: OperatorProcess) -> None:
+@dataclass
+class Scenario:
+    operator: OperatorProcess
+    statuses: list[Body]
+    """Every distinct ModelDeployment (with status) seen while the scenario ran."""
+
+
+@pytest.fixture(scope="module")
+def scenario(kube: KwokCluster, operator: OperatorProcess) -> Scenario:
+    """create -> Ready -> new image rolled out and promoted -> kill switch on and off ->
+    paused rollout -> unpaused -> aborted (rolled back)."""
     reader = ClusterReader(kube)
 
     def status() -> Body:
@@ -177,6 +188,10 @@ def test_scenario_as_the_service_account(kube: KwokCluster, operator: OperatorPr
         if rollout:
             spec["rollout"] = rollout
         patch_model_deployment(kube, NAMESPACE, NAME, {"spec": spec})
+
+    def kill_switch(engaged: bool) -> None:
+        patch = {"spec": {"killSwitch": {"engaged": engaged}}}
+        patch_model_deployment(kube, NAMESPACE, NAME, patch)
 
     with StatusRecorder(reader) as recorder:
         apply_object(kube, model_deployment(NAME, NAMESPACE, "registry.example/churn:1"))
@@ -190,9 +205,9 @@ def test_scenario_as_the_service_account(kube: KwokCluster, operator: OperatorPr
             timeout=90, what="promotion",
         )  # fmt: skip
 
-        patch_model_deployment(kube, NAMESPACE, NAME, {"spec": {"killSwitch": {"engaged": True}}})
+        kill_switch(True)
         wait_for(lambda: status()["phase"] == "Killed", timeout=30, what="Killed")
-        patch_model_deployment(kube, NAMESPACE, NAME, {"spec": {"killSwitch": {"engaged": False}}})
+        kill_switch(False)
         wait_for(lambda: reader.is_true(NAMESPACE, NAME, "Ready"), timeout=60, what="released")
 
         image("3", paused=True)
@@ -202,40 +217,173 @@ def test_scenario_as_the_service_account(kube: KwokCluster, operator: OperatorPr
         annotate(kube, NAMESPACE, NAME, ANNOTATION_ABORT, canary)
         wait_for(lambda: status()["phase"] == "RolledBack", timeout=30, what="RolledBack")
         recorder.sample()
+    seen = [body for body in recorder.seen if body.get("status")]
+    print(f"[statuses] {len(seen)} distinct, phases: {[b['status']['phase'] for b in seen]}")
+    return Scenario(operator, seen)
 
-    denied = denials(operator)
+
+def test_every_call_of_the_operator_is_allowed(kube: KwokCluster, scenario: Scenario) -> None:
+    denied = denials(scenario.operator)
     assert not denied, "\n".join(denied[:20])
-    writes = operator.writes()
-    for call in ("PATCH /apis/apps/v1", "PUT /apis/modeldeploy.io", "POST /api/v1/namespaces"):
+    writes = scenario.operator.writes()
+    for call in (
+        "PATCH /apis/apps/v1",  # server-side apply
+        "DELETE /apis/apps/v1",
+        "PUT /apis/modeldeploy.io",  # status
+        "PATCH /apis/modeldeploy.io",  # consumed annotation
+        "POST /api/v1/namespaces",  # events
+    ):
         assert any(call in line for line in writes), f"no {call}: the scenario did not write"
-    assert any("DELETE /apis/apps/v1" in line for line in writes)
-    # Model pods were created in a namespace enforcing the restricted level.
-    pods = kube.get_json("pods", "-n", NAMESPACE)["items"]
-    assert pods, "no model pod was admitted"
-
-    sequence = [body["status"]["phase"] for body in recorder.seen if body.get("status")]
-    print(f"[statuses] {len(recorder.seen)} distinct, phases in order: {sequence}")
-    phases = set(sequence)
+    phases = {body["status"]["phase"] for body in scenario.statuses}
     assert {"Stable", "Progressing", "Killed", "Paused", "RolledBack"} <= phases, phases
+
+
+def test_pods_it_creates_are_admitted_as_restricted(kube: KwokCluster, scenario: Scenario) -> None:
+    """The namespace enforces the restricted level and the rollout reached Ready: the
+    ReplicaSets' pods were admitted. No ReplicaSet reports a refused pod either."""
+    assert kube.get_json("pods", "-n", NAMESPACE)["items"]
+    events = kube.get_json("events", "-n", NAMESPACE)["items"]
+    refused = [e["message"] for e in events if e.get("reason") == "FailedCreate"]
+    assert not refused, refused
+
+
+def observed(body: Body) -> bool:
+    return bool(body["status"].get("observedGeneration") == body["metadata"]["generation"])
+
+
+def degraded(body: Body) -> bool:
+    conditions = body["status"].get("conditions", [])
+    return any(c["type"] == "Degraded" and c["status"] == "True" for c in conditions)
+
+
+def with_unobserved(statuses: list[Body]) -> list[Body]:
+    """The recorded statuses, plus the last Stable one under a spec the operator has not
+    observed yet (a commit just applied)."""
+    stable = next(b for b in reversed(statuses) if b["status"]["phase"] == "Stable")
+    metadata = {**stable["metadata"], "generation": stable["metadata"]["generation"] + 1}
+    return [*statuses, {**stable, "metadata": metadata}]
+
+
+def test_argocd_health_of_every_status(scenario: Scenario) -> None:
     wrong = []
-    for body in recorder.seen:
-        state = body.get("status") or {}
-        observed = state.get("observedGeneration") == body["metadata"]["generation"]
-        degraded = any(
-            c["type"] == "Degraded" and c["status"] == "True" for c in state.get("conditions", [])
-        )
+    for body in with_unobserved(scenario.statuses):
+        phase = body["status"]["phase"]
         expected = (
             "Progressing"
-            if not state or not observed
+            if not observed(body)
             else "Suspended"
-            if state["phase"] == "Killed"
+            if phase == "Killed"
             else "Degraded"
-            if degraded
-            else HEALTH_BY_PHASE[state["phase"]]
+            if degraded(body)
+            else HEALTH_BY_PHASE[phase]
         )
         got = argocd_health(body)
         if got != expected:
-            wrong.append(f"{state.get('phase')}: {got}, expected {expected}: {state}")
+            wrong.append(f"{phase}: {got}, expected {expected}: {body['status']}")
+    assert not wrong, "\n".join(wrong)
+
+
+# --- Flux: the health expressions of the example, evaluated by the apiserver's CEL ---------
+
+FLUX_KUSTOMIZATIONS = ROOT / "examples" / "gitops" / "flux" / "kustomizations.yaml"
+FLUX_ORDER = ("inProgress", "failed", "current")
+CEL_NS = "chart-flux-cel"
+TOP_LEVEL = re.compile(r"(?<![.\w])(status|metadata)\b")
+
+
+def flux_expressions() -> dict[str, str]:
+    documents = yaml.safe_load_all(FLUX_KUSTOMIZATIONS.read_text())
+    models = next(d for d in documents if d["metadata"]["name"] == "models")
+    (check,) = models["spec"]["healthCheckExprs"]
+    return {key: check[key] for key in FLUX_ORDER}
+
+
+def admission_policy(expressions: dict[str, str]) -> list[Body]:
+    """A ValidatingAdmissionPolicy that warns with the name of each Flux expression that is
+    true for a ModelDeployment status written in CEL_NS. Flux's variables are the object's
+    top-level fields; an admission policy's are under `object`."""
+    name = "chart-flux-health"
+    validations = [
+        {
+            "expression": "!(" + TOP_LEVEL.sub(r"object.\1", expression) + ")",
+            "messageExpression": f"'flux:{key}'",
+        }
+        for key, expression in expressions.items()
+    ]
+    return [
+        {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicy",
+            "metadata": {"name": name},
+            "spec": {
+                "failurePolicy": "Fail",  # an expression that errors refuses the write
+                "matchConstraints": {
+                    "resourceRules": [
+                        {
+                            "apiGroups": [GROUP],
+                            "apiVersions": [VERSION],
+                            "operations": ["UPDATE"],
+                            "resources": [f"{PLURAL}/status"],
+                        }
+                    ]
+                },
+                "validations": validations,
+            },
+        },
+        {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicyBinding",
+            "metadata": {"name": name},
+            "spec": {
+                "policyName": name,
+                "validationActions": ["Warn"],
+                "matchResources": {
+                    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": CEL_NS}}
+                },
+            },
+        },
+    ]
+
+
+def flux_expected(body: Body) -> str:
+    """The example's intent: wait through the rollout, fail on Degraded, else current."""
+    phase = body["status"]["phase"]
+    if not observed(body) or phase in ("Pending", "Progressing", "Promoting", "Paused"):
+        return "inProgress"
+    return "failed" if degraded(body) else "current"
+
+
+def test_flux_health_expressions_on_every_status(kube: KwokCluster, scenario: Scenario) -> None:
+    kubectl(kube, "create", "namespace", CEL_NS)
+    kube.apply_objects(admission_policy(flux_expressions()))
+    replica = model_deployment("replay", CEL_NS, "registry.example/churn:1")
+    apply_object(kube, replica)  # no operator watches this namespace
+    generation = ClusterReader(kube).model_deployment(CEL_NS, "replay")["metadata"]["generation"]
+
+    def replay(body: Body) -> list[str]:
+        """Write `body`'s status onto the replica; the expressions that were true."""
+        status = dict(body["status"])
+        status["observedGeneration"] = generation if observed(body) else generation - 1
+        result = kube.kubectl(
+            "patch", PLURAL, "replay", "-n", CEL_NS, "--subresource=status", "--type=json",
+            "-p", json.dumps([{"op": "add", "path": "/status", "value": status}]),
+            check=False,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr  # an expression failed to evaluate
+        return [key for key in FLUX_ORDER if f"flux:{key}" in result.stderr]
+
+    stable = next(b for b in scenario.statuses if b["status"]["phase"] == "Stable")
+    wait_for(lambda: replay(stable), timeout=30, what="the admission policy in force")
+    policy = kube.get_json("validatingadmissionpolicy", "chart-flux-health")
+    assert not policy["status"].get("typeChecking", {}).get("expressionWarnings"), policy
+    wrong, verdicts = [], []
+    for body in with_unobserved(scenario.statuses):
+        true = replay(body)
+        verdict = true[0] if true else "none"  # Flux takes the first true one
+        verdicts.append(f"{body['status']['phase']}={verdict}")
+        if verdict != flux_expected(body):
+            wrong.append(f"{body['status']['phase']}: {verdict} ({true}): {body['status']}")
+    print(f"[flux] {' '.join(verdicts)}")
     assert not wrong, "\n".join(wrong)
 
 
