@@ -74,8 +74,14 @@ def test_snapshot_and_lines_name_the_failing_check_with_value_threshold_and_samp
     assert "step 1/2" in describe(snap)
     assert "canary=bbbb" in describe(snap)
     checks = describe_checks(snap)
-    assert "feature-psi/monthly_charges FAIL 3.91 vs 0.1 (n=640)" in checks
-    assert "1 passed" in checks
+    assert checks == "FAIL feature-psi/monthly_charges 3.91 > 0.1 (n=640); 1 passed (n=640)"
+
+
+def test_round_below_min_samples_is_summed_up_not_listed() -> None:
+    body = rolled_back()
+    for check in body["status"]["lastAnalysis"]["checks"]:
+        check.update(verdict="inconclusive", samples=56)
+    assert describe_checks(snapshot(body, 1.0)) == "0 passed, 2 inconclusive (n=56)"
 
 
 def test_snapshot_of_a_fresh_resource_has_no_status() -> None:

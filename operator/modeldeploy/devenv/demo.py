@@ -118,14 +118,20 @@ def _number(value: Any) -> str:
 
 
 def describe_checks(snap: Snapshot) -> str:
-    """Failing and inconclusive checks in full; passing ones counted."""
-    shown = [
-        f"{name} {verdict.upper()} {_number(value)} vs {_number(threshold)} (n={samples})"
+    """One line per analysis round: failing checks in full (value, threshold, samples);
+    otherwise how many passed and how many still wait for enough samples."""
+    if not snap.checks:
+        return "no analysis yet"
+    failing = [
+        f"FAIL {name} {_number(value)} > {_number(threshold)} (n={samples})"
         for name, verdict, value, threshold, samples in snap.checks
-        if verdict != "pass"
+        if verdict == "fail"
     ]
     passed = sum(1 for check in snap.checks if check[1] == "pass")
-    return "; ".join([*shown, f"{passed} passed"]) if snap.checks else "no analysis yet"
+    waiting = len(snap.checks) - passed - len(failing)
+    samples = max((c[4] for c in snap.checks if isinstance(c[4], int)), default=0)
+    tally = f"{passed} passed" + (f", {waiting} inconclusive" if waiting else "")
+    return "; ".join([*failing, f"{tally} (n={samples})"])
 
 
 def describe(snap: Snapshot) -> str:
@@ -260,9 +266,7 @@ class Demo:
         load: LoadReport | None = None
         stop = threading.Event()
         with (
-            operator_process(
-                self.cluster.kubeconfig, self.namespace, self.workdir / "operator.log"
-            ),
+            operator_process(self.cluster.kubeconfig, self.namespace, self.workdir),
             runner,
         ):
             self.say(f"operator and pod runner started (logs in {self.workdir})")
@@ -293,6 +297,11 @@ class Demo:
         self.cluster.apply_objects(
             [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": self.namespace}}]
         )
+        # Each run tells the story from the start: a previous run's resource goes first.
+        self.cluster.kubectl(
+            "delete", f"{PLURAL}.{GROUP}", self.name, "-n", self.namespace,
+            "--ignore-not-found", "--wait=true", "--timeout=90s",
+        )  # fmt: skip
 
     def _start_load(
         self,
