@@ -1,0 +1,510 @@
+"""The whole analysis loop for one namespace, for the `test_analysis_*` modules:
+
+    real operator (`modeldeploy operator --prometheus-url ...`) -> Deployments -> kwok pods
+    -> pod runner: one real `modeldeploy serve` per Ready pod, published to Prometheus
+    -> load generator: V2 requests from the example's held-out rows through the `<name>`
+       Service's Ready pods, as kube-proxy spreads them
+    -> Prometheus scrapes every second -> the operator's analysis -> rollback or promotion.
+
+    with AnalysisStack(kube, prometheus.url, prometheus.targets_dir, "ns", tmp) as stack:
+        stack.deploy(V1)                                   # first revision: stable at once
+        with stack.traffic(rate=36) as load, stack.timeline() as timeline:
+            stack.deploy(SLOW, version="4")
+            timeline.wait(lambda s: s.phase == "RolledBack", 120)
+
+The timeline samples status every 0.2 s; the traffic notes when each revision got its first
+request and its n-th one, so breach-to-rollback can be split into its parts. Only 127.0.0.1
+is ever dialled.
+"""
+
+import hashlib
+import re
+import threading
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from random import Random
+from typing import Any
+
+import yaml
+from operator_harness import (
+    ClusterReader,
+    OperatorProcess,
+    apply_object,
+    ensure_crd,
+    ensure_namespace,
+    model_deployment,
+    wait_for,
+)
+
+from modeldeploy import contract
+from modeldeploy.devenv.cluster import KwokCluster
+from modeldeploy.devenv.endpoints import Endpoint
+from modeldeploy.devenv.imagemap import ImageMap
+from modeldeploy.devenv.loadgen import EndpointSource, LoadReport, LoadSpec, run_load
+from modeldeploy.devenv.podrunner import PodRunner, RunnerConfig
+from modeldeploy.devenv.tools import free_port
+from modeldeploy.devenv.traffic import Drift, Row, choose_uniform, read_rows
+from modeldeploy.profiling.schema import FeatureProfile, Profile
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "churn"
+NAME = "churn"
+MIN_WARM = 2
+Body = dict[str, Any]
+
+# Test settings: honest statistics at a test's pace. 200 samples before any verdict, where
+# feature PSI 0.15 (with chi-square p < 0.01) false-alarms in ~0.1% of windows of 6 features
+# and still catches a 0.5 sd shift in ~97% (analysis.power, 2,000 simulated windows).
+SCRAPE_INTERVAL = 1.0  # the session Prometheus
+ANALYSIS: Body = {
+    "interval": "2s",
+    "window": "30s",
+    "minSamples": 200,
+    "failureLimit": 2,
+    "onNoData": "hold",
+    "noDataTimeout": "2m",
+    "latency": {"p95Ms": 40},
+    "drift": {"features": {"psi": 0.15}},
+}
+ROLLOUT: Body = {"canary": {"steps": [25, 50]}, "stepInterval": "6s", "bakeTime": "5s"}
+
+
+def _digest(tag: str) -> str:
+    return f"registry.example/ml/churn@sha256:{hashlib.sha256(tag.encode()).hexdigest()}"
+
+
+def _example_images() -> dict[tuple[str, str], str]:
+    """(variant, version) -> image, as examples/churn/images.yaml names them (so that the
+    builds are shared with the pod runner's and the demo's)."""
+    document = yaml.safe_load((EXAMPLE / "images.yaml").read_text())
+    found = {}
+    for image, entry in document["images"].items():
+        args = entry["build"]["args"]
+        found[(args[args.index("--variant") + 1], args[args.index("--version") + 1])] = image
+    return found
+
+
+_EXAMPLES = _example_images()
+V1 = _EXAMPLES[("healthy", "1")]
+SKEWED = _EXAMPLES[("skewed", "2")]
+V3 = _EXAMPLES[("healthy", "3")]
+SLOW = _digest("churn-slow-4")
+BUILDS = {
+    V1: ("healthy", "1"),
+    SKEWED: ("skewed", "2"),
+    V3: ("healthy", "3"),
+    SLOW: ("slow", "4"),
+}
+
+
+def write_image_map(directory: Path) -> ImageMap:
+    images = {
+        image: {"build": {"script": str(EXAMPLE / "build.py"),
+                          "args": ["--variant", variant, "--version", version]}}
+        for image, (variant, version) in BUILDS.items()
+    }  # fmt: skip
+    path = directory / "images.yaml"
+    path.write_text(yaml.safe_dump({"images": images}))
+    return ImageMap.load(path)
+
+
+def manifest(namespace: str, image: str, version: str, **spec: Any) -> Body:
+    body = model_deployment(NAME, namespace, image)
+    body["spec"].update(
+        {
+            "model": {"name": NAME, "version": version},
+            "imagePolicy": "requireDigest",
+            "replicas": {"minWarm": MIN_WARM, "max": 4},
+            "rollout": ROLLOUT,
+            "analysis": ANALYSIS,
+            "warmup": {"timeout": "2m", "maxLatencyMs": 1000},
+            **spec,
+        }
+    )
+    return body
+
+
+# --- status over time -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sample:
+    t: float  # time.monotonic()
+    status: Body
+
+    @property
+    def phase(self) -> str:
+        return str(self.status.get("phase", ""))
+
+    @property
+    def weight(self) -> int:
+        return int(self.status.get("canaryWeight") or 0)
+
+    @property
+    def step(self) -> int | None:
+        step = self.status.get("step")
+        return int(step) if step is not None else None
+
+    @property
+    def canary(self) -> str | None:
+        return self.status.get("canaryRevision")
+
+    @property
+    def stable(self) -> str | None:
+        return self.status.get("stableRevision")
+
+    @property
+    def analysis(self) -> Body:
+        return dict(self.status.get("lastAnalysis") or {})
+
+    def analysed(self, revision: str | None, verdict: str | None = None) -> bool:
+        last = self.analysis
+        return last.get("revision") == revision and verdict in (None, last.get("verdict"))
+
+    def checks(self, verdict: str | None = None) -> dict[str, Body]:
+        return {
+            c["name"]: c
+            for c in self.analysis.get("checks", [])
+            if verdict in (None, c.get("verdict"))
+        }
+
+    def condition(self, kind: str) -> Body:
+        return next((c for c in self.status.get("conditions", []) if c["type"] == kind), {})
+
+    @property
+    def last_history(self) -> Body:
+        history = self.status.get("history") or [{}]
+        return dict(history[-1])
+
+
+class Timeline:
+    """Samples the ModelDeployment's status every `period` seconds in a thread."""
+
+    def __init__(self, reader: ClusterReader, namespace: str, period: float = 0.2) -> None:
+        self.reader = reader
+        self.namespace = namespace
+        self.period = period
+        self.samples: list[Sample] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True, name="timeline")
+        self._lock = threading.Lock()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                status = self.reader.status(self.namespace, NAME)
+            except Exception:  # a transient read error: the next sample will do
+                status = None
+            if status is not None:
+                with self._lock:
+                    self.samples.append(Sample(time.monotonic(), status))
+            self._stop.wait(self.period)
+
+    def __enter__(self) -> "Timeline":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def snapshot(self) -> list[Sample]:
+        with self._lock:
+            return list(self.samples)
+
+    def first(self, predicate: Callable[[Sample], bool], after: float = 0.0) -> Sample | None:
+        return next((s for s in self.snapshot() if s.t >= after and predicate(s)), None)
+
+    def wait(
+        self, predicate: Callable[[Sample], bool], timeout: float, what: str, after: float = 0.0
+    ) -> Sample:
+        found: Sample = wait_for(
+            lambda: self.first(predicate, after), timeout=timeout, interval=0.2, what=what
+        )
+        return found
+
+    def latest(self) -> Sample:
+        samples = self.snapshot()
+        assert samples, "no status sampled yet"
+        return samples[-1]
+
+    def seen(self, attribute: Callable[[Sample], Any], after: float = 0.0) -> list[Any]:
+        """Distinct successive values of `attribute` over the samples (after `after`)."""
+        values: list[Any] = []
+        for sample in self.snapshot():
+            value = attribute(sample)
+            if sample.t >= after and (not values or values[-1] != value):
+                values.append(value)
+        return values
+
+
+# --- client traffic --------------------------------------------------------------------------
+
+
+@dataclass
+class Traffic:
+    """Bounded client load through the `<name>` Service in a thread. Notes the time of every
+    request per revision (when a revision first got traffic, when it had had n requests)."""
+
+    source: EndpointSource
+    rows: Sequence[Row]
+    features: Sequence[FeatureProfile]
+    rate: float
+    drift: Drift | None = None
+    seed: int = 0
+    duration: float = 900.0
+    sent: dict[str, list[float]] = field(default_factory=dict)
+    report: LoadReport | None = None
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def _route(self, endpoints: Sequence[Endpoint], rng: Random) -> Endpoint | None:
+        chosen = choose_uniform(endpoints, rng)
+        if chosen is not None:
+            with self._lock:
+                self.sent.setdefault(chosen.revision, []).append(time.monotonic())
+        return chosen
+
+    def _run(self) -> None:
+        spec = LoadSpec(
+            self.rate, int(self.rate * self.duration), self.duration, seed=self.seed, workers=8
+        )
+        self.report = run_load(
+            spec,
+            self.rows,
+            self.features,
+            self.source,
+            drift=self.drift,
+            router=self._route,
+            stop=self._stop,
+        )
+
+    def __enter__(self) -> "Traffic":
+        self._thread = threading.Thread(target=self._run, daemon=True, name="traffic")
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    def first(self, revision: str) -> float | None:
+        with self._lock:
+            times = self.sent.get(revision)
+            return times[0] if times else None
+
+    def nth(self, revision: str, n: int) -> float | None:
+        with self._lock:
+            times = self.sent.get(revision, [])
+            return times[n - 1] if len(times) >= n else None
+
+    def count(self, revision: str) -> int:
+        with self._lock:
+            return len(self.sent.get(revision, []))
+
+    def counts(self) -> Counter[str]:
+        with self._lock:
+            return Counter({revision: len(times) for revision, times in self.sent.items()})
+
+
+# --- the stack -------------------------------------------------------------------------------
+
+
+class AnalysisStack:
+    def __init__(
+        self,
+        kube: KwokCluster,
+        prometheus_url: str,
+        targets_dir: Path,
+        namespace: str,
+        workdir: Path,
+    ) -> None:
+        self.kube = kube
+        self.prometheus_url = prometheus_url
+        self.namespace = namespace
+        self.workdir = workdir
+        self.reader = ClusterReader(kube)
+        self.images = write_image_map(workdir)
+        self.runner = PodRunner(
+            RunnerConfig(
+                self.images,
+                workdir / "pod-runner",
+                namespace=namespace,
+                targets_dir=targets_dir,
+                job=f"analysis-{namespace}",
+            ),
+            str(kube.kubeconfig),
+        )
+        self.metrics_port = free_port()
+        self.operator = OperatorProcess(
+            kube,
+            namespace,
+            workdir,
+            extra_args=[
+                "--prometheus-url", prometheus_url,
+                "--metrics-address", "127.0.0.1", "--metrics-port", str(self.metrics_port),
+            ],
+        )  # fmt: skip
+        launch = self.images.launch(V1)
+        assert launch.model_dir is not None
+        assert launch.data_dir is not None
+        self._profile = launch.model_dir / "profile.json"
+        self._holdout = launch.data_dir / "holdout.csv"
+
+    def __enter__(self) -> "AnalysisStack":
+        ensure_crd(self.kube)
+        ensure_namespace(self.kube, self.namespace)
+        self.runner.start()  # builds the images once (cached across runs)
+        try:
+            self.operator.start()
+        except BaseException:
+            self.runner.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.operator.stop()
+        finally:
+            self.runner.stop()
+
+    def deploy(self, image: str, version: str, **spec: Any) -> None:
+        apply_object(self.kube, manifest(self.namespace, image, version, **spec))
+
+    def status(self) -> Body:
+        return self.reader.status(self.namespace, NAME)
+
+    def wait_stable(self, timeout: float = 120) -> Body:
+        """Until the spec's revision is stable with minWarm Ready pods (Ready condition)."""
+        wait_for(
+            lambda: self.reader.is_true(self.namespace, NAME, "Ready"),
+            timeout=timeout,
+            what=f"{NAME} Ready",
+        )
+        return self.status()
+
+    def timeline(self) -> Timeline:
+        return Timeline(self.reader, self.namespace)
+
+    def traffic(self, rate: float, drift: Drift | None = None, seed: int = 0) -> Traffic:
+        profile = Profile.model_validate_json(self._profile.read_bytes())
+        rows = read_rows(self._holdout, profile.features)
+        source = EndpointSource(self.runner.endpoints_path, self.namespace, NAME, refresh=0.5)
+        return Traffic(source, rows, profile.features, rate, drift, seed)
+
+    def events(self, reason: str) -> list[Body]:
+        listed = self.reader.api.get(
+            f"/api/v1/namespaces/{self.namespace}/events",
+            {"fieldSelector": f"reason={reason},involvedObject.name={NAME}"},
+        )
+        items: list[Body] = listed.get("items") or []
+        return items
+
+    def operator_metrics(self) -> dict[str, float]:
+        """The operator's own /metrics as series -> value (series with their labels)."""
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            text = response.read().decode()
+        values = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                series, _, value = line.rpartition(" ")
+                values[series] = float(value)
+        return values
+
+
+def metric(values: dict[str, float], name: str, **labels: str) -> float:
+    """Sum of the series of `name` whose labels include `labels`."""
+    total = 0.0
+    for series, value in values.items():
+        base, _, rest = series.partition("{")
+        found = dict(re.findall(r'(\w+)="([^"]*)"', rest))
+        if base == name and labels.items() <= found.items():
+            total += value
+    return total
+
+
+# --- breach to rollback ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BreachTiming:
+    """From the first request a bad canary served to its canary weight 0, in parts."""
+
+    total: float  # first bad request -> weight 0 (status)
+    accumulate: float  # first bad request -> minSamples requests sent to the canary
+    detect: float  # -> first failing analysis seen in status (scrape + round wait)
+    confirm: float  # -> weight 0: the further rounds failureLimit asks for, and the reconcile
+    rounds: int  # failing rounds recorded (1 per interval)
+    mean_reconcile: float  # mean reconcile duration (operator's own metric)
+    mean_round: float  # mean analysis round duration (operator's own metric)
+
+    def lines(self, what: str) -> list[str]:
+        return [
+            f"[breach-to-rollback] {what}: {self.total:.1f}s from the first bad request to "
+            f"canary weight 0 (scrape {SCRAPE_INTERVAL:g}s, analysis interval "
+            f"{ANALYSIS['interval']}, window {ANALYSIS['window']}, minSamples "
+            f"{ANALYSIS['minSamples']}, failureLimit {ANALYSIS['failureLimit']})",
+            f"  minSamples requests reach the canary:       {self.accumulate:5.1f}s",
+            f"  -> first failing round in status:          {self.detect:5.1f}s "
+            "(scrape delay + wait for the next round)",
+            f"  -> weight 0 ({self.rounds} failing rounds, reconcile): {self.confirm:5.1f}s",
+            f"  mean reconcile {self.mean_reconcile * 1000:.0f} ms, mean analysis round "
+            f"{self.mean_round * 1000:.0f} ms (operator metrics)",
+        ]
+
+
+def rolled_back(sample: Sample) -> bool:
+    return sample.phase == "RolledBack" and sample.canary is None and sample.weight == 0
+
+
+def breach_timing(
+    stack: AnalysisStack, traffic: Traffic, timeline: Timeline, canary: str, after: float
+) -> BreachTiming:
+    """`after`: when the canary first showed in status (older samples are of another
+    rollout)."""
+    first = traffic.first(canary)
+    enough = traffic.nth(canary, int(ANALYSIS["minSamples"]))
+    failed = timeline.first(lambda s: s.analysed(canary, "fail"), after)
+    back = timeline.first(rolled_back, after)
+    assert first is not None, "the canary never got a request"
+    assert enough is not None, "the canary never got minSamples requests"
+    assert failed is not None, "no failing analysis of the canary was seen"
+    assert back is not None, "no rollback was seen"
+    values = stack.operator_metrics()
+    reconcile = contract.OPERATOR_RECONCILE_DURATION_SECONDS
+    analysis = contract.OPERATOR_ANALYSIS_DURATION_SECONDS
+
+    def mean(name: str) -> float:
+        count = metric(values, name + "_count")
+        return metric(values, name + "_sum") / count if count else 0.0
+
+    failing = [s for s in timeline.snapshot() if s.analysed(canary, "fail")]
+    return BreachTiming(
+        total=back.t - first,
+        accumulate=enough - first,
+        detect=failed.t - enough,
+        confirm=back.t - failed.t,
+        rounds=len({s.analysis.get("time") for s in failing}),
+        mean_reconcile=mean(reconcile),
+        mean_round=mean(analysis),
+    )
+
+
+@contextmanager
+def printed_section(title: str) -> Iterator[list[str]]:
+    lines: list[str] = []
+    started = time.monotonic()
+    try:
+        yield lines
+    finally:
+        print(f"\n=== {title} ({time.monotonic() - started:.1f}s) ===")
+        for line in lines:
+            print(line)
