@@ -1,6 +1,7 @@
 """The real operator, authenticated as the chart's ServiceAccount (a token from the
 TokenRequest API, not impersonation), through create -> rollout -> promotion -> kill switch
--> paused rollout -> abort, in a namespace that enforces the restricted Pod Security level.
+-> paused rollout -> abort, plus a rollout whose analysis reads Prometheus credentials from a
+Secret, in a namespace that enforces the restricted Pod Security level.
 
 Shows that the namespaced install's RBAC allows every call the operator makes (no 403 in
 its log, every step done), that the pods it creates are admitted as restricted, and that
@@ -218,9 +219,48 @@ def scenario(kube: KwokCluster, operator: OperatorProcess) -> Scenario:
         annotate(kube, NAMESPACE, NAME, ANNOTATION_ABORT, canary)
         wait_for(lambda: status()["phase"] == "RolledBack", timeout=30, what="RolledBack")
         recorder.sample()
+    metered_rollout(kube, reader)
     seen = [body for body in recorder.seen if body.get("status")]
     print(f"[statuses] {len(seen)} distinct, phases: {[b['status']['phase'] for b in seen]}")
     return Scenario(operator, seen)
+
+
+METERED = "metered"
+# Nothing listens there (127.0.0.1 only): each round is unanswered, so the rollout holds.
+UNREACHABLE_PROMETHEUS = "http://127.0.0.1:9"
+
+
+def metered_rollout(kube: KwokCluster, reader: ClusterReader) -> None:
+    """A ModelDeployment whose analysis reads Prometheus credentials from a Secret (the
+    operator's one `get secrets`): its canary's first analysis round must report Prometheus
+    unreachable, not the credentials unreadable."""
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "prometheus-token", "namespace": NAMESPACE},
+        "stringData": {"token": "not-a-real-token"},
+    }
+    apply_object(kube, secret)
+    prometheus = {
+        "url": UNREACHABLE_PROMETHEUS,
+        "auth": {"type": "bearer", "secretRef": {"name": "prometheus-token"}},
+    }
+    body = model_deployment(METERED, NAMESPACE, "registry.example/churn:1", prometheus=prometheus)
+    apply_object(kube, body)
+    wait_for(lambda: reader.is_true(NAMESPACE, METERED, "Ready"), timeout=60, what="metered")
+    patch = {"spec": {"image": "registry.example/churn:2"}}
+    patch_model_deployment(kube, NAMESPACE, METERED, patch)
+
+    def no_data_event() -> list[str]:
+        events = kube.get_json("events", "-n", NAMESPACE)["items"]
+        return [
+            e["message"]
+            for e in events
+            if e["involvedObject"]["name"] == METERED and e["reason"].startswith("AnalysisNo")
+        ]
+
+    messages = wait_for(no_data_event, timeout=60, what="an analysis round of metered")
+    assert not [m for m in messages if "credentials" in m], messages
 
 
 def test_every_call_of_the_operator_is_allowed(kube: KwokCluster, scenario: Scenario) -> None:
