@@ -190,6 +190,7 @@ def monitoring_crds() -> list[Body]:
                         "port": {"type": "string"},
                         "path": {"type": "string"},
                         "interval": duration,
+                        "honorLabels": {"type": "boolean"},
                     },
                 },
             },

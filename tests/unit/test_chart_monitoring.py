@@ -124,6 +124,7 @@ def test_promtool_accepts_the_rules(rule_groups: dict[str, Any], tmp_path: Path)
 
 
 IDENTITY = 'namespace="ml", model="churn", version="7", revision="9a1b2c3d4e"'
+OPERATOR_LABELS = 'namespace="ml", name="churn", reason="RolledBack"'
 
 
 def rule_tests() -> dict[str, Any]:
@@ -145,14 +146,19 @@ def rule_tests() -> dict[str, Any]:
             series(baseline, 'feature="tenure", bin="1"', "0.5x130"),
             series(requests, 'code="200"', "0+90x130"),
             series(requests, 'code="500"', "0+10x130"),
+            # The operator's own metrics: a rollback at 1h, Degraded throughout; no `up`
+            # series of the operator (it is down).
             {
-                "series": 'kube_customresource_modeldeployment_phase{namespace="ml", '
-                'modeldeployment="churn", phase="RolledBack"}',
+                "series": f"{contract.OPERATOR_ROLLBACKS_TOTAL}{{{OPERATOR_LABELS}}}",
+                "values": "_x60 1x70",
+            },
+            {
+                "series": f"{contract.OPERATOR_DEGRADED}{{{OPERATOR_LABELS}}}",
                 "values": "1x130",
             },
             {
-                "series": f'kube_deployment_status_replicas_available{{namespace="{NAMESPACE}", '
-                f'deployment="{RELEASE}-modeldeploy"}}',
+                "series": 'kube_customresource_modeldeployment_condition{namespace="ml", '
+                'modeldeployment="churn", type="Killed", reason="NotEngaged"}',
                 "values": "0x130",
             },
         ],
@@ -202,29 +208,29 @@ def expected_alerts() -> list[dict[str, Any]]:
             "description": "Revision 9a1b2c3d4e in ml, over 5m (threshold 0.05).",
         },
     }
+    operator = {"namespace": "ml", "name": "churn", "reason": "RolledBack"}
     rolled_back = {
-        "exp_labels": {
-            "namespace": "ml",
-            "modeldeployment": "churn",
-            "phase": "RolledBack",
-            "severity": "warning",
-        },
+        "exp_labels": {**operator, "severity": "warning"},
         "exp_annotations": {
             "summary": "ModelDeployment ml/churn rolled its canary back",
-            "description": "The new revision failed its analysis and the stable serves; see "
-            "`kubectl describe modeldeployment` for the failed check. Fix the model or the "
-            "spec (a new revision is rolled out again).",
+            "description": "The new revision failed its analysis (or its warm-up, or its bake "
+            "time) and the stable serves; `kubectl describe modeldeployment` names the failed "
+            "check. A new revision (fixed model or spec) is rolled out again.",
         },
+    }
+    degraded = {
+        "exp_labels": {**operator, "severity": "warning"},
+        "exp_annotations": {"summary": "ModelDeployment ml/churn is Degraded (RolledBack)"},
     }
     down = {
         "exp_labels": {
             "namespace": NAMESPACE,
-            "deployment": f"{RELEASE}-modeldeploy",
+            "job": f"{RELEASE}-modeldeploy-metrics",
             "severity": "critical",
         },
         "exp_annotations": {
             "summary": "The modeldeploy operator is down",
-            "description": f"No Ready pod of deployment {RELEASE}-modeldeploy in {NAMESPACE}: "
+            "description": f"The operator {RELEASE}-modeldeploy in {NAMESPACE} is not up: "
             "rollouts, analyses and rollbacks are not happening.",
         },
     }
@@ -233,10 +239,12 @@ def expected_alerts() -> list[dict[str, Any]]:
         {"eval_time": "20m", "alertname": "ModelFeatureDrift", "exp_alerts": []},
         {"eval_time": "2h", "alertname": "ModelFeatureDrift", "exp_alerts": [drift]},
         {"eval_time": "2h", "alertname": "ModelHighErrorRatio", "exp_alerts": [errors]},
-        {"eval_time": "2h", "alertname": "ModelDeploymentRolledBack", "exp_alerts": [rolled_back]},
+        # The rollback counter is born at 1h: an alert for 15 minutes, then silence.
+        {"eval_time": "59m", "alertname": "ModelDeploymentRolledBack", "exp_alerts": []},
+        {"eval_time": "65m", "alertname": "ModelDeploymentRolledBack", "exp_alerts": [rolled_back]},
+        {"eval_time": "2h", "alertname": "ModelDeploymentRolledBack", "exp_alerts": []},
+        {"eval_time": "2h", "alertname": "ModelDeploymentDegraded", "exp_alerts": [degraded]},
         {"eval_time": "2h", "alertname": "ModelDeployOperatorDown", "exp_alerts": [down]},
-        # No status series for these: silent.
-        {"eval_time": "2h", "alertname": "ModelDeploymentDegraded", "exp_alerts": []},
         {"eval_time": "2h", "alertname": "ModelDeploymentKilled", "exp_alerts": []},
     ]
 
@@ -272,7 +280,21 @@ def test_dashboard(dashboard: dict[str, Any], objects: list[dict[str, Any]]) -> 
         assert panel["targets"], panel["title"]
         assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
         for target in panel["targets"]:
-            assert 'model=~"$model"' in target["expr"], (panel["title"], target["expr"])
+            # Model series by model; the operator's own by namespace (they carry the
+            # ModelDeployment's name, not the model's).
+            scope = (
+                'namespace=~"$namespace"' if "_operator_" in target["expr"] else 'model=~"$model"'
+            )
+            assert scope in target["expr"], (panel["title"], target["expr"])
+
+
+def test_operator_down_without_the_service_monitor_reads_kube_state_metrics() -> None:
+    values = {"monitoring": {"prometheusRule": {"enabled": True}}}
+    groups = one(render(values), "PrometheusRule")["spec"]["groups"]
+    rules = {r.get("alert"): r for g in groups for r in g["rules"]}
+    expr = rules["ModelDeployOperatorDown"]["expr"]
+    assert expr.startswith("kube_deployment_status_replicas_available{"), expr
+    assert f'deployment="{RELEASE}-modeldeploy"' in expr
 
 
 def test_pod_monitor_scrapes_model_pods_once(objects: list[dict[str, Any]]) -> None:
