@@ -1,0 +1,114 @@
+"""A healthy canary is promoted through every step, each step only after a passing round of
+analysis that ran after it began; inside bakeTime, the new stable drifting from its
+training profile switches back to the previous revision, which was kept warm.
+
+Real operator, real model servers behind kwok pods, the session Prometheus scraping every
+second, client traffic through the `<name>` Service (held-out rows, then the same rows with
+tenure_months shifted by 2 standard deviations).
+"""
+
+import time
+from collections.abc import Iterator
+
+import pytest
+from analysis_stack import (
+    ANALYSIS,
+    MIN_WARM,
+    NAME,
+    ROLLOUT,
+    V1,
+    V3,
+    AnalysisStack,
+    metric,
+    printed_section,
+)
+from operator_harness import ready
+
+from modeldeploy import contract
+from modeldeploy.devenv.cluster import KwokCluster
+from modeldeploy.devenv.prometheus import PrometheusServer
+from modeldeploy.devenv.traffic import Drift
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
+
+NAMESPACE = "analysis-promotion"
+RATE = 30.0
+BAKE = "90s"
+DRIFTED = "tenure_months"
+
+
+@pytest.fixture(scope="module")
+def stack(
+    kube: KwokCluster, prometheus: PrometheusServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[AnalysisStack]:
+    workdir = tmp_path_factory.mktemp(NAMESPACE)
+    with AnalysisStack(kube, prometheus.url, prometheus.targets_dir, NAMESPACE, workdir) as s:
+        s.deploy(V1, "1")
+        s.wait_stable()
+        yield s
+
+
+def test_healthy_canary_is_promoted_then_a_drifting_stable_rolls_back_within_bake_time(
+    stack: AnalysisStack,
+) -> None:
+    old = stack.status()["stableRevision"]
+    rollout = {**ROLLOUT, "bakeTime": BAKE}
+    with printed_section("healthy canary promoted") as lines, stack.timeline() as timeline:
+        with stack.traffic(RATE):
+            stack.deploy(V3, "3", rollout=rollout)
+            started = timeline.wait(lambda s: s.canary is not None, 30, "a canary")
+            canary = started.canary
+            promoted = timeline.wait(
+                lambda s: s.stable == canary and s.phase == "Stable", 180, "promotion",
+                after=started.t,
+            )  # fmt: skip
+        steps = [s for s in timeline.seen(lambda s: s.step, after=started.t) if s is not None]
+        weights = timeline.seen(lambda s: s.weight, after=started.t)
+        rounds = timeline.seen(
+            lambda s: (s.analysis.get("time"), s.analysis.get("verdict")), after=started.t
+        )
+        lines.append(f"promoted after {promoted.t - started.t:.1f}s; steps {steps}, "
+                     f"weights {weights}")  # fmt: skip
+        lines.append(f"rounds (time, verdict): {rounds}")
+        lines.append(f"last analysis: {promoted.analysis}")
+    assert steps == [0, 1], steps  # every step, in order
+    assert {33, 50} <= set(weights), weights  # 1 then 2 canary pods beside 2 stable
+    assert promoted.status["previousStableRevision"] == old
+    assert promoted.analysed(canary, "pass")
+    checks = promoted.checks()
+    assert all(c["verdict"] == "pass" for c in checks.values()), checks
+    assert {"latency-p95", "error-rate", "feature-psi", "prediction-psi"} <= {
+        name.split("/")[0] for name in checks
+    }
+    assert all(c["samples"] >= ANALYSIS["minSamples"] for c in checks.values())
+    verdicts = [v for _, v in rounds if v]
+    assert "fail" not in verdicts, rounds
+    # Each step advanced only after a pass of a round that ran after the step began.
+    for event in stack.events("StepAdvanced"):
+        assert canary in event["message"]
+    passed = [e for e in stack.events("AnalysisPassed") if canary in e["message"]]
+    assert passed
+    assert all("latency-p95" in e["message"] and "n=" in e["message"] for e in passed)
+
+    # Inside bakeTime the new stable gets inputs its profile never saw: back to the previous.
+    drift = Drift(shift={DRIFTED: 2.0})
+    with printed_section("stable drift inside bakeTime") as lines, stack.timeline() as timeline:
+        with stack.traffic(RATE, drift=drift, seed=1):
+            drifting = time.monotonic()
+            back = timeline.wait(
+                lambda s: s.stable == old and s.status.get("failedRevision") == canary,
+                timeout=60, what="switch back to the previous revision",
+            )  # fmt: skip
+            previous_ready = ready(stack.reader.deployments(NAMESPACE, NAME)[f"{NAME}-{old}"])
+        lines.append(f"drift start -> previous revision serves: {back.t - drifting:.1f}s")
+        lines.append(f"history: {back.last_history}")
+    assert back.status["phase"] == "RolledBack"
+    assert back.last_history["event"] == "RolledBack"
+    assert back.last_history["revision"] == canary
+    assert f"feature-psi of {DRIFTED}" in back.last_history["reason"]
+    assert previous_ready >= MIN_WARM
+    assert back.status.get("previousStableRevision") is None
+    values = stack.operator_metrics()
+    assert metric(values, contract.OPERATOR_PROMOTIONS_TOTAL, namespace=NAMESPACE) == 1
+    rollbacks = contract.OPERATOR_ROLLBACKS_TOTAL
+    assert metric(values, rollbacks, namespace=NAMESPACE, reason="RolledBack") == 1
