@@ -162,7 +162,7 @@ class KwokCluster:
         result: dict[str, Any] = json.loads(self.kubectl("get", *args, "-o", "json").stdout)
         return result
 
-    def wait_nodes_ready(self, count: int, timeout: float = 60) -> None:
+    def wait_nodes_ready(self, count: int, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             nodes = self.get_json("nodes")["items"]
