@@ -420,13 +420,13 @@ class AnalysisStack:
         return values
 
 
-def metric(values: dict[str, float], name: str, **labels: str) -> float:
-    """Sum of the series of `name` whose labels include `labels`."""
+def metric(values: dict[str, float], metric_name: str, /, **labels: str) -> float:
+    """Sum of the series of `metric_name` whose labels include `labels`."""
     total = 0.0
     for series, value in values.items():
         base, _, rest = series.partition("{")
         found = dict(re.findall(r'(\w+)="([^"]*)"', rest))
-        if base == name and labels.items() <= found.items():
+        if base == metric_name and labels.items() <= found.items():
             total += value
     return total
 

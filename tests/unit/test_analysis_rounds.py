@@ -349,3 +349,16 @@ def test_waiting_is_told_apart_and_reported_with_the_reason() -> None:
     late = AnalysisMemory(0, T0 - timedelta(seconds=31))
     assert waiting_kind(outcome, late, timeout, T0) is Waiting.TIMED_OUT
     assert waiting_kind(aggregate([latency(1)]), late, timeout, T0) is None
+
+
+def test_checks_waiting_for_the_same_cause_are_named_once() -> None:
+    canary = RoundTarget("c", Track.CANARY, AnalysisConfig())
+    why = "unreachable: ConnectionError: cannot connect to http://127.0.0.1:9"
+    checks = [no_data_check(name, 0.1, why) for name in ("latency-p95", "error-rate")]
+    checks.append(threshold_check("feature-psi", 0.3, 20, 200, maximum=0.15, subject="age"))
+    outcome, decision = decided(checks)
+    signal = signal_of(canary, outcome, decision, T0)
+    assert signal.reason == (
+        f"no data for 0s (noDataTimeout 30s): latency-p95, error-rate: no data ({why}); "
+        "feature-psi of age: 20 of 200 samples needed in the window"
+    )

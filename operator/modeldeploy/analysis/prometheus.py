@@ -112,12 +112,20 @@ class PrometheusProvider:
         except PrometheusApiClientException as error:
             return _classify_http_error(str(error))
         except requests.exceptions.RequestException as error:
-            return QueryResult.failed(
-                QueryStatus.UNREACHABLE, f"{type(error).__name__}: {_short(str(error))}"
-            )
+            return QueryResult.failed(QueryStatus.UNREACHABLE, self._describe(error))
         except Exception as error:  # a provider must never raise into the reconcile loop
             return QueryResult.failed(QueryStatus.UNREACHABLE, f"{type(error).__name__}: {error}")
         return parse_answer(answer, tuple(by))
+
+    def _describe(self, error: requests.exceptions.RequestException) -> str:
+        """One short line: these end up in status and Events, once per check."""
+        kind = type(error).__name__
+        # A read timeout after retries arrives as a ConnectionError that says so.
+        if isinstance(error, requests.exceptions.Timeout) or "timed out" in str(error):
+            return f"Timeout: no answer from {self.url} within {self._timeout[1]:g}s"
+        if isinstance(error, requests.exceptions.ConnectionError):
+            return f"{kind}: cannot connect to {self.url}"
+        return f"{kind}: {_short(str(error))}"
 
 
 def parse_answer(answer: Any, by: tuple[str, ...]) -> QueryResult:

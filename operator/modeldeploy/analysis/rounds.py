@@ -261,7 +261,22 @@ def signal_reason(outcome: AnalysisOutcome, decision: Decision) -> str:
     if outcome.verdict is Verdict.PASS:
         details = "; ".join(c.reason for c in outcome.checks)
         return f"all {len(outcome.checks)} checks passed: {details}"
+    if outcome.verdict is Verdict.INCONCLUSIVE and outcome.reason in decision.reason:
+        unsure = [c for c in outcome.checks if c.verdict is Verdict.INCONCLUSIVE]
+        return decision.reason.replace(outcome.reason, grouped_reasons(unsure))
     return decision.reason
+
+
+def grouped_reasons(checks: Sequence[CheckResult]) -> str:
+    """Checks that wait for the same reason in one clause: "latency-p95, error-rate: no
+    data (unreachable: ...)" rather than the same cause once per check."""
+    by_cause: dict[str, list[str]] = {}
+    for check in checks:
+        name, separator, cause = check.reason.partition(": ")
+        if not separator or not name.startswith(check.name):
+            name, cause = check.display_name, check.reason
+        by_cause.setdefault(cause, []).append(name)
+    return "; ".join(f"{', '.join(names)}: {cause}" for cause, names in by_cause.items())
 
 
 def signal_of(
