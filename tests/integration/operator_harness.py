@@ -152,7 +152,9 @@ class OperatorProcess:
         return [
             *base, "operator", "--namespace", self.namespace,
             "--interval", str(self.interval),
-            "--liveness", f"http://127.0.0.1:{port}/healthz", *self.extra_args,
+            "--liveness", f"http://127.0.0.1:{port}/healthz",
+            "--metrics-port", "0",  # many operators share this machine; tests opt in
+            *self.extra_args,
         ]  # fmt: skip
 
     def start(self, timeout: float = 60) -> None:

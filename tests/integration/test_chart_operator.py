@@ -47,7 +47,8 @@ NAMESPACE = "chart-op-a"
 NAME = "churn"
 RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted"}
 # What a ServiceAccount-token client must never see in the operator's log.
-DENIALS = ("403", "Forbidden", "forbidden", "Not enough permissions")
+# A bare "403" would also match log timestamps' milliseconds (e.g. 23:32:37,403).
+DENIAL = re.compile(r"(?<![\d,.:])403(?!\d)|[Ff]orbidden|Not enough permissions")
 HEALTH_BY_PHASE = {
     "Pending": "Progressing",
     "Progressing": "Progressing",
@@ -166,7 +167,7 @@ def operator(
 
 
 def denials(operator: OperatorProcess) -> list[str]:
-    return [line for line in operator.log().splitlines() if any(w in line for w in DENIALS)]
+    return [line for line in operator.log().splitlines() if DENIAL.search(line)]
 
 
 @dataclass

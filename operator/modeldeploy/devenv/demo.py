@@ -191,7 +191,16 @@ def operator_process(kubeconfig: Path, namespace: str, workdir: Path) -> Iterato
     """The operator, as a child process, watching only the demo's namespace."""
     with (workdir / "operator.log").open("ab") as sink:
         process = subprocess.Popen(
-            [*modeldeploy_command(), "operator", "-n", namespace, "--interval", "1"],
+            [
+                *modeldeploy_command(),
+                "operator",
+                "-n",
+                namespace,
+                "--interval",
+                "1",
+                "--metrics-address",
+                "127.0.0.1",
+            ],
             env={**os.environ, "KUBECONFIG": str(kubeconfig)},
             stdout=sink,
             stderr=subprocess.STDOUT,
