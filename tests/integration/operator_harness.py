@@ -23,7 +23,8 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -366,3 +367,17 @@ class WarmWatcher:
 
 def printed(label: str, seconds: float) -> None:
     print(f"[timing] {label}: {seconds:.2f}s")
+
+
+@contextmanager
+def operator_with(
+    kube: KwokCluster, reader: "ClusterReader", body: Body, workdir: Path
+) -> Iterator["OperatorProcess"]:
+    """An operator watching `body`'s namespace, with `body` applied and Ready."""
+    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    ensure_crd(kube)
+    ensure_namespace(kube, namespace)
+    with OperatorProcess(kube, namespace, workdir) as op:
+        apply_object(kube, body)
+        wait_for(lambda: reader.is_true(namespace, name, "Ready"), timeout=60)
+        yield op

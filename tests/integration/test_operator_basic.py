@@ -41,11 +41,6 @@ def operator(
 
 
 @pytest.fixture(scope="module")
-def reader(kube: KwokCluster) -> ClusterReader:
-    return ClusterReader(kube)
-
-
-@pytest.fixture(scope="module")
 def created(
     kube: KwokCluster, operator: OperatorProcess, reader: ClusterReader
 ) -> dict[str, float]:

@@ -4,17 +4,14 @@ the spec is kept, and releasing it restores the previous state."""
 
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from operator_harness import (
     ClusterReader,
     OperatorProcess,
-    apply_object,
-    ensure_crd,
-    ensure_namespace,
     model_deployment,
+    operator_with,
     patch_model_deployment,
     printed,
     ready,
@@ -33,23 +30,14 @@ FALLBACK = f"{NAME}-fallback"
 
 
 @pytest.fixture(scope="module")
-def reader(kube: KwokCluster) -> ClusterReader:
-    return ClusterReader(kube)
-
-
-@pytest.fixture(scope="module")
 def operator(
     kube: KwokCluster, reader: ClusterReader, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[OperatorProcess]:
-    ensure_crd(kube)
-    ensure_namespace(kube, NAMESPACE)
     body = model_deployment(
         NAME, NAMESPACE, "registry.example/fraud:1",
         fallback={"image": "registry.example/fraud-static:1", "replicas": 1},
     )  # fmt: skip
-    with OperatorProcess(kube, NAMESPACE, Path(tmp_path_factory.mktemp(NAMESPACE))) as op:
-        apply_object(kube, body)
-        wait_for(lambda: reader.is_true(NAMESPACE, NAME, "Ready"), timeout=60)
+    with operator_with(kube, reader, body, tmp_path_factory.mktemp(NAMESPACE)) as op:
         yield op
 
 

@@ -4,7 +4,6 @@ throughout."""
 
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,10 +11,8 @@ from operator_harness import (
     ClusterReader,
     OperatorProcess,
     WarmWatcher,
-    apply_object,
-    ensure_crd,
-    ensure_namespace,
     model_deployment,
+    operator_with,
     patch_model_deployment,
     printed,
     wait_for,
@@ -30,23 +27,14 @@ NAME = "churn"
 
 
 @pytest.fixture(scope="module")
-def reader(kube: KwokCluster) -> ClusterReader:
-    return ClusterReader(kube)
-
-
-@pytest.fixture(scope="module")
 def operator(
     kube: KwokCluster, reader: ClusterReader, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[OperatorProcess]:
-    ensure_crd(kube)
-    ensure_namespace(kube, NAMESPACE)
     body = model_deployment(
         NAME, NAMESPACE, "registry.example/churn:1",
         rollout={"canary": {"steps": [25, 50]}, "stepInterval": "4s", "bakeTime": "3s"},
     )  # fmt: skip
-    with OperatorProcess(kube, NAMESPACE, Path(tmp_path_factory.mktemp(NAMESPACE))) as op:
-        apply_object(kube, body)
-        wait_for(lambda: reader.is_true(NAMESPACE, NAME, "Ready"), timeout=60)
+    with operator_with(kube, reader, body, tmp_path_factory.mktemp(NAMESPACE)) as op:
         yield op
 
 

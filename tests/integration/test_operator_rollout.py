@@ -6,7 +6,6 @@ Ready stable pods (or pods behind the client Service)."""
 
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,11 +14,9 @@ from operator_harness import (
     OperatorProcess,
     WarmWatcher,
     annotate,
-    apply_object,
-    ensure_crd,
-    ensure_namespace,
     kubectl,
     model_deployment,
+    operator_with,
     patch_model_deployment,
     printed,
     ready,
@@ -38,19 +35,11 @@ MIN_WARM = 2
 
 
 @pytest.fixture(scope="module")
-def reader(kube: KwokCluster) -> ClusterReader:
-    return ClusterReader(kube)
-
-
-@pytest.fixture(scope="module")
 def operator(
     kube: KwokCluster, reader: ClusterReader, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[OperatorProcess]:
-    ensure_crd(kube)
-    ensure_namespace(kube, NAMESPACE)
-    with OperatorProcess(kube, NAMESPACE, Path(tmp_path_factory.mktemp(NAMESPACE))) as op:
-        apply_object(kube, model_deployment(NAME, NAMESPACE, "registry.example/churn:1"))
-        wait_for(lambda: reader.is_true(NAMESPACE, NAME, "Ready"), timeout=60)
+    body = model_deployment(NAME, NAMESPACE, "registry.example/churn:1")
+    with operator_with(kube, reader, body, tmp_path_factory.mktemp(NAMESPACE)) as op:
         yield op
 
 
