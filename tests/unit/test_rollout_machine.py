@@ -231,6 +231,7 @@ def test_create_deploys_min_warm_pods_and_the_objects_around_them() -> None:
     assert d.phase() == "Stable"
     assert d.condition("Ready") == ("True", "StableServing")
     assert d.condition("Progressing") == ("False", "Complete")
+    assert d.condition("Reconciling") == ("False", "Settled")
     assert d.cluster.get("Deployment", f"churn-{r1}")["spec"]["replicas"] == 2
     hpa = d.cluster.get("HorizontalPodAutoscaler", "churn-stable")["spec"]
     assert (hpa["minReplicas"], hpa["maxReplicas"]) == (2, 10)
@@ -381,6 +382,8 @@ def test_a_step_waits_for_warm_canary_pods() -> None:
     d.run(120)
     assert d.status.step == 0
     assert d.condition("Progressing") == ("True", "WarmingUp")
+    assert d.condition("Reconciling") == ("True", "WarmingUp")  # kstatus: in progress
+    assert d.condition("Stalled") == ("False", "NotStalled")
     assert d.status.canary_weight == 0
     del d.cluster.unready[f"churn-{r2}"]
     d.run(2)
@@ -431,6 +434,9 @@ def test_analysis_gates_each_step_and_rolls_back() -> None:
     assert ("Deployment", f"churn-{r2}") not in d.cluster.objects
     assert d.condition("Degraded") == ("True", "RolledBack")
     assert d.condition("Ready") == ("False", "RolledBack")
+    # kstatus (Flux's default health): a rollback is a failure, not "current".
+    assert d.condition("Stalled") == ("True", "RolledBack")
+    assert d.condition("Reconciling") == ("False", "Settled")
     # Not retried by itself.
     d.run(120)
     assert d.status.canary_revision is None

@@ -20,7 +20,10 @@ MAX_CHECKS = 256
 Phase = Literal[
     "Pending", "Progressing", "Paused", "Promoting", "Stable", "RolledBack", "Killed", "Degraded"
 ]
-ConditionType = Literal["Ready", "Progressing", "Degraded", "Killed"]
+# Reconciling and Stalled are kstatus' own types, so that tools that know only kstatus (Flux's
+# default health check, `kstatus`-based waits) see a rollout as in progress and a rollback as
+# failed; they mirror Progressing and the terminal kinds of Degraded.
+ConditionType = Literal["Ready", "Progressing", "Degraded", "Killed", "Reconciling", "Stalled"]
 ConditionStatus = Literal["True", "False", "Unknown"]
 Verdict = Literal["pass", "fail", "inconclusive"]
 HistoryEvent = Literal[
@@ -37,7 +40,9 @@ class Condition(ApiModel):
     type: ConditionType
     """Ready: serving on a stable revision with minWarm Ready pods. Progressing: a rollout is
     under way. Degraded: something needs attention (e.g. stable drifting, rolled back).
-    Killed: the kill switch is engaged."""
+    Killed: the kill switch is engaged. Reconciling (kstatus): True while Progressing is True.
+    Stalled (kstatus): True when the spec cannot be reached as it stands (rolled back, apply
+    failed, warm-up timed out)."""
     status: ConditionStatus
     """True, False or Unknown."""
     reason: Annotated[str, Field(min_length=1, max_length=128)]

@@ -205,6 +205,29 @@ def _degraded(state: State, facts: Facts, phase: Phase) -> _Cond:
     return _Cond("Degraded", "False", "AsExpected", "serving within expectations")
 
 
+STALLED_REASONS = frozenset({"RolledBack", "ApplyFailed", "WarmupTimeout"})
+
+
+def _kstatus(progressing: Condition | None, degraded: _Cond) -> list[_Cond]:
+    """kstatus' Reconciling and Stalled, derived from Progressing and Degraded."""
+    moving = progressing is not None and progressing.status == "True"
+    stalled = degraded.status == "True" and degraded.reason in STALLED_REASONS
+    return [
+        _Cond(
+            "Reconciling",
+            "True" if moving else "False",
+            progressing.reason if moving and progressing is not None else "Settled",
+            progressing.message if moving and progressing is not None else "nothing under way",
+        ),
+        _Cond(
+            "Stalled",
+            "True" if stalled else "False",
+            degraded.reason if stalled else "NotStalled",
+            degraded.message if stalled else "the spec can be reached",
+        ),
+    ]
+
+
 def _killed(facts: Facts, kill_target: str) -> _Cond:
     if facts.killed:
         return _Cond("Killed", "True", "KillSwitchEngaged", f"{facts.kill_mode}: {kill_target}")
@@ -231,16 +254,21 @@ def render(
 ) -> ModelDeploymentStatus:
     phase = _phase(prev, state, facts)
     progressing = _progressing(prev, state, facts, phase)
+    degraded = _degraded(state, facts, phase)
     conds = [
         _ready(state, facts, phase),
         progressing,
-        _degraded(state, facts, phase),
+        degraded,
         _killed(facts, kill_target),
     ]
     conditions = [
         _condition(prev, c, facts.generation, now) if c is not None else None for c in conds
     ]
     kept = next((c for c in prev.conditions if c.type == "Progressing"), None)
+    shown_progressing = conditions[1] or kept
+    kstatus = [
+        _condition(prev, c, facts.generation, now) for c in _kstatus(shown_progressing, degraded)
+    ]
     return ModelDeploymentStatus(
         phase=phase,
         message=_short(_message(phase, state, facts, kill_target)),
@@ -257,7 +285,7 @@ def render(
         bake_until=state.bake_until if state.previous is not None else None,
         conditions=[
             c
-            for c in (conditions[0], conditions[1] or kept, conditions[2], conditions[3])
+            for c in (conditions[0], shown_progressing, conditions[2], conditions[3], *kstatus)
             if c is not None
         ],
         last_analysis=state.last_analysis,
