@@ -35,6 +35,9 @@ NAMESPACE = "analysis-promotion"
 RATE = 30.0
 BAKE = "90s"
 DRIFTED = "tenure_months"
+# Latency is judged (and must pass) but with room: on a loaded 2-core machine a healthy
+# server's p95 can pass the rollback tests' 40 ms, which is about the slow variant, not this.
+ROOMY = {**ANALYSIS, "latency": {"p95Ms": 1000}}
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +46,7 @@ def stack(
 ) -> Iterator[AnalysisStack]:
     workdir = tmp_path_factory.mktemp(NAMESPACE)
     with AnalysisStack(kube, prometheus.url, prometheus.targets_dir, NAMESPACE, workdir) as s:
-        s.deploy(V1, "1")
+        s.deploy(V1, "1", analysis=ROOMY)
         s.wait_stable()
         yield s
 
@@ -55,7 +58,7 @@ def test_healthy_canary_is_promoted_then_a_drifting_stable_rolls_back_within_bak
     rollout = {**ROLLOUT, "bakeTime": BAKE}
     with printed_section("healthy canary promoted") as lines, stack.timeline() as timeline:
         with stack.traffic(RATE):
-            stack.deploy(V3, "3", rollout=rollout)
+            stack.deploy(V3, "3", rollout=rollout, analysis=ROOMY)
             started = timeline.wait(lambda s: s.canary is not None, 30, "a canary")
             canary = started.canary
             promoted = timeline.wait(
