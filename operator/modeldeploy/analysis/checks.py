@@ -391,6 +391,68 @@ def _bin_order(labels: Iterable[str]) -> tuple[list[str], bool]:
     return [label for _, label in sorted(zip(keys, labels, strict=True))], True
 
 
+@dataclass(frozen=True)
+class _DistributionTests:
+    """PSI (judged with the chi-square test's p-value) and KS of observed bin counts against
+    a reference: the training profile's ratios, or the stable revision's counts."""
+
+    psi: Callable[[statistics.FloatArray, statistics.FloatArray], statistics.FloatArray]
+    chi_square: Callable[[statistics.FloatArray, statistics.FloatArray], statistics.TestResult]
+    ks: Callable[[statistics.FloatArray, statistics.FloatArray], statistics.TestResult]
+
+
+VS_PROFILE = _DistributionTests(
+    statistics.psi_vs_ratios, statistics.chi_square_vs_ratios, statistics.ks_vs_ratios
+)
+VS_STABLE = _DistributionTests(
+    statistics.psi_two_sample, statistics.chi_square_two_sample, statistics.ks_two_sample
+)
+
+
+def _distribution_checks(
+    out: dict[str, list[CheckResult]],
+    wanted: Mapping[str, float],
+    config: AnalysisConfig,
+    *,
+    names: tuple[str, str],
+    tests: _DistributionTests,
+    observed: statistics.FloatArray,
+    reference: statistics.FloatArray,
+    ordered: bool,
+    samples: int,
+    subject: str,
+) -> None:
+    """Appends the wanted PSI and (over ordered bins only) KS checks of one subject."""
+    psi_name, ks_name = names
+    if psi_name in wanted:
+        psi = float(tests.psi(observed, reference))
+        p = float(tests.chi_square(observed, reference).p_value)
+        out[psi_name].append(
+            _drift_check(
+                psi_name,
+                wanted[psi_name],
+                config,
+                value=psi,
+                p_value=p,
+                samples=samples,
+                subject=subject,
+            )
+        )
+    if ks_name in wanted and ordered:
+        ks = tests.ks(observed, reference)
+        out[ks_name].append(
+            _drift_check(
+                ks_name,
+                wanted[ks_name],
+                config,
+                value=float(ks.statistic),
+                p_value=float(ks.p_value),
+                samples=samples,
+                subject=subject,
+            )
+        )
+
+
 def _aligned(
     left: Mapping[str, float], right: Mapping[str, float]
 ) -> tuple[statistics.FloatArray, statistics.FloatArray, bool]:
@@ -432,33 +494,11 @@ def _feature_checks(
             continue
         present, expected, ordered = _aligned(counts, profile[feature])
         samples = _count(present.sum())
-        if FEATURE_PSI in wanted:
-            psi = float(statistics.psi_vs_ratios(present, expected))
-            p = float(statistics.chi_square_vs_ratios(present, expected).p_value)
-            per_feature[FEATURE_PSI].append(
-                _drift_check(
-                    FEATURE_PSI,
-                    wanted[FEATURE_PSI],
-                    config,
-                    value=psi,
-                    p_value=p,
-                    samples=samples,
-                    subject=feature,
-                )
-            )
-        if FEATURE_KS in wanted and ordered:
-            ks = statistics.ks_vs_ratios(present, expected)
-            per_feature[FEATURE_KS].append(
-                _drift_check(
-                    FEATURE_KS,
-                    wanted[FEATURE_KS],
-                    config,
-                    value=float(ks.statistic),
-                    p_value=float(ks.p_value),
-                    samples=samples,
-                    subject=feature,
-                )
-            )
+        _distribution_checks(
+            per_feature, wanted, config, names=(FEATURE_PSI, FEATURE_KS), tests=VS_PROFILE,
+            observed=present, reference=expected, ordered=ordered, samples=samples,
+            subject=feature,
+        )  # fmt: skip
         if MISSING_RATE in wanted:
             missing = counts.get(contract.MISSING_BIN, 0.0)
             total = missing + float(present.sum())
@@ -528,33 +568,10 @@ def _two_sample_checks(
     for subject in sorted({*canary_bins, *stable_bins}):
         a, b, ordered = _aligned(canary_bins.get(subject, {}), stable_bins.get(subject, {}))
         samples = _count(min(a.sum(), b.sum()))
-        if psi_name in wanted:
-            psi = float(statistics.psi_two_sample(a, b))
-            p = float(statistics.chi_square_two_sample(a, b).p_value)
-            per_subject[psi_name].append(
-                _drift_check(
-                    psi_name,
-                    wanted[psi_name],
-                    config,
-                    value=psi,
-                    p_value=p,
-                    samples=samples,
-                    subject=subject,
-                )
-            )
-        if ks_name in wanted and ordered:
-            ks = statistics.ks_two_sample(a, b)
-            per_subject[ks_name].append(
-                _drift_check(
-                    ks_name,
-                    wanted[ks_name],
-                    config,
-                    value=float(ks.statistic),
-                    p_value=float(ks.p_value),
-                    samples=samples,
-                    subject=subject,
-                )
-            )
+        _distribution_checks(
+            per_subject, wanted, config, names=names, tests=VS_STABLE,
+            observed=a, reference=b, ordered=ordered, samples=samples, subject=subject,
+        )  # fmt: skip
     return [combine(name, results) for name, results in per_subject.items() if results]
 
 
