@@ -2,26 +2,15 @@
 
 import json
 import subprocess
-import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 import yaml
+from operator_harness import wait_for
 
 from modeldeploy.devenv.cluster import KwokCluster
 
 pytestmark = pytest.mark.integration
-
-
-def wait_for(condition: Callable[[], Any], timeout: float = 60, interval: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    raise TimeoutError(f"condition not met within {timeout}s")
 
 
 def deployment(name: str, replicas: int) -> dict[str, Any]:

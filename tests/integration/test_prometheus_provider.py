@@ -13,6 +13,7 @@ from contextlib import contextmanager
 
 import numpy as np
 import pytest
+from operator_harness import wait_for
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
 from modeldeploy import contract
@@ -55,15 +56,6 @@ def exporter(registry: CollectorRegistry) -> Iterator[str]:
     finally:
         server.shutdown()
         thread.join(timeout=5)
-
-
-def wait_for(what: str, condition: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.25)
-    raise TimeoutError(f"{what} not within {timeout:.0f} s")
 
 
 def value(provider: PrometheusProvider, promql: str) -> float:
@@ -136,11 +128,21 @@ def scraped(prometheus: PrometheusServer) -> Iterator[PrometheusProvider]:
         try:
             # Scrapes at zero first, so that increase() sees the traffic as an increase.
             for ref in (STABLE, CANARY):
-                wait_for(f"scrapes of {ref.revision}", scrapes_of(provider, ref, at_least=3))
+                wait_for(
+                    scrapes_of(provider, ref, at_least=3),
+                    timeout=30,
+                    interval=0.25,
+                    what=f"scrapes of {ref.revision}",
+                )
             serve_traffic(stable, rng, STABLE_ROWS, age_shift=0, churn_share=0.2, slow_share=0)
             serve_traffic(canary, rng, CANARY_ROWS, age_shift=5, churn_share=0.45, slow_share=0.1)
             for ref, rows in ((STABLE, STABLE_ROWS), (CANARY, CANARY_ROWS)):
-                wait_for(f"traffic of {ref.revision}", requests_of(provider, ref, at_least=rows))
+                wait_for(
+                    requests_of(provider, ref, at_least=rows),
+                    timeout=30,
+                    interval=0.25,
+                    what=f"traffic of {ref.revision}",
+                )
             time.sleep(1.5)  # one more scrape, so the last two samples agree
             yield provider
         finally:
@@ -237,7 +239,12 @@ def test_odd_label_values_round_trip(prometheus: PrometheusServer) -> None:
         prometheus.set_targets("odd-labels", [(address, {})])
         try:
             query = series_query(Series.INFO, odd, "1m")
-            wait_for("the odd target", lambda: provider.query(query.promql).ok)
+            wait_for(
+                lambda: provider.query(query.promql).ok,
+                timeout=30,
+                interval=0.25,
+                what="the odd target",
+            )
             assert provider.query(query.promql).values == {(): 1.0}
         finally:
             prometheus.set_targets("odd-labels", [])

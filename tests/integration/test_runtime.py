@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from operator_harness import wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
 from modeldeploy import contract as c
@@ -131,13 +132,8 @@ def state(url: str) -> dict[str, Any]:
     return dict(httpx.get(url + "/v2/health/ready", timeout=5).json())
 
 
-def wait_for(predicate: Callable[[], bool], timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise TimeoutError("condition not reached")
+def wait_for_fast(predicate: Callable[[], bool]) -> None:
+    wait_for(predicate, timeout=20, interval=0.05)
 
 
 def copy_model(healthy: Path, target: Path) -> Path:
@@ -559,7 +555,7 @@ def test_wrong_model_never_becomes_ready(healthy: Path, tmp_path: Path) -> None:
     python_model(model_dir, "wrong_model", WRONG_MODEL)
     with ServerProcess(model_dir) as server:
         server.wait_live()
-        wait_for(lambda: state(server.url)["state"] == "failed")
+        wait_for_fast(lambda: state(server.url)["state"] == "failed")
         ready = httpx.get(server.url + "/v2/models/churn/ready", timeout=5)
         assert ready.status_code == 503
         assert "golden request failed" in ready.json()["reason"]
@@ -594,7 +590,7 @@ def test_mirroring_to_a_hanging_shadow_does_not_slow_responses(
         with ServerProcess(healthy, env=env) as server:
             server.wait_ready()
             latencies = _latencies(server.url, profile.golden[0].request, 150)
-            wait_for(
+            wait_for_fast(
                 lambda: value(scrape(server.url), c.SHADOW_REQUESTS_TOTAL, result="failed") > 0
             )
             samples = scrape(server.url)
@@ -624,7 +620,7 @@ def test_mirroring_reaches_a_live_shadow(
             received = value(scrape(server.url), c.REQUESTS_TOTAL, code="200") - before
             return sent > 0 and sent == received
 
-        wait_for(settled)
+        wait_for_fast(settled)
         samples = scrape(primary.url)
     assert value(samples, c.SHADOW_REQUESTS_TOTAL, result="sent") == 40
     assert value(samples, c.REQUESTS_TOTAL, code="200") == 60
@@ -641,7 +637,7 @@ def test_prediction_log_is_json_lines_with_redaction(
         lines = prediction_log.read_text().splitlines() if prediction_log.exists() else []
         return [r for r in map(json.loads, lines) if r["id"] == "log-me"]
 
-    wait_for(lambda: len(logged()) == 1)
+    wait_for_fast(lambda: len(logged()) == 1)
     record = logged()[0]
     assert set(record) == {"time", "model", "version", "revision", "id", "inputs", "outputs",
                            "confidence"}  # fmt: skip
