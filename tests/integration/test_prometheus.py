@@ -1,9 +1,9 @@
 """A real Prometheus scrapes a real 127.0.0.1 target and answers PromQL about it."""
 
-import time
 from collections.abc import Iterator
 
 import pytest
+from operator_harness import wait_for
 from prometheus_client import CollectorRegistry, Counter, start_http_server
 
 from modeldeploy.devenv.prometheus import PrometheusServer
@@ -31,12 +31,12 @@ def test_loopback_target_is_scraped_and_queryable(
     address, counter = exporter
     counter.labels(kind="probe").inc(42)
     prometheus.set_targets("probe", [(address, {"pod": "probe-0", "revision": "abc123"})])
-    deadline = time.monotonic() + 30
-    result: list[dict[str, object]] = []
-    while time.monotonic() < deadline and not result:
-        result = prometheus.query('testenv_probe_total{job="probe", kind="probe"}')
-        time.sleep(0.5)
-    assert result, "the target was not scraped within 30 s"
+    result: list[dict[str, object]] = wait_for(
+        lambda: prometheus.query('testenv_probe_total{job="probe", kind="probe"}'),
+        timeout=30,
+        interval=0.5,
+        what="a scrape of the loopback target",
+    )
     sample = result[0]
     assert sample["value"][1] == "42"  # type: ignore[index]
     assert sample["metric"]["pod"] == "probe-0"  # type: ignore[index]
