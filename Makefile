@@ -3,13 +3,16 @@ SHELL := /usr/bin/env bash
 VENV = $(shell hack/pyenv.sh path)
 WITH_TOOLS = eval "$$(hack/testenv.sh env)" && PATH="$(VENV)/bin:$$PATH"
 
-.PHONY: setup test demo down lint crd
+.PHONY: setup images test demo down lint crd
 
 setup:  ## build/install the cluster components and the Python env (cached, idempotent)
 	hack/testenv.sh install
 	hack/pyenv.sh
 
-test: setup  ## the whole suite: lint, types, unit and integration tests
+images: setup  ## base, operator and example model images, built offline, pushed by digest to the local registry
+	$(WITH_TOOLS) modeldeploy dev images
+
+test: setup images  ## the whole suite: lint, types, unit and integration tests
 	hack/run-tests.sh
 
 demo: setup  ## local cluster + Prometheus + operator + real model servers: a rollback and a promotion

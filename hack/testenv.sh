@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Builds, caches and checks the local test cluster's components (no containers, no downloads
-# of prebuilt binaries): Kubernetes control plane + kubectl from Go modules, etcd, kwok,
-# kwokctl, helm; Prometheus from Debian. Idempotent: each tool has a stamp file per version.
+# Builds, caches and checks the local test cluster's components (no downloads of prebuilt
+# binaries): Kubernetes control plane + kubectl from Go modules, etcd, kwok, kwokctl, helm, the
+# CNCF Distribution registry; Prometheus and the container tools (buildah, podman, runc,
+# skopeo, mmdebstrap) from Debian, with their configuration under the cache (vfs storage, runc,
+# no rlimits: what works without a Docker daemon). Idempotent: a stamp file per tool version.
 #
 #   hack/testenv.sh install   build/install everything missing (default)
-#   hack/testenv.sh env       print shell exports (PATH, MODELDEPLOY_BIN_*) for the cached tools
+#   hack/testenv.sh env       print shell exports (PATH, MODELDEPLOY_*, CONTAINERS_*) for the tools
 # The offline guard (kwokctl must plan no download) runs before every cluster creation, in
 # modeldeploy.devenv.cluster.
 set -euo pipefail
@@ -13,6 +15,7 @@ K8S_VERSION="${K8S_VERSION:-v1.36.3}"
 ETCD_VERSION="${ETCD_VERSION:-v3.6.16}"
 KWOK_VERSION="${KWOK_VERSION:-v0.8.0}"
 HELM_VERSION="${HELM_VERSION:-v3.21.4}"
+REGISTRY_VERSION="${REGISTRY_VERSION:-v3.1.2}"
 
 CACHE="${MODELDEPLOY_CACHE:-$HOME/.cache/modeldeploy}"
 export GOMODCACHE="$CACHE/go/mod" GOCACHE="$CACHE/go/build" GOTOOLCHAIN=local CGO_ENABLED=0
@@ -22,6 +25,8 @@ K8S_BIN="$BIN_ROOT/kubernetes-$K8S_VERSION"
 ETCD_BIN="$BIN_ROOT/etcd-$ETCD_VERSION"
 KWOK_BIN="$BIN_ROOT/kwok-$KWOK_VERSION"
 HELM_BIN="$BIN_ROOT/helm-$HELM_VERSION"
+REGISTRY_BIN="$BIN_ROOT/registry-$REGISTRY_VERSION"
+CONTAINERS="$CACHE/containers"
 
 START=$(date +%s)
 say() { printf '[testenv %4ss] %s\n' "$(( $(date +%s) - START ))" "$*" >&2; }
@@ -130,19 +135,94 @@ install_prometheus() {
   pkill -x prometheus 2>/dev/null || true
 }
 
+# Debian packages this project runs containers with (root, no daemon). Version of the set:
+# bump it to make every machine re-check.
+CONTAINER_PACKAGES="buildah podman runc skopeo mmdebstrap containernetworking-plugins"
+install_container_tools() {
+  local missing=()
+  for tool in buildah podman runc skopeo mmdebstrap; do
+    command -v "$tool" >/dev/null || missing+=("$tool")
+  done
+  if (( ${#missing[@]} )); then
+    say "container tools: apt-get install $CONTAINER_PACKAGES (missing: ${missing[*]})"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null
+    # shellcheck disable=SC2086
+    apt-get install -y -qq --no-install-recommends $CONTAINER_PACKAGES >/dev/null
+  fi
+  write_container_config
+}
+
+# The kernel's overlay storage where a test mount works (a container starts in a fraction of a
+# second), else vfs (every container start copies its whole image); runc (crun refuses hybrid
+# cgroups); cgroupfs; no default rlimits (podman's are refused: "setrlimit RLIMIT_NPROC:
+# Operation not permitted"). Everything lives under the cache, not /var/lib/containers.
+storage_driver() {
+  local probe
+  probe="$(mktemp -d "$CONTAINERS/overlay-probe.XXXXXX")"
+  mkdir -p "$probe"/{lower,upper,work,merged}
+  if mount -t overlay overlay -o "lowerdir=$probe/lower,upperdir=$probe/upper,workdir=$probe/work" \
+      "$probe/merged" 2>/dev/null; then
+    umount "$probe/merged"
+    echo overlay
+  else
+    echo vfs
+  fi
+  rm -rf "$probe"
+}
+
+write_container_config() {
+  mkdir -p "$CONTAINERS/run" "$CONTAINERS/tmp"
+  local driver
+  driver="$(storage_driver)"
+  # One storage directory per driver: a store made by one driver is unreadable by the other.
+  mkdir -p "$CONTAINERS/storage-$driver"
+  cat > "$CONTAINERS/storage.conf.new" <<CONF
+[storage]
+driver = "$driver"
+graphroot = "$CONTAINERS/storage-$driver"
+runroot = "$CONTAINERS/run"
+CONF
+  cat > "$CONTAINERS/containers.conf.new" <<CONF
+[containers]
+default_ulimits = []
+[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+tmp_dir = "$CONTAINERS/tmp"
+[engine.runtimes]
+runc = ["$(command -v runc)"]
+CONF
+  # Only the local registry exists; short names never resolve to a public one.
+  cat > "$CONTAINERS/registries.conf.new" <<CONF
+unqualified-search-registries = []
+CONF
+  for f in storage.conf containers.conf registries.conf; do
+    if cmp -s "$CONTAINERS/$f.new" "$CONTAINERS/$f"; then rm "$CONTAINERS/$f.new"
+    else mv "$CONTAINERS/$f.new" "$CONTAINERS/$f"; fi
+  done
+}
+
 print_env() {
   echo "export PATH=\"$K8S_BIN:$ETCD_BIN:$KWOK_BIN:$HELM_BIN:\$PATH\""
   echo "export MODELDEPLOY_K8S_BIN=\"$K8S_BIN\" MODELDEPLOY_ETCD_BIN=\"$ETCD_BIN\""
   echo "export MODELDEPLOY_KWOK_BIN=\"$KWOK_BIN\" MODELDEPLOY_HELM_BIN=\"$HELM_BIN\""
-  echo "export MODELDEPLOY_K8S_VERSION=\"$K8S_VERSION\""
+  echo "export MODELDEPLOY_K8S_VERSION=\"$K8S_VERSION\" MODELDEPLOY_REGISTRY_BIN=\"$REGISTRY_BIN\""
+  echo "export CONTAINERS_CONF=\"$CONTAINERS/containers.conf\""
+  echo "export CONTAINERS_STORAGE_CONF=\"$CONTAINERS/storage.conf\""
+  echo "export CONTAINERS_REGISTRIES_CONF=\"$CONTAINERS/registries.conf\""
 }
 
 case "${1:-install}" in
   install)
     mkdir -p "$CACHE"
     install_prometheus
+    install_container_tools
     install_go_tool "$KWOK_BIN" "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok sigs.k8s.io/kwok/cmd/kwokctl
     install_go_tool "$HELM_BIN" "$HELM_VERSION" helm.sh/helm/v3/cmd/helm
+    install_go_tool "$REGISTRY_BIN" "$REGISTRY_VERSION" \
+      github.com/distribution/distribution/v3/cmd/registry
     build_etcd
     build_kubernetes
     say "all components ready in $BIN_ROOT ($(du -sh "$CACHE" | cut -f1) cache)"

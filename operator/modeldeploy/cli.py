@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from modeldeploy import contract
 from modeldeploy.console.commands import register as register_console_commands
 from modeldeploy.contract import OPERATOR_METRICS_PORT
 
@@ -86,6 +87,34 @@ def dev_down() -> None:
     from modeldeploy.devenv import stack
 
     stack.down(_say)
+
+
+@dev_app.command("images")
+def dev_images(
+    only: Annotated[
+        list[str] | None, typer.Option("--only", help="Just this image (repeatable).")
+    ] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the images as JSON.")] = False,
+) -> None:
+    """Build the base, operator and example model images offline and push them by digest to
+    the local registry (cached: an unchanged image is never rebuilt)."""
+    import json
+    from dataclasses import asdict
+
+    from modeldeploy.devenv.images import ImageBuildError, images_with_registry
+    from modeldeploy.devenv.tools import ToolsMissingError
+
+    try:
+        images = images_with_registry(_say, only)
+    except (ImageBuildError, ToolsMissingError, ValueError) as err:
+        typer.secho(f"cannot build images: {err}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(1) from err
+    if json_output:
+        typer.echo(json.dumps({name: asdict(image) for name, image in images.items()}, indent=1))
+        return
+    for image in images.values():
+        typer.echo(f"{image.name:<10} {image.repository}@{image.digest}  "
+                   f"{image.compressed_bytes / 2**20:6.1f} MiB")  # fmt: skip
 
 
 @dev_app.command("pod-runner")
@@ -359,8 +388,12 @@ def serve(
     model_dir: Annotated[
         Path, typer.Option(help="Model directory: model.yaml, profile.json, artifacts.")
     ],
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+    host: Annotated[
+        str, typer.Option(envvar=contract.ENV_SERVE_HOST, help="Address to listen on.")
+    ] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option(envvar=contract.ENV_SERVE_PORT, help="Port to listen on.")
+    ] = contract.SERVING_PORT,
     prediction_log: Annotated[
         str | None, typer.Option(help="Sampled prediction log file ('-' = stdout).")
     ] = None,

@@ -74,6 +74,10 @@ ENV_REVISION: Final = "MODELDEPLOY_REVISION"
 ENV_SHADOW_URL: Final = "MODELDEPLOY_SHADOW_URL"
 ENV_SHADOW_PERCENT: Final = "MODELDEPLOY_SHADOW_PERCENT"
 ENV_WARMUP_MAX_LATENCY_MS: Final = "MODELDEPLOY_WARMUP_MAX_LATENCY_MS"
+# Where `modeldeploy serve` listens when not told by flags: model images set 0.0.0.0 and the
+# containerPort; the local pod runner gives each container on the host network its own port.
+ENV_SERVE_HOST: Final = "MODELDEPLOY_HOST"
+ENV_SERVE_PORT: Final = "MODELDEPLOY_PORT"
 
 # The runtime's port and readiness path (the operator's readiness probe uses these).
 SERVING_PORT: Final = 8080
