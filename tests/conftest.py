@@ -12,7 +12,9 @@ import pytest
 
 from modeldeploy.devenv import testruns
 from modeldeploy.devenv.cluster import KwokCluster
+from modeldeploy.devenv.images import BuiltImage, ensure_images
 from modeldeploy.devenv.prometheus import PrometheusServer
+from modeldeploy.devenv.registry import RegistryServer, registry_binary, storage_dir
 from modeldeploy.devenv.tools import Toolchain, prometheus_binary, toolchain
 
 
@@ -47,3 +49,19 @@ def prometheus() -> Iterator[PrometheusServer]:
     finally:
         server.stop()
         shutil.rmtree(server.workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def registry() -> Iterator[RegistryServer]:
+    """The local OCI registry over the cache's storage (what `make images` pushed), on a
+    port of this session's own."""
+    server = RegistryServer(registry_binary(), storage_dir(), testruns.run_dir() / "registry")
+    with server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def images(registry: RegistryServer) -> dict[str, BuiltImage]:
+    """Every image of the project in the registry, by digest (built when missing: `make test`
+    has built them already, so this only checks)."""
+    return ensure_images(registry, print)
