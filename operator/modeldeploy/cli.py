@@ -121,8 +121,15 @@ def dev_images(
 def dev_pod_runner(
     *,
     image_map: Annotated[
-        Path, typer.Option(help="Image map, e.g. examples/churn/images.yaml.", exists=True)
-    ],
+        Path | None,
+        typer.Option(help="Process mode: image map, e.g. examples/churn/images.yaml.", exists=True),
+    ] = None,
+    containers: Annotated[
+        bool,
+        typer.Option(
+            help="Container mode: run each pod's own image (from a 127.0.0.1 registry) with podman."
+        ),
+    ] = False,
     namespace: Annotated[
         str | None, typer.Option("--namespace", "-n", help="Only this namespace; all if absent.")
     ] = None,
@@ -150,12 +157,14 @@ def dev_pod_runner(
     ] = False,
     verbose: Annotated[bool, typer.Option(help="Debug logging.")] = False,
 ) -> None:
-    """Run a real model server on 127.0.0.1 for every Running pod of a known image."""
+    """Run a real model server on 127.0.0.1 for every Running pod of a known image: a local
+    process per the image map, or (--containers) the pod's image as a podman container."""
     import json
     import logging
     import os
 
     from modeldeploy.devenv import stack
+    from modeldeploy.devenv.containers import ContainerImages
     from modeldeploy.devenv.imagemap import ImageMap, ImageMapError
     from modeldeploy.devenv.podrunner import (
         PodRunner,
@@ -170,8 +179,11 @@ def dev_pod_runner(
         datefmt="%H:%M:%S",
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not every readiness probe
+    if (image_map is None) == (not containers):
+        typer.secho("give either --image-map or --containers", err=True, fg=typer.colors.RED)
+        raise typer.Exit(2)
     try:
-        images = ImageMap.load(image_map)
+        images = ImageMap.load(image_map) if image_map is not None else ContainerImages()
     except ImageMapError as err:
         typer.secho(str(err), err=True, fg=typer.colors.RED)
         raise typer.Exit(2) from err
@@ -186,6 +198,9 @@ def dev_pod_runner(
         reflect_readiness=reflect_readiness,
     )
     if prepare_only:
+        if not isinstance(images, ImageMap):
+            typer.secho("--prepare-only needs --image-map", err=True, fg=typer.colors.RED)
+            raise typer.Exit(2)
         launches = images.prepare(config.build_root, _say)
         typer.echo(json.dumps({image: {"model_dir": str(launch.model_dir),
                                        "data_dir": str(launch.data_dir)}

@@ -5,7 +5,9 @@ example's v1 image: `modeldeploy dev pod-runner` runs one real `modeldeploy serv
 127.0.0.1, reflects its readiness onto the pod, publishes it to Prometheus with the pod's
 labels; the load generator spreads bounded traffic uniformly; a crashed process is
 restarted; scaling down stops processes and withdraws targets; an unknown image starts
-nothing. Only 127.0.0.1 is ever dialled.
+nothing. In container mode the pods' own images run under podman, pulled from the local
+registry by digest, and failures show on the pods as a kubelet shows them. Only 127.0.0.1
+is ever dialled.
 """
 
 import json
@@ -22,12 +24,15 @@ from operator_harness import kubectl, wait_for
 
 from modeldeploy import contract as c
 from modeldeploy.devenv.cluster import KwokCluster
+from modeldeploy.devenv.containers import RUNNER_LABEL, runner_label
 from modeldeploy.devenv.endpoints import Endpoint, read_endpoints, read_published
-from modeldeploy.devenv.imagemap import ImageMap
+from modeldeploy.devenv.imagemap import ImageMap, default_build_root
+from modeldeploy.devenv.images import BuiltImage
 from modeldeploy.devenv.loadgen import EndpointSource, LoadSpec, run_load
 from modeldeploy.devenv.podrunner import ENDPOINTS_FILE
 from modeldeploy.devenv.pods import NOT_READY_REASON, READY_REASON
 from modeldeploy.devenv.prometheus import PrometheusServer
+from modeldeploy.devenv.registry import RegistryServer
 from modeldeploy.devenv.traffic import Row, read_rows
 from modeldeploy.profiling.schema import FeatureProfile, Profile
 from modeldeploy.resources.names import LABEL_NAME, LABEL_REVISION
@@ -85,7 +90,12 @@ class RunnerProcess:
     """`modeldeploy dev pod-runner` for one namespace, its own state dir and file_sd job."""
 
     def __init__(
-        self, kube: KwokCluster, prometheus: PrometheusServer, namespace: str, state: Path
+        self,
+        kube: KwokCluster,
+        prometheus: PrometheusServer,
+        namespace: str,
+        state: Path,
+        *source: str,
     ) -> None:
         self.state = state
         self.job = f"podrunner-{namespace}"
@@ -94,7 +104,7 @@ class RunnerProcess:
         state.mkdir(parents=True, exist_ok=True)
         command = [
             *modeldeploy_command(), "dev", "pod-runner",
-            "--image-map", str(IMAGE_MAP), "--namespace", namespace,
+            *(source or ("--image-map", str(IMAGE_MAP))), "--namespace", namespace,
             "--kubeconfig", str(kube.kubeconfig),
             "--targets-dir", str(prometheus.targets_dir), "--job", self.job,
             "--state-dir", str(state), "--max-processes", "5",
@@ -258,8 +268,8 @@ Example = tuple[list[Row], list[FeatureProfile]]  # as run_load takes them
 
 
 def example_rows() -> Example:
-    """The v1 build's held-out rows and its profile's features."""
-    image = ImageMap.load(IMAGE_MAP).launch(V1)
+    """The v1 build's held-out rows and its profile's features (built when missing)."""
+    image = ImageMap.load(IMAGE_MAP).prepare(default_build_root(), print)[V1]
     assert image.model_dir is not None
     assert image.data_dir is not None
     profile = Profile.model_validate_json((image.model_dir / "profile.json").read_bytes())
@@ -409,3 +419,91 @@ def test_a_new_runner_reaps_the_processes_of_a_killed_one(
             assert second.stop() == 0
     finally:
         first.stop()
+
+
+def container_status(kube: KwokCluster, namespace: str, md_name: str) -> list[Body]:
+    return [p["status"]["containerStatuses"][0] for p in pods(kube, namespace, md_name)]
+
+
+def runner_containers(state: Path) -> list[Body]:
+    listed = subprocess.run(
+        ["podman", "ps", "-a", "--format", "json", "--filter",
+         f"label={RUNNER_LABEL}={runner_label(state)}"],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    found: list[Body] = json.loads(listed.stdout or "[]")
+    return found
+
+
+def test_container_mode_runs_the_pods_images_and_reports_failures_like_a_kubelet(
+    *,
+    kube: KwokCluster,
+    prometheus: PrometheusServer,
+    namespace: str,
+    tmp_path: Path,
+    images: dict[str, BuiltImage],
+    registry: RegistryServer,
+) -> None:
+    """A pod of the churn image (by digest) is served by its own container and Ready after
+    its golden requests; a crashing image goes into CrashLoopBackOff with restart counts and
+    its exit; an image the registry does not have shows ImagePullBackOff."""
+    healthy = images["churn-v1"].reference(registry.host)
+    crashing = images["crashloop"].reference(registry.host)
+    missing = f"{registry.host}/ml/churn@sha256:{'0' * 64}"
+    state = tmp_path / "runner"
+    runner = RunnerProcess(kube, prometheus, namespace, state, "--containers")
+    try:
+        kubectl(kube, "apply", "-n", namespace, "-f", "-", input=json.dumps(
+            {"apiVersion": "v1", "kind": "List", "items": [
+                deployment("churn-v1rev", "churn", healthy, 2, MODEL_ENV),
+                deployment("crash-v1rev", "crash", crashing, 1, MODEL_ENV[:3]),
+                deployment("gone-v1rev", "gone", missing, 1, MODEL_ENV[:3]),
+                service("churn", {LABEL_NAME: "churn"}),
+            ]}))  # fmt: skip
+        served: list[Endpoint] = wait_for(
+            lambda: (e := runner.endpoints()) and len(e) == 2 and all(x.ready for x in e) and e,
+            timeout=180, what="2 ready model containers",
+        )  # fmt: skip
+        wait_for(
+            lambda: all(s["ready"] and "running" in s["state"] and s["restartCount"] == 0
+                        for s in container_status(kube, namespace, "churn")),
+            timeout=30, what="churn containers running and ready on the pods",
+        )  # fmt: skip
+        # The container got the pod's env (fieldRefs resolved; no pod IP, secret or shadow URL).
+        (inspected,) = json.loads(subprocess.run(
+            ["podman", "inspect", runner_containers(state)[0]["Id"]],
+            capture_output=True, text=True, timeout=60, check=True,
+        ).stdout)  # fmt: skip
+        env = dict(item.split("=", 1) for item in inspected["Config"]["Env"])
+        assert env[c.ENV_REVISION] == REVISION
+        assert env["POD_NAME"] in {e.pod for e in served}
+        assert not {"POD_IP", "API_KEY", c.ENV_SHADOW_URL} & set(env)
+        assert inspected["Config"]["User"] == "65532:65532"
+        assert inspected["HostConfig"]["ReadonlyRootfs"] is True
+        source = EndpointSource(state / ENDPOINTS_FILE, namespace, "churn")
+        report = run_load(LoadSpec(rate=50, count=40, duration=20), *example_rows(), source)
+        assert report.by_code == {"200": 40}, report.summary()
+
+        def crash_looping() -> Body | None:
+            (status,) = container_status(kube, namespace, "crash")
+            waiting = status["state"].get("waiting") or {}
+            looping = waiting.get("reason") == "CrashLoopBackOff" and status["restartCount"] >= 2
+            return status if looping else None
+
+        status = wait_for(crash_looping, timeout=120, what="CrashLoopBackOff with restarts")
+        assert status["lastState"]["terminated"]["exitCode"] == 1
+        assert "cannot load /model/model.joblib" in status["lastState"]["terminated"]["message"]
+        assert not status["ready"]
+
+        def backing_off() -> Body | None:
+            (status,) = container_status(kube, namespace, "gone")
+            waiting = status["state"].get("waiting") or {}
+            return waiting if waiting.get("reason") == "ImagePullBackOff" else None
+
+        waiting = wait_for(backing_off, timeout=120, what="ImagePullBackOff")
+        assert missing in waiting["message"]
+        assert runner.endpoints("gone") == []
+        assert f"pulling {missing} for {namespace}/" in runner.log()
+    finally:
+        assert runner.stop() == 0, runner.log()
+    assert runner_containers(state) == []  # every container removed with the runner

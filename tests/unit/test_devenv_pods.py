@@ -1,22 +1,30 @@
 """Pod runner decisions: what a pod says (env, image, status), which processes to start and
 stop, the readiness it writes back, the labels of its Prometheus targets."""
 
+import itertools
 from typing import Any
 
 import pytest
 
 from modeldeploy import contract as c
+from modeldeploy.devenv.containers import (
+    ContainerImages,
+    ContainerLaunch,
+    container_name,
+    on_loopback_registry,
+)
 from modeldeploy.devenv.podrunner import process_env
 from modeldeploy.devenv.pods import (
     NOT_READY_REASON,
     READY_REASON,
+    ContainerReport,
     PodKey,
     non_loopback_url,
     plan_processes,
     pod_view,
-    readiness_patch,
     resolve_env,
     service_members,
+    status_patch,
     target_labels,
     wanted,
 )
@@ -240,15 +248,78 @@ def test_plan_refuses_pods_beyond_the_limit_in_a_stable_order() -> None:
 # --- readiness and targets ----------------------------------------------------------------
 
 
-def test_readiness_patch_sets_both_conditions_and_the_container_flag() -> None:
-    patch = readiness_patch("model", False, "warming", "2026-11-21T10:00:00Z")
+NOW = "2026-11-21T10:00:00Z"
+
+
+def test_status_patch_sets_both_conditions_and_the_container_flag() -> None:
+    patch = status_patch("model", ContainerReport(False, "warming"), NOW)
     conditions = patch["status"]["conditions"]
     assert [x["type"] for x in conditions] == ["Ready", "ContainersReady"]
     assert all(x["status"] == "False" and x["reason"] == NOT_READY_REASON for x in conditions)
-    assert patch["status"]["containerStatuses"] == [{"name": "model", "ready": False}]
-    ready = readiness_patch("model", True, "x" * 900, "2026-11-21T10:00:00Z")
+    [container] = patch["status"]["containerStatuses"]
+    assert (container["name"], container["ready"], container["restartCount"]) == ("model", False, 0)
+    assert container["state"] == {
+        "waiting": {"reason": "ContainerCreating"}, "running": None, "terminated": None,
+    }  # fmt: skip
+    assert "lastState" not in container
+    ready = status_patch("model", ContainerReport(True, "x" * 900, started_at=NOW), NOW)
     assert ready["status"]["conditions"][0]["reason"] == READY_REASON
     assert len(ready["status"]["conditions"][0]["message"]) == 500
+    [running] = ready["status"]["containerStatuses"]
+    assert running["state"] == {"running": {"startedAt": NOW}, "waiting": None, "terminated": None}
+    assert running["started"] is True
+
+
+def test_status_patch_reports_a_crash_loop_as_a_kubelet_would() -> None:
+    report = ContainerReport(
+        False, "back-off", ("CrashLoopBackOff", "back-off 4s restarting failed container=model"),
+        restarts=3, last_exit_code=1, last_exit_message="cannot load /model",
+    )  # fmt: skip
+    [container] = status_patch("model", report, NOW)["status"]["containerStatuses"]
+    assert container["restartCount"] == 3
+    assert container["state"]["waiting"]["reason"] == "CrashLoopBackOff"
+    assert container["state"]["running"] is None
+    terminated = container["lastState"]["terminated"]
+    assert (terminated["exitCode"], terminated["reason"]) == (1, "Error")
+    assert terminated["message"] == "cannot load /model"
+
+
+def test_container_mode_serves_only_images_on_a_loopback_registry() -> None:
+    digest = "@sha256:" + "b" * 64
+    images = ContainerImages()
+    assert f"127.0.0.1:5000/ml/churn{digest}" in images
+    assert "localhost:41234/ml/churn:1" in images
+    for elsewhere in (IMAGE, "10.0.0.5:5000/ml/churn:1", "churn:1", "127.0.0.1/ml/churn:1",
+                      "127.0.0.1:5000/ml/churn:1 --privileged"):  # fmt: skip
+        assert not on_loopback_registry(elsewhere)
+        assert elsewhere not in images
+
+
+def test_container_run_argv_host_network_own_port_restricted() -> None:
+    image = "127.0.0.1:5000/ml/churn@sha256:" + "c" * 64
+    argv = ContainerLaunch(image).run_argv(
+        "md-ml-churn-1", 41000, {c.ENV_MODEL_NAME: "churn", c.ENV_SERVE_PORT: "8080"}, "lbl"
+    )
+    assert argv[:2] == ["podman", "run"]
+    assert argv[-1] == image
+    pairs = list(itertools.pairwise(argv))
+    for flag in (("--network", "host"), ("--cap-drop", "ALL"), ("--pull=never", "--network")):
+        assert flag in pairs
+    assert "--read-only" in argv
+    env = [argv[i + 1] for i, arg in enumerate(argv) if arg == "-e"]
+    # The runner's port wins over the pod's own (the pod's containerPort is 8080 for all).
+    assert f"{c.ENV_SERVE_PORT}=41000" in env
+    assert f"{c.ENV_SERVE_PORT}=8080" not in env
+    assert f"{c.ENV_SERVE_HOST}=127.0.0.1" in env
+    assert f"{c.ENV_MODEL_NAME}=churn" in env
+
+
+def test_container_names_are_valid_and_unique_per_pod() -> None:
+    name = container_name("ml", "churn-7d9f/x" + "y" * 100, "0123456789abcdef")
+    assert name.startswith("md-ml-churn-7d9f-x")
+    assert name.endswith("-01234567")
+    assert len(name) <= 100
+    assert container_name("ml", "p", "aaaaaaaa1") != container_name("ml", "p", "bbbbbbbb1")
 
 
 def test_target_labels_never_clash_with_the_runtimes_own_labels() -> None:

@@ -1,10 +1,16 @@
 """The pod runner: real model servers behind kwok's container-less pods.
 
 It watches the pods of ModelDeployments (label `modeldeploy.io/name`) and, for each Running
-pod whose image is in the image map, runs one local process (`modeldeploy serve` on a free
-127.0.0.1 port, with the pod's env); it stops the process when the pod goes, restarts it
-with a backoff when it crashes, publishes the processes as Prometheus file_sd targets
-labelled with the pod, and writes the pod -> 127.0.0.1:port mapping for the load generator.
+pod whose image it can serve, runs one model server on a free 127.0.0.1 port with the pod's
+env: in process mode (an `ImageMap`) a local `modeldeploy serve` process; in container mode
+(`ContainerImages`) the pod's own image, pulled by podman from the local registry by the
+pod's reference and run as a container. It stops the server when the pod goes, restarts it
+with a backoff when it exits, publishes the servers as Prometheus file_sd targets labelled
+with the pod, and writes the pod -> 127.0.0.1:port mapping for the load generator.
+
+It reports each served pod's container status as a kubelet would: ContainerCreating while
+pulling, ErrImagePull then ImagePullBackOff when the image cannot be pulled, running with
+restartCount, and CrashLoopBackOff with the last exit code when the server exits.
 
 With `reflect_readiness` (the default) it also owns the pods' Ready condition: kwok marks a
 pod Ready at once, the runner sets it False until the process answers its readiness path
@@ -35,6 +41,13 @@ from typing import Any, TextIO
 import httpx
 
 from modeldeploy.devenv.children import Child, reap_recorded, record_children, stop_all
+from modeldeploy.devenv.containers import (
+    ContainerImages,
+    ContainerLaunch,
+    container_name,
+    remove_containers,
+    runner_label,
+)
 from modeldeploy.devenv.endpoints import Endpoint, Published, write_published
 from modeldeploy.devenv.imagemap import (
     DEFAULT_READY_PATH,
@@ -45,12 +58,13 @@ from modeldeploy.devenv.imagemap import (
 )
 from modeldeploy.devenv.kubewatch import ObjectWatcher, core_api
 from modeldeploy.devenv.pods import (
+    ContainerReport,
     PodKey,
     PodView,
     plan_processes,
     pod_view,
-    readiness_patch,
     service_members,
+    status_patch,
     target_labels,
 )
 from modeldeploy.devenv.prometheus import write_targets
@@ -65,6 +79,10 @@ CHILDREN_FILE = "children.json"
 LOCK_FILE = "runner.lock"
 DEFAULT_JOB = "modeldeploy-pods"
 STOP_GRACE_SECONDS = 10.0
+MAX_BACKOFF_SECONDS = 30.0
+# A failed pull is reported as ErrImagePull, then (as a kubelet does) as ImagePullBackOff
+# while the next attempt waits.
+PULL_ERROR_SHOWN_SECONDS = 1.0
 
 
 def default_state_dir() -> Path:
@@ -73,7 +91,7 @@ def default_state_dir() -> Path:
 
 @dataclass(frozen=True)
 class RunnerConfig:
-    image_map: ImageMap
+    image_map: ImageMap | ContainerImages  # process mode | container mode
     state_dir: Path  # endpoints.json, children.json, logs/
     namespace: str | None = None  # None: all namespaces
     targets_dir: Path | None = None  # Prometheus file_sd directory; None: no targets
@@ -93,16 +111,22 @@ class RunnerConfig:
 
 @dataclass
 class _Served:
-    """One pod's local process (restarted on a fresh port when it exits)."""
+    """One pod's server: a local process or a container (restarted on a fresh port when it
+    exits); in container mode `child` is first the image pull."""
 
     view: PodView
-    launch: Launch
+    launch: Launch | ContainerLaunch
     child: Child | None = None
+    pulling: bool = False
     port: int = 0
     ready: bool = False
     restarts: int = 0
     next_start: float = 0.0
     next_probe: float = 0.0
+    started_at: str | None = None  # the running server's start (RFC 3339)
+    pull_error: tuple[float, str] | None = None  # when the last pull failed, and why
+    pull_failures: int = 0  # in a row
+    last_exit: tuple[int, str] | None = None  # exit code and log tail of the previous run
 
     @property
     def address(self) -> str:
@@ -139,10 +163,12 @@ class PodRunner:
         self._say = say
         self._api = core_api(kubeconfig)
         self._launches: dict[str, Launch] = {}
+        self._pulled: set[str] = set()  # images pulled by this runner (IfNotPresent)
+        self._label = runner_label(config.state_dir)
         self._state_lock: TextIO | None = None
         self._served: dict[PodKey, _Served] = {}
         self._stopping: list[tuple[Child, float]] = []  # SIGTERMed; SIGKILL after the time
-        self._patched: dict[PodKey, tuple[bool, float]] = {}  # last readiness written, when
+        self._patched: dict[PodKey, tuple[ContainerReport, float]] = {}  # last written, when
         self._reported: set[str] = set()  # one-time messages already logged
         self._published: tuple[Published, list[Any]] | None = None
         self._lock = threading.Lock()
@@ -170,17 +196,34 @@ class PodRunner:
         reaped = reap_recorded(config.state_dir / CHILDREN_FILE)
         if reaped:
             self._say(f"reaped {len(reaped)} orphaned process(es) of a previous runner")
-        self._launches = config.image_map.prepare(config.build_root, self._say)
+        if self.containers and (removed := remove_containers(self._label)):
+            self._say(f"removed {removed} container(s) of a previous runner")
+        if isinstance(config.image_map, ImageMap):
+            self._launches = config.image_map.prepare(config.build_root, self._say)
         self._publish([], force=True)
         for watcher in self._watchers:
             watcher.start()
         self._loop.start()
         scope = config.namespace or "all namespaces"
+        serves = (
+            "images on a loopback registry, as containers"
+            if self.containers
+            else f"{len(self._launches)} image(s) of {config.image_map.path}"
+        )
         self._say(
-            f"watching pods with {LABEL_NAME} in {scope}; {len(self._launches)} image(s) "
-            f"known; endpoints in {self.endpoints_path}"
+            f"watching pods with {LABEL_NAME} in {scope}; serving {serves}; endpoints in "
+            f"{self.endpoints_path}"
         )
         return self
+
+    @property
+    def containers(self) -> bool:
+        return isinstance(self.config.image_map, ContainerImages)
+
+    def _launch(self, image: str) -> Launch | ContainerLaunch:
+        if isinstance(self.config.image_map, ContainerImages):
+            return self.config.image_map.launch(image)
+        return self._launches[image]
 
     def stop(self) -> None:
         """Stop watching and every process; withdraw the targets and endpoints (only when
@@ -200,6 +243,8 @@ class PodRunner:
             children = [s.child for s in self._served.values() if s.child is not None]
             self._say(f"stopping {len(children)} process(es); withdrawing targets and endpoints")
             stop_all([*children, *(child for child, _ in self._stopping)])
+            if self.containers:
+                remove_containers(self._label)
             self._served.clear()
             self._stopping.clear()
             self._publish([], force=True)
@@ -276,7 +321,7 @@ class PodRunner:
         for key in plan.stop:
             self._stop(key)
         for view in plan.start:
-            self._served[view.key] = _Served(view, self._launches[view.image], next_start=now)
+            self._served[view.key] = _Served(view, self._launch(view.image), next_start=now)
         for view in plan.refused:
             self._once(f"refused {view.key}", f"refusing {view.key}: at the limit of "
                        f"{self.config.max_processes} processes")  # fmt: skip
@@ -310,23 +355,55 @@ class PodRunner:
         self._patched.pop(key, None)
         if served.child is not None and served.child.running():
             self._say(f"stopping {key} (pid {served.child.pid}, {served.address})")
-            served.child.signal(signal.SIGTERM)
-            self._stopping.append((served.child, time.monotonic() + STOP_GRACE_SECONDS))
+            kill_at = time.monotonic() + STOP_GRACE_SECONDS
+            if isinstance(served.launch, ContainerLaunch) and not served.pulling:
+                # The container stops with its podman process; SIGKILLing that one would
+                # leave the container running.
+                name = container_name(key.namespace, key.name, key.uid)
+                argv = ["podman", "stop", "-t", str(int(STOP_GRACE_SECONDS)), name]
+                logs = self.config.state_dir / "logs" / _log_name(key)
+                stopper = Child.spawn(argv, dict(os.environ), served.launch.cwd, logs)
+                self._stopping.append((stopper, kill_at + STOP_GRACE_SECONDS))
+            else:
+                served.child.signal(signal.SIGTERM)
+            self._stopping.append((served.child, kill_at + STOP_GRACE_SECONDS))
 
     def _supervise(self, now: float) -> None:
-        """A process that exited is started again on a fresh port, after a backoff that
-        doubles per restart (1 s .. 30 s), like a kubelet's CrashLoopBackOff."""
+        """A finished pull starts the container; a failed one is retried after a backoff. A
+        server that exited is started again on a fresh port, after a backoff that doubles per
+        restart (1 s .. 30 s), like a kubelet's CrashLoopBackOff."""
         for key, served in self._served.items():
             child = served.child
             if child is None or child.running():
                 continue
-            self._say(
-                f"process of {key} exited with {child.process.returncode}; restarting "
-                f"(restart {served.restarts + 1}):\n{child.log_tail(800)}"
-            )
-            served.child, served.ready = None, False
-            served.next_start = now + min(30.0, 2.0**served.restarts)
-            served.restarts += 1
+            code = child.process.returncode
+            served.child, served.ready, served.started_at = None, False, None
+            if served.pulling:
+                served.pulling = False
+                if code == 0:
+                    self._pulled.add(served.view.image)
+                    served.pull_error, served.pull_failures, served.next_start = None, 0, now
+                    continue
+                why = child.log_tail(400).strip().splitlines()[-1:] or [f"exit {code}"]
+                served.pull_error = (now, why[0])
+                served.pull_failures += 1
+                self._say(f"pulling {served.view.image} for {key} failed: {why[0]}")
+            else:
+                served.last_exit = (code, child.log_tail(800))
+                served.restarts += 1
+                self._say(
+                    f"server of {key} exited with {code}; restarting "
+                    f"(restart {served.restarts}):\n{served.last_exit[1]}"
+                )
+            served.next_start = now + self._backoff(served)
+
+    @staticmethod
+    def _backoff(served: _Served) -> float:
+        """1, 2, 4 .. 30 s after restarts; 2, 4, 8 .. 30 s after failed pulls (so that
+        ImagePullBackOff is seen between two attempts, as on a kubelet)."""
+        if served.pull_error is not None:
+            return min(MAX_BACKOFF_SECONDS, 2.0**served.pull_failures)
+        return min(MAX_BACKOFF_SECONDS, 2.0 ** max(0, served.restarts - 1))
 
     def _launch_due(self, now: float) -> None:
         warming = sum(1 for s in self._served.values() if s.running() and not s.ready)
@@ -336,25 +413,38 @@ class PodRunner:
                 continue
             if warming >= self.config.max_starting:
                 break
-            served.port = free_port()
-            argv = served.launch.command(served.port)
-            env = process_env(served.view, dict(os.environ))
-            served.child = Child.spawn(
-                argv, env, served.launch.cwd, self.config.state_dir / "logs" / _log_name(key)
-            )
-            served.next_probe = now + 0.5
+            logs = self.config.state_dir / "logs" / _log_name(key)
+            launch = served.launch
+            if isinstance(launch, ContainerLaunch) and launch.image not in self._pulled:
+                served.child = Child.spawn(launch.pull_argv(), dict(os.environ), launch.cwd, logs)
+                served.pulling = True
+                self._say(f"pulling {launch.image} for {key}")
+            else:
+                served.port = free_port()
+                served.child = self._spawn_server(served, logs)
+                served.started_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+                served.next_probe = now + 0.5
+                skipped = f"; env left out: {', '.join(served.view.skipped_env)}"
+                self._say(
+                    f"serving {key} ({served.view.image}) on {served.address}, pid "
+                    f"{served.child.pid}{skipped if served.view.skipped_env else ''}"
+                )
             warming += 1
             spawned = True
-            skipped = f"; env left out: {', '.join(served.view.skipped_env)}"
-            self._say(
-                f"serving {key} ({served.view.image}) on {served.address}, pid "
-                f"{served.child.pid}{skipped if served.view.skipped_env else ''}"
-            )
         if spawned:  # so that a successor can reap them if this runner is killed
             record_children(
                 self.config.state_dir / CHILDREN_FILE,
                 [s.child for s in self._served.values() if s.child is not None],
             )
+
+    def _spawn_server(self, served: _Served, logs: Path) -> Child:
+        launch, view = served.launch, served.view
+        if isinstance(launch, ContainerLaunch):
+            name = container_name(view.key.namespace, view.key.name, view.key.uid)
+            argv = launch.run_argv(name, served.port, view.env, self._label)
+            return Child.spawn(argv, dict(os.environ), launch.cwd, logs)
+        env = process_env(view, dict(os.environ))
+        return Child.spawn(launch.command(served.port), env, launch.cwd, logs)
 
     def _probe(self, now: float) -> None:
         for key, served in self._served.items():
@@ -369,28 +459,56 @@ class PodRunner:
                 self._say(f"{key} is {'ready' if ready else 'not ready'} ({served.address})")
             served.ready = ready
 
+    def _report(self, served: _Served | None, now: float) -> ContainerReport:
+        if served is None:
+            limit = f"pod runner at its limit of {self.config.max_processes} processes"
+            return ContainerReport(False, limit, ("ContainerCreating", limit))
+        waiting = self._waiting(served, now)
+        if waiting is None:
+            ready, message = served.ready, f"local server {served.address}: {served.ready_url()}"
+        else:
+            ready, message = False, f"{waiting[0]}: {waiting[1]}"
+        code, tail = served.last_exit or (None, "")
+        started = served.started_at if waiting is None else None
+        return ContainerReport(ready, message, waiting, started, served.restarts, code, tail)
+
+    def _waiting(self, served: _Served, now: float) -> tuple[str, str] | None:
+        """Why the pod's container is not running, as a kubelet says it; None: it runs."""
+        image = served.view.image
+        if served.running() and not served.pulling:
+            return None
+        if served.pulling:
+            return ("ContainerCreating", f"pulling image {image!r}")
+        if served.pull_error is not None:
+            failed_at, why = served.pull_error
+            if now - failed_at < PULL_ERROR_SHOWN_SECONDS:
+                return ("ErrImagePull", why)
+            return ("ImagePullBackOff", f'Back-off pulling image "{image}": {why}')
+        if served.restarts:
+            return (
+                "CrashLoopBackOff",
+                f"back-off {self._backoff(served):.0f}s restarting failed "
+                f"container={served.view.container} pod={served.view.key}",
+            )
+        return ("ContainerCreating", "")
+
     def _reflect(self, views: list[PodView], refused: set[PodKey]) -> None:
-        """Write each served (or refused) pod's Ready condition when it differs from what its
-        process says; a write is repeated at most every 2 s until the watch shows it."""
+        """Write each served (or refused) pod's status when what the runner knows of it
+        changed, or when the pod's Ready differs from it (a write not yet seen, or
+        overwritten) and 2 s passed since the last write."""
         now = time.monotonic()
         stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         for view in views:
             served = self._served.get(view.key)
             if served is None and view.key not in refused:
                 continue
-            ready = served is not None and served.ready
-            if view.ready == ready:
-                continue
+            report = self._report(served, now)
             last = self._patched.get(view.key)
-            if last is not None and last[0] == ready and now - last[1] < 2.0:
-                continue
-            if served is None:
-                message = f"pod runner at its limit of {self.config.max_processes} processes"
-            elif served.running():
-                message = f"local process {served.address}: {served.ready_url()}"
-            else:
-                message = f"local process not running (restarts: {served.restarts})"
-            body = readiness_patch(view.container, ready, message, stamp)
+            if last is not None and last[0] == report:
+                settled = view.ready == report.ready or now - last[1] < 2.0
+                if settled:
+                    continue
+            body = status_patch(view.container, report, stamp)
             try:
                 self._api.patch_namespaced_pod_status(
                     view.key.name,
@@ -399,9 +517,9 @@ class PodRunner:
                     _content_type="application/strategic-merge-patch+json",
                     _request_timeout=5,
                 )
-                self._patched[view.key] = (ready, now)
+                self._patched[view.key] = (report, now)
             except Exception as err:  # gone meanwhile, or the apiserver is busy: next pass
-                log.debug("readiness of %s not written: %s", view.key, err)
+                log.debug("status of %s not written: %s", view.key, err)
 
     def _reap_stopping(self) -> None:
         """Forget stopped processes; SIGKILL the group of one past its grace period."""

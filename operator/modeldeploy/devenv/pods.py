@@ -210,22 +210,60 @@ def plan_processes(
     return ProcessPlan(start, stop, refused)
 
 
-def readiness_patch(container: str, ready: bool, message: str, now: str) -> dict[str, Any]:
+@dataclass(frozen=True)
+class ContainerReport:
+    """What a kubelet would report of a pod's container, from what the runner knows."""
+
+    ready: bool
+    message: str  # the Ready condition's message
+    waiting: tuple[str, str] | None = None  # (reason, message): ContainerCreating, ErrImagePull..
+    started_at: str | None = None  # running since; None while not running
+    restarts: int = 0
+    last_exit_code: int | None = None  # how the previous run ended, if one did
+    last_exit_message: str = ""
+
+
+def _container_state(report: ContainerReport) -> dict[str, Any]:
+    # Strategic merge keeps keys a patch leaves out: the other two states are nulled.
+    if report.started_at is not None and report.waiting is None:
+        return {"running": {"startedAt": report.started_at}, "waiting": None, "terminated": None}
+    reason, message = report.waiting or ("ContainerCreating", "")
+    waiting = {"reason": reason, "message": message[:500]} if message else {"reason": reason}
+    return {"waiting": waiting, "running": None, "terminated": None}
+
+
+def status_patch(container: str, report: ContainerReport, now: str) -> dict[str, Any]:
     """Strategic-merge patch of pod status: Ready/ContainersReady (merged by type) and the
-    container's ready flag (merged by name), as a kubelet would report them."""
+    container's status (merged by name: state, lastState, restartCount, ready), as a kubelet
+    would write them."""
     condition = {
-        "status": "True" if ready else "False",
-        "reason": READY_REASON if ready else NOT_READY_REASON,
-        "message": message[:500],
+        "status": "True" if report.ready else "False",
+        "reason": READY_REASON if report.ready else NOT_READY_REASON,
+        "message": report.message[:500],
         "lastTransitionTime": now,
     }
+    status: dict[str, Any] = {
+        "name": container,
+        "ready": report.ready,
+        "started": report.started_at is not None and report.waiting is None,
+        "restartCount": report.restarts,
+        "state": _container_state(report),
+    }
+    if report.last_exit_code is not None:
+        terminated = {
+            "exitCode": report.last_exit_code,
+            "reason": "Completed" if report.last_exit_code == 0 else "Error",
+            "message": report.last_exit_message[-500:],
+            "finishedAt": now,
+        }
+        status["lastState"] = {"terminated": terminated}
     return {
         "status": {
             "conditions": [
                 {"type": "Ready", **condition},
                 {"type": "ContainersReady", **condition},
             ],
-            "containerStatuses": [{"name": container, "ready": ready}],
+            "containerStatuses": [status],
         }
     }
 
