@@ -15,10 +15,9 @@ from operator_harness import (
     ClusterReader,
     OperatorProcess,
     apply_object,
-    ensure_crd,
-    ensure_namespace,
     kubectl,
     model_deployment,
+    operator_in,
     patch_model_deployment,
     wait_for,
 )
@@ -39,18 +38,20 @@ Body = dict[str, Any]
 def operator(
     kube: KwokCluster, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[OperatorProcess]:
-    ensure_crd(kube)
-    ensure_namespace(kube, NAMESPACE)
-    with OperatorProcess(kube, NAMESPACE, tmp_path_factory.mktemp(NAMESPACE)) as op:
+    with operator_in(kube, NAMESPACE, tmp_path_factory.mktemp(NAMESPACE)) as op:
         yield op
 
 
 @pytest.fixture
 def churn(
-    request: pytest.FixtureRequest, kube: KwokCluster, reader: ClusterReader, operator: Any
+    request: pytest.FixtureRequest,
+    kube: KwokCluster,
+    reader: ClusterReader,
+    operator: OperatorProcess,
 ) -> Iterator[str]:
     """A Ready ModelDeployment of its own per test; its canary holds at the first step."""
-    name = f"churn-{request.node.originalname.removeprefix('test_')[:20].replace('_', '-')}"
+    test = request.node.originalname.removeprefix("test_")[:20]
+    name = f"churn-{test.replace('_', '-').rstrip('-')}"
     rollout = {"canary": {"steps": [25, 50]}, "stepInterval": "10m", "bakeTime": "5s"}
     apply_object(
         kube, model_deployment(name, NAMESPACE, "registry.example/churn:1", rollout=rollout)
