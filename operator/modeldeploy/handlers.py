@@ -1,6 +1,6 @@
 """Kopf glue: watch ModelDeployments, reconcile each one level-based, apply the Plan.
 
-One reconcile = read the ModelDeployment and its owned objects fresh, call the pure
+One reconcile = read the ModelDeployment, its owned objects and its pods fresh, call the pure
 `rollout.plan`, then write: status first when it changed (it records the decisions), the
 objects that differ (server-side apply, field manager `modeldeploy`), deletions, consumed
 command annotations, Events. Nothing is written when nothing changed.

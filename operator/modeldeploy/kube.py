@@ -33,6 +33,11 @@ ROUTES: Mapping[str, tuple[str, str, str]] = {
     "PodDisruptionBudget": ("policy/v1", "/apis/policy/v1", "poddisruptionbudgets"),
 }
 OWNED_KINDS = tuple(ROUTES)
+READ_ONLY_ROUTES: Mapping[str, tuple[str, str, str]] = {
+    # A revision's pods: their status says why it does not start. Never written.
+    "Pod": ("v1", "/api/v1", "pods"),
+}
+LISTED_ROUTES: Mapping[str, tuple[str, str, str]] = {**ROUTES, **READ_ONLY_ROUTES}
 MODEL_DEPLOYMENTS = f"/apis/{GROUP}/{VERSION}"
 
 
@@ -123,10 +128,11 @@ class Kube:
         return body
 
     def list_owned(self, namespace: str, name: str) -> list[Body]:
-        """Deployments, Services, HPAs and PDBs labelled with the ModelDeployment's name
-        (whether it controls them is the core's business)."""
+        """Deployments, Services, HPAs, PDBs and Pods labelled with the ModelDeployment's
+        name (whether it controls them, or their revision's Deployment, is the core's
+        business)."""
         items: list[Body] = []
-        for kind, (api_version, prefix, plural) in ROUTES.items():
+        for kind, (api_version, prefix, plural) in LISTED_ROUTES.items():
             listed = self._request(
                 "GET",
                 f"{prefix}/namespaces/{namespace}/{plural}",

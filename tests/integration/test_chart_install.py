@@ -21,7 +21,7 @@ import yaml
 from modeldeploy.api import GROUP, PLURAL
 from modeldeploy.crd import CRD_NAME
 from modeldeploy.devenv.cluster import KwokCluster
-from modeldeploy.kube import ROUTES
+from modeldeploy.kube import READ_ONLY_ROUTES, ROUTES
 
 pytestmark = pytest.mark.integration
 
@@ -323,6 +323,9 @@ def operator_calls(namespace: str) -> list[Call]:
         calls += [
             (verb, group, plural, None, namespace) for verb in ("list", "create", "patch", "delete")
         ]
+    for api_version, _, plural in READ_ONLY_ROUTES.values():
+        group = api_version.rpartition("/")[0]
+        calls += [(verb, group, plural, None, namespace) for verb in ("get", "list", "watch")]
     calls += [
         (verb, "gateway.networking.k8s.io", "httproutes", None, namespace)
         for verb in ("get", "list", "create", "patch", "delete")
@@ -343,6 +346,14 @@ def forbidden_calls(namespace: str) -> list[Call]:
         ("watch", "", "secrets", None, namespace),
         ("create", "", "pods", "exec", namespace),
         ("create", "", "pods", None, namespace),
+        ("patch", "", "pods", None, namespace),  # pods are read, never written
+        ("update", "", "pods", None, namespace),
+        ("delete", "", "pods", None, namespace),
+        ("deletecollection", "", "pods", None, namespace),
+        ("patch", "", "pods", "status", namespace),
+        ("update", "", "pods", "status", namespace),
+        ("create", "", "pods", "eviction", namespace),
+        ("get", "", "pods", "log", namespace),
         ("get", "", "configmaps", None, namespace),
         ("create", "", "serviceaccounts", "token", namespace),
         ("create", "rbac.authorization.k8s.io", "rolebindings", None, namespace),

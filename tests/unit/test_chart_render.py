@@ -18,7 +18,7 @@ import yaml
 
 from modeldeploy.api import GROUP, PLURAL
 from modeldeploy.crd import CRD_FILENAME, stale_crd
-from modeldeploy.kube import ROUTES
+from modeldeploy.kube import READ_ONLY_ROUTES, ROUTES
 
 pytestmark = pytest.mark.unit
 
@@ -259,11 +259,17 @@ def operator_rules(objects: list[Body], kind: str) -> list[Body]:
 
 def test_rules_cover_every_kind_the_operator_writes() -> None:
     """Derived from modeldeploy.kube.ROUTES: a kind added there fails here until the chart
-    grants it. Listing by label, server-side apply (create + patch), delete; never watch."""
+    grants it. Listing by label, server-side apply (create + patch), delete; never watch.
+    What it only reads (READ_ONLY_ROUTES: pods) is get/list/watch, never a write."""
     rules = operator_rules(render(), "ClusterRole")
     for kind, (api_version, _, plural) in ROUTES.items():
         group = api_version.rpartition("/")[0]
         assert verbs(rules, group, plural) == OWNED_VERBS, kind
+    for kind, (api_version, _, plural) in READ_ONLY_ROUTES.items():
+        group = api_version.rpartition("/")[0]
+        assert verbs(rules, group, plural) == {"get", "list", "watch"}, kind
+    for subresource in ("status", "exec", "eviction", "log", "ephemeralcontainers"):
+        assert verbs(rules, "", f"pods/{subresource}") == set(), subresource
     assert verbs(rules, GROUP, PLURAL) == {"get", "list", "watch", "patch"}
     assert verbs(rules, GROUP, f"{PLURAL}/status") == {"update"}
     assert verbs(rules, GROUP, f"{PLURAL}/finalizers") == {"update"}

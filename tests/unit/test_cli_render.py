@@ -266,3 +266,13 @@ def test_json_view_is_plain_data() -> None:
     assert view["killSwitch"] == {"engaged": False, "mode": "scaleToZero"}
     assert view["failureLimit"] == 3
     assert view["events"] == []
+
+
+def test_pod_problems_are_shown_with_pod_revision_reason_and_message() -> None:
+    text = status_text(progressing())
+    assert "Pod problems" in text
+    assert row(text, "churn-9a1b2c3d4e-5f7b9c-x2k4q").startswith(
+        "churn-9a1b2c3d4e-5f7b9c-x2k4q (model) 9a1b2c3d4e (canary) CrashLoopBackOff 2 back-off 20s"
+    )
+    assert views.summary(progressing())["podProblems"][0]["reason"] == "CrashLoopBackOff"
+    assert "Pod problems" not in status_text(rolled_back())

@@ -52,6 +52,7 @@ class FakeCluster:
         self.objects: dict[tuple[str, str], dict[str, Any]] = {}
         self.unready: dict[str, int] = {}  # Deployment -> Ready pods it is stuck at
         self.timed_out: set[str] = set()
+        self.pods: dict[str, dict[str, Any]] = {}  # raw Pods by name, as a kubelet reports them
         self.writes = 0
 
     def apply(self, result: Plan) -> None:
@@ -87,7 +88,7 @@ class FakeCluster:
                     ]
 
     def world(self) -> World:
-        return observe(UID, list(self.objects.values()))
+        return observe(UID, [*self.objects.values(), *self.pods.values()])
 
     def get(self, kind: str, name: str) -> dict[str, Any]:
         return self.objects[(kind, name)]

@@ -91,6 +91,11 @@ watched namespace). Every rule is a call the operator makes; see the chart READM
 - apiGroups: [policy]
   resources: [poddisruptionbudgets]
   verbs: [list, create, patch, delete]
+# Pods of its revisions: their status says why a revision does not start (image pull, crash
+# loop, unschedulable). Read only: the operator never writes a pod.
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [get, list, watch]
 # Its own Events on ModelDeployments (rollout steps, verdicts, rollbacks).
 - apiGroups: [""]
   resources: [events]

@@ -53,6 +53,8 @@ from modeldeploy.api.spec import (
 )
 from modeldeploy.api.status import (
     HISTORY_LIMIT,
+    MAX_POD_MESSAGE,
+    MAX_POD_PROBLEMS,
     AnalysisResult,
     CheckResult,
     Condition,
@@ -62,6 +64,7 @@ from modeldeploy.api.status import (
     HistoryEvent,
     ModelDeploymentStatus,
     Phase,
+    PodProblem,
     Verdict,
 )
 from modeldeploy.api.template import EnvVar, PodTemplate, ResourceRequirements, Toleration
@@ -76,6 +79,8 @@ __all__ = [
     "HISTORY_LIMIT",
     "KIND",
     "MAX_NAME_LENGTH",
+    "MAX_POD_MESSAGE",
+    "MAX_POD_PROBLEMS",
     "PLURAL",
     "RESERVED_PREFIX",
     "SHORT_NAMES",
@@ -109,6 +114,7 @@ __all__ = [
     "ModelDeploymentStatus",
     "ModelRef",
     "Phase",
+    "PodProblem",
     "PodTemplate",
     "PositiveDuration",
     "PredictionDrift",

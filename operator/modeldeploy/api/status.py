@@ -16,6 +16,8 @@ from modeldeploy.api.types import Timestamp
 
 HISTORY_LIMIT = 20
 MAX_CHECKS = 256
+MAX_POD_PROBLEMS = 10
+MAX_POD_MESSAGE = 256
 
 Phase = Literal[
     "Pending", "Progressing", "Paused", "Promoting", "Stable", "RolledBack", "Killed", "Degraded"
@@ -102,6 +104,26 @@ class HistoryEntry(ApiModel):
     """When."""
 
 
+class PodProblem(ApiModel):
+    """A pod of the stable or canary revision that does not start or serve, as its kubelet
+    (or the scheduler) reports it."""
+
+    revision: Revision
+    """Revision the pod belongs to (its modeldeploy.io/revision label)."""
+    pod: Annotated[str, Field(min_length=1, max_length=253)]
+    """The pod's name."""
+    container: Annotated[str, Field(max_length=253)] = ""
+    """The container concerned (empty for the pod as a whole, e.g. Unschedulable)."""
+    reason: Annotated[str, Field(min_length=1, max_length=128)]
+    """ErrImagePull, ImagePullBackOff, InvalidImageName, ErrImageNeverPull,
+    CreateContainerConfigError, CreateContainerError, CrashLoopBackOff, OOMKilled,
+    Unschedulable, or NotReady (Ready=False although its containers run)."""
+    message: Annotated[str, Field(max_length=MAX_POD_MESSAGE)] = ""
+    """What the kubelet or the scheduler said (truncated)."""
+    restarts: Count = 0
+    """The container's restartCount."""
+
+
 class ModelDeploymentStatus(ApiModel):
     """Observed state, written by the operator."""
 
@@ -140,6 +162,11 @@ class ModelDeploymentStatus(ApiModel):
     )
     """Ready, Progressing, Degraded, Killed."""
     last_analysis: AnalysisResult | None = None
+    pod_problems: Annotated[list[PodProblem], Field(max_length=MAX_POD_PROBLEMS)] = Field(
+        default_factory=list
+    )
+    """Pods of the stable and canary revisions that do not start or serve (at most 10,
+    canary first); a new problem here is also posted once as a Warning Event PodProblem."""
     history: Annotated[list[HistoryEntry], Field(max_length=HISTORY_LIMIT)] = Field(
         default_factory=list
     )

@@ -159,6 +159,24 @@ def analysis_title(view: Body, now: datetime) -> Text:
     return title
 
 
+def pod_problems_table(view: Body) -> Table:
+    """status.podProblems: what the kubelet (or the scheduler) says about pods that do not
+    start or serve."""
+    tracks = {view["canaryRevision"]: "canary", view["stableRevision"]: "stable"}
+    table = _table("POD", "REVISION", "REASON", "RESTARTS", "MESSAGE", title="Pod problems")
+    for p in view["podProblems"]:
+        revision = str(p.get("revision", ""))
+        container = f" ({p['container']})" if p.get("container") else ""
+        table.add_row(
+            f"{p.get('pod', '')}{container}",
+            f"{revision} ({tracks[revision]})" if revision in tracks else revision,
+            Text(str(p.get("reason", "")), style="yellow"),
+            _fmt(p.get("restarts", 0)),
+            str(p.get("message", "")),
+        )
+    return table
+
+
 def conditions_table(conditions: Iterable[Mapping[str, Any]], now: datetime) -> Table:
     table = _table("TYPE", "STATUS", "REASON", "MESSAGE", "SINCE", title="Conditions")
     for c in conditions:
@@ -203,6 +221,8 @@ def status_view(view: Body, analysis: Analysis, now: datetime) -> RenderableType
             )
         )
     parts += [Text(""), _facts(view, now), Text("")]
+    if view["podProblems"]:
+        parts += [pod_problems_table(view), Text("")]
     if view["lastAnalysis"]:
         parts += [analysis_title(view, now), checks_table(view["lastAnalysis"], analysis)]
     else:

@@ -9,9 +9,10 @@ few transitions, lays out the objects the new state needs and reports the new st
     stable's current replicas and must be Ready -> switch: it becomes stable, the old stable
     stays warm as `previous` for bakeTime, then goes.
 
-Rollback (analysis, abort, warm-up timeout) only moves traffic back to the stable, which is
-never touched during a rollout, and deletes the canary; the kill switch freezes everything
-and takes traffic away until released.
+Rollback (analysis, abort, warm-up timeout, canary pods that certainly cannot start) only
+moves traffic back to the stable, which is never touched during a rollout, and deletes the
+canary; the kill switch freezes everything and takes traffic away until released. Pod
+problems that are not certain (yet) are reported: in status and, when new, as an Event.
 """
 
 from dataclasses import dataclass
@@ -22,9 +23,11 @@ from modeldeploy.api import (
     ANNOTATION_PROMOTE,
     ANNOTATION_RETRY,
     HISTORY_LIMIT,
+    MAX_POD_PROBLEMS,
     AnalysisResult,
     HistoryEntry,
     HistoryEvent,
+    PodProblem,
     parse_duration,
 )
 from modeldeploy.resources.common import Owner
@@ -40,6 +43,7 @@ from modeldeploy.resources.names import (
 from modeldeploy.resources.revision import RevisionSource
 from modeldeploy.rollout.layout import Layout, RevisionLayout, build, diff
 from modeldeploy.rollout.plan import Event, EventType, Plan, Subject
+from modeldeploy.rollout.podstatus import NOT_READY, OOM_KILLED, PODS_CANNOT_START, describe
 from modeldeploy.rollout.report import Facts, render
 from modeldeploy.rollout.signal import NO_ANALYSIS, AnalysisInput
 from modeldeploy.rollout.sizing import (
@@ -50,6 +54,29 @@ from modeldeploy.rollout.sizing import (
 )
 from modeldeploy.rollout.state import State
 from modeldeploy.rollout.world import ObservedDeployment, World
+
+UNPULLABLE_IMAGE = frozenset({"ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"})
+"""Certain at once. A lone ErrImagePull is not: the kubelet's first failed pull may be a
+registry hiccup; it backs off (ImagePullBackOff) when the retry fails too."""
+CRASHING = frozenset({"CrashLoopBackOff", OOM_KILLED})
+CRASH_RESTART_LIMIT = 3
+"""Restarts after which a crash-looping or OOM-killed canary container is certain not to
+start: the kubelet's back-off has then waited 10 + 20 + 40 s for it to come up."""
+READINESS_GRACE = timedelta(seconds=30)
+"""A pod not Ready for this long although its containers run is reported (before that it
+is warming up, which is no problem)."""
+
+
+def cannot_start(problem: PodProblem) -> bool:
+    """Certain: waiting longer changes nothing, the canary is rolled back now."""
+    return problem.reason in UNPULLABLE_IMAGE or (
+        problem.reason in CRASHING and problem.restarts >= CRASH_RESTART_LIMIT
+    )
+
+
+def _problem_key(problem: PodProblem) -> tuple[str, str, str, str]:
+    """What makes a problem new (not its message: back-off messages change as it waits)."""
+    return problem.revision, problem.pod, problem.container, problem.reason
 
 
 @dataclass(frozen=True)
@@ -121,6 +148,19 @@ class _Reconcile:
     def ready(self, revision: str | None) -> int:
         observed = self.observed(revision)
         return observed.ready if observed else 0
+
+    def pod_problems(self, revision: str | None) -> tuple[PodProblem, ...]:
+        """Problems of a revision's pods worth reporting now."""
+        if revision is None:
+            return ()
+        return tuple(
+            problem
+            for pod in self.world.pods_of(revision)
+            for problem in pod.problems
+            if problem.reason != NOT_READY
+            or pod.not_ready_since is None
+            or self.now - pod.not_ready_since >= READINESS_GRACE
+        )
 
     def source(self, revision: str) -> RevisionSource | None:
         if revision == self.revision:
@@ -398,6 +438,11 @@ class _Reconcile:
         if signal is not None and signal.revision == canary and signal.rollback:
             self.roll_back("RolledBack", signal.reason or f"analysis {signal.verdict}")
             return
+        failing = [p for p in self.pod_problems(canary) if cannot_start(p)]
+        if failing:
+            more = f" (and {len(failing) - 1} more)" if len(failing) > 1 else ""
+            self.roll_back("RolledBack", f"{PODS_CANNOT_START}: {describe(failing[0])}{more}")
+            return
         if observed is not None and observed.timed_out:
             timeout = self.spec.warmup.timeout
             self.roll_back(
@@ -556,7 +601,22 @@ class _Reconcile:
             return f"{self.subject.name} routes to {fallback_name(self.subject.name)}"
         return "every revision scaled to zero"
 
+    def report_pod_problems(self) -> tuple[PodProblem, ...]:
+        """The problems status lists (canary's first, bounded); a Warning Event per revision
+        with problems the last status did not list. Status remembers them, so no Event
+        repeats, also across operator restarts."""
+        st = self.state
+        listed = (self.pod_problems(st.canary) + self.pod_problems(st.stable))[:MAX_POD_PROBLEMS]
+        known = {_problem_key(p) for p in self.subject.status.pod_problems}
+        for track, revision in (("canary", st.canary), ("stable", st.stable)):
+            new = [p for p in listed if p.revision == revision and _problem_key(p) not in known]
+            if new:
+                text = "; ".join(describe(p) for p in new)
+                self.event("Warning", "PodProblem", f"{track} {revision}: {text}")
+        return listed
+
     def finish(self) -> Plan:
+        pod_problems = self.report_pod_problems()
         layout = self.layout()
         desired = build(self.owner, self.spec, layout)
         apply, delete = diff(desired, self.world)
@@ -579,6 +639,7 @@ class _Reconcile:
             rollback_reason=self.last_rollback_reason() if st.failed else "",
             apply_error=self.apply_error,
             stable_timed_out=bool(stable and stable.timed_out),
+            pod_problems=pod_problems,
         )
         status = render(self.subject.status, st, facts, self.kill_target(), self.now)
         return Plan(

@@ -14,10 +14,15 @@ from modeldeploy.api import (
     ConditionType,
     ModelDeploymentStatus,
     Phase,
+    PodProblem,
 )
+from modeldeploy.rollout.podstatus import PODS_CANNOT_START, describe
 from modeldeploy.rollout.state import PROMOTING_REASON, State
 
 MAX_MESSAGE = 1024
+PODS_FAILING_REASON = "PodsFailing"
+"""Degraded (and Stalled) after a rollback of a canary whose pods cannot start."""
+SHOWN_PROBLEMS = 3
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,11 @@ class Facts:
     apply_error: str | None
     stable_timed_out: bool = False
     """The stable's Deployment reports ProgressDeadlineExceeded (= warmup.timeout)."""
+    pod_problems: tuple[PodProblem, ...] = ()
+    """Reported problems of the canary's and the stable's pods (status.podProblems)."""
+
+    def problems_of(self, revision: str | None) -> tuple[PodProblem, ...]:
+        return tuple(p for p in self.pod_problems if p.revision == revision)
 
 
 @dataclass(frozen=True)
@@ -55,6 +65,12 @@ class _Cond:
 
 def _short(text: str) -> str:
     return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 3] + "..."
+
+
+def _problems(problems: tuple[PodProblem, ...]) -> str:
+    text = "; ".join(describe(p) for p in problems[:SHOWN_PROBLEMS])
+    more = len(problems) - SHOWN_PROBLEMS
+    return f"{text} (and {more} more)" if more > 0 else text
 
 
 def _stage(state: State, facts: Facts) -> str:
@@ -167,10 +183,14 @@ def _progressing(
             return _Cond(
                 "Progressing", "True", "AwaitingApproval", f"{state.canary} awaits approval"
             )
+        problems = facts.problems_of(state.canary)
+        trouble = f"; pod problems: {_problems(problems)}" if problems else ""
         if facts.canary_ready < facts.canary_wanted:
-            return _Cond("Progressing", "True", "WarmingUp", f"{state.canary} pods are warming up")
+            message = f"{state.canary} pods are warming up{trouble}"
+            return _Cond("Progressing", "True", "WarmingUp", message)
         reason = "Shadowing" if state.step is None else "StepInProgress"
-        return _Cond("Progressing", "True", reason, f"{state.canary} at {_stage(state, facts)}")
+        message = f"{state.canary} at {_stage(state, facts)}{trouble}"
+        return _Cond("Progressing", "True", reason, message)
     if facts.waiting:
         return _Cond("Progressing", "Unknown", "RolloutPaused", "spec.rollout.paused")
     if phase == "Pending":
@@ -192,7 +212,14 @@ def _degraded(state: State, facts: Facts, phase: Phase) -> _Cond:
             f"({facts.stable_ready} of {facts.min_warm} Ready)",
         )
     if phase == "RolledBack":
-        return _Cond("Degraded", "True", "RolledBack", f"{state.failed}: {facts.rollback_reason}")
+        pods = facts.rollback_reason.startswith(PODS_CANNOT_START)
+        reason = PODS_FAILING_REASON if pods else "RolledBack"
+        return _Cond("Degraded", "True", reason, f"{state.failed}: {facts.rollback_reason}")
+    stable_problems = facts.problems_of(state.stable)
+    if not facts.killed and stable_problems:
+        # The kubelet's own reason (a known, small set), e.g. CrashLoopBackOff.
+        message = f"pods of {state.stable}: {_problems(stable_problems)}"
+        return _Cond("Degraded", "True", stable_problems[0].reason, message)
     if not facts.killed and phase != "Pending" and facts.stable_ready < facts.min_warm:
         return _Cond(
             "Degraded",
@@ -205,7 +232,7 @@ def _degraded(state: State, facts: Facts, phase: Phase) -> _Cond:
     return _Cond("Degraded", "False", "AsExpected", "serving within expectations")
 
 
-STALLED_REASONS = frozenset({"RolledBack", "ApplyFailed", "WarmupTimeout"})
+STALLED_REASONS = frozenset({"RolledBack", PODS_FAILING_REASON, "ApplyFailed", "WarmupTimeout"})
 
 
 def _kstatus(progressing: Condition | None, degraded: _Cond) -> list[_Cond]:
@@ -289,5 +316,6 @@ def render(
             if c is not None
         ],
         last_analysis=state.last_analysis,
+        pod_problems=list(facts.pod_problems),
         history=state.history,
     )

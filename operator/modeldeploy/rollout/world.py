@@ -1,7 +1,9 @@
 """The observed world: what the operator's own objects look like right now.
 
 Built from the raw objects listed by label; only objects whose controller owner reference is
-the ModelDeployment count. Odd objects (missing labels, unreadable annotations) are kept as
+the ModelDeployment count. Pods are owned by ReplicaSets, not by the ModelDeployment: a pod
+counts by its revision label, for the revisions whose Deployment the ModelDeployment
+controls. Odd objects (missing labels, unreadable annotations or pod status) are kept as
 notes for a log line and an Event, never a crash.
 """
 
@@ -16,9 +18,11 @@ from modeldeploy.resources.names import (
     LABEL_TRACK,
 )
 from modeldeploy.resources.revision import RevisionSource
+from modeldeploy.rollout.podstatus import ObservedPod, observe_pod
 
 Body = dict[str, Any]
 KINDS = ("Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget")
+POD_KIND = "Pod"
 
 
 @dataclass(frozen=True)
@@ -51,9 +55,14 @@ class World:
     objects: Mapping[tuple[str, str], ObservedObject] = field(default_factory=dict)
     """Services, HPAs and PDBs by (kind, name)."""
     notes: tuple[str, ...] = ()
+    pods: tuple[ObservedPod, ...] = ()
+    """Pods of the revisions whose Deployment is ours, by name."""
 
     def deployment(self, name: str) -> ObservedDeployment | None:
         return self.deployments.get(name)
+
+    def pods_of(self, revision: str) -> tuple[ObservedPod, ...]:
+        return tuple(pod for pod in self.pods if pod.revision == revision)
 
     def get(self, kind: str, name: str) -> ObservedDeployment | ObservedObject | None:
         if kind == "Deployment":
@@ -116,8 +125,14 @@ def observe(owner_uid: str, bodies: Iterable[Body]) -> World:
     deployments: dict[str, ObservedDeployment] = {}
     objects: dict[tuple[str, str], ObservedObject] = {}
     notes: list[str] = []
+    pods: list[ObservedPod] = []
     for body in bodies:
         kind = body.get("kind")
+        if kind == POD_KIND:
+            pod = observe_pod(body, notes)
+            if pod is not None:
+                pods.append(pod)
+            continue
         name = body.get("metadata", {}).get("name")
         if kind not in KINDS or not isinstance(name, str) or not _controlled_by(body, owner_uid):
             continue
@@ -128,4 +143,6 @@ def observe(owner_uid: str, bodies: Iterable[Body]) -> World:
             objects[(kind, name)] = ObservedObject(
                 kind, name, annotations.get(ANNOTATION_APPLIED_HASH)
             )
-    return World(deployments, objects, tuple(notes))
+    ours = {d.revision for d in deployments.values() if d.revision}
+    attributed = sorted((p for p in pods if p.revision in ours), key=lambda p: p.name)
+    return World(deployments, objects, tuple(notes), tuple(attributed))
