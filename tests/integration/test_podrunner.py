@@ -21,10 +21,10 @@ from typing import Any
 
 import pytest
 from operator_harness import kubectl, wait_for
+from podrunner_harness import IMAGE_MAP, RunnerProcess, container_status, pods, runner_containers
 
 from modeldeploy import contract as c
 from modeldeploy.devenv.cluster import KwokCluster
-from modeldeploy.devenv.containers import RUNNER_LABEL, runner_label
 from modeldeploy.devenv.endpoints import Endpoint, read_endpoints, read_published
 from modeldeploy.devenv.imagemap import ImageMap, default_build_root
 from modeldeploy.devenv.images import BuiltImage
@@ -40,8 +40,6 @@ from modeldeploy.serving.process import modeldeploy_command
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
-ROOT = Path(__file__).resolve().parents[2]
-IMAGE_MAP = ROOT / "examples" / "churn" / "images.yaml"
 V1 = next(iter(ImageMap.load(IMAGE_MAP).entries))  # the healthy v1 image
 REVISION = "v1rev"
 Body = dict[str, Any]
@@ -86,56 +84,6 @@ MODEL_ENV: list[Body] = [
 ]
 
 
-class RunnerProcess:
-    """`modeldeploy dev pod-runner` for one namespace, its own state dir and file_sd job."""
-
-    def __init__(
-        self,
-        kube: KwokCluster,
-        prometheus: PrometheusServer,
-        namespace: str,
-        state: Path,
-        *source: str,
-    ) -> None:
-        self.state = state
-        self.job = f"podrunner-{namespace}"
-        self.targets_file = prometheus.targets_dir / f"{self.job}.json"
-        self.log_path = state / "runner.log"
-        state.mkdir(parents=True, exist_ok=True)
-        command = [
-            *modeldeploy_command(), "dev", "pod-runner",
-            *(source or ("--image-map", str(IMAGE_MAP))), "--namespace", namespace,
-            "--kubeconfig", str(kube.kubeconfig),
-            "--targets-dir", str(prometheus.targets_dir), "--job", self.job,
-            "--state-dir", str(state), "--max-processes", "5",
-        ]  # fmt: skip
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def endpoints(self, md_name: str = "churn") -> list[Endpoint]:
-        assert self.process.poll() is None, f"pod runner exited:\n{self.log()}"
-        return [e for e in read_endpoints(self.state / ENDPOINTS_FILE) if e.name == md_name]
-
-    def targets(self) -> list[Body]:
-        groups: list[Body] = json.loads(self.targets_file.read_text())
-        return groups
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
-        return self.process.returncode
-
-
 @pytest.fixture
 def namespace(kube: KwokCluster) -> Iterator[str]:
     name = f"podrunner-{uuid.uuid4().hex[:6]}"
@@ -169,13 +117,6 @@ def pid_alive(pid: int) -> bool:
 def process_env(pid: int) -> dict[str, str]:
     raw = Path(f"/proc/{pid}/environ").read_bytes()
     return dict(item.split("=", 1) for item in raw.decode().split("\0") if "=" in item)
-
-
-def pods(kube: KwokCluster, namespace: str, md_name: str) -> list[Body]:
-    items: list[Body] = kube.get_json("pods", "-n", namespace, "-l", f"{LABEL_NAME}={md_name}")[
-        "items"
-    ]
-    return items
 
 
 def ready_condition(pod: Body) -> Body:
@@ -419,20 +360,6 @@ def test_a_new_runner_reaps_the_processes_of_a_killed_one(
             assert second.stop() == 0
     finally:
         first.stop()
-
-
-def container_status(kube: KwokCluster, namespace: str, md_name: str) -> list[Body]:
-    return [p["status"]["containerStatuses"][0] for p in pods(kube, namespace, md_name)]
-
-
-def runner_containers(state: Path) -> list[Body]:
-    listed = subprocess.run(
-        ["podman", "ps", "-a", "--format", "json", "--filter",
-         f"label={RUNNER_LABEL}={runner_label(state)}"],
-        capture_output=True, text=True, timeout=60, check=True,
-    )  # fmt: skip
-    found: list[Body] = json.loads(listed.stdout or "[]")
-    return found
 
 
 def test_container_mode_runs_the_pods_images_and_reports_failures_like_a_kubelet(
