@@ -15,8 +15,8 @@ images: setup  ## base, operator and example model images, built offline, pushed
 test: setup images  ## the whole suite: lint, types, unit and integration tests
 	hack/run-tests.sh
 
-demo: setup  ## local cluster + Prometheus + operator + real model servers: a rollback and a promotion
-	$(WITH_TOOLS) modeldeploy dev demo
+demo: setup  ## local cluster + Prometheus + operator + real model servers: a rollback and a promotion (CONTAINERS=1: the real images, in podman)
+	$(WITH_TOOLS) modeldeploy dev demo $(if $(CONTAINERS),--containers)
 
 down:  ## tear the demo cluster down
 	$(WITH_TOOLS) modeldeploy dev down

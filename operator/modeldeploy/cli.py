@@ -48,6 +48,14 @@ def dev_up() -> None:
 @dev_app.command("demo")
 def dev_demo(
     rate: Annotated[float, typer.Option(min=1, max=200, help="Client requests per second.")] = 40,
+    containers: Annotated[
+        bool,
+        typer.Option(
+            envvar="MODELDEPLOY_DEMO_CONTAINERS",
+            help="Run the releases' real images (built offline, pulled by digest from a local "
+            "registry) as podman containers instead of local processes.",
+        ),
+    ] = False,
 ) -> None:
     """The whole loop on this machine: v1 stable, a skewed v2 rolled back on drift, a healthy
     v3 promoted through every step, printed as a timeline (brings the stack up first)."""
@@ -67,6 +75,7 @@ def dev_demo(
         stack.run_dir(),
         rate=rate,
         say=typer.echo,
+        containers=containers,
     )
     try:
         result = demo.run()

@@ -18,6 +18,7 @@ from modeldeploy.devenv.demo import (
     summary,
 )
 from modeldeploy.devenv.imagemap import ImageMap
+from modeldeploy.devenv.images import RECIPES
 
 pytestmark = pytest.mark.unit
 
@@ -26,8 +27,10 @@ def test_story_releases_are_runnable_images_with_known_expectations() -> None:
     story = load_story()
     images = ImageMap.load(EXAMPLE / "images.yaml")
     assert [r.expect for r in story.releases] == ["Stable", "RolledBack", "Stable"]
+    recipes = {recipe.name for recipe in RECIPES}
     for release in story.releases:
         assert release.image in images, release.image
+        assert release.recipe in recipes, release.recipe  # container mode's real image
     assert story.manifest["spec"]["image"] == story.releases[0].image
 
 
@@ -91,7 +94,7 @@ def test_snapshot_of_a_fresh_resource_has_no_status() -> None:
 
 
 def test_summary_reports_breach_to_rollback_and_the_warm_floor() -> None:
-    release = Release("2", "img", "RolledBack", "skewed")
+    release = Release("2", "img", "RolledBack", "skewed", "churn-v2")
     outcome = ReleaseOutcome(release, "RolledBack", "bbbb", 40.0, weights=[25],
                              reason="feature-psi/monthly_charges", first_traffic=10.0,
                              weight_zero=42.5)  # fmt: skip

@@ -3,7 +3,9 @@ Ready kwok pods -> real model servers on 127.0.0.1 -> Prometheus -> analysis -> 
 promotion, printed as a timeline a person can follow.
 
 The releases come from `examples/churn/demo.yaml`; the operator runs as a child process, the
-pod runner and the load generator in this process.
+pod runner and the load generator in this process. In container mode each release is its
+real image, built offline and pushed by digest to a local registry, and the pod runner runs
+the pods' images with podman; otherwise each image runs as a local process (the image map).
 """
 
 import json
@@ -12,8 +14,8 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,9 +24,12 @@ import yaml
 from modeldeploy.api import GROUP, PLURAL
 from modeldeploy.devenv.children import process_start_ticks, reap_recorded
 from modeldeploy.devenv.cluster import KwokCluster
+from modeldeploy.devenv.containers import ContainerImages
 from modeldeploy.devenv.imagemap import ImageMap
+from modeldeploy.devenv.images import ensure_images
 from modeldeploy.devenv.loadgen import EndpointSource, LoadReport, LoadSpec, run_load
 from modeldeploy.devenv.podrunner import CHILDREN_FILE, PodRunner, RunnerConfig
+from modeldeploy.devenv.registry import RegistryServer, registry_binary, storage_dir
 from modeldeploy.devenv.traffic import read_rows
 from modeldeploy.profiling.schema import Profile
 from modeldeploy.serving.process import modeldeploy_command
@@ -38,9 +43,10 @@ Expectation = Literal["Stable", "RolledBack"]
 @dataclass(frozen=True)
 class Release:
     version: str
-    image: str
+    image: str  # as the image map knows it (process mode)
     expect: Expectation
     story: str
+    recipe: str  # the image recipe that builds it (container mode: the real image)
 
 
 @dataclass(frozen=True)
@@ -237,6 +243,7 @@ class Demo:
         say: Callable[[str], None] = print,
         story: Story | None = None,
         after_release: Callable[[ReleaseOutcome], None] | None = None,
+        containers: bool = False,
     ) -> None:
         self.cluster = cluster
         self.prometheus_url = prometheus_url
@@ -248,6 +255,7 @@ class Demo:
         self.say = say
         self.story = story or load_story()
         self.after_release = after_release
+        self.containers = containers
         self.name: str = self.story.manifest["metadata"]["name"]
         self.min_warm: int = self.story.manifest["spec"]["replicas"]["minWarm"]
         self._min_stable_ready: int | None = None
@@ -257,32 +265,34 @@ class Demo:
         self.workdir.mkdir(parents=True, exist_ok=True)
         reap_leftovers(self.workdir)
         self._prepare_cluster()
+        # The image map's builds also give the load generator its held-out rows.
         images = ImageMap.load(EXAMPLE / "images.yaml")
-        self.say("building the example model images (cached after the first run)")
-        for release in self.story.releases:
-            images.launch(release.image)
-        runner = PodRunner(
-            RunnerConfig(
-                images,
-                self.workdir / RUNNER_DIR,
-                namespace=self.namespace,
-                targets_dir=self.targets_dir,
-                job=f"demo-{self.namespace}",
-            ),
-            str(self.cluster.kubeconfig),
-        )
         outcomes: list[ReleaseOutcome] = []
         load: LoadReport | None = None
         stop = threading.Event()
-        with (
-            operator_process(self.cluster.kubeconfig, self.namespace, self.workdir),
-            runner,
-        ):
+        with ExitStack() as stack:
+            releases, source = self._images(stack)
+            runner = PodRunner(
+                RunnerConfig(
+                    source,
+                    self.workdir / RUNNER_DIR,
+                    namespace=self.namespace,
+                    targets_dir=self.targets_dir,
+                    job=f"demo-{self.namespace}",
+                ),
+                str(self.cluster.kubeconfig),
+            )
+            stack.enter_context(
+                operator_process(self.cluster.kubeconfig, self.namespace, self.workdir)
+            )
+            stack.enter_context(runner)
+            if self.containers:
+                images.prepare(runner.config.build_root, self.say)
             self.say(f"operator and pod runner started (logs in {self.workdir})")
             loader: threading.Thread | None = None
             result: list[LoadReport] = []
             try:
-                for release in self.story.releases:
+                for release in releases:
                     outcomes.append(self._roll_out(release))
                     if self.after_release is not None:
                         self.after_release(outcomes[-1])
@@ -294,6 +304,22 @@ class Demo:
                     loader.join(timeout=30)
             load = result[0] if result else None
         return DemoResult(outcomes, self.min_warm, self._min_stable_ready, load, self._elapsed())
+
+    def _images(self, stack: ExitStack) -> tuple[list[Release], ImageMap | ContainerImages]:
+        """The releases as the pods will name them, and what the pod runner serves."""
+        if not self.containers:
+            self.say("building the example model images (cached after the first run)")
+            return list(self.story.releases), ImageMap.load(EXAMPLE / "images.yaml")
+        registry = RegistryServer(registry_binary(), storage_dir(), self.workdir / "registry")
+        stack.enter_context(registry)
+        self.say(f"container mode: local registry on {registry.host}; images by digest")
+        built = ensure_images(registry, self.say, [r.recipe for r in self.story.releases])
+        releases = [
+            replace(r, image=built[r.recipe].reference(registry.host)) for r in self.story.releases
+        ]
+        for release in releases:
+            self.say(f"  v{release.version}: {release.image}")
+        return releases, ContainerImages()
 
     def _elapsed(self) -> float:
         return time.monotonic() - self._started
