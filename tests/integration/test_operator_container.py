@@ -310,14 +310,14 @@ def scenario(kube: KwokCluster, deployed: Deployed) -> Scenario:
     the step, then aborted."""
     reader = ClusterReader(kube)
 
-    def status_once(holds: Callable[[Body], bool]) -> Callable[[], Body | None]:
+    def status_when(holds: Callable[[Body], bool]) -> Callable[[], Body | None]:
         def check() -> Body | None:
             status = reader.status(NAMESPACE, NAME)
             return status if holds(status) else None
 
         return check
 
-    def release(image: str, step_interval: str) -> None:
+    def roll_out(image: str, step_interval: str) -> None:
         spec = {"image": image, "rollout": rollout(step_interval)}
         patch_model_deployment(kube, NAMESPACE, NAME, {"spec": spec})
 
@@ -326,19 +326,19 @@ def scenario(kube: KwokCluster, deployed: Deployed) -> Scenario:
     wait_for(lambda: reader.is_true(NAMESPACE, NAME, "Ready"), timeout=60, what="Ready")
     ready = reader.status(NAMESPACE, NAME)
 
-    release("registry.example/churn:2", HELD)
-    second = wait_for(status_once(held_at_step), timeout=60, what=f"image 2 at {STEP}%")
-    release("registry.example/churn:2", "1s")  # the step has been held longer than that
-    promoted_second = status_once(
+    roll_out("registry.example/churn:2", HELD)
+    second = wait_for(status_when(held_at_step), timeout=60, what=f"image 2 at {STEP}%")
+    roll_out("registry.example/churn:2", "1s")  # the step has been held longer than that
+    promoted_second = status_when(
         lambda s: s["phase"] == "Stable" and s["stableRevision"] == second["canaryRevision"]
     )
     promoted = wait_for(promoted_second, timeout=60, what="image 2 promoted")
 
-    release("registry.example/churn:3", HELD)
-    third = wait_for(status_once(held_at_step), timeout=60, what=f"image 3 at {STEP}%")
+    roll_out("registry.example/churn:3", HELD)
+    third = wait_for(status_when(held_at_step), timeout=60, what=f"image 3 at {STEP}%")
     annotate(kube, NAMESPACE, NAME, ANNOTATION_ABORT, third["canaryRevision"])
     rolled_back = wait_for(
-        status_once(lambda s: s["phase"] == "RolledBack"), timeout=30, what="RolledBack"
+        status_when(lambda s: s["phase"] == "RolledBack"), timeout=30, what="RolledBack"
     )
     wait_for(
         lambda: not reader.by_track(NAMESPACE, NAME, "canary"), timeout=30,
@@ -356,6 +356,10 @@ def history(status: Body) -> list[tuple[str, str]]:
 
 def test_chart_renders_the_pushed_image_and_runs_it(deployed: Deployed, kube: KwokCluster) -> None:
     assert deployed.pod.image == deployed.reference
+    # The settings the container runs with come from the chart's own values.
+    assert f"--namespace={NAMESPACE}" in deployed.pod.args
+    assert deployed.pod.env["MODELDEPLOY_RECONCILE_INTERVAL"] == "1"
+    assert deployed.pod.env["MODELDEPLOY_METRICS_PORT"] == "0"
     installed = json.loads(
         kubectl(kube, "get", "deployment", deployed.release.service_account, "-n", SYSTEM_NS,
                 "-o", "json")
@@ -397,7 +401,8 @@ def test_in_cluster_config_and_no_kubeconfig(deployed: Deployed) -> None:
     assert "KUBECONFIG" not in env
     assert env["KUBERNETES_SERVICE_HOST"] == "127.0.0.1"
     server = f"https://127.0.0.1:{deployed.server.port}"
-    assert f"API server {server} (in-cluster service account)" in deployed.container.logs()
+    started = f"API server {server} (in-cluster service account), reconciling every 1.0s"
+    assert started in deployed.container.logs()
 
 
 def test_ready_then_promoted_through_the_step_then_aborted(scenario: Scenario) -> None:
