@@ -236,7 +236,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     memo.reconciler = Reconciler(kube, analysis=judge, metrics=metrics)
     interval = float(memo.get("interval") or os.environ.get(INTERVAL_ENV) or DEFAULT_INTERVAL)
     memo.loop = asyncio.create_task(periodic(memo.reconciler, interval))
-    log.info("reconciling every %.1fs", interval)
+    log.info("API server %s (%s), reconciling every %.1fs", kube.server, kube.source, interval)
 
 
 @kopf.on.cleanup()

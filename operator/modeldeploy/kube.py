@@ -62,7 +62,10 @@ def _error(status: int, data: bytes) -> KubeError:
 
 class Kube:
     def __init__(self, kubeconfig: str | None = None, timeout: float = 10.0) -> None:
-        """Configured from `kubeconfig`, else $KUBECONFIG / ~/.kube/config, else in-cluster."""
+        """Configured from `kubeconfig`; else the in-cluster service account (token, CA and
+        KUBERNETES_SERVICE_HOST/PORT, the token re-read as the kubelet rotates it), else
+        $KUBECONFIG / ~/.kube/config. That is the order Kopf logs in with, so its watches and
+        these calls always act as one identity."""
         from kubernetes import client, config
 
         configuration = client.Configuration()
@@ -70,8 +73,15 @@ class Kube:
             config.load_kube_config(  # type: ignore[no-untyped-call]
                 config_file=kubeconfig, client_configuration=configuration
             )
+            self.source = f"kubeconfig {kubeconfig}"
         else:
-            config.load_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+            try:
+                config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+                self.source = "in-cluster service account"
+            except config.ConfigException:
+                config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+                self.source = "kubeconfig"
+        self.server = str(configuration.host)
         self._api: Any = client.ApiClient(configuration)
         self._timeout = timeout
         self._lock = threading.Lock()

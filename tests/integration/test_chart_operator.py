@@ -11,7 +11,6 @@ the Argo CD health check gives the expected answer on every status the operator 
 import importlib.util
 import json
 import re
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -22,12 +21,14 @@ from typing import Any
 
 import pytest
 import yaml
+from chart_release import denials, installed_release, token_kubeconfig, whoami
 from lupa import LuaRuntime
 from operator_harness import (
     ClusterReader,
     OperatorProcess,
     annotate,
     apply_object,
+    kubectl,
     model_deployment,
     patch_model_deployment,
     printed,
@@ -45,10 +46,6 @@ RELEASE = "mdo"
 SYSTEM_NS = "chart-op-system"
 NAMESPACE = "chart-op-a"
 NAME = "churn"
-RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted"}
-# What a ServiceAccount-token client must never see in the operator's log.
-# A bare "403" would also match log timestamps' milliseconds (e.g. 23:32:37,403).
-DENIAL = re.compile(r"(?<![\d,.:])403(?!\d)|[Ff]orbidden|Not enough permissions")
 HEALTH_BY_PHASE = {
     "Pending": "Progressing",
     "Progressing": "Progressing",
@@ -59,29 +56,6 @@ HEALTH_BY_PHASE = {
     "RolledBack": "Degraded",
 }
 Body = dict[str, Any]
-
-
-def kubectl(kube: KwokCluster, *args: str, input: str | None = None) -> str:
-    result = kube.kubectl(*args, input=input, check=False)
-    assert result.returncode == 0, f"kubectl {' '.join(args)}: {result.stderr}"
-    return result.stdout
-
-
-def token_kubeconfig(kube: KwokCluster, release: str, namespace: str, path: Path) -> Path:
-    """The test cluster's kubeconfig with the release's ServiceAccount token as its only
-    user."""
-    token = kubectl(
-        kube, "create", "token", f"{release}-modeldeploy", "-n", SYSTEM_NS, "--duration=1h"
-    ).strip()
-    config = yaml.safe_load(kube.kubeconfig.read_text())
-    context = config["contexts"][0]["context"]
-    context["user"] = "chart-service-account"
-    config["contexts"] = [{"name": "sa", "context": {**context, "namespace": namespace}}]
-    config["current-context"] = "sa"
-    config["users"] = [{"name": "chart-service-account", "user": {"token": token}}]
-    path.write_text(yaml.safe_dump(config))
-    path.chmod(0o600)
-    return path
 
 
 @dataclass
@@ -128,33 +102,12 @@ def operator_as_service_account(
 ) -> Iterator[OperatorProcess]:
     """Install the chart as `release` in SYSTEM_NS watching `namespace` (both enforcing the
     restricted level), then run the operator with the release's ServiceAccount token."""
-    for name in (SYSTEM_NS, namespace):
-        body = {
-            "apiVersion": "v1",
-            "kind": "Namespace",
-            "metadata": {"name": name, "labels": RESTRICTED},
-        }
-        kubectl(kube, "apply", "-f", "-", input=json.dumps(body))
-    helm = [str(kube.tools.helm), "--kubeconfig", str(kube.kubeconfig)]
-    installed = subprocess.run(
-        [*helm, "install", release, "charts/modeldeploy", "-n", SYSTEM_NS, "--set",
-         f"watchNamespaces={{{namespace}}}", *flags, "--wait", "--timeout", "2m"],
-        cwd=ROOT, capture_output=True, text=True, timeout=180, check=False,
-    )  # fmt: skip
-    assert installed.returncode == 0, installed.stderr
-    config = token_kubeconfig(kube, release, namespace, workdir / f"{release}.kubeconfig")
-    whoami = kubectl(kube, "--kubeconfig", str(config), "auth", "whoami", "-o", "json")
-    user = f"system:serviceaccount:{SYSTEM_NS}:{release}-modeldeploy"
-    assert json.loads(whoami)["status"]["userInfo"]["username"] == user
-    process = OperatorProcess(kube, namespace, workdir, env={"KUBECONFIG": str(config)})
-    try:
-        with process:
+    with installed_release(kube, release, SYSTEM_NS, namespace, *flags) as chart:
+        path = workdir / f"{release}.kubeconfig"
+        config = token_kubeconfig(kube, chart.token(kube), namespace, path)
+        assert whoami(kube, config) == chart.username
+        with OperatorProcess(kube, namespace, workdir, env={"KUBECONFIG": str(config)}) as process:
             yield process
-    finally:
-        subprocess.run(
-            [*helm, "uninstall", release, "-n", SYSTEM_NS, "--timeout", "60s"],
-            capture_output=True, timeout=120, check=False,
-        )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -164,10 +117,6 @@ def operator(
     workdir = Path(tmp_path_factory.mktemp(NAMESPACE))
     with operator_as_service_account(kube, RELEASE, NAMESPACE, workdir) as process:
         yield process
-
-
-def denials(operator: OperatorProcess) -> list[str]:
-    return [line for line in operator.log().splitlines() if DENIAL.search(line)]
 
 
 @dataclass
@@ -265,7 +214,7 @@ def metered_rollout(kube: KwokCluster, reader: ClusterReader) -> None:
 
 
 def test_every_call_of_the_operator_is_allowed(kube: KwokCluster, scenario: Scenario) -> None:
-    denied = denials(scenario.operator)
+    denied = denials(scenario.operator.log())
     assert not denied, "\n".join(denied[:20])
     writes = scenario.operator.writes()
     for call in (
@@ -463,7 +412,7 @@ def test_without_kopf_observers_only_kopf_is_refused(
         reader = ClusterReader(kube)
         wait_for(lambda: reader.is_true(namespace, NAME, "Ready"), timeout=120, what="Ready")
         printed("created -> Ready without Kopf's observers", time.monotonic() - start)
-        denied = denials(process)
+        denied = denials(process.log())
     observers = ("/api/v1/namespaces ", "customresourcedefinitions", "Not enough permissions")
     assert denied, "Kopf was not refused anything: are the observers still granted?"
     for line in denied:

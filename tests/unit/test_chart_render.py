@@ -26,6 +26,8 @@ ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "modeldeploy"
 RELEASE = "md"
 NAMESPACE = "modeldeploy-system"
+APP_VERSION = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
+DIGEST = "sha256:" + "ab" * 32
 Body = dict[str, Any]
 
 NAMESPACED_VALUES: Body = {
@@ -33,7 +35,7 @@ NAMESPACED_VALUES: Body = {
     "logLevel": "debug",
     "logFormat": "json",
     "reconcileInterval": 2.5,
-    "image": {"repository": "registry.example/modeldeploy", "digest": "sha256:" + "ab" * 32},
+    "image": {"registry": "registry.example", "repository": "ml/modeldeploy", "digest": DIGEST},
     "prometheus": {
         "url": "http://prometheus.monitoring:9090",
         "auth": {"type": "bearer", "secretName": "prometheus-token"},
@@ -159,13 +161,13 @@ def test_deployment_single_recreate_with_meaningful_probes() -> None:
         {"name": "health", "containerPort": 8080, "protocol": "TCP"},
         {"name": "metrics", "containerPort": 8090, "protocol": "TCP"},
     ]
-    assert operator["image"] == "modeldeploy/operator:0.1.0"  # appVersion
+    assert operator["image"] == f"ghcr.io/modeldeploy/operator:{APP_VERSION}"
 
 
 def test_values_map_to_args_env_and_mounts() -> None:
     objects = render(NAMESPACED_VALUES)
     operator = container(objects)
-    assert operator["image"] == "registry.example/modeldeploy@sha256:" + "ab" * 32
+    assert operator["image"] == f"registry.example/ml/modeldeploy@{DIGEST}"
     assert operator["args"] == [
         "operator",
         "--liveness=http://0.0.0.0:8080/healthz",
@@ -189,6 +191,28 @@ def test_values_map_to_args_env_and_mounts() -> None:
     pod = one(objects, "Deployment")["spec"]["template"]["spec"]
     volume = next(v for v in pod["volumes"] if v["name"] == "prometheus-auth")
     assert volume["secret"]["secretName"] == "prometheus-token"
+
+
+@pytest.mark.parametrize(
+    ("image", "reference"),
+    [
+        ({}, f"ghcr.io/modeldeploy/operator:{APP_VERSION}"),
+        # A local registry: overriding the registry alone is enough (`make images` pushes the
+        # appVersion tag too).
+        ({"registry": "127.0.0.1:5000"}, f"127.0.0.1:5000/modeldeploy/operator:{APP_VERSION}"),
+        ({"tag": "0.2.0-rc.1"}, "ghcr.io/modeldeploy/operator:0.2.0-rc.1"),
+        ({"tag": "0.2.0", "digest": DIGEST}, f"ghcr.io/modeldeploy/operator@{DIGEST}"),
+        (
+            {"registry": "127.0.0.1:5000", "digest": DIGEST},
+            f"127.0.0.1:5000/modeldeploy/operator@{DIGEST}",
+        ),
+        ({"registry": ""}, f"modeldeploy/operator:{APP_VERSION}"),
+        ({"registry": None, "repository": "operator"}, f"operator:{APP_VERSION}"),
+    ],
+    ids=["defaults", "registry", "tag", "digest-wins", "registry+digest", "no-registry", "null"],
+)
+def test_image_reference_from_registry_repository_tag_digest(image: Body, reference: str) -> None:
+    assert container(render({"image": image}))["image"] == reference
 
 
 def test_metrics_port_off() -> None:
@@ -228,7 +252,13 @@ def test_restricted_pod_security() -> None:
         ({"prometheus": {"url": "prometheus:9090"}}, "url"),
         ({"securityContext": {"allowPrivilegeEscalation": True}}, "allowPrivilegeEscalation"),
         ({"podSecurityContext": {"runAsNonRoot": False}}, "runAsNonRoot"),
-        ({"image": {"digest": "latest"}}, "digest"),
+        ({"image": {"digest": "latest"}}, "/image/digest"),
+        # The old single-value form: the registry host belongs in image.registry.
+        ({"image": {"repository": "ghcr.io/modeldeploy/operator"}}, "/image/repository"),
+        ({"image": {"repository": "ModelDeploy"}}, "/image/repository"),
+        ({"image": {"registry": "https://ghcr.io"}}, "/image/registry"),
+        ({"image": {"registry": "ghcr.io/modeldeploy"}}, "/image/registry"),
+        ({"image": {"tag": "0.1.0:latest"}}, "/image/tag"),
         ({"monitoring": {"prometheusRule": {"driftWindow": "one hour"}}}, "driftWindow"),
         ({"metricsPort": 80}, "metricsPort"),
         ({"replicas": 2}, "replicas"),  # not a value: one instance, always

@@ -38,11 +38,17 @@ app.kubernetes.io/component: operator
 {{- end }}
 {{- end }}
 
+{{/* [registry/]repository, then @digest (pins; the tag is ignored) or :tag (appVersion). */}}
 {{- define "modeldeploy.image" -}}
-{{- if .Values.image.digest }}
-{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- $image := .Values.image }}
+{{- $name := $image.repository }}
+{{- if $image.registry }}
+{{- $name = printf "%s/%s" $image.registry $image.repository }}
+{{- end }}
+{{- if $image.digest }}
+{{- printf "%s@%s" $name $image.digest }}
 {{- else }}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- printf "%s:%s" $name (default .Chart.AppVersion $image.tag) }}
 {{- end }}
 {{- end }}
 
