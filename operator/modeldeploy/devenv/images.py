@@ -105,6 +105,7 @@ class BuiltImage:
     digest: str  # sha256:... of the manifest, as the registry serves it
     compressed_bytes: int  # layers as pushed (what a pull transfers)
     build_seconds: float  # how long its last build took (0: built before this cache existed)
+    cached: bool = True  # the registry had it already
 
     def reference(self, registry_host: str) -> str:
         return f"{registry_host}/{self.repository}@{self.digest}"
@@ -284,6 +285,7 @@ def ensure_images(
         raise ValueError(f"no image recipe {', '.join(sorted(unknown))}")
     api = _Registry(registry.host)
     built: dict[str, BuiltImage] = {}
+    run_started = int(time.time())
     with (workdir / ".lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one builder at a time on this machine
         previous = read_index()
@@ -311,14 +313,39 @@ def ensure_images(
                     )
             digest, manifest = found
             built[recipe.name] = BuiltImage(
-                recipe.name, recipe.repository, tag, digest, manifest_size(manifest), seconds
-            )
+                recipe.name, recipe.repository, tag, digest, manifest_size(manifest), seconds,
+                cached,
+            )  # fmt: skip
             state = "cached" if cached else f"built in {seconds:.0f} s"
             say(f"{recipe.name}: {recipe.repository}@{digest} ({state})")
+        if any(not image.cached for image in built.values()):
+            _prune_local(built.values(), run_started)
         merged = {**previous, **built}
         index = {name: asdict(image) for name, image in merged.items()}
         (workdir / "index.json").write_text(json.dumps(index, indent=1, sort_keys=True))
     return built
+
+
+def _prune_local(current: Iterable[BuiltImage], run_started: int) -> None:
+    """Local storage keeps only the images just built or found, and the build cache of
+    this run: every code change builds new images, and old ones would pile up."""
+    keep = {f"localhost/{image.repository}:{image.tag}" for image in current}
+    repositories = {f"localhost/{image.repository}" for image in current}
+    listed = subprocess.run(
+        ["podman", "images", "--format", "{{.Repository}}:{{.Tag}}"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    stale = [
+        name for name in listed.stdout.split()
+        if name.rsplit(":", 1)[0] in repositories and name not in keep
+    ]  # fmt: skip
+    if stale:
+        subprocess.run(["podman", "rmi", *stale], capture_output=True, timeout=300, check=False)
+    # Untagged intermediate images older than this run are earlier builds' caches.
+    subprocess.run(
+        ["podman", "image", "prune", "-f", "--filter", f"until={run_started}"],
+        capture_output=True, timeout=300, check=False,
+    )  # fmt: skip
 
 
 def read_index() -> dict[str, BuiltImage]:
