@@ -4,9 +4,10 @@ beside the same model as a local process.
     python bench/bench_images.py [--runs 5]
 
 Needs `make images` (or builds what is missing) and the container tools' environment
-(`eval "$(hack/testenv.sh env)"`). For each run the model image is removed from local
-storage, pulled by digest from a local registry on 127.0.0.1, and started with podman on the
-host network; "Ready" is the runtime's readiness endpoint answering 200, which it does only
+(`eval "$(hack/testenv.sh env)"`). For each run the model image is pulled by digest from a
+local registry on 127.0.0.1 into an empty container storage of its own (a node that never
+ran it: every layer is transferred and unpacked), and started with podman on the host
+network; "Ready" is the runtime's readiness endpoint answering 200, which it does only
 after the image's golden requests passed. The process side runs `modeldeploy serve` on the
 image map's build of the same model. Prints figures; asserts nothing (goal: Ready, golden
 requests included, within 3 s of the container's start).
@@ -14,8 +15,10 @@ requests included, within 3 s of the container's start).
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,7 +29,7 @@ from modeldeploy import contract as c
 from modeldeploy.devenv.imagemap import ImageMap, default_build_root
 from modeldeploy.devenv.images import BuiltImage, ensure_images, read_index
 from modeldeploy.devenv.registry import RegistryServer, registry_binary, storage_dir
-from modeldeploy.devenv.tools import free_port
+from modeldeploy.devenv.tools import cache_dir, free_port
 from modeldeploy.serving.process import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,10 +38,23 @@ MODEL = "churn"
 READY_TIMEOUT = 60.0
 
 
-def podman(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def podman(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        ["podman", *args], capture_output=True, text=True, timeout=timeout, check=True
+        ["podman", *args], capture_output=True, text=True, timeout=timeout, check=True, env=env
     )
+
+
+def empty_storage(workdir: Path) -> dict[str, str]:
+    """The environment of podman with a storage of its own under `workdir` (same driver)."""
+    shared = Path(os.environ["CONTAINERS_STORAGE_CONF"]).read_text()
+    driver = next(line.split("=")[1].strip() for line in shared.splitlines() if "driver" in line)
+    conf = workdir / "storage.conf"
+    conf.write_text(
+        f'[storage]\ndriver = {driver}\ngraphroot = "{workdir}/root"\nrunroot = "{workdir}/run"\n'
+    )
+    return {**os.environ, "CONTAINERS_STORAGE_CONF": str(conf)}
 
 
 def seconds_until(ready: Callable[[], bool], timeout: float = READY_TIMEOUT) -> float:
@@ -58,12 +74,21 @@ def answers_ready(http: httpx.Client, port: int) -> bool:
 
 
 def container_run(reference: str, http: httpx.Client) -> tuple[float, float]:
-    """(pull seconds, start -> Ready seconds) of one fresh container."""
-    subprocess.run(
-        ["podman", "rmi", "-f", reference], capture_output=True, timeout=120, check=False
-    )
+    """(pull seconds, start -> Ready seconds) of one fresh container on a fresh storage."""
+    with tempfile.TemporaryDirectory(dir=cache_dir()) as tmp:
+        env = empty_storage(Path(tmp))
+        try:
+            return _pull_and_start(reference, http, env)
+        finally:  # the storage's mounts and files go with it
+            subprocess.run(["podman", "system", "reset", "-f"], env=env, capture_output=True,
+                           timeout=120, check=False)  # fmt: skip
+
+
+def _pull_and_start(
+    reference: str, http: httpx.Client, storage: dict[str, str]
+) -> tuple[float, float]:
     started = time.monotonic()
-    podman("pull", "--quiet", "--tls-verify=false", reference)
+    podman("pull", "--quiet", "--tls-verify=false", reference, env=storage)
     pulled = time.monotonic() - started
     port = free_port()
     name = f"md-bench-{port}"
@@ -76,10 +101,11 @@ def container_run(reference: str, http: httpx.Client) -> tuple[float, float]:
             "/tmp", "--pull=never", *(a for e in env for a in ("-e", e)), reference]  # fmt: skip
     try:
         started = time.monotonic()
-        podman(*argv)
+        podman(*argv, env=storage)
         ready = time.monotonic() - started + seconds_until(lambda: answers_ready(http, port))
     finally:
-        subprocess.run(["podman", "rm", "-f", "-t", "2", name], capture_output=True, check=False)
+        subprocess.run(["podman", "rm", "-f", "-t", "2", name], env=storage, capture_output=True,
+                       check=False)  # fmt: skip
     return pulled, ready
 
 
