@@ -117,15 +117,20 @@ class BuiltImage:
 # --- pure parts ---------------------------------------------------------------------------
 
 
+def _ignored(path: Path) -> bool:
+    """What .containerignore keeps out of every build context (and so out of the hash):
+    bytecode and the egg-info an editable install leaves in a checkout."""
+    return path.suffix == ".pyc" or any(
+        part == "__pycache__" or part.endswith(".egg-info") for part in path.parts
+    )
+
+
 def _files(root: Path, inputs: Iterable[str]) -> list[Path]:
     found: list[Path] = []
     for entry in inputs:
         path = root / entry
         candidates = sorted(path.rglob("*")) if path.is_dir() else [path]
-        found += [
-            p for p in candidates
-            if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
-        ]  # fmt: skip
+        found += [p for p in candidates if p.is_file() and not _ignored(p)]
     return found
 
 
