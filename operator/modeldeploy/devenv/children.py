@@ -66,6 +66,19 @@ class Child:
             return ""
 
 
+def terminate(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    """SIGTERM a server this tool started, SIGKILL it after `timeout`; a no-op when it is
+    not running."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=5)
+
+
 def stop_all(children: Iterable[Child], timeout: float = 10.0) -> None:
     """SIGTERM every child's group, wait up to `timeout` in total, then SIGKILL."""
     pending = [c for c in children if c.running()]

@@ -67,8 +67,10 @@ class Recipe:
     build_args: tuple[tuple[str, str], ...] = ()
 
 
-_OPERATOR_INPUTS = ("Containerfile", ".containerignore", "pyproject.toml", "README.md", "operator")
-_CHURN_INPUTS = (*_OPERATOR_INPUTS[1:], "examples/churn")
+# What the build stage of every Python image copies (images/venv.sh makes the virtualenv).
+_PACKAGE_INPUTS = (".containerignore", "pyproject.toml", "README.md", "operator", "images")
+_OPERATOR_INPUTS = ("Containerfile", *_PACKAGE_INPUTS)
+_CHURN_INPUTS = (*_PACKAGE_INPUTS, "examples/churn")
 
 
 def _churn(version: str, variant: str) -> Recipe:

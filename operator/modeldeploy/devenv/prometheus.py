@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from modeldeploy.devenv.children import terminate
 from modeldeploy.devenv.tools import free_port
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
@@ -138,14 +139,8 @@ class PrometheusServer:
         return result
 
     def stop(self) -> None:
-        if self._process is None or self._process.poll() is not None:
-            return
-        self._process.terminate()
-        try:
-            self._process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait(timeout=5)
+        if self._process is not None:
+            terminate(self._process, timeout=15)
 
     def __enter__(self) -> "PrometheusServer":
         self.start()

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import yaml
 
+from modeldeploy.devenv.children import terminate
 from modeldeploy.devenv.tools import ToolsMissingError, cache_dir, free_port
 
 
@@ -103,14 +104,8 @@ class RegistryServer:
             return False
 
     def stop(self) -> None:
-        if self._process is None or self._process.poll() is not None:
-            return
-        self._process.terminate()
-        try:
-            self._process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait(timeout=5)
+        if self._process is not None:
+            terminate(self._process, timeout=10)
 
     def __enter__(self) -> "RegistryServer":
         return self.start()
