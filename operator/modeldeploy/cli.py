@@ -518,6 +518,31 @@ def crd(
         typer.echo(f"wrote {write_crd(output)}")
 
 
+docs_app = typer.Typer(help="User documentation generated from the code.")
+app.add_typer(docs_app, name="docs")
+
+
+@docs_app.command("reference")
+def docs_reference(
+    *,
+    check: Annotated[
+        bool, typer.Option("--check", help="Only verify that the reference is up to date.")
+    ] = False,
+    output: Annotated[Path, typer.Option(help="The reference file.")] = Path("docs/reference.md"),
+) -> None:
+    """Write the field reference: every field, default, limit and rule of the API models."""
+    from modeldeploy.reference import stale_reference, write_reference
+
+    if check:
+        problem = stale_reference(output)
+        if problem:
+            typer.secho(problem, err=True, fg=typer.colors.RED)
+            raise typer.Exit(1)
+        typer.echo(f"{output} is up to date")
+    else:
+        typer.echo(f"wrote {write_reference(output)}")
+
+
 # Rollouts from a terminal: list, status, history, explain-verdict, promote, approve, abort,
 # pause, resume, retry, kill, unkill (modeldeploy.console; kubernetes is imported lazily).
 register_console_commands(app)
