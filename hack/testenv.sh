@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Builds, caches and checks the local test cluster's components (no downloads of prebuilt
 # binaries): Kubernetes control plane + kubectl from Go modules, etcd, kwok, kwokctl, helm, the
-# CNCF Distribution registry; Prometheus and the container tools (buildah, podman, runc,
-# skopeo, mmdebstrap) from Debian, with their configuration under the cache (vfs storage, runc,
-# no rlimits: what works without a Docker daemon). Idempotent: a stamp file per tool version.
+# CNCF Distribution registry, actionlint (checks .github/workflows/); Prometheus and the
+# container tools (buildah, podman, runc, skopeo, mmdebstrap) from Debian, with their
+# configuration under the cache (vfs storage, runc, no rlimits: what works without a Docker
+# daemon). Idempotent: a stamp file per tool version.
 #
 #   hack/testenv.sh install   build/install everything missing (default)
 #   hack/testenv.sh env       print shell exports (PATH, MODELDEPLOY_*, CONTAINERS_*) for the tools
@@ -16,6 +17,7 @@ ETCD_VERSION="${ETCD_VERSION:-v3.6.16}"
 KWOK_VERSION="${KWOK_VERSION:-v0.8.0}"
 HELM_VERSION="${HELM_VERSION:-v3.21.4}"
 REGISTRY_VERSION="${REGISTRY_VERSION:-v3.1.2}"
+ACTIONLINT_VERSION="${ACTIONLINT_VERSION:-v1.7.12}"
 
 CACHE="${MODELDEPLOY_CACHE:-$HOME/.cache/modeldeploy}"
 export GOMODCACHE="$CACHE/go/mod" GOCACHE="$CACHE/go/build" GOTOOLCHAIN=local CGO_ENABLED=0
@@ -26,6 +28,7 @@ ETCD_BIN="$BIN_ROOT/etcd-$ETCD_VERSION"
 KWOK_BIN="$BIN_ROOT/kwok-$KWOK_VERSION"
 HELM_BIN="$BIN_ROOT/helm-$HELM_VERSION"
 REGISTRY_BIN="$BIN_ROOT/registry-$REGISTRY_VERSION"
+ACTIONLINT_BIN="$BIN_ROOT/actionlint-$ACTIONLINT_VERSION"
 CONTAINERS="$CACHE/containers"
 
 START=$(date +%s)
@@ -205,7 +208,7 @@ CONF
 }
 
 print_env() {
-  echo "export PATH=\"$K8S_BIN:$ETCD_BIN:$KWOK_BIN:$HELM_BIN:\$PATH\""
+  echo "export PATH=\"$K8S_BIN:$ETCD_BIN:$KWOK_BIN:$HELM_BIN:$ACTIONLINT_BIN:\$PATH\""
   echo "export MODELDEPLOY_K8S_BIN=\"$K8S_BIN\" MODELDEPLOY_ETCD_BIN=\"$ETCD_BIN\""
   echo "export MODELDEPLOY_KWOK_BIN=\"$KWOK_BIN\" MODELDEPLOY_HELM_BIN=\"$HELM_BIN\""
   echo "export MODELDEPLOY_K8S_VERSION=\"$K8S_VERSION\" MODELDEPLOY_REGISTRY_BIN=\"$REGISTRY_BIN\""
@@ -223,6 +226,7 @@ case "${1:-install}" in
     install_go_tool "$HELM_BIN" "$HELM_VERSION" helm.sh/helm/v3/cmd/helm
     install_go_tool "$REGISTRY_BIN" "$REGISTRY_VERSION" \
       github.com/distribution/distribution/v3/cmd/registry
+    install_go_tool "$ACTIONLINT_BIN" "$ACTIONLINT_VERSION" github.com/rhysd/actionlint/cmd/actionlint
     build_etcd
     build_kubernetes
     say "all components ready in $BIN_ROOT ($(du -sh "$CACHE" | cut -f1) cache)"

@@ -5,6 +5,7 @@ and model images need not install the operator's libraries.
 """
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -508,14 +509,43 @@ def crd(
     """Generate the ModelDeployment CRD from the API models (crds/ is never edited by hand)."""
     from modeldeploy.crd import stale_crd, write_crd
 
+    _generate(output, stale_crd, write_crd, check=check)
+
+
+def _generate(
+    output: Path,
+    stale: Callable[[Path], str | None],
+    write: Callable[[Path], Path],
+    *,
+    check: bool,
+) -> None:
+    """Write a generated file, or with `check` only say whether it is current (exit 1 if not)."""
     if check:
-        problem = stale_crd(output)
+        problem = stale(output)
         if problem:
             typer.secho(problem, err=True, fg=typer.colors.RED)
             raise typer.Exit(1)
         typer.echo(f"{output} is up to date")
     else:
-        typer.echo(f"wrote {write_crd(output)}")
+        typer.echo(f"wrote {write(output)}")
+
+
+docs_app = typer.Typer(help="User documentation generated from the code.")
+app.add_typer(docs_app, name="docs")
+
+
+@docs_app.command("reference")
+def docs_reference(
+    *,
+    check: Annotated[
+        bool, typer.Option("--check", help="Only verify that the reference is up to date.")
+    ] = False,
+    output: Annotated[Path, typer.Option(help="The reference file.")] = Path("docs/reference.md"),
+) -> None:
+    """Write the field reference: every field, default, limit and rule of the API models."""
+    from modeldeploy.reference import stale_reference, write_reference
+
+    _generate(output, stale_reference, write_reference, check=check)
 
 
 # Rollouts from a terminal: list, status, history, explain-verdict, promote, approve, abort,

@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 
 from modeldeploy.api import (
+    API_VERSION,
     GROUP,
     KIND,
     PLURAL,
@@ -86,7 +87,7 @@ def _describe(text: str) -> str:
     return "\n\n".join(" ".join(line.strip() for line in p.splitlines()) for p in paragraphs)
 
 
-def _format_default(value: Any) -> str:
+def format_default(value: Any) -> str:
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, str):
@@ -95,8 +96,9 @@ def _format_default(value: Any) -> str:
 
 
 class _Structural:
-    def __init__(self, defs: dict[str, JsonSchemaValue]) -> None:
+    def __init__(self, defs: dict[str, JsonSchemaValue], default_notes: bool) -> None:
         self._defs = defs
+        self._default_notes = default_notes
 
     def convert(self, node: JsonSchemaValue, path: str) -> JsonSchemaValue:
         node = self._inline(node, path)
@@ -152,18 +154,17 @@ class _Structural:
             return merged
         return node
 
-    @staticmethod
-    def _tidy_default(out: dict[str, Any]) -> None:
+    def _tidy_default(self, out: dict[str, Any]) -> None:
         """Absent and empty lists/maps mean the same: keep them out of stored objects.
         Scalar and list defaults are named in the description for kubectl explain (objects
-        describe their own fields' defaults)."""
+        describe their own fields' defaults), unless `default_notes` is off."""
         if "default" not in out:
             return
         default = out["default"]
         if default in ([], None, "") or (default == {} and "properties" not in out):
             del out["default"]
-        elif not isinstance(default, dict):
-            note = f"Defaults to {_format_default(default)}."
+        elif self._default_notes and not isinstance(default, dict):
+            note = f"Defaults to {format_default(default)}."
             out["description"] = f"{out.get('description', '')} {note}".strip()
 
     @staticmethod
@@ -181,20 +182,25 @@ class _Structural:
             raise SchemaError(f"{path}: unbounded map (add max_length)")
 
 
-def openapi_schema(model: type[BaseModel], path: str = "") -> JsonSchemaValue:
-    """The structural OpenAPI v3 schema of one model."""
+def openapi_schema(
+    model: type[BaseModel], path: str = "", *, default_notes: bool = True
+) -> JsonSchemaValue:
+    """The structural OpenAPI v3 schema of one model. `default_notes`: name scalar defaults
+    in the descriptions too (kubectl explain shows no `default`; the reference has a column)."""
     raw = model.model_json_schema(by_alias=True, schema_generator=_DefaultsAsWritten)
     defs = raw.pop("$defs", {})
-    return _Structural(defs).convert(raw, path or model.__name__)
+    return _Structural(defs, default_notes).convert(raw, path or model.__name__)
 
 
-def _root_schema() -> JsonSchemaValue:
-    schema = openapi_schema(ModelDeployment, KIND)
+def root_schema(*, default_notes: bool = True) -> JsonSchemaValue:
+    """The CRD's openAPIV3Schema: the ModelDeployment's schema plus the name rule."""
+    schema = openapi_schema(ModelDeployment, KIND, default_notes=default_notes)
     properties = schema["properties"]
-    # apiVersion, kind and metadata are the apiserver's business: type only.
-    properties["apiVersion"] = {"description": "modeldeploy.io/v1alpha1", "type": "string"}
+    # apiVersion, kind and metadata are the apiserver's business: type (and words) only.
+    properties["apiVersion"] = {"description": API_VERSION, "type": "string"}
     properties["kind"] = {"description": KIND, "type": "string"}
-    properties["metadata"] = {"type": "object"}
+    metadata = ModelDeployment.model_fields["metadata"].description
+    properties["metadata"] = {"description": _describe(metadata or ""), "type": "object"}
     schema[CEL_RULES_KEY] = [NAME_RULE.to_crd()]
     return schema
 
@@ -245,7 +251,7 @@ def render_crd() -> dict[str, Any]:
                     "storage": True,
                     "subresources": {"status": {}},
                     "additionalPrinterColumns": list(PRINTER_COLUMNS),
-                    "schema": {"openAPIV3Schema": _root_schema()},
+                    "schema": {"openAPIV3Schema": root_schema()},
                 }
             ],
         },
@@ -272,11 +278,16 @@ def write_crd(directory: Path) -> Path:
     return target
 
 
+def stale_file(target: Path, expected: str, command: str) -> str | None:
+    """Why the generated file `target` differs from `expected`, or None when it is current;
+    `command` regenerates it."""
+    if not target.exists():
+        return f"{target} is missing; run `{command}` to generate it"
+    if target.read_text(encoding="utf-8") != expected:
+        return f"{target} is stale (the models changed); run `{command}` to regenerate it"
+    return None
+
+
 def stale_crd(directory: Path) -> str | None:
     """Why the CRD in `directory` differs from the models, or None when it is current."""
-    target = directory / CRD_FILENAME
-    if not target.exists():
-        return f"{target} is missing; run `modeldeploy crd` to generate it"
-    if target.read_text(encoding="utf-8") != render_yaml():
-        return f"{target} is stale (the models changed); run `modeldeploy crd` to regenerate it"
-    return None
+    return stale_file(directory / CRD_FILENAME, render_yaml(), "modeldeploy crd")

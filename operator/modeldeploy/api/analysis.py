@@ -152,8 +152,8 @@ class Analysis(ApiModel):
     """Consecutive failed analyses that roll back."""
     on_no_data: Literal["hold", "rollback"] = "hold"
     """What to do when there is no verdict (too few samples, empty result, Prometheus
-    unreachable) for noDataTimeout: hold keeps waiting (condition Progressing=False,
-    reason NoData), rollback rolls back."""
+    unreachable) for noDataTimeout: hold keeps the canary where it is (Warning Event
+    AnalysisNoDataTimeout), rollback rolls it back."""
     no_data_timeout: PositiveDuration = "15m"
     """How long a step may go without a verdict before onNoData applies."""
     latency: Latency = Latency()

@@ -106,11 +106,12 @@ class Rollout(ApiModel):
     traffic: Traffic = Traffic()
     shadow: Shadow = Shadow()
     require_approval: bool = False
-    """Hold at the last step (phase Paused) until a person promotes: `modeldeploy promote`,
+    """Hold at the last step (phase Paused) until a person approves: `modeldeploy approve`,
     i.e. annotation modeldeploy.io/promote=<status.canaryRevision>."""
     bake_time: Duration = "10m"
-    """After promotion, keep the previous revision's pods warm this long; a failed analysis of
-    the new stable within it rolls back at once. 0s = scale it down right away."""
+    """After promotion, keep the previous revision's pods warm this long; when the new
+    stable's analysis fails failureLimit times in a row within it, traffic goes back to the
+    previous revision at once. 0s = scale it down right away."""
     paused: bool = False
     """Freeze the rollout where it is (traffic and replicas stay; analysis keeps reporting).
     Rollbacks on failed analysis still happen while paused."""

@@ -160,7 +160,7 @@ class ModelDeploymentStatus(ApiModel):
     conditions: Annotated[list[Condition], Field(max_length=8), ListMapKey("type")] = Field(
         default_factory=list
     )
-    """Ready, Progressing, Degraded, Killed."""
+    """Ready, Progressing, Degraded, Killed, and kstatus' Reconciling and Stalled."""
     last_analysis: AnalysisResult | None = None
     pod_problems: Annotated[list[PodProblem], Field(max_length=MAX_POD_PROBLEMS)] = Field(
         default_factory=list
