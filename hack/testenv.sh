@@ -3,8 +3,8 @@
 # binaries): Kubernetes control plane + kubectl from Go modules, etcd, kwok, kwokctl, helm, the
 # CNCF Distribution registry, actionlint (checks .github/workflows/); Prometheus and the
 # container tools (buildah, podman, runc, skopeo, mmdebstrap) from Debian, with their
-# configuration under the cache (vfs storage, runc, no rlimits: what works without a Docker
-# daemon). Idempotent: a stamp file per tool version.
+# configuration under the cache (overlay storage where it mounts, else vfs; runc; no rlimits:
+# what works without a Docker daemon). Idempotent: a stamp file per tool version.
 #
 #   hack/testenv.sh install   build/install everything missing (default)
 #   hack/testenv.sh env       print shell exports (PATH, MODELDEPLOY_*, CONTAINERS_*) for the tools
