@@ -4,6 +4,7 @@
 # from its download cache; pip installs uv itself once.
 #   hack/pyenv.sh          ensure this checkout's venv is current (re-installs when pyproject.toml changes)
 #   hack/pyenv.sh path     print its directory
+#   hack/pyenv.sh uv       print the uv it uses (installed once), e.g. for hack/lowest-deps.sh
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 CACHE="${MODELDEPLOY_CACHE:-$HOME/.cache/modeldeploy}"
@@ -22,6 +23,7 @@ if [[ ! -f "$UV_HOME/.stamp" ]]; then
   touch "$UV_HOME/.stamp"
 fi
 UV="$UV_HOME/bin/uv"
+[[ "${1:-}" == uv ]] && { echo "$UV"; exit 0; }
 
 # Venvs of checkouts that no longer exist (e.g. CI's clones) are removed.
 for other in "$CACHE"/venvs/*/; do

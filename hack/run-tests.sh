@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The whole suite: lint, types, unit and integration tests. Expects `hack/testenv.sh install`
-# and `hack/pyenv.sh` to have run (make test does both).
+# The whole suite: lint, types, unit and integration tests, then the dependency floors
+# (hack/lowest-deps.sh). Expects `hack/testenv.sh install` and `hack/pyenv.sh` to have run
+# (make test does both). Arguments go to pytest and pick a subset: the floors are not run then.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
@@ -20,6 +21,8 @@ rc=$?
 set -e
 if [[ $rc -eq 5 ]]; then
   echo "[test] pytest collected no tests" >&2
-  exit 0
+  rc=0
 fi
-exit $rc
+if [[ $rc -ne 0 || $# -gt 0 ]]; then exit $rc; fi
+echo "[test] lowest direct dependency versions (hack/lowest-deps.sh)" >&2
+hack/lowest-deps.sh

@@ -549,7 +549,8 @@ def docs_reference(
 
 
 # Rollouts from a terminal: list, status, history, explain-verdict, promote, approve, abort,
-# pause, resume, retry, kill, unkill (modeldeploy.console; kubernetes is imported lazily).
+# pause, resume, retry, kill, unkill, and version (modeldeploy.console; kubernetes is imported
+# lazily).
 register_console_commands(app)
 
 

@@ -1,5 +1,5 @@
 """The typer commands: list, status, history, explain-verdict, promote, approve, abort, pause,
-resume, retry, kill, unkill. `register(app)` adds them to the `modeldeploy` app.
+resume, retry, kill, unkill, version. `register(app)` adds them to the `modeldeploy` app.
 
 Each command is a thin shell: read through `access`, decide with the pure modules, print.
 Failures leave through `boundary()`: a message on stderr and the exit code of its class
@@ -540,6 +540,24 @@ SIMPLE_STEERING: dict[str, Callable[..., None]] = {
 }
 
 
+# --- about the CLI itself ---------------------------------------------------------------
+
+
+def version_command(*, output: OutputOption = Output.table) -> None:
+    """Print the version of modeldeploy.
+
+    -o json|yaml adds what a bug report needs: the Python, the platform and the
+    versions of kopf, kubernetes and pydantic (null when not installed).
+    """
+    from modeldeploy.console.version import version_report
+
+    report = version_report()
+    if output is Output.table:
+        typer.echo(report["version"])
+    else:
+        emit(report, output)
+
+
 # --- registration -----------------------------------------------------------------------
 
 
@@ -569,5 +587,6 @@ def register(app: typer.Typer) -> None:
     ]
     for command, function in commands:
         app.command(command, epilog=EPILOG)(function)
+    app.command("version")(version_command)  # no cluster: none of the exit codes above
     if app.registered_callback is None:
         app.callback()(_name_program)
