@@ -364,6 +364,23 @@ def operator(
             help="Label holding the pod's namespace on scraped series ('' if none).",
         ),
     ] = "namespace",
+    prometheus_ca_file: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="MODELDEPLOY_PROMETHEUS_CA_FILE",
+            exists=True,
+            dir_okay=False,
+            help="PEM CA bundle that verifies the default Prometheus' certificate (https) "
+            "instead of the system CAs.",
+        ),
+    ] = None,
+    prometheus_insecure_skip_verify: Annotated[
+        bool,
+        typer.Option(
+            envvar="MODELDEPLOY_PROMETHEUS_INSECURE_SKIP_VERIFY",
+            help="Do not verify the default Prometheus' certificate (a test Prometheus only).",
+        ),
+    ] = False,
     metrics_port: Annotated[
         int,
         typer.Option(
@@ -392,6 +409,8 @@ def operator(
             auth_type=auth_type,
             auth_dir=prometheus_auth_dir,
             namespace_label=prometheus_namespace_label,
+            ca_file=prometheus_ca_file,
+            insecure_skip_verify=prometheus_insecure_skip_verify,
         )
     except ValueError as err:
         typer.secho(f"cannot run the operator: {err}", err=True, fg=typer.colors.RED)

@@ -123,13 +123,14 @@ def annotate(kube: KwokCluster, namespace: str, name: str, key: str, value: str)
 
 
 class OperatorProcess:
-    """`modeldeploy operator --namespace <ns>` with KUBECONFIG of the test cluster; its log
-    (every API write is a `write <METHOD> <path>` line) goes to `workdir/operator-N.log`."""
+    """`modeldeploy operator --namespace <ns>` (no --namespace when None: every namespace)
+    with KUBECONFIG of the test cluster; its log (every API write is a
+    `write <METHOD> <path>` line) goes to `workdir/operator-N.log`."""
 
     def __init__(
         self,
         kube: KwokCluster,
-        namespace: str,
+        namespace: str | None,
         workdir: Path,
         *,
         interval: float = 1.0,
@@ -151,7 +152,8 @@ class OperatorProcess:
         script = shutil.which("modeldeploy", path=str(Path(sys.executable).parent))
         base = [script] if script else [sys.executable, "-m", "modeldeploy.cli"]
         return [
-            *base, "operator", "--namespace", self.namespace,
+            *base, "operator",
+            *(["--namespace", self.namespace] if self.namespace is not None else []),
             "--interval", str(self.interval),
             "--liveness", f"http://127.0.0.1:{port}/healthz",
             "--metrics-port", "0",  # many operators share this machine; tests opt in

@@ -1,32 +1,30 @@
 """The Helm chart on the real apiserver: every rendering validated server-side (default,
-namespaced + monitoring), `helm install` creating the CRD and the operator's objects with
-its pod admitted under the restricted Pod Security level, upgrade and uninstall, and the
+with the CRD, and namespaced + monitoring), `helm install` creating the operator's objects
+with its pod admitted under the restricted Pod Security level, upgrade and uninstall, and the
 chart's RBAC checked call by call with SubjectAccessReviews for its ServiceAccount: every
 call the operator makes is allowed, a list of calls it must never make is denied.
 
 The operator's pod is a kwok pod (admitted and scheduled, not run); test_chart_operator.py
-runs the real operator process as the chart's ServiceAccount.
+runs the real operator process as the chart's ServiceAccount; test_chart_oci.py installs the
+chart from an OCI registry and upgrades its CRD.
 """
 
 import json
-import subprocess
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from chart_release import CHART, ROOT, helm, kube_version, restricted_namespace, uninstall
+from operator_harness import ensure_crd, kubectl
 
 from modeldeploy.api import GROUP, PLURAL
-from modeldeploy.crd import CRD_NAME
 from modeldeploy.devenv.cluster import KwokCluster
 from modeldeploy.kube import READ_ONLY_ROUTES, ROUTES
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
-CHART = str(ROOT / "charts" / "modeldeploy")
 Body = dict[str, Any]
 
 CLUSTER_NS = "chart-cluster-system"  # release of the cluster-wide install
@@ -35,7 +33,11 @@ SYSTEM_NS = "chart-ns-system"  # release of the namespaced install
 NS_RELEASE = "mdn"
 WATCHED = ("chart-ns-a", "chart-ns-b")
 OTHER_NS = "chart-ns-other"  # not watched by the namespaced install
+# The session's CRD is the repository's crds/: these releases leave it alone, as every
+# release but one does in a cluster (test_chart_oci.py installs and upgrades the chart's).
+CLUSTER_VALUES: Body = {"crds": {"install": False}}
 NAMESPACED_VALUES: Body = {
+    **CLUSTER_VALUES,
     "watchNamespaces": list(WATCHED),
     "logFormat": "json",
     "prometheus": {
@@ -49,42 +51,6 @@ NAMESPACED_VALUES: Body = {
         "dashboard": {"enabled": True},
     },
 }
-RESTRICTED = {
-    "pod-security.kubernetes.io/enforce": "restricted",
-    "pod-security.kubernetes.io/enforce-version": "latest",
-}
-
-
-def helm(kube: KwokCluster, *args: str, values: Body | None = None) -> str:
-    command = [str(kube.tools.helm), "--kubeconfig", str(kube.kubeconfig), *args]
-    if values is not None:
-        command += ["--values", "-"]
-    result = subprocess.run(
-        command,
-        input=yaml.safe_dump(values) if values is not None else None,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
-    assert result.returncode == 0, f"helm {' '.join(args)}:\n{result.stderr}"
-    return result.stdout
-
-
-def kubectl(kube: KwokCluster, *args: str, input: str | None = None) -> str:
-    result = kube.kubectl(*args, input=input, check=False)
-    assert result.returncode == 0, f"kubectl {' '.join(args)}: {result.stderr}"
-    return result.stdout
-
-
-def restricted_namespace(kube: KwokCluster, name: str) -> None:
-    """A namespace whose pods must meet the restricted Pod Security level."""
-    body = {
-        "apiVersion": "v1",
-        "kind": "Namespace",
-        "metadata": {"name": name, "labels": RESTRICTED},
-    }
-    kubectl(kube, "apply", "-f", "-", input=json.dumps(body))
 
 
 def monitoring_crds() -> list[Body]:
@@ -204,49 +170,51 @@ def monitoring_crds() -> list[Body]:
 
 
 @pytest.fixture(scope="module")
-def installed(kube: KwokCluster) -> Iterator[dict[str, bool]]:
-    """Both installs; tells whether the ModelDeployment CRD existed before (another module
-    of the session may have applied it)."""
-    crd_before = kube.kubectl("get", "crd", CRD_NAME, check=False).returncode == 0
+def installed(kube: KwokCluster) -> Iterator[None]:
+    """Both installs, over the session's CRD."""
+    ensure_crd(kube)
     kube.apply_objects(monitoring_crds())
     for namespace in (CLUSTER_NS, SYSTEM_NS, *WATCHED):
         restricted_namespace(kube, namespace)
     restricted_namespace(kube, OTHER_NS)
-    helm(kube, "install", CLUSTER_RELEASE, CHART, "-n", CLUSTER_NS, "--wait", "--timeout", "2m")
     helm(
-        kube, "install", NS_RELEASE, CHART, "-n", SYSTEM_NS, "--wait", "--timeout", "2m",
+        kube, "install", CLUSTER_RELEASE, str(CHART), "-n", CLUSTER_NS, "--wait", "--timeout",
+        "2m", values=CLUSTER_VALUES,
+    )  # fmt: skip
+    helm(
+        kube, "install", NS_RELEASE, str(CHART), "-n", SYSTEM_NS, "--wait", "--timeout", "2m",
         values=NAMESPACED_VALUES,
     )  # fmt: skip
     try:
-        yield {"crd_before": crd_before}
+        yield
     finally:
         for release, namespace in ((CLUSTER_RELEASE, CLUSTER_NS), (NS_RELEASE, SYSTEM_NS)):
-            subprocess.run(
-                [str(kube.tools.helm), "--kubeconfig", str(kube.kubeconfig), "uninstall",
-                 release, "-n", namespace, "--wait", "--timeout", "60s"],
-                capture_output=True, timeout=120, check=False,
-            )  # fmt: skip
+            uninstall(kube, release, namespace)
 
 
 @pytest.mark.parametrize("values", [None, NAMESPACED_VALUES], ids=["default", "namespaced"])
 def test_rendered_objects_pass_server_side_validation(
-    kube: KwokCluster, installed: dict[str, bool], values: Body | None
+    kube: KwokCluster, installed: None, values: Body | None
 ) -> None:
-    rendered = helm(kube, "template", "dry", CHART, "-n", "default", values=values)
+    """The default rendering includes the CRD: the apiserver validates it too."""
+    rendered = helm(
+        kube, "template", "dry", str(CHART), "-n", "default", "--kube-version",
+        kube_version(kube), values=values,
+    )  # fmt: skip
     result = kube.kubectl(
         "apply", "--dry-run=server", "--validate=strict", "-f", "-", input=rendered, check=False
     )
     assert result.returncode == 0, result.stderr
     kinds = {line.split()[0].split("/")[0] for line in result.stdout.splitlines()}
     assert "deployment.apps" in kinds, result.stdout
+    if values is None:
+        assert "customresourcedefinition.apiextensions.k8s.io" in kinds, result.stdout
     if values is not None:
         monitors = {f"{k}.monitoring.coreos.com" for k in ("servicemonitor", "podmonitor")}
         assert {*monitors, "prometheusrule.monitoring.coreos.com", "service"} <= kinds
 
 
-def test_gitops_example_model_deployment_is_accepted(
-    kube: KwokCluster, installed: dict[str, bool]
-) -> None:
+def test_gitops_example_model_deployment_is_accepted(kube: KwokCluster, installed: None) -> None:
     body = yaml.safe_load((ROOT / "examples" / "gitops" / "models" / "churn.yaml").read_text())
     body["metadata"]["namespace"] = OTHER_NS
     kubectl(
@@ -254,15 +222,7 @@ def test_gitops_example_model_deployment_is_accepted(
     )
 
 
-def test_install_creates_the_crd_and_the_operator_objects(
-    kube: KwokCluster, installed: dict[str, bool]
-) -> None:
-    crd = kube.get_json("crd", CRD_NAME)
-    established = {c["type"]: c["status"] for c in crd["status"]["conditions"]}
-    assert established.get("Established") == "True"
-    if not installed["crd_before"]:
-        # Installed by helm from the chart's crds/: no Helm ownership, never deleted by it.
-        assert "meta.helm.sh/release-name" not in (crd["metadata"].get("annotations") or {})
+def test_install_creates_the_operator_objects(kube: KwokCluster, installed: None) -> None:
     name = f"{CLUSTER_RELEASE}-modeldeploy"
     for kind in ("serviceaccount", "deployment"):
         kubectl(kube, "get", kind, name, "-n", CLUSTER_NS)
@@ -272,9 +232,7 @@ def test_install_creates_the_crd_and_the_operator_objects(
     assert release["info"]["status"] == "deployed"
 
 
-def test_operator_pod_is_admitted_as_restricted(
-    kube: KwokCluster, installed: dict[str, bool]
-) -> None:
+def test_operator_pod_is_admitted_as_restricted(kube: KwokCluster, installed: None) -> None:
     """The release namespaces enforce the restricted level: the pod exists, so it passed."""
     for namespace, release in ((CLUSTER_NS, CLUSTER_RELEASE), (SYSTEM_NS, NS_RELEASE)):
         pods = kube.get_json(
@@ -285,7 +243,7 @@ def test_operator_pod_is_admitted_as_restricted(
         assert deployment["status"].get("readyReplicas") == 1
 
 
-def test_namespaced_install_objects(kube: KwokCluster, installed: dict[str, bool]) -> None:
+def test_namespaced_install_objects(kube: KwokCluster, installed: None) -> None:
     name = f"{NS_RELEASE}-modeldeploy"
     for namespace in WATCHED:
         kubectl(kube, "get", "role", name, "-n", namespace)
@@ -416,23 +374,21 @@ def refused(verdicts: dict[Call, bool], want: bool) -> list[Call]:
     return [call for call, allowed_ in verdicts.items() if allowed_ != want]
 
 
-def test_cluster_install_allows_every_operator_call(
-    kube: KwokCluster, installed: dict[str, bool]
-) -> None:
+def test_cluster_install_allows_every_operator_call(kube: KwokCluster, installed: None) -> None:
     user = service_account(CLUSTER_NS, CLUSTER_RELEASE)
     calls = operator_calls("any-namespace") + operator_calls(OTHER_NS) + KOPF_OBSERVERS
     assert refused(allowed(kube, user, calls), want=True) == []
 
 
 def test_cluster_install_denies_what_the_operator_never_does(
-    kube: KwokCluster, installed: dict[str, bool]
+    kube: KwokCluster, installed: None
 ) -> None:
     user = service_account(CLUSTER_NS, CLUSTER_RELEASE)
     assert refused(allowed(kube, user, forbidden_calls("any-namespace")), want=False) == []
 
 
 def test_namespaced_install_allows_only_the_watched_namespaces(
-    kube: KwokCluster, installed: dict[str, bool]
+    kube: KwokCluster, installed: None
 ) -> None:
     user = service_account(SYSTEM_NS, NS_RELEASE)
     namespaces_observer: list[Call] = [
@@ -448,14 +404,20 @@ def test_namespaced_install_allows_only_the_watched_namespaces(
     assert refused(allowed(kube, user, forbidden_calls(WATCHED[0])), want=False) == []
 
 
-def test_upgrade_and_uninstall_keep_the_crd(kube: KwokCluster, installed: dict[str, bool]) -> None:
+def test_upgrade_applies_values_and_uninstall_removes_the_release(
+    kube: KwokCluster, installed: None
+) -> None:
     release = "mdu"
     namespace = "chart-upgrade"
     restricted_namespace(kube, namespace)
-    values: Body = {"rbac": {"aggregateToDefaultRoles": False}, "watchNamespaces": [namespace]}
-    helm(kube, "install", release, CHART, "-n", namespace, values=values)
+    values: Body = {
+        **CLUSTER_VALUES,
+        "rbac": {"aggregateToDefaultRoles": False},
+        "watchNamespaces": [namespace],
+    }
+    helm(kube, "install", release, str(CHART), "-n", namespace, values=values)
     helm(
-        kube, "upgrade", release, CHART, "-n", namespace, "--wait", "--timeout", "2m",
+        kube, "upgrade", release, str(CHART), "-n", namespace, "--wait", "--timeout", "2m",
         values={**values, "reconcileInterval": 30},
     )  # fmt: skip
     deployment = kube.get_json("deployment", f"{release}-modeldeploy", "-n", namespace)
@@ -472,4 +434,3 @@ def test_upgrade_and_uninstall_keep_the_crd(kube: KwokCluster, installed: dict[s
     ):
         assert time.monotonic() < deadline, "the Role outlived the release"
         time.sleep(0.5)
-    kubectl(kube, "get", "crd", CRD_NAME)  # Helm never deletes crds/

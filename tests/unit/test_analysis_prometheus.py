@@ -1,22 +1,28 @@
 """The provider never raises and says why it has no answer.
 
 Unreachable cases use real sockets on 127.0.0.1 (a closed port, a port that accepts but
-never answers); answers from a real Prometheus are covered by
-tests/integration/test_prometheus_provider.py.
+never answers); TLS uses a CA and a server certificate made by openssl for the test; answers
+from a real Prometheus are covered by tests/integration/test_prometheus_provider.py.
 """
 
 import base64
 import json
 import socket
+import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
 
-from modeldeploy.analysis.data import QueryStatus
+from modeldeploy.analysis.data import QueryResult, QueryStatus
+from modeldeploy.analysis.judge import AnalysisSettings, prometheus_connector, tls_verification
 from modeldeploy.analysis.prometheus import PrometheusAuth, PrometheusProvider, parse_answer
 from modeldeploy.devenv.tools import free_port
 
@@ -125,18 +131,56 @@ class _Recorder(BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def http_api() -> Iterator[str]:
+@contextmanager
+def served(context: ssl.SSLContext | None = None) -> Iterator[str]:
+    """The recorder on 127.0.0.1 (HTTPS with `context`); its base URL."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
+    if context is not None:
+        server.socket = context.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+        yield f"{'https' if context else 'http'}://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
         thread.join(timeout=5)
         _Recorder.seen.clear()
         _Recorder.status_code = 200
+        _Recorder.expected_authorization = ""
+
+
+@pytest.fixture
+def http_api() -> Iterator[str]:
+    with served() as url:
+        yield url
+
+
+@dataclass(frozen=True)
+class Certificates:
+    ca: Path
+    """The CA's certificate: what `--prometheus-ca-file` names."""
+    server: ssl.SSLContext
+    """A server context with a certificate for 127.0.0.1 signed by the CA."""
+
+
+@pytest.fixture(scope="module")
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
+    directory = tmp_path_factory.mktemp("tls")
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=directory, capture_output=True, check=True)
+
+    curve = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+    openssl("req", "-x509", *curve, "-keyout", "ca.key", "-out", "ca.crt", "-days", "1",
+            "-subj", "/CN=modeldeploy test CA")  # fmt: skip
+    openssl("req", *curve, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1")
+    (directory / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", "server.crt", "-days", "1",
+            "-extfile", "san.ext")  # fmt: skip
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(directory / "server.crt", directory / "server.key")
+    return Certificates(directory / "ca.crt", context)
 
 
 @pytest.mark.parametrize(
@@ -182,3 +226,43 @@ def test_auth_is_either_bearer_or_basic() -> None:
         PrometheusAuth(bearer_token="t", username="u")
     with pytest.raises(ValueError, match="username"):
         PrometheusAuth(password="p")
+
+
+@pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
+def test_tls_verified_with_the_ca_file_refused_without_and_skipped_on_request(
+    certificates: Certificates,
+) -> None:
+    """The operator's TLS options reach the provider of its default Prometheus: a server
+    whose CA only the CA file knows answers with it, is unreachable (TLS) against the system
+    CAs, and answers unverified when verification is skipped."""
+
+    def query(settings: AnalysisSettings) -> QueryResult:
+        assert settings.prometheus_url is not None
+        provider = prometheus_connector(settings)(settings.prometheus_url, None)
+        try:
+            return provider.query("x", ("le",))
+        finally:
+            provider.close()
+
+    with served(certificates.server) as url:
+        trusting = query(AnalysisSettings(prometheus_url=url, ca_file=certificates.ca))
+        skipping = query(AnalysisSettings(prometheus_url=url, insecure_skip_verify=True))
+        strict = query(AnalysisSettings(prometheus_url=url))
+    assert trusting.values == skipping.values == {("+Inf",): 7.0}
+    assert strict.status is QueryStatus.UNREACHABLE
+    assert "SSLError" in strict.error, strict.error
+
+
+def test_tls_options_apply_to_the_default_prometheus_only(tmp_path: Path) -> None:
+    default = "https://prometheus.monitoring:9090"
+    own = "https://prometheus.team-a:9090"  # a ModelDeployment's spec.prometheus.url
+    ca = tmp_path / "ca.crt"
+    with_ca = AnalysisSettings(prometheus_url=default, ca_file=ca)
+    assert tls_verification(with_ca, default) == str(ca)
+    assert tls_verification(with_ca, own) is True
+    skipping = AnalysisSettings(prometheus_url=default, insecure_skip_verify=True)
+    assert tls_verification(skipping, default) is False
+    assert tls_verification(skipping, own) is True
+    assert tls_verification(AnalysisSettings(prometheus_url=default), default) is True
+    with pytest.raises(ValueError, match="not both"):
+        AnalysisSettings(prometheus_url=default, ca_file=ca, insecure_skip_verify=True)

@@ -1,7 +1,10 @@
 """The Helm chart, rendered: lint, values mapping, schema, least-privilege RBAC derived from
-the operator's own API routes, restricted Pod Security, and the CRD copy.
+the operator's own API routes, restricted Pod Security, the CRD template and its copy, and the
+minimum Kubernetes version.
 
-Pure: `helm` renders locally (no cluster). The cached helm comes from `hack/testenv.sh env`.
+Pure: `helm` renders locally (no cluster), for the oldest Kubernetes the chart supports
+(`--kube-version`: a helm built by `go install` would otherwise assume v1.20). The cached
+helm comes from `hack/testenv.sh env`.
 """
 
 import copy
@@ -14,10 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import typer
 import yaml
 
 from modeldeploy.api import GROUP, PLURAL
-from modeldeploy.crd import CRD_FILENAME, stale_crd
+from modeldeploy.cli import app
+from modeldeploy.crd import CRD_FILENAME, render_crd, stale_crd
 from modeldeploy.kube import READ_ONLY_ROUTES, ROUTES
 
 pytestmark = pytest.mark.unit
@@ -28,6 +33,7 @@ RELEASE = "md"
 NAMESPACE = "modeldeploy-system"
 APP_VERSION = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
 DIGEST = "sha256:" + "ab" * 32
+MIN_KUBE_VERSION = "1.30.0"
 Body = dict[str, Any]
 
 NAMESPACED_VALUES: Body = {
@@ -58,8 +64,11 @@ def helm_binary() -> str:
     return found
 
 
-def helm(*args: str, values: Body | None = None) -> subprocess.CompletedProcess[str]:
-    command = [helm_binary(), *args]
+def helm(
+    *args: str, values: Body | None = None, kube_version: str = MIN_KUBE_VERSION
+) -> subprocess.CompletedProcess[str]:
+    """helm template or lint (`args`) for a cluster of `kube_version`."""
+    command = [helm_binary(), *args, "--kube-version", kube_version]
     if values is not None:
         command += ["--values", "-"]
     return subprocess.run(
@@ -75,15 +84,11 @@ def helm(*args: str, values: Body | None = None) -> subprocess.CompletedProcess[
 _RENDERED: dict[str, list[Body]] = {}
 
 
-def render(values: Body | None = None, *, crds: bool = False) -> list[Body]:
-    """The chart's objects for `values` (CRDs too with `crds`); each rendering runs helm once
-    per session."""
-    key = json.dumps([values, crds], sort_keys=True)
+def render(values: Body | None = None) -> list[Body]:
+    """The chart's objects for `values`; each rendering runs helm once per session."""
+    key = json.dumps(values, sort_keys=True)
     if key not in _RENDERED:
-        flags = ["--include-crds"] if crds else []
-        result = helm(
-            "template", RELEASE, str(CHART), "--namespace", NAMESPACE, *flags, values=values
-        )
+        result = helm("template", RELEASE, str(CHART), "--namespace", NAMESPACE, values=values)
         assert result.returncode == 0, result.stderr
         _RENDERED[key] = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
     return copy.deepcopy(_RENDERED[key])
@@ -138,6 +143,7 @@ def test_default_install_objects() -> None:
             ("ClusterRole", f"{full}-view"),
             ("ClusterRole", f"{full}-edit"),
             ("Deployment", full),
+            ("CustomResourceDefinition", f"{PLURAL}.{GROUP}"),
         ]
     )
 
@@ -180,6 +186,8 @@ def test_values_map_to_args_env_and_mounts() -> None:
         "MODELDEPLOY_RECONCILE_INTERVAL": "2.5",
         "MODELDEPLOY_LOG_FORMAT": "json",
         "MODELDEPLOY_METRICS_PORT": "8090",
+        "MODELDEPLOY_METRICS_ADDRESS": "0.0.0.0",
+        "MODELDEPLOY_PROMETHEUS_NAMESPACE_LABEL": "namespace",
         "MODELDEPLOY_PROMETHEUS_URL": "http://prometheus.monitoring:9090",
         "MODELDEPLOY_PROMETHEUS_AUTH_TYPE": "bearer",
         "MODELDEPLOY_PROMETHEUS_AUTH_DIR": auth_dir,
@@ -223,6 +231,128 @@ def test_metrics_port_off() -> None:
     assert not {"Service", "ServiceMonitor"} & {o["kind"] for o in objects}
 
 
+EXTRAS: Body = {
+    "extraArgs": ["--prometheus-namespace-label=kubernetes_namespace"],
+    "extraEnv": [
+        {"name": "HTTPS_PROXY", "value": "http://proxy.example:3128"},
+        {"name": "TEAM", "valueFrom": {"configMapKeyRef": {"name": "team", "key": "name"}}},
+    ],
+    "extraVolumes": [{"name": "trust", "configMap": {"name": "corporate-ca"}}],
+    "extraVolumeMounts": [{"name": "trust", "mountPath": "/etc/ssl/corporate", "readOnly": True}],
+    "topologySpreadConstraints": [
+        {
+            "maxSkew": 1,
+            "topologyKey": "topology.kubernetes.io/zone",
+            "whenUnsatisfiable": "ScheduleAnyway",
+        },
+    ],
+    "priorityClassName": "system-cluster-critical",
+    "metricsAddress": "::",
+    "prometheus": {"namespaceLabel": "kubernetes_namespace"},
+}
+
+
+def test_extra_args_env_volumes_and_scheduling() -> None:
+    objects = render(EXTRAS)
+    operator = container(objects)
+    assert operator["args"][-1] == "--prometheus-namespace-label=kubernetes_namespace"
+    assert operator["env"][-2:] == EXTRAS["extraEnv"]
+    assert env(objects)["MODELDEPLOY_METRICS_ADDRESS"] == "::"
+    assert env(objects)["MODELDEPLOY_PROMETHEUS_NAMESPACE_LABEL"] == "kubernetes_namespace"
+    assert operator["volumeMounts"][-1] == EXTRAS["extraVolumeMounts"][0]
+    pod = one(objects, "Deployment")["spec"]["template"]["spec"]
+    assert pod["volumes"][-1] == EXTRAS["extraVolumes"][0]
+    assert pod["topologySpreadConstraints"] == EXTRAS["topologySpreadConstraints"]
+    assert pod["priorityClassName"] == "system-cluster-critical"
+    # Nothing of the above by default.
+    default_pod = one(render(), "Deployment")["spec"]["template"]["spec"]
+    assert not {"topologySpreadConstraints", "priorityClassName"} & set(default_pod)
+    assert [v["name"] for v in default_pod["volumes"]] == ["tmp"]
+
+
+def test_log_level_and_format_reach_the_operator() -> None:
+    debug = render({"logLevel": "debug", "logFormat": "json"})
+    assert "--verbose" in container(debug)["args"]
+    assert env(debug)["MODELDEPLOY_LOG_FORMAT"] == "json"
+    assert "--verbose" not in container(render())["args"]
+    assert env(render())["MODELDEPLOY_LOG_FORMAT"] == "plain"
+
+
+CA_DIR = "/var/run/secrets/modeldeploy/prometheus-ca"
+CA_ITEMS = [{"key": "ca.crt", "path": "ca.crt"}]
+
+
+@pytest.mark.parametrize(
+    ("source", "volume"),
+    [
+        ("configMap", {"configMap": {"name": "prometheus-ca", "items": CA_ITEMS}}),
+        (
+            "secret",
+            {"secret": {"secretName": "prometheus-ca", "items": CA_ITEMS, "defaultMode": 0o440}},
+        ),
+    ],
+)
+def test_prometheus_ca_bundle_is_mounted_and_named(source: str, volume: Body) -> None:
+    values = {
+        "prometheus": {
+            "url": "https://prometheus.monitoring:9090",
+            "tls": {"caBundle": {source: "prometheus-ca"}},
+        }
+    }
+    objects = render(values)
+    assert env(objects)["MODELDEPLOY_PROMETHEUS_CA_FILE"] == f"{CA_DIR}/ca.crt"
+    assert "MODELDEPLOY_PROMETHEUS_INSECURE_SKIP_VERIFY" not in env(objects)
+    mount = {"name": "prometheus-ca", "mountPath": CA_DIR, "readOnly": True}
+    assert mount in container(objects)["volumeMounts"]
+    pod = one(objects, "Deployment")["spec"]["template"]["spec"]
+    assert {"name": "prometheus-ca", **volume} in pod["volumes"]
+
+
+def test_prometheus_tls_verification_off_on_request() -> None:
+    objects = render({"prometheus": {"tls": {"insecureSkipVerify": True}}})
+    assert env(objects)["MODELDEPLOY_PROMETHEUS_INSECURE_SKIP_VERIFY"] == "true"
+    assert "MODELDEPLOY_PROMETHEUS_CA_FILE" not in env(objects)
+    tls_env = {"MODELDEPLOY_PROMETHEUS_CA_FILE", "MODELDEPLOY_PROMETHEUS_INSECURE_SKIP_VERIFY"}
+    assert not tls_env & set(env(render()))
+
+
+# Set by the chart as an argument (not an env var), and the value that sets it.
+FLAGS_AS_ARGS = {"namespace": "watchNamespaces", "liveness": "healthPort", "verbose": "logLevel"}
+
+
+def test_every_operator_flag_is_reachable_from_values() -> None:
+    """Each option of `modeldeploy operator` is set by the chart: its env var, or the
+    argument a value renders. An option added to the command fails here until the chart
+    maps it (extraArgs is the escape hatch, not the mapping)."""
+    command = typer.main.get_command(app).commands["operator"]  # type: ignore[attr-defined]
+    values = {
+        "watchNamespaces": ["ml"],
+        "logLevel": "debug",
+        "prometheus": {
+            "url": "https://prometheus.monitoring:9090",
+            "auth": {"type": "bearer", "secretName": "prometheus-token"},
+            "tls": {"caBundle": {"configMap": "prometheus-ca"}},
+        },
+    }
+    objects = render(values)
+    rendered_env, args = env(objects), container(objects)["args"]
+    skipping = env(render({"prometheus": {"tls": {"insecureSkipVerify": True}}}))
+    unmapped = []
+    for option in command.params:
+        if option.name == "help":
+            continue
+        if option.envvar:
+            if option.envvar not in {**rendered_env, **skipping}:
+                unmapped.append(f"{option.name}: env {option.envvar}")
+        elif option.name in FLAGS_AS_ARGS:
+            flag = f"--{option.name}"
+            if not any(a == flag or a.startswith(f"{flag}=") for a in args):
+                unmapped.append(f"{option.name}: {flag} ({FLAGS_AS_ARGS[option.name]})")
+        else:
+            unmapped.append(f"{option.name}: neither an env var nor a mapped argument")
+    assert not unmapped, unmapped
+
+
 def test_restricted_pod_security() -> None:
     pod = one(render(), "Deployment")["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True
@@ -261,7 +391,28 @@ def test_restricted_pod_security() -> None:
         ({"image": {"tag": "0.1.0:latest"}}, "/image/tag"),
         ({"monitoring": {"prometheusRule": {"driftWindow": "one hour"}}}, "driftWindow"),
         ({"metricsPort": 80}, "metricsPort"),
-        ({"replicas": 2}, "replicas"),  # not a value: one instance, always
+        # Not a value yet: one instance (Kopf standalone) until leader election lands.
+        ({"replicas": 2}, "replicas"),
+        ({"crds": {"install": "yes"}}, "/crds/install"),
+        ({"extraArgs": ["verbose"]}, "/extraArgs/0"),
+        ({"extraEnv": [{"value": "x"}]}, "missing property 'name'"),
+        ({"extraEnv": [{"name": "A", "valueFrom": {}, "secret": "x"}]}, "/extraEnv/0"),
+        ({"extraVolumes": [{"emptyDir": {}}]}, "/extraVolumes/0"),
+        ({"extraVolumeMounts": [{"name": "trust"}]}, "missing property 'mountPath'"),
+        ({"topologySpreadConstraints": [{"maxSkew": 1}]}, "topologyKey"),
+        ({"priorityClassName": "Critical_Pods"}, "/priorityClassName"),
+        ({"metricsAddress": ""}, "/metricsAddress"),
+        ({"prometheus": {"namespaceLabel": "k8s-namespace"}}, "/prometheus/namespaceLabel"),
+        (
+            {"prometheus": {"tls": {"caBundle": {"configMap": "ca", "secret": "ca"}}}},
+            "/prometheus/tls/caBundle/secret",
+        ),
+        (
+            {"prometheus": {"tls": {"caBundle": {"secret": "ca"}, "insecureSkipVerify": True}}},
+            "/prometheus/tls/caBundle/secret",
+        ),
+        ({"prometheus": {"tls": {"caBundle": {"key": "../ca"}}}}, "/prometheus/tls/caBundle/key"),
+        ({"prometheus": {"tls": {"verify": False}}}, "'verify' not allowed"),
     ],
 )
 def test_schema_rejects_bad_values(values: Body, complaint: str) -> None:
@@ -363,20 +514,67 @@ def test_aggregated_roles_for_people() -> None:
     assert verbs(view["rules"], GROUP, PLURAL) == {"get", "list", "watch"}
 
 
-# --- CRDs --------------------------------------------------------------------------------
+# --- CRD --------------------------------------------------------------------------------
+
+CHART_CRD = CHART / "files" / CRD_FILENAME
 
 
 def test_chart_crd_is_the_generated_one() -> None:
-    """charts/modeldeploy/crds/ is a copy (Helm packages symlinks poorly). Regenerate both
-    with `modeldeploy crd && modeldeploy crd --output charts/modeldeploy/crds`."""
-    chart_crd = CHART / "crds" / CRD_FILENAME
-    assert chart_crd.read_bytes() == (ROOT / "crds" / CRD_FILENAME).read_bytes(), (
-        "the chart's CRD differs from crds/: run `modeldeploy crd --output charts/modeldeploy/crds`"
+    """files/ holds a copy of crds/ (a chart cannot read outside itself, and Helm packages
+    symlinks poorly). Regenerate both with
+    `modeldeploy crd && modeldeploy crd --output charts/modeldeploy/files`."""
+    assert CHART_CRD.read_bytes() == (ROOT / "crds" / CRD_FILENAME).read_bytes(), (
+        "the chart's CRD differs from crds/: "
+        "run `modeldeploy crd --output charts/modeldeploy/files`"
     )
-    assert stale_crd(CHART / "crds") is None
-    assert sorted(p.name for p in (CHART / "crds").iterdir()) == [CRD_FILENAME]
+    assert stale_crd(CHART_CRD.parent) is None
+    # No crds/: Helm would install that copy once, never upgrade it, and clash with the
+    # template's.
+    assert not (CHART / "crds").exists()
 
 
-def test_crds_render_with_include_crds() -> None:
-    crds = [o for o in render(crds=True) if o["kind"] == "CustomResourceDefinition"]
-    assert [c["metadata"]["name"] for c in crds] == [f"{PLURAL}.{GROUP}"]
+def rendered_crd(values: Body | None = None) -> Body:
+    return one(render(values), "CustomResourceDefinition")
+
+
+def test_crd_template_is_the_generated_crd_with_labels_and_keep() -> None:
+    crd = rendered_crd()
+    generated = render_crd()
+    metadata = crd.pop("metadata")
+    assert crd == {k: v for k, v in generated.items() if k != "metadata"}
+    assert metadata["name"] == generated["metadata"]["name"]
+    assert generated["metadata"]["labels"].items() <= metadata["labels"].items()
+    assert metadata["labels"]["app.kubernetes.io/managed-by"] == "Helm"
+    # Uninstalling must not delete every ModelDeployment: Helm, and Argo CD (prune, app
+    # deletion) leave it alone.
+    assert metadata["annotations"] == {
+        "helm.sh/resource-policy": "keep",
+        "argocd.argoproj.io/sync-options": "Prune=false,Delete=false",
+    }
+
+
+def test_crd_is_left_out_or_not_kept_on_request() -> None:
+    assert "annotations" not in rendered_crd({"crds": {"keep": False}})["metadata"]
+    kinds = {o["kind"] for o in render({"crds": {"install": False}})}
+    assert "CustomResourceDefinition" not in kinds
+    assert "Deployment" in kinds
+
+
+# --- minimum Kubernetes version ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", ["1.29.9", "v1.29.4-eks.1", "1.20.0"])
+def test_clusters_older_than_1_30_are_refused_with_the_reason(version: str) -> None:
+    result = helm("template", RELEASE, str(CHART), kube_version=version)
+    assert result.returncode != 0
+    assert "modeldeploy needs Kubernetes 1.30 or later" in result.stderr, result.stderr
+    assert "CEL" in result.stderr
+    # The release part (-eks.1) is Helm's to drop.
+    assert f"this cluster is v{version.removeprefix('v').split('-')[0]}" in result.stderr
+    assert "--kube-version" in result.stderr  # what `helm template` needs
+
+
+@pytest.mark.parametrize("version", ["1.30.0", "v1.30.2-gke.1587003", "1.36.3"])
+def test_clusters_from_1_30_render(version: str) -> None:
+    result = helm("template", RELEASE, str(CHART), kube_version=version)
+    assert result.returncode == 0, result.stderr

@@ -64,6 +64,23 @@ app.kubernetes.io/component: operator
 /var/run/secrets/modeldeploy/prometheus
 {{- end }}
 
+{{/* Where the Prometheus CA bundle (ConfigMap or Secret) is mounted. */}}
+{{- define "modeldeploy.prometheusCADir" -}}
+/var/run/secrets/modeldeploy/prometheus-ca
+{{- end }}
+
+{{/*
+Refuses clusters older than Kubernetes 1.30: the CRD validates with CEL functions
+(isQuantity, ...) that older apiservers do not have, so every ModelDeployment would be
+refused. Not Chart.yaml's kubeVersion: `helm template` without --kube-version would refuse
+to render. "-0" lets pre-release builds such as v1.30.2-gke.1 pass.
+*/}}
+{{- define "modeldeploy.requireKubeVersion" -}}
+{{- if semverCompare "<1.30.0-0" .Capabilities.KubeVersion.Version }}
+{{- fail (printf "modeldeploy needs Kubernetes 1.30 or later (the ModelDeployment CRD validates with CEL functions 1.30 added); this cluster is %s (with helm template: pass --kube-version)" .Capabilities.KubeVersion.Version) }}
+{{- end }}
+{{- end }}
+
 {{/*
 The namespaced rules of the operator, for a ClusterRole (all namespaces) or a Role (each
 watched namespace). Every rule is a call the operator makes; see the chart README.

@@ -87,6 +87,11 @@ class AnalysisSettings:
     `password` (a mounted Secret); read every round, so that a rotated Secret applies."""
     namespace_label: str = "namespace"
     """Label the scrape config puts the pod's namespace in ("" if none)."""
+    ca_file: Path | None = None
+    """PEM bundle that verifies the default Prometheus' certificate instead of the system
+    CAs (a mounted ConfigMap or Secret)."""
+    insecure_skip_verify: bool = False
+    """Do not verify the default Prometheus' certificate at all."""
     round_timeout: float = 5.0
     """Seconds a round waits for all its queries."""
     query_timeout: float = 4.0
@@ -97,6 +102,8 @@ class AnalysisSettings:
             raise ValueError(f"Prometheus auth type must be one of {AUTH_TYPES}")
         if self.auth_type != "none" and self.auth_dir is None:
             raise ValueError(f"Prometheus auth type {self.auth_type} needs a credentials directory")
+        if self.ca_file is not None and self.insecure_skip_verify:
+            raise ValueError("give the Prometheus a CA file or skip its verification, not both")
 
 
 class CredentialsError(ValueError):
@@ -156,6 +163,17 @@ class Provider(QueryProvider, Protocol):
 Connect = Callable[[str, PrometheusAuth | None], Provider]
 
 
+def tls_verification(settings: AnalysisSettings, url: str) -> bool | str:
+    """How to verify the certificate of `url` (requests' `verify`: a CA file, or a bool). The
+    operator's TLS options are those of its default Prometheus, like its credentials; any
+    other URL (a ModelDeployment's own) is verified against the system CAs."""
+    if url != settings.prometheus_url:
+        return True
+    if settings.insecure_skip_verify:
+        return False
+    return str(settings.ca_file) if settings.ca_file is not None else True
+
+
 def prometheus_connector(settings: AnalysisSettings) -> Connect:
     def connect(url: str, auth: PrometheusAuth | None) -> Provider:
         return PrometheusProvider(
@@ -164,6 +182,7 @@ def prometheus_connector(settings: AnalysisSettings) -> Connect:
             timeout=settings.query_timeout,
             connect_timeout=min(2.0, settings.query_timeout),
             retries=1,
+            verify_tls=tls_verification(settings, url),
         )
 
     return connect
