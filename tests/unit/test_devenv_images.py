@@ -10,6 +10,7 @@ from modeldeploy.devenv.images import (
     BuiltImage,
     Recipe,
     inputs_digest,
+    is_stale,
     manifest_size,
     recipe_tag,
 )
@@ -72,3 +73,17 @@ def test_references_are_by_digest_and_sizes_sum_the_layers() -> None:
     manifest = {"layers": [{"size": 3}, {"size": 4}], "config": {"size": 100}}
     assert manifest_size(manifest) == 7
     assert manifest_size({}) == 0
+
+
+def test_pruning_spares_current_recent_and_foreign_images() -> None:
+    keep, ours, before = {"localhost/ml/m:1-new"}, {"localhost/ml/m"}, 1000
+
+    def stale(tags: list[str] | None, created: int = 10) -> bool:
+        return is_stale({"RepoTags": tags, "Created": created}, keep, ours, before)
+
+    assert stale(None)  # an old build's cache layer, an old pull by digest
+    assert stale(["localhost/ml/m:1-old"])
+    assert not stale(["localhost/ml/m:1-new"])
+    assert not stale(["localhost/ml/m:1-old", "localhost/ml/m:1-new"])
+    assert not stale(["localhost/modeldeploy/base:bookworm-x"])  # not a recipe's repository
+    assert not stale(None, created=1000)  # this run's own build cache

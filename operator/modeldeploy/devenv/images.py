@@ -26,6 +26,7 @@ import urllib.request
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from modeldeploy import __version__
 from modeldeploy.devenv.registry import RegistryServer, registry_binary, storage_dir
@@ -334,25 +335,35 @@ def ensure_images(
 
 
 def _prune_local(current: Iterable[BuiltImage], run_started: int) -> None:
-    """Local storage keeps only the images just built or found, and the build cache of
-    this run: every code change builds new images, and old ones would pile up."""
+    """Local storage keeps the images just built or found and this run's build cache: every
+    code change builds new images, and the old ones with their build caches (an unpacked
+    virtualenv each) would pile up. Older untagged images go too (earlier builds' cache
+    layers, earlier pulls by digest); podman refuses to remove one that a current image
+    still builds on or a container uses, so those stay."""
     keep = {f"localhost/{image.repository}:{image.tag}" for image in current}
     repositories = {f"localhost/{image.repository}" for image in current}
-    listed = subprocess.run(
-        ["podman", "images", "--format", "{{.Repository}}:{{.Tag}}"],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
-    stale = [
-        name for name in listed.stdout.split()
-        if name.rsplit(":", 1)[0] in repositories and name not in keep
-    ]  # fmt: skip
-    if stale:
-        subprocess.run(["podman", "rmi", *stale], capture_output=True, timeout=300, check=False)
-    # Untagged intermediate images older than this run are earlier builds' caches.
-    subprocess.run(
-        ["podman", "image", "prune", "-f", "--filter", f"until={run_started}"],
-        capture_output=True, timeout=300, check=False,
-    )  # fmt: skip
+    for _ in range(20):  # removing a leaf may free its parent for the next pass
+        listed = subprocess.run(
+            ["podman", "images", "-a", "--format", "json"],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        images = json.loads(listed.stdout or "[]")
+        stale = [str(i["Id"]) for i in images if is_stale(i, keep, repositories, run_started)]
+        removed = subprocess.run(
+            ["podman", "rmi", "--ignore", *stale], capture_output=True, text=True, timeout=600,
+            check=False,
+        ) if stale else None  # fmt: skip
+        if removed is None or not removed.stdout.strip():
+            return
+
+
+def is_stale(image: dict[str, Any], keep: set[str], repositories: set[str], before: int) -> bool:
+    """Older than `before`, and untagged or tagged only with old tags of our repositories
+    (never the base, never other images on the machine)."""
+    if int(image.get("Created", before)) >= before:
+        return False
+    tags: list[str] = image.get("RepoTags") or []
+    return all(t.rsplit(":", 1)[0] in repositories and t not in keep for t in tags)
 
 
 def read_index() -> dict[str, BuiltImage]:
