@@ -18,6 +18,7 @@ import fcntl
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import tempfile
 import time
@@ -46,6 +47,7 @@ SOURCE_DATE_EPOCH = "1764547200"
 # The machine's CA bundle, given to pip inside builds as a secret (a TLS-intercepting proxy
 # may stand between the build and the package index); never copied into an image.
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+REGISTRY_LIMIT_BYTES = 8 * 2**30
 MANIFEST_TYPES = (
     "application/vnd.oci.image.manifest.v1+json",
     "application/vnd.docker.distribution.manifest.v2+json",
@@ -296,6 +298,7 @@ def ensure_images(
     run_started = int(time.time())
     with (workdir / ".lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one builder at a time on this machine
+        _bound_registry(registry.storage, say)
         previous = read_index()
         base = ensure_base(workdir, say)
         base_id = subprocess.run(
@@ -355,6 +358,21 @@ def _prune_local(current: Iterable[BuiltImage], run_started: int) -> None:
         ) if stale else None  # fmt: skip
         if removed is None or not removed.stdout.strip():
             return
+
+
+def _bound_registry(storage: Path, say: Say) -> None:
+    """Every code change pushes new layers and nothing deletes old ones (garbage collection
+    needs a registry nobody serves from): past REGISTRY_LIMIT_BYTES the storage starts
+    afresh, and what is current is pushed again from the local build cache (seconds)."""
+    used = sum(f.stat().st_size for f in storage.rglob("*") if f.is_file())
+    if used <= REGISTRY_LIMIT_BYTES:
+        return
+    say(f"registry storage holds {used / 2**30:.1f} GiB: starting it afresh")
+    for entry in storage.iterdir():
+        if entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
 
 
 def is_stale(image: dict[str, Any], keep: set[str], repositories: set[str], before: int) -> bool:
