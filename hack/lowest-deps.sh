@@ -29,13 +29,14 @@ say() { printf '[lowest-deps %3ss] %s\n' "$(( $(date +%s) - START ))" "$*" >&2; 
 UV="$(hack/pyenv.sh uv)"
 eval "$(hack/testenv.sh env)"  # kubectl, kwokctl, helm... as for the main suite
 
-want="$(sha256sum < pyproject.toml | cut -c1-16)"
+want="$(sha256sum < pyproject.toml | cut -c1-16)-bytecode"
 if [[ ! -f "$VENV/.stamp" || "$(cat "$VENV/.stamp")" != "$want" ]]; then
   say "creating $VENV: .[dev] at the lowest direct versions"
   rm -rf "$VENV"  # from scratch: nothing left over from other floors
   "$UV" venv -q --python "$PYTHON" "$VENV"
   echo "$ROOT" > "$VENV/.root"
   "$UV" pip install -q --python "$VENV/bin/python" --resolution lowest-direct -e ".[dev]"
+  "$VENV/bin/python" -m compileall -q -j 0 "$VENV/lib" >/dev/null 2>&1 || true  # see pyenv.sh
   echo "$want" > "$VENV/.stamp"
 fi
 say "installed: $("$VENV/bin/python" - <<'PY'

@@ -30,7 +30,10 @@ for other in "$CACHE"/venvs/*/; do
   if [[ -f "$other/.root" && ! -d "$(cat "$other/.root")" ]]; then rm -rf "$other"; fi
 done
 
-want="$(sha256sum < "$ROOT/pyproject.toml" | cut -c1-16)"
+# The layout counts too: bytecode is compiled at install time because PYTHONDONTWRITEBYTECODE
+# may be set (it is on these machines), and then every process compiled scikit-learn and
+# scipy anew (~4 s per model server start).
+want="$(sha256sum < "$ROOT/pyproject.toml" | cut -c1-16)-bytecode"
 if [[ -f "$VENV/.stamp" && "$(cat "$VENV/.stamp")" == "$want" ]]; then exit 0; fi
 if [[ ! -x "$VENV/bin/python" ]]; then
   say "creating virtualenv $VENV"
@@ -39,5 +42,8 @@ if [[ ! -x "$VENV/bin/python" ]]; then
 fi
 say "installing modeldeploy[dev] (editable) and its dependencies"
 "$UV" pip install -q --python "$VENV/bin/python" -e "$ROOT[dev]"
+say "compiling bytecode"
+"$VENV/bin/python" -m compileall -q -j 0 "$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')" \
+  >/dev/null 2>&1 || true  # a few packages ship files for other Python versions
 echo "$want" > "$VENV/.stamp"
 say "ready: $VENV"
