@@ -196,11 +196,11 @@ def root_schema(*, default_notes: bool = True) -> JsonSchemaValue:
     """The CRD's openAPIV3Schema: the ModelDeployment's schema plus the name rule."""
     schema = openapi_schema(ModelDeployment, KIND, default_notes=default_notes)
     properties = schema["properties"]
-    # apiVersion, kind and metadata are the apiserver's business: type (and words) only.
+    # apiVersion, kind and metadata are the apiserver's business: type (and words) only; on
+    # metadata not even words ("must not specify anything other than name and generateName").
     properties["apiVersion"] = {"description": API_VERSION, "type": "string"}
     properties["kind"] = {"description": KIND, "type": "string"}
-    metadata = ModelDeployment.model_fields["metadata"].description
-    properties["metadata"] = {"description": _describe(metadata or ""), "type": "object"}
+    properties["metadata"] = {"type": "object"}
     schema[CEL_RULES_KEY] = [NAME_RULE.to_crd()]
     return schema
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from modeldeploy.api import API_VERSION, KIND, SHORT_NAMES
+from modeldeploy.api import API_VERSION, KIND, SHORT_NAMES, ModelDeployment
 from modeldeploy.api.base import CEL_RULES_KEY
 from modeldeploy.crd import CRD_FILENAME, format_default, root_schema, stale_file
 
@@ -225,7 +225,16 @@ class _Walk:
 def objects(schema: Schema | None = None) -> tuple[ObjectDoc, ...]:
     """Every object of the resource (or of `schema`), the root first, then depth first in
     field order."""
-    return tuple(_Walk().objects(KIND, schema or root_schema(default_notes=False)))
+    return tuple(_Walk().objects(KIND, schema or _documented_root()))
+
+
+def _documented_root() -> Schema:
+    """The CRD's schema, with the words the CRD may not carry: the apiserver refuses a
+    description on `metadata`, the model has one."""
+    schema = root_schema(default_notes=False)
+    words = ModelDeployment.model_fields["metadata"].description or ""
+    schema["properties"]["metadata"] = {**schema["properties"]["metadata"], "description": words}
+    return schema
 
 
 # --- Markdown -----------------------------------------------------------------------------
