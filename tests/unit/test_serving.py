@@ -163,6 +163,31 @@ BAD_BODIES: list[tuple[Any, Reason, str]] = [
     (_body(age={"data": [10**400, 1]}), Reason.NON_FINITE, "too large"),
     (_body(age={"data": [None, 1]}), Reason.NULL_VALUE, "not nullable"),
     ({**_body(), "outputs": ["label"]}, Reason.BAD_OUTPUTS, "'outputs'"),
+    # Every field by type before use (issue 17: a list as datatype was a TypeError, a 500).
+    (_body(age={"datatype": ["INT64"]}), Reason.BAD_DATATYPE, "datatype [\"INT64\"] is not"),
+    (_body(age={"datatype": {"x": 1}}), Reason.BAD_DATATYPE, "datatype an object"),
+    (_body(age={"datatype": None}), Reason.BAD_DATATYPE, "datatype null is not"),
+    (_body(age={"name": ["age"]}), Reason.BAD_INPUT, "no 'name'"),
+    (_body(age={"shape": [[2]]}), Reason.BAD_SHAPE, "shape a nested list must be"),
+    (_body(age={"shape": [2.0]}), Reason.BAD_SHAPE, "shape [2.0] must be"),
+    (_body(age={"shape": [True]}), Reason.BAD_SHAPE, "must be [batch]"),
+    (_body(age={"shape": "2"}), Reason.BAD_SHAPE, "shape '2' must be"),
+    (_body(age={"data": {"0": 1}}), Reason.BAD_INPUT, "'data' must be a list"),
+    (_body(age={"data": [{"v": 1}, 2]}), Reason.BAD_VALUE, "data[0] = an object is not"),
+    (_body(age={"data": [[1, 2], 2]}), Reason.BAD_VALUE, "data[0] = [1, 2] is not"),
+    (_body(age={"data": [True, 2]}), Reason.BAD_VALUE, "data[0] = true is not a number"),
+    (_body(plan={"data": [["a", "b"], ["c"]]}), Reason.BAD_VALUE, "is not a string"),
+    (_body(age={"parameters": [1]}), Reason.BAD_PARAMETERS, "input 'age': 'parameters'"),
+    ({**_body(), "parameters": {"x": {"y": 1}}}, Reason.BAD_PARAMETERS, "string, number or"),
+    ({**_body(), "parameters": {"x": None}}, Reason.BAD_PARAMETERS, "'parameters' must be"),
+    (
+        {**_body(), "outputs": [{"name": "label", "parameters": 3}]},
+        Reason.BAD_PARAMETERS,
+        "outputs[0]: 'parameters'",
+    ),
+    ({**_body(), "outputs": [{"name": ["label"]}]}, Reason.BAD_OUTPUTS, "'outputs'"),
+    ({**_body(), "id": ["r1"]}, Reason.BAD_ID, "'id' must be a string"),
+    ({"inputs": {"age": 1}}, Reason.NO_INPUTS, "'inputs' must be a non-empty list"),
 ]
 
 

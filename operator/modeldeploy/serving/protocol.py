@@ -8,7 +8,9 @@ One input tensor per feature, named as in the profile, shape [batch] or [batch, 
 
 `null` is a missing value, allowed for nullable features (an absent nullable feature is
 missing in every row). Every rejection is an InvalidRequest whose reason is a label of
-`invalid_requests_total` and whose message names the input and the problem.
+`invalid_requests_total` and whose message names the input and the problem. Every field is
+checked by type before it is used, and messages quote client values only as short scalars
+(never exception text): a malformed request is the client's fault, a 4xx, never a 500.
 """
 
 import json
@@ -45,6 +47,7 @@ class Reason(StrEnum):
     BAD_OUTPUTS = "bad_outputs"
     UNKNOWN_OUTPUT = "unknown_output"
     UNKNOWN_MODEL = "unknown_model"
+    BODY_TIMEOUT = "body_timeout"  # 408: the body did not arrive within the read timeout
 
 
 class InvalidRequest(Exception):
@@ -85,12 +88,34 @@ def decode_json(raw: bytes) -> Any:
     try:
         return json.loads(raw)
     except (ValueError, RecursionError) as err:  # JSONDecodeError and UnicodeDecodeError
-        raise InvalidRequest(Reason.BAD_JSON, f"request body is not valid JSON: {err}") from err
+        raise InvalidRequest(Reason.BAD_JSON, "request body is not valid JSON") from err
 
 
 def _short(value: Any, limit: int = 40) -> str:
-    text = repr(value) if isinstance(value, str) else json.dumps(value, default=repr)
+    """A client value for a message, truncated: scalars and flat lists quoted, objects and
+    nested lists only named, so a message never serialises whatever nesting was sent."""
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list) and any(isinstance(v, list | dict) for v in value):
+        return "a nested list"
+    text = repr(value) if isinstance(value, str) else json.dumps(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# V2 parameters: an object of string, number or boolean values.
+_PARAMETER_TYPES = (str, int, float, bool)
+
+
+def _check_parameters(parameters: Any, where: str) -> None:
+    if parameters is None:
+        return
+    if not isinstance(parameters, dict) or not all(
+        type(v) in _PARAMETER_TYPES for v in parameters.values()
+    ):
+        raise InvalidRequest(
+            Reason.BAD_PARAMETERS,
+            f"{where}'parameters' must be an object of string, number or boolean values",
+        )
 
 
 def _names(names: Iterable[str], limit: int = 12) -> str:
@@ -115,9 +140,7 @@ class RequestParser:
         request_id = body.get("id")
         if request_id is not None and not isinstance(request_id, str):
             raise InvalidRequest(Reason.BAD_ID, "'id' must be a string")
-        parameters = body.get("parameters")
-        if parameters is not None and not isinstance(parameters, dict):
-            raise InvalidRequest(Reason.BAD_PARAMETERS, "'parameters' must be an object")
+        _check_parameters(body.get("parameters"), "")
         entries = body.get("inputs")
         if not isinstance(entries, list) or not entries:
             raise InvalidRequest(
@@ -171,6 +194,8 @@ class RequestParser:
             raise InvalidRequest(
                 Reason.BAD_OUTPUTS, "'outputs' must be a list of objects with a 'name'"
             )
+        for index, output in enumerate(outputs):
+            _check_parameters(output.get("parameters"), f"outputs[{index}]: ")
         return tuple(o["name"] for o in outputs)
 
     def _tensor(self, index: int, entry: Any) -> tuple[str, int, list[Any]]:
@@ -188,8 +213,9 @@ class RequestParser:
                 Reason.UNKNOWN_INPUT,
                 f"unknown input {_short(name)}; the model takes: {_names(self._features)}",
             )
+        _check_parameters(entry.get("parameters"), f"input {name!r}: ")
         datatype = entry.get("datatype")
-        if datatype not in ALL_DATATYPES:
+        if not isinstance(datatype, str) or datatype not in ALL_DATATYPES:
             raise InvalidRequest(
                 Reason.BAD_DATATYPE,
                 f"input {name!r}: datatype {_short(datatype)} is not a V2 datatype",
@@ -222,7 +248,8 @@ class RequestParser:
         if len(data) != rows:
             raise InvalidRequest(
                 Reason.SHAPE_MISMATCH,
-                f"input {name!r}: shape {shape} holds {rows} value(s) but data has {len(data)}",
+                f"input {name!r}: shape {_short(shape)} holds {_short(rows)} value(s) but data "
+                f"has {len(data)}",
             )
         if datatype in INTEGER_DATATYPES:
             for i, value in enumerate(data):
