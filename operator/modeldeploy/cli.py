@@ -14,6 +14,7 @@ import typer
 from modeldeploy import contract
 from modeldeploy.console.commands import register as register_console_commands
 from modeldeploy.contract import OPERATOR_METRICS_PORT
+from modeldeploy.serving.limits import ServerLimits
 
 app = typer.Typer(
     name="modeldeploy",
@@ -451,6 +452,21 @@ def serve(
         bool, typer.Option(help="Export model metrics (turn off only to benchmark).")
     ] = True,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
+    body_timeout: Annotated[
+        float, typer.Option(min=0.01, help="Seconds a request body may take to arrive (408).")
+    ] = ServerLimits.body_timeout_s,
+    inference_threads: Annotated[
+        int, typer.Option(min=1, max=64, help="Threads running inference, off the event loop.")
+    ] = ServerLimits.inference_threads,
+    max_connections: Annotated[
+        int, typer.Option(min=1, help="Concurrent connections before uvicorn answers 503.")
+    ] = ServerLimits.max_connections,
+    keep_alive: Annotated[
+        int, typer.Option(min=1, help="Seconds an idle keep-alive connection is kept.")
+    ] = ServerLimits.keep_alive_s,
+    max_header_bytes: Annotated[
+        int, typer.Option(min=1024, help="Request line plus headers, at most (h11).")
+    ] = ServerLimits.max_header_bytes,
 ) -> None:
     """Serve a model directory: Open Inference Protocol V2 REST and /metrics."""
     from modeldeploy.serving.config import ModelDirError
@@ -466,6 +482,13 @@ def serve(
             log_sample_rate=log_sample_rate,
             redact=redact or (),
             log_level=log_level,
+            limits=ServerLimits(
+                body_timeout_s=body_timeout,
+                inference_threads=inference_threads,
+                max_connections=max_connections,
+                keep_alive_s=keep_alive,
+                max_header_bytes=max_header_bytes,
+            ),
         )
     except ModelDirError as err:
         typer.secho(f"cannot serve {model_dir}: {err}", err=True, fg=typer.colors.RED)

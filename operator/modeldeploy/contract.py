@@ -29,6 +29,10 @@ OTHER_BIN: Final = "other"
 # Series names as Prometheus sees them. Counters end in _total (the client library appends
 # it), histograms expose _bucket/_sum/_count.
 REQUESTS_TOTAL: Final = PREFIX + "requests_total"  # {code}
+# The code of a request whose client hung up before it was answered (nginx's "client closed
+# request"): the analysis counts codes starting with 5 as errors, so a client leaving is never
+# the model's error; nor is it an invalid input (no invalid_requests_total reason).
+CLIENT_CLOSED_REQUEST_CODE: Final = 499
 REQUEST_DURATION_SECONDS: Final = PREFIX + "request_duration_seconds"  # histogram
 INVALID_REQUESTS_TOTAL: Final = PREFIX + "invalid_requests_total"  # {reason}
 FEATURE_BIN_TOTAL: Final = PREFIX + "feature_bin_total"  # {feature, bin}

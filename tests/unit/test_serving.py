@@ -164,7 +164,7 @@ BAD_BODIES: list[tuple[Any, Reason, str]] = [
     (_body(age={"data": [None, 1]}), Reason.NULL_VALUE, "not nullable"),
     ({**_body(), "outputs": ["label"]}, Reason.BAD_OUTPUTS, "'outputs'"),
     # Every field by type before use (issue 17: a list as datatype was a TypeError, a 500).
-    (_body(age={"datatype": ["INT64"]}), Reason.BAD_DATATYPE, "datatype [\"INT64\"] is not"),
+    (_body(age={"datatype": ["INT64"]}), Reason.BAD_DATATYPE, 'datatype ["INT64"] is not'),
     (_body(age={"datatype": {"x": 1}}), Reason.BAD_DATATYPE, "datatype an object"),
     (_body(age={"datatype": None}), Reason.BAD_DATATYPE, "datatype null is not"),
     (_body(age={"name": ["age"]}), Reason.BAD_INPUT, "no 'name'"),

@@ -1,4 +1,11 @@
-"""The Starlette application: V2 REST endpoints, /metrics, readiness after warm-up."""
+"""The Starlette application: V2 REST endpoints, /metrics, readiness after warm-up.
+
+Inference (JSON decoding, validation, the model, encoding) runs on a bounded pool of its
+own threads, so the event loop stays free for health, readiness and /metrics however large
+the bodies or slow the model. Client faults are 4xx with a short message and a reason; a
+client hanging up is 499; anything failing past validation is a 500 "inference failed",
+whose exception is logged here and never sent to the client.
+"""
 
 import asyncio
 import contextlib
@@ -6,25 +13,28 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from modeldeploy.contract import SHADOW_HEADER
+from modeldeploy.contract import CLIENT_CLOSED_REQUEST_CODE, SHADOW_HEADER
 from modeldeploy.profiling.schema import ClassificationOutput, Profile
 from modeldeploy.serving.config import ModelConfig
+from modeldeploy.serving.limits import ServerLimits
 from modeldeploy.serving.monitor import Identity, Monitor
 from modeldeploy.serving.pipeline import (
     CONFIDENCE_OUTPUT,
     LABEL_OUTPUT,
     PROBABILITIES_OUTPUT,
     VALUE_OUTPUT,
+    Inference,
     InferencePipeline,
     ModelError,
 )
@@ -40,6 +50,7 @@ from modeldeploy.serving.warmup import Readiness, warm_up
 
 log = logging.getLogger(__name__)
 SERVER_NAME = "modeldeploy"
+INFERENCE_FAILED = "inference failed"
 
 
 @dataclass
@@ -55,15 +66,21 @@ class Runtime:
     mirror: Mirror | None = None
     prediction_log: PredictionLog | None = None
     readiness: Readiness = field(default_factory=Readiness)
+    limits: ServerLimits = field(default_factory=ServerLimits)
 
 
-def _json(payload: Any, status: int = 200) -> Response:
+def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     body = json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
-    return Response(body, status_code=status, media_type="application/json")
+    return Response(body, status_code=status, media_type="application/json", headers=headers)
+
+
+# Refusals that leave the body unread: the connection cannot carry another request.
+_UNREAD_BODY_STATUSES = frozenset({408, 413})
 
 
 def _error(message: str, status: int) -> Response:
-    return _json({"error": message}, status)
+    headers = {"connection": "close"} if status in _UNREAD_BODY_STATUSES else None
+    return _json({"error": message}, status, headers)
 
 
 def _too_large(limit: int) -> InvalidRequest:
@@ -71,17 +88,23 @@ def _too_large(limit: int) -> InvalidRequest:
     return InvalidRequest(Reason.BODY_TOO_LARGE, message, status=413)
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The body, refused as soon as it is known to exceed `limit` (declared or streamed)."""
+async def _read_body(request: Request, limit: int, timeout_s: float) -> bytes:
+    """The body, refused as soon as it is known to exceed `limit` (declared or streamed) or
+    once it has taken longer than `timeout_s` to arrive."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise _too_large(limit)
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(limit)
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise _too_large(limit)
+                chunks.append(chunk)
+    except TimeoutError as err:
+        message = f"request body did not arrive within {timeout_s:g} s"
+        raise InvalidRequest(Reason.BODY_TIMEOUT, message, status=408) from err
     return b"".join(chunks)
 
 
@@ -118,8 +141,9 @@ def model_metadata(runtime: Runtime) -> dict[str, Any]:
 class _Endpoints:
     """The request handlers of one runtime."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, inference_pool: ThreadPoolExecutor) -> None:
         self.runtime = runtime
+        self._inference_pool = inference_pool
 
     def check_model(self, request: Request) -> None:
         identity = self.runtime.identity
@@ -170,12 +194,12 @@ class _Endpoints:
         except InvalidRequest as err:
             monitor.observe_invalid(err.reason)
             response = _error(err.message, err.status)
-        except ModelError as err:
-            log.error("inference failed: %s", err)
-            response = _error(str(err), 500)
-        except Exception:  # never let one request take the server down
-            log.exception("unexpected error during inference")
-            response = _error("internal error", 500)
+        except ClientDisconnect:  # nobody reads this answer; it is counted, not an error
+            log.info("client disconnected before its request body arrived")
+            response = _error("client disconnected", CLIENT_CLOSED_REQUEST_CODE)
+        except Exception:  # the model or preprocessing failed (ModelError), or a bug of ours
+            log.exception(INFERENCE_FAILED)
+            response = _error(INFERENCE_FAILED, 500)
         monitor.observe_request(response.status_code, time.perf_counter() - start)
         return response
 
@@ -185,9 +209,22 @@ class _Endpoints:
         if not runtime.readiness.ready:
             message = f"model {runtime.identity.model!r} is not ready: {runtime.readiness.reason}"
             return _error(message, 503)
-        raw = await _read_body(request, runtime.config.limits.max_body_bytes)
+        raw = await _read_body(
+            request, runtime.config.limits.max_body_bytes, runtime.limits.body_timeout_s
+        )
         if runtime.mirror is not None and SHADOW_HEADER not in request.headers:
             runtime.mirror.offer(request.url.path, raw)
+        loop = asyncio.get_running_loop()
+        inference, response = await loop.run_in_executor(self._inference_pool, self._answer, raw)
+        if runtime.prediction_log is not None:  # written from the event loop only: one writer
+            runtime.prediction_log.maybe_record(
+                inference.request.id, inference.request.inputs, inference.outputs
+            )
+        return response
+
+    def _answer(self, raw: bytes) -> tuple[Inference, Response]:
+        """Decodes, validates, infers, encodes and counts (on an inference thread)."""
+        runtime = self.runtime
         inference = runtime.pipeline.infer(decode_json(raw))
         payload = {
             "model_name": runtime.identity.model,
@@ -202,11 +239,7 @@ class _Endpoints:
         runtime.monitor.observe_features(inference.features)
         prediction = inference.prediction
         runtime.monitor.observe_predictions(prediction.values, prediction.confidence)
-        if runtime.prediction_log is not None:
-            runtime.prediction_log.maybe_record(
-                inference.request.id, inference.request.inputs, inference.outputs
-            )
-        return response
+        return inference, response
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -214,7 +247,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return _error(f"{exc.detail}: {request.method} {request.url.path}", exc.status_code)
 
 
-def _lifespan(runtime: Runtime) -> Callable[[Starlette], AbstractAsyncContextManager[None]]:
+def _lifespan(
+    runtime: Runtime, inference_pool: ThreadPoolExecutor
+) -> Callable[[Starlette], AbstractAsyncContextManager[None]]:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if runtime.mirror is not None:
@@ -236,6 +271,7 @@ def _lifespan(runtime: Runtime) -> Callable[[Starlette], AbstractAsyncContextMan
                 await warming
             if runtime.mirror is not None:
                 await runtime.mirror.stop()
+            inference_pool.shutdown(wait=False, cancel_futures=True)
             if runtime.prediction_log is not None:
                 runtime.prediction_log.close()
 
@@ -243,7 +279,10 @@ def _lifespan(runtime: Runtime) -> Callable[[Starlette], AbstractAsyncContextMan
 
 
 def create_app(runtime: Runtime) -> Starlette:
-    api = _Endpoints(runtime)
+    inference_pool = ThreadPoolExecutor(
+        max_workers=runtime.limits.inference_threads, thread_name_prefix="inference"
+    )
+    api = _Endpoints(runtime, inference_pool)
     routes = [
         Route("/v2", api.server_metadata, methods=["GET"]),
         Route("/v2/health/live", api.live, methods=["GET"]),
@@ -259,7 +298,7 @@ def create_app(runtime: Runtime) -> Starlette:
     return Starlette(
         routes=routes,
         exception_handlers={HTTPException: _http_error},
-        lifespan=_lifespan(runtime),
+        lifespan=_lifespan(runtime, inference_pool),
     )
 
 

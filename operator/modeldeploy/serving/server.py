@@ -16,6 +16,7 @@ from modeldeploy.serving.config import (
     load_config,
     warmup_max_latency_ms,
 )
+from modeldeploy.serving.limits import DEFAULT_LIMITS, ServerLimits
 from modeldeploy.serving.model import load_model, load_preprocess
 from modeldeploy.serving.monitor import Identity, Monitor
 from modeldeploy.serving.pipeline import InferencePipeline
@@ -36,6 +37,7 @@ def load_runtime(
     *,
     instrumentation: bool = True,
     prediction_log: PredictionLogConfig | None = None,
+    limits: ServerLimits = DEFAULT_LIMITS,
     env: Mapping[str, str] = os.environ,
 ) -> Runtime:
     """Everything `serve` needs, loaded and checked before the port opens."""
@@ -59,6 +61,7 @@ def load_runtime(
         max_latency_ms=warmup_max_latency_ms(config, env),
         mirror=Mirror.from_env(monitor, env),
         prediction_log=PredictionLog.open(prediction_log or config.prediction_log, identity),
+        limits=limits,
     )
 
 
@@ -72,6 +75,7 @@ def serve(
     log_sample_rate: float | None = None,
     redact: Sequence[str] = (),
     log_level: str = "info",
+    limits: ServerLimits = DEFAULT_LIMITS,
 ) -> None:
     import uvicorn
 
@@ -94,6 +98,7 @@ def serve(
         model_dir,
         instrumentation=instrumentation,
         prediction_log=PredictionLogConfig.model_validate(log_config.model_dump()),
+        limits=limits,
     )
     uvicorn.run(
         create_app(runtime),
@@ -102,4 +107,7 @@ def serve(
         log_level=log_level,
         access_log=False,
         lifespan="on",
+        limit_concurrency=limits.max_connections,
+        timeout_keep_alive=limits.keep_alive_s,
+        h11_max_incomplete_event_size=limits.max_header_bytes,
     )
