@@ -4,7 +4,7 @@
         [--batch 1024] [--server-code DIR]
 
 Trains the example into a temporary directory and starts one `modeldeploy serve` on
-127.0.0.1. Sends `--fuzz` seeded malformed bodies (`serving.fuzz`) and prints the table of
+127.0.0.1. Sends `--fuzz` seeded malformed bodies (`devenv/fuzz.py`) and prints the table of
 status codes (5xx must be 0). Then times `/v2/health/ready` idle, and while `--workers`
 connections post valid `--batch`-row bodies for `--seconds` (closed loop, bounded), and
 prints p50/p99. `--server-code` runs the server from another checkout's `operator/`
@@ -24,8 +24,8 @@ from pathlib import Path
 
 from bench_serving import INFER, build_example, load, request_body
 
+from modeldeploy.devenv.fuzz import MalformedBodies
 from modeldeploy.profiling.schema import Profile
-from modeldeploy.serving.fuzz import MalformedBodies
 from modeldeploy.serving.process import LOOPBACK, ServerProcess
 
 READY = "/v2/health/ready"

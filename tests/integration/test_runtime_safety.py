@@ -21,8 +21,8 @@ from test_runtime import (  # noqa: F401  (fixtures)
 )
 
 from modeldeploy import contract as c
+from modeldeploy.devenv.fuzz import MalformedBodies
 from modeldeploy.profiling.schema import Profile
-from modeldeploy.serving.fuzz import MalformedBodies
 from modeldeploy.serving.process import LOOPBACK, ServerProcess
 from modeldeploy.serving.protocol import Reason
 
