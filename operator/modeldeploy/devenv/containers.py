@@ -59,7 +59,10 @@ class ContainerLaunch:
         the runner supervises it like any child process (signals are proxied)."""
         listen = {contract.ENV_SERVE_HOST: "127.0.0.1", contract.ENV_SERVE_PORT: str(port)}
         return [
-            "podman", "run", "--rm", "--replace", "--name", name, "--pull=never",
+            # Pulled already (the status shows the pull); pulled again only if storage was
+            # pruned meanwhile (`make images` removes old untagged images).
+            "podman", "run", "--rm", "--replace", "--name", name, "--pull=missing",
+            "--tls-verify=false",
             "--network", "host", "--read-only", "--tmpfs", "/tmp",
             "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
             "--label", f"{RUNNER_LABEL}={label}",
