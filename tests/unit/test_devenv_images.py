@@ -77,13 +77,16 @@ def test_references_are_by_digest_and_sizes_sum_the_layers() -> None:
 
 def test_pruning_spares_current_recent_and_foreign_images() -> None:
     keep, ours, before = {"localhost/ml/m:1-new"}, {"localhost/ml/m"}, 1000
+    pulled = "127.0.0.1:5000/ml/m@sha256:" + "a" * 64
 
-    def stale(tags: list[str] | None, created: int = 10) -> bool:
-        return is_stale({"RepoTags": tags, "Created": created}, keep, ours, before)
+    def stale(names: list[str] | None, created: int = 10) -> bool:
+        return is_stale({"Names": names, "Created": created}, keep, ours, before)
 
-    assert stale(None)  # an old build's cache layer, an old pull by digest
-    assert stale(["localhost/ml/m:1-old"])
+    assert stale(None)  # an old build's cache layer
+    assert stale([pulled])  # an old pull by digest
+    assert stale(["localhost/ml/m:1-old", pulled])
     assert not stale(["localhost/ml/m:1-new"])
+    assert not stale([pulled, "localhost/ml/m:1-new"])
     assert not stale(["localhost/ml/m:1-old", "localhost/ml/m:1-new"])
     assert not stale(["localhost/modeldeploy/base:bookworm-x"])  # not a recipe's repository
     assert not stale(None, created=1000)  # this run's own build cache

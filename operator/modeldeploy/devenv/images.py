@@ -376,12 +376,16 @@ def _bound_registry(storage: Path, say: Say) -> None:
 
 
 def is_stale(image: dict[str, Any], keep: set[str], repositories: set[str], before: int) -> bool:
-    """Older than `before`, and untagged or tagged only with old tags of our repositories
-    (never the base, never other images on the machine)."""
+    """Older than `before`, and untagged, or named only by old tags of our repositories and
+    by pulls by digest (cheap to pull again); never the base, never other images."""
     if int(image.get("Created", before)) >= before:
         return False
-    tags: list[str] = image.get("RepoTags") or []
-    return all(t.rsplit(":", 1)[0] in repositories and t not in keep for t in tags)
+    for name in image.get("Names") or []:  # podman's JSON: tags and digest references
+        if "@" in name:
+            continue
+        if name in keep or name.rsplit(":", 1)[0] not in repositories:
+            return False
+    return True
 
 
 def read_index() -> dict[str, BuiltImage]:
