@@ -26,6 +26,7 @@ from pathlib import Path
 import httpx
 
 from modeldeploy import contract as c
+from modeldeploy.devenv.containers import ContainerLaunch
 from modeldeploy.devenv.imagemap import ImageMap, default_build_root
 from modeldeploy.devenv.images import BuiltImage, ensure_images, read_index
 from modeldeploy.devenv.registry import RegistryServer, registry_binary, storage_dir
@@ -38,11 +39,9 @@ MODEL = "churn"
 READY_TIMEOUT = 60.0
 
 
-def podman(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 300
-) -> subprocess.CompletedProcess[str]:
+def podman(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        ["podman", *args], capture_output=True, text=True, timeout=timeout, check=True, env=env
+        ["podman", *args], capture_output=True, text=True, timeout=300, check=True
     )
 
 
@@ -87,25 +86,24 @@ def container_run(reference: str, http: httpx.Client) -> tuple[float, float]:
 def _pull_and_start(
     reference: str, http: httpx.Client, storage: dict[str, str]
 ) -> tuple[float, float]:
+    """Pull as the pod runner does, then start the container with the pod runner's own
+    `podman run` (ContainerLaunch), so the figure is what a pod in container mode sees."""
+    launch = ContainerLaunch(reference)
     started = time.monotonic()
-    podman("pull", "--quiet", "--tls-verify=false", reference, env=storage)
+    subprocess.run(launch.pull_argv(), env=storage, capture_output=True, timeout=300, check=True)
     pulled = time.monotonic() - started
     port = free_port()
     name = f"md-bench-{port}"
-    env = [
-        f"{c.ENV_SERVE_PORT}={port}",
-        f"{c.ENV_SERVE_HOST}=127.0.0.1",
-        f"{c.ENV_MODEL_NAME}={MODEL}",
-    ]
-    argv = ["run", "-d", "--rm", "--name", name, "--network", "host", "--read-only", "--tmpfs",
-            "/tmp", "--pull=never", *(a for e in env for a in ("-e", e)), reference]  # fmt: skip
+    argv = launch.run_argv(name, port, {c.ENV_MODEL_NAME: MODEL}, "bench")
+    started = time.monotonic()
+    container = subprocess.Popen(argv, env=storage, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL)  # fmt: skip
     try:
-        started = time.monotonic()
-        podman(*argv, env=storage)
         ready = time.monotonic() - started + seconds_until(lambda: answers_ready(http, port))
     finally:
         subprocess.run(["podman", "rm", "-f", "-t", "2", name], env=storage, capture_output=True,
                        check=False)  # fmt: skip
+        container.wait(timeout=30)
     return pulled, ready
 
 
