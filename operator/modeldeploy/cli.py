@@ -4,6 +4,8 @@ Each command imports its heavy dependencies lazily so that `modeldeploy --help` 
 and model images need not install the operator's libraries.
 """
 
+import secrets
+import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -394,11 +396,67 @@ def operator(
     metrics_address: Annotated[
         str, typer.Option(envvar="MODELDEPLOY_METRICS_ADDRESS", help="Address of /metrics.")
     ] = "0.0.0.0",
+    leader_elect: Annotated[
+        bool,
+        typer.Option(
+            envvar="MODELDEPLOY_LEADER_ELECT",
+            help="Run as one of several replicas: only the holder of a coordination.k8s.io "
+            "Lease reconciles and writes; the others watch and take over when it is gone.",
+        ),
+    ] = False,
+    lease_namespace: Annotated[
+        str | None,
+        typer.Option(
+            envvar="POD_NAMESPACE",
+            help="Namespace of the leader Lease (default: the operator pod's own).",
+        ),
+    ] = None,
+    lease_name: Annotated[
+        str | None,
+        typer.Option(
+            envvar="MODELDEPLOY_LEASE_NAME",
+            help="Name of the leader Lease (default modeldeploy-operator).",
+        ),
+    ] = None,
+    lease_identity: Annotated[
+        str | None,
+        typer.Option(
+            envvar="POD_NAME",
+            help="This replica's name in the Lease (default: host name + a random suffix).",
+        ),
+    ] = None,
+    lease_duration: Annotated[
+        float | None,
+        typer.Option(
+            min=1,
+            envvar="MODELDEPLOY_LEASE_DURATION",
+            help="Seconds a lease not renewed stays its holder's: the failover time (default 10).",
+        ),
+    ] = None,
+    lease_renew_deadline: Annotated[
+        float | None,
+        typer.Option(
+            min=0.1,
+            envvar="MODELDEPLOY_LEASE_RENEW_DEADLINE",
+            help="The leader stops writing this long after its last good renewal "
+            "(< lease duration; default 7).",
+        ),
+    ] = None,
+    lease_retry_period: Annotated[
+        float | None,
+        typer.Option(
+            min=0.1,
+            envvar="MODELDEPLOY_LEASE_RETRY_PERIOD",
+            help="Seconds between renewals, and between a standby's looks at the Lease "
+            "(default 2).",
+        ),
+    ] = None,
     verbose: Annotated[bool, typer.Option(help="Debug logging.")] = False,
 ) -> None:
     """Run the operator (Kopf) against the cluster of KUBECONFIG or the in-cluster config."""
     from modeldeploy.analysis.judge import AUTH_TYPES, AnalysisSettings
     from modeldeploy.handlers import run_operator
+    from modeldeploy.leader import LeaseSettings
 
     auth_type = next((t for t in AUTH_TYPES if t == prometheus_auth_type), None)
     if auth_type is None:
@@ -413,6 +471,21 @@ def operator(
             ca_file=prometheus_ca_file,
             insecure_skip_verify=prometheus_insecure_skip_verify,
         )
+        lease = None
+        if leader_elect:
+            if not lease_namespace:
+                raise ValueError("--leader-elect needs --lease-namespace (or POD_NAMESPACE)")
+            given = {
+                "name": lease_name,
+                "duration": lease_duration,
+                "renew_deadline": lease_renew_deadline,
+                "retry_period": lease_retry_period,
+            }
+            lease = LeaseSettings(
+                namespace=lease_namespace,
+                identity=lease_identity or f"{socket.gethostname()}-{secrets.token_hex(4)}",
+                **{k: v for k, v in given.items() if v is not None},  # type: ignore[arg-type]
+            )
     except ValueError as err:
         typer.secho(f"cannot run the operator: {err}", err=True, fg=typer.colors.RED)
         raise typer.Exit(2) from err
@@ -422,6 +495,7 @@ def operator(
         liveness,
         verbose,
         analysis=analysis,
+        lease=lease,
         metrics_address=metrics_address,
         metrics_port=metrics_port,
     )

@@ -1,16 +1,27 @@
-"""Kopf glue: watch ModelDeployments, reconcile each one level-based, apply the Plan.
+"""Kopf glue: watch ModelDeployments and what they own, reconcile each one level-based from
+the watch cache, apply the Plan.
 
-One reconcile = read the ModelDeployment, its owned objects and its pods fresh, call the pure
-`rollout.plan`, then write: status first when it changed (it records the decisions), the
-objects that differ (server-side apply, field manager `modeldeploy`), deletions, consumed
-command annotations, Events. Nothing is written when nothing changed.
+One reconcile = take the ModelDeployment and the objects labelled with its name (its
+Deployments, Services, HPAs, PDBs and pods) from Kopf's indexes (`watchcache`), call the
+pure `rollout.plan`, then write: status first when it changed (it records the decisions),
+the objects that differ (server-side apply, field manager `modeldeploy`), deletions,
+consumed command annotations, Events. Nothing is written when nothing changed, and nothing
+is read from the API, except right before a destructive step (deleting a revision, rolling
+back): then the ModelDeployment and its objects are read fresh and the plan is made again
+on them, so a stale cache can delay a decision but never make a wrong one.
 
-It runs on every change of a ModelDeployment's spec or annotations (a Kopf event handler)
-and for every known ModelDeployment every `MODELDEPLOY_RECONCILE_INTERVAL` seconds (a
-background loop, default 10). Deliberately no Kopf timers and no change handlers: those make
-Kopf put a finalizer and its own annotations on every object; event handlers persist
-nothing, so Kopf itself never writes, deleting a ModelDeployment never waits for the
-operator, and owner references let the garbage collector remove everything it owned.
+A reconcile runs when a ModelDeployment's spec or command annotations change, when an object
+it owns changes (a pod turns Ready, an HPA scales: within a fraction of a second), and for
+every ModelDeployment every `MODELDEPLOY_RECONCILE_INTERVAL` seconds (default 10: the
+safety net, and what moves time-based steps). Deliberately no Kopf timers and no change
+handlers: those make Kopf put a finalizer and its own annotations on every object; event
+handlers and indexes persist nothing, so Kopf itself never writes, deleting a ModelDeployment
+never waits for the operator, and owner references let the garbage collector remove
+everything it owned.
+
+With leader election (several replicas), every replica watches and keeps its cache warm;
+only the lease holder reconciles, and its Kube refuses writes the moment it cannot be sure
+it still holds the lease.
 """
 
 import asyncio
@@ -37,17 +48,30 @@ from modeldeploy.api import (
     ModelDeploymentStatus,
     to_wire,
 )
-from modeldeploy.kube import Conflict, Kube, KubeError
+from modeldeploy.kube import Conflict, Kube, KubeError, NotLeader
+from modeldeploy.leader import LeaderElector, LeaseSettings
+from modeldeploy.resources.names import LABEL_NAME
 from modeldeploy.rollout import (
     NO_ANALYSIS,
     AnalysisInput,
     Event,
+    Plan,
     Subject,
     World,
     observe,
     plan,
 )
+from modeldeploy.rollout.world import essentials
 from modeldeploy.telemetry import OperatorMetrics
+from modeldeploy.watchcache import (
+    MODEL_DEPLOYMENT_KIND,
+    MODEL_DEPLOYMENTS_INDEX,
+    OWNED,
+    Expectations,
+    Snapshot,
+    WatchCache,
+    without_managed_fields,
+)
 
 log = logging.getLogger("modeldeploy.operator")
 
@@ -55,6 +79,8 @@ INTERVAL_ENV = "MODELDEPLOY_RECONCILE_INTERVAL"
 LOG_FORMAT_ENV = "MODELDEPLOY_LOG_FORMAT"  # plain (default) | json
 DEFAULT_INTERVAL = 10.0
 CONCURRENCY = 4
+COALESCE_SECONDS = 0.05
+"""A burst of events about one ModelDeployment (a rollout's pods) makes one reconcile."""
 COMMANDS = (ANNOTATION_PROMOTE, ANNOTATION_ABORT, ANNOTATION_RETRY)
 Key = tuple[str, str]  # (namespace, name)
 Body = dict[str, Any]
@@ -83,24 +109,40 @@ def read_status(raw: Any) -> tuple[ModelDeploymentStatus, str | None]:
             return ModelDeploymentStatus(), f"status unreadable, starting over: {err}"
 
 
+def destructive(subject: Subject, decided: Plan) -> bool:
+    """Deletes a revision's objects, or rolls the canary back: worth one fresh read."""
+    rolls_back = decided.status.phase == "RolledBack" and subject.status.phase != "RolledBack"
+    return bool(decided.delete) or rolls_back
+
+
+Written = tuple[str, str, str | None]  # (kind, name, resourceVersion; None: deleted)
+
+
 @dataclass
 class Reconciler:
     kube: Kube
     analysis: Callable[[Subject, World, datetime], AnalysisInput] = gather_analysis
     metrics: OperatorMetrics | None = None
-    known: set[Key] = field(default_factory=set)
+    leading: Callable[[], bool] = lambda: True
+    """Whether this replica may reconcile (the leader lease holder, or the only replica)."""
+    cache: WatchCache | None = None
+    """Kopf's indexes, once a handler has been called (Kopf fills them all first)."""
+    expectations: Expectations = field(default_factory=Expectations)
     essence: dict[Key, tuple[Any, ...]] = field(default_factory=dict)
     errors: dict[Key, str] = field(default_factory=dict)
     reported: set[tuple[Key, str]] = field(default_factory=set)
     locks: dict[Key, asyncio.Lock] = field(default_factory=dict)
     semaphore: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(CONCURRENCY))
+    queued: set[Key] = field(default_factory=set)
+    tasks: set["asyncio.Task[None]"] = field(default_factory=set)
     reconciles: int = 0
+    fresh_reads: int = 0
 
     def forget(self, key: Key) -> None:
-        self.known.discard(key)
         self.essence.pop(key, None)
         self.errors.pop(key, None)
         self.locks.pop(key, None)
+        self.expectations.forget(key)
         self.reported = {r for r in self.reported if r[0] != key}
         forget_analysis = getattr(self.analysis, "forget", None)
         if callable(forget_analysis):
@@ -113,19 +155,49 @@ class Reconciler:
         meta = body.get("metadata", {})
         annotations = meta.get("annotations") or {}
         essence = (meta.get("generation"), tuple(annotations.get(c) for c in COMMANDS))
-        self.known.add(key)
         if self.essence.get(key) == essence:
             return False
         self.essence[key] = essence
         return True
 
+    def schedule(self, key: Key) -> None:
+        """Reconcile `key` soon, once however many events ask for it meanwhile."""
+        if key in self.queued:
+            return
+        self.queued.add(key)
+        task = asyncio.create_task(self._soon(key))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def schedule_all(self) -> None:
+        for key in self.cache.keys() if self.cache is not None else ():
+            self.schedule(key)
+
+    async def _soon(self, key: Key) -> None:
+        await asyncio.sleep(COALESCE_SECONDS)
+        await self.run(key)
+
     async def run(self, key: Key) -> None:
         lock = self.locks.setdefault(key, asyncio.Lock())
         async with lock, self.semaphore:
+            self.queued.discard(key)
+            if self.cache is None or not self.leading() or self.expectations.pending(key):
+                return
+            snapshot = self.cache.snapshot(key)
+            if snapshot is None:
+                return
             try:
-                await asyncio.to_thread(self.reconcile, key)
+                written = await asyncio.to_thread(self.reconcile, key, snapshot)
+            except NotLeader:
+                log.info("%s/%s: lost the lease while reconciling; left to the leader", *key)
+                return
             except Exception:
                 log.exception("reconcile of %s/%s failed", *key)
+                return
+            now_cached = self.cache.snapshot(key)
+            for kind, name, version in written:
+                cached = now_cached.resource_version(kind, name) if now_cached else None
+                self.expectations.expect(key, kind, name, version, cached)
 
     def report_once(self, key: Key, body: Body, event: Event, now: datetime) -> None:
         """Post an Event about an odd situation once per operator process, not per tick."""
@@ -138,30 +210,22 @@ class Reconciler:
         except KubeError as err:
             log.warning("cannot post event on %s/%s: %s", *key, err)
 
-    def reconcile(self, key: Key) -> None:
+    def subject_of(self, key: Key, body: Body, now: datetime) -> Subject | None:
+        """The ModelDeployment as the core reads it; None when there is nothing to do (being
+        deleted, or a spec that cannot be read: reported once)."""
         namespace, name = key
-        started = time.monotonic()
-        self.reconciles += 1
-        body = self.kube.get_model_deployment(namespace, name)
-        if body is None:
-            self.forget(key)
-            return
         meta = body["metadata"]
         if meta.get("deletionTimestamp"):
-            return  # the garbage collector removes what it owned
-        now = datetime.now(UTC)
+            return None  # the garbage collector removes what it owned
         try:
             spec = ModelDeploymentSpec.model_validate(body.get("spec") or {})
         except ValidationError as err:
             self.report_once(key, body, Event("Warning", "InvalidSpec", str(err)), now)
-            return
-        if spec.rollout.traffic.mode != "replicas":
-            why = "traffic.mode gatewayAPI is not implemented yet: traffic follows replica ratios"
-            self.report_once(key, body, Event("Warning", "Unsupported", why), now)
+            return None
         status, note = read_status(body.get("status"))
         if note:
             self.report_once(key, body, Event("Warning", "StatusUnreadable", note), now)
-        subject = Subject(
+        return Subject(
             name=name,
             namespace=namespace,
             uid=meta["uid"],
@@ -170,22 +234,59 @@ class Reconciler:
             status=status,
             annotations=meta.get("annotations") or {},
         )
-        world = observe(subject.uid, self.kube.list_owned(namespace, name))
+
+    def read_fresh(self, key: Key) -> Snapshot | None:
+        self.fresh_reads += 1
+        body = self.kube.get_model_deployment(*key)
+        if body is None:
+            return None
+        return Snapshot(body, tuple(self.kube.list_owned(*key)), fresh=True)
+
+    def reconcile(self, key: Key, snapshot: Snapshot) -> list[Written]:
+        """One reconcile (in a worker thread); returns what it wrote, for the expectations."""
+        started = time.monotonic()
+        self.reconciles += 1
+        now = datetime.now(UTC)
+        subject = self.subject_of(key, snapshot.body, now)
+        if subject is None:
+            return []
+        if subject.spec.rollout.traffic.mode != "replicas":
+            why = "traffic.mode gatewayAPI is not implemented yet: traffic follows replica ratios"
+            self.report_once(key, snapshot.body, Event("Warning", "Unsupported", why), now)
+        world = observe(subject.uid, snapshot.owned)
+        analysis = self.analysis(subject, world, now)
+        decided = plan(subject, world, analysis, now, self.errors.get(key))
+        if destructive(subject, decided):
+            # The same analysis answer, on the world as it is now: a cache that missed a
+            # change (a pod gone, a newer status) must not delete or roll back on its own.
+            fresh = self.read_fresh(key)
+            fresh_subject = None if fresh is None else self.subject_of(key, fresh.body, now)
+            if fresh is None or fresh_subject is None:
+                return []
+            snapshot, subject = fresh, fresh_subject
+            world = observe(subject.uid, snapshot.owned)
+            decided = plan(subject, world, analysis, now, self.errors.get(key))
         for text in world.notes:
-            self.report_once(key, body, Event("Warning", "OddObject", text), now)
-        decided = plan(
-            subject, world, self.analysis(subject, world, now), now, self.errors.get(key)
-        )
+            self.report_once(key, snapshot.body, Event("Warning", "OddObject", text), now)
+        return self.execute(key, snapshot.body, decided, now, started)
+
+    def execute(
+        self, key: Key, body: Body, decided: Plan, now: datetime, started: float
+    ) -> list[Written]:
+        namespace, name = key
+        written: list[Written] = []
         wire = to_wire(decided.status)
         if wire != body.get("status"):
             try:
-                self.kube.replace_status(body, wire)
+                stored = self.kube.replace_status(body, wire)
             except Conflict:
                 log.info("%s/%s changed while reconciling; again next time", *key)
-                return
-        self.execute(key, body, decided.apply, decided.delete, now)
+                return written
+            written.append(_version_of(stored))
+        written += self.change_objects(key, body, decided.apply, decided.delete, now)
         if decided.remove_annotations:
-            self.kube.remove_annotations(namespace, name, decided.remove_annotations)
+            stored = self.kube.remove_annotations(namespace, name, decided.remove_annotations)
+            written.append(_version_of(stored))
         for event in decided.events:
             log.info("%s/%s %s: %s", namespace, name, event.reason, event.message)
             try:
@@ -195,21 +296,28 @@ class Reconciler:
         if self.metrics is not None:
             seconds = time.monotonic() - started
             self.metrics.observe_plan(key, decided.events, decided.status, seconds)
+        return written
 
-    def execute(
+    def change_objects(
         self, key: Key, body: Body, apply: tuple[Body, ...], delete: Any, now: datetime
-    ) -> None:
+    ) -> list[Written]:
         """Apply, then delete; carry on past a failure (the next reconcile retries it) and
         surface the first one in status (Degraded, ApplyFailed) and once as an Event."""
         failures: list[str] = []
+        written: list[Written] = []
         for obj in apply:
             try:
-                self.kube.apply(obj)
+                written.append(_version_of(self.kube.apply(obj)))
+            except NotLeader:
+                raise
             except KubeError as err:
                 failures.append(f"apply {obj['kind']}/{obj['metadata']['name']}: {err}")
         for ref in delete:
             try:
                 self.kube.delete(key[0], ref)
+                written.append((ref.kind, ref.name, None))
+            except NotLeader:
+                raise
             except KubeError as err:
                 failures.append(f"delete {ref}: {err}")
         if failures:
@@ -218,6 +326,12 @@ class Reconciler:
             self.report_once(key, body, Event("Warning", "ApplyFailed", error), now)
         elif apply or delete:
             self.errors.pop(key, None)
+        return written
+
+
+def _version_of(stored: Body) -> Written:
+    meta = stored.get("metadata") or {}
+    return (str(stored.get("kind")), str(meta.get("name")), meta.get("resourceVersion"))
 
 
 # --- Kopf handlers -----------------------------------------------------------------------
@@ -226,34 +340,78 @@ class Reconciler:
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.posting.enabled = False  # Events are the operator's own, posted on transitions
-    kube = Kube()
+    for watched in OWNED:
+        # Server-side: only objects with the label reach this process (every pod of a big
+        # cluster would otherwise be listed, watched and filtered here).
+        settings.watching.label_selectors[watched.group, watched.version, watched.plural] = (
+            LABEL_NAME
+        )
+    lease: LeaseSettings | None = memo.get("lease")
+    elector = None
+    if lease is not None:
+        elector = LeaderElector(Kube(), lease)
+    kube = Kube(may_write=elector.is_leader if elector else None)
     metrics = OperatorMetrics()
     port = memo.get("metrics_port")
     if port:
         metrics.serve(memo.get("metrics_address") or "0.0.0.0", int(port))
     judge = Judge(kube, memo.get("analysis") or AnalysisSettings(), metrics)
     memo.judge = judge
-    memo.reconciler = Reconciler(kube, analysis=judge, metrics=metrics)
+    reconciler = Reconciler(
+        kube, analysis=judge, metrics=metrics, leading=elector.is_leader if elector else _always
+    )
+    memo.reconciler = reconciler
+    memo.elector = elector
     interval = float(memo.get("interval") or os.environ.get(INTERVAL_ENV) or DEFAULT_INTERVAL)
-    memo.loop = asyncio.create_task(periodic(memo.reconciler, interval))
+    memo.tasks = [asyncio.create_task(periodic(reconciler, interval))]
+    if elector is not None:
+        memo.tasks.append(asyncio.create_task(elector.run(reconciler.schedule_all)))
     log.info("API server %s (%s), reconciling every %.1fs", kube.server, kube.source, interval)
+
+
+def _always() -> bool:
+    return True
 
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
-    task = memo.get("loop")
-    if task is not None:
+    for task in memo.get("tasks") or ():
         task.cancel()
+    elector: LeaderElector | None = memo.get("elector")
+    if elector is not None:
+        await asyncio.to_thread(elector.release)
     judge = memo.get("judge")
     if judge is not None:
         judge.close()
 
 
 async def periodic(reconciler: Reconciler, interval: float) -> None:
-    """Level-based: every known ModelDeployment is recomputed from what is observed."""
+    """Level-based: every ModelDeployment is recomputed from the cache (no API reads)."""
     while True:
         await asyncio.sleep(interval)
-        await asyncio.gather(*(reconciler.run(key) for key in sorted(reconciler.known)))
+        reconciler.schedule_all()
+
+
+def _attach(memo: kopf.Memo, kwargs: dict[str, Any]) -> Reconciler:
+    """The reconciler, given the cache the first time (Kopf's indexes come as keyword
+    arguments of handlers only, and only once all of them are filled)."""
+    reconciler: Reconciler = memo.reconciler
+    if reconciler.cache is None:
+        reconciler.cache = WatchCache.from_handler_kwargs(kwargs)
+    return reconciler
+
+
+@kopf.index(GROUP, VERSION, PLURAL, id=MODEL_DEPLOYMENTS_INDEX)
+async def index_model_deployment(
+    body: kopf.Body, namespace: str | None, name: str, **_: Any
+) -> dict[Key, Body]:
+    return {(namespace or "", name): without_managed_fields(body)}
+
+
+async def index_owned(
+    body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any
+) -> dict[Key, Body]:
+    return {(namespace or "", labels[LABEL_NAME]): essentials(dict(body))}
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
@@ -263,25 +421,60 @@ async def on_event(
     namespace: str | None,
     name: str,
     memo: kopf.Memo,
-    **_: Any,
+    **kwargs: Any,
 ) -> None:
-    reconciler: Reconciler = memo.reconciler
+    reconciler = _attach(memo, kwargs)
     key = (namespace or "", name)
     if event.get("type") == "DELETED":
         reconciler.forget(key)
         return
-    if reconciler.changed(key, dict(body)):
-        await reconciler.run(key)
+    version = body.get("metadata", {}).get("resourceVersion")
+    awaited = reconciler.expectations.seen(key, MODEL_DEPLOYMENT_KIND, name, version)
+    if reconciler.changed(key, dict(body)) or awaited:
+        reconciler.schedule(key)
+
+
+async def on_owned_event(
+    event: kopf.RawEvent,
+    body: kopf.Body,
+    *,
+    namespace: str | None,
+    name: str,
+    labels: kopf.Labels,
+    memo: kopf.Memo,
+    **kwargs: Any,
+) -> None:
+    """An owned object or pod changed: its ModelDeployment is reconciled at once."""
+    reconciler = _attach(memo, kwargs)
+    key = (namespace or "", labels[LABEL_NAME])
+    if reconciler.cache is None or key not in reconciler.cache:
+        return
+    deleted = event.get("type") == "DELETED"
+    version = None if deleted else body.get("metadata", {}).get("resourceVersion")
+    reconciler.expectations.seen(key, str(body.get("kind")), name, version)
+    reconciler.schedule(key)
+
+
+for _watched in OWNED:
+    _resource = (_watched.group, _watched.version, _watched.plural)
+    _labels = {LABEL_NAME: kopf.PRESENT}
+    kopf.index(*_resource, id=_watched.index_id, labels=_labels)(index_owned)
+    kopf.on.event(*_resource, id=f"changed_{_watched.plural}", labels=_labels)(on_owned_event)
 
 
 @kopf.on.probe(id="stats")
 def stats(memo: kopf.Memo, **_: Any) -> dict[str, int]:
     """Served on the liveness endpoint (cached by Kopf for 10 s)."""
     reconciler: Reconciler = memo.reconciler
+    elector: LeaderElector | None = memo.get("elector")
     return {
-        "resources": len(reconciler.known),
+        "resources": len(reconciler.cache.keys()) if reconciler.cache else 0,
         "reconciles": reconciler.reconciles,
         "writes": reconciler.kube.writes,
+        "requests": reconciler.kube.requests,
+        "freshReads": reconciler.fresh_reads,
+        "leader": int(reconciler.leading()),
+        "leaderTransitions": elector.transitions if elector else 0,
     }
 
 
@@ -292,11 +485,13 @@ def run_operator(
     verbose: bool,
     *,
     analysis: AnalysisSettings | None = None,
+    lease: LeaseSettings | None = None,
     metrics_address: str = "0.0.0.0",
     metrics_port: int = 0,
 ) -> None:
     """Run the operator in this process until interrupted (the `modeldeploy operator`
-    command). Standalone: a single instance, no Kopf peering objects. `analysis`: the
+    command). Kopf standalone (no peering objects): `lease` set, the replicas elect a
+    leader over a coordination.k8s.io Lease; else this is the only replica. `analysis`: the
     default Prometheus and how to query it; `metrics_port` 0: no metrics endpoint."""
     log_format = os.environ.get(LOG_FORMAT_ENV, "plain").strip().lower()
     if log_format not in ("plain", "json"):
@@ -313,6 +508,7 @@ def run_operator(
         memo=kopf.Memo(
             interval=interval,
             analysis=analysis or AnalysisSettings(),
+            lease=lease,
             metrics_address=metrics_address,
             metrics_port=metrics_port,
         ),

@@ -2,15 +2,16 @@
 `kubernetes` package's REST machinery (auth, TLS, kubeconfig or in-cluster config).
 
 Raw JSON in and out: the pure core builds and reads plain dicts, so no generated model
-classes are needed. Every write is counted and logged on the `modeldeploy.kube` logger, so
-that "no writes while idle" can be checked from the outside.
+classes are needed. Every request is counted and logged on the `modeldeploy.kube` logger
+(`read GET ...`, `write PATCH ...`), so that "no requests while idle" can be checked from the
+outside; the operator's reads come from its watch cache (`watchcache`), not from here.
 """
 
 import json
 import logging
 import threading
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -39,6 +40,7 @@ READ_ONLY_ROUTES: Mapping[str, tuple[str, str, str]] = {
 }
 LISTED_ROUTES: Mapping[str, tuple[str, str, str]] = {**ROUTES, **READ_ONLY_ROUTES}
 MODEL_DEPLOYMENTS = f"/apis/{GROUP}/{VERSION}"
+LEASES = "/apis/coordination.k8s.io/v1"
 
 
 class KubeError(Exception):
@@ -52,6 +54,13 @@ class Conflict(KubeError):
     """409: the object changed since it was read (or a field is owned by someone else)."""
 
 
+class NotLeader(KubeError):
+    """A write refused before it was sent: this replica does not hold the leader lease."""
+
+    def __init__(self) -> None:
+        super().__init__(0, "not the leader: writes are left to the replica holding the lease")
+
+
 def _error(status: int, data: bytes) -> KubeError:
     try:
         message = str(json.loads(data).get("message", ""))
@@ -61,11 +70,19 @@ def _error(status: int, data: bytes) -> KubeError:
 
 
 class Kube:
-    def __init__(self, kubeconfig: str | None = None, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        kubeconfig: str | None = None,
+        timeout: float = 10.0,
+        *,
+        may_write: Callable[[], bool] | None = None,
+    ) -> None:
         """Configured from `kubeconfig`; else the in-cluster service account (token, CA and
         KUBERNETES_SERVICE_HOST/PORT, the token re-read as the kubelet rotates it), else
         $KUBECONFIG / ~/.kube/config. That is the order Kopf logs in with, so its watches and
-        these calls always act as one identity."""
+        these calls always act as one identity. `may_write`: asked before every write to a
+        ModelDeployment, its objects or Events (never two writers: the leader lease holder
+        only); a refused write raises NotLeader."""
         from kubernetes import client, config
 
         configuration = client.Configuration()
@@ -85,7 +102,11 @@ class Kube:
         self._api: Any = client.ApiClient(configuration)
         self._timeout = timeout
         self._lock = threading.Lock()
+        self._may_write = may_write
         self.writes = 0
+        """Writes to ModelDeployments, their objects and Events (lease renewals apart)."""
+        self.requests = 0
+        """Every request but the lease's: reads from the watch cache are not requests."""
 
     def close(self) -> None:
         self._api.close()
@@ -98,14 +119,22 @@ class Kube:
         query: Mapping[str, str] | None = None,
         body: Any = None,
         content_type: str = "application/json",
+        lease: bool = False,
     ) -> Any:
+        """One API call. `lease`: the leader election's own call, never refused, counted
+        or logged as a write (a renewal every few seconds is how a lease works)."""
         headers = {"Accept": "application/json"}
         if body is not None:
             headers["Content-Type"] = content_type
-        if method != "GET":
+        if not lease:
+            if method != "GET" and self._may_write is not None and not self._may_write():
+                raise NotLeader()
             with self._lock:
-                self.writes += 1
-            log.info("write %s %s", method, path)
+                self.requests += 1
+                self.writes += method != "GET"
+            # Both are rare (a read: only right before a destructive step; a write: only
+            # when something differs), so every one is logged.
+            log.info("%s %s %s", "read" if method == "GET" else "write", method, path)
         serialized = self._api.param_serialize(
             method,
             path,
@@ -154,19 +183,20 @@ class Kube:
 
     # --- writes -----------------------------------------------------------------------
 
-    def apply(self, body: Body) -> None:
+    def apply(self, body: Body) -> Body:
         """Server-side apply as field manager `modeldeploy` (force: the operator owns these
         objects; a Deployment's replicas it passes are the HPA's own value when one owns
-        them)."""
+        them). Returns the object as stored."""
         _, prefix, plural = ROUTES[body["kind"]]
         meta = body["metadata"]
-        self._request(
+        result: Body = self._request(
             "PATCH",
             f"{prefix}/namespaces/{meta['namespace']}/{plural}/{meta['name']}",
             query={"fieldManager": FIELD_MANAGER, "force": "true"},
             body=body,
             content_type="application/apply-patch+yaml",
         )
+        return result
 
     def delete(self, namespace: str, ref: ObjectRef) -> None:
         _, prefix, plural = ROUTES[ref.kind]
@@ -200,13 +230,14 @@ class Kube:
         )
         return result
 
-    def remove_annotations(self, namespace: str, name: str, keys: Iterable[str]) -> None:
-        self._request(
+    def remove_annotations(self, namespace: str, name: str, keys: Iterable[str]) -> Body:
+        result: Body = self._request(
             "PATCH",
             f"{MODEL_DEPLOYMENTS}/namespaces/{namespace}/{PLURAL}/{name}",
             body={"metadata": {"annotations": dict.fromkeys(keys)}},
             content_type="application/merge-patch+json",
         )
+        return result
 
     def post_event(self, involved: Body, event: Event, now: datetime) -> None:
         meta = involved["metadata"]
@@ -240,3 +271,25 @@ class Kube:
                 "count": 1,
             },
         )
+
+    # --- the leader lease (coordination.k8s.io) ---------------------------------------
+
+    def get_lease(self, namespace: str, name: str) -> Body | None:
+        try:
+            body: Body = self._request("GET", f"{LEASES}/namespaces/{namespace}/leases/{name}")
+        except KubeError as err:
+            if err.status == 404:
+                return None
+            raise
+        return body
+
+    def write_lease(self, body: Body) -> Body:
+        """Create the Lease (no resourceVersion) or replace it (resourceVersion: the one
+        read; a Conflict means another replica wrote it first)."""
+        meta = body["metadata"]
+        path = f"{LEASES}/namespaces/{meta['namespace']}/leases"
+        if meta.get("resourceVersion"):
+            result: Body = self._request("PUT", f"{path}/{meta['name']}", body=body, lease=True)
+        else:
+            result = self._request("POST", path, body=body, lease=True)
+        return result

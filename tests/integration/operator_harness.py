@@ -38,6 +38,7 @@ from modeldeploy.resources.names import LABEL_NAME, LABEL_TRACK
 
 ROOT = Path(__file__).resolve().parents[2]
 WRITE_MARK = "write "  # what modeldeploy.kube logs for every API write
+READ_MARK = "read "  # ... and for every API read (the watch cache's streams apart)
 Body = dict[str, Any]
 
 
@@ -212,6 +213,12 @@ class OperatorProcess:
         """API writes logged since byte offset `since` of the current log."""
         text = self.log()[since:]
         return [line for line in text.splitlines() if f" {WRITE_MARK}" in line]
+
+    def requests(self, since: int = 0) -> list[str]:
+        """API requests (reads and writes) logged since byte offset `since`."""
+        text = self.log()[since:]
+        marks = (f" {WRITE_MARK}", f" {READ_MARK}")
+        return [line for line in text.splitlines() if any(m in line for m in marks)]
 
     def mark(self) -> int:
         return len(self.log())

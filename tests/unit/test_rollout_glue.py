@@ -1,10 +1,16 @@
-"""The pure bits of the Kopf glue: reading a stored status, noticing what changed."""
+"""The Kopf glue without Kopf: reading a stored status, noticing what changed, deciding a
+rollback again on a fresh read when the watch cache may be stale."""
 
+from typing import Any
 from unittest.mock import Mock
 
 import pytest
+from test_rollout_machine import NAME, UID
+from test_rollout_pods import kubelet_pod, rolling_out, waiting
 
+from modeldeploy.api import GROUP, VERSION, to_wire
 from modeldeploy.handlers import Reconciler, read_status
+from modeldeploy.watchcache import Snapshot
 
 pytestmark = pytest.mark.unit
 
@@ -28,6 +34,70 @@ def test_only_spec_and_command_changes_trigger_an_immediate_reconcile() -> None:
     promoted = {"metadata": {"generation": 1, "annotations": {"modeldeploy.io/promote": "r"}}}
     assert reconciler.changed(key, promoted)
     assert reconciler.changed(key, {"metadata": {"generation": 2, "annotations": {}}})
-    assert key in reconciler.known
+    assert not reconciler.changed(key, {"metadata": {"generation": 2, "annotations": {}}})
     reconciler.forget(key)
-    assert key not in reconciler.known
+    assert reconciler.changed(key, {"metadata": {"generation": 2, "annotations": {}}})
+
+
+# --- a stale watch cache never deletes or rolls back on its own --------------------------
+
+
+class FakeApiserver:
+    """What `Reconciler` asks of `Kube`, over one ModelDeployment and its objects."""
+
+    def __init__(self, body: dict[str, Any], owned: list[dict[str, Any]]) -> None:
+        self.body = body
+        self.owned = owned
+        self.statuses: list[dict[str, Any]] = []
+        self.writes = 0
+
+    def get_model_deployment(self, namespace: str, name: str) -> dict[str, Any]:
+        return self.body
+
+    def list_owned(self, namespace: str, name: str) -> list[dict[str, Any]]:
+        return self.owned
+
+    def replace_status(self, body: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
+        self.statuses.append(status)
+        return {"kind": "ModelDeployment", "metadata": {"name": "churn", "resourceVersion": "6"}}
+
+    def apply(self, body: dict[str, Any]) -> dict[str, Any]:
+        self.writes += 1
+        return {**body, "metadata": {**body["metadata"], "resourceVersion": "7"}}
+
+    def delete(self, namespace: str, ref: Any) -> None:
+        self.writes += 1
+
+    def post_event(self, *args: Any) -> None:
+        pass
+
+
+def canary_with_a_pod_that_cannot_pull(
+    pod_in_the_apiserver: bool,
+) -> tuple[Reconciler, FakeApiserver, Snapshot]:
+    d, r2 = rolling_out()
+    pod = kubelet_pod(r2, f"churn-{r2}-x", state=waiting("ImagePullBackOff", "not found"))
+    objects = [*d.cluster.objects.values(), *d.cluster.pods.values()]
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "ModelDeployment",
+        "metadata": {"name": NAME, "namespace": "ml", "uid": UID, "generation": d.generation,
+                     "resourceVersion": "5"},
+        "spec": d.spec_raw,
+        "status": to_wire(d.status),
+    }  # fmt: skip
+    api = FakeApiserver(body, [*objects, pod] if pod_in_the_apiserver else objects)
+    return Reconciler(kube=api), api, Snapshot(body, (*objects, pod))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("real", [True, False])
+def test_a_rollback_is_decided_again_on_a_fresh_read(real: bool) -> None:
+    reconciler, api, cached = canary_with_a_pod_that_cannot_pull(pod_in_the_apiserver=real)
+    written = reconciler.reconcile(("ml", NAME), cached)
+    assert reconciler.fresh_reads == 1
+    phases = [status.get("phase") for status in api.statuses]
+    if real:
+        assert phases == ["RolledBack"]
+        assert ("ModelDeployment", NAME, "6") in written
+    else:  # the pod was gone: the cache was stale, nothing is rolled back
+        assert "RolledBack" not in phases

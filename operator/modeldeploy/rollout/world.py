@@ -121,6 +121,36 @@ def _deployment(body: Body, notes: list[str]) -> ObservedDeployment:
     )
 
 
+KEPT_METADATA = (
+    "name",
+    "namespace",
+    "uid",
+    "resourceVersion",
+    "labels",
+    "annotations",
+    "ownerReferences",
+    "deletionTimestamp",
+)
+
+
+def essentials(body: Body) -> Body:
+    """The parts of an owned object or pod that `observe` reads (plus its resourceVersion):
+    what the operator's watch cache keeps of it, so that thousands of pods cost little
+    memory (no managedFields, pod specs or Deployment templates)."""
+    meta = body.get("metadata") or {}
+    kept: Body = {
+        "apiVersion": body.get("apiVersion"),
+        "kind": body.get("kind"),
+        "metadata": {k: meta[k] for k in KEPT_METADATA if k in meta},
+    }
+    if body.get("kind") == "Deployment":
+        kept["spec"] = {k: v for k, v in (body.get("spec") or {}).items() if k == "replicas"}
+        kept["status"] = body.get("status") or {}
+    elif body.get("kind") == POD_KIND:
+        kept["status"] = body.get("status") or {}
+    return kept
+
+
 def observe(owner_uid: str, bodies: Iterable[Body]) -> World:
     deployments: dict[str, ObservedDeployment] = {}
     objects: dict[tuple[str, str], ObservedObject] = {}

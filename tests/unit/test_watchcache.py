@@ -1,0 +1,104 @@
+"""The watch cache as the reconciler reads it: one snapshot per ModelDeployment from Kopf's
+indexes, what is kept of an object, and the expectations that hold a reconcile until the
+cache shows the operator's own writes."""
+
+from typing import Any
+
+import pytest
+
+from modeldeploy.rollout.world import essentials
+from modeldeploy.watchcache import Expectations, WatchCache, without_managed_fields
+
+pytestmark = pytest.mark.unit
+
+KEY = ("ml", "churn")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_snapshot_joins_the_indexes_of_one_model_deployment() -> None:
+    md = {"kind": "ModelDeployment", "metadata": {"name": "churn", "resourceVersion": "3"}}
+    deployment = {"kind": "Deployment", "metadata": {"name": "churn-abc", "resourceVersion": "9"}}
+    pod = {"kind": "Pod", "metadata": {"name": "churn-abc-x"}}
+    other = {"kind": "Deployment", "metadata": {"name": "fraud-abc"}}
+    cache = WatchCache(
+        {KEY: [md], ("ml", "fraud"): [{}]},
+        ({KEY: [deployment], ("ml", "fraud"): [other]}, {KEY: [pod]}),
+    )
+    snapshot = cache.snapshot(KEY)
+    assert snapshot is not None
+    assert snapshot.body is md
+    assert snapshot.owned == (deployment, pod)
+    assert snapshot.resource_version("Deployment", "churn-abc") == "9"
+    assert snapshot.resource_version("ModelDeployment", "churn") == "3"
+    assert snapshot.resource_version("Service", "churn") is None
+    assert cache.snapshot(("ml", "gone")) is None
+    assert cache.keys() == [KEY, ("ml", "fraud")]
+
+
+def test_essentials_keep_what_observe_reads_and_drop_the_bulk() -> None:
+    pod: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "p", "labels": {"a": "b"}, "managedFields": [{"x": 1}] * 50},
+        "spec": {"containers": [{"name": "model", "env": [{"name": "X"}] * 50}]},
+        "status": {"phase": "Running"},
+    }
+    kept = essentials(pod)
+    assert kept == {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "p", "labels": {"a": "b"}},
+        "status": {"phase": "Running"},
+    }
+    deployment = {
+        "kind": "Deployment",
+        "metadata": {"name": "d"},
+        "spec": {"replicas": 3, "template": {"spec": {}}},
+        "status": {"readyReplicas": 2},
+    }
+    assert essentials(deployment)["spec"] == {"replicas": 3}
+    md = {"kind": "ModelDeployment", "metadata": {"name": "m", "managedFields": []}, "spec": {}}
+    assert without_managed_fields(md) == {
+        "kind": "ModelDeployment",
+        "metadata": {"name": "m"},
+        "spec": {},
+    }
+
+
+def test_a_write_already_in_the_cache_is_not_awaited() -> None:
+    expectations = Expectations()
+    expectations.expect(KEY, "Deployment", "churn-abc", "9", cached="9")
+    assert not expectations.pending(KEY)
+
+
+def test_writes_are_awaited_until_an_event_shows_each_object() -> None:
+    expectations = Expectations()
+    expectations.expect(KEY, "Deployment", "churn-abc", "9", cached="8")
+    expectations.expect(KEY, "Service", "churn", None, cached="4")  # deleted
+    assert expectations.pending(KEY)
+    assert not expectations.seen(KEY, "Service", "churn", "5")  # not yet the deletion
+    assert not expectations.seen(KEY, "Deployment", "churn-abc", "12")  # a later one counts
+    assert expectations.pending(KEY)
+    assert expectations.seen(KEY, "Service", "churn", None)  # the last one awaited
+    assert not expectations.pending(KEY)
+    assert not expectations.seen(KEY, "Service", "churn", None)  # nothing awaited any more
+
+
+def test_an_expectation_not_met_in_time_is_dropped() -> None:
+    clock = Clock()
+    expectations = Expectations(timeout=5, clock=clock)
+    expectations.expect(KEY, "Deployment", "churn-abc", "9", cached="8")
+    clock.now = 4.9
+    assert expectations.pending(KEY)
+    clock.now = 5
+    assert not expectations.pending(KEY)
+    expectations.expect(KEY, "Deployment", "churn-abc", "10", cached="9")
+    expectations.forget(KEY)
+    assert not expectations.pending(KEY)
