@@ -276,7 +276,9 @@ class Kube:
 
     def get_lease(self, namespace: str, name: str) -> Body | None:
         try:
-            body: Body = self._request("GET", f"{LEASES}/namespaces/{namespace}/leases/{name}")
+            body: Body = self._request(
+                "GET", f"{LEASES}/namespaces/{namespace}/leases/{name}", lease=True
+            )
         except KubeError as err:
             if err.status == 404:
                 return None

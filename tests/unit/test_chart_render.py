@@ -24,6 +24,7 @@ from modeldeploy.api import GROUP, PLURAL
 from modeldeploy.cli import app
 from modeldeploy.crd import CRD_FILENAME, render_crd, stale_crd
 from modeldeploy.kube import READ_ONLY_ROUTES, ROUTES
+from modeldeploy.watchcache import OWNED
 
 pytestmark = pytest.mark.unit
 
@@ -106,6 +107,17 @@ def container(objects: list[Body]) -> Body:
     return result
 
 
+LEASE_ENV = {
+    "MODELDEPLOY_LEADER_ELECT": "true",
+    "MODELDEPLOY_LEASE_NAME": f"{RELEASE}-modeldeploy",
+    "MODELDEPLOY_LEASE_DURATION": "10",
+    "MODELDEPLOY_LEASE_RENEW_DEADLINE": "7",
+    "MODELDEPLOY_LEASE_RETRY_PERIOD": "2",
+    "POD_NAMESPACE": "",  # from the downward API
+    "POD_NAME": "",
+}
+
+
 def env(objects: list[Body]) -> dict[str, str]:
     return {e["name"]: e.get("value", "") for e in container(objects).get("env", [])}
 
@@ -143,6 +155,9 @@ def test_default_install_objects() -> None:
             ("ClusterRole", f"{full}-view"),
             ("ClusterRole", f"{full}-edit"),
             ("Deployment", full),
+            ("PodDisruptionBudget", full),
+            ("Role", f"{full}-leader"),
+            ("RoleBinding", f"{full}-leader"),
             ("CustomResourceDefinition", f"{PLURAL}.{GROUP}"),
         ]
     )
@@ -154,13 +169,26 @@ def test_every_namespaced_object_is_in_the_release_namespace() -> None:
             assert obj["metadata"]["namespace"] == NAMESPACE, obj["kind"]
 
 
-def test_deployment_single_recreate_with_meaningful_probes() -> None:
-    deployment = one(render(), "Deployment")
-    assert deployment["spec"]["replicas"] == 1
-    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+def test_deployment_two_replicas_one_leader_with_meaningful_probes() -> None:
+    objects = render()
+    deployment = one(objects, "Deployment")
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
+    pod = deployment["spec"]["template"]["spec"]
+    spread = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert spread[0]["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
     operator = container([deployment])
     assert operator["command"] == ["modeldeploy"]
     assert operator["args"] == ["operator", "--liveness=http://0.0.0.0:8080/healthz"]
+    rendered = env(objects)
+    assert rendered["MODELDEPLOY_LEADER_ELECT"] == "true"
+    assert rendered["MODELDEPLOY_LEASE_NAME"] == f"{RELEASE}-modeldeploy"
+    fields = {e["name"]: e.get("valueFrom") for e in operator["env"]}
+    assert fields["POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert fields["POD_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
         assert operator[probe]["httpGet"] == {"path": "/healthz", "port": "health"}, probe
     assert operator["ports"] == [
@@ -168,6 +196,43 @@ def test_deployment_single_recreate_with_meaningful_probes() -> None:
         {"name": "metrics", "containerPort": 8090, "protocol": "TCP"},
     ]
     assert operator["image"] == f"ghcr.io/modeldeploy/operator:{APP_VERSION}"
+    budget = one(objects, "PodDisruptionBudget")["spec"]
+    assert budget["minAvailable"] == 1
+    assert budget["selector"] == deployment["spec"]["selector"]
+    (lease_role,) = [o for o in objects if o["kind"] == "Role"]
+    assert lease_role["metadata"]["namespace"] == NAMESPACE
+    assert lease_role["rules"] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "resourceNames": [f"{RELEASE}-modeldeploy"],
+            "verbs": ["get", "update"],
+        },
+    ]
+
+
+def test_one_replica_without_election_recreates_and_has_no_lease_or_budget() -> None:
+    objects = render({"replicas": 1, "leaderElection": {"enabled": False}})
+    deployment = one(objects, "Deployment")
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert "affinity" not in deployment["spec"]["template"]["spec"]
+    assert "MODELDEPLOY_LEADER_ELECT" not in env(objects)
+    assert not [o for o in objects if o["kind"] in ("PodDisruptionBudget", "Role")]
+
+
+@pytest.mark.parametrize(
+    ("values", "complaint"),
+    [
+        ({"leaderElection": {"enabled": False}}, "replicas > 1 needs leaderElection"),
+        ({"leaderElection": {"renewDeadline": 10}}, "retryPeriod < renewDeadline < leaseDuration"),
+    ],
+)
+def test_two_writers_are_refused(values: Body, complaint: str) -> None:
+    result = helm("template", RELEASE, str(CHART), values=values)
+    assert result.returncode != 0
+    assert complaint in result.stderr
 
 
 def test_values_map_to_args_env_and_mounts() -> None:
@@ -193,6 +258,7 @@ def test_values_map_to_args_env_and_mounts() -> None:
         "MODELDEPLOY_PROMETHEUS_AUTH_DIR": auth_dir,
         "PYTHONDONTWRITEBYTECODE": "1",
         "PYTHONUNBUFFERED": "1",
+        **LEASE_ENV,
     }
     mount = next(m for m in operator["volumeMounts"] if m["name"] == "prometheus-auth")
     assert mount == {"name": "prometheus-auth", "mountPath": auth_dir, "readOnly": True}
@@ -391,8 +457,8 @@ def test_restricted_pod_security() -> None:
         ({"image": {"tag": "0.1.0:latest"}}, "/image/tag"),
         ({"monitoring": {"prometheusRule": {"driftWindow": "one hour"}}}, "driftWindow"),
         ({"metricsPort": 80}, "metricsPort"),
-        # Not a value yet: one instance (Kopf standalone) until leader election lands.
-        ({"replicas": 2}, "replicas"),
+        ({"replicas": 0}, "replicas"),
+        ({"leaderElection": {"leaseDuration": "10s"}}, "leaseDuration"),
         ({"crds": {"install": "yes"}}, "/crds/install"),
         ({"extraArgs": ["verbose"]}, "/extraArgs/0"),
         ({"extraEnv": [{"value": "x"}]}, "missing property 'name'"),
@@ -430,7 +496,7 @@ def test_schema_is_valid_json_and_covers_every_top_level_value() -> None:
 
 # --- RBAC: exactly what the operator calls ------------------------------------------------
 
-OWNED_VERBS = {"list", "create", "patch", "delete"}
+OWNED_VERBS = {"list", "watch", "create", "patch", "delete"}
 
 
 def operator_rules(objects: list[Body], kind: str) -> list[Body]:
@@ -439,16 +505,19 @@ def operator_rules(objects: list[Body], kind: str) -> list[Body]:
 
 
 def test_rules_cover_every_kind_the_operator_writes() -> None:
-    """Derived from modeldeploy.kube.ROUTES: a kind added there fails here until the chart
-    grants it. Listing by label, server-side apply (create + patch), delete; never watch.
-    What it only reads (READ_ONLY_ROUTES: pods) is get/list/watch, never a write."""
+    """Derived from modeldeploy.kube.ROUTES and modeldeploy.watchcache.OWNED: a kind added
+    there fails here until the chart grants it. Listing and watching by label (the cache),
+    server-side apply (create + patch), delete. What it only reads (READ_ONLY_ROUTES: pods)
+    is list/watch, never a write."""
     rules = operator_rules(render(), "ClusterRole")
     for kind, (api_version, _, plural) in ROUTES.items():
         group = api_version.rpartition("/")[0]
         assert verbs(rules, group, plural) == OWNED_VERBS, kind
     for kind, (api_version, _, plural) in READ_ONLY_ROUTES.items():
         group = api_version.rpartition("/")[0]
-        assert verbs(rules, group, plural) == {"get", "list", "watch"}, kind
+        assert verbs(rules, group, plural) == {"list", "watch"}, kind
+    for watched in OWNED:
+        assert {"list", "watch"} <= verbs(rules, watched.group, watched.plural), watched.kind
     for subresource in ("status", "exec", "eviction", "log", "ephemeralcontainers"):
         assert verbs(rules, "", f"pods/{subresource}") == set(), subresource
     assert verbs(rules, GROUP, PLURAL) == {"get", "list", "watch", "patch"}
@@ -487,8 +556,9 @@ def test_namespaced_mode_has_roles_only_in_watched_namespaces() -> None:
     objects = render(NAMESPACED_VALUES)
     roles = [o for o in objects if o["kind"] == "Role"]
     bindings = [o for o in objects if o["kind"] == "RoleBinding"]
-    assert sorted(r["metadata"]["namespace"] for r in roles) == ["ml-a", "ml-b"]
-    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["ml-a", "ml-b"]
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["ml-a", "ml-b", NAMESPACE]
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["ml-a", "ml-b", NAMESPACE]
+    roles = [r for r in roles if not r["metadata"]["name"].endswith("-leader")]
     for binding in bindings:
         assert binding["subjects"] == [
             {"kind": "ServiceAccount", "name": f"{RELEASE}-modeldeploy", "namespace": NAMESPACE}

@@ -86,8 +86,9 @@ The namespaced rules of the operator, for a ClusterRole (all namespaces) or a Ro
 watched namespace). Every rule is a call the operator makes; see the chart README.
 */}}
 {{- define "modeldeploy.namespacedRules" -}}
-# The resource it reconciles: Kopf lists and watches it, the operator reads it fresh before
-# each reconcile and removes consumed command annotations (merge patch).
+# The resource it reconciles: Kopf lists and watches it (the operator's cache), the operator
+# reads it fresh before a destructive step and removes consumed command annotations (merge
+# patch).
 - apiGroups: [modeldeploy.io]
   resources: [modeldeployments]
   verbs: [get, list, watch, patch]
@@ -100,25 +101,27 @@ watched namespace). Every rule is a call the operator makes; see the chart READM
 - apiGroups: [modeldeploy.io]
   resources: [modeldeployments/finalizers]
   verbs: [update]
-# Owned objects: listed by label, written by server-side apply (a PATCH that creates the
-# object when it is missing, hence create), deleted when obsolete. Never watched.
+# Owned objects: listed and watched by label (the operator's cache; listed again before a
+# destructive step), written by server-side apply (a PATCH that creates the object when it is
+# missing, hence create), deleted when obsolete.
 - apiGroups: [apps]
   resources: [deployments]
-  verbs: [list, create, patch, delete]
+  verbs: [list, watch, create, patch, delete]
 - apiGroups: [""]
   resources: [services]
-  verbs: [list, create, patch, delete]
+  verbs: [list, watch, create, patch, delete]
 - apiGroups: [autoscaling]
   resources: [horizontalpodautoscalers]
-  verbs: [list, create, patch, delete]
+  verbs: [list, watch, create, patch, delete]
 - apiGroups: [policy]
   resources: [poddisruptionbudgets]
-  verbs: [list, create, patch, delete]
+  verbs: [list, watch, create, patch, delete]
 # Pods of its revisions: their status says why a revision does not start (image pull, crash
-# loop, unschedulable). Read only: the operator never writes a pod.
+# loop, unschedulable). Read only (listed and watched by label): the operator never writes a
+# pod.
 - apiGroups: [""]
   resources: [pods]
-  verbs: [get, list, watch]
+  verbs: [list, watch]
 # Its own Events on ModelDeployments (rollout steps, verdicts, rollbacks).
 - apiGroups: [""]
   resources: [events]
