@@ -89,9 +89,11 @@ def test_services_hpa_and_pdb(created: dict[str, float], reader: ClusterReader) 
     revision = reader.status(NAMESPACE, NAME)["stableRevision"]
     selector = {LABEL_NAME: NAME, LABEL_REVISION: revision}
     services = reader.services(NAMESPACE, NAME)
-    assert sorted(services) == [NAME, f"{NAME}-canary", f"{NAME}-stable"]
-    assert all(s["spec"]["selector"] == selector for s in services.values())
-    hpa = reader.hpas(NAMESPACE, NAME)[f"{NAME}-stable"]["spec"]
+    assert sorted(services) == [NAME]  # track Services only for shadowing or Gateway API
+    assert services[NAME]["spec"]["selector"] == selector
+    hpas = reader.hpas(NAMESPACE, NAME)
+    assert sorted(hpas) == [f"{NAME}-stable"]
+    hpa = hpas[f"{NAME}-stable"]["spec"]
     assert hpa["scaleTargetRef"]["name"] == f"{NAME}-{revision}"
     assert (hpa["minReplicas"], hpa["maxReplicas"]) == (2, 6)
     pdb = reader.pdbs(NAMESPACE, NAME)[f"{NAME}-stable"]["spec"]
@@ -143,6 +145,46 @@ def test_idle_resource_causes_no_writes(
     # The HPA controller (not the operator) updates its HPA's status (it finds no metrics
     # API here); everything else must be untouched.
     assert {k for k in changed if not k.startswith("HorizontalPodAutoscaler/")} == set()
+
+
+def test_objects_an_older_operator_made_are_deleted(
+    created: dict[str, float], kube: KwokCluster, reader: ClusterReader
+) -> None:
+    """Up to 0.1.0 every ModelDeployment had `<name>-stable` and `<name>-canary` Services:
+    after an upgrade the operator deletes what it owns and no longer wants."""
+    md = reader.model_deployment(NAMESPACE, NAME)
+    owner = {
+        "apiVersion": md["apiVersion"],
+        "kind": md["kind"],
+        "name": NAME,
+        "uid": md["metadata"]["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+    revision = md["status"]["stableRevision"]
+    old = [
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {
+                "name": f"{NAME}-{track}",
+                "namespace": NAMESPACE,
+                "labels": {LABEL_NAME: NAME},
+                "ownerReferences": [owner],
+            },
+            "spec": {
+                "selector": {LABEL_NAME: NAME, LABEL_REVISION: revision},
+                "ports": [{"name": "http", "port": 80, "targetPort": "http"}],
+            },
+        }
+        for track in ("stable", "canary")
+    ]
+    kube.apply_objects(old)
+    wait_for(
+        lambda: sorted(reader.services(NAMESPACE, NAME)) == [NAME],
+        timeout=30,
+        what="the old track Services deleted",
+    )
 
 
 def test_deleting_removes_everything(

@@ -24,6 +24,7 @@ from operator_harness import (
 )
 
 from modeldeploy.api import ANNOTATION_ABORT, ANNOTATION_PROMOTE
+from modeldeploy.contract import ENV_SHADOW_URL
 from modeldeploy.devenv.cluster import KwokCluster
 from modeldeploy.resources.names import LABEL_NAME, LABEL_REVISION, LABEL_TRACK
 
@@ -79,14 +80,12 @@ def test_rollout_steps_promotion_and_bake(
         assert canary["metadata"]["labels"][LABEL_TRACK] == "canary"
         assert canary["spec"]["replicas"] == 1
         hpas = reader.hpas(NAMESPACE, NAME)
-        canary_hpa = hpas[f"{NAME}-canary"]["spec"]
-        assert (canary_hpa["minReplicas"], canary_hpa["maxReplicas"]) == (1, 1)
+        assert sorted(hpas) == [f"{NAME}-stable"]  # the operator alone sizes the canary
         assert hpas[f"{NAME}-stable"]["spec"]["minReplicas"] == MIN_WARM
         assert hpas[f"{NAME}-stable"]["spec"]["scaleTargetRef"]["name"] == f"{NAME}-{old}"
         services = reader.services(NAMESPACE, NAME)
+        assert sorted(services) == [NAME]  # no shadowing, no Gateway API: no track Services
         assert services[NAME]["spec"]["selector"] == {LABEL_NAME: NAME}
-        assert services[f"{NAME}-canary"]["spec"]["selector"][LABEL_REVISION] == new
-        assert services[f"{NAME}-stable"]["spec"]["selector"][LABEL_REVISION] == old
         wait_for(lambda: status(reader).get("canaryWeight") == 20, timeout=15)
         assert status(reader)["phase"] == "Progressing"
 
@@ -124,8 +123,13 @@ def check_promoted(reader: ClusterReader, old: str, new: str) -> None:
     assert done["previousStableRevision"] == old
     assert "canaryRevision" not in done
     assert [h["event"] for h in done["history"]][-2:] == ["Started", "Promoted"]
+
     # Status records the decision first; the objects follow in the same reconcile.
-    wait_for(lambda: f"{NAME}-canary" not in reader.hpas(NAMESPACE, NAME), timeout=10)
+    def retargeted() -> bool:
+        hpa = reader.hpas(NAMESPACE, NAME)[f"{NAME}-stable"]["spec"]
+        return bool(hpa["scaleTargetRef"]["name"] == canary_name)
+
+    wait_for(retargeted, timeout=10, what="stable HPA on the new revision")
     deployments = reader.deployments(NAMESPACE, NAME)
     assert deployments[canary_name]["spec"]["replicas"] == 4  # pre-scaled
     assert ready(deployments[canary_name]) == 4
@@ -133,9 +137,7 @@ def check_promoted(reader: ClusterReader, old: str, new: str) -> None:
     if previous is not None:  # unless the 5 s bake already ended
         assert previous["metadata"]["labels"][LABEL_TRACK] == "previous"
         assert previous["spec"]["replicas"] == 4  # kept warm
-    hpas = reader.hpas(NAMESPACE, NAME)
-    assert hpas[f"{NAME}-stable"]["spec"]["scaleTargetRef"]["name"] == canary_name
-    assert hpas[f"{NAME}-stable"]["spec"]["minReplicas"] == MIN_WARM
+    assert reader.hpas(NAMESPACE, NAME)[f"{NAME}-stable"]["spec"]["minReplicas"] == MIN_WARM
     assert reader.services(NAMESPACE, NAME)[NAME]["spec"]["selector"] == {
         LABEL_NAME: NAME,
         LABEL_REVISION: new,
@@ -191,4 +193,40 @@ def test_approval_gate_waits_for_promote(
         annotate(kube, NAMESPACE, NAME, ANNOTATION_PROMOTE, canary)
         wait_for(lambda: status(reader).get("stableRevision") == canary, timeout=30)
         assert status(reader)["phase"] == "Stable"
+    watch.assert_never_below()
+
+
+def test_shadow_phase_mirrors_to_the_canary_service(
+    kube: KwokCluster, operator: OperatorProcess, reader: ClusterReader
+) -> None:
+    """`<name>-canary` exists only for a rollout that shadows, and goes with its canary."""
+    stable = status(reader)["stableRevision"]
+    with watcher(reader) as watch:
+        # stepInterval 10m: the shadow phase holds until the promote below.
+        set_image(
+            kube, "5", shadow={"percent": 50}, stepInterval="10m", requireApproval=False
+        )  # fmt: skip
+        canary = wait_for(lambda: status(reader).get("canaryRevision"), timeout=30)
+
+        def mirror_url() -> str:
+            deployment = reader.deployments(NAMESPACE, NAME)[f"{NAME}-{stable}"]
+            env = deployment["spec"]["template"]["spec"]["containers"][0].get("env") or []
+            return next((e["value"] for e in env if e["name"] == ENV_SHADOW_URL), "")
+
+        url = wait_for(mirror_url, timeout=30, what="the stable mirroring")
+        assert url == f"http://{NAME}-canary.{NAMESPACE}.svc"
+        services = reader.services(NAMESPACE, NAME)
+        assert sorted(services) == [NAME, f"{NAME}-canary"]
+        assert services[f"{NAME}-canary"]["spec"]["selector"] == {
+            LABEL_NAME: NAME,
+            LABEL_REVISION: canary,
+        }
+        assert services[NAME]["spec"]["selector"][LABEL_REVISION] == stable  # no live share
+        annotate(kube, NAMESPACE, NAME, ANNOTATION_PROMOTE, canary)
+        wait_for(lambda: status(reader).get("stableRevision") == canary, timeout=30)
+        wait_for(
+            lambda: sorted(reader.services(NAMESPACE, NAME)) == [NAME],
+            timeout=10,
+            what="the canary Service removed with its canary",
+        )
     watch.assert_never_below()

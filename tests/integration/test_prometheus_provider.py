@@ -17,14 +17,8 @@ from operator_harness import wait_for
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
 from modeldeploy import contract
-from modeldeploy.analysis.checks import (
-    AnalysisConfig,
-    CustomCheck,
-    Track,
-    collect,
-    evaluate,
-    plan_queries,
-)
+from modeldeploy.analysis.checks import evaluate
+from modeldeploy.analysis.config import AnalysisConfig, CustomCheck, Track, collect, plan_queries
 from modeldeploy.analysis.data import QueryResult, QueryStatus
 from modeldeploy.analysis.prometheus import PrometheusProvider
 from modeldeploy.analysis.queries import RevisionRef, Series, selector, series_query

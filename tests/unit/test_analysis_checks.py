@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from modeldeploy.analysis.checks import (
+from modeldeploy.analysis.checks import evaluate
+from modeldeploy.analysis.config import (
     AnalysisConfig,
     CustomCheck,
     Observations,
     QueryKey,
     Track,
     collect,
-    evaluate,
     plan_queries,
 )
 from modeldeploy.analysis.data import LabelValues, QueryResult, QueryStatus

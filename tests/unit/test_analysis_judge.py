@@ -2,6 +2,8 @@
 which Prometheus with which credentials, bounded rounds, never raising, Events, metrics."""
 
 import base64
+import subprocess
+import sys
 import threading
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -303,3 +305,11 @@ def test_settings_refuse_credentials_without_a_directory() -> None:
     with pytest.raises(ValueError, match="credentials directory"):
         AnalysisSettings(auth_type="bearer")
     assert QueryStatus.UNREACHABLE.value == "unreachable"
+
+
+def test_the_operator_loads_numpy_and_scipy_only_for_a_round() -> None:
+    """They are most of its memory; ModelDeployments without analysis never need them."""
+    probe = "import sys, modeldeploy.cli, modeldeploy.handlers; print(*sys.modules, sep='\\n')"
+    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    packages = {module.split(".")[0] for module in run.stdout.splitlines()}
+    assert not {"numpy", "scipy", "pandas"} & packages

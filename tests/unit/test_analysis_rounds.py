@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from modeldeploy.analysis.checks import CUSTOM_PREFIX, AnalysisConfig, CustomCheck, Track
+from modeldeploy.analysis.config import CUSTOM_PREFIX, AnalysisConfig, CustomCheck, Track
 from modeldeploy.analysis.rounds import (
     RoundTarget,
     Waiting,

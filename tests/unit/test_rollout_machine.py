@@ -195,10 +195,17 @@ class Driver:
     def client_selector(self) -> dict[str, str]:
         return dict(self.cluster.get("Service", NAME)["spec"]["selector"])
 
+    def service_revision(self, name: str) -> str:
+        return str(self.cluster.get("Service", name)["spec"]["selector"][LABEL_REVISION])
+
 
 def rev(image: str = V1, version: str = "1") -> str:
     raw = {"model": {"name": NAME, "version": version}, "image": image}
     return revision_of(ModelDeploymentSpec.model_validate(raw))
+
+
+def services(d: Driver) -> list[str]:
+    return sorted(n for k, n in d.cluster.objects if k == "Service")
 
 
 def stable_driver(**overrides: Any) -> Driver:
@@ -220,8 +227,6 @@ def test_create_deploys_min_warm_pods_and_the_objects_around_them() -> None:
         ("HorizontalPodAutoscaler", "churn-stable"),
         ("PodDisruptionBudget", "churn-stable"),
         ("Service", "churn"),
-        ("Service", "churn-canary"),
-        ("Service", "churn-stable"),
     ]
     assert first.apply[0]["kind"] == "Deployment"
     assert first.status.stable_revision == r1
@@ -286,11 +291,10 @@ def test_rollout_goes_through_the_steps_promotes_and_bakes() -> None:
     assert d.status.step == 0
     canary = d.cluster.get("Deployment", f"churn-{r2}")
     assert canary["metadata"]["labels"][LABEL_TRACK] == "canary"
-    assert canary["spec"]["replicas"] == 1  # 1 / (9 + 1) = 10%
-    hpa = d.cluster.get("HorizontalPodAutoscaler", "churn-canary")["spec"]
-    assert (hpa["minReplicas"], hpa["maxReplicas"]) == (1, 1)
+    assert canary["spec"]["replicas"] == 1  # 1 / (9 + 1) = 10%, set by the operator alone
+    assert ("HorizontalPodAutoscaler", "churn-canary") not in d.cluster.objects
     assert d.client_selector() == {LABEL_NAME: NAME}
-    assert d.cluster.get("Service", "churn-canary")["spec"]["selector"][LABEL_REVISION] == r2
+    assert services(d) == ["churn"]  # no shadowing, no Gateway API: no track Services
     assert "RolloutStarted" in d.events()
     d.reconcile()
     assert d.status.canary_weight == 10
@@ -353,8 +357,6 @@ def test_promotion_waits_until_the_new_revision_is_ready_at_full_size() -> None:
     assert d.phase() == "Promoting"
     assert d.status.stable_revision == r1
     assert d.cluster.get("Deployment", f"churn-{r2}")["spec"]["replicas"] == 4
-    hpa = d.cluster.get("HorizontalPodAutoscaler", "churn-canary")["spec"]
-    assert hpa["minReplicas"] == 4
     del d.cluster.unready[f"churn-{r2}"]
     d.cluster.settle()
     d.reconcile()
@@ -613,6 +615,8 @@ def test_shadow_phase_mirrors_before_any_live_traffic() -> None:
     }
     assert env[contract.ENV_SHADOW_URL] == "http://churn-canary.ml.svc"
     assert env[contract.ENV_SHADOW_PERCENT] == "50"
+    assert services(d) == ["churn", "churn-canary"]
+    assert d.service_revision("churn-canary") == r2
     assert d.client_selector() == {LABEL_NAME: NAME, LABEL_REVISION: r1}
     assert d.cluster.get("Deployment", f"churn-{r2}")["spec"]["replicas"] == 1
     d.reconcile()  # status reports the world as it was observed: pods are Ready now
@@ -623,6 +627,25 @@ def test_shadow_phase_mirrors_before_any_live_traffic() -> None:
     env_names = {e["name"] for e in stable["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert contract.ENV_SHADOW_URL not in env_names
     assert d.client_selector() == {LABEL_NAME: NAME}
+    # Kept while the canary runs: the stable's pods from the shadow phase mirror until the
+    # Deployment has replaced them.
+    assert d.service_revision("churn-canary") == r2
+    d.until("Stable")
+    assert services(d) == ["churn"]
+
+
+def test_gateway_api_mode_keeps_a_service_per_track() -> None:
+    traffic = {"mode": "gatewayAPI", "httpRoute": "churn"}
+    d = stable_driver(rollout={"canary": {"steps": [20]}, "traffic": traffic})
+    r1, r2 = rev(), rev(V2)
+    assert services(d) == ["churn", "churn-canary", "churn-stable"]
+    # Without a canary its backend has the stable's pods, never no endpoints.
+    assert d.service_revision("churn-canary") == r1
+    assert d.service_revision("churn-stable") == r1
+    d.change(image=V2)
+    d.reconcile()
+    assert d.service_revision("churn-canary") == r2
+    assert d.service_revision("churn-stable") == r1
 
 
 def test_dark_launch_promotes_after_the_shadow_phase() -> None:
@@ -724,12 +747,37 @@ def test_objects_of_others_are_ignored_and_stray_ones_of_ours_deleted() -> None:
     foreign = copy.deepcopy(d.cluster.get("Deployment", f"churn-{rev()}"))
     foreign["metadata"]["name"] = "churn-foreign"
     foreign["metadata"]["ownerReferences"][0]["uid"] = "someone-else"
-    stray = copy.deepcopy(d.cluster.get("Service", "churn-canary"))
+    stray = copy.deepcopy(d.cluster.get("Service", "churn"))
     stray["metadata"]["name"] = "churn-old"
     d.cluster.objects[("Deployment", "churn-foreign")] = foreign
     d.cluster.objects[("Service", "churn-old")] = stray
     result = d.reconcile()
     assert [str(ref) for ref in result.delete] == ["Service/churn-old"]
+
+
+def test_objects_an_older_operator_made_are_deleted() -> None:
+    """Up to 0.1.0 every ModelDeployment had `<name>-stable` and `<name>-canary` Services and
+    a canary had a pinned HPA: the ordinary diff removes them (the autoscaler first)."""
+    d = stable_driver()
+    d.change(image=V2)
+    d.reconcile()
+    client = d.cluster.get("Service", "churn")
+    for name in ("churn-stable", "churn-canary"):
+        old = copy.deepcopy(client)
+        old["metadata"]["name"] = name
+        d.cluster.objects[("Service", name)] = old
+    pinned = copy.deepcopy(d.cluster.get("HorizontalPodAutoscaler", "churn-stable"))
+    pinned["metadata"]["name"] = "churn-canary"
+    pinned["spec"]["scaleTargetRef"]["name"] = f"churn-{rev(V2)}"
+    pinned["spec"]["minReplicas"] = pinned["spec"]["maxReplicas"] = 1
+    d.cluster.objects[("HorizontalPodAutoscaler", "churn-canary")] = pinned
+    result = d.reconcile()
+    assert [str(ref) for ref in result.delete] == [
+        "HorizontalPodAutoscaler/churn-canary",
+        "Service/churn-canary",
+        "Service/churn-stable",
+    ]
+    assert services(d) == ["churn"]
 
 
 def test_unreadable_revision_source_is_a_note_not_a_crash() -> None:

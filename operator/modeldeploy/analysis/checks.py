@@ -1,6 +1,6 @@
 """Every check of one analysis round, from raw query results to verdicts.
 
-The operator glue is three calls::
+The operator glue is three calls (the first two from `config`)::
 
     plan = plan_queries(config, canary=canary_ref, stable=stable_ref, window="5m")
     observations = collect(provider, plan, at=time.time())   # the only I/O
@@ -36,25 +36,22 @@ How raw data are read:
 """
 
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from enum import StrEnum
-from typing import Protocol
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from modeldeploy import contract
 from modeldeploy.analysis import statistics
-from modeldeploy.analysis.data import LabelValues, QueryResult, QueryStatus
-from modeldeploy.analysis.queries import (
-    Query,
-    RevisionRef,
-    Series,
-    Window,
-    render_template,
-    series_query,
-    template_variables,
+from modeldeploy.analysis.config import (
+    CUSTOM_PREFIX,
+    AnalysisConfig,
+    CustomCheck,
+    Observations,
+    Track,
 )
+from modeldeploy.analysis.data import LabelValues, QueryResult, QueryStatus
+from modeldeploy.analysis.queries import Series
 from modeldeploy.analysis.verdicts import (
     CheckResult,
     Verdict,
@@ -74,142 +71,11 @@ PREDICTION_PSI = "prediction-psi"
 PREDICTION_KS = "prediction-ks"
 CONFIDENCE_PSI = "confidence-psi"
 CONFIDENCE_KS = "confidence-ks"
-CUSTOM_PREFIX = "custom/"
 
 # Series whose label values exist only after the first event: absent means zero.
 _CREATED_ON_FIRST_USE = frozenset(
     {Series.REQUESTS, Series.INVALID, Series.LATENCY, Series.CONFIDENCE}
 )
-
-
-@dataclass(frozen=True)
-class CustomCheck:
-    """A user PromQL template that must evaluate to one number within [minimum, maximum]."""
-
-    name: str
-    query: str
-    minimum: float | None = None
-    maximum: float | None = None
-
-    def __post_init__(self) -> None:
-        template_variables(self.query)
-        if self.minimum is None and self.maximum is None:
-            raise ValueError(f"custom check {self.name!r} needs a minimum or a maximum")
-
-
-@dataclass(frozen=True)
-class AnalysisConfig:
-    """Thresholds as plain numbers; None switches a check off. Latency in milliseconds,
-    rates as fractions (0.01 = 1%)."""
-
-    min_samples: int = 500
-    latency_p95_ms: float | None = None
-    latency_p99_ms: float | None = None
-    max_error_rate: float | None = None
-    max_invalid_increase: float | None = None  # canary share minus stable share
-    feature_psi: float | None = None
-    feature_ks: float | None = None
-    max_missing_increase: float | None = None
-    prediction_psi: float | None = None
-    prediction_ks: float | None = None
-    significance: float | None = 0.01
-    ignored_features: frozenset[str] = frozenset()
-    custom: tuple[CustomCheck, ...] = field(default_factory=tuple)
-
-    def __post_init__(self) -> None:
-        if self.min_samples < 1:
-            raise ValueError("min_samples must be at least 1")
-        names = [check.name for check in self.custom]
-        if len(set(names)) != len(names):
-            raise ValueError(f"custom check names must be unique: {names}")
-
-    def drift_only(self) -> "AnalysisConfig":
-        """Only the checks of a revision against its own training profile."""
-        return AnalysisConfig(
-            min_samples=self.min_samples,
-            feature_psi=self.feature_psi,
-            feature_ks=self.feature_ks,
-            max_missing_increase=self.max_missing_increase,
-            significance=self.significance,
-            ignored_features=self.ignored_features,
-        )
-
-    @property
-    def checks_features(self) -> bool:
-        return any(
-            t is not None for t in (self.feature_psi, self.feature_ks, self.max_missing_increase)
-        )
-
-    @property
-    def checks_predictions(self) -> bool:
-        return self.prediction_psi is not None or self.prediction_ks is not None
-
-
-class Track(StrEnum):
-    CANARY = "canary"
-    STABLE = "stable"
-
-
-QueryKey = tuple[Track, Series]
-
-
-@dataclass(frozen=True)
-class QueryPlan:
-    queries: Mapping[QueryKey, Query]
-    custom: Mapping[str, Query] = field(default_factory=dict)
-
-
-def plan_queries(
-    config: AnalysisConfig,
-    *,
-    canary: RevisionRef,
-    window: Window,
-    stable: RevisionRef | None = None,
-) -> QueryPlan:
-    """The queries this config needs (and no others)."""
-    canary_series = [Series.INFO, Series.REQUESTS]
-    stable_series: list[Series] = []
-    if config.latency_p95_ms is not None or config.latency_p99_ms is not None:
-        canary_series.append(Series.LATENCY)
-    if config.max_invalid_increase is not None:
-        canary_series.append(Series.INVALID)
-        stable_series += [Series.REQUESTS, Series.INVALID]
-    if config.checks_features:
-        canary_series += [Series.FEATURES, Series.BASELINE]
-    if config.checks_predictions and stable is not None:
-        canary_series += [Series.PREDICTIONS, Series.CONFIDENCE]
-        stable_series += [Series.PREDICTIONS, Series.CONFIDENCE]
-    queries = {(Track.CANARY, s): series_query(s, canary, window) for s in canary_series}
-    if stable is not None and stable_series:
-        for series in [Series.INFO, *stable_series]:
-            queries[(Track.STABLE, series)] = series_query(series, stable, window)
-    custom = {
-        c.name: Query(render_template(c.query, canary, window, stable), ()) for c in config.custom
-    }
-    return QueryPlan(queries, custom)
-
-
-@dataclass(frozen=True)
-class Observations:
-    """Raw answers to a `QueryPlan` (see `collect`)."""
-
-    results: Mapping[QueryKey, QueryResult]
-    custom: Mapping[str, QueryResult] = field(default_factory=dict)
-
-
-class QueryProvider(Protocol):
-    def query(
-        self, promql: str, by: Sequence[str] = (), at: float | None = None
-    ) -> QueryResult: ...
-
-
-def collect(provider: QueryProvider, plan: QueryPlan, at: float | None = None) -> Observations:
-    """Ask every query of the plan. Pass `at` (Unix time) to evaluate them all at one
-    instant, so that the answers of one round are mutually consistent."""
-    return Observations(
-        {key: provider.query(q.promql, q.by, at) for key, q in plan.queries.items()},
-        {name: provider.query(q.promql, q.by, at) for name, q in plan.custom.items()},
-    )
 
 
 _NOT_QUERIED = QueryResult.failed(QueryStatus.NO_DATA, "not queried")

@@ -20,6 +20,8 @@ What is pure lives in `rounds` (target, due-ness, mapping, signal); here is the 
 - Events: the state machine reports failures (every failing round) and passes (when the
   verdict turns to pass); this reports when a revision's rounds start giving no verdict
   (too few samples, no data, noDataTimeout passed), once per change.
+- The checks' numbers (`checks`, with numpy and scipy) are imported with the first round:
+  an operator none of whose ModelDeployments runs an analysis never loads them.
 """
 
 import base64
@@ -34,12 +36,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from modeldeploy.analysis.checks import (
+from modeldeploy.analysis.config import (
     Observations,
     QueryPlan,
     QueryProvider,
     collect,
-    evaluate,
     plan_queries,
 )
 from modeldeploy.analysis.data import QueryResult, QueryStatus
@@ -342,6 +343,9 @@ class Judge:
             observations = collect(provider, plan, now.timestamp())
         else:
             observations = self.collect(provider, plan, now.timestamp())
+        # Imported here: its numpy and scipy are most of the operator's memory (~70 MB).
+        from modeldeploy.analysis.checks import evaluate
+
         checks = evaluate(target.config, observations)
         outcome = aggregate([*checks, *(r.as_check() for r in target.rejected)])
         decision = decide(

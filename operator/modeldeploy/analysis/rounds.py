@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from modeldeploy.analysis.checks import CUSTOM_PREFIX, AnalysisConfig, CustomCheck, Track
+from modeldeploy.analysis.config import CUSTOM_PREFIX, AnalysisConfig, CustomCheck, Track
 from modeldeploy.analysis.queries import RevisionRef
 from modeldeploy.analysis.verdicts import (
     Action,

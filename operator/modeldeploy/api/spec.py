@@ -46,7 +46,8 @@ class Replicas(ApiModel):
 
 
 class Autoscaling(ApiModel):
-    """The HorizontalPodAutoscaler (autoscaling/v2) of each revision, bounded by replicas."""
+    """The HorizontalPodAutoscaler (autoscaling/v2) of the stable revision, bounded by
+    replicas; a canary is sized from the stable's count."""
 
     target_cpu_utilization: Annotated[int, Field(ge=1, le=100, alias="targetCPUUtilization")] = 70
     """Average CPU use, in percent of the pods' CPU requests, the HPA aims at."""

@@ -46,12 +46,12 @@ def fallback_name(name: str) -> str:
 
 
 def stable_name(name: str) -> str:
-    """Service, HPA and PDB of the stable track."""
+    """HPA and PDB of the stable track, and its Service (traffic mode gatewayAPI)."""
     return f"{name}-stable"
 
 
 def canary_name(name: str) -> str:
-    """Service and HPA of the canary track."""
+    """Service of the canary track (shadowing, traffic mode gatewayAPI)."""
     return f"{name}-canary"
 
 

@@ -1,4 +1,5 @@
-"""Services: `<name>` (what clients call), `<name>-stable`, `<name>-canary`."""
+"""Services: `<name>` (what clients call); `<name>-stable` and `<name>-canary` only where
+one track is called by itself (see `rollout.layout`)."""
 
 from modeldeploy.resources.common import Body, Owner, metadata, with_applied_hash
 from modeldeploy.resources.names import HTTP_PORT_NAME, SERVICE_PORT

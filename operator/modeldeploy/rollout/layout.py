@@ -62,12 +62,13 @@ class Layout:
     previous: RevisionLayout | None
     client_selector: dict[str, str]
     autoscaled: bool
-    """HPAs and PDB exist (not while the kill switch scales everything to zero)."""
+    """The stable's HPA and PDB exist (not while the kill switch scales everything to zero)."""
 
 
 def build(owner: Owner, spec: ModelDeploymentSpec, layout: Layout) -> list[Body]:
     """Every object that should exist, in the order they are applied: Deployments (stable
-    first, so that a promotion never shows no stable Deployment), Services, HPAs, PDB."""
+    first, so that a promotion never shows no stable Deployment), Services, the stable's
+    HPA and PDB."""
     revisions = [r for r in (layout.stable, layout.canary, layout.previous) if r is not None]
     bodies = [
         revision_deployment(
@@ -82,47 +83,51 @@ def build(owner: Owner, spec: ModelDeploymentSpec, layout: Layout) -> list[Body]
     ]
     if spec.fallback is not None:
         bodies.append(fallback_deployment(owner, spec.fallback, spec.model, spec.warmup))
-    stable = layout.stable.revision
-    canary = layout.canary.revision if layout.canary else stable
-    bodies += [
-        service(owner, stable_name(owner.name), revision_selector(owner.name, stable)),
-        service(owner, canary_name(owner.name), revision_selector(owner.name, canary)),
-        service(owner, owner.name, layout.client_selector),
-    ]
+    bodies += _track_services(owner, spec, layout)
+    bodies.append(service(owner, owner.name, layout.client_selector))
     if layout.autoscaled:
+        # Only the stable autoscales. The canary's size is its traffic weight: the machine
+        # derives it from the stable's current replicas on every reconcile and sets it on
+        # its Deployment (an HPA pinned to that size would be a second writer of the same
+        # count, clamping it back to the old size between the operator's two writes).
         bodies.append(
             hpa(
                 owner,
                 stable_name(owner.name),
-                target=deployment_name(owner.name, stable),
+                target=deployment_name(owner.name, layout.stable.revision),
                 min_replicas=spec.replicas.min_warm,
                 max_replicas=spec.replicas.max,
                 autoscaling=spec.autoscaling,
             )
         )
-        if layout.canary is not None:
-            # Pinned: with replica-ratio traffic the canary's pod count *is* its weight. The
-            # machine re-derives it from the stable's current replicas on every reconcile,
-            # so the canary follows the stable's autoscaling.
-            bodies.append(
-                hpa(
-                    owner,
-                    canary_name(owner.name),
-                    target=deployment_name(owner.name, layout.canary.revision),
-                    min_replicas=layout.canary.replicas,
-                    max_replicas=layout.canary.replicas,
-                    autoscaling=spec.autoscaling,
-                )
-            )
         bodies.append(
             pdb(
                 owner,
                 stable_name(owner.name),
-                selector=revision_selector(owner.name, stable),
+                selector=revision_selector(owner.name, layout.stable.revision),
                 min_available=spec.replicas.min_warm,
             )
         )
     return bodies
+
+
+def _track_services(owner: Owner, spec: ModelDeploymentSpec, layout: Layout) -> list[Body]:
+    """`<name>-stable` and `<name>-canary` (one revision each), only where something calls a
+    single track: an HTTPRoute's weighted backends (gatewayAPI: both, always; the canary one
+    on the stable's pods while there is no canary, so that no backend is without endpoints),
+    and the stable's pods mirroring to the canary (`<name>-canary` for as long as a rollout
+    that shadows has a canary, so that stable pods still rolling out of the shadow phase
+    reach it too)."""
+    name, stable = owner.name, layout.stable.revision
+    canary = layout.canary.revision if layout.canary is not None else stable
+    if spec.rollout.traffic.mode == "gatewayAPI":
+        return [
+            service(owner, stable_name(name), revision_selector(name, stable)),
+            service(owner, canary_name(name), revision_selector(name, canary)),
+        ]
+    if layout.canary is not None and spec.rollout.shadow.percent > 0:
+        return [service(owner, canary_name(name), revision_selector(name, canary))]
+    return []
 
 
 def _changed(body: Body, world: World) -> bool:
