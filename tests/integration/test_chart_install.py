@@ -233,14 +233,17 @@ def test_install_creates_the_operator_objects(kube: KwokCluster, installed: None
 
 
 def test_operator_pod_is_admitted_as_restricted(kube: KwokCluster, installed: None) -> None:
-    """The release namespaces enforce the restricted level: the pod exists, so it passed."""
+    """The release namespaces enforce the restricted level: the pods exist, so they passed
+    (two replicas, one leader, by default), and one PodDisruptionBudget keeps one of them."""
     for namespace, release in ((CLUSTER_NS, CLUSTER_RELEASE), (SYSTEM_NS, NS_RELEASE)):
         pods = kube.get_json(
             "pods", "-n", namespace, "-l", f"app.kubernetes.io/instance={release}"
         )["items"]
-        assert len(pods) == 1, namespace
+        assert len(pods) == 2, namespace
         deployment = kube.get_json("deployment", f"{release}-modeldeploy", "-n", namespace)
-        assert deployment["status"].get("readyReplicas") == 1
+        assert deployment["status"].get("readyReplicas") == 2
+        budget = kube.get_json("pdb", f"{release}-modeldeploy", "-n", namespace)
+        assert budget["spec"]["minAvailable"] == 1
 
 
 def test_namespaced_install_objects(kube: KwokCluster, installed: None) -> None:
@@ -265,7 +268,8 @@ Call = tuple[str, str, str, str | None, str | None]  # verb, group, resource, su
 
 def operator_calls(namespace: str) -> list[Call]:
     """Every API call the operator makes on a ModelDeployment's namespace (modeldeploy.kube
-    and Kopf's watch), plus the Prometheus Secret and Gateway API routes it is granted."""
+    and Kopf's watches of it and its owned kinds), plus the Prometheus Secret and Gateway
+    API routes it is granted."""
     calls: list[Call] = [
         ("get", GROUP, PLURAL, None, namespace),
         ("list", GROUP, PLURAL, None, namespace),
@@ -279,11 +283,12 @@ def operator_calls(namespace: str) -> list[Call]:
     for api_version, _, plural in ROUTES.values():
         group = api_version.rpartition("/")[0]
         calls += [
-            (verb, group, plural, None, namespace) for verb in ("list", "create", "patch", "delete")
+            (verb, group, plural, None, namespace)
+            for verb in ("list", "watch", "create", "patch", "delete")
         ]
     for api_version, _, plural in READ_ONLY_ROUTES.values():
         group = api_version.rpartition("/")[0]
-        calls += [(verb, group, plural, None, namespace) for verb in ("get", "list", "watch")]
+        calls += [(verb, group, plural, None, namespace) for verb in ("list", "watch")]
     calls += [
         (verb, "gateway.networking.k8s.io", "httproutes", None, namespace)
         for verb in ("get", "list", "create", "patch", "delete")
@@ -313,12 +318,13 @@ def forbidden_calls(namespace: str) -> list[Call]:
         ("create", "", "pods", "eviction", namespace),
         ("get", "", "pods", "log", namespace),
         ("get", "", "configmaps", None, namespace),
+        ("get", "coordination.k8s.io", "leases", None, namespace),  # its own namespace only
         ("create", "", "serviceaccounts", "token", namespace),
         ("create", "rbac.authorization.k8s.io", "rolebindings", None, namespace),
         ("create", GROUP, PLURAL, None, namespace),
         ("delete", GROUP, PLURAL, None, namespace),
         ("update", GROUP, PLURAL, None, namespace),
-        ("watch", "apps", "deployments", None, namespace),
+        ("get", "apps", "deployments", None, namespace),  # read from the watch cache
         ("update", "apps", "deployments", None, namespace),
         ("patch", "apps", "deployments", "scale", namespace),
         ("patch", "", "events", None, namespace),

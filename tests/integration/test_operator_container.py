@@ -118,16 +118,24 @@ class OperatorPod:
     group: int
 
     @classmethod
-    def rendered(cls, objects: list[Body]) -> "OperatorPod":
+    def rendered(cls, objects: list[Body], name: str) -> "OperatorPod":
+        """The pod as the kubelet would run it under `name` in the release namespace (the
+        downward API's metadata.name and metadata.namespace resolved)."""
         (deployment,) = [o for o in objects if o["kind"] == "Deployment"]
         pod = deployment["spec"]["template"]["spec"]
         (container,) = pod["containers"]
-        assert all("value" in e for e in container["env"]), "only plain env values here"
+        fields = {"metadata.name": name, "metadata.namespace": SYSTEM_NS}
+
+        def value(env: Body) -> str:
+            if "value" in env:
+                return str(env["value"])
+            return fields[env["valueFrom"]["fieldRef"]["fieldPath"]]  # nothing else here
+
         return cls(
             image=container["image"],
             command=container["command"],
             args=container["args"],
-            env={e["name"]: e["value"] for e in container["env"]},
+            env={e["name"]: value(e) for e in container["env"]},
             user=pod["securityContext"]["runAsUser"],
             group=pod["securityContext"]["runAsGroup"],
         )
@@ -268,7 +276,8 @@ def deployed(
         "--set", "reconcileInterval=1", "--set", "metricsPort=0",
         "--set", f"healthPort={health_port}",
     )  # fmt: skip
-    pod = OperatorPod.rendered(rendered(kube, RELEASE, SYSTEM_NS, NAMESPACE, *flags))
+    name = f"md-test-operator-{os.getpid()}-{secrets.token_hex(3)}"
+    pod = OperatorPod.rendered(rendered(kube, RELEASE, SYSTEM_NS, NAMESPACE, *flags), name)
     assert pod.image == reference  # the chart names exactly the image that was pushed
     workdir = Path(tmp_path_factory.mktemp(NAMESPACE))
     with installed_release(kube, RELEASE, SYSTEM_NS, NAMESPACE, *flags) as release:
@@ -276,7 +285,6 @@ def deployed(
         config = token_kubeconfig(kube, token, NAMESPACE, workdir / "token.kubeconfig")
         assert whoami(kube, config) == release.username  # only to check; never mounted
         account = service_account_files(workdir / "serviceaccount", token, server.ca, pod)
-        name = f"md-test-operator-{os.getpid()}-{secrets.token_hex(3)}"
         argv = podman_run(name, pod, account, server)
         liveness = f"http://127.0.0.1:{health_port}/healthz"
         with OperatorContainer(name, argv, liveness) as container:
@@ -360,6 +368,17 @@ def test_chart_renders_the_pushed_image_and_runs_it(deployed: Deployed, kube: Kw
     assert f"--namespace={NAMESPACE}" in deployed.pod.args
     assert deployed.pod.env["MODELDEPLOY_RECONCILE_INTERVAL"] == "1"
     assert deployed.pod.env["MODELDEPLOY_METRICS_PORT"] == "0"
+
+    # The chart's leader election, with its Lease RBAC: the container (named as its pod)
+    # holds the release's Lease.
+    def holder() -> str:
+        lease = kube.kubectl(
+            "get", "lease", deployed.release.service_account, "-n", SYSTEM_NS,
+            "-o", "jsonpath={.spec.holderIdentity}", check=False,
+        )  # fmt: skip
+        return lease.stdout.strip()
+
+    wait_for(lambda: holder() == deployed.container.name, timeout=30, what="Lease held")
     installed = json.loads(
         kubectl(kube, "get", "deployment", deployed.release.service_account, "-n", SYSTEM_NS,
                 "-o", "json")
@@ -376,7 +395,7 @@ def test_the_registry_value_alone_pulls_from_the_local_registry(
     """Only image.registry overridden: the tag is the chart's appVersion, which the image
     build pushes as the moving tag of the package version, so they must be one version."""
     flags = ("--set", f"image.registry={registry.host}")
-    pod = OperatorPod.rendered(rendered(kube, RELEASE, SYSTEM_NS, NAMESPACE, *flags))
+    pod = OperatorPod.rendered(rendered(kube, RELEASE, SYSTEM_NS, NAMESPACE, *flags), "pod")
     assert pod.image == f"{registry.host}/{images['operator'].repository}:{__version__}"
     inspected = run("skopeo", "inspect", "--tls-verify=false", f"docker://{pod.image}")
     assert inspected.returncode == 0, inspected.stderr
