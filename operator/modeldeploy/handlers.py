@@ -72,6 +72,7 @@ from modeldeploy.watchcache import (
     WatchCache,
     without_managed_fields,
 )
+from modeldeploy.workqueue import WorkQueue
 
 log = logging.getLogger("modeldeploy.operator")
 
@@ -79,8 +80,6 @@ INTERVAL_ENV = "MODELDEPLOY_RECONCILE_INTERVAL"
 LOG_FORMAT_ENV = "MODELDEPLOY_LOG_FORMAT"  # plain (default) | json
 DEFAULT_INTERVAL = 10.0
 CONCURRENCY = 4
-COALESCE_SECONDS = 0.05
-"""A burst of events about one ModelDeployment (a rollout's pods) makes one reconcile."""
 COMMANDS = (ANNOTATION_PROMOTE, ANNOTATION_ABORT, ANNOTATION_RETRY)
 Key = tuple[str, str]  # (namespace, name)
 Body = dict[str, Any]
@@ -131,17 +130,15 @@ class Reconciler:
     essence: dict[Key, tuple[Any, ...]] = field(default_factory=dict)
     errors: dict[Key, str] = field(default_factory=dict)
     reported: set[tuple[Key, str]] = field(default_factory=set)
-    locks: dict[Key, asyncio.Lock] = field(default_factory=dict)
-    semaphore: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(CONCURRENCY))
-    queued: set[Key] = field(default_factory=set)
-    tasks: set["asyncio.Task[None]"] = field(default_factory=set)
     reconciles: int = 0
     fresh_reads: int = 0
+
+    def __post_init__(self) -> None:
+        self.queue: WorkQueue[Key] = WorkQueue(self.run, workers=CONCURRENCY)
 
     def forget(self, key: Key) -> None:
         self.essence.pop(key, None)
         self.errors.pop(key, None)
-        self.locks.pop(key, None)
         self.expectations.forget(key)
         self.reported = {r for r in self.reported if r[0] != key}
         forget_analysis = getattr(self.analysis, "forget", None)
@@ -161,43 +158,30 @@ class Reconciler:
         return True
 
     def schedule(self, key: Key) -> None:
-        """Reconcile `key` soon, once however many events ask for it meanwhile."""
-        if key in self.queued:
-            return
-        self.queued.add(key)
-        task = asyncio.create_task(self._soon(key))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        """Reconcile `key` soon (before the periodic pass's entries)."""
+        self.queue.add(key)
 
     def schedule_all(self) -> None:
+        """The periodic pass: every cached ModelDeployment, behind what events asked for."""
         for key in self.cache.keys() if self.cache is not None else ():
-            self.schedule(key)
-
-    async def _soon(self, key: Key) -> None:
-        await asyncio.sleep(COALESCE_SECONDS)
-        await self.run(key)
+            self.queue.add(key, urgent=False)
 
     async def run(self, key: Key) -> None:
-        lock = self.locks.setdefault(key, asyncio.Lock())
-        async with lock, self.semaphore:
-            self.queued.discard(key)
-            if self.cache is None or not self.leading() or self.expectations.pending(key):
-                return
-            snapshot = self.cache.snapshot(key)
-            if snapshot is None:
-                return
-            try:
-                written = await asyncio.to_thread(self.reconcile, key, snapshot)
-            except NotLeader:
-                log.info("%s/%s: lost the lease while reconciling; left to the leader", *key)
-                return
-            except Exception:
-                log.exception("reconcile of %s/%s failed", *key)
-                return
-            now_cached = self.cache.snapshot(key)
-            for kind, name, version in written:
-                cached = now_cached.resource_version(kind, name) if now_cached else None
-                self.expectations.expect(key, kind, name, version, cached)
+        """One reconcile of `key` (the queue's work: never two at once for one key)."""
+        if self.cache is None or not self.leading() or self.expectations.pending(key):
+            return
+        snapshot = self.cache.snapshot(key)
+        if snapshot is None:
+            return
+        try:
+            written = await asyncio.to_thread(self.reconcile, key, snapshot)
+        except NotLeader:
+            log.info("%s/%s: lost the lease while reconciling; left to the leader", *key)
+            return
+        now_cached = self.cache.snapshot(key)
+        for kind, name, version in written:
+            cached = now_cached.resource_version(kind, name) if now_cached else None
+            self.expectations.expect(key, kind, name, version, cached)
 
     def report_once(self, key: Key, body: Body, event: Event, now: datetime) -> None:
         """Post an Event about an odd situation once per operator process, not per tick."""
@@ -363,7 +347,10 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     memo.reconciler = reconciler
     memo.elector = elector
     interval = float(memo.get("interval") or os.environ.get(INTERVAL_ENV) or DEFAULT_INTERVAL)
-    memo.tasks = [asyncio.create_task(periodic(reconciler, interval))]
+    memo.tasks = [
+        asyncio.create_task(reconciler.queue.run()),
+        asyncio.create_task(periodic(reconciler, interval)),
+    ]
     if elector is not None:
         memo.tasks.append(asyncio.create_task(elector.run(reconciler.schedule_all)))
     log.info("API server %s (%s), reconciling every %.1fs", kube.server, kube.source, interval)
