@@ -307,7 +307,7 @@ def run_raw(tools: Toolchain, n: int, timeout: float) -> Rollout:
 
 def run_operator(tools: Toolchain, n: int, args: argparse.Namespace) -> OperatorRun:
     bodies = [model_deployment(name, NAMESPACE) for name in names(n)]
-    workdir = testruns.run_dir() / f"operator-{n}"  # its log stays for a look afterwards
+    workdir = testruns.run_dir() / f"operator-{n}"  # the log stays until the run is reaped
     workdir.mkdir(exist_ok=True)
     with fresh_cluster(tools, pods=2 * n, policy=audit_policy(OPERATOR_USER)) as cluster:
         ensure_crd(cluster)
