@@ -125,7 +125,8 @@ def annotate(kube: KwokCluster, namespace: str, name: str, key: str, value: str)
 
 class OperatorProcess:
     """`modeldeploy operator --namespace <ns>` (no --namespace when None: every namespace)
-    with KUBECONFIG of the test cluster; its log (every API write is a
+    with KUBECONFIG of the test cluster (`env` may name another), reconciling every
+    `interval` seconds (None: the operator's default); its log (every API write is a
     `write <METHOD> <path>` line) goes to `workdir/operator-N.log`."""
 
     def __init__(
@@ -134,7 +135,7 @@ class OperatorProcess:
         namespace: str | None,
         workdir: Path,
         *,
-        interval: float = 1.0,
+        interval: float | None = 1.0,
         extra_args: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
     ) -> None:
@@ -155,7 +156,7 @@ class OperatorProcess:
         return [
             *base, "operator",
             *(["--namespace", self.namespace] if self.namespace is not None else []),
-            "--interval", str(self.interval),
+            *(["--interval", str(self.interval)] if self.interval is not None else []),
             "--liveness", f"http://127.0.0.1:{port}/healthz",
             "--metrics-port", "0",  # many operators share this machine; tests opt in
             *self.extra_args,

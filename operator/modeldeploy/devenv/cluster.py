@@ -14,11 +14,19 @@ import yaml
 from modeldeploy.devenv.tools import Toolchain
 
 NODE_CAPACITY = {"cpu": "32", "memory": "256Gi", "pods": "110"}
+# Address ranges for thousands of objects. The defaults, 10.0.0.0/24 for Services and for
+# kwok's pods alike, hold 253 Service IPs: 84 ModelDeployments at 3 ClusterIP Services each.
+# Nothing ever dials these addresses (kwok hands out pod IPs without networking). The
+# controller-manager's matching flags are left out: only its node IPAM reads them, and that
+# is off (no --allocate-node-cidrs; kwok nodes have no podCIDR, so kwok uses --cidr).
+SERVICE_CIDR = "10.96.0.0/16"
+POD_CIDR = "10.244.0.0/16"
 
 
-def kwokctl_configuration(tools: Toolchain) -> dict[str, Any]:
-    """Every component from the local cache: kwokctl must plan no download."""
-    return {
+def kwokctl_configuration(tools: Toolchain, audit_policy: Path | None = None) -> dict[str, Any]:
+    """Every component from the local cache: kwokctl must plan no download. With
+    `audit_policy` (a file) the apiserver writes an audit log."""
+    configuration: dict[str, Any] = {
         "kind": "KwokctlConfiguration",
         "apiVersion": "config.kwok.x-k8s.io/v1alpha1",
         "options": {
@@ -33,7 +41,24 @@ def kwokctl_configuration(tools: Toolchain) -> dict[str, Any]:
             "kubeAuthorization": True,
             "disableQPSLimits": True,
         },
-    }
+        "componentsPatches": [
+            component_args("kube-apiserver", {
+                "advertise-address": "127.0.0.1",
+                "service-cluster-ip-range": SERVICE_CIDR,
+            }),
+            component_args("kwok-controller", {"cidr": POD_CIDR}),
+        ],
+    }  # fmt: skip
+    if audit_policy is not None:
+        configuration["options"]["kubeAuditPolicy"] = str(audit_policy)
+    return configuration
+
+
+def component_args(component: str, args: dict[str, str]) -> dict[str, Any]:
+    """Extra flags of one component. In the configuration, not as `--extra-args`: kwokctl
+    0.8 finds a component's earlier `--extra-args` by the flag's position instead of the
+    component's, so with several components a repeated one lands on the wrong one."""
+    return {"name": component, "extraArgs": [{"key": k, "value": v} for k, v in args.items()]}
 
 
 def fake_node(name: str) -> dict[str, Any]:
@@ -65,10 +90,16 @@ class KwokCluster:
     name: str
     workdir: Path  # KWOK_WORKDIR: kwokctl keeps the cluster's files here
     tools: Toolchain
+    audit_policy: dict[str, Any] | None = None  # an audit.k8s.io/v1 Policy: log requests
 
     @property
     def kubeconfig(self) -> Path:
         return self.workdir / f"{self.name}.kubeconfig"
+
+    @property
+    def audit_log(self) -> Path:
+        """Where the apiserver writes audit events (one JSON line each), with `audit_policy`."""
+        return self.workdir / "clusters" / self.name / "logs" / "audit.log"
 
     def _env(self) -> dict[str, str]:
         import os
@@ -99,7 +130,6 @@ class KwokCluster:
             "create", "cluster",
             "--name", self.name,
             "--kubeconfig", str(self.kubeconfig),
-            "--extra-args", "kube-apiserver=advertise-address=127.0.0.1",
             "--wait", f"{int(timeout)}s",
         ]  # fmt: skip
 
@@ -109,8 +139,12 @@ class KwokCluster:
         kwokctl's plan lists `# Download SRC to DST` for every binary it copies; local paths
         are fine, a URL source means it would try the internet (we are offline)."""
         self.workdir.mkdir(parents=True, exist_ok=True)
+        policy = None
+        if self.audit_policy is not None:
+            policy = self.workdir / "audit-policy.yaml"
+            policy.write_text(yaml.safe_dump(self.audit_policy))
         (self.workdir / "kwokctl.yaml").write_text(
-            yaml.safe_dump(kwokctl_configuration(self.tools))
+            yaml.safe_dump(kwokctl_configuration(self.tools, policy))
         )
         result = self._kwokctl("--dry-run", *self._create_args(timeout=60))
         if result.returncode != 0:

@@ -1,6 +1,6 @@
-"""A level-based cache of labelled core objects (pods, services): list, then watch from the
-list's resourceVersion until the server ends the watch (every `resync` seconds) or it
-fails, then list again.
+"""A level-based cache of labelled objects (the pod runner's pods and services, the scale
+bench's Deployments and ModelDeployments): list, then watch from the list's resourceVersion
+until the server ends the watch (every `resync` seconds) or it fails, then list again.
 
 Raw JSON objects (no generated models): the pod runner's decisions read plain dicts.
 """
@@ -10,13 +10,12 @@ import logging
 import threading
 import urllib.parse
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any
 
 from modeldeploy.devenv.prometheus import LOOPBACK_HOSTS
 
 log = logging.getLogger("modeldeploy.podrunner")
 Object = dict[str, Any]
-Kind = Literal["pod", "service"]
 
 
 def core_api(kubeconfig: str | None) -> Any:
@@ -41,18 +40,23 @@ class ObjectWatcher:
     def __init__(
         self,
         api: Any,
-        kind: Kind,
+        kind: str,
         namespace: str | None,
         label_selector: str,
         *,
-        on_change: Callable[[], None],
+        on_change: Callable[[], None] | None = None,
+        on_object: Callable[[Object], None] | None = None,
         resync: float = 15.0,
     ) -> None:
+        """`api` lists `kind` with `list_namespaced_<kind>` / `list_<kind>_for_all_namespaces`
+        (CoreV1Api for "pod", AppsV1Api for "deployment"). `on_change` (if any) runs after
+        every change, `on_object` (if any) with each object listed, added or modified."""
         self._api = api
         self._kind = kind
         self._namespace = namespace
         self._selector = label_selector
         self._on_change = on_change
+        self._on_object = on_object
         self._resync = resync
         self._objects: dict[str, Object] | None = None  # uid -> object; None until listed
         self._lock = threading.Lock()
@@ -87,6 +91,8 @@ class ObjectWatcher:
                 backoff = 0.5
                 self._watch(version)
             except Exception as err:  # any API or connection failure: list again, later
+                if self._stopped.is_set():
+                    return  # e.g. the cluster went away after stop(): nothing to report
                 log.warning("%s watch failed (%s); relisting in %.1fs", self._kind, err, backoff)
                 self._stopped.wait(backoff)
                 backoff = min(backoff * 2, 10.0)
@@ -97,10 +103,15 @@ class ObjectWatcher:
             *args, label_selector=self._selector, _preload_content=False, _request_timeout=10
         )
         body = json.loads(response.data)
+        items = body.get("items") or []
         with self._lock:
-            self._objects = {o["metadata"]["uid"]: o for o in body.get("items") or []}
+            self._objects = {o["metadata"]["uid"]: o for o in items}
         self.lists += 1
-        self._on_change()
+        if self._on_object is not None:
+            for item in items:
+                self._on_object(item)
+        if self._on_change is not None:
+            self._on_change()
         return str(body["metadata"]["resourceVersion"])
 
     def _watch(self, version: str) -> None:
@@ -132,4 +143,7 @@ class ObjectWatcher:
                     self._objects.pop(obj["metadata"]["uid"], None)
                 else:
                     self._objects[obj["metadata"]["uid"]] = obj
-            self._on_change()
+            if self._on_object is not None and kind != "DELETED":
+                self._on_object(obj)
+            if self._on_change is not None:
+                self._on_change()
