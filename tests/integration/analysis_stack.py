@@ -442,7 +442,7 @@ class BreachTiming:
     accumulate: float  # first bad request -> minSamples requests sent to the canary
     detect: float  # -> first failing analysis seen in status (scrape + round wait)
     confirm: float  # -> weight 0: the further rounds failureLimit asks for, and the reconcile
-    rounds: int  # failing rounds recorded (1 per interval)
+    rounds: int  # failing rounds (AnalysisFailed Events of the canary)
     mean_reconcile: float  # mean reconcile duration (operator's own metric)
     mean_round: float  # mean analysis round duration (operator's own metric)
 
@@ -486,13 +486,15 @@ def breach_timing(
         count = metric(values, name + "_count")
         return metric(values, name + "_sum") / count if count else 0.0
 
-    failing = [s for s in timeline.snapshot() if s.analysed(canary, "fail")]
+    # Counted from the Events (one per failing round): the round that rolls back is in
+    # status only until the next reconcile analyses the stable, which can be at once.
+    failing = [e for e in stack.events("AnalysisFailed") if canary in e["message"]]
     return BreachTiming(
         total=back.t - first,
         accumulate=enough - first,
         detect=failed.t - enough,
         confirm=back.t - failed.t,
-        rounds=len({s.analysis.get("time") for s in failing}),
+        rounds=len(failing),
         mean_reconcile=mean(reconcile),
         mean_round=mean(analysis),
     )
