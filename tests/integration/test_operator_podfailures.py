@@ -2,9 +2,9 @@
 status as a kubelet would (kwok runs no containers; once a pod is Running it leaves its
 status alone, as the pod runner's Ready conditions show) or lets the real scheduler find no
 node, and the operator reads it from the pods within a reconcile or two: an unpullable image
-or a crash loop at the restart limit rolls the canary back with the pod, reason and message
-in status, history and the RolledBack Event; an unschedulable pod is reported, not rolled
-back."""
+or a crash loop (an error exit or an OOM kill) at the restart limit rolls the canary back with
+the pod, reason and message in status, history and the RolledBack Event; an unschedulable pod
+is reported, not rolled back."""
 
 import json
 from collections.abc import Iterator
@@ -49,9 +49,12 @@ def churn(
     reader: ClusterReader,
     operator: OperatorProcess,
 ) -> Iterator[str]:
-    """A Ready ModelDeployment of its own per test; its canary holds at the first step."""
+    """A Ready ModelDeployment of its own per test (and parameter); its canary holds at the
+    first step."""
     test = request.node.originalname.removeprefix("test_")[:20]
     name = f"churn-{test.replace('_', '-').rstrip('-')}"
+    if callspec := getattr(request.node, "callspec", None):
+        name += f"-{callspec.id}"
     rollout = {"canary": {"steps": [25, 50]}, "stepInterval": "10m", "bakeTime": "5s"}
     apply_object(
         kube, model_deployment(name, NAMESPACE, "registry.example/churn:1", rollout=rollout)
@@ -158,11 +161,20 @@ def test_image_pull_backoff_rolls_back_at_once(
     )
 
 
+@pytest.mark.parametrize(
+    ("terminated", "ended"),
+    [
+        ({"reason": "Error", "exitCode": 1}, "Error (exit code 1)"),
+        # The kernel killed it at its memory limit; restarted, it backs off like any crash.
+        ({"reason": "OOMKilled", "exitCode": 137}, "OOMKilled (exit code 137)"),
+    ],
+    ids=["error", "oom"],
+)
 def test_crash_loop_is_reported_then_rolled_back_at_three_restarts(
-    kube: KwokCluster, reader: ClusterReader, churn: str
+    kube: KwokCluster, reader: ClusterReader, churn: str, terminated: Body, ended: str
 ) -> None:
     revision, pod = roll_out(kube, reader, churn)
-    last = {"terminated": {"reason": "Error", "exitCode": 1}}
+    last = {"terminated": terminated}
 
     def crash_loop(restarts: int) -> Body:
         message = (
@@ -180,6 +192,9 @@ def test_crash_loop_is_reported_then_rolled_back_at_three_restarts(
     assert [(p["pod"], p["reason"], p["restarts"]) for p in reported] == [
         (pod, "CrashLoopBackOff", 1)
     ]
+    assert reported[0]["message"] == (
+        f"last exit: {ended}; {crash_loop(1)['state']['waiting']['message']}"
+    )
     assert status(reader, churn)["canaryRevision"] == revision  # not certain yet
     # kwok leaves the status of a Running pod as written (its pod-ready stage is done).
     written = reader.api.get(f"/api/v1/namespaces/{NAMESPACE}/pods/{pod}")
@@ -190,7 +205,8 @@ def test_crash_loop_is_reported_then_rolled_back_at_three_restarts(
     assert event["type"] == "Warning"
     assert f"canary {revision}: {pod}: CrashLoopBackOff" in event["message"]
     kubelet_reports(kube, pod, crash_loop(3))
-    assert_rolled_back(kube, reader, churn, revision, f"pods cannot start: {pod}: CrashLoopBackOff")
+    why = f"pods cannot start: {pod}: CrashLoopBackOff: last exit: {ended}"
+    assert_rolled_back(kube, reader, churn, revision, why)
     assert "(3 restarts)" in status(reader, churn)["history"][-1]["reason"]
     assert len(events(kube, churn, "PodProblem")) == 1  # reported once, not per reconcile
 
