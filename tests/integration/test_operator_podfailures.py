@@ -4,10 +4,13 @@ status alone, as the pod runner's Ready conditions show) or lets the real schedu
 node, and the operator reads it from the pods within a reconcile or two: an unpullable image
 or a crash loop (an error exit or an OOM kill) at the restart limit rolls the canary back with
 the pod, reason and message in status, history and the RolledBack Event; an unschedulable pod
-is reported, not rolled back."""
+is reported, not rolled back. A real model whose golden request fails, run by the pod runner,
+exits with that reason as its termination message, which the operator reports and rolls back
+with."""
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,11 +24,15 @@ from operator_harness import (
     patch_model_deployment,
     wait_for,
 )
+from podrunner_harness import WRONG_GOLDEN_IMAGE, write_image_map, wrong_golden_model
 
-from modeldeploy.api import GROUP, PLURAL
+from modeldeploy.api import GROUP, MAX_POD_MESSAGE, PLURAL
 from modeldeploy.devenv.cluster import KwokCluster
+from modeldeploy.devenv.imagemap import ImageMap
+from modeldeploy.devenv.podrunner import PodRunner, RunnerConfig
 from modeldeploy.resources.deployment import CONTAINER_NAME
 from modeldeploy.resources.names import LABEL_REVISION
+from modeldeploy.serving.server import BROKEN_IMAGE_EXIT_CODE
 
 pytestmark = pytest.mark.integration
 
@@ -81,11 +88,15 @@ def canary_pods(reader: ClusterReader, name: str) -> list[str]:
     )
 
 
-def roll_out(kube: KwokCluster, reader: ClusterReader, name: str, **spec: Any) -> tuple[str, str]:
-    """Start a rollout of image :2 (plus `spec`); (canary revision, its first pod)."""
-    patch_model_deployment(
-        kube, NAMESPACE, name, {"spec": {"image": "registry.example/churn:2", **spec}}
-    )
+def roll_out(
+    kube: KwokCluster,
+    reader: ClusterReader,
+    name: str,
+    image: str = "registry.example/churn:2",
+    **spec: Any,
+) -> tuple[str, str]:
+    """Start a rollout of `image` (plus `spec`); (canary revision, its first pod)."""
+    patch_model_deployment(kube, NAMESPACE, name, {"spec": {"image": image, **spec}})
     pods = wait_for(lambda: canary_pods(reader, name), timeout=30, what=f"{name} canary pods")
     return str(status(reader, name)["canaryRevision"]), pods[0]
 
@@ -235,3 +246,40 @@ def test_unschedulable_canary_is_reported_not_rolled_back(
     assert "failedRevision" not in current
     assert len(events(kube, churn, "PodProblem")) == 1
     assert events(kube, churn, "RolledBack") == []
+
+
+@pytest.fixture
+def golden_failing_runner(kube: KwokCluster, tmp_path: Path) -> Iterator[PodRunner]:
+    """The pod runner (process mode) for this namespace, serving only the image of a model
+    whose golden request fails: the stable's image is not in its map, so kwok's Ready stands."""
+    model_dir = wrong_golden_model(tmp_path / "wrong-golden")
+    image_map = write_image_map(
+        tmp_path / "images.yaml", {WRONG_GOLDEN_IMAGE: {"modelDir": str(model_dir)}}
+    )
+    config = RunnerConfig(ImageMap.load(image_map), tmp_path / "runner", namespace=NAMESPACE)
+    with PodRunner(config, str(kube.kubeconfig), say=print) as runner:
+        yield runner
+
+
+def test_a_model_failing_its_golden_request_is_rolled_back_with_its_own_reason(
+    kube: KwokCluster, reader: ClusterReader, churn: str, golden_failing_runner: PodRunner
+) -> None:
+    """The runtime exits with the failed golden request as its termination message
+    (FallbackToLogsOnError), the runner reports it as a kubelet would, and the operator
+    carries it into status.podProblems, the PodProblem Event and the rollback's reason."""
+    revision, pod = roll_out(kube, reader, churn, WRONG_GOLDEN_IMAGE)
+    exited = f"last exit: Error (exit code {BROKEN_IMAGE_EXIT_CODE}): golden request failed: row-"
+    reported = wait_for(
+        lambda: [p for p in problems(reader, churn) if p["reason"] == "CrashLoopBackOff"],
+        timeout=60, what="the crash loop in status.podProblems",
+    )  # fmt: skip
+    assert reported[0]["pod"] == pod
+    assert reported[0]["message"].startswith(exited)
+    assert "output 'label'[0] is " in reported[0]["message"]
+    assert len(reported[0]["message"]) <= MAX_POD_MESSAGE
+    why = f"pods cannot start: {pod}: CrashLoopBackOff: {exited}"
+    assert_rolled_back(kube, reader, churn, revision, why)
+    assert any(
+        f"{pod}: CrashLoopBackOff: {exited}" in e["message"]
+        for e in events(kube, churn, "PodProblem")
+    )
