@@ -541,10 +541,24 @@ def serve(
     max_header_bytes: Annotated[
         int, typer.Option(min=1024, help="Request line plus headers, at most (h11).")
     ] = ServerLimits.max_header_bytes,
+    termination_log: Annotated[
+        str | None,
+        typer.Option(
+            envvar=contract.ENV_TERMINATION_LOG,
+            help="File to write why it exits to (the kubelet's terminationMessagePath); "
+            "default /dev/termination-log when it is there and writable.",
+        ),
+    ] = None,
 ) -> None:
-    """Serve a model directory: Open Inference Protocol V2 REST and /metrics."""
+    """Serve a model directory: Open Inference Protocol V2 REST and /metrics.
+
+    Exits 2 when the directory cannot be served, 3 when the server cannot start, 4 when
+    warm-up finds the image broken (wrong golden outputs, model errors, no golden requests);
+    golden requests that stay slow leave it running, not ready."""
     from modeldeploy.serving.config import ModelDirError
+    from modeldeploy.serving.server import BROKEN_IMAGE_EXIT_CODE, StartupFailed, WarmupFailed
     from modeldeploy.serving.server import serve as run
+    from modeldeploy.serving.termination import termination_log as resolve_termination_log
 
     try:
         run(
@@ -563,10 +577,17 @@ def serve(
                 keep_alive_s=keep_alive,
                 max_header_bytes=max_header_bytes,
             ),
+            termination_log=resolve_termination_log(termination_log),
         )
     except ModelDirError as err:
         typer.secho(f"cannot serve {model_dir}: {err}", err=True, fg=typer.colors.RED)
         raise typer.Exit(2) from err
+    except StartupFailed as err:
+        typer.secho(str(err), err=True, fg=typer.colors.RED)
+        raise typer.Exit(3) from err
+    except WarmupFailed as err:
+        typer.secho(f"not serving {model_dir}: {err}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(BROKEN_IMAGE_EXIT_CODE) from err
 
 
 @app.command("profile")

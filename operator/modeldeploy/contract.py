@@ -82,6 +82,10 @@ ENV_WARMUP_MAX_LATENCY_MS: Final = "MODELDEPLOY_WARMUP_MAX_LATENCY_MS"
 # containerPort; the local pod runner gives each container on the host network its own port.
 ENV_SERVE_HOST: Final = "MODELDEPLOY_HOST"
 ENV_SERVE_PORT: Final = "MODELDEPLOY_PORT"
+# Where `modeldeploy serve` writes why it exited (a kubelet reads the container's
+# terminationMessagePath, by default /dev/termination-log, the runtime's default too); the
+# local pod runner points it at a file of its own for each process.
+ENV_TERMINATION_LOG: Final = "MODELDEPLOY_TERMINATION_LOG"
 
 # The runtime's port and readiness path (the operator's readiness probe uses these).
 SERVING_PORT: Final = 8080

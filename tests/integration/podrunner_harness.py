@@ -3,6 +3,7 @@ the pod runner's own tests and the operator's tests with real containers)."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 from modeldeploy.devenv.cluster import KwokCluster
 from modeldeploy.devenv.containers import RUNNER_LABEL, runner_label
 from modeldeploy.devenv.endpoints import Endpoint, read_endpoints
+from modeldeploy.devenv.imagemap import ImageMap, default_build_root
 from modeldeploy.devenv.podrunner import ENDPOINTS_FILE
 from modeldeploy.devenv.prometheus import PrometheusServer
 from modeldeploy.resources.names import LABEL_NAME
@@ -18,7 +20,34 @@ from modeldeploy.serving.process import modeldeploy_command
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE_MAP = ROOT / "examples" / "churn" / "images.yaml"
+V1 = next(iter(ImageMap.load(IMAGE_MAP).entries))  # the healthy v1 image
+WRONG_GOLDEN_IMAGE = "registry.example/ml/churn-wrong-golden:1"
 Body = dict[str, Any]
+
+
+def wrong_golden_model(target: Path) -> Path:
+    """The v1 model directory (built when missing) whose profile expects the other label in
+    its first golden request, as when the profile of another training run is bundled: every
+    start of `modeldeploy serve` fails its warm-up for good."""
+    examples = ImageMap.load(IMAGE_MAP)
+    (v1,) = (
+        ImageMap(examples.path, {V1: examples.entries[V1]})
+        .prepare(default_build_root(), print)
+        .values()
+    )
+    assert v1.model_dir is not None
+    shutil.copytree(v1.model_dir, target)
+    profile = json.loads((target / "profile.json").read_text())
+    expected = profile["golden"][0]["expected"]["label"]
+    expected[0] = next(c for c in profile["output"]["classes"] if c != expected[0])
+    (target / "profile.json").write_text(json.dumps(profile))
+    return target
+
+
+def write_image_map(path: Path, images: dict[str, Body]) -> Path:
+    """An image map of its own for a test (process mode)."""
+    path.write_text(json.dumps({"images": images}))
+    return path
 
 
 class RunnerProcess:

@@ -1,8 +1,9 @@
 """The operator with real model containers: the pod runner's container mode runs each pod's
 image, pulled from the local registry by the digest in the pod spec, and writes the pods'
-status as a kubelet would. A canary whose image crashes at start, or whose digest the
-registry does not have, is rolled back with the pod's real reason in status, history and
-the RolledBack Event, while the stable containers keep serving."""
+status as a kubelet would. A canary whose image crashes at start (its last words in its
+termination message), or whose digest the registry does not have, is rolled back with the
+pod's real reason in status, history and the RolledBack Event, while the stable containers
+keep serving."""
 
 import json
 from collections.abc import Iterator
@@ -111,7 +112,9 @@ def test_broken_model_images_are_rolled_back_with_the_pods_reason(
     crashing = roll_out(kube, reader, images["crashloop"].reference(stack.host))
     entry = wait_for(lambda: rolled_back(reader, crashing), timeout=120, what="crash rollback")
     assert "pods cannot start" in entry["reason"]
-    assert "CrashLoopBackOff" in entry["reason"]
+    # The Deployment's FallbackToLogsOnError: the image's own last words, from its log.
+    last_words = "last exit: Error (exit code 1): cannot load /model/model.joblib: no such file"
+    assert f"CrashLoopBackOff: {last_words}" in entry["reason"]
     assert any(crashing in m and "CrashLoopBackOff" in m for m in events(kube, "RolledBack"))
     pods = container_status(kube, NAMESPACE, NAME)
     assert all(s["restartCount"] == 0 and s["ready"] for s in pods)  # only the stable's left

@@ -2,12 +2,15 @@
 status as a kubelet would (kwok runs no containers; once a pod is Running it leaves its
 status alone, as the pod runner's Ready conditions show) or lets the real scheduler find no
 node, and the operator reads it from the pods within a reconcile or two: an unpullable image
-or a crash loop at the restart limit rolls the canary back with the pod, reason and message
-in status, history and the RolledBack Event; an unschedulable pod is reported, not rolled
-back."""
+or a crash loop (an error exit or an OOM kill) at the restart limit rolls the canary back with
+the pod, reason and message in status, history and the RolledBack Event; an unschedulable pod
+is reported, not rolled back. A real model whose golden request fails, run by the pod runner,
+exits with that reason as its termination message, which the operator reports and rolls back
+with."""
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,11 +24,15 @@ from operator_harness import (
     patch_model_deployment,
     wait_for,
 )
+from podrunner_harness import WRONG_GOLDEN_IMAGE, write_image_map, wrong_golden_model
 
-from modeldeploy.api import GROUP, PLURAL
+from modeldeploy.api import GROUP, MAX_POD_MESSAGE, PLURAL
 from modeldeploy.devenv.cluster import KwokCluster
+from modeldeploy.devenv.imagemap import ImageMap
+from modeldeploy.devenv.podrunner import PodRunner, RunnerConfig
 from modeldeploy.resources.deployment import CONTAINER_NAME
 from modeldeploy.resources.names import LABEL_REVISION
+from modeldeploy.serving.server import BROKEN_IMAGE_EXIT_CODE
 
 pytestmark = pytest.mark.integration
 
@@ -49,9 +56,12 @@ def churn(
     reader: ClusterReader,
     operator: OperatorProcess,
 ) -> Iterator[str]:
-    """A Ready ModelDeployment of its own per test; its canary holds at the first step."""
+    """A Ready ModelDeployment of its own per test (and parameter); its canary holds at the
+    first step."""
     test = request.node.originalname.removeprefix("test_")[:20]
     name = f"churn-{test.replace('_', '-').rstrip('-')}"
+    if callspec := getattr(request.node, "callspec", None):
+        name += f"-{callspec.id}"
     rollout = {"canary": {"steps": [25, 50]}, "stepInterval": "10m", "bakeTime": "5s"}
     apply_object(
         kube, model_deployment(name, NAMESPACE, "registry.example/churn:1", rollout=rollout)
@@ -78,11 +88,15 @@ def canary_pods(reader: ClusterReader, name: str) -> list[str]:
     )
 
 
-def roll_out(kube: KwokCluster, reader: ClusterReader, name: str, **spec: Any) -> tuple[str, str]:
-    """Start a rollout of image :2 (plus `spec`); (canary revision, its first pod)."""
-    patch_model_deployment(
-        kube, NAMESPACE, name, {"spec": {"image": "registry.example/churn:2", **spec}}
-    )
+def roll_out(
+    kube: KwokCluster,
+    reader: ClusterReader,
+    name: str,
+    image: str = "registry.example/churn:2",
+    **spec: Any,
+) -> tuple[str, str]:
+    """Start a rollout of `image` (plus `spec`); (canary revision, its first pod)."""
+    patch_model_deployment(kube, NAMESPACE, name, {"spec": {"image": image, **spec}})
     pods = wait_for(lambda: canary_pods(reader, name), timeout=30, what=f"{name} canary pods")
     return str(status(reader, name)["canaryRevision"]), pods[0]
 
@@ -158,11 +172,20 @@ def test_image_pull_backoff_rolls_back_at_once(
     )
 
 
+@pytest.mark.parametrize(
+    ("terminated", "ended"),
+    [
+        ({"reason": "Error", "exitCode": 1}, "Error (exit code 1)"),
+        # The kernel killed it at its memory limit; restarted, it backs off like any crash.
+        ({"reason": "OOMKilled", "exitCode": 137}, "OOMKilled (exit code 137)"),
+    ],
+    ids=["error", "oom"],
+)
 def test_crash_loop_is_reported_then_rolled_back_at_three_restarts(
-    kube: KwokCluster, reader: ClusterReader, churn: str
+    kube: KwokCluster, reader: ClusterReader, churn: str, terminated: Body, ended: str
 ) -> None:
     revision, pod = roll_out(kube, reader, churn)
-    last = {"terminated": {"reason": "Error", "exitCode": 1}}
+    last = {"terminated": terminated}
 
     def crash_loop(restarts: int) -> Body:
         message = (
@@ -180,6 +203,9 @@ def test_crash_loop_is_reported_then_rolled_back_at_three_restarts(
     assert [(p["pod"], p["reason"], p["restarts"]) for p in reported] == [
         (pod, "CrashLoopBackOff", 1)
     ]
+    assert reported[0]["message"] == (
+        f"last exit: {ended}; {crash_loop(1)['state']['waiting']['message']}"
+    )
     assert status(reader, churn)["canaryRevision"] == revision  # not certain yet
     # kwok leaves the status of a Running pod as written (its pod-ready stage is done).
     written = reader.api.get(f"/api/v1/namespaces/{NAMESPACE}/pods/{pod}")
@@ -190,7 +216,8 @@ def test_crash_loop_is_reported_then_rolled_back_at_three_restarts(
     assert event["type"] == "Warning"
     assert f"canary {revision}: {pod}: CrashLoopBackOff" in event["message"]
     kubelet_reports(kube, pod, crash_loop(3))
-    assert_rolled_back(kube, reader, churn, revision, f"pods cannot start: {pod}: CrashLoopBackOff")
+    why = f"pods cannot start: {pod}: CrashLoopBackOff: last exit: {ended}"
+    assert_rolled_back(kube, reader, churn, revision, why)
     assert "(3 restarts)" in status(reader, churn)["history"][-1]["reason"]
     assert len(events(kube, churn, "PodProblem")) == 1  # reported once, not per reconcile
 
@@ -219,3 +246,40 @@ def test_unschedulable_canary_is_reported_not_rolled_back(
     assert "failedRevision" not in current
     assert len(events(kube, churn, "PodProblem")) == 1
     assert events(kube, churn, "RolledBack") == []
+
+
+@pytest.fixture
+def golden_failing_runner(kube: KwokCluster, tmp_path: Path) -> Iterator[PodRunner]:
+    """The pod runner (process mode) for this namespace, serving only the image of a model
+    whose golden request fails: the stable's image is not in its map, so kwok's Ready stands."""
+    model_dir = wrong_golden_model(tmp_path / "wrong-golden")
+    image_map = write_image_map(
+        tmp_path / "images.yaml", {WRONG_GOLDEN_IMAGE: {"modelDir": str(model_dir)}}
+    )
+    config = RunnerConfig(ImageMap.load(image_map), tmp_path / "runner", namespace=NAMESPACE)
+    with PodRunner(config, str(kube.kubeconfig), say=print) as runner:
+        yield runner
+
+
+def test_a_model_failing_its_golden_request_is_rolled_back_with_its_own_reason(
+    kube: KwokCluster, reader: ClusterReader, churn: str, golden_failing_runner: PodRunner
+) -> None:
+    """The runtime exits with the failed golden request as its termination message
+    (FallbackToLogsOnError), the runner reports it as a kubelet would, and the operator
+    carries it into status.podProblems, the PodProblem Event and the rollback's reason."""
+    revision, pod = roll_out(kube, reader, churn, WRONG_GOLDEN_IMAGE)
+    exited = f"last exit: Error (exit code {BROKEN_IMAGE_EXIT_CODE}): golden request failed: row-"
+    reported = wait_for(
+        lambda: [p for p in problems(reader, churn) if p["reason"] == "CrashLoopBackOff"],
+        timeout=60, what="the crash loop in status.podProblems",
+    )  # fmt: skip
+    assert reported[0]["pod"] == pod
+    assert reported[0]["message"].startswith(exited)
+    assert "output 'label'[0] is " in reported[0]["message"]
+    assert len(reported[0]["message"]) <= MAX_POD_MESSAGE
+    why = f"pods cannot start: {pod}: CrashLoopBackOff: {exited}"
+    assert_rolled_back(kube, reader, churn, revision, why)
+    assert any(
+        f"{pod}: CrashLoopBackOff: {exited}" in e["message"]
+        for e in events(kube, churn, "PodProblem")
+    )

@@ -21,7 +21,17 @@ from typing import Any
 
 import pytest
 from operator_harness import kubectl, wait_for
-from podrunner_harness import IMAGE_MAP, RunnerProcess, container_status, pods, runner_containers
+from podrunner_harness import (
+    IMAGE_MAP,
+    V1,
+    WRONG_GOLDEN_IMAGE,
+    RunnerProcess,
+    container_status,
+    pods,
+    runner_containers,
+    write_image_map,
+    wrong_golden_model,
+)
 
 from modeldeploy import contract as c
 from modeldeploy.devenv.cluster import KwokCluster
@@ -37,15 +47,19 @@ from modeldeploy.devenv.traffic import Row, read_rows
 from modeldeploy.profiling.schema import FeatureProfile, Profile
 from modeldeploy.resources.names import LABEL_NAME, LABEL_REVISION
 from modeldeploy.serving.process import modeldeploy_command
+from modeldeploy.serving.server import BROKEN_IMAGE_EXIT_CODE
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
-V1 = next(iter(ImageMap.load(IMAGE_MAP).entries))  # the healthy v1 image
 REVISION = "v1rev"
+BAD_SETTING = {"name": c.ENV_WARMUP_MAX_LATENCY_MS, "value": "soon"}
 Body = dict[str, Any]
 
 
-def deployment(name: str, md_name: str, image: str, replicas: int, env: list[Body]) -> Body:
+def deployment(
+    name: str, md_name: str, image: str, replicas: int, env: list[Body], **container: Any
+) -> Body:
+    """`container`: more fields of the model container (e.g. terminationMessagePolicy)."""
     labels = {LABEL_NAME: md_name, LABEL_REVISION: REVISION}
     return {
         "apiVersion": "apps/v1",
@@ -65,6 +79,7 @@ def deployment(name: str, md_name: str, image: str, replicas: int, env: list[Bod
                             "readinessProbe": {
                                 "httpGet": {"path": f"/v2/models/{md_name}/ready", "port": 8080}
                             },
+                            **container,
                         }
                     ]
                 },
@@ -362,6 +377,50 @@ def test_a_new_runner_reaps_the_processes_of_a_killed_one(
         first.stop()
 
 
+def crash_looping(kube: KwokCluster, namespace: str, md_name: str) -> Body | None:
+    """The container status of the pod of `md_name`, once it is in CrashLoopBackOff after
+    two restarts."""
+    (status,) = container_status(kube, namespace, md_name)
+    waiting = status["state"].get("waiting") or {}
+    looping = waiting.get("reason") == "CrashLoopBackOff" and status["restartCount"] >= 2
+    return status if looping else None
+
+
+def test_a_server_that_exits_leaves_its_termination_message_as_a_kubelet_would(
+    kube: KwokCluster, prometheus: PrometheusServer, namespace: str, tmp_path: Path
+) -> None:
+    """Process mode: a model whose golden request fails exits and says why in the file the
+    runner hands it (terminationMessagePolicy File); a crash that says nothing there leaves
+    its log's end, with FallbackToLogsOnError."""
+    crash = "registry.example/ml/crash:1"
+    image_map = write_image_map(tmp_path / "images.yaml", {
+        WRONG_GOLDEN_IMAGE: {"modelDir": str(wrong_golden_model(tmp_path / "wrong-golden"))},
+        crash: {"command": ["python3", "-c", "import sys; sys.exit('cannot load weights.bin')"]},
+    })  # fmt: skip
+    runner = RunnerProcess(
+        kube, prometheus, namespace, tmp_path / "runner", "--image-map", str(image_map)
+    )
+    try:
+        kubectl(kube, "apply", "-n", namespace, "-f", "-", input=json.dumps(
+            {"apiVersion": "v1", "kind": "List", "items": [
+                deployment("wrong-v1rev", "wrong", WRONG_GOLDEN_IMAGE, 1, MODEL_ENV[:3]),
+                deployment("crash-v1rev", "crash", crash, 1, MODEL_ENV[:3],
+                           terminationMessagePolicy="FallbackToLogsOnError"),
+            ]}))  # fmt: skip
+        wrong = wait_for(lambda: crash_looping(kube, namespace, "wrong"), timeout=120,
+                         what="the wrong model in CrashLoopBackOff")  # fmt: skip
+        terminated = wrong["lastState"]["terminated"]
+        assert (terminated["reason"], terminated["exitCode"]) == ("Error", BROKEN_IMAGE_EXIT_CODE)
+        assert terminated["message"].startswith("golden request failed: row-")
+        assert "output 'label'[0] is " in terminated["message"]
+        crashed = wait_for(lambda: crash_looping(kube, namespace, "crash"), timeout=60,
+                           what="the crashing command in CrashLoopBackOff")  # fmt: skip
+        assert crashed["lastState"]["terminated"]["exitCode"] == 1
+        assert crashed["lastState"]["terminated"]["message"] == "cannot load weights.bin\n"
+    finally:
+        assert runner.stop() == 0, runner.log()
+
+
 def test_container_mode_runs_the_pods_images_and_reports_failures_like_a_kubelet(
     *,
     kube: KwokCluster,
@@ -373,7 +432,9 @@ def test_container_mode_runs_the_pods_images_and_reports_failures_like_a_kubelet
 ) -> None:
     """A pod of the churn image (by digest) is served by its own container and Ready after
     its golden requests; a crashing image goes into CrashLoopBackOff with restart counts and
-    its exit; an image the registry does not have shows ImagePullBackOff."""
+    its exit, its log's end as the message (FallbackToLogsOnError); the churn image told a
+    bad setting writes why to the termination log mounted where the pod says; an image the
+    registry does not have shows ImagePullBackOff."""
     healthy = images["churn-v1"].reference(registry.host)
     crashing = images["crashloop"].reference(registry.host)
     missing = f"{registry.host}/ml/churn@sha256:{'0' * 64}"
@@ -383,7 +444,9 @@ def test_container_mode_runs_the_pods_images_and_reports_failures_like_a_kubelet
         kubectl(kube, "apply", "-n", namespace, "-f", "-", input=json.dumps(
             {"apiVersion": "v1", "kind": "List", "items": [
                 deployment("churn-v1rev", "churn", healthy, 2, MODEL_ENV),
-                deployment("crash-v1rev", "crash", crashing, 1, MODEL_ENV[:3]),
+                deployment("crash-v1rev", "crash", crashing, 1, MODEL_ENV[:3],
+                           terminationMessagePolicy="FallbackToLogsOnError"),
+                deployment("unset-v1rev", "unset", healthy, 1, [*MODEL_ENV[:3], BAD_SETTING]),
                 deployment("gone-v1rev", "gone", missing, 1, MODEL_ENV[:3]),
                 service("churn", {LABEL_NAME: "churn"}),
             ]}))  # fmt: skip
@@ -411,16 +474,19 @@ def test_container_mode_runs_the_pods_images_and_reports_failures_like_a_kubelet
         report = run_load(LoadSpec(rate=50, count=40, duration=20), *example_rows(), source)
         assert report.by_code == {"200": 40}, report.summary()
 
-        def crash_looping() -> Body | None:
-            (status,) = container_status(kube, namespace, "crash")
-            waiting = status["state"].get("waiting") or {}
-            looping = waiting.get("reason") == "CrashLoopBackOff" and status["restartCount"] >= 2
-            return status if looping else None
-
-        status = wait_for(crash_looping, timeout=120, what="CrashLoopBackOff with restarts")
+        status = wait_for(lambda: crash_looping(kube, namespace, "crash"), timeout=120,
+                          what="CrashLoopBackOff with restarts")  # fmt: skip
         assert status["lastState"]["terminated"]["exitCode"] == 1
-        assert "cannot load /model/model.joblib" in status["lastState"]["terminated"]["message"]
+        assert status["lastState"]["terminated"]["message"] == (
+            "cannot load /model/model.joblib: no such file\n"
+        )
         assert not status["ready"]
+        status = wait_for(lambda: crash_looping(kube, namespace, "unset"), timeout=120,
+                          what="the misconfigured churn container in CrashLoopBackOff")  # fmt: skip
+        assert status["lastState"]["terminated"]["exitCode"] == 2
+        assert status["lastState"]["terminated"]["message"] == (
+            f"cannot serve /model: {c.ENV_WARMUP_MAX_LATENCY_MS}='soon' is not a positive number"
+        )
 
         def backing_off() -> Body | None:
             (status,) = container_status(kube, namespace, "gone")

@@ -29,6 +29,7 @@ from modeldeploy.profiling.stats import normalise
 from modeldeploy.serving.bins import counts, feature_bins
 from modeldeploy.serving.process import LOOPBACK, ServerProcess, modeldeploy_command
 from modeldeploy.serving.protocol import Reason, input_tensor
+from modeldeploy.serving.server import BROKEN_IMAGE_EXIT_CODE
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -550,19 +551,34 @@ def test_readiness_flips_only_after_golden_requests_pass_in_time(
     assert "<= 100 ms" in reason
 
 
-def test_wrong_model_never_becomes_ready(healthy: Path, tmp_path: Path) -> None:
+def test_a_wrong_model_exits_with_its_reason_in_the_termination_log(
+    healthy: Path, tmp_path: Path
+) -> None:
+    """Wrong golden outputs are the image's fault, on any node: not ready (503) until the
+    server has shut down, then exit 4 with the reason where the kubelet reads it."""
     model_dir = copy_model(healthy, tmp_path / "wrong")
     python_model(model_dir, "wrong_model", WRONG_MODEL)
-    with ServerProcess(model_dir) as server:
-        server.wait_live()
-        wait_for_fast(lambda: state(server.url)["state"] == "failed")
-        ready = httpx.get(server.url + "/v2/models/churn/ready", timeout=5)
-        assert ready.status_code == 503
-        assert "golden request failed" in ready.json()["reason"]
-        assert "expected" in ready.json()["reason"]
-        time.sleep(0.3)
-        assert state(server.url)["state"] == "failed"  # for good
-        assert httpx.get(server.url + "/v2/health/live", timeout=5).status_code == 200
+    log = tmp_path / "termination-log"
+    with ServerProcess(model_dir, env={c.ENV_TERMINATION_LOG: str(log)}) as server:
+        assert server.wait_exited() == BROKEN_IMAGE_EXIT_CODE, server.output()
+        output = server.output()
+    message = log.read_text()
+    assert message.startswith("golden request failed: ")
+    assert "expected" in message
+    assert f"not ready: {message}" in output
+    assert "Application shutdown complete" in output  # a graceful stop, not a crash
+
+
+def test_a_directory_that_cannot_be_served_says_why_in_the_termination_log(
+    healthy: Path, tmp_path: Path
+) -> None:
+    log = tmp_path / "termination-log"
+    env = {c.ENV_WARMUP_MAX_LATENCY_MS: "soon"}
+    with ServerProcess(healthy, env=env, args=["--termination-log", str(log)]) as server:
+        assert server.wait_exited() == 2, server.output()
+    assert log.read_text() == (
+        f"cannot serve {healthy}: {c.ENV_WARMUP_MAX_LATENCY_MS}='soon' is not a positive number"
+    )
 
 
 # --- shadow mirroring and the prediction log ----------------------------------------------

@@ -2,6 +2,7 @@
 stop, the readiness it writes back, the labels of its Prometheus targets."""
 
 import itertools
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from modeldeploy.devenv.containers import (
 )
 from modeldeploy.devenv.podrunner import process_env
 from modeldeploy.devenv.pods import (
+    FALLBACK_TO_LOGS,
     NOT_READY_REASON,
     READY_REASON,
     ContainerReport,
@@ -26,6 +28,7 @@ from modeldeploy.devenv.pods import (
     service_members,
     status_patch,
     target_labels,
+    termination_message,
     wanted,
 )
 from modeldeploy.resources.names import LABEL_FALLBACK, LABEL_NAME, LABEL_REVISION
@@ -284,6 +287,50 @@ def test_status_patch_reports_a_crash_loop_as_a_kubelet_would() -> None:
     assert terminated["message"] == "cannot load /model"
 
 
+GOLDEN_FAILED = b"golden request failed: golden-0: output 'label'[0] is 'stay', expected 'churn'"
+CRASH_LOG = b"".join(f"line {i}\n".encode() for i in range(200)) + b"ImportError: no sklearn\n"
+
+
+@pytest.mark.parametrize(
+    ("written", "policy", "code", "message"),
+    [
+        (GOLDEN_FAILED, "File", 4, GOLDEN_FAILED.decode()),
+        (GOLDEN_FAILED, "FallbackToLogsOnError", 4, GOLDEN_FAILED.decode()),  # the file first
+        (b"", "File", 1, ""),  # nothing written, no fallback: the kubelet says nothing
+        (b"", "FallbackToLogsOnError", 0, ""),  # logs only after a failed exit
+        (b"x" * 5000, "File", 1, "x" * 4096),
+    ],
+    ids=["file", "file-over-logs", "file-empty", "clean-exit", "file-cut"],
+)
+def test_termination_message_as_a_kubelet_reads_it(
+    written: bytes, policy: str, code: int, message: str
+) -> None:
+    assert termination_message(written, CRASH_LOG, policy, code) == message
+
+
+def test_termination_message_falls_back_to_the_logs_last_80_lines_at_most_2048_bytes() -> None:
+    fallback = termination_message(b"", CRASH_LOG, FALLBACK_TO_LOGS, 1)
+    assert fallback.endswith("line 199\nImportError: no sklearn\n")
+    assert fallback.splitlines()[0] == "line 121"  # 80 lines
+    long_lines = b"".join(b"y" * 100 + b"\n" for _ in range(80))
+    assert len(termination_message(b"", long_lines, FALLBACK_TO_LOGS, 1)) == 2048
+
+
+def test_pod_view_reads_the_termination_message_path_and_policy() -> None:
+    default = view()
+    assert (default.termination_message_path, default.termination_message_policy) == (
+        "/dev/termination-log", "File",
+    )  # fmt: skip
+    container = {
+        "name": "model", "image": IMAGE, "terminationMessagePath": "/tmp/why",
+        "terminationMessagePolicy": FALLBACK_TO_LOGS,
+    }  # fmt: skip
+    seen = view(containers=[container])
+    assert (seen.termination_message_path, seen.termination_message_policy) == (
+        "/tmp/why", FALLBACK_TO_LOGS,
+    )  # fmt: skip
+
+
 def test_container_mode_serves_only_images_on_a_loopback_registry() -> None:
     digest = "@sha256:" + "b" * 64
     images = ContainerImages()
@@ -313,6 +360,17 @@ def test_container_run_argv_host_network_own_port_restricted() -> None:
     assert f"{c.ENV_SERVE_PORT}=8080" not in env
     assert f"{c.ENV_SERVE_HOST}=127.0.0.1" in env
     assert f"{c.ENV_MODEL_NAME}=churn" in env
+    assert "--volume" not in argv
+    mounted = ContainerLaunch(image).run_argv(
+        "md-ml-churn-1",
+        41000,
+        {},
+        "lbl",
+        (Path("/state/termination/ml_p.log"), "/dev/termination-log"),
+    )
+    assert ("--volume", "/state/termination/ml_p.log:/dev/termination-log") in itertools.pairwise(
+        mounted
+    )
 
 
 def test_container_names_are_valid_and_unique_per_pod() -> None:

@@ -122,6 +122,8 @@ def test_revision_deployment_shape() -> None:
     probe = container["readinessProbe"]["httpGet"]
     assert probe["path"] == contract.READY_PATH_TEMPLATE.format(model="churn")
     assert probe["port"] == "http"
+    # The runtime's own reason for exiting (else the end of its log) reaches the pod status.
+    assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
     assert env_of(body) == {
         contract.ENV_MODEL_NAME: "churn",
         contract.ENV_MODEL_VERSION: "1",

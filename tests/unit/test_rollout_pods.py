@@ -109,8 +109,47 @@ def test_crash_loop_says_how_the_container_last_ended() -> None:
         "r", "p", state=waiting("CrashLoopBackOff", "back-off 40s"), last=oom_killed(), restarts=3
     )
     assert one_problem(body) == (
-        "CrashLoopBackOff", "back-off 40s; last exit: OOMKilled (exit code 137)", 3,
+        "CrashLoopBackOff", "last exit: OOMKilled (exit code 137); back-off 40s", 3,
     )  # fmt: skip
+
+
+GOLDEN_FAILED = "golden request failed: golden-0: output 'label'[0] is 'stay', expected 'churn'"
+BACK_OFF = "back-off 40s restarting failed container=model pod=churn-x_ml(0c3b5a1e-5f0e-4b6a)"
+
+
+def exited(message: str, code: int = 4) -> dict[str, Any]:
+    return {"terminated": {"reason": "Error", "exitCode": code, "message": message}}
+
+
+@pytest.mark.parametrize(
+    ("message", "said"),
+    [
+        (GOLDEN_FAILED, GOLDEN_FAILED),  # the runtime's termination message
+        # FallbackToLogsOnError: the log's end, whose last line says how a crash ended
+        (
+            "Traceback (most recent call last):\n  File ...\nImportError: no sklearn\n\n",
+            "ImportError: no sklearn",
+        ),
+        ("  \n", ""),
+    ],
+    ids=["termination-message", "log-tail", "blank"],
+)
+def test_crash_loop_carries_the_containers_own_words(message: str, said: str) -> None:
+    body = kubelet_pod(
+        "r", "p", state=waiting("CrashLoopBackOff", BACK_OFF), last=exited(message), restarts=2
+    )
+    ended = f"last exit: Error (exit code 4): {said}" if said else "last exit: Error (exit code 4)"
+    assert one_problem(body) == ("CrashLoopBackOff", f"{ended}; {BACK_OFF}", 2)
+
+
+def test_a_long_termination_message_is_cut_the_back_off_first() -> None:
+    body = kubelet_pod(
+        "r", "p", state=waiting("CrashLoopBackOff", BACK_OFF), last=exited("x" * 4096)
+    )
+    _, message, _ = one_problem(body)
+    assert len(message) == 256
+    assert message.startswith("last exit: Error (exit code 4): xxx")
+    assert message.endswith("x...")
 
 
 def test_oom_killed_counts_until_the_container_is_ready_again() -> None:

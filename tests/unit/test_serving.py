@@ -3,12 +3,14 @@ prediction log and shadow configuration."""
 
 import asyncio
 import json
+import os
 import random
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,6 +39,12 @@ from modeldeploy.serving.pipeline import InferencePipeline, ModelError, output_t
 from modeldeploy.serving.predlog import REDACTED, PredictionLog, log_record
 from modeldeploy.serving.protocol import InvalidRequest, Reason, RequestParser
 from modeldeploy.serving.shadow import Mirror
+from modeldeploy.serving.termination import (
+    MAX_MESSAGE_BYTES,
+    encode,
+    termination_log,
+    write_termination_message,
+)
 from modeldeploy.serving.warmup import Readiness, State, mismatch, warm_up
 
 pytestmark = pytest.mark.unit
@@ -377,12 +385,34 @@ def _warm(model: CallableModel, golden: GoldenRequest, bound_ms: float) -> Readi
 def test_warm_up_becomes_ready_when_golden_outputs_match() -> None:
     readiness = _warm(CallableModel(classify), _golden("no"), 1000)
     assert readiness.state is State.READY
+    assert not readiness.broken
 
 
-def test_warm_up_fails_for_good_on_a_golden_mismatch() -> None:
-    readiness = _warm(CallableModel(classify), _golden("yes"), 1000)
-    assert readiness.state is State.FAILED
-    assert "output 'label'[0] is 'no', expected 'yes'" in readiness.reason
+def _failing(columns: Mapping[str, np.ndarray]) -> Prediction:
+    raise RuntimeError("weights file truncated")
+
+
+@pytest.mark.parametrize(
+    ("model", "golden", "reason"),
+    [
+        (classify, [_golden("yes")], "golden request failed: g: output 'label'[0] is 'no', "
+         "expected 'yes'"),
+        (_failing, [_golden("no")], "golden request failed: g: prediction failed: "
+         "RuntimeError('weights file truncated')"),
+        (classify, [], "the profile has no golden requests"),
+    ],
+    ids=["wrong-output", "model-error", "no-golden-requests"],
+)  # fmt: skip
+def test_warm_up_finds_the_image_broken_for_good(
+    model: Callable[[Mapping[str, np.ndarray]], Prediction],
+    golden: list[GoldenRequest],
+    reason: str,
+) -> None:
+    """The same on every node and start: `serve` exits with the reason."""
+    readiness = Readiness()
+    pipeline = InferencePipeline(FEATURES, CallableModel(model))
+    asyncio.run(warm_up(pipeline, golden, readiness, max_latency_ms=1000, rounds=5))
+    assert (readiness.state, readiness.reason, readiness.broken) == (State.FAILED, reason, True)
 
 
 def _sleepy(seconds: float, calls: int) -> CallableModel:
@@ -405,6 +435,35 @@ def test_warm_up_retries_slow_rounds_then_gives_up() -> None:
     never = _warm(_sleepy(0.005, calls=100), _golden("no"), 1)
     assert never.state is State.FAILED
     assert "slower than 1 ms" in never.reason
+    assert not never.broken  # a busy node, maybe: the server stays up, not ready
+
+
+def test_the_termination_log_is_the_configured_one_else_the_kubelets_if_writable(
+    tmp_path: Path,
+) -> None:
+    mounted = tmp_path / "termination-log"
+    assert termination_log(str(tmp_path / "mine"), default=mounted) == tmp_path / "mine"
+    assert termination_log(None, default=mounted) is None  # not mounted: nowhere
+    mounted.touch()
+    assert termination_log(None, default=mounted) == mounted
+    assert termination_log("", default=mounted) == mounted
+    mounted.chmod(0o444)
+    if not os.access(mounted, os.W_OK):  # root may write anything
+        assert termination_log(None, default=mounted) is None
+
+
+def test_termination_messages_are_one_line_cut_to_what_a_kubelet_reads(tmp_path: Path) -> None:
+    assert encode("cannot serve /model: invalid model.yaml:\n  name\n    Field required") == (
+        b"cannot serve /model: invalid model.yaml: name Field required"
+    )
+    long = encode("\u00e9" * MAX_MESSAGE_BYTES)  # 2 bytes each
+    assert len(long) == MAX_MESSAGE_BYTES
+    assert long.decode() == "\u00e9" * (MAX_MESSAGE_BYTES // 2)
+    written = tmp_path / "log"
+    write_termination_message(written, "golden request failed: g")
+    assert written.read_text() == "golden request failed: g"
+    write_termination_message(tmp_path / "missing" / "log", "x")  # logged, not raised
+    write_termination_message(None, "x")
 
 
 # --- prediction log and shadow ------------------------------------------------------------

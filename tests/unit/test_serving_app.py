@@ -20,7 +20,7 @@ from modeldeploy.serving.model import CallableModel, Prediction
 from modeldeploy.serving.monitor import Identity, Monitor
 from modeldeploy.serving.pipeline import InferencePipeline
 from modeldeploy.serving.protocol import Reason
-from modeldeploy.serving.warmup import State
+from modeldeploy.serving.warmup import Readiness, State
 
 pytestmark = pytest.mark.unit
 
@@ -182,3 +182,32 @@ def test_a_body_streamed_past_the_limit_is_413_and_closes_the_connection() -> No
     status, headers, _ = asyncio.run(_call(runtime, messages))
     assert (status, headers["connection"]) == (413, "close")
     assert _counted(runtime) == ({"413": 1}, {Reason.BODY_TOO_LARGE.value: 1})
+
+
+def test_warm_up_hands_a_broken_image_to_on_broken_once() -> None:
+    """`serve` passes a callback that writes the termination message and stops the server."""
+    runtime = _runtime()  # its profile has no golden requests
+    runtime.readiness = Readiness()  # warming, as at the start
+    reasons: list[str] = []
+
+    async def lifespan() -> list[Message]:
+        incoming: asyncio.Queue[Message] = asyncio.Queue()
+        sent: list[Message] = []
+
+        async def send(message: Message) -> None:
+            sent.append(message)
+
+        app = create_app(runtime, on_broken=reasons.append)
+        await incoming.put({"type": "lifespan.startup"})
+        running = asyncio.create_task(app({"type": "lifespan"}, incoming.get, send))
+        async with asyncio.timeout(10):
+            while not reasons:
+                await asyncio.sleep(0.01)
+        await incoming.put({"type": "lifespan.shutdown"})
+        await running
+        return sent
+
+    sent = asyncio.run(lifespan())
+    assert reasons == ["the profile has no golden requests"]
+    assert runtime.readiness.state is State.FAILED
+    assert [m["type"] for m in sent] == ["lifespan.startup.complete", "lifespan.shutdown.complete"]

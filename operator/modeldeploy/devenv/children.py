@@ -30,6 +30,7 @@ class Child:
     process: subprocess.Popen[bytes]
     start_ticks: int | None
     log_path: Path
+    log_offset: int = 0  # where its output starts in the log (earlier runs come before)
 
     @classmethod
     def spawn(
@@ -37,6 +38,7 @@ class Child:
     ) -> "Child":
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("ab") as log:
+            offset = log.tell()
             process = subprocess.Popen(
                 list(argv),
                 env=dict(env),
@@ -46,7 +48,7 @@ class Child:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own group: signals reach what it starts too
             )
-        return cls(process, process_start_ticks(process.pid), log_path)
+        return cls(process, process_start_ticks(process.pid), log_path, offset)
 
     @property
     def pid(self) -> int:
@@ -60,10 +62,17 @@ class Child:
             os.killpg(self.pid, sig)
 
     def log_tail(self, limit: int = 2000) -> str:
+        return self.output(limit).decode(errors="replace")
+
+    def output(self, limit: int) -> bytes:
+        """The last `limit` bytes of what this child wrote."""
         try:
-            return self.log_path.read_bytes()[-limit:].decode(errors="replace")
+            with self.log_path.open("rb") as log:
+                size = log.seek(0, os.SEEK_END)
+                log.seek(max(self.log_offset, size - limit))
+                return log.read(limit)
         except OSError:
-            return ""
+            return b""
 
 
 def terminate(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:

@@ -54,16 +54,25 @@ class ContainerLaunch:
     def pull_argv(self) -> list[str]:
         return ["podman", "pull", "--quiet", "--tls-verify=false", self.image]
 
-    def run_argv(self, name: str, port: int, env: Mapping[str, str], label: str) -> list[str]:
+    def run_argv(
+        self,
+        name: str,
+        port: int,
+        env: Mapping[str, str],
+        label: str,
+        termination: tuple[Path, str] | None = None,
+    ) -> list[str]:
         """Foreground `podman run`: the podman process lives as long as the container, so
-        the runner supervises it like any child process (signals are proxied)."""
+        the runner supervises it like any child process (signals are proxied).
+        `termination`: (host file, terminationMessagePath), mounted as a kubelet does."""
         listen = {contract.ENV_SERVE_HOST: "127.0.0.1", contract.ENV_SERVE_PORT: str(port)}
+        mount = ["--volume", f"{termination[0]}:{termination[1]}"] if termination else []
         return [
             # Pulled already (the status shows the pull); pulled again only if storage was
             # pruned meanwhile (`make images` removes old untagged images).
             "podman", "run", "--rm", "--replace", "--name", name, "--pull=missing",
             "--tls-verify=false",
-            "--network", "host", "--read-only", "--tmpfs", "/tmp",
+            "--network", "host", "--read-only", "--tmpfs", "/tmp", *mount,
             "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
             "--label", f"{RUNNER_LABEL}={label}",
             *(arg for key, value in {**env, **listen}.items() for arg in ("-e", f"{key}={value}")),

@@ -10,7 +10,11 @@ with the pod, and writes the pod -> 127.0.0.1:port mapping for the load generato
 
 It reports each served pod's container status as a kubelet would: ContainerCreating while
 pulling, ErrImagePull then ImagePullBackOff when the image cannot be pulled, running with
-restartCount, and CrashLoopBackOff with the last exit code when the server exits.
+restartCount, and CrashLoopBackOff with the last exit code and termination message when the
+server exits. As a kubelet does, it hands every start a fresh, empty termination message
+file (mounted at a container's terminationMessagePath; a process gets its path in
+MODELDEPLOY_TERMINATION_LOG) and reads it after the exit; left empty after a failed exit,
+FallbackToLogsOnError takes the end of that run's log instead.
 
 With `reflect_readiness` (the default) it also owns the pods' Ready condition: kwok marks a
 pod Ready at once, the runner sets it False until the process answers its readiness path
@@ -40,6 +44,7 @@ from typing import Any, TextIO
 
 import httpx
 
+from modeldeploy.contract import ENV_TERMINATION_LOG
 from modeldeploy.devenv.children import Child, reap_recorded, record_children, stop_all
 from modeldeploy.devenv.containers import (
     ContainerImages,
@@ -58,6 +63,8 @@ from modeldeploy.devenv.imagemap import (
 )
 from modeldeploy.devenv.kubewatch import ObjectWatcher, core_api
 from modeldeploy.devenv.pods import (
+    FALLBACK_LOG_BYTES,
+    MAX_TERMINATION_MESSAGE_BYTES,
     ContainerReport,
     PodKey,
     PodView,
@@ -66,6 +73,7 @@ from modeldeploy.devenv.pods import (
     service_members,
     status_patch,
     target_labels,
+    termination_message,
 )
 from modeldeploy.devenv.prometheus import write_targets
 from modeldeploy.devenv.tools import cache_dir, free_port
@@ -126,7 +134,7 @@ class _Served:
     started_at: str | None = None  # the running server's start (RFC 3339)
     pull_error: tuple[float, str] | None = None  # when the last pull failed, and why
     pull_failures: int = 0  # in a row
-    last_exit: tuple[int, str] | None = None  # exit code and log tail of the previous run
+    last_exit: tuple[int, str] | None = None  # exit code, termination message of the last run
 
     @property
     def address(self) -> str:
@@ -150,6 +158,15 @@ def process_env(view: PodView, base: dict[str, str]) -> dict[str, str]:
 
 def _log_name(key: PodKey) -> str:
     return f"{key.namespace}_{key.name}.log"
+
+
+def _written(path: Path) -> bytes:
+    """What a server wrote to its termination message file (a kubelet reads 4096 bytes)."""
+    try:
+        with path.open("rb") as file:
+            return file.read(MAX_TERMINATION_MESSAGE_BYTES)
+    except OSError:
+        return b""
 
 
 class PodRunner:
@@ -389,11 +406,14 @@ class PodRunner:
                 served.pull_failures += 1
                 self._say(f"pulling {served.view.image} for {key} failed: {why[0]}")
             else:
-                served.last_exit = (code, child.log_tail(800))
+                written = _written(self._termination_file(key))
+                policy = served.view.termination_message_policy
+                output = child.output(FALLBACK_LOG_BYTES)
+                served.last_exit = (code, termination_message(written, output, policy, code))
                 served.restarts += 1
                 self._say(
                     f"server of {key} exited with {code}; restarting "
-                    f"(restart {served.restarts}):\n{served.last_exit[1]}"
+                    f"(restart {served.restarts}):\n{child.log_tail(800)}"
                 )
             served.next_start = now + self._backoff(served)
 
@@ -437,13 +457,21 @@ class PodRunner:
                 [s.child for s in self._served.values() if s.child is not None],
             )
 
+    def _termination_file(self, key: PodKey) -> Path:
+        return self.config.state_dir / "termination" / _log_name(key)
+
     def _spawn_server(self, served: _Served, logs: Path) -> Child:
         launch, view = served.launch, served.view
+        termination = self._termination_file(view.key)
+        termination.parent.mkdir(parents=True, exist_ok=True)
+        termination.write_bytes(b"")
+        termination.chmod(0o666)  # as a kubelet's: the container's user is not the runner's
         if isinstance(launch, ContainerLaunch):
             name = container_name(view.key.namespace, view.key.name, view.key.uid)
-            argv = launch.run_argv(name, served.port, view.env, self._label)
+            mount = (termination, view.termination_message_path)
+            argv = launch.run_argv(name, served.port, view.env, self._label, mount)
             return Child.spawn(argv, dict(os.environ), launch.cwd, logs)
-        env = process_env(view, dict(os.environ))
+        env = {**process_env(view, dict(os.environ)), ENV_TERMINATION_LOG: str(termination)}
         return Child.spawn(launch.command(served.port), env, launch.cwd, logs)
 
     def _probe(self, now: float) -> None:

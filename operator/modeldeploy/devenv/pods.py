@@ -19,6 +19,15 @@ Pod = Mapping[str, Any]
 
 READY_REASON = "ModelServing"
 NOT_READY_REASON = "ModelNotServing"
+# A kubelet's terminationMessagePath default, and what it reads: the file's first 4096
+# bytes, else (FallbackToLogsOnError, after a failed exit) the log's last 80 lines, at most
+# 2048 bytes.
+DEFAULT_TERMINATION_MESSAGE_PATH = "/dev/termination-log"
+DEFAULT_TERMINATION_MESSAGE_POLICY = "File"
+FALLBACK_TO_LOGS = "FallbackToLogsOnError"
+MAX_TERMINATION_MESSAGE_BYTES = 4096
+FALLBACK_LOG_LINES = 80
+FALLBACK_LOG_BYTES = 2048
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 # fieldRef paths a local process can be given; status.* (pod/host IPs) never.
 _FIELD_PATHS = {
@@ -59,6 +68,8 @@ class PodView:
     ready_path: str | None = None  # the container's readiness probe path, if HTTP
     ready_reason: str | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
+    termination_message_path: str = DEFAULT_TERMINATION_MESSAGE_PATH
+    termination_message_policy: str = DEFAULT_TERMINATION_MESSAGE_POLICY
 
     @property
     def model(self) -> str:
@@ -167,6 +178,12 @@ def pod_view(pod: Pod, images: Container[str]) -> PodView | None:
         ready_path=probe.get("path"),
         ready_reason=ready.get("reason"),
         labels=dict(labels),
+        termination_message_path=str(
+            container.get("terminationMessagePath") or DEFAULT_TERMINATION_MESSAGE_PATH
+        ),
+        termination_message_policy=str(
+            container.get("terminationMessagePolicy") or DEFAULT_TERMINATION_MESSAGE_POLICY
+        ),
     )
 
 
@@ -210,6 +227,18 @@ def plan_processes(
     return ProcessPlan(start, stop, refused)
 
 
+def termination_message(written: bytes, log: bytes, policy: str, exit_code: int) -> str:
+    """What a kubelet makes `lastState.terminated.message` of: what the container wrote to
+    its terminationMessagePath; when that is empty, with FallbackToLogsOnError and a failed
+    exit, the end of its log."""
+    if written:
+        return written[:MAX_TERMINATION_MESSAGE_BYTES].decode(errors="ignore")
+    if policy != FALLBACK_TO_LOGS or exit_code == 0:
+        return ""
+    lines = log.splitlines(keepends=True)[-FALLBACK_LOG_LINES:]
+    return b"".join(lines)[-FALLBACK_LOG_BYTES:].decode(errors="ignore")
+
+
 @dataclass(frozen=True)
 class ContainerReport:
     """What a kubelet would report of a pod's container, from what the runner knows."""
@@ -220,7 +249,7 @@ class ContainerReport:
     started_at: str | None = None  # running since; None while not running
     restarts: int = 0
     last_exit_code: int | None = None  # how the previous run ended, if one did
-    last_exit_message: str = ""
+    last_exit_message: str = ""  # its termination message (see termination_message)
 
 
 def _container_state(report: ContainerReport) -> dict[str, Any]:
@@ -253,7 +282,7 @@ def status_patch(container: str, report: ContainerReport, now: str) -> dict[str,
         terminated = {
             "exitCode": report.last_exit_code,
             "reason": "Completed" if report.last_exit_code == 0 else "Error",
-            "message": report.last_exit_message[-500:],
+            "message": report.last_exit_message,
             "finishedAt": now,
         }
         status["lastState"] = {"terminated": terminated}

@@ -3,7 +3,8 @@
 Pods follow the restricted Pod Security profile by default (the template's security
 contexts are merged over it), get the identity the metrics carry through `MODELDEPLOY_*`
 environment variables, and turn Ready only when the runtime's model-ready endpoint says so
-(after the golden requests passed within the warm-up latency bound).
+(after the golden requests passed within the warm-up latency bound). A runtime that exits
+says why in its termination message (`terminationMessagePolicy: FallbackToLogsOnError`).
 """
 
 from dataclasses import dataclass
@@ -102,6 +103,10 @@ def _container(pods: _Pods) -> dict[str, Any]:
             "timeoutSeconds": 2,
             "failureThreshold": 3,
         },
+        # What the runtime writes to /dev/termination-log when it exits (a golden request
+        # that failed, say), else its log's end on an error, becomes the pod's
+        # lastState.terminated.message: the reason the operator reports and rolls back with.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": {**RESTRICTED_CONTAINER_SECURITY, **(template.security_context or {})},
         "volumeMounts": [{"name": TMP_VOLUME, "mountPath": "/tmp"}],
     }

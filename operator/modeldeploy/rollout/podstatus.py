@@ -1,8 +1,9 @@
 """Pod problems, read from a pod's status as its kubelet (or the scheduler) writes it.
 
 Pure: one raw Pod -> the problems of its containers (waiting reasons such as
-ImagePullBackOff or CrashLoopBackOff, OOM kills, with the restart count), or of the pod as a
-whole (Unschedulable; Ready=False although every container runs). A container that runs and
+ImagePullBackOff or CrashLoopBackOff, OOM kills, with the restart count and how the container
+last ended, in its own words when it left any), or of the pod as a whole (Unschedulable;
+Ready=False although every container runs). A container that runs and
 is ready has no problem, whatever its last termination was: an OOM kill last week is not a
 problem of today. Odd values become notes, never a crash; messages are truncated.
 """
@@ -65,11 +66,21 @@ def _time(value: Any) -> datetime | None:
         return None
 
 
+def _last_line(text: Any) -> str:
+    lines = [line.strip() for line in text.splitlines()] if isinstance(text, str) else []
+    return next((line for line in reversed(lines) if line), "")
+
+
 def _exit(terminated: Mapping[str, Any]) -> str:
-    """ "OOMKilled (exit code 137)" """
+    """ "OOMKilled (exit code 137)", "Error (exit code 4): golden request failed: ..."
+
+    With the container's own words: its termination message, or with
+    FallbackToLogsOnError its log's end, of which the last line is where a crash ends."""
     reason = terminated.get("reason") or "terminated"
     code = terminated.get("exitCode")
-    return f"{reason} (exit code {code})" if code is not None else str(reason)
+    ended = f"{reason} (exit code {code})" if code is not None else str(reason)
+    said = _last_line(terminated.get("message"))
+    return f"{ended}: {said}" if said else ended
 
 
 def _container(container: Mapping[str, Any]) -> tuple[str, str, str, int] | None:
@@ -86,7 +97,9 @@ def _container(container: Mapping[str, Any]) -> tuple[str, str, str, int] | None
     if reason in WAITING_REASONS:
         message = str(waiting.get("message") or "")
         if reason == "CrashLoopBackOff" and last:
-            message = f"{message}; last exit: {_exit(last)}" if message else _exit(last)
+            # Why it exited first: the kubelet's back-off text is what is cut when too long.
+            ended = f"last exit: {_exit(last)}"
+            message = f"{ended}; {message}" if message else ended
         return name, str(reason), message, restarts
     if last.get("reason") == OOM_KILLED and container.get("ready") is not True:
         return name, OOM_KILLED, _exit(last), restarts

@@ -247,22 +247,29 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return _error(f"{exc.detail}: {request.method} {request.url.path}", exc.status_code)
 
 
+OnBroken = Callable[[str], None]
+"""Called with the reason when warm-up finds the image broken (`Readiness.broken`)."""
+
+
 def _lifespan(
-    runtime: Runtime, inference_pool: ThreadPoolExecutor
+    runtime: Runtime, inference_pool: ThreadPoolExecutor, on_broken: OnBroken | None
 ) -> Callable[[Starlette], AbstractAsyncContextManager[None]]:
+    async def warm() -> None:
+        await warm_up(
+            runtime.pipeline,
+            runtime.profile.golden,
+            runtime.readiness,
+            max_latency_ms=runtime.max_latency_ms,
+            rounds=runtime.config.warmup.rounds,
+        )
+        if runtime.readiness.broken and on_broken is not None:
+            on_broken(runtime.readiness.reason)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if runtime.mirror is not None:
             await runtime.mirror.start()
-        warming = asyncio.create_task(
-            warm_up(
-                runtime.pipeline,
-                runtime.profile.golden,
-                runtime.readiness,
-                max_latency_ms=runtime.max_latency_ms,
-                rounds=runtime.config.warmup.rounds,
-            )
-        )
+        warming = asyncio.create_task(warm())
         try:
             yield
         finally:
@@ -278,7 +285,8 @@ def _lifespan(
     return lifespan
 
 
-def create_app(runtime: Runtime) -> Starlette:
+def create_app(runtime: Runtime, on_broken: OnBroken | None = None) -> Starlette:
+    """The runtime's app; without `on_broken` a broken image stays up, answering 503."""
     inference_pool = ThreadPoolExecutor(
         max_workers=runtime.limits.inference_threads, thread_name_prefix="inference"
     )
@@ -298,7 +306,7 @@ def create_app(runtime: Runtime) -> Starlette:
     return Starlette(
         routes=routes,
         exception_handlers={HTTPException: _http_error},
-        lifespan=_lifespan(runtime, inference_pool),
+        lifespan=_lifespan(runtime, inference_pool, on_broken),
     )
 
 

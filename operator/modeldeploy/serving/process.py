@@ -88,6 +88,11 @@ class ServerProcess:
     def wait_live(self, timeout_s: float = 30.0) -> None:
         self.wait_ready(timeout_s, path="/v2/health/live")
 
+    def wait_exited(self, timeout_s: float = 30.0) -> int:
+        """The exit code of a server that stops by itself (a broken image, say)."""
+        assert self._process is not None, "not started"
+        return self._process.wait(timeout=timeout_s)
+
     def stop(self) -> None:
         if self._process is not None and self._process.poll() is None:
             self._process.terminate()

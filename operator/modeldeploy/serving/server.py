@@ -23,6 +23,7 @@ from modeldeploy.serving.pipeline import InferencePipeline
 from modeldeploy.serving.predlog import PredictionLog
 from modeldeploy.serving.protocol import Reason
 from modeldeploy.serving.shadow import Mirror
+from modeldeploy.serving.termination import write_termination_message
 
 
 def load_profile(path: Path) -> Profile:
@@ -65,6 +66,18 @@ def load_runtime(
     )
 
 
+BROKEN_IMAGE_EXIT_CODE = 4
+"""`modeldeploy serve`'s exit code after WarmupFailed (2: cannot serve, 3: did not start)."""
+
+
+class WarmupFailed(Exception):
+    """Warm-up found the image broken (`Readiness.broken`); the message says why."""
+
+
+class StartupFailed(Exception):
+    """uvicorn did not start (the port is taken, say); its log says why."""
+
+
 def serve(
     model_dir: Path,
     host: str = "127.0.0.1",
@@ -76,38 +89,58 @@ def serve(
     redact: Sequence[str] = (),
     log_level: str = "info",
     limits: ServerLimits = DEFAULT_LIMITS,
+    termination_log: Path | None = None,
 ) -> None:
+    """Serve until told to stop. A model directory that cannot be served (ModelDirError) and
+    an image that warm-up finds broken (WarmupFailed, after a graceful shutdown) end it with
+    an exception, whose reason is also written to `termination_log` for the kubelet."""
     import uvicorn
 
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
-    config = load_config(model_dir)
-    log_config = config.prediction_log.model_copy(
-        update={
-            k: v
-            for k, v in {
-                "path": log_path,
-                "sample_rate": log_sample_rate,
-                "redact": [*config.prediction_log.redact, *redact] if redact else None,
-            }.items()
-            if v is not None
-        }
+    try:
+        config = load_config(model_dir)
+        log_config = config.prediction_log.model_copy(
+            update={
+                k: v
+                for k, v in {
+                    "path": log_path,
+                    "sample_rate": log_sample_rate,
+                    "redact": [*config.prediction_log.redact, *redact] if redact else None,
+                }.items()
+                if v is not None
+            }
+        )
+        runtime = load_runtime(
+            model_dir,
+            instrumentation=instrumentation,
+            prediction_log=PredictionLogConfig.model_validate(log_config.model_dump()),
+            limits=limits,
+        )
+    except ModelDirError as err:
+        write_termination_message(termination_log, f"cannot serve {model_dir}: {err}")
+        raise
+
+    def stop_broken(reason: str) -> None:
+        write_termination_message(termination_log, reason)
+        server.should_exit = True
+
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(runtime, on_broken=stop_broken),
+            host=host,
+            port=port,
+            log_level=log_level,
+            access_log=False,
+            lifespan="on",
+            limit_concurrency=limits.max_connections,
+            timeout_keep_alive=limits.keep_alive_s,
+            h11_max_incomplete_event_size=limits.max_header_bytes,
+        )
     )
-    runtime = load_runtime(
-        model_dir,
-        instrumentation=instrumentation,
-        prediction_log=PredictionLogConfig.model_validate(log_config.model_dump()),
-        limits=limits,
-    )
-    uvicorn.run(
-        create_app(runtime),
-        host=host,
-        port=port,
-        log_level=log_level,
-        access_log=False,
-        lifespan="on",
-        limit_concurrency=limits.max_connections,
-        timeout_keep_alive=limits.keep_alive_s,
-        h11_max_incomplete_event_size=limits.max_header_bytes,
-    )
+    server.run()
+    if runtime.readiness.broken:
+        raise WarmupFailed(runtime.readiness.reason)
+    if not server.started:
+        raise StartupFailed(f"the server did not start on {host}:{port}")

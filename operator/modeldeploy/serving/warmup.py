@@ -1,8 +1,12 @@
 """Readiness: the image answers its golden requests correctly and fast enough.
 
-Wrong outputs fail warm-up for good (the image is broken: wrong weights, library or
-preprocessing version); slow outputs are retried for a bounded number of rounds, since the
-first calls pay for lazy loading and cold caches.
+Wrong outputs, model errors and a profile without golden requests fail warm-up for good and
+mark the image broken (wrong weights, library or preprocessing version: the same on every
+node and every start, so `serve` exits with the reason for the kubelet to report). Slow
+outputs are retried for a bounded number of rounds, since the first calls pay for lazy
+loading and cold caches; slowness that outlasts them fails readiness but is no proof of a
+broken image (a busy node, CPU throttling): the server keeps running, not Ready, and the
+operator's warm-up timeout decides.
 """
 
 import asyncio
@@ -34,6 +38,12 @@ class State(StrEnum):
 class Readiness:
     state: State = State.WARMING
     reason: str = "warming up: golden requests not yet answered"
+    broken: bool = False
+    """Failed for a reason of the image itself, which no restart or other node changes."""
+
+    def fail(self, reason: str, *, broken: bool) -> None:
+        self.state, self.reason, self.broken = State.FAILED, reason, broken
+        log.error("not ready: %s", reason)
 
     @property
     def ready(self) -> bool:
@@ -85,17 +95,14 @@ async def warm_up(
 ) -> None:
     """Runs the golden requests off the event loop until they pass, then flips readiness."""
     if not golden:
-        readiness.state, readiness.reason = State.FAILED, "the profile has no golden requests"
-        log.error("not ready: %s", readiness.reason)
+        readiness.fail("the profile has no golden requests", broken=True)
         return
     for round_number in range(1, rounds + 1):
         slowest = 0.0
         for request in golden:
             problem, latency_ms = await asyncio.to_thread(check_golden, pipeline, request)
             if problem is not None:
-                readiness.state = State.FAILED
-                readiness.reason = f"golden request failed: {problem}"
-                log.error("not ready: %s", readiness.reason)
+                readiness.fail(f"golden request failed: {problem}", broken=True)
                 return
             slowest = max(slowest, latency_ms)
         if slowest <= max_latency_ms:
@@ -111,8 +118,6 @@ async def warm_up(
             f"{slowest:.1f} ms > {max_latency_ms:g} ms"
         )
         log.info("%s", readiness.reason)
-    readiness.state = State.FAILED
-    readiness.reason = f"golden requests stayed slower than {max_latency_ms:g} ms: " + (
-        readiness.reason.removeprefix("warming up: ")
-    )
-    log.error("not ready: %s", readiness.reason)
+    slow = readiness.reason.removeprefix("warming up: ")
+    bound = f"golden requests stayed slower than {max_latency_ms:g} ms"
+    readiness.fail(f"{bound}: {slow}", broken=False)
