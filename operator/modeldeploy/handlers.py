@@ -224,7 +224,7 @@ class Reconciler:
         body = self.kube.get_model_deployment(*key)
         if body is None:
             return None
-        return Snapshot(body, tuple(self.kube.list_owned(*key)), fresh=True)
+        return Snapshot(body, tuple(self.kube.list_owned(*key)))
 
     def reconcile(self, key: Key, snapshot: Snapshot) -> list[Written]:
         """One reconcile (in a worker thread); returns what it wrote, for the expectations."""
@@ -341,9 +341,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         metrics.serve(memo.get("metrics_address") or "0.0.0.0", int(port))
     judge = Judge(kube, memo.get("analysis") or AnalysisSettings(), metrics)
     memo.judge = judge
-    reconciler = Reconciler(
-        kube, analysis=judge, metrics=metrics, leading=elector.is_leader if elector else _always
-    )
+    reconciler = Reconciler(kube, analysis=judge, metrics=metrics)
+    if elector is not None:
+        reconciler.leading = elector.is_leader
     memo.reconciler = reconciler
     memo.elector = elector
     interval = float(memo.get("interval") or os.environ.get(INTERVAL_ENV) or DEFAULT_INTERVAL)
@@ -354,10 +354,6 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     if elector is not None:
         memo.tasks.append(asyncio.create_task(elector.run(reconciler.schedule_all)))
     log.info("API server %s (%s), reconciling every %.1fs", kube.server, kube.source, interval)
-
-
-def _always() -> bool:
-    return True
 
 
 @kopf.on.cleanup()

@@ -55,11 +55,10 @@ def without_managed_fields(body: Mapping[str, Any]) -> Body:
 @dataclass(frozen=True)
 class Snapshot:
     """One ModelDeployment and the objects labelled with its name, as one reconcile sees
-    them. `fresh`: read from the API just now, not from the cache."""
+    them (from the cache, or read fresh before a destructive step)."""
 
     body: Body
     owned: tuple[Body, ...]
-    fresh: bool = False
 
     def resource_version(self, kind: str, name: str) -> str | None:
         if kind == MODEL_DEPLOYMENT_KIND:
