@@ -25,7 +25,7 @@ from bench_scale import NAMESPACE, fresh_cluster, operator_kubeconfig, say
 from modeldeploy.api import GROUP, PLURAL
 from modeldeploy.devenv import testruns
 from modeldeploy.devenv.cluster import KwokCluster
-from modeldeploy.devenv.scale import model_deployment
+from modeldeploy.devenv.scale import model_deployment, seconds
 from modeldeploy.devenv.tools import toolchain
 from modeldeploy.leader import LeaseSettings
 
@@ -116,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             stable = wait(
                 lambda: all(phase(cluster, n) == "Stable" for n in names), time.monotonic(), 300
             )
-            say(f"{args.count} ModelDeployments Stable after {stable}s")
+            say(f"{args.count} ModelDeployments Stable after {seconds(stable)}")
             marks = dict.fromkeys(replicas, 0)  # where each one's log began as the standby
             for run in range(args.runs):
                 leader = holder(cluster)
@@ -135,7 +135,10 @@ def main(argv: Sequence[str] | None = None) -> None:
 
                 to_lease.append(wait(leads, killed, args.timeout))
                 to_killed.append(wait(lambda: in_phase("Killed"), killed, args.timeout))
-                say(f"run {run + 1}: Lease {to_lease[-1]}s, Killed {to_killed[-1]}s after SIGKILL")
+                say(
+                    f"run {run + 1}: after SIGKILL, the Lease in {seconds(to_lease[-1])}, "
+                    f"Killed in {seconds(to_killed[-1])}"
+                )
                 replicas[leader].start()  # back as the standby
                 marks[leader] = replicas[leader].mark()
                 kill_switch(cluster, target, engaged=False)

@@ -110,6 +110,9 @@ def test_one_leader_writes_and_a_killed_leader_is_replaced_mid_rollout(
     patch_model_deployment(kube, NAMESPACE, NAME, {"spec": {"image": "registry.example/churn:2"}})
     new = wait_for(lambda: reader.status(NAMESPACE, NAME).get("canaryRevision"), timeout=30)
     wait_for(lambda: reader.status(NAMESPACE, NAME).get("step") == 0, timeout=30)
+    # Killed once the start is done: status first, then objects, then its Event (a kill
+    # between those is issue 17's write-order chaos, not failover).
+    wait_for(lambda: events(kube, "RolloutStarted"), timeout=30, what="RolloutStarted Event")
     leader.kill()  # SIGKILL: no release of the Lease
     killed = time.monotonic()
     wait_for(

@@ -229,9 +229,12 @@ def test_a_round_is_due_after_the_interval_or_for_another_revision() -> None:
 
 def test_the_failing_round_of_a_rolled_back_canary_stays_in_status_for_an_interval() -> None:
     interval = timedelta(seconds=30)
-    failed = ModelDeploymentStatus(last_analysis=analysed("canary", T0, verdict="fail"))
+    failed = ModelDeploymentStatus(
+        stable_revision="stable", last_analysis=analysed("canary", T0, verdict="fail")
+    )
     assert not round_due(failed, "stable", interval, T0 + timedelta(seconds=1))
     assert round_due(failed, "stable", interval, T0 + timedelta(seconds=30))
+    assert round_due(failed, "next-canary", interval, T0 + timedelta(seconds=1))
 
 
 def test_memory_comes_from_status_only_for_the_same_revision() -> None:

@@ -195,12 +195,17 @@ def round_due(
     status: ModelDeploymentStatus, revision: str, interval: timedelta, now: datetime
 ) -> bool:
     """Whether `revision` is due for a round: it never had one, or its last is `interval`
-    old (status keeps whole seconds, so a round may come up to a second early). Another
-    revision's round that failed (the one that rolled a canary back) stays in status for an
-    interval too: it says why, and the stable's next round would replace it at once."""
+    old (status keeps whole seconds, so a round may come up to a second early). For the
+    stable, another revision's failing round (the one that rolled a canary back) stays in
+    status for an interval too: it says why, and the stable's next round would replace it at
+    once. A new canary is analysed at once."""
     last = status.last_analysis
-    if last is None or (last.revision != revision and last.verdict != "fail"):
+    if last is None:
         return True
+    if last.revision != revision:
+        rolled_back = last.verdict == "fail" and revision == status.stable_revision
+        if not rolled_back:
+            return True
     return now >= last.time + interval
 
 
