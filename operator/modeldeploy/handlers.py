@@ -29,6 +29,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -79,7 +80,9 @@ log = logging.getLogger("modeldeploy.operator")
 INTERVAL_ENV = "MODELDEPLOY_RECONCILE_INTERVAL"
 LOG_FORMAT_ENV = "MODELDEPLOY_LOG_FORMAT"  # plain (default) | json
 DEFAULT_INTERVAL = 10.0
-CONCURRENCY = 4
+CONCURRENCY = 16
+"""Reconciles at once. They wait on the apiserver (a reconcile's writes are sequential), not
+on this process' CPU: at 4, creating 100 ModelDeployments took 22 s of queueing alone."""
 COMMANDS = (ANNOTATION_PROMOTE, ANNOTATION_ABORT, ANNOTATION_RETRY)
 Key = tuple[str, str]  # (namespace, name)
 Body = dict[str, Any]
@@ -135,6 +138,8 @@ class Reconciler:
 
     def __post_init__(self) -> None:
         self.queue: WorkQueue[Key] = WorkQueue(self.run, workers=CONCURRENCY)
+        # Its own threads: asyncio's default executor has min(32, cores + 4), 6 on 2 cores.
+        self.threads = ThreadPoolExecutor(CONCURRENCY, thread_name_prefix="reconcile")
 
     def forget(self, key: Key) -> None:
         self.essence.pop(key, None)
@@ -174,7 +179,8 @@ class Reconciler:
         if snapshot is None:
             return
         try:
-            written = await asyncio.to_thread(self.reconcile, key, snapshot)
+            loop = asyncio.get_running_loop()
+            written = await loop.run_in_executor(self.threads, self.reconcile, key, snapshot)
         except NotLeader:
             log.info("%s/%s: lost the lease while reconciling; left to the leader", *key)
             return
@@ -334,7 +340,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     elector = None
     if lease is not None:
         elector = LeaderElector(Kube(), lease)
-    kube = Kube(may_write=elector.is_leader if elector else None)
+    kube = Kube(may_write=elector.is_leader if elector else None, connections=CONCURRENCY + 4)
     metrics = OperatorMetrics()
     port = memo.get("metrics_port")
     if port:

@@ -76,13 +76,14 @@ class Kube:
         timeout: float = 10.0,
         *,
         may_write: Callable[[], bool] | None = None,
+        connections: int | None = None,
     ) -> None:
         """Configured from `kubeconfig`; else the in-cluster service account (token, CA and
         KUBERNETES_SERVICE_HOST/PORT, the token re-read as the kubelet rotates it), else
         $KUBECONFIG / ~/.kube/config. That is the order Kopf logs in with, so its watches and
         these calls always act as one identity. `may_write`: asked before every write to a
         ModelDeployment, its objects or Events (never two writers: the leader lease holder
-        only); a refused write raises NotLeader."""
+        only); a refused write raises NotLeader. `connections`: how many stay open at once."""
         from kubernetes import client, config
 
         configuration = client.Configuration()
@@ -99,6 +100,10 @@ class Kube:
                 config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
                 self.source = "kubeconfig"
         self.server = str(configuration.host)
+        if connections is not None:
+            # One per thread that calls at once; the default (5 per core) makes the rest
+            # open and drop a connection per request.
+            configuration.connection_pool_maxsize = connections
         self._api: Any = client.ApiClient(configuration)
         self._timeout = timeout
         self._lock = threading.Lock()
