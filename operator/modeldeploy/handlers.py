@@ -267,10 +267,11 @@ class Reconciler:
         return self.execute(key, snapshot.body, decided, now, started)
 
     def read_creates(self, namespace: str, world: World, decided: Plan) -> list[Body]:
-        """The objects the plan would create that exist already, read by name. Why a read and
-        not a check of the apply's answer: by then the object is taken over (selector merged,
-        our owner reference added). Creates are rare; an idle reconcile reads nothing; a name
-        taken by an unlabelled object is read again on each reconcile until it is free."""
+        """The objects the plan would create that exist already, listed by name (a field
+        selector: the operator's RBAC has list, not get). Why a read and not a check of the
+        apply's answer: by then the object is taken over (selector merged, our owner
+        reference added). Creates are rare and an idle reconcile reads nothing; a name taken
+        by an unlabelled object is read again on each reconcile until it is free."""
         found: list[Body] = []
         for body in decided.apply:
             kind, name = body["kind"], body["metadata"]["name"]
@@ -278,13 +279,10 @@ class Reconciler:
                 continue
             self.fresh_reads += 1
             _, prefix, plural = ROUTES[kind]
-            try:
-                stored = self.kube.get(f"{prefix}/namespaces/{namespace}/{plural}/{name}")
-            except KubeError as err:
-                if err.status == 404:
-                    continue
-                raise
-            found.append({**stored, "apiVersion": body["apiVersion"], "kind": kind})
+            query = {"fieldSelector": f"metadata.name={name}"}
+            listed = self.kube.get(f"{prefix}/namespaces/{namespace}/{plural}", query)
+            for item in listed.get("items") or []:
+                found.append({**item, "apiVersion": body["apiVersion"], "kind": kind})
         return found
 
     def execute(

@@ -11,7 +11,6 @@ from test_rollout_pods import kubelet_pod, rolling_out, waiting
 
 from modeldeploy.api import GROUP, VERSION, to_wire
 from modeldeploy.handlers import Reconciler, read_status
-from modeldeploy.kube import KubeError
 from modeldeploy.watchcache import Snapshot
 
 pytestmark = pytest.mark.unit
@@ -57,12 +56,11 @@ class FakeApiserver:
         """Objects without the label the cache watches by, by the end of their path."""
         self.reads: list[str] = []
 
-    def get(self, path: str) -> dict[str, Any]:
-        self.reads.append(path)
-        found = next((b for end, b in self.unlabelled.items() if path.endswith(end)), None)
-        if found is None:
-            raise KubeError(404, "not found")
-        return found
+    def get(self, path: str, query: dict[str, str]) -> dict[str, Any]:
+        name = query["fieldSelector"].removeprefix("metadata.name=")
+        read = f"{path}/{name}"
+        self.reads.append(read)
+        return {"items": [b for end, b in self.unlabelled.items() if read.endswith(end)]}
 
     def get_model_deployment(self, namespace: str, name: str) -> dict[str, Any]:
         return self.body
