@@ -9,7 +9,13 @@ import pytest
 from test_rollout_machine import NAME, UID, V2, V3, Driver, FakeCluster, rev, stable_driver
 from test_rollout_pods import kubelet_pod
 
-from modeldeploy.resources.names import LABEL_REVISION, deployment_name, revision_selector
+from modeldeploy.resources.names import (
+    LABEL_NAME,
+    LABEL_REVISION,
+    LABEL_TRACK,
+    deployment_name,
+    revision_selector,
+)
 from modeldeploy.rollout import Plan, observe
 from modeldeploy.rollout.world import ForeignObject
 
@@ -83,6 +89,30 @@ def test_the_rollout_holds_while_its_client_service_is_foreign_then_goes_on() ->
     assert d.status.stable_revision == rev(V2)
     assert d.client_selector() == revision_selector(NAME, rev(V2))
     assert d.condition("Degraded") == ("False", "AsExpected")
+
+
+def test_a_foreign_deployment_named_like_the_canary_gets_no_traffic() -> None:
+    d = stable_driver()
+    r2 = rev(V2)
+    labels = {LABEL_NAME: NAME, LABEL_REVISION: r2}  # its pods would be behind `<name>`
+    theirs = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": deployment_name(NAME, r2),
+            "namespace": "ml",
+            "labels": {**labels, LABEL_TRACK: "theirs"},
+        },
+        "spec": {"replicas": 1, "template": {"metadata": {"labels": labels}}},
+    }
+    d.cluster.objects[("Deployment", deployment_name(NAME, r2))] = theirs
+    d.change(image=V2)
+    d.run(120)
+    assert d.status.canary_revision == r2
+    assert d.status.step == 0
+    assert d.client_selector() == revision_selector(NAME, rev())
+    assert d.cluster.get("Deployment", deployment_name(NAME, r2))["spec"] == theirs["spec"]
+    assert d.condition("Degraded") == ("True", "ObjectNotOwned")
 
 
 def test_a_rollback_still_acts_while_an_object_is_foreign() -> None:

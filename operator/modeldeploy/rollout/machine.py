@@ -16,9 +16,9 @@ problems that are not certain (yet) are reported: in status and, when new, as an
 
 Two holds keep every crash between two writes safe:
 - an object name it would write is taken by an object it does not control (`World.foreign`):
-  that object is never written; the ModelDeployment is Degraded (ObjectNotOwned) and its
-  rollout does not move forward (no step, no promotion) until the name is free; rollbacks,
-  aborts and the kill switch still act.
+  that object is never written; the ModelDeployment is Degraded (ObjectNotOwned), the client
+  Service selects the stable alone and the rollout does not move forward (no step, no
+  promotion) until the name is free; rollbacks, aborts and the kill switch still act.
 - a revision the plan removes still has its Deployment or running pods: a canary keeps zero
   replicas and the client Service selects the stable alone until they are gone, so the
   removed revision and the new one are never behind `<name>` together, whatever order the
@@ -596,7 +596,7 @@ class _Reconcile:
         if self.killed and self.spec.kill_switch.mode == "fallback" and self.spec.fallback:
             return fallback_selector(name)
         assert st.stable is not None
-        if self.removing():
+        if self.removing() or self.foreign:
             return revision_selector(name, st.stable)
         percent = self.stage_percent() if st.canary is not None else 0
         if st.canary is not None and percent >= 100:
