@@ -8,7 +8,10 @@ the objects that differ (server-side apply, field manager `modeldeploy`), deleti
 consumed command annotations, Events. Nothing is written when nothing changed, and nothing
 is read from the API, except right before a destructive step (deleting a revision, rolling
 back): then the ModelDeployment and its objects are read fresh and the plan is made again
-on them, so a stale cache can delay a decision but never make a wrong one.
+on them, so a stale cache can delay a decision but never make a wrong one; and right before
+creating an object the cache does not know: its name is read, because an object someone
+else made need not carry the label the cache watches by, and a server-side apply (force)
+would take it over (see `Reconciler.read_creates`).
 
 A reconcile runs when a ModelDeployment's spec or command annotations change, when an object
 it owns changes (a pod turns Ready, an HPA scales: within a fraction of a second), and for
@@ -49,7 +52,7 @@ from modeldeploy.api import (
     ModelDeploymentStatus,
     to_wire,
 )
-from modeldeploy.kube import Conflict, Kube, KubeError, NotLeader
+from modeldeploy.kube import ROUTES, Conflict, Kube, KubeError, NotLeader
 from modeldeploy.leader import LeaderElector, LeaseSettings
 from modeldeploy.resources.names import LABEL_NAME
 from modeldeploy.rollout import (
@@ -256,9 +259,37 @@ class Reconciler:
             snapshot, subject = fresh, fresh_subject
             world = observe(subject.uid, snapshot.owned)
             decided = plan(subject, world, analysis, now, self.errors.get(key))
+        try:
+            existing = self.read_creates(key[0], world, decided)
+        except KubeError as err:
+            log.warning("%s/%s: cannot read names it would create: %s; again next time", *key, err)
+            return []
+        if existing:
+            # Taken names (or objects the cache has not seen yet): the plan again, knowing them.
+            world = observe(subject.uid, (*snapshot.owned, *existing))
+            decided = plan(subject, world, analysis, now, self.errors.get(key))
         for text in world.notes:
             self.report_once(key, snapshot.body, Event("Warning", "OddObject", text), now)
         return self.execute(key, snapshot.body, decided, now, started)
+
+    def read_creates(self, namespace: str, world: World, decided: Plan) -> list[Body]:
+        """The objects the plan would create that exist already, listed by name (a field
+        selector: the operator's RBAC has list, not get). Why a read and not a check of the
+        apply's answer: by then the object is taken over (selector merged, our owner
+        reference added). Creates are rare and an idle reconcile reads nothing; a name taken
+        by an unlabelled object is read again on each reconcile until it is free."""
+        found: list[Body] = []
+        for body in decided.apply:
+            kind, name = body["kind"], body["metadata"]["name"]
+            if world.get(kind, name) is not None or (kind, name) in world.foreign:
+                continue
+            self.fresh_reads += 1
+            _, prefix, plural = ROUTES[kind]
+            query = {"fieldSelector": f"metadata.name={name}"}
+            listed = self.kube.get(f"{prefix}/namespaces/{namespace}/{plural}", query)
+            for item in listed.get("items") or []:
+                found.append({**item, "apiVersion": body["apiVersion"], "kind": kind})
+        return found
 
     def execute(
         self, key: Key, body: Body, decided: Plan, now: datetime, started: float

@@ -1,11 +1,12 @@
 """The Kopf glue without Kopf: reading a stored status, noticing what changed, deciding a
-rollback again on a fresh read when the watch cache may be stale."""
+rollback again on a fresh read when the watch cache may be stale, reading a name before
+creating it."""
 
 from typing import Any
 from unittest.mock import Mock
 
 import pytest
-from test_rollout_machine import NAME, UID
+from test_rollout_machine import NAME, UID, base_spec, rev
 from test_rollout_pods import kubelet_pod, rolling_out, waiting
 
 from modeldeploy.api import GROUP, VERSION, to_wire
@@ -50,6 +51,16 @@ class FakeApiserver:
         self.owned = owned
         self.statuses: list[dict[str, Any]] = []
         self.writes = 0
+        self.applied: list[dict[str, Any]] = []
+        self.unlabelled: dict[str, dict[str, Any]] = {}
+        """Objects without the label the cache watches by, by the end of their path."""
+        self.reads: list[str] = []
+
+    def get(self, path: str, query: dict[str, str]) -> dict[str, Any]:
+        name = query["fieldSelector"].removeprefix("metadata.name=")
+        read = f"{path}/{name}"
+        self.reads.append(read)
+        return {"items": [b for end, b in self.unlabelled.items() if read.endswith(end)]}
 
     def get_model_deployment(self, namespace: str, name: str) -> dict[str, Any]:
         return self.body
@@ -63,6 +74,7 @@ class FakeApiserver:
 
     def apply(self, body: dict[str, Any]) -> dict[str, Any]:
         self.writes += 1
+        self.applied.append(body)
         return {**body, "metadata": {**body["metadata"], "resourceVersion": "7"}}
 
     def delete(self, namespace: str, ref: Any) -> None:
@@ -72,20 +84,25 @@ class FakeApiserver:
         pass
 
 
+def model_deployment(spec: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "ModelDeployment",
+        "metadata": {"name": NAME, "namespace": "ml", "uid": UID, "generation": 1,
+                     "resourceVersion": "5"},
+        "spec": spec,
+        "status": status,
+    }  # fmt: skip
+
+
 def canary_with_a_pod_that_cannot_pull(
     pod_in_the_apiserver: bool,
 ) -> tuple[Reconciler, FakeApiserver, Snapshot]:
     d, r2 = rolling_out()
     pod = kubelet_pod(r2, f"churn-{r2}-x", state=waiting("ImagePullBackOff", "not found"))
     objects = [*d.cluster.objects.values(), *d.cluster.pods.values()]
-    body = {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "ModelDeployment",
-        "metadata": {"name": NAME, "namespace": "ml", "uid": UID, "generation": d.generation,
-                     "resourceVersion": "5"},
-        "spec": d.spec_raw,
-        "status": to_wire(d.status),
-    }  # fmt: skip
+    body = model_deployment(d.spec_raw, to_wire(d.status))
+    body["metadata"]["generation"] = d.generation
     api = FakeApiserver(body, [*objects, pod] if pod_in_the_apiserver else objects)
     return Reconciler(kube=api), api, Snapshot(body, (*objects, pod))  # type: ignore[arg-type]
 
@@ -101,3 +118,23 @@ def test_a_rollback_is_decided_again_on_a_fresh_read(real: bool) -> None:
         assert ("ModelDeployment", NAME, "6") in written
     else:  # the pod was gone: the cache was stale, nothing is rolled back
         assert "RolledBack" not in phases
+
+
+def test_a_name_taken_by_an_unlabelled_object_is_read_before_creating_and_left_alone() -> None:
+    api = FakeApiserver(model_deployment(base_spec(), {}), [])
+    foreign = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": NAME, "uid": "x"}}
+    api.unlabelled[f"services/{NAME}"] = foreign
+    reconciler = Reconciler(kube=api)  # type: ignore[arg-type]
+    reconciler.reconcile(("ml", NAME), Snapshot(api.body, ()))
+    applied = [(b["kind"], b["metadata"]["name"]) for b in api.applied]
+    assert ("Service", NAME) not in applied
+    assert ("Deployment", f"{NAME}-{rev()}") in applied  # the rest is made
+    degraded = next(c for c in api.statuses[-1]["conditions"] if c["type"] == "Degraded")
+    assert degraded["reason"] == "ObjectNotOwned"
+    assert reconciler.fresh_reads == len(api.reads) == len(applied) + 1
+    # Once the cache holds its own objects, only the taken name is read again.
+    api.reads.clear()
+    owned = tuple({**b, "status": {"readyReplicas": 2}} for b in api.applied)
+    api.body = model_deployment(base_spec(), api.statuses[-1])
+    reconciler.reconcile(("ml", NAME), Snapshot(api.body, owned))
+    assert api.reads == [f"/api/v1/namespaces/ml/services/{NAME}"]

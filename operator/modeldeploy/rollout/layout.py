@@ -4,7 +4,10 @@ Deployment `spec.replicas` is always in the applied body (server-side apply woul
 drop a field the operator stops sending, and the apiserver would default it to 1); where an
 HPA owns the count, the machine passes the observed value back unchanged, so applying never
 fights the HPA. An object is written only when its applied-hash annotation or, for a
-Deployment, its replica count differs from what is wanted.
+Deployment, its replica count differs from what is wanted; never when an object of that kind
+and name exists that the ModelDeployment does not control (`World.foreign`): a server-side
+apply with force would merge into it, add an owner reference, and deleting the
+ModelDeployment would then garbage-collect it.
 """
 
 from collections.abc import Sequence
@@ -29,7 +32,7 @@ from modeldeploy.resources.names import (
 from modeldeploy.resources.revision import RevisionSource
 from modeldeploy.resources.service import service
 from modeldeploy.rollout.plan import ObjectRef
-from modeldeploy.rollout.world import ObservedDeployment, World
+from modeldeploy.rollout.world import ForeignObject, ObservedDeployment, World
 
 API_VERSIONS = {
     "Deployment": "apps/v1",
@@ -141,9 +144,20 @@ def _changed(body: Body, world: World) -> bool:
     return False
 
 
+def foreign_in(desired: Sequence[Body], world: World) -> tuple[ForeignObject, ...]:
+    """The wanted objects whose name is taken by an object the ModelDeployment does not control."""
+    refs = ((body["kind"], body["metadata"]["name"]) for body in desired)
+    return tuple(world.foreign[ref] for ref in refs if ref in world.foreign)
+
+
 def diff(desired: Sequence[Body], world: World) -> tuple[tuple[Body, ...], tuple[ObjectRef, ...]]:
-    """(bodies to apply, objects to delete): only what differs from the world."""
-    apply = tuple(body for body in desired if _changed(body, world))
+    """(bodies to apply, objects to delete): only what differs from the world, never a
+    foreign object (it is not in `world.refs()` either, so it is never deleted)."""
+    apply = tuple(
+        body
+        for body in desired
+        if _changed(body, world) and (body["kind"], body["metadata"]["name"]) not in world.foreign
+    )
     wanted = {(body["kind"], body["metadata"]["name"]) for body in desired}
     extra = [(kind, name) for kind, name in world.refs() if (kind, name) not in wanted]
     extra.sort(key=lambda ref: (DELETE_ORDER.index(ref[0]), ref[1]))

@@ -13,6 +13,16 @@ Rollback (analysis, abort, warm-up timeout, canary pods that certainly cannot st
 moves traffic back to the stable, which is never touched during a rollout, and deletes the
 canary; the kill switch freezes everything and takes traffic away until released. Pod
 problems that are not certain (yet) are reported: in status and, when new, as an Event.
+
+Two holds keep every crash between two writes safe:
+- an object name it would write is taken by an object it does not control (`World.foreign`):
+  that object is never written; the ModelDeployment is Degraded (ObjectNotOwned), the client
+  Service selects the stable alone and the rollout does not move forward (no step, no
+  promotion) until the name is free; rollbacks, aborts and the kill switch still act.
+- a revision the plan removes still has its Deployment or running pods: a canary keeps zero
+  replicas and the client Service selects the stable alone until they are gone, so the
+  removed revision and the new one are never behind `<name>` together, whatever order the
+  writes land in.
 """
 
 from dataclasses import dataclass
@@ -30,7 +40,7 @@ from modeldeploy.api import (
     PodProblem,
     parse_duration,
 )
-from modeldeploy.resources.common import Owner
+from modeldeploy.resources.common import Body, Owner
 from modeldeploy.resources.deployment import ShadowTarget, shadow_url
 from modeldeploy.resources.names import (
     Track,
@@ -41,10 +51,10 @@ from modeldeploy.resources.names import (
     revision_selector,
 )
 from modeldeploy.resources.revision import RevisionSource
-from modeldeploy.rollout.layout import Layout, RevisionLayout, build, diff
+from modeldeploy.rollout.layout import Layout, RevisionLayout, build, diff, foreign_in
 from modeldeploy.rollout.plan import Event, EventType, Plan, Subject
 from modeldeploy.rollout.podstatus import NOT_READY, OOM_KILLED, PODS_CANNOT_START, describe
-from modeldeploy.rollout.report import Facts, render
+from modeldeploy.rollout.report import MAX_MESSAGE, NOT_OWNED, Facts, render
 from modeldeploy.rollout.signal import NO_ANALYSIS, AnalysisInput
 from modeldeploy.rollout.sizing import (
     canary_replicas,
@@ -53,7 +63,7 @@ from modeldeploy.rollout.sizing import (
     shadow_replicas,
 )
 from modeldeploy.rollout.state import State
-from modeldeploy.rollout.world import ObservedDeployment, World
+from modeldeploy.rollout.world import ForeignObject, ObservedDeployment, World
 
 UNPULLABLE_IMAGE = frozenset({"ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"})
 """Certain at once. A lone ErrImagePull is not: the kubelet's first failed pull may be a
@@ -137,6 +147,7 @@ class _Reconcile:
         self.killed = subject.spec.kill_switch.engaged
         self.waiting = False
         self.awaiting_approval = False
+        self.foreign: tuple[ForeignObject, ...] = ()
 
     # --- observations -----------------------------------------------------------------
 
@@ -212,6 +223,7 @@ class _Reconcile:
         self.retry_command()
         self.target_revision()
         self.abort_command()
+        self.foreign = foreign_in(build(self.owner, self.spec, self.layout()), self.world)
         if not self.killed:
             self.progress()
             self.promote_command_ignored()
@@ -457,6 +469,8 @@ class _Reconcile:
                 st.promoting = True
                 st.step_started_at = self.now
                 self.event("Normal", "Promoting", f"{canary}: promotion requested")
+        if self.foreign:
+            return  # its traffic may run through an object the operator cannot write
         if st.promoting:
             self.switch_when_ready()
             return
@@ -534,6 +548,17 @@ class _Reconcile:
         source = self.source(revision)
         return RevisionLayout(source, track, replicas) if source is not None else None
 
+    def removing(self) -> bool:
+        """A revision the layout no longer has still has its Deployment or running pods."""
+        st, name = self.state, self.subject.name
+        kept = {r for r in (st.stable, st.canary, st.previous) if r is not None}
+        wanted = {deployment_name(name, r) for r in kept}
+        if self.spec.fallback is not None:
+            wanted.add(fallback_name(name))
+        return any(d not in wanted for d in self.world.deployments) or bool(
+            self.world.strays - kept
+        )
+
     def layout(self) -> Layout:
         st, name = self.state, self.subject.name
         assert st.stable is not None
@@ -551,7 +576,7 @@ class _Reconcile:
         canary = None
         if st.canary is not None:
             canary = self.revision_layout(st.canary, "canary", self.canary_wanted())
-            if canary is not None and to_zero:
+            if canary is not None and (to_zero or self.removing()):
                 canary = RevisionLayout(canary.source, "canary", 0)
         previous = None
         if st.previous is not None:
@@ -571,6 +596,8 @@ class _Reconcile:
         if self.killed and self.spec.kill_switch.mode == "fallback" and self.spec.fallback:
             return fallback_selector(name)
         assert st.stable is not None
+        if self.removing() or self.foreign:
+            return revision_selector(name, st.stable)
         percent = self.stage_percent() if st.canary is not None else 0
         if st.canary is not None and percent >= 100:
             return revision_selector(name, st.canary)
@@ -615,10 +642,23 @@ class _Reconcile:
                 self.event("Warning", "PodProblem", f"{track} {revision}: {text}")
         return listed
 
+    def report_foreign(self, desired: list[Body]) -> str:
+        """The Degraded message about foreign objects ("" for none); an Event when new."""
+        foreign = foreign_in(desired, self.world)
+        if not foreign:
+            return ""
+        names = "; ".join(str(f) for f in foreign)
+        message = f"not controlled by this ModelDeployment, left alone: {names}"[:MAX_MESSAGE]
+        degraded = next((c for c in self.subject.status.conditions if c.type == "Degraded"), None)
+        if degraded is None or (degraded.reason, degraded.message) != (NOT_OWNED, message):
+            self.event("Warning", NOT_OWNED, message)
+        return message
+
     def finish(self) -> Plan:
         pod_problems = self.report_pod_problems()
         layout = self.layout()
         desired = build(self.owner, self.spec, layout)
+        not_owned = self.report_foreign(desired)
         apply, delete = diff(desired, self.world)
         st = self.state
         stable = self.observed(st.stable)
@@ -640,6 +680,7 @@ class _Reconcile:
             apply_error=self.apply_error,
             stable_timed_out=bool(stable and stable.timed_out),
             pod_problems=pod_problems,
+            not_owned=not_owned,
         )
         status = render(self.subject.status, st, facts, self.kill_target(), self.now)
         return Plan(

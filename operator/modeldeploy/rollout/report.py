@@ -22,6 +22,8 @@ from modeldeploy.rollout.state import PROMOTING_REASON, State
 MAX_MESSAGE = 1024
 PODS_FAILING_REASON = "PodsFailing"
 """Degraded (and Stalled) after a rollback of a canary whose pods cannot start."""
+NOT_OWNED = "ObjectNotOwned"
+"""Degraded (and Stalled) while a name the ModelDeployment needs is taken by another's object."""
 SHOWN_PROBLEMS = 3
 
 
@@ -50,6 +52,8 @@ class Facts:
     """The stable's Deployment reports ProgressDeadlineExceeded (= warmup.timeout)."""
     pod_problems: tuple[PodProblem, ...] = ()
     """Reported problems of the canary's and the stable's pods (status.podProblems)."""
+    not_owned: str = ""
+    """Which wanted objects exist without being the ModelDeployment's ("" for none)."""
 
     def problems_of(self, revision: str | None) -> tuple[PodProblem, ...]:
         return tuple(p for p in self.pod_problems if p.revision == revision)
@@ -201,6 +205,8 @@ def _progressing(
 
 
 def _degraded(state: State, facts: Facts, phase: Phase) -> _Cond:
+    if facts.not_owned:
+        return _Cond("Degraded", "True", NOT_OWNED, facts.not_owned)
     if facts.apply_error:
         return _Cond("Degraded", "True", "ApplyFailed", facts.apply_error)
     if not facts.killed and facts.stable_timed_out and facts.stable_ready < facts.min_warm:
@@ -232,7 +238,9 @@ def _degraded(state: State, facts: Facts, phase: Phase) -> _Cond:
     return _Cond("Degraded", "False", "AsExpected", "serving within expectations")
 
 
-STALLED_REASONS = frozenset({"RolledBack", PODS_FAILING_REASON, "ApplyFailed", "WarmupTimeout"})
+STALLED_REASONS = frozenset(
+    {"RolledBack", PODS_FAILING_REASON, "ApplyFailed", "WarmupTimeout", NOT_OWNED}
+)
 
 
 def _kstatus(progressing: Condition | None, degraded: _Cond) -> list[_Cond]:

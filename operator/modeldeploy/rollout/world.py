@@ -1,10 +1,14 @@
 """The observed world: what the operator's own objects look like right now.
 
 Built from the raw objects listed by label; only objects whose controller owner reference is
-the ModelDeployment count. Pods are owned by ReplicaSets, not by the ModelDeployment: a pod
-counts by its revision label, for the revisions whose Deployment the ModelDeployment
-controls. Odd objects (missing labels, unreadable annotations or pod status) are kept as
-notes for a log line and an Event, never a crash.
+the ModelDeployment count as its own. Any other Deployment, Service, HPA or PDB is recorded as
+foreign: the machine never writes one it would otherwise create or update (a server-side
+apply with force would take it over). Pods are owned by ReplicaSets, not by the
+ModelDeployment: a pod counts by its revision label, for the revisions whose Deployment the
+ModelDeployment controls; running pods of any other revision are strays (a deleted
+Deployment's pods until the garbage collector removes them). Odd objects (missing labels,
+unreadable annotations or pod status) are kept as notes for a log line and an Event, never a
+crash.
 """
 
 from collections.abc import Iterable, Mapping
@@ -50,6 +54,20 @@ class ObservedObject:
 
 
 @dataclass(frozen=True)
+class ForeignObject:
+    """An object with a name the ModelDeployment uses that it does not control."""
+
+    kind: str
+    name: str
+    controller: str | None
+    """`Kind/name` of its controller owner, if it has one."""
+
+    def __str__(self) -> str:
+        held = f"controlled by {self.controller}" if self.controller else "with no controller"
+        return f"{self.kind}/{self.name} ({held})"
+
+
+@dataclass(frozen=True)
 class World:
     deployments: Mapping[str, ObservedDeployment] = field(default_factory=dict)
     objects: Mapping[tuple[str, str], ObservedObject] = field(default_factory=dict)
@@ -57,6 +75,10 @@ class World:
     notes: tuple[str, ...] = ()
     pods: tuple[ObservedPod, ...] = ()
     """Pods of the revisions whose Deployment is ours, by name."""
+    foreign: Mapping[tuple[str, str], ForeignObject] = field(default_factory=dict)
+    """Objects of the owned kinds not controlled by this ModelDeployment, by (kind, name)."""
+    strays: frozenset[str] = frozenset()
+    """Revisions with running pods but no Deployment of ours."""
 
     def deployment(self, name: str) -> ObservedDeployment | None:
         return self.deployments.get(name)
@@ -77,6 +99,12 @@ class World:
 def _controlled_by(body: Body, uid: str) -> bool:
     refs = body.get("metadata", {}).get("ownerReferences") or []
     return any(ref.get("uid") == uid and ref.get("controller") for ref in refs)
+
+
+def _controller(body: Body) -> str | None:
+    refs = body.get("metadata", {}).get("ownerReferences") or []
+    ref = next((r for r in refs if r.get("controller")), None)
+    return f"{ref.get('kind')}/{ref.get('name')}" if ref else None
 
 
 def _int(value: Any) -> int:
@@ -154,6 +182,7 @@ def essentials(body: Body) -> Body:
 def observe(owner_uid: str, bodies: Iterable[Body]) -> World:
     deployments: dict[str, ObservedDeployment] = {}
     objects: dict[tuple[str, str], ObservedObject] = {}
+    foreign: dict[tuple[str, str], ForeignObject] = {}
     notes: list[str] = []
     pods: list[ObservedPod] = []
     for body in bodies:
@@ -164,7 +193,10 @@ def observe(owner_uid: str, bodies: Iterable[Body]) -> World:
                 pods.append(pod)
             continue
         name = body.get("metadata", {}).get("name")
-        if kind not in KINDS or not isinstance(name, str) or not _controlled_by(body, owner_uid):
+        if kind not in KINDS or not isinstance(name, str):
+            continue
+        if not _controlled_by(body, owner_uid):
+            foreign[(kind, name)] = ForeignObject(kind, name, _controller(body))
             continue
         if kind == "Deployment":
             deployments[name] = _deployment(body, notes)
@@ -175,4 +207,5 @@ def observe(owner_uid: str, bodies: Iterable[Body]) -> World:
             )
     ours = {d.revision for d in deployments.values() if d.revision}
     attributed = sorted((p for p in pods if p.revision in ours), key=lambda p: p.name)
-    return World(deployments, objects, tuple(notes), tuple(attributed))
+    strays = frozenset(p.revision for p in pods if p.revision not in ours)
+    return World(deployments, objects, tuple(notes), tuple(attributed), foreign, strays)
