@@ -49,7 +49,7 @@ def pods(reader: ClusterReader) -> list[dict[str, Any]]:
 @pytest.mark.parametrize(
     ("security", "message"),
     [
-        ({"securityContext": {"privileged": True}}, "privileged containers are not allowed"),
+        ({"securityContext": {"privileged": True}}, "a privileged container is not allowed"),
         (
             {"securityContext": {"capabilities": {"add": ["SYS_ADMIN"]}}},
             "capabilities.add is not allowed",
@@ -95,3 +95,23 @@ def test_pods_run_restricted_with_merged_overrides_and_no_token(
             "seccompProfile": {"type": "RuntimeDefault"},
         }
         assert not [m for m in container["volumeMounts"] if "serviceaccount" in m["mountPath"]]
+
+
+def test_a_privileged_profile_is_accepted_at_apply_and_refused_by_the_operator(
+    kube: KwokCluster, operator: OperatorProcess, reader: ClusterReader
+) -> None:
+    template = {"securityProfile": "privileged", "securityContext": {"privileged": True}}
+    apply_object(kube, model_deployment("asks-privileges", NAMESPACE, IMAGE, template=template))
+
+    def refusal() -> str:
+        selector = "involvedObject.name=asks-privileges"
+        listed = kube.kubectl("get", "events", "-n", NAMESPACE, "--field-selector", selector,
+                              "-o", "json")  # fmt: skip
+        events = json.loads(listed.stdout)["items"]
+        return next((e["message"] for e in events if e["reason"] == "PrivilegedNotAllowed"), "")
+
+    message = wait_for(refusal, timeout=60, interval=0.5)
+    assert "spec.template.securityContext.privileged" in message
+    assert "--allow-privileged-models" in message
+    # Refused before anything was built: no pods run privileged.
+    assert reader.deployments(NAMESPACE, "asks-privileges") == {}

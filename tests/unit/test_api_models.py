@@ -203,6 +203,7 @@ def test_wire_form_leaves_out_empty_lists_and_maps() -> None:
         "resources": {},
         "terminationGracePeriodSeconds": 30,
         "automountServiceAccountToken": False,
+        "securityProfile": "restricted",
     }
 
 

@@ -1,6 +1,8 @@
 """Pod template overrides: what a user may set on the pods the operator creates."""
 
-from typing import Annotated, Literal
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
@@ -331,7 +333,10 @@ NodeSelector = Annotated[
 ]
 
 
-RESTRICTED = "model pods run under the restricted Pod Security profile"
+RESTRICTED = (
+    "model pods run under the restricted Pod Security profile (securityProfile: privileged "
+    "lifts it where the operator runs with --allow-privileged-models)"
+)
 
 
 Capability = Annotated[str, Field(min_length=1, max_length=64)]
@@ -340,17 +345,8 @@ Capability = Annotated[str, Field(min_length=1, max_length=64)]
 class Capabilities(ApiModel):
     """Linux capabilities of the model container. ALL are dropped, always."""
 
-    rules = (
-        Rule(
-            cel="!has(self.add) || size(self.add) == 0",
-            message=f"capabilities.add is not allowed: {RESTRICTED}",
-            holds=lambda c: not c.add,
-            field_path=".add",
-        ),
-    )
-
     add: Annotated[list[Capability], Field(max_length=8)] = Field(default_factory=list)
-    """Not allowed (the restricted profile adds none)."""
+    """Only empty (unless securityProfile is privileged): the restricted profile adds none."""
     drop: Annotated[list[Capability], Field(max_length=64)] = Field(default_factory=list)
     """Capabilities dropped besides ALL (which is always dropped)."""
 
@@ -377,23 +373,6 @@ class SELinuxOptions(ApiModel):
     """SELinux level."""
 
 
-def _not_root(prefix: str) -> tuple[Rule, ...]:
-    return (
-        Rule(
-            cel="!has(self.runAsUser) || self.runAsUser != 0",
-            message=f"{prefix}runAsUser 0 (root) is not allowed: {RESTRICTED}",
-            holds=lambda c: c.run_as_user != 0,
-            field_path=".runAsUser",
-        ),
-        Rule(
-            cel="!has(self.runAsNonRoot) || self.runAsNonRoot",
-            message=f"{prefix}runAsNonRoot false is not allowed: {RESTRICTED}",
-            holds=lambda c: c.run_as_non_root is not False,
-            field_path=".runAsNonRoot",
-        ),
-    )
-
-
 UserId = Annotated[int, Field(ge=0, le=2147483647)]
 
 
@@ -403,35 +382,19 @@ class ContainerSecurityContext(ApiModel):
     capabilities drop ALL, seccomp RuntimeDefault): it may tighten or relax what the profile
     allows, never privileges."""
 
-    rules = (
-        Rule(
-            cel="!has(self.privileged) || !self.privileged",
-            message=f"privileged containers are not allowed: {RESTRICTED}",
-            holds=lambda c: not c.privileged,
-            field_path=".privileged",
-        ),
-        Rule(
-            cel="!has(self.allowPrivilegeEscalation) || !self.allowPrivilegeEscalation",
-            message=f"allowPrivilegeEscalation true is not allowed: {RESTRICTED}",
-            holds=lambda c: not c.allow_privilege_escalation,
-            field_path=".allowPrivilegeEscalation",
-        ),
-        *_not_root("securityContext."),
-    )
-
     privileged: bool | None = None
-    """Not allowed."""
+    """Only false (unless securityProfile is privileged)."""
     allow_privilege_escalation: bool | None = None
-    """Only false is allowed (the default)."""
+    """Only false (unless securityProfile is privileged; the default)."""
     capabilities: Capabilities | None = None
     read_only_root_filesystem: bool | None = None
     """false gives the model a writable root filesystem (/tmp is writable either way)."""
     run_as_user: UserId | None = None
-    """User ID of the model process (not 0)."""
+    """User ID of the model process (not 0 unless securityProfile is privileged)."""
     run_as_group: UserId | None = None
     """Group ID of the model process."""
     run_as_non_root: bool | None = None
-    """Only true is allowed (the default)."""
+    """Only true (unless securityProfile is privileged; the default)."""
     seccomp_profile: SeccompProfile | None = None
     se_linux_options: SELinuxOptions | None = None
 
@@ -440,14 +403,12 @@ class PodSecurityContext(ApiModel):
     """Security context of the pod, merged field by field over the restricted profile
     (runAsNonRoot, seccomp RuntimeDefault)."""
 
-    rules = _not_root("podSecurityContext.")
-
     run_as_user: UserId | None = None
-    """User ID of every container (not 0)."""
+    """User ID of every container (not 0 unless securityProfile is privileged)."""
     run_as_group: UserId | None = None
     """Group ID of every container."""
     run_as_non_root: bool | None = None
-    """Only true is allowed (the default)."""
+    """Only true (unless securityProfile is privileged; the default)."""
     fs_group: UserId | None = None
     """Group that owns mounted volumes."""
     fs_group_change_policy: Literal["OnRootMismatch", "Always"] | None = None
@@ -458,12 +419,103 @@ class PodSecurityContext(ApiModel):
     se_linux_options: SELinuxOptions | None = None
 
 
+@dataclass(frozen=True)
+class Privilege:
+    """A setting the restricted profile refuses, on the PodTemplate."""
+
+    path: str
+    """Where it is set, e.g. securityContext.privileged."""
+    what: str
+    """The refused setting in words (the start of the message)."""
+    cel: str
+    """True when the template asks for it (`self` is the PodTemplate)."""
+    asked: Callable[["PodTemplate"], bool]
+
+
+def _has(path: str) -> str:
+    """CEL: every field along `path` (below self) is set."""
+    parts = path.split(".")
+    return " && ".join(f"has(self.{'.'.join(parts[: i + 1])})" for i in range(len(parts)))
+
+
+def _root_privileges(context: str, get: Callable[["PodTemplate"], Any]) -> tuple[Privilege, ...]:
+    return (
+        Privilege(
+            f"{context}.runAsUser",
+            f"{context}.runAsUser 0 (root)",
+            f"{_has(context + '.runAsUser')} && self.{context}.runAsUser == 0",
+            lambda t: get(t) is not None and get(t).run_as_user == 0,
+        ),
+        Privilege(
+            f"{context}.runAsNonRoot",
+            f"{context}.runAsNonRoot false",
+            f"{_has(context + '.runAsNonRoot')} && !self.{context}.runAsNonRoot",
+            lambda t: get(t) is not None and get(t).run_as_non_root is False,
+        ),
+    )
+
+
+def _container(t: "PodTemplate") -> ContainerSecurityContext | None:
+    return t.security_context
+
+
+def _pod(t: "PodTemplate") -> PodSecurityContext | None:
+    return t.pod_security_context
+
+
+PRIVILEGES: tuple[Privilege, ...] = (
+    Privilege(
+        "securityContext.privileged",
+        "a privileged container",
+        f"{_has('securityContext.privileged')} && self.securityContext.privileged",
+        lambda t: bool(t.security_context and t.security_context.privileged),
+    ),
+    Privilege(
+        "securityContext.allowPrivilegeEscalation",
+        "allowPrivilegeEscalation true",
+        f"{_has('securityContext.allowPrivilegeEscalation')} && "
+        "self.securityContext.allowPrivilegeEscalation",
+        lambda t: bool(t.security_context and t.security_context.allow_privilege_escalation),
+    ),
+    Privilege(
+        "securityContext.capabilities.add",
+        "capabilities.add",
+        f"{_has('securityContext.capabilities.add')} && "
+        "size(self.securityContext.capabilities.add) > 0",
+        lambda t: bool(
+            t.security_context
+            and t.security_context.capabilities
+            and t.security_context.capabilities.add
+        ),
+    ),
+    *_root_privileges("securityContext", _container),
+    *_root_privileges("podSecurityContext", _pod),
+)
+"""What only securityProfile privileged may ask for (host namespaces and volumes are not
+part of the template at all)."""
+
+
+def _restricted_rule(privilege: Privilege) -> Rule:
+    return Rule(
+        cel=f"self.securityProfile == 'privileged' || !({privilege.cel})",
+        message=f"{privilege.what} is not allowed: {RESTRICTED}",
+        holds=lambda t: t.security_profile == "privileged" or not privilege.asked(t),
+        field_path=f".{privilege.path}",
+    )
+
+
 class PodTemplate(ApiModel):
     """Overrides for the pods of every revision. The operator owns the rest of the pod: the
     model container's image, ports, probes, the modeldeploy.io/ labels and MODELDEPLOY_ env.
 
     A change here is a new revision (it is part of the revision hash), rolled out like a new
     image."""
+
+    rules = tuple(_restricted_rule(privilege) for privilege in PRIVILEGES)
+
+    def privileges(self) -> tuple[str, ...]:
+        """The settings only the privileged profile allows that this template asks for."""
+        return tuple(p.path for p in PRIVILEGES if p.asked(self))
 
     resources: ResourceRequirements = ResourceRequirements()
     """Compute resources of the model container. Set requests: the HPA's CPU utilization is
@@ -495,6 +547,12 @@ class PodTemplate(ApiModel):
     """Secrets for pulling the image from a private registry."""
     priority_class_name: ObjectName | None = None
     """PriorityClass of the pods."""
+    security_profile: Literal["restricted", "privileged"] = "restricted"
+    """restricted: the pods run under the restricted Pod Security profile, and the security
+    contexts below may not grant privileges. privileged: they may (privileged, privilege
+    escalation, added capabilities, root), but only an operator started with
+    --allow-privileged-models (chart value allowPrivilegedModels) runs such pods; any other
+    posts a Warning Event PrivilegedNotAllowed and leaves the ModelDeployment alone."""
     security_context: ContainerSecurityContext | None = None
     """Security context of the model container, merged over the restricted profile."""
     pod_security_context: PodSecurityContext | None = None
