@@ -115,3 +115,25 @@ def test_a_privileged_profile_is_accepted_at_apply_and_refused_by_the_operator(
     assert "--allow-privileged-models" in message
     # Refused before anything was built: no pods run privileged.
     assert reader.deployments(NAMESPACE, "asks-privileges") == {}
+
+
+def test_an_operator_allowing_privileged_models_runs_them(
+    kube: KwokCluster, reader: ClusterReader, tmp_path: Path
+) -> None:
+    allowed = "op-podsec-allowed"
+    ensure_crd(kube)
+    ensure_namespace(kube, allowed)
+    template = {
+        "securityProfile": "privileged",
+        "securityContext": {"privileged": True, "capabilities": {"add": ["NET_ADMIN"]}},
+    }
+    with OperatorProcess(kube, allowed, tmp_path, extra_args=["--allow-privileged-models"]):
+        apply_object(kube, model_deployment(NAME, allowed, IMAGE, template=template))
+        path = f"/api/v1/namespaces/{allowed}/pods"
+        wait_for(lambda: reader.items(path, NAME), timeout=60, interval=0.2)
+        for pod in reader.items(path, NAME):
+            security = pod["spec"]["containers"][0]["securityContext"]
+            assert security["privileged"] is True
+            assert security["capabilities"] == {"add": ["NET_ADMIN"], "drop": ["ALL"]}
+            # Not false: the apiserver refuses that with privileged (it defaults to true).
+            assert security.get("allowPrivilegeEscalation") is not False

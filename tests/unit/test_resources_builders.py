@@ -182,6 +182,26 @@ def test_an_empty_capabilities_override_still_drops_all() -> None:
     assert security["capabilities"] == {"drop": ["ALL"]}
 
 
+def test_a_privileged_profile_adds_capabilities_and_still_drops_all() -> None:
+    template = {
+        "securityProfile": "privileged",
+        "securityContext": {"capabilities": {"add": ["NET_ADMIN"], "drop": []}},
+    }
+    source = RevisionSource.of(spec(template=template))
+    pod = revision_deployment(OWNER, source, track="stable", replicas=1, warmup=Warmup())
+    security = pod["spec"]["template"]["spec"]["containers"][0]["securityContext"]
+    assert security["capabilities"] == {"add": ["NET_ADMIN"], "drop": ["ALL"]}
+
+
+def test_a_privileged_container_leaves_privilege_escalation_to_the_apiserver() -> None:
+    for context in ({"privileged": True}, {"capabilities": {"add": ["CAP_SYS_ADMIN"]}}):
+        template = {"securityProfile": "privileged", "securityContext": context}
+        source = RevisionSource.of(spec(template=template))
+        pod = revision_deployment(OWNER, source, track="stable", replicas=1, warmup=Warmup())
+        security = pod["spec"]["template"]["spec"]["containers"][0]["securityContext"]
+        assert "allowPrivilegeEscalation" not in security
+
+
 def test_the_service_account_token_is_mounted_only_when_asked_for() -> None:
     source = RevisionSource.of(spec(template={"automountServiceAccountToken": True}))
     pod = revision_deployment(OWNER, source, track="stable", replicas=1, warmup=Warmup())

@@ -382,6 +382,23 @@ class ContainerSecurityContext(ApiModel):
     capabilities drop ALL, seccomp RuntimeDefault): it may tighten or relax what the profile
     allows, never privileges."""
 
+    rules = (
+        Rule(
+            cel="!has(self.allowPrivilegeEscalation) || self.allowPrivilegeEscalation || "
+            "!((has(self.privileged) && self.privileged) || (has(self.capabilities) && "
+            "has(self.capabilities.add) && self.capabilities.add.exists(c, c == 'CAP_SYS_ADMIN')))",
+            message="allowPrivilegeEscalation false contradicts privileged true or an added "
+            "CAP_SYS_ADMIN: leave it out",
+            holds=lambda c: c.allow_privilege_escalation is not False or not c.escalates(),
+            field_path=".allowPrivilegeEscalation",
+        ),
+    )
+
+    def escalates(self) -> bool:
+        """Privileged, or CAP_SYS_ADMIN added: privilege escalation cannot be off then."""
+        added = self.capabilities.add if self.capabilities else []
+        return bool(self.privileged) or "CAP_SYS_ADMIN" in added
+
     privileged: bool | None = None
     """Only false (unless securityProfile is privileged)."""
     allow_privilege_escalation: bool | None = None

@@ -73,10 +73,15 @@ def _merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
 def container_security(template: PodTemplate) -> dict[str, Any]:
     """The model container's security context: the template's over the restricted one, with
     every capability dropped whatever else the template drops."""
-    override = to_wire(template.security_context) if template.security_context else {}
-    merged = _merged(RESTRICTED_CONTAINER_SECURITY, override)
-    drop = merged["capabilities"].get("drop", [])
-    merged["capabilities"] = {"drop": ["ALL", *(c for c in drop if c != "ALL")]}
+    context = template.security_context
+    override = to_wire(context) if context else {}
+    base = dict(RESTRICTED_CONTAINER_SECURITY)
+    if context is not None and context.escalates():
+        del base["allowPrivilegeEscalation"]  # the apiserver refuses false with these
+    merged = _merged(base, override)
+    capabilities = merged["capabilities"]
+    drop = capabilities.get("drop", [])
+    merged["capabilities"] = {**capabilities, "drop": ["ALL", *(c for c in drop if c != "ALL")]}
     return merged
 
 
