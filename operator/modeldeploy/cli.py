@@ -451,6 +451,15 @@ def operator(
             "(default 2).",
         ),
     ] = None,
+    allow_privileged_models: Annotated[
+        bool,
+        typer.Option(
+            envvar="MODELDEPLOY_ALLOW_PRIVILEGED_MODELS",
+            help="Run ModelDeployments whose pod template has securityProfile privileged and "
+            "asks for privileges (privileged, privilege escalation, capabilities, root); "
+            "without it they get a Warning Event PrivilegedNotAllowed and are left alone.",
+        ),
+    ] = False,
     verbose: Annotated[bool, typer.Option(help="Debug logging.")] = False,
 ) -> None:
     """Run the operator (Kopf) against the cluster of KUBECONFIG or the in-cluster config."""
@@ -498,6 +507,7 @@ def operator(
         lease=lease,
         metrics_address=metrics_address,
         metrics_port=metrics_port,
+        allow_privileged_models=allow_privileged_models,
     )
 
 

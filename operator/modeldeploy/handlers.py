@@ -138,6 +138,8 @@ class Reconciler:
     reported: set[tuple[Key, str]] = field(default_factory=set)
     reconciles: int = 0
     fresh_reads: int = 0
+    allow_privileged_models: bool = False
+    """Run pods whose template has securityProfile privileged and asks for privileges."""
 
     def __post_init__(self) -> None:
         self.queue: WorkQueue[Key] = WorkQueue(self.run, workers=CONCURRENCY)
@@ -214,6 +216,14 @@ class Reconciler:
             spec = ModelDeploymentSpec.model_validate(body.get("spec") or {})
         except ValidationError as err:
             self.report_once(key, body, Event("Warning", "InvalidSpec", str(err)), now)
+            return None
+        privileges = spec.privileges()
+        if privileges and not self.allow_privileged_models:
+            why = (
+                f"spec.{', spec.'.join(privileges)}: this operator runs no privileged model pods "
+                "(start it with --allow-privileged-models, chart value allowPrivilegedModels)"
+            )
+            self.report_once(key, body, Event("Warning", "PrivilegedNotAllowed", why), now)
             return None
         status, note = read_status(body.get("status"))
         if note:
@@ -378,7 +388,12 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         metrics.serve(memo.get("metrics_address") or "0.0.0.0", int(port))
     judge = Judge(kube, memo.get("analysis") or AnalysisSettings(), metrics)
     memo.judge = judge
-    reconciler = Reconciler(kube, analysis=judge, metrics=metrics)
+    reconciler = Reconciler(
+        kube,
+        analysis=judge,
+        metrics=metrics,
+        allow_privileged_models=bool(memo.get("allow_privileged_models")),
+    )
     if elector is not None:
         reconciler.leading = elector.is_leader
     memo.reconciler = reconciler
@@ -508,11 +523,13 @@ def run_operator(
     lease: LeaseSettings | None = None,
     metrics_address: str = "0.0.0.0",
     metrics_port: int = 0,
+    allow_privileged_models: bool = False,
 ) -> None:
     """Run the operator in this process until interrupted (the `modeldeploy operator`
     command). Kopf standalone (no peering objects): `lease` set, the replicas elect a
     leader over a coordination.k8s.io Lease; else this is the only replica. `analysis`: the
-    default Prometheus and how to query it; `metrics_port` 0: no metrics endpoint."""
+    default Prometheus and how to query it; `metrics_port` 0: no metrics endpoint;
+    `allow_privileged_models`: run pod templates with securityProfile privileged."""
     log_format = os.environ.get(LOG_FORMAT_ENV, "plain").strip().lower()
     if log_format not in ("plain", "json"):
         raise ValueError(f"{LOG_FORMAT_ENV}={log_format!r}: use plain or json")
@@ -531,5 +548,6 @@ def run_operator(
             lease=lease,
             metrics_address=metrics_address,
             metrics_port=metrics_port,
+            allow_privileged_models=allow_privileged_models,
         ),
     )

@@ -1,6 +1,7 @@
 """The generated CRD on a real kube-apiserver: it is accepted, the examples are accepted, every
 spec in examples/modeldeployments/rejected.yaml is refused with a message that names the field
-and the rule, objects read back parse into the models unchanged, and kubectl explain works."""
+and the rule, every edge case in accepted.yaml is accepted, objects read back parse into the
+models unchanged, and kubectl explain works."""
 
 import json
 import subprocess
@@ -21,6 +22,7 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples" / "modeldeployments"
 CASES: list[dict[str, Any]] = yaml.safe_load((EXAMPLES / "rejected.yaml").read_text())
+ACCEPTED: list[dict[str, Any]] = yaml.safe_load((EXAMPLES / "accepted.yaml").read_text())
 NAMESPACE = "crd-apply"
 
 
@@ -131,18 +133,35 @@ def test_status_written_by_the_operator_reads_back_unchanged(cluster: KwokCluste
     assert row.split()[1:5] == ["Progressing", "5d8f7c9b2a", "9a1b2c3d4e", "5"]
 
 
+def patched_minimal(cluster: KwokCluster, patch: dict[str, Any], name: str) -> dict[str, Any]:
+    """minimal.yaml with the JSON merge patch applied by kubectl itself, offline; named `name`
+    unless the patch names it (a fresh object each: updates merge differently)."""
+    patched = cluster.kubectl(
+        "patch", "--local", "-f", str(EXAMPLES / "minimal.yaml"), "--type=merge",
+        "-p", json.dumps(patch), "-o", "json",
+    )  # fmt: skip
+    obj: dict[str, Any] = json.loads(patched.stdout)
+    if obj["metadata"]["name"] == "churn":
+        obj["metadata"]["name"] = name
+    return obj
+
+
+@pytest.mark.parametrize("case", ACCEPTED, ids=[c["case"] for c in ACCEPTED])
+def test_edge_case_is_accepted_and_reads_back_unchanged(
+    cluster: KwokCluster, case: dict[str, Any]
+) -> None:
+    obj = patched_minimal(cluster, case["patch"], f"accepted-{ACCEPTED.index(case)}")
+    result = apply(cluster, obj)
+    assert result.returncode == 0, result.stderr
+    stored = read_back(cluster, obj["metadata"]["name"])
+    assert ModelDeployment.model_validate(stored).spec == ModelDeployment.model_validate(obj).spec
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c["case"] for c in CASES])
 def test_invalid_spec_is_refused_with_a_plain_message(
     cluster: KwokCluster, case: dict[str, Any]
 ) -> None:
-    # kubectl itself applies the case's JSON merge patch to minimal.yaml, offline.
-    patched = cluster.kubectl(
-        "patch", "--local", "-f", str(EXAMPLES / "minimal.yaml"), "--type=merge",
-        "-p", json.dumps(case["patch"]), "-o", "json",
-    )  # fmt: skip
-    obj = json.loads(patched.stdout)
-    if obj["metadata"]["name"] == "churn":  # a fresh object each: updates merge differently
-        obj["metadata"]["name"] = f"rejected-{CASES.index(case)}"
+    obj = patched_minimal(cluster, case["patch"], f"rejected-{CASES.index(case)}")
     result = apply(cluster, obj)
     assert result.returncode != 0, f"accepted: {json.dumps(obj)}"
     message = result.stderr

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from modeldeploy import api
 from modeldeploy.analysis.config import CUSTOM_PREFIX, AnalysisConfig, CustomCheck, Track
 from modeldeploy.analysis.rounds import (
     RoundTarget,
@@ -34,7 +35,7 @@ from modeldeploy.analysis.verdicts import (
     no_data_check,
     threshold_check,
 )
-from modeldeploy.api import AnalysisResult, ModelDeploymentSpec, ModelDeploymentStatus
+from modeldeploy.api import Analysis, AnalysisResult, ModelDeploymentSpec, ModelDeploymentStatus
 from modeldeploy.resources.revision import RevisionSource
 from modeldeploy.rollout import Subject, World
 from modeldeploy.rollout.world import ObservedDeployment
@@ -145,10 +146,14 @@ def test_bounds_of_one_and_disabled_drift_switch_checks_off() -> None:
     assert has_checks(map_spec(spec(latency={"p99Ms": 100}).analysis).config)
 
 
+def with_stored_bad_query(analysis: Analysis, query: str, **bounds: float) -> Analysis:
+    """`analysis` with a custom check the API now refuses (stored before it did)."""
+    check = api.CustomCheck.model_construct(name="acc", query=query, **{"min": None, **bounds})
+    return analysis.model_copy(update={"custom": [check]})
+
+
 def test_a_custom_check_with_a_bad_template_is_kept_as_a_check_without_data() -> None:
-    mapped = map_spec(
-        spec(custom=[{"name": "acc", "query": "acc{x='{{ oops }}'}", "max": 2}]).analysis
-    )
+    mapped = map_spec(with_stored_bad_query(spec().analysis, "acc{x='{{ oops }}'}", max=2))
     assert mapped.config.custom == ()
     (rejected,) = mapped.rejected
     check = rejected.as_check()
@@ -160,12 +165,13 @@ def test_a_custom_check_with_a_bad_template_is_kept_as_a_check_without_data() ->
     )
     assert "unknown template variable" in check.reason
     only_rejected = map_spec(
-        spec(
-            errorRate={"max": 1},
-            invalidInputRate={"maxIncrease": 1},
-            drift={"enabled": False},
-            custom=[{"name": "acc", "query": "{{ nope }}", "min": 1}],
-        ).analysis
+        with_stored_bad_query(
+            spec(
+                errorRate={"max": 1}, invalidInputRate={"maxIncrease": 1}, drift={"enabled": False}
+            ).analysis,
+            "{{ nope }}",
+            min=1,
+        )
     )
     assert has_checks(only_rejected.config, only_rejected.rejected)
 

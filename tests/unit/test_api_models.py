@@ -164,9 +164,10 @@ def fields_written(value: Any) -> set[str]:
 
 def test_complete_example_sets_every_spec_field() -> None:
     exclusive_alternatives = {"Canary.percent"}  # complete.yaml uses steps
+    refused_unless_empty = {"Capabilities.add"}
     every = model_fields(ModelDeploymentSpec)
     written = fields_written(ModelDeployment.model_validate(load("complete.yaml")).spec)
-    missing = every - written - exclusive_alternatives
+    missing = every - written - exclusive_alternatives - refused_unless_empty
     assert not missing, f"complete.yaml does not set {sorted(missing)}"
 
 
@@ -198,7 +199,12 @@ def test_wire_form_leaves_out_empty_lists_and_maps() -> None:
         "consecutiveFailures": 0,
     }
     template = ModelDeployment.model_validate(load("minimal.yaml")).spec.template
-    assert to_wire(template) == {"resources": {}, "terminationGracePeriodSeconds": 30}
+    assert to_wire(template) == {
+        "resources": {},
+        "terminationGracePeriodSeconds": 30,
+        "automountServiceAccountToken": False,
+        "securityProfile": "restricted",
+    }
 
 
 def test_status_times_need_a_time_zone() -> None:

@@ -1,9 +1,11 @@
-"""The models refuse exactly the specs the apiserver refuses (examples/.../rejected.yaml).
+"""The models refuse exactly the specs the apiserver refuses (examples/.../rejected.yaml) and
+accept the edge cases it accepts (accepted.yaml).
 
 The apiserver side of the same table runs in tests/integration/test_crd_apply.py.
 """
 
 import copy
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -11,13 +13,16 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from modeldeploy.api import ModelDeployment
+from modeldeploy.analysis.queries import TEMPLATE_VARIABLES, template_variables
+from modeldeploy.api import CustomCheck, ModelDeployment
+from modeldeploy.api.types import quantity_value
 from modeldeploy.crd import render_crd
 
 pytestmark = pytest.mark.unit
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "modeldeployments"
 CASES: list[dict[str, Any]] = yaml.safe_load((EXAMPLES / "rejected.yaml").read_text())
+ACCEPTED: list[dict[str, Any]] = yaml.safe_load((EXAMPLES / "accepted.yaml").read_text())
 MINIMAL: dict[str, Any] = yaml.safe_load((EXAMPLES / "minimal.yaml").read_text())
 
 
@@ -39,6 +44,43 @@ def test_models_refuse_what_the_apiserver_refuses(case: dict[str, Any]) -> None:
     with pytest.raises(ValidationError) as caught:
         ModelDeployment.model_validate(merge_patch(MINIMAL, case["patch"]))
     assert case.get("python", case["error"]) in str(caught.value)
+
+
+@pytest.mark.parametrize("case", ACCEPTED, ids=[c["case"] for c in ACCEPTED])
+def test_models_accept_what_the_apiserver_accepts(case: dict[str, Any]) -> None:
+    ModelDeployment.model_validate(merge_patch(MINIMAL, case["patch"]))
+
+
+@pytest.mark.parametrize(
+    ("value", "amount"),
+    [
+        (2, Decimal(2)),
+        ("500m", Decimal("0.5")),
+        ("1Gi", Decimal(2**30)),
+        ("1.5k", Decimal(1500)),
+        ("1e3", Decimal(1000)),
+        ("-1Mi", Decimal(-(2**20))),
+        (".5", Decimal("0.5")),
+        ("2E", Decimal(2 * 10**18)),
+    ],
+)
+def test_quantity_values(value: int | str, amount: Decimal) -> None:
+    assert quantity_value(value) == amount
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["{{window}}", 'x{a="{{ stableRevision }}"}', '{a="b"}', "{{{revision}}}", "plain"],
+)
+def test_custom_query_placeholders_the_runtime_renders_are_accepted(query: str) -> None:
+    check = CustomCheck(name="q", query=query, min=0)
+    assert template_variables(check.query) <= set(TEMPLATE_VARIABLES)
+
+
+@pytest.mark.parametrize("query", ["{{revison}}", "{{revision}", "a }}", "{{ }}", "{{window}}}}"])
+def test_custom_query_placeholders_the_runtime_refuses_are_refused(query: str) -> None:
+    with pytest.raises(ValidationError, match="may only use the placeholders"):
+        CustomCheck(name="q", query=query, min=0)
 
 
 def test_the_unpatched_example_is_valid() -> None:

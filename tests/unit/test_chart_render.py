@@ -249,6 +249,7 @@ def test_values_map_to_args_env_and_mounts() -> None:
     auth_dir = "/var/run/secrets/modeldeploy/prometheus"
     assert env(objects) == {
         "MODELDEPLOY_RECONCILE_INTERVAL": "2.5",
+        "MODELDEPLOY_ALLOW_PRIVILEGED_MODELS": "false",
         "MODELDEPLOY_LOG_FORMAT": "json",
         "MODELDEPLOY_METRICS_PORT": "8090",
         "MODELDEPLOY_METRICS_ADDRESS": "0.0.0.0",

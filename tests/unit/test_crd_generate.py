@@ -109,7 +109,7 @@ def test_schema_is_structural_and_bounded() -> None:
 def test_preserve_unknown_fields_only_for_passthrough_kubernetes_types() -> None:
     schema = root_schema()
     passthrough = {p for p, n in nodes(schema) if n.get("x-kubernetes-preserve-unknown-fields")}
-    pod = {".affinity", ".topologySpreadConstraints[]", ".securityContext", ".podSecurityContext"}
+    pod = {".affinity", ".topologySpreadConstraints[]"}
     assert passthrough == {
         ".spec.autoscaling.metrics[]",
         ".spec.autoscaling.behavior",

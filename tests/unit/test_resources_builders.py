@@ -150,6 +150,68 @@ def test_pods_follow_the_restricted_profile_unless_overridden() -> None:
     assert security["readOnlyRootFilesystem"] is False
     # A writable /tmp for a read-only root filesystem.
     assert pod["volumes"] == [{"name": "tmp", "emptyDir": {}}]
+    assert pod["automountServiceAccountToken"] is False
+
+
+def test_security_overrides_merge_field_by_field_and_always_drop_all() -> None:
+    template = {
+        "securityContext": {
+            "capabilities": {"drop": ["NET_RAW", "ALL"]},
+            "seccompProfile": {"type": "Localhost", "localhostProfile": "model.json"},
+        },
+        "podSecurityContext": {"fsGroup": 2000, "seccompProfile": {"type": "Localhost"}},
+    }
+    source = RevisionSource.of(spec(template=template))
+    pod = revision_deployment(OWNER, source, track="stable", replicas=1, warmup=Warmup())
+    pod = pod["spec"]["template"]["spec"]
+    security = pod["containers"][0]["securityContext"]
+    assert security["capabilities"] == {"drop": ["ALL", "NET_RAW"]}
+    assert security["seccompProfile"] == {"type": "Localhost", "localhostProfile": "model.json"}
+    assert security["allowPrivilegeEscalation"] is False
+    assert pod["securityContext"] == {
+        "runAsNonRoot": True,
+        "fsGroup": 2000,
+        "seccompProfile": {"type": "Localhost"},
+    }
+
+
+def test_an_empty_capabilities_override_still_drops_all() -> None:
+    source = RevisionSource.of(spec(template={"securityContext": {"capabilities": {}}}))
+    pod = revision_deployment(OWNER, source, track="stable", replicas=1, warmup=Warmup())
+    security = pod["spec"]["template"]["spec"]["containers"][0]["securityContext"]
+    assert security["capabilities"] == {"drop": ["ALL"]}
+
+
+def test_a_privileged_profile_adds_capabilities_and_still_drops_all() -> None:
+    template = {
+        "securityProfile": "privileged",
+        "securityContext": {"capabilities": {"add": ["NET_ADMIN"], "drop": []}},
+    }
+    source = RevisionSource.of(spec(template=template))
+    pod = revision_deployment(OWNER, source, track="stable", replicas=1, warmup=Warmup())
+    security = pod["spec"]["template"]["spec"]["containers"][0]["securityContext"]
+    assert security["capabilities"] == {"add": ["NET_ADMIN"], "drop": ["ALL"]}
+
+
+def test_a_privileged_container_leaves_privilege_escalation_to_the_apiserver() -> None:
+    for context in ({"privileged": True}, {"capabilities": {"add": ["CAP_SYS_ADMIN"]}}):
+        template = {"securityProfile": "privileged", "securityContext": context}
+        source = RevisionSource.of(spec(template=template))
+        pod = revision_deployment(OWNER, source, track="stable", replicas=1, warmup=Warmup())
+        security = pod["spec"]["template"]["spec"]["containers"][0]["securityContext"]
+        assert "allowPrivilegeEscalation" not in security
+
+
+def test_the_service_account_token_is_mounted_only_when_asked_for() -> None:
+    source = RevisionSource.of(spec(template={"automountServiceAccountToken": True}))
+    pod = revision_deployment(OWNER, source, track="stable", replicas=1, warmup=Warmup())
+    assert pod["spec"]["template"]["spec"]["automountServiceAccountToken"] is True
+
+
+def test_the_token_default_does_not_change_existing_revisions() -> None:
+    assert RevisionSource.of(spec(template={"automountServiceAccountToken": False})).revision == (
+        RevisionSource.of(spec()).revision
+    )
 
 
 def test_template_fields_reach_the_pod() -> None:

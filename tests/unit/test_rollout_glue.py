@@ -2,6 +2,7 @@
 rollback again on a fresh read when the watch cache may be stale, reading a name before
 creating it."""
 
+from datetime import UTC, datetime
 from typing import Any
 from unittest.mock import Mock
 
@@ -9,7 +10,7 @@ import pytest
 from test_rollout_machine import NAME, UID, base_spec, rev
 from test_rollout_pods import kubelet_pod, rolling_out, waiting
 
-from modeldeploy.api import GROUP, VERSION, to_wire
+from modeldeploy.api import GROUP, VERSION, ModelDeploymentSpec, to_wire
 from modeldeploy.handlers import Reconciler, read_status
 from modeldeploy.watchcache import Snapshot
 
@@ -138,3 +139,55 @@ def test_a_name_taken_by_an_unlabelled_object_is_read_before_creating_and_left_a
     api.body = model_deployment(base_spec(), api.statuses[-1])
     reconciler.reconcile(("ml", NAME), Snapshot(api.body, owned))
     assert api.reads == [f"/api/v1/namespaces/ml/services/{NAME}"]
+
+
+# --- privileged model pods only where the operator allows them -------------------------
+
+PRIVILEGED_TEMPLATE = {"securityProfile": "privileged", "securityContext": {"privileged": True}}
+
+
+def privileged_body() -> dict[str, Any]:
+    spec = {
+        "model": {"name": "churn", "version": "1"},
+        "image": "registry.example/churn:1",
+        "imagePolicy": "allowTags",
+        "template": PRIVILEGED_TEMPLATE,
+        "fallback": {
+            "image": "registry.example/rules:1",
+            "template": {"securityProfile": "privileged", "podSecurityContext": {"runAsUser": 0}},
+        },
+    }
+    return {"metadata": {"name": NAME, "namespace": "ml", "uid": UID}, "spec": spec}
+
+
+def test_a_privileged_spec_names_what_it_asks_for() -> None:
+    body = privileged_body()
+    spec = ModelDeploymentSpec.model_validate(body["spec"])
+    assert spec.privileges() == (
+        "template.securityContext.privileged",
+        "fallback.template.podSecurityContext.runAsUser",
+    )
+    restricted = {"securityProfile": "privileged", "securityContext": {"runAsUser": 1000}}
+    assert (
+        ModelDeploymentSpec.model_validate(
+            {**body["spec"], "template": restricted, "fallback": None}
+        ).privileges()
+        == ()
+    )
+
+
+def test_privileged_pods_are_refused_with_an_event_unless_allowed() -> None:
+    kube = Mock()
+    refusing = Reconciler(kube=kube)
+    key = ("ml", NAME)
+    now = datetime.now(UTC)
+    assert refusing.subject_of(key, privileged_body(), now) is None
+    (call,) = kube.post_event.call_args_list
+    event = call.args[1]
+    assert (event.type, event.reason) == ("Warning", "PrivilegedNotAllowed")
+    assert "spec.template.securityContext.privileged" in event.message
+    assert "--allow-privileged-models" in event.message
+    allowing = Reconciler(kube=Mock(), allow_privileged_models=True)
+    subject = allowing.subject_of(key, privileged_body(), now)
+    assert subject is not None
+    assert subject.spec.template.security_profile == "privileged"

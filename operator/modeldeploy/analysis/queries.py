@@ -13,6 +13,7 @@ from datetime import timedelta
 from enum import StrEnum
 
 from modeldeploy import contract
+from modeldeploy.api.analysis import QUERY_PLACEHOLDERS
 
 _DURATION = re.compile(r"^(?:[0-9]+(?:ms|s|m|h|d|w|y))+$")
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
@@ -138,9 +139,7 @@ def series_query(series: Series, ref: RevisionRef, window: Window) -> Query:
 
 # --- user query templates ------------------------------------------------------------------
 
-TEMPLATE_VARIABLES = (
-    "namespace", "name", "model", "version", "revision", "stableRevision", "window",
-)  # fmt: skip
+TEMPLATE_VARIABLES = QUERY_PLACEHOLDERS
 _VARIABLE = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
 
 

@@ -1,10 +1,11 @@
 """What decides a rollout: thresholds on the new revision's metrics, and when they may act."""
 
+import re
 from typing import Annotated, Literal
 
 from pydantic import Field
 
-from modeldeploy.api.base import ApiModel, ListMapKey, Rule, pattern_rule
+from modeldeploy.api.base import ApiModel, ListMapKey, Rule, cel_quote, pattern_rule
 from modeldeploy.api.duration import PositiveDuration, cel_not_shorter, parse_duration
 
 MAX_CUSTOM_CHECKS = 20
@@ -91,6 +92,23 @@ class Drift(ApiModel):
 
 CHECK_NAME_PATTERN = "^[a-z]([-a-z0-9]*[a-z0-9])?$"
 
+QUERY_PLACEHOLDERS = (
+    "namespace", "name", "model", "version", "revision", "stableRevision", "window",
+)  # fmt: skip
+"""What a custom query may use as {{placeholder}} (modeldeploy.analysis.queries renders them)."""
+_PLACEHOLDER = f"[{{][{{] *({'|'.join(QUERY_PLACEHOLDERS)}) *[}}][}}]"
+_OPEN, _CLOSE = "[{][{]", "[}][}]"
+
+
+def _placeholders_known(query: str) -> bool:
+    """Python twin of the CEL rule: every {{ and }} belongs to a known placeholder."""
+    known = len(re.findall(_PLACEHOLDER, query))
+    return len(re.findall(_OPEN, query)) == known == len(re.findall(_CLOSE, query))
+
+
+def _count(pattern: str) -> str:
+    return f"self.query.findAll({cel_quote(pattern)}).size()"
+
 
 class CustomCheck(ApiModel):
     """A PromQL query whose value must stay within bounds."""
@@ -105,6 +123,15 @@ class CustomCheck(ApiModel):
             cel="!has(self.min) || !has(self.max) || self.min < self.max",
             message="a custom check's min must be less than its max",
             holds=lambda c: c.min is None or c.max is None or c.min < c.max,
+        ),
+        Rule(
+            cel=f"{_count(_OPEN)} == {_count(_PLACEHOLDER)} && "
+            f"{_count(_CLOSE)} == {_count(_PLACEHOLDER)}",
+            message="a custom query may only use the placeholders "
+            + ", ".join("{{" + name + "}}" for name in QUERY_PLACEHOLDERS)
+            + " (an unknown name or an unpaired {{ or }} was found)",
+            holds=lambda c: _placeholders_known(c.query),
+            field_path=".query",
         ),
     )
 

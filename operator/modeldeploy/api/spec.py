@@ -182,3 +182,11 @@ class ModelDeploymentSpec(ApiModel):
     kill_switch: KillSwitch = KillSwitch()
     fallback: Fallback | None = None
     prometheus: Prometheus | None = None
+
+    def privileges(self) -> tuple[str, ...]:
+        """What the pod templates ask for that only an operator started with
+        --allow-privileged-models runs, as spec paths (empty: nothing)."""
+        asked = tuple(f"template.{path}" for path in self.template.privileges())
+        if self.fallback is not None and self.fallback.template is not None:
+            asked += tuple(f"fallback.template.{p}" for p in self.fallback.template.privileges())
+        return asked

@@ -1,10 +1,12 @@
 """Deployments: one per revision (`<name>-<revision>`) and the optional `<name>-fallback`.
 
-Pods follow the restricted Pod Security profile by default (the template's security
-contexts are merged over it), get the identity the metrics carry through `MODELDEPLOY_*`
-environment variables, and turn Ready only when the runtime's model-ready endpoint says so
-(after the golden requests passed within the warm-up latency bound). A runtime that exits
-says why in its termination message (`terminationMessagePolicy: FallbackToLogsOnError`).
+Pods follow the restricted Pod Security profile (the template's security contexts, which
+the API keeps unprivileged, are merged over it field by field; ALL capabilities are dropped
+always) and mount no ServiceAccount token unless the template asks for one. They get the
+identity the metrics carry through `MODELDEPLOY_*` environment variables, and turn Ready
+only when the runtime's model-ready endpoint says so (after the golden requests passed
+within the warm-up latency bound). A runtime that exits says why in its termination message
+(`terminationMessagePolicy: FallbackToLogsOnError`).
 """
 
 from dataclasses import dataclass
@@ -54,6 +56,38 @@ class ShadowTarget:
 def shadow_url(name: str, namespace: str) -> str:
     """The canary Service, by its in-cluster DNS name (port 80)."""
     return f"http://{name}-canary.{namespace}.svc"
+
+
+def _merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """`override` over `base`, nested objects merged key by key (a shallow merge would let
+    `capabilities: {drop: [NET_RAW]}` replace `drop: [ALL]`)."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merged(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def container_security(template: PodTemplate) -> dict[str, Any]:
+    """The model container's security context: the template's over the restricted one, with
+    every capability dropped whatever else the template drops."""
+    context = template.security_context
+    override = to_wire(context) if context else {}
+    base = dict(RESTRICTED_CONTAINER_SECURITY)
+    if context is not None and context.escalates():
+        del base["allowPrivilegeEscalation"]  # the apiserver refuses false with these
+    merged = _merged(base, override)
+    capabilities = merged["capabilities"]
+    drop = capabilities.get("drop", [])
+    merged["capabilities"] = {**capabilities, "drop": ["ALL", *(c for c in drop if c != "ALL")]}
+    return merged
+
+
+def pod_security(template: PodTemplate) -> dict[str, Any]:
+    override = to_wire(template.pod_security_context) if template.pod_security_context else {}
+    return _merged(RESTRICTED_POD_SECURITY, override)
 
 
 def _env(name: str, value: str) -> dict[str, str]:
@@ -107,7 +141,7 @@ def _container(pods: _Pods) -> dict[str, Any]:
         # that failed, say), else its log's end on an error, becomes the pod's
         # lastState.terminated.message: the reason the operator reports and rolls back with.
         "terminationMessagePolicy": "FallbackToLogsOnError",
-        "securityContext": {**RESTRICTED_CONTAINER_SECURITY, **(template.security_context or {})},
+        "securityContext": container_security(template),
         "volumeMounts": [{"name": TMP_VOLUME, "mountPath": "/tmp"}],
     }
     if template.env_from:
@@ -123,7 +157,8 @@ def _pod_template(pods: _Pods) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "containers": [_container(pods)],
         "volumes": [{"name": TMP_VOLUME, "emptyDir": {}}],
-        "securityContext": {**RESTRICTED_POD_SECURITY, **(template.pod_security_context or {})},
+        "securityContext": pod_security(template),
+        "automountServiceAccountToken": template.automount_service_account_token,
         "terminationGracePeriodSeconds": template.termination_grace_period_seconds,
         "enableServiceLinks": False,
     }
