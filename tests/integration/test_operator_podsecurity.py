@@ -15,6 +15,7 @@ from operator_harness import (
     ensure_crd,
     ensure_namespace,
     model_deployment,
+    operator_in,
     wait_for,
 )
 
@@ -36,9 +37,7 @@ OVERRIDES = {
 def operator(
     kube: KwokCluster, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[OperatorProcess]:
-    ensure_crd(kube)
-    ensure_namespace(kube, NAMESPACE)
-    with OperatorProcess(kube, NAMESPACE, Path(tmp_path_factory.mktemp("op-podsec"))) as op:
+    with operator_in(kube, NAMESPACE, Path(tmp_path_factory.mktemp("op-podsec"))) as op:
         yield op
 
 
