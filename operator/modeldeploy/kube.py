@@ -137,8 +137,8 @@ class Kube:
             with self._lock:
                 self.requests += 1
                 self.writes += method != "GET"
-            # Both are rare (a read: only right before a destructive step; a write: only
-            # when something differs), so every one is logged.
+            # Both are rare (a read: only before a destructive step or a create; a write:
+            # only when something differs), so every one is logged.
             log.info("%s %s %s", "read" if method == "GET" else "write", method, path)
         serialized = self._api.param_serialize(
             method,
