@@ -31,7 +31,12 @@ from modeldeploy.leader import LeaseSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
-from operator_harness import OperatorProcess, ensure_crd, ensure_namespace  # noqa: E402
+from operator_harness import (  # noqa: E402
+    OperatorProcess,
+    ensure_crd,
+    ensure_namespace,
+    lease_holder,
+)
 
 LEASE = "modeldeploy-operator"
 DEFAULTS = LeaseSettings(namespace=NAMESPACE, identity="-")
@@ -48,11 +53,7 @@ def wait(condition: Callable[[], bool], since: float, timeout: float) -> float |
 
 
 def holder(cluster: KwokCluster) -> str:
-    answer = cluster.kubectl(
-        "get", "lease", LEASE, "-n", NAMESPACE, "-o", "jsonpath={.spec.holderIdentity}",
-        check=False,
-    )  # fmt: skip
-    return answer.stdout.strip() if answer.returncode == 0 else ""
+    return lease_holder(cluster, NAMESPACE, LEASE)
 
 
 def phase(cluster: KwokCluster, name: str) -> str:

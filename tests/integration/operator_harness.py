@@ -119,6 +119,16 @@ def patch_model_deployment(kube: KwokCluster, namespace: str, name: str, patch: 
     )  # fmt: skip
 
 
+def lease_holder(kube: KwokCluster, namespace: str, name: str) -> str:
+    """holderIdentity of the leader Lease `namespace/name` ("" while none holds it or it
+    does not exist yet)."""
+    answer = kube.kubectl(
+        "get", "lease", name, "-n", namespace, "-o", "jsonpath={.spec.holderIdentity}",
+        check=False,
+    )  # fmt: skip
+    return answer.stdout.strip() if answer.returncode == 0 else ""
+
+
 def annotate(kube: KwokCluster, namespace: str, name: str, key: str, value: str) -> None:
     patch_model_deployment(kube, namespace, name, {"metadata": {"annotations": {key: value}}})
 

@@ -41,6 +41,7 @@ from operator_harness import (
     annotate,
     apply_object,
     kubectl,
+    lease_holder,
     model_deployment,
     patch_model_deployment,
     wait_for,
@@ -372,11 +373,7 @@ def test_chart_renders_the_pushed_image_and_runs_it(deployed: Deployed, kube: Kw
     # The chart's leader election, with its Lease RBAC: the container (named as its pod)
     # holds the release's Lease.
     def holder() -> str:
-        lease = kube.kubectl(
-            "get", "lease", deployed.release.service_account, "-n", SYSTEM_NS,
-            "-o", "jsonpath={.spec.holderIdentity}", check=False,
-        )  # fmt: skip
-        return lease.stdout.strip()
+        return lease_holder(kube, SYSTEM_NS, deployed.release.service_account)
 
     wait_for(lambda: holder() == deployed.container.name, timeout=30, what="Lease held")
     installed = json.loads(

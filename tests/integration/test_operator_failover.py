@@ -17,6 +17,7 @@ from operator_harness import (
     OperatorProcess,
     apply_object,
     kubectl,
+    lease_holder,
     model_deployment,
     patch_model_deployment,
     printed,
@@ -40,13 +41,8 @@ def release(kube: KwokCluster) -> Iterator[ChartRelease]:
         yield chart
 
 
-def lease_holder(kube: KwokCluster, release: ChartRelease) -> str:
-    answer = kube.kubectl(
-        "get", "lease", release.service_account, "-n", SYSTEM_NS, "-o", "json", check=False
-    )
-    if answer.returncode != 0:
-        return ""
-    return str(json.loads(answer.stdout)["spec"].get("holderIdentity") or "")
+def holder(kube: KwokCluster, release: ChartRelease) -> str:
+    return lease_holder(kube, SYSTEM_NS, release.service_account)
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +91,7 @@ def test_one_leader_writes_and_a_killed_leader_is_replaced_mid_rollout(
     kube: KwokCluster, release: ChartRelease, replicas: dict[str, OperatorProcess]
 ) -> None:
     reader = ClusterReader(kube)
-    leader_id = wait_for(lambda: lease_holder(kube, release), timeout=30, what="a leader")
+    leader_id = wait_for(lambda: holder(kube, release), timeout=30, what="a leader")
     standby_id = next(i for i in replicas if i != leader_id)
     leader, standby = replicas[leader_id], replicas[standby_id]
     body = model_deployment(
@@ -116,7 +112,7 @@ def test_one_leader_writes_and_a_killed_leader_is_replaced_mid_rollout(
     leader.kill()  # SIGKILL: no release of the Lease
     killed = time.monotonic()
     wait_for(
-        lambda: lease_holder(kube, release) == standby_id,
+        lambda: holder(kube, release) == standby_id,
         timeout=LEASE_DURATION * 4,
         what="the standby holds the Lease",
     )
@@ -143,6 +139,6 @@ def test_one_leader_writes_and_a_killed_leader_is_replaced_mid_rollout(
 def test_a_clean_stop_hands_the_lease_over_at_once(
     kube: KwokCluster, release: ChartRelease, replicas: dict[str, OperatorProcess]
 ) -> None:
-    holder = wait_for(lambda: lease_holder(kube, release), timeout=30, what="a leader")
-    replicas[holder].stop()  # SIGTERM: Kopf's cleanup releases the Lease
-    assert lease_holder(kube, release) == ""
+    leader = wait_for(lambda: holder(kube, release), timeout=30, what="a leader")
+    replicas[leader].stop()  # SIGTERM: Kopf's cleanup releases the Lease
+    assert holder(kube, release) == ""
