@@ -1,6 +1,7 @@
 """From raw query results of one round to every check's verdict."""
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ from modeldeploy.analysis.checks import evaluate
 from modeldeploy.analysis.config import (
     AnalysisConfig,
     CustomCheck,
+    EffectLimits,
     Observations,
     QueryKey,
     Track,
@@ -26,16 +28,13 @@ CANARY = RevisionRef(model="churn", revision="c4n4ry", version="v2", namespace="
 STABLE = RevisionRef(model="churn", revision="st4bl3", version="v1", namespace="ml")
 DECILES = [str(i) for i in range(10)]
 CONFIG = AnalysisConfig(
-    min_samples=500,
     latency_p95_ms=250,
     latency_p99_ms=600,
     max_error_rate=0.01,
     max_invalid_increase=0.02,
-    feature_psi=0.1,
-    feature_ks=0.1,
+    features=EffectLimits.of(psi=0.1, ks=0.1),
     max_missing_increase=0.05,
-    prediction_psi=0.2,
-    prediction_ks=0.1,
+    predictions=EffectLimits.of(psi=0.2, ks=0.1),
     custom=(CustomCheck("accuracy", 'accuracy{revision="{{ revision }}"}', minimum=0.8),),
 )
 
@@ -92,11 +91,11 @@ def confidence(n: int, high_share: float) -> QueryResult:
     return ok({(le,): c for le, c in zip(bounds, cumulative, strict=True)})
 
 
-def healthy(n: int = 1000) -> dict[QueryKey, QueryResult]:
+def healthy(n: int = 5000) -> dict[QueryKey, QueryResult]:
     return {
         (Track.CANARY, Series.INFO): ok({(): 2}),
         (Track.CANARY, Series.REQUESTS): ok({("200",): n - 2, ("500",): 2}),
-        (Track.CANARY, Series.INVALID): ok({("schema",): 3}),
+        (Track.CANARY, Series.INVALID): ok({("schema",): 2 * n / 1000}),
         (Track.CANARY, Series.LATENCY): latency(n - 5, 5),
         (Track.CANARY, Series.FEATURES): features(n),
         (Track.CANARY, Series.BASELINE): BASELINE,
@@ -104,7 +103,7 @@ def healthy(n: int = 1000) -> dict[QueryKey, QueryResult]:
         (Track.CANARY, Series.CONFIDENCE): confidence(n, 0.7),
         (Track.STABLE, Series.INFO): ok({(): 4}),
         (Track.STABLE, Series.REQUESTS): ok({("200",): 9 * n}),
-        (Track.STABLE, Series.INVALID): ok({("schema",): 18}),
+        (Track.STABLE, Series.INVALID): ok({("schema",): 18 * n / 1000}),
         (Track.STABLE, Series.PREDICTIONS): predictions(9 * n, 0.2),
         (Track.STABLE, Series.CONFIDENCE): confidence(9 * n, 0.7),
     }
@@ -130,13 +129,21 @@ def test_a_healthy_canary_passes_every_check() -> None:
     checks = run(healthy())
     assert set(checks) == {
         "latency-p95", "latency-p99", "error-rate", "invalid-input-rate", "feature-psi",
-        "feature-ks", "missing-rate", "prediction-psi", "prediction-ks", "confidence-psi",
-        "confidence-ks", "custom/accuracy",
+        "missing-rate", "prediction-psi", "confidence-psi", "custom/accuracy",
     }  # fmt: skip
     assert set(verdicts(checks).values()) == {Verdict.PASS}, [c.reason for c in checks.values()]
-    assert checks["error-rate"].value == pytest.approx(0.002)
-    assert checks["error-rate"].samples == 1000
+    assert checks["error-rate"].value == pytest.approx(2 / 5000)
+    assert checks["error-rate"].samples == 5000
+    assert all(c.sequential for name, c in checks.items() if not name.startswith("custom/"))
     assert aggregate(checks.values()).verdict is Verdict.PASS
+
+
+def test_a_healthy_canary_on_thin_data_is_not_yet_judged() -> None:
+    checks = run(healthy(n=100))
+    assert Verdict.FAIL not in verdicts(checks).values()
+    assert verdicts(checks)["feature-psi"] is Verdict.INCONCLUSIVE
+    assert "not yet conclusive" in checks["feature-psi"].reason
+    assert aggregate(checks.values()).verdict is Verdict.INCONCLUSIVE
 
 
 def test_latency_breach_fails_with_the_quantile_in_ms() -> None:
@@ -144,53 +151,56 @@ def test_latency_breach_fails_with_the_quantile_in_ms() -> None:
     results[(Track.CANARY, Series.LATENCY)] = latency(900, 100)  # 10% at 300-400 ms
     checks = run(results)
     p95 = checks["latency-p95"]
-    assert p95.verdict is Verdict.FAIL
+    assert (p95.verdict, p95.sequential) == (Verdict.FAIL, True)
     assert p95.value == pytest.approx(350.0)  # rank 950: 0.3 + 0.1 * 50/100 s
-    assert p95.reason == "latency-p95: 350 ms > max 250 ms, n=1000"
-    assert checks["latency-p99"].verdict is Verdict.PASS  # 390 ms < 600 ms
+    assert p95.reason.startswith(
+        "latency-p95: p95 350 ms (max 250 ms), slower share: 0.1 of n=1000 (limit 0.05), e="
+    )
+    assert checks["latency-p99"].verdict is Verdict.PASS  # none slower than 600 ms
 
 
 def test_a_quantile_beyond_the_largest_bucket_cannot_pass() -> None:
     results = healthy()
     results[(Track.CANARY, Series.LATENCY)] = latency(900, 40, very_slow=60)
-    config = AnalysisConfig(min_samples=500, latency_p95_ms=20_000)
-    checks = evaluate(config, Observations(results))
-    assert [c.verdict for c in checks] == [Verdict.INCONCLUSIVE]
-    assert "above the largest finite bucket" in checks[0].reason
+    config = AnalysisConfig(latency_p95_ms=20_000)
+    (check,) = evaluate(config, Observations(results))
+    # 6% took over 10 s: maybe over 20 s, maybe not; a limit in the +Inf bucket can hold
+    # neither a failure (none is known to be slower) nor a pass.
+    assert check.verdict is Verdict.INCONCLUSIVE
+    assert "slower share: 0 of n=1000" in check.reason
 
 
 def test_error_rate_and_invalid_inputs_compared_with_stable() -> None:
     results = healthy()
     results[(Track.CANARY, Series.REQUESTS)] = ok({("200",): 900, ("503",): 30, ("400",): 70})
     results[(Track.CANARY, Series.INVALID)] = ok({("schema",): 50, ("range",): 20})
-    results[(Track.STABLE, Series.INVALID)] = ok({("schema",): 180})  # 2% of 9000
+    results[(Track.STABLE, Series.INVALID)] = ok({("schema",): 900})  # 2% of 45000
     checks = run(results)
     assert checks["error-rate"].verdict is Verdict.FAIL
     assert checks["error-rate"].value == pytest.approx(0.03)
     invalid = checks["invalid-input-rate"]
     assert invalid.verdict is Verdict.FAIL
     assert invalid.value == pytest.approx(0.05)
-    assert invalid.reason == (
-        "invalid-input-rate: 0.05 > max 0.02, n=1000 (canary 0.07 vs stable 0.02)"
-    )
+    assert invalid.reason.startswith("invalid-input-rate: 0.07 vs 0.02 (+0.05 of 0.02), n=1000, e=")
 
 
 def test_invalid_inputs_without_stable_compare_with_zero() -> None:
     results = {k: v for k, v in healthy().items() if k[0] is Track.CANARY}
-    results[(Track.CANARY, Series.INVALID)] = ok({("schema",): 30})
+    results[(Track.CANARY, Series.INVALID)] = ok({("schema",): 150})
     check = run(results)["invalid-input-rate"]
     assert check.verdict is Verdict.FAIL
     assert check.value == pytest.approx(0.03)
-    assert check.reason.endswith("(canary 0.03 vs stable 0)")
+    assert check.reason.startswith("invalid-input-rate: 0.03 vs 0 (+0.03 of 0.02)")
 
 
 def test_too_few_samples_is_inconclusive_not_no_data() -> None:
     results = healthy(n=200)
     results[(Track.CANARY, Series.REQUESTS)] = ok({("500",): 200})  # all errors, but n=200
-    outcome = aggregate(run(results).values())
+    assert run(results)["error-rate"].verdict is Verdict.FAIL  # the tests need no floor
+    outcome = aggregate(run(results, config=replace(CONFIG, min_samples=500)).values())
     assert outcome.verdict is Verdict.INCONCLUSIVE
     assert not outcome.no_data
-    assert "200 of 500 samples" in outcome.reason
+    assert "error-rate: n=200, 500 samples needed" in outcome.reason
 
 
 def test_unreachable_prometheus_is_no_data_everywhere() -> None:
@@ -225,14 +235,14 @@ def test_feature_skew_against_the_profile_fails_and_names_the_feature() -> None:
     results = healthy()
     results[(Track.CANARY, Series.FEATURES)] = features(1000, shift_income=0.5)
     checks = run(results)
-    psi, ks = checks["feature-psi"], checks["feature-ks"]
-    assert (psi.verdict, psi.subject) == (Verdict.FAIL, "income")
+    psi = checks["feature-psi"]
+    assert (psi.verdict, psi.subject, psi.sequential) == (Verdict.FAIL, "income", True)
     assert psi.value == pytest.approx(0.238, abs=0.01)
-    assert psi.reason.startswith("feature-psi of income: 0.23")
-    assert "p=" in psi.reason
-    assert (ks.verdict, ks.subject) == (Verdict.FAIL, "income")
-    assert ks.value == pytest.approx(0.197, abs=0.005)
-    assert checks["missing-rate"].verdict is Verdict.PASS
+    # Over both tolerances (PSI and KS), with evidence.
+    assert psi.reason.startswith("feature-psi of income: psi 0.23")
+    assert "ks 0.19" in psi.reason
+    assert "over (psi 0.1, ks 0.1); e=" in psi.reason
+    assert checks["missing-rate"].verdict is not Verdict.FAIL
 
 
 def test_categorical_features_get_psi_but_no_ks() -> None:
@@ -240,10 +250,9 @@ def test_categorical_features_get_psi_but_no_ks() -> None:
     values = dict(features(1000).values)
     values[("plan", "basic")], values[("plan", "team")] = 300.0, 400.0
     results[(Track.CANARY, Series.FEATURES)] = ok(values)
-    checks = run(results)
-    assert (checks["feature-psi"].verdict, checks["feature-psi"].subject) == (Verdict.FAIL, "plan")
-    assert checks["feature-ks"].verdict is Verdict.PASS
-    assert checks["feature-ks"].subject in {"age", "income"}
+    check = run(results)["feature-psi"]
+    assert (check.verdict, check.subject) == (Verdict.FAIL, "plan")
+    assert "ks" not in check.reason.split(";")[0]  # categories have no order: PSI alone
 
 
 def test_missing_rate_increase_fails_against_the_baseline_missing_ratio() -> None:
@@ -264,8 +273,10 @@ def test_a_feature_the_runtime_does_not_export_is_no_data() -> None:
 
 def test_ignored_features_are_not_judged() -> None:
     results = healthy()
-    results[(Track.CANARY, Series.FEATURES)] = features(1000, shift_income=0.5)
-    config = AnalysisConfig(feature_psi=0.1, ignored_features=frozenset({"income"}))
+    results[(Track.CANARY, Series.FEATURES)] = features(5000, shift_income=0.5)
+    config = AnalysisConfig(
+        features=EffectLimits.of(psi=0.1), ignored_features=frozenset({"income"})
+    )
     (check,) = evaluate(config, Observations(results))
     assert check.verdict is Verdict.PASS
     assert check.subject != "income"
@@ -289,17 +300,17 @@ def test_prediction_drift_against_stable_fails() -> None:
         Verdict.FAIL,
         "churn",
     )
-    assert checks["prediction-ks"].verdict is Verdict.FAIL  # class labels 0/1 are ordered
+    assert "ks 0.25" in checks["prediction-psi"].reason  # class labels 0/1 are ordered
     assert checks["confidence-psi"].verdict is Verdict.FAIL
-    assert checks["confidence-ks"].value == pytest.approx(0.5)
+    assert "ks 0.5" in checks["confidence-psi"].reason
 
 
-def test_prediction_checks_need_samples_on_both_sides() -> None:
+def test_a_thin_stable_cannot_vouch_for_the_canary() -> None:
     results = healthy()
-    results[(Track.STABLE, Series.PREDICTIONS)] = predictions(100, 0.5)
+    results[(Track.STABLE, Series.PREDICTIONS)] = predictions(50, 0.2)
     check = run(results)["prediction-psi"]
     assert check.verdict is Verdict.INCONCLUSIVE
-    assert check.samples == 100
+    assert check.samples == 5000
 
 
 def test_without_a_stable_revision_prediction_checks_are_skipped() -> None:
@@ -316,29 +327,80 @@ def test_models_without_confidence_skip_the_confidence_checks() -> None:
     assert checks["prediction-psi"].verdict is Verdict.PASS
 
 
-def test_drift_above_threshold_without_significance_waits_for_data() -> None:
-    config = AnalysisConfig(min_samples=20, feature_psi=0.1)
+def plan_counts(scale: float) -> QueryResult:
+    shares = {"basic": 0.4, "pro": 0.45, "team": 0.15}  # PSI 0.12 against 0.6/0.3/0.1
+    return ok({("plan", plan): share * scale for plan, share in shares.items()})
+
+
+def test_drift_over_tolerance_waits_for_evidence() -> None:
+    config = AnalysisConfig(features=EffectLimits.of(psi=0.1))
     results = healthy()
-    results[(Track.CANARY, Series.FEATURES)] = ok(
-        {("plan", "basic"): 8.0, ("plan", "pro"): 9.0, ("plan", "team"): 3.0}
-    )
     results[(Track.CANARY, Series.BASELINE)] = ok(
         {("plan", "basic"): 0.6, ("plan", "pro"): 0.3, ("plan", "team"): 0.1}
     )
+    results[(Track.CANARY, Series.FEATURES)] = plan_counts(20)
+    (thin,) = evaluate(config, Observations(results))
+    assert (thin.verdict, thin.samples) == (Verdict.INCONCLUSIVE, 20)
+    assert "not yet conclusive" in thin.reason
+    results[(Track.CANARY, Series.FEATURES)] = plan_counts(2000)
+    (enough,) = evaluate(config, Observations(results))
+    assert enough.verdict is Verdict.FAIL
+
+
+def test_a_real_but_tiny_change_never_fails_however_much_data() -> None:
+    results = healthy()
+    results[(Track.CANARY, Series.FEATURES)] = features(1_000_000, shift_income=0.1)
+    check = run(results, config=AnalysisConfig(features=EffectLimits.of(psi=0.05)))["feature-psi"]
+    # PSI 0.0096: certainly a change (e-value huge), and certainly within tolerance.
+    assert check.verdict is Verdict.PASS
+    assert check.value == pytest.approx(0.0096, abs=0.001)
+
+
+def test_a_change_must_exceed_every_tolerance_set() -> None:
+    results = healthy()
+    results[(Track.CANARY, Series.FEATURES)] = features(5000, shift_income=0.5)
+    lenient = AnalysisConfig(features=EffectLimits.of(psi=0.1, kl=0.5))  # KL 0.12 < 0.5
+    check = run(results, config=lenient)["feature-psi"]
+    # Within one tolerance is within tolerance: KL is shown below 0.5.
+    assert check.verdict is Verdict.PASS
+    assert "kl at most 0.37, within 0.5" in check.reason
+    strict = AnalysisConfig(features=EffectLimits.of(psi=0.1, kl=0.1))
+    assert run(results, config=strict)["feature-psi"].verdict is Verdict.FAIL
+
+
+def test_a_feature_few_requests_carry_drops_out_instead_of_blocking() -> None:
+    results = healthy()
+    values = dict(features(5000).values)
+    for label in DECILES:
+        values[("age", label)] = 20.0  # 200 values in 5000 requests: 4%
+    values[("age", "missing")] = 4800.0
+    results[(Track.CANARY, Series.FEATURES)] = ok(values)
+    config = AnalysisConfig(features=EffectLimits.of(psi=0.1))
     (check,) = evaluate(config, Observations(results))
-    assert check.verdict is Verdict.INCONCLUSIVE
-    assert "not significant" in check.reason
-    (ungated,) = evaluate(
-        AnalysisConfig(min_samples=20, feature_psi=0.1, significance=None), Observations(results)
-    )
-    assert ungated.verdict is Verdict.FAIL
+    assert check.verdict is Verdict.PASS
+    assert "too few values to judge, left out: age" in check.reason
+    assert aggregate([check]).verdict is Verdict.PASS
+
+
+def test_the_budget_is_split_across_every_test() -> None:
+    results = healthy()
+    results[(Track.CANARY, Series.FEATURES)] = features(1000, shift_income=0.5)
+    alone = AnalysisConfig(features=EffectLimits.of(psi=0.1), false_positive_rate=0.01)
+    (check,) = evaluate(alone, Observations(results))
+    assert ">= 300" in check.reason  # 3 features: e >= 3 / 0.01
+    full = run(results)["feature-psi"]
+    assert ">= 1.2e+03" in full.reason  # 12 tests (9 checks, 3 features twice)
 
 
 def test_custom_checks_compare_their_value_and_need_samples() -> None:
     low = run(healthy(), custom=0.7)["custom/accuracy"]
     assert low.verdict is Verdict.FAIL
-    assert low.reason == "custom/accuracy: 0.7 < min 0.8, n=1000"
-    assert run(healthy(n=100), custom=0.95)["custom/accuracy"].verdict is Verdict.INCONCLUSIVE
+    assert low.reason == "custom/accuracy: 0.7 < min 0.8, n=5000"
+    assert not low.sequential  # failureLimit applies
+    assert run(healthy(n=100), custom=0.95)["custom/accuracy"].verdict is Verdict.PASS
+    floored = replace(CONFIG, min_samples=500)
+    thin = run(healthy(n=100), custom=0.95, config=floored)["custom/accuracy"]
+    assert (thin.verdict, thin.sequential) == (Verdict.INCONCLUSIVE, False)
     bad = QueryResult.failed(QueryStatus.BAD_QUERY, "HTTP 400: parse error")
     gone = run(healthy(), custom=bad)["custom/accuracy"]
     assert gone.no_data
@@ -385,7 +447,7 @@ def test_drift_only_keeps_the_profile_checks() -> None:
     }  # fmt: skip
     assert not plan.custom
     checks = evaluate(drift, Observations(healthy()))
-    assert [c.name for c in checks] == ["feature-psi", "feature-ks", "missing-rate"]
+    assert [c.name for c in checks] == ["feature-psi", "missing-rate"]
 
 
 class RecordingProvider:

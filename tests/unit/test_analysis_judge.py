@@ -160,24 +160,21 @@ def test_without_any_prometheus_analysis_is_off_and_said_once() -> None:
     assert [e.reason for e in kube.events] == ["AnalysisDisabled"]
 
 
-def test_a_slow_canary_fails_twice_then_rolls_back() -> None:
+def test_a_slow_canary_fails_and_rolls_back_at_once() -> None:
     metrics = OperatorMetrics()
     judge, _ = judge_with(FakePrometheus(SLOW), metrics=metrics)
     md = canary_subject()
     first = judge(md, WORLD, T0).signal
     assert first is not None
-    assert (first.revision, first.verdict, first.rollback) == ("c", "fail", False)
-    assert "latency-p95: 97.41 ms > max 50 ms, n=300" in first.reason
-    md = recorded(md, first)
-    assert judge(md, WORLD, T0 + timedelta(seconds=1)) == HOLD  # not due yet
-    second = judge(md, WORLD, T0 + timedelta(seconds=2)).signal
-    assert second is not None
-    assert (second.rollback, second.consecutive_failures) == (True, 2)
+    # A sequential test's failure is final: no second round (failureLimit) needed.
+    assert (first.revision, first.verdict, first.rollback) == ("c", "fail", True)
+    assert "latency-p95: p95 97.4 ms (max 50 ms)" in first.reason
+    assert (first.since, first.consecutive_failures) == (T0, 1)
     sample = metrics.registry.get_sample_value
     labels = {"namespace": "ml", "name": "churn", "track": "canary"}
-    assert sample(contract.OPERATOR_ANALYSES_TOTAL, labels | {"result": "fail"}) == 2
+    assert sample(contract.OPERATOR_ANALYSES_TOTAL, labels | {"result": "fail"}) == 1
     check = labels | {"check": "latency-p95"}
-    assert sample(contract.OPERATOR_CHECK_VERDICTS_TOTAL, check | {"verdict": "fail"}) == 2
+    assert sample(contract.OPERATOR_CHECK_VERDICTS_TOTAL, check | {"verdict": "fail"}) == 1
     assert sample(contract.OPERATOR_CHECK_VALUE, check) == pytest.approx(97.41, abs=0.01)
 
 
@@ -284,7 +281,7 @@ def test_waiting_is_reported_once_per_change() -> None:
         assert signal.verdict == "inconclusive"
         md, now = recorded(md, signal), now + timedelta(seconds=2)
     assert [e.reason for e in kube.events] == ["AnalysisInconclusive"]
-    assert "50 of 200 samples needed" in kube.events[0].message
+    assert "n=50, 200 samples needed" in kube.events[0].message
 
 
 def test_the_stable_is_judged_when_no_canary_runs() -> None:

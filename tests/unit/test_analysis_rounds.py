@@ -7,7 +7,14 @@ from typing import Any
 import pytest
 
 from modeldeploy import api
-from modeldeploy.analysis.config import CUSTOM_PREFIX, AnalysisConfig, CustomCheck, Track
+from modeldeploy.analysis.config import (
+    CUSTOM_PREFIX,
+    NO_LIMITS,
+    AnalysisConfig,
+    CustomCheck,
+    EffectLimits,
+    Track,
+)
 from modeldeploy.analysis.rounds import (
     RoundTarget,
     Waiting,
@@ -76,12 +83,13 @@ def analysed(revision: str, at: datetime, verdict: str = "pass") -> AnalysisResu
 def test_defaults_map_to_the_documented_checks() -> None:
     mapped = map_spec(spec().analysis)
     assert mapped.config == AnalysisConfig(
-        min_samples=500,
+        false_positive_rate=0.01,
+        min_samples=0,
         max_error_rate=0.01,
         max_invalid_increase=0.02,
-        feature_psi=0.1,
+        features=EffectLimits.of(psi=0.05),
         max_missing_increase=0.05,
-        prediction_psi=0.25,
+        predictions=EffectLimits.of(psi=0.1),
     )
     assert (mapped.failure_limit, mapped.on_no_data) == (2, OnNoData.HOLD)
     assert (mapped.interval, mapped.no_data_timeout, mapped.window) == (
@@ -97,6 +105,7 @@ def test_every_field_maps() -> None:
             interval="2s",
             window="1m",
             minSamples=200,
+            falsePositiveRate=0.05,
             failureLimit=3,
             onNoData="rollback",
             noDataTimeout="20s",
@@ -104,24 +113,31 @@ def test_every_field_maps() -> None:
             errorRate={"max": 0.05},
             invalidInputRate={"maxIncrease": 0.1},
             drift={
-                "features": {"psi": 0.15, "ks": 0.2, "ignore": ["data_usage_gb"]},
-                "predictions": {"psi": 0.3},
+                "features": {
+                    "psi": 0.15,
+                    "ks": 0.2,
+                    "kl": 0.15,
+                    "js": 0.02,
+                    "wasserstein": 0.04,
+                    "ignore": ["data_usage_gb"],
+                },
+                "predictions": {"psi": 0.3, "ks": 0.1, "kl": 0.2, "js": 0.03, "wasserstein": 0.05},
                 "missingRate": {"maxIncrease": 0.07},
             },
             custom=[{"name": "accuracy", "query": 'acc{revision="{{revision}}"}', "min": 0.8}],
         ).analysis
     )
     assert mapped.config == AnalysisConfig(
+        false_positive_rate=0.05,
         min_samples=200,
         latency_p95_ms=50.0,
         latency_p99_ms=120.0,
         max_error_rate=0.05,
         max_invalid_increase=0.1,
-        feature_psi=0.15,
-        feature_ks=0.2,
+        features=EffectLimits.of(psi=0.15, ks=0.2, kl=0.15, js=0.02, wasserstein=0.04),
         ignored_features=frozenset({"data_usage_gb"}),
         max_missing_increase=0.07,
-        prediction_psi=0.3,
+        predictions=EffectLimits.of(psi=0.3, ks=0.1, kl=0.2, js=0.03, wasserstein=0.05),
         custom=(CustomCheck("accuracy", 'acc{revision="{{revision}}"}', minimum=0.8),),
     )
     assert (mapped.failure_limit, mapped.on_no_data, mapped.window) == (
@@ -141,7 +157,7 @@ def test_bounds_of_one_and_disabled_drift_switch_checks_off() -> None:
             errorRate={"max": 1}, invalidInputRate={"maxIncrease": 1}, drift={"enabled": False}
         ).analysis
     )
-    assert mapped.config == AnalysisConfig(min_samples=500)
+    assert mapped.config == AnalysisConfig()
     assert not has_checks(mapped.config)
     assert has_checks(map_spec(spec(latency={"p99Ms": 100}).analysis).config)
 
@@ -179,8 +195,12 @@ def test_a_custom_check_with_a_bad_template_is_kept_as_a_check_without_data() ->
 def test_inside_bake_time_no_check_compares_with_other_traffic() -> None:
     config = map_spec(spec(latency={"p95Ms": 80}).analysis).config
     baked = bake_config(config)
-    assert (baked.prediction_psi, baked.max_invalid_increase) == (None, None)
-    assert (baked.latency_p95_ms, baked.feature_psi, baked.max_error_rate) == (80, 0.1, 0.01)
+    assert (baked.predictions, baked.max_invalid_increase) == (NO_LIMITS, None)
+    assert (baked.latency_p95_ms, baked.features, baked.max_error_rate) == (
+        80,
+        EffectLimits.of(psi=0.05),
+        0.01,
+    )
 
 
 # --- which revision, when ----------------------------------------------------------------

@@ -57,7 +57,8 @@ def test_defaults_a_careful_operator_would_choose() -> None:
 
     analysis = spec.analysis
     assert (analysis.interval, analysis.window) == ("30s", "5m")
-    assert analysis.min_samples == 500
+    assert analysis.false_positive_rate == 0.01
+    assert analysis.min_samples is None
     assert analysis.failure_limit == 2
     assert analysis.on_no_data == "hold"
     assert analysis.no_data_timeout == "15m"
@@ -65,8 +66,11 @@ def test_defaults_a_careful_operator_would_choose() -> None:
     assert analysis.error_rate.max == 0.01
     assert analysis.invalid_input_rate.max_increase == 0.02
     assert analysis.drift.enabled
-    assert (analysis.drift.features.psi, analysis.drift.features.ks) == (0.1, None)
-    assert analysis.drift.predictions.psi == 0.25
+    features, predictions = analysis.drift.features, analysis.drift.predictions
+    assert (features.psi, features.ks, features.kl, features.js) == (0.05, None, None, None)
+    assert features.wasserstein is None
+    assert (predictions.psi, predictions.ks, predictions.kl) == (0.1, None, None)
+    assert (predictions.js, predictions.wasserstein) == (None, None)
     assert analysis.drift.missing_rate.max_increase == 0.05
     assert analysis.custom == []
 

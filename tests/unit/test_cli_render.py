@@ -150,7 +150,7 @@ def test_explain_verdict_while_holding_counts_failures_and_no_data() -> None:
     )
     assert result["details"] == ["one more failed analysis rolls it back"]
     assert result["inconclusive"][0]["reason"] == (
-        "custom/accuracy: no verdict, 0 of 500 samples (analysis.minSamples)"
+        "custom/accuracy: no verdict, 0 of 200 samples (analysis.minSamples)"
     )
     obj = progressing()
     obj["status"]["lastAnalysis"]["verdict"] = "inconclusive"

@@ -130,8 +130,9 @@ def test_every_field_is_described_for_kubectl_explain() -> None:
 
 def test_scalar_defaults_are_named_in_descriptions() -> None:
     analysis = root_schema()["properties"]["spec"]["properties"]["analysis"]["properties"]
-    assert analysis["minSamples"]["default"] == 500
-    assert analysis["minSamples"]["description"].endswith("Defaults to 500.")
+    assert analysis["falsePositiveRate"]["default"] == 0.01
+    assert analysis["falsePositiveRate"]["description"].endswith("Defaults to 0.01.")
+    assert "default" not in analysis["minSamples"]
     assert analysis["interval"]["description"].endswith("Defaults to 30s.")
 
 

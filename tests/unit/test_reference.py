@@ -92,7 +92,7 @@ def test_rows_carry_type_default_limits_and_description() -> None:
     steps = row("spec.rollout.canary", "steps")
     assert steps[1:4] == ["`[]integer`", "", "1 to 10 items; each item: 1 to 100"]
     psi = row("spec.analysis.drift.features", "psi")
-    assert psi[2:4] == ["`0.1`", "> 0 and &lt;= 100"]
+    assert psi[2:4] == ["`0.05`", "> 0 and &lt;= 100"]
     assert row("spec", "imagePolicy")[3] == "one of `requireDigest`, `allowTags`"
     assert row("spec.model", "name")[2] == "required"
     interval = row("spec.analysis", "interval")

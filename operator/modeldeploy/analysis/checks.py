@@ -1,52 +1,56 @@
 """Every check of one analysis round, from raw query results to verdicts.
 
-The operator glue is three calls (the first two from `config`)::
-
-    plan = plan_queries(config, canary=canary_ref, stable=stable_ref, window="5m")
-    observations = collect(provider, plan, at=time.time())   # the only I/O
     outcome = aggregate(evaluate(config, observations))
-
-and then `verdicts.decide` across rounds. For the stable revision after promotion (drift vs
-its own profile -> Degraded), use ``config.drift_only()`` with the stable revision as
-`canary` and no `stable`.
 
 How raw data are read:
 
+- Counts are cumulative: everything the revision (and the stable, over the same period)
+  did since the revision's first round, so that each check is one sequential test that
+  grows with every round (`sequential`). The stable after bakeTime is judged on a sliding
+  window instead (a monitor for Degraded, not a test that stops).
 - ``model_info`` tells whether the revision is scraped at all. Without it every check of
   that revision has no data. With it, an absent series of a counter whose label values
   appear on first use (requests by code, invalid requests by reason, histogram buckets)
   means zero events, not missing data. Feature, baseline and prediction bins are
   pre-created by the runtime, so their absence is missing data.
 - Features: the baseline ratio gauge defines the features and bins (the profile is the
-  truth). PSI and KS compare the distribution of *present* values (the ``missing`` bin
-  left out, both sides renormalised); the missing-rate check watches the ``missing`` bin
-  (canary missing share minus the baseline's ``missing`` ratio, 0 when not exported).
+  truth). The distribution of *present* values is compared (the ``missing`` bin left out,
+  both sides renormalised); the missing-rate check watches the ``missing`` bin.
 - Bins are ordered when every label (``missing`` aside) is a number (decile index or upper
-  edge, ``+Inf`` allowed); only ordered bins get KS. Other labels are categories.
-- A drift check fails only when its effect size exceeds the threshold *and*, if
-  ``significance`` is set, its test rejects "no drift" at that level (chi-square for PSI,
-  KS for KS). Above the threshold without significance it is inconclusive: wait for data.
-- Canary vs stable (predictions, confidence) needs ``min_samples`` on both sides. Without
-  a stable revision (first rollout) these checks are skipped. Confidence is skipped when
-  neither side observed any (models without a confidence, e.g. regressors).
-- The invalid-input check compares the canary's share of invalid requests with the
-  stable's on the same window (with 0 when there is no stable revision or it served none).
-- Custom checks are gated on the canary's request count like every other check, and are
-  reported as ``custom/<name>``.
+  edge, ``+Inf`` allowed); KS and Wasserstein tolerances apply only to ordered bins.
+  Categories whose training share is below 0.5% are pooled into one bin.
+
+Verdicts. One false-positive budget (``false_positive_rate``) is split evenly across the
+round's tests; as the tests are anytime-valid, it holds over all rounds together. A check
+**fails** only with evidence (its e-value reached 1 / its share of the budget) *and* a
+practically significant effect (over every tolerance set: PSI, KL, JS, KS, Wasserstein for
+distributions; the limit itself for latency and error rates, whose null hypothesis is
+"within the limit"); a failure is final (the rollout rolls back at once). A check
+**passes** when a confidence sequence shows the effect within tolerance (at a 5% risk
+shared by all checks). Otherwise it is inconclusive: thin data is "not yet", never a pass.
+``min_samples`` is an optional floor under both. A feature with values in fewer than 10% of
+the canary's requests drops out of the round (reported, not blocking a pass). Custom
+checks are plain bounds on the current value (``failureLimit`` applies to them).
+
+Canary vs stable (predictions, confidence, invalid inputs) needs a stable revision; without
+one (first rollout) those checks are skipped, and invalid inputs compare with none.
+Confidence is skipped when neither side observed any (models without a confidence).
 """
 
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
 from modeldeploy import contract
-from modeldeploy.analysis import statistics
+from modeldeploy.analysis import sequential, statistics
 from modeldeploy.analysis.config import (
     CUSTOM_PREFIX,
     AnalysisConfig,
     CustomCheck,
+    EffectLimits,
     Observations,
     Track,
 )
@@ -65,12 +69,15 @@ LATENCY_P99 = "latency-p99"
 ERROR_RATE = "error-rate"
 INVALID_INPUT_RATE = "invalid-input-rate"
 FEATURE_PSI = "feature-psi"
-FEATURE_KS = "feature-ks"
 MISSING_RATE = "missing-rate"
 PREDICTION_PSI = "prediction-psi"
-PREDICTION_KS = "prediction-ks"
 CONFIDENCE_PSI = "confidence-psi"
-CONFIDENCE_KS = "confidence-ks"
+
+PASS_RISK = 0.05
+"""Chance that a pass vouches wrongly for some check (a change over tolerance promoted),
+shared by all checks of the round."""
+DROP_OUT_SHARE = 0.1
+"""A feature with values in fewer than this share of the requests drops out of the round."""
 
 # Series whose label values exist only after the first event: absent means zero.
 _CREATED_ON_FIRST_USE = frozenset(
@@ -104,137 +111,363 @@ class _Reader:
         return result
 
 
+@dataclass(frozen=True)
+class Levels:
+    """One test's share of the round's budgets."""
+
+    fail: float  # of false_positive_rate
+    passing: float  # of PASS_RISK
+    floor: int  # min_samples
+
+    @property
+    def needed(self) -> float:
+        """The e-value a failure needs."""
+        return 1 / self.fail
+
+
+Test = Callable[[Levels], CheckResult]
+
+
+def _test(verdict: Callable[..., CheckResult], /, **arguments: Any) -> Test:
+    """A test waiting for its share of the budget (known once every test is counted)."""
+    return lambda levels: verdict(levels, **arguments)
+
+
 def evaluate(config: AnalysisConfig, observations: Observations) -> list[CheckResult]:
     """Every configured check of one round, in a stable order."""
     reader = _Reader(observations)
     requests = reader.get(Track.CANARY, Series.REQUESTS)
     request_count = sum(requests.values.values()) if requests.ok else 0.0
-    results = _latency_checks(config, reader.get(Track.CANARY, Series.LATENCY))
-    results += _error_checks(config, requests)
+    # (check name, tests of its subjects): the budget is split over every test.
+    groups: list[tuple[str, list[Test]]] = []
+    groups += _latency_tests(config, reader.get(Track.CANARY, Series.LATENCY))
+    groups += _error_tests(config, requests)
     if config.max_invalid_increase is not None:
-        results.append(_invalid_input_check(config, config.max_invalid_increase, reader))
+        invalid = _invalid_input_test(config.max_invalid_increase, reader)
+        groups.append((INVALID_INPUT_RATE, [invalid]))
     if config.checks_features:
-        results += _feature_checks(
+        groups += _feature_tests(
             config,
             reader.get(Track.CANARY, Series.FEATURES),
             reader.get(Track.CANARY, Series.BASELINE),
+            request_count,
         )
     if config.checks_predictions and reader.has(Track.STABLE):
-        results += _prediction_checks(config, reader)
+        groups += _prediction_tests(config, reader)
+    count = max(1, sum(len(tests) for _, tests in groups))
+    levels = Levels(config.false_positive_rate / count, PASS_RISK / count, config.min_samples)
+    results = [combine(name, [test(levels) for test in tests]) for name, tests in groups if tests]
     for check in config.custom:
         answer = observations.custom.get(check.name, _NOT_QUERIED)
         results.append(_custom_check(config, check, answer, requests, request_count))
     return results
 
 
+def _missing(name: str, limit: float, why: str, subject: str = "") -> Test:
+    result = replace(no_data_check(name, limit, why), subject=subject)
+    return lambda _: result
+
+
+# --- verdicts of one test -------------------------------------------------------------------
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.3g}"
+
+
+def _e(log_e: float) -> str:
+    return f"e={math.exp(min(log_e, 700)):.3g}" if log_e < 700 else "e>1e300"
+
+
+def _below_floor(
+    levels: Levels, name: str, *, value: float | None, threshold: float, samples: int, subject: str
+) -> CheckResult | None:
+    if samples >= max(levels.floor, 1):
+        return None
+    what = f"{name} of {subject}" if subject else name
+    needed = f"{levels.floor} samples needed" if levels.floor else "no samples yet"
+    return CheckResult(
+        name,
+        Verdict.INCONCLUSIVE,
+        value,
+        threshold,
+        samples,
+        f"{what}: n={samples}, {needed}",
+        subject=subject,
+        sequential=True,
+    )
+
+
+def distribution_verdict(
+    levels: Levels,
+    name: str,
+    *,
+    limits: EffectLimits,
+    observed: statistics.FloatArray,
+    reference: statistics.FloatArray,
+    reference_is_counts: bool,
+    ordered: bool,
+    subject: str,
+    blocking: bool = True,
+) -> CheckResult:
+    """A distribution against a reference (training ratios, or the stable's counts)."""
+    pooled = sequential.pool_rare(
+        observed, reference, ordered=ordered, reference_is_counts=reference_is_counts
+    )
+    x, ref = pooled.counts, pooled.reference
+    tolerances = limits.usable(ordered)
+    headline = limits.headline
+    assert headline is not None  # a distribution check has a tolerance
+    effect_name, threshold = headline
+    samples = round(float(x.sum()))
+    measured = sequential.effects(x, ref, reference_is_counts=reference_is_counts)
+    fx = {e: float(v) for e, v in measured.items()}
+    value = fx[effect_name]
+    thin = _below_floor(
+        levels, name, value=value, threshold=threshold, samples=samples, subject=subject
+    )
+    if thin is not None:
+        return replace(thin, blocking=blocking)
+    tightest = min(tolerances.values())
+    if reference_is_counts:
+        log_e = float(
+            sequential.log_e_two_sample(x, ref, sequential.two_sample_concentration(tightest))
+        )
+    else:
+        ratios = np.maximum(ref / max(ref.sum(), 1e-300), sequential.RATIO_FLOOR)
+        concentration = sequential.concentration_for(tightest, len(ratios))
+        log_e = float(sequential.log_e_multinomial(x, ratios, concentration))
+    psi_bound = float(
+        sequential.psi_upper_bound(x, ref, levels.passing, reference_is_counts=reference_is_counts)
+    )
+    bounds = {e: float(sequential.bound_from_psi(e, psi_bound)) for e in tolerances}
+    over = {e: fx[e] > v for e, v in tolerances.items()}
+    shown = ", ".join(f"{e.value} {_fmt(fx[e])}" for e in tolerances)
+    limit_text = ", ".join(f"{e.value} {_fmt(v)}" for e, v in tolerances.items())
+    what = f"{name} of {subject}" if subject else name
+    evidence = log_e >= math.log(levels.needed)
+    if evidence and all(over.values()):
+        verdict = Verdict.FAIL
+        why = f"{shown} over ({limit_text}); {_e(log_e)} >= {levels.needed:.3g}, n={samples}"
+    elif any(bounds[e] < v for e, v in tolerances.items()):
+        verdict = Verdict.PASS
+        within = next(e for e, v in tolerances.items() if bounds[e] < v)
+        why = (
+            f"{shown}; {within.value} at most {_fmt(bounds[within])}, within "
+            f"{_fmt(tolerances[within])}, n={samples}"
+        )
+    elif evidence:
+        verdict = Verdict.INCONCLUSIVE
+        why = f"changed ({_e(log_e)}), but {shown} not over every one of {limit_text}, n={samples}"
+    else:
+        verdict = Verdict.INCONCLUSIVE
+        why = (
+            f"{shown}; not yet conclusive ({_e(log_e)} of {levels.needed:.3g} to fail, "
+            f"{effect_name.value} bound {_fmt(bounds.get(effect_name, psi_bound))} of "
+            f"{_fmt(threshold)} to pass), n={samples}"
+        )
+    return CheckResult(
+        name,
+        verdict,
+        value,
+        threshold,
+        samples,
+        f"{what}: {why}",
+        subject=subject,
+        sequential=True,
+        blocking=blocking,
+    )
+
+
+def rate_verdict(
+    levels: Levels,
+    name: str,
+    *,
+    events: float,
+    trials: float,
+    limit: float,
+    value: float,
+    threshold: float,
+    shown: str,
+    events_at_most: float | None = None,
+) -> CheckResult:
+    """A rate whose limit is the null hypothesis: "at most `limit`" (an error share, the
+    share of requests slower than a latency limit). A failure needs evidence on `events`, a
+    pass a bound on `events_at_most` (when events are only known within bounds). `value`,
+    `threshold` and `shown` are what the check reports (e.g. the p95 in ms)."""
+    samples = round(trials)
+    thin = _below_floor(levels, name, value=value, threshold=threshold, samples=samples, subject="")
+    if thin is not None:
+        return thin
+    log_e = float(
+        sequential.log_e_rate_above(events, trials, limit, sequential.rate_concentration(limit))
+    )
+    _, upper = sequential.rate_bounds(
+        events if events_at_most is None else events_at_most, trials, levels.passing
+    )
+    share = f"{_fmt(events / trials if trials else 0.0)} of n={samples} (limit {_fmt(limit)})"
+    if log_e >= math.log(levels.needed):
+        verdict, why = Verdict.FAIL, f"{shown}: {share}, {_e(log_e)} >= {levels.needed:.3g}"
+    elif float(upper) < limit:
+        verdict, why = Verdict.PASS, f"{shown}: {share}, at most {_fmt(float(upper))}"
+    else:
+        verdict = Verdict.INCONCLUSIVE
+        why = f"{shown}: {share}, not yet conclusive ({_e(log_e)}, bound {_fmt(float(upper))})"
+    return CheckResult(name, verdict, value, threshold, samples, f"{name}: {why}", sequential=True)
+
+
+def increase_verdict(
+    levels: Levels,
+    name: str,
+    *,
+    events: float,
+    trials: float,
+    reference: tuple[float, float] | float,
+    tolerance: float,
+    subject: str = "",
+) -> CheckResult:
+    """A rate that must not rise over a reference by more than `tolerance`: a known share
+    (the training profile's missing share), or (events, trials) of the stable. Fails on
+    evidence of an increase and an estimated increase over tolerance; passes when the
+    confidence sequences bound the increase within it."""
+    samples = round(trials)
+    rate = events / trials if trials > 0 else 0.0
+    if isinstance(reference, tuple):
+        ref_events, ref_trials = reference
+        base = ref_events / ref_trials if ref_trials > 0 else 0.0
+        total = events + ref_events
+        # Under "no increase" each event is the canary's with its share of the trials.
+        share = trials / (trials + ref_trials) if ref_trials > 0 else 1 - sequential.RATIO_FLOOR
+        log_e = float(
+            sequential.log_e_rate_above(events, total, share, sequential.rate_concentration(share))
+        )
+        _, upper = sequential.rate_bounds(events, trials, levels.passing / 2)
+        ref_lower, _ = sequential.rate_bounds(ref_events, ref_trials, levels.passing / 2)
+        bound = float(upper) - float(ref_lower)
+    else:
+        base = reference
+        p0 = max(base, sequential.RATIO_FLOOR)
+        log_e = float(
+            sequential.log_e_rate_above(events, trials, p0, sequential.rate_concentration(p0))
+        )
+        _, upper = sequential.rate_bounds(events, trials, levels.passing)
+        bound = float(upper) - base
+    increase = rate - base
+    what = f"{name} of {subject}" if subject else name
+    thin = _below_floor(
+        levels, name, value=increase, threshold=tolerance, samples=samples, subject=subject
+    )
+    if thin is not None:
+        return thin
+    text = f"{_fmt(rate)} vs {_fmt(base)} (+{_fmt(increase)} of {_fmt(tolerance)}), n={samples}"
+    if log_e >= math.log(levels.needed) and increase > tolerance:
+        verdict, why = Verdict.FAIL, f"{text}, {_e(log_e)} >= {levels.needed:.3g}"
+    elif bound < tolerance:
+        verdict, why = Verdict.PASS, f"{text}, increase at most {_fmt(bound)}"
+    else:
+        verdict = Verdict.INCONCLUSIVE
+        why = f"{text}, not yet conclusive ({_e(log_e)}, bound +{_fmt(bound)})"
+    return CheckResult(
+        name, verdict, increase, tolerance, samples, f"{what}: {why}", subject=subject,
+        sequential=True,
+    )  # fmt: skip
+
+
 # --- latency and rates ----------------------------------------------------------------------
 
 
-def _latency_checks(config: AnalysisConfig, latency: QueryResult) -> list[CheckResult]:
+@dataclass(frozen=True)
+class Slower:
+    """Requests slower than a latency limit, from histogram buckets."""
+
+    at_least: float
+    at_most: float
+    total: float
+
+
+def slower_than(limit_s: float, buckets: list[tuple[float, float]]) -> Slower:
+    """How many requests were slower than `limit_s`, interpolating linearly inside the
+    bucket holding the limit (as histogram_quantile does). Beyond the largest finite bucket
+    a request may or may not be slower: it counts for `at_most` only."""
+    merged: dict[float, float] = {}
+    for bound, count in buckets:
+        merged[bound] = max(merged.get(bound, 0.0), count)
+    total = merged.get(math.inf, max(merged.values(), default=0.0))
+    below, start = 0.0, 0.0
+    for bound in sorted(merged):
+        count = merged[bound]
+        if math.isinf(bound):
+            return Slower(0.0, max(0.0, total - below), total)
+        if bound >= limit_s:
+            width = bound - start
+            fraction = (limit_s - start) / width if width > 0 else 1.0
+            slower = max(0.0, total - (below + (count - below) * fraction))
+            return Slower(slower, slower, total)
+        below, start = max(below, count), bound
+    return Slower(0.0, max(0.0, total - below), total)
+
+
+def _latency_tests(config: AnalysisConfig, latency: QueryResult) -> list[tuple[str, list[Test]]]:
     wanted = [
         (LATENCY_P95, 0.95, config.latency_p95_ms),
         (LATENCY_P99, 0.99, config.latency_p99_ms),
     ]
-    results: list[CheckResult] = []
+    groups: list[tuple[str, list[Test]]] = []
     for name, q, limit in wanted:
         if limit is None:
             continue
         if not latency.ok:
-            results.append(no_data_check(name, limit, latency.describe()))
+            groups.append((name, [_missing(name, limit, latency.describe())]))
             continue
         buckets = statistics.cumulative_buckets({k[0]: v for k, v in latency.values.items()})
-        counts = statistics.bucket_counts(buckets)
-        samples = _count(counts.sum())
-        seconds = statistics.histogram_quantile(q, buckets)
-        result = threshold_check(
-            name, seconds * 1000, samples, config.min_samples, maximum=limit, unit=" ms"
-        )
-        # A rank in the +Inf bucket only bounds the quantile from below.
-        beyond = samples > 0 and q * counts.sum() > counts[:-1].sum()
-        if beyond and result.verdict is Verdict.PASS:
-            result = replace(
-                result,
-                verdict=Verdict.INCONCLUSIVE,
-                reason=f"{name}: above the largest finite bucket ({seconds:g} s); "
-                f"cannot tell against max {limit:g} ms, n={samples}",
-            )
-        results.append(result)
-    return results
+        slower = slower_than(limit / 1000, buckets)
+        quantile_ms = statistics.histogram_quantile(q, buckets) * 1000
+
+        shown = f"p{round(q * 100)} {_fmt(quantile_ms)} ms (max {_fmt(limit)} ms), slower share"
+        test = _test(
+            rate_verdict, name=name, events=slower.at_least, events_at_most=slower.at_most,
+            trials=slower.total, limit=1 - q, value=quantile_ms, threshold=limit, shown=shown,
+        )  # fmt: skip
+        groups.append((name, [test]))
+    return groups
 
 
-def _error_checks(config: AnalysisConfig, requests: QueryResult) -> list[CheckResult]:
-    if config.max_error_rate is None:
+def _error_tests(config: AnalysisConfig, requests: QueryResult) -> list[tuple[str, list[Test]]]:
+    limit = config.max_error_rate
+    if limit is None:
         return []
     if not requests.ok:
-        return [no_data_check(ERROR_RATE, config.max_error_rate, requests.describe())]
+        return [(ERROR_RATE, [_missing(ERROR_RATE, limit, requests.describe())])]
     total = sum(requests.values.values())
     errors = sum(v for (code,), v in requests.values.items() if code.startswith("5"))
-    return [
-        threshold_check(
-            ERROR_RATE,
-            statistics.ratio(errors, total),
-            _count(total),
-            config.min_samples,
-            maximum=config.max_error_rate,
-            detail=f"{_count(errors)} 5xx",
-        )
-    ]
+    rate = statistics.ratio(errors, total)
+
+    test = _test(
+        rate_verdict, name=ERROR_RATE, events=errors, trials=total, limit=limit, value=rate,
+        threshold=limit, shown=f"{round(errors)} 5xx",
+    )  # fmt: skip
+    return [(ERROR_RATE, [test])]
 
 
-def _invalid_input_check(config: AnalysisConfig, limit: float, reader: _Reader) -> CheckResult:
+def _invalid_input_test(limit: float, reader: _Reader) -> Test:
     tracks = [Track.CANARY, Track.STABLE] if reader.has(Track.STABLE) else [Track.CANARY]
-    shares: list[float] = []
-    totals: list[float] = []
+    counts: list[tuple[float, float]] = []
     for track in tracks:
         requests, invalid = reader.get(track, Series.REQUESTS), reader.get(track, Series.INVALID)
         broken = requests if not requests.ok else invalid
         if not broken.ok:
-            return no_data_check(INVALID_INPUT_RATE, limit, f"{broken.describe()} ({track})")
-        totals.append(sum(requests.values.values()))
-        shares.append(statistics.ratio(sum(invalid.values.values()), totals[-1]))
-    canary_share = shares[0]
+            return _missing(INVALID_INPUT_RATE, limit, f"{broken.describe()} ({track})")
+        counts.append((sum(invalid.values.values()), sum(requests.values.values())))
+    (events, trials), stable = counts[0], counts[1] if len(counts) > 1 else (0.0, 0.0)
     # Without a stable revision, or one that served nothing, compare with no invalid inputs.
-    stable_share = shares[1] if len(shares) > 1 and not math.isnan(shares[1]) else 0.0
-    return threshold_check(
-        INVALID_INPUT_RATE,
-        canary_share - stable_share,
-        _count(totals[0]),
-        config.min_samples,
-        maximum=limit,
-        detail=f"canary {canary_share:.3g} vs stable {stable_share:.3g}",
-    )
+    reference = stable if stable[1] > 0 else 0.0
+    return _test(
+        increase_verdict, name=INVALID_INPUT_RATE, events=events, trials=trials,
+        reference=reference, tolerance=limit,
+    )  # fmt: skip
 
 
 # --- drift ----------------------------------------------------------------------------------
-
-
-def _enabled(limits: Iterable[tuple[str, float | None]]) -> dict[str, float]:
-    return {name: limit for name, limit in limits if limit is not None}
-
-
-def _drift_check(
-    name: str,
-    threshold: float,
-    config: AnalysisConfig,
-    *,
-    value: float,
-    p_value: float,
-    samples: int,
-    subject: str,
-) -> CheckResult:
-    detail = f"p={p_value:.3g}" if not math.isnan(p_value) else ""
-    result = threshold_check(
-        name, value, samples, config.min_samples, maximum=threshold, subject=subject, detail=detail
-    )
-    alpha = config.significance
-    if result.verdict is Verdict.FAIL and not statistics.exceeds(value, threshold, p_value, alpha):
-        return replace(
-            result,
-            verdict=Verdict.INCONCLUSIVE,
-            reason=f"{result.reason}: above the threshold but not significant "
-            f"(p >= {alpha:g}); waiting for more data",
-        )
-    return result
 
 
 def _grouped(values: Mapping[LabelValues, float]) -> dict[str, dict[str, float]]:
@@ -246,7 +479,7 @@ def _grouped(values: Mapping[LabelValues, float]) -> dict[str, dict[str, float]]
 
 
 def _bin_order(labels: Iterable[str]) -> tuple[list[str], bool]:
-    """Labels in bin order, and whether that order is numeric (meaningful for KS)."""
+    """Labels in bin order, and whether that order is numeric (deciles, buckets)."""
     labels = sorted(set(labels))
     try:
         keys = [float(label) for label in labels]
@@ -255,68 +488,6 @@ def _bin_order(labels: Iterable[str]) -> tuple[list[str], bool]:
     if any(math.isnan(key) for key in keys):
         return labels, False
     return [label for _, label in sorted(zip(keys, labels, strict=True))], True
-
-
-@dataclass(frozen=True)
-class _DistributionTests:
-    """PSI (judged with the chi-square test's p-value) and KS of observed bin counts against
-    a reference: the training profile's ratios, or the stable revision's counts."""
-
-    psi: Callable[[statistics.FloatArray, statistics.FloatArray], statistics.FloatArray]
-    chi_square: Callable[[statistics.FloatArray, statistics.FloatArray], statistics.TestResult]
-    ks: Callable[[statistics.FloatArray, statistics.FloatArray], statistics.TestResult]
-
-
-VS_PROFILE = _DistributionTests(
-    statistics.psi_vs_ratios, statistics.chi_square_vs_ratios, statistics.ks_vs_ratios
-)
-VS_STABLE = _DistributionTests(
-    statistics.psi_two_sample, statistics.chi_square_two_sample, statistics.ks_two_sample
-)
-
-
-def _distribution_checks(
-    out: dict[str, list[CheckResult]],
-    wanted: Mapping[str, float],
-    config: AnalysisConfig,
-    *,
-    names: tuple[str, str],
-    tests: _DistributionTests,
-    observed: statistics.FloatArray,
-    reference: statistics.FloatArray,
-    ordered: bool,
-    samples: int,
-    subject: str,
-) -> None:
-    """Appends the wanted PSI and (over ordered bins only) KS checks of one subject."""
-    psi_name, ks_name = names
-    if psi_name in wanted:
-        psi = float(tests.psi(observed, reference))
-        p = float(tests.chi_square(observed, reference).p_value)
-        out[psi_name].append(
-            _drift_check(
-                psi_name,
-                wanted[psi_name],
-                config,
-                value=psi,
-                p_value=p,
-                samples=samples,
-                subject=subject,
-            )
-        )
-    if ks_name in wanted and ordered:
-        ks = tests.ks(observed, reference)
-        out[ks_name].append(
-            _drift_check(
-                ks_name,
-                wanted[ks_name],
-                config,
-                value=float(ks.statistic),
-                p_value=float(ks.p_value),
-                samples=samples,
-                subject=subject,
-            )
-        )
 
 
 def _aligned(
@@ -332,76 +503,69 @@ def _aligned(
     )
 
 
-def _feature_checks(
-    config: AnalysisConfig, features: QueryResult, baseline: QueryResult
-) -> list[CheckResult]:
-    wanted = _enabled(
-        [
-            (FEATURE_PSI, config.feature_psi),
-            (FEATURE_KS, config.feature_ks),
-            (MISSING_RATE, config.max_missing_increase),
-        ]
-    )
+def _feature_tests(
+    config: AnalysisConfig, features: QueryResult, baseline: QueryResult, requests: float
+) -> list[tuple[str, list[Test]]]:
+    wanted: dict[str, float] = {}
+    if config.features.headline is not None:
+        wanted[FEATURE_PSI] = config.features.headline[1]
+    if config.max_missing_increase is not None:
+        wanted[MISSING_RATE] = config.max_missing_increase
     broken = features if not features.ok else baseline
     if not broken.ok:
         why = broken.describe() + (" (training-profile ratios)" if broken is baseline else "")
-        return [no_data_check(name, limit, why) for name, limit in wanted.items()]
+        return [(name, [_missing(name, limit, why)]) for name, limit in wanted.items()]
     observed, profile = _grouped(features.values), _grouped(baseline.values)
-    per_feature: dict[str, list[CheckResult]] = {name: [] for name in wanted}
+    per_check: dict[str, list[Test]] = {name: [] for name in wanted}
     for feature in sorted(set(profile) - config.ignored_features):
         counts = observed.get(feature)
         if counts is None:
             for name, limit in wanted.items():
-                per_feature[name].append(
-                    replace(
-                        no_data_check(name, limit, f"no bins of feature {feature}"), subject=feature
-                    )
+                per_check[name].append(
+                    _missing(name, limit, f"no bins of feature {feature}", feature)
                 )
             continue
         present, expected, ordered = _aligned(counts, profile[feature])
-        samples = _count(present.sum())
-        _distribution_checks(
-            per_feature, wanted, config, names=(FEATURE_PSI, FEATURE_KS), tests=VS_PROFILE,
-            observed=present, reference=expected, ordered=ordered, samples=samples,
-            subject=feature,
-        )  # fmt: skip
+        if FEATURE_PSI in wanted:
+            # A feature few requests carry cannot vouch for the round; it may still fail it.
+            blocking = float(present.sum()) >= DROP_OUT_SHARE * requests
+
+            drift = _test(
+                distribution_verdict, name=FEATURE_PSI, limits=config.features,
+                observed=present, reference=expected, reference_is_counts=False,
+                ordered=ordered, subject=feature, blocking=blocking,
+            )  # fmt: skip
+            per_check[FEATURE_PSI].append(drift)
         if MISSING_RATE in wanted:
             missing = counts.get(contract.MISSING_BIN, 0.0)
             total = missing + float(present.sum())
-            baseline_rate = profile[feature].get(contract.MISSING_BIN, 0.0)
-            increase = statistics.ratio(missing, total) - baseline_rate
-            per_feature[MISSING_RATE].append(
-                threshold_check(
-                    MISSING_RATE,
-                    increase,
-                    _count(total),
-                    config.min_samples,
-                    maximum=wanted[MISSING_RATE],
-                    subject=feature,
-                    detail=f"baseline {baseline_rate:.3g}",
-                )
-            )
-    return [combine(name, results) for name, results in per_feature.items() if results]
+            base = profile[feature].get(contract.MISSING_BIN, 0.0)
+            missing_rate = _test(
+                increase_verdict, name=MISSING_RATE, events=missing, trials=total,
+                reference=base, tolerance=wanted[MISSING_RATE], subject=feature,
+            )  # fmt: skip
+            per_check[MISSING_RATE].append(missing_rate)
+    return list(per_check.items())
 
 
-def _prediction_checks(config: AnalysisConfig, reader: _Reader) -> list[CheckResult]:
-    results: list[CheckResult] = []
-    predictions = _two_sample_checks(
-        config,
-        (PREDICTION_PSI, PREDICTION_KS),
-        reader.get(Track.CANARY, Series.PREDICTIONS),
-        reader.get(Track.STABLE, Series.PREDICTIONS),
-        _grouped,
-    )
-    results += predictions
+def _prediction_tests(config: AnalysisConfig, reader: _Reader) -> list[tuple[str, list[Test]]]:
+    groups = [
+        _two_sample_tests(
+            config.predictions,
+            PREDICTION_PSI,
+            reader.get(Track.CANARY, Series.PREDICTIONS),
+            reader.get(Track.STABLE, Series.PREDICTIONS),
+            _grouped,
+        )
+    ]
     canary = reader.get(Track.CANARY, Series.CONFIDENCE)
     stable = reader.get(Track.STABLE, Series.CONFIDENCE)
     if canary.ok and stable.ok and not (_any_observed(canary) or _any_observed(stable)):
-        return results  # this model reports no confidence
-    results += _two_sample_checks(
-        config, (CONFIDENCE_PSI, CONFIDENCE_KS), canary, stable, _confidence_bins
+        return groups  # this model reports no confidence
+    groups.append(
+        _two_sample_tests(config.predictions, CONFIDENCE_PSI, canary, stable, _confidence_bins)
     )
-    return results
+    return groups
 
 
 def _any_observed(histogram: QueryResult) -> bool:
@@ -416,29 +580,30 @@ def _confidence_bins(values: Mapping[LabelValues, float]) -> dict[str, dict[str,
     return {"confidence": {repr(b): float(c) for b, c in zip(bounds, counts, strict=True)}}
 
 
-def _two_sample_checks(
-    config: AnalysisConfig,
-    names: tuple[str, str],
+def _two_sample_tests(
+    limits: EffectLimits,
+    name: str,
     canary: QueryResult,
     stable: QueryResult,
     to_bins: Callable[[Mapping[LabelValues, float]], dict[str, dict[str, float]]],
-) -> list[CheckResult]:
-    psi_name, ks_name = names
-    wanted = _enabled([(psi_name, config.prediction_psi), (ks_name, config.prediction_ks)])
+) -> tuple[str, list[Test]]:
+    headline = limits.headline
+    assert headline is not None  # checks_predictions
     broken = canary if not canary.ok else stable
     if not broken.ok:
         why = broken.describe() + (" (stable)" if broken is stable else "")
-        return [no_data_check(name, limit, why) for name, limit in wanted.items()]
+        return name, [_missing(name, headline[1], why)]
     canary_bins, stable_bins = to_bins(canary.values), to_bins(stable.values)
-    per_subject: dict[str, list[CheckResult]] = {name: [] for name in wanted}
+    tests: list[Test] = []
     for subject in sorted({*canary_bins, *stable_bins}):
         a, b, ordered = _aligned(canary_bins.get(subject, {}), stable_bins.get(subject, {}))
-        samples = _count(min(a.sum(), b.sum()))
-        _distribution_checks(
-            per_subject, wanted, config, names=names, tests=VS_STABLE,
-            observed=a, reference=b, ordered=ordered, samples=samples, subject=subject,
+        tests.append(
+            _test(
+                distribution_verdict, name=name, limits=limits, observed=a, reference=b,
+                reference_is_counts=True, ordered=ordered, subject=subject,
+            )
         )  # fmt: skip
-    return [combine(name, results) for name, results in per_subject.items() if results]
+    return name, tests
 
 
 # --- custom ---------------------------------------------------------------------------------
@@ -463,7 +628,7 @@ def _custom_check(
         name,
         value,
         _count(request_count),
-        config.min_samples,
+        max(config.min_samples, 1),
         minimum=check.minimum,
         maximum=check.maximum,
     )

@@ -39,28 +39,76 @@ class CustomCheck:
             raise ValueError(f"custom check {self.name!r} needs a minimum or a maximum")
 
 
+class Effect(StrEnum):
+    """Effect sizes of a distribution change (computed in `sequential`)."""
+
+    PSI = "psi"
+    KL = "kl"
+    JS = "js"
+    KS = "ks"
+    WASSERSTEIN = "wasserstein"
+
+
+ORDERED_ONLY = frozenset({Effect.KS, Effect.WASSERSTEIN})
+"""Effects that need ordered bins (numbers), not categories."""
+
+
+@dataclass(frozen=True)
+class EffectLimits:
+    """Tolerances of a distribution check, one per effect size; a change is practically
+    significant only when it exceeds every tolerance set (each one added makes the gate
+    stricter), and within tolerance when one of them is shown to hold."""
+
+    limits: Mapping[Effect, float] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, **limits: float | None) -> "EffectLimits":
+        return cls({Effect(name): value for name, value in limits.items() if value is not None})
+
+    def __bool__(self) -> bool:
+        return bool(self.limits)
+
+    def usable(self, ordered: bool) -> dict[Effect, float]:
+        """The tolerances that apply to bins that are (not) ordered."""
+        return {e: v for e, v in self.limits.items() if ordered or e not in ORDERED_ONLY}
+
+    @property
+    def headline(self) -> tuple[Effect, float] | None:
+        """The effect a check reports as its value: PSI when set, else the first."""
+        if not self.limits:
+            return None
+        effect = Effect.PSI if Effect.PSI in self.limits else next(iter(self.limits))
+        return effect, self.limits[effect]
+
+
+NO_LIMITS = EffectLimits()
+
+
 @dataclass(frozen=True)
 class AnalysisConfig:
     """Thresholds as plain numbers; None switches a check off. Latency in milliseconds,
     rates as fractions (0.01 = 1%)."""
 
-    min_samples: int = 500
+    false_positive_rate: float = 0.01
+    """The chance that a revision no worse than its reference is rolled back, over all its
+    checks and rounds together."""
+    min_samples: int = 0
+    """A floor: no verdict on fewer canary requests (0: the tests alone decide)."""
     latency_p95_ms: float | None = None
     latency_p99_ms: float | None = None
     max_error_rate: float | None = None
     max_invalid_increase: float | None = None  # canary share minus stable share
-    feature_psi: float | None = None
-    feature_ks: float | None = None
+    features: EffectLimits = NO_LIMITS
     max_missing_increase: float | None = None
-    prediction_psi: float | None = None
-    prediction_ks: float | None = None
-    significance: float | None = 0.01
+    predictions: EffectLimits = NO_LIMITS
     ignored_features: frozenset[str] = frozenset()
     custom: tuple[CustomCheck, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
-        if self.min_samples < 1:
-            raise ValueError("min_samples must be at least 1")
+        if self.min_samples < 0:
+            raise ValueError("min_samples must not be negative")
+        if not 0 < self.false_positive_rate < 1:
+            raise ValueError("false_positive_rate must be between 0 and 1")
         names = [check.name for check in self.custom]
         if len(set(names)) != len(names):
             raise ValueError(f"custom check names must be unique: {names}")
@@ -68,23 +116,20 @@ class AnalysisConfig:
     def drift_only(self) -> "AnalysisConfig":
         """Only the checks of a revision against its own training profile."""
         return AnalysisConfig(
+            false_positive_rate=self.false_positive_rate,
             min_samples=self.min_samples,
-            feature_psi=self.feature_psi,
-            feature_ks=self.feature_ks,
+            features=self.features,
             max_missing_increase=self.max_missing_increase,
-            significance=self.significance,
             ignored_features=self.ignored_features,
         )
 
     @property
     def checks_features(self) -> bool:
-        return any(
-            t is not None for t in (self.feature_psi, self.feature_ks, self.max_missing_increase)
-        )
+        return bool(self.features) or self.max_missing_increase is not None
 
     @property
     def checks_predictions(self) -> bool:
-        return self.prediction_psi is not None or self.prediction_ks is not None
+        return bool(self.predictions)
 
 
 class Track(StrEnum):
@@ -107,8 +152,10 @@ def plan_queries(
     canary: RevisionRef,
     window: Window,
     stable: RevisionRef | None = None,
+    custom_window: Window | None = None,
 ) -> QueryPlan:
-    """The queries this config needs (and no others)."""
+    """The queries this config needs (and no others): counts over `window`, custom checks
+    over `custom_window` (default: the same)."""
     canary_series = [Series.INFO, Series.REQUESTS]
     stable_series: list[Series] = []
     if config.latency_p95_ms is not None or config.latency_p99_ms is not None:
@@ -126,7 +173,8 @@ def plan_queries(
         for series in [Series.INFO, *stable_series]:
             queries[(Track.STABLE, series)] = series_query(series, stable, window)
     custom = {
-        c.name: Query(render_template(c.query, canary, window, stable), ()) for c in config.custom
+        c.name: Query(render_template(c.query, canary, custom_window or window, stable), ())
+        for c in config.custom
     }
     return QueryPlan(queries, custom)
 

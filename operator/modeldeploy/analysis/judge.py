@@ -50,6 +50,8 @@ from modeldeploy.analysis.rounds import (
     RoundTarget,
     Waiting,
     choose_target,
+    evidence_range,
+    evidence_since,
     has_checks,
     map_spec,
     memory_of,
@@ -328,6 +330,7 @@ class Judge:
     ) -> AnalysisSignal:
         started = time.monotonic()
         label = self.settings.namespace_label
+        since = evidence_since(subject.status, target, now)
         plan = plan_queries(
             target.config,
             canary=revision_ref(subject, world, target.revision, label),
@@ -336,7 +339,8 @@ class Judge:
                 if target.reference is not None
                 else None
             ),
-            window=mapped.window,
+            window=evidence_range(since, mapped, now),
+            custom_window=mapped.window,
         )
         provider = self.provider_for(subject, url)
         if isinstance(provider, Unanswerable):
@@ -356,7 +360,7 @@ class Judge:
             on_no_data=mapped.on_no_data,
             no_data_timeout=mapped.no_data_timeout,
         )
-        signal = signal_of(target, outcome, decision, now)
+        signal = signal_of(target, outcome, decision, now, since)
         key = (subject.namespace, subject.name)
         seconds = time.monotonic() - started
         if self.metrics is not None:

@@ -23,8 +23,15 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from modeldeploy.analysis.config import CUSTOM_PREFIX, AnalysisConfig, CustomCheck, Track
-from modeldeploy.analysis.queries import RevisionRef
+from modeldeploy.analysis.config import (
+    CUSTOM_PREFIX,
+    NO_LIMITS,
+    AnalysisConfig,
+    CustomCheck,
+    EffectLimits,
+    Track,
+)
+from modeldeploy.analysis.queries import RevisionRef, Window
 from modeldeploy.analysis.verdicts import (
     Action,
     AnalysisMemory,
@@ -88,21 +95,28 @@ def map_spec(analysis: Analysis) -> MappedAnalysis:
             bound = check.max if check.max is not None else check.min
             rejected.append(RejectedCheck(check.name, bound or 0.0, f"bad query template: {err}"))
     latency = analysis.latency
+    features, predictions = drift.features, drift.predictions
     config = AnalysisConfig(
-        min_samples=analysis.min_samples,
+        false_positive_rate=analysis.false_positive_rate,
+        min_samples=analysis.min_samples or 0,
         latency_p95_ms=float(latency.p95_ms) if latency.p95_ms is not None else None,
         latency_p99_ms=float(latency.p99_ms) if latency.p99_ms is not None else None,
         max_error_rate=_below_one(analysis.error_rate.max),
         max_invalid_increase=_below_one(analysis.invalid_input_rate.max_increase),
-        feature_psi=drift.features.psi if drift.enabled else None,
-        feature_ks=drift.features.ks if drift.enabled else None,
-        ignored_features=frozenset(drift.features.ignore) if drift.enabled else frozenset(),
+        features=EffectLimits.of(
+            psi=features.psi, ks=features.ks, kl=features.kl, js=features.js,
+            wasserstein=features.wasserstein,
+        ) if drift.enabled else NO_LIMITS,
+        ignored_features=frozenset(features.ignore) if drift.enabled else frozenset(),
         max_missing_increase=(
             _below_one(drift.missing_rate.max_increase) if drift.enabled else None
         ),
-        prediction_psi=drift.predictions.psi if drift.enabled else None,
+        predictions=EffectLimits.of(
+            psi=predictions.psi, ks=predictions.ks, kl=predictions.kl, js=predictions.js,
+            wasserstein=predictions.wasserstein,
+        ) if drift.enabled else NO_LIMITS,
         custom=tuple(custom),
-    )
+    )  # fmt: skip
     return MappedAnalysis(
         config=config,
         rejected=tuple(rejected),
@@ -117,7 +131,7 @@ def map_spec(analysis: Analysis) -> MappedAnalysis:
 def bake_config(config: AnalysisConfig) -> AnalysisConfig:
     """The new stable inside bakeTime: every check but those comparing with another
     revision's traffic (the previous revision serves none any more)."""
-    return replace(config, max_invalid_increase=None, prediction_psi=None, prediction_ks=None)
+    return replace(config, max_invalid_increase=None, predictions=NO_LIMITS)
 
 
 def has_checks(config: AnalysisConfig, rejected: Sequence[RejectedCheck] = ()) -> bool:
@@ -126,11 +140,10 @@ def has_checks(config: AnalysisConfig, rejected: Sequence[RejectedCheck] = ()) -
         config.latency_p99_ms,
         config.max_error_rate,
         config.max_invalid_increase,
-        config.prediction_psi,
-        config.prediction_ks,
     )
     return (
         config.checks_features
+        or config.checks_predictions
         or any(t is not None for t in thresholds)
         or bool(config.custom)
         or bool(rejected)
@@ -148,6 +161,13 @@ class RoundTarget:
     """The stable revision, for the canary's checks against it."""
     in_bake: bool = False
     rejected: tuple[RejectedCheck, ...] = ()
+
+    @property
+    def sequential(self) -> bool:
+        """Judged on everything since its first round (the canary, and the new stable inside
+        bakeTime: one test from the first canary round to the end of the bake), rather than
+        the drift monitor's sliding window."""
+        return self.track is Track.CANARY or self.in_bake
 
     @property
     def may_roll_back(self) -> bool:
@@ -207,6 +227,35 @@ def round_due(
         if not rolled_back:
             return True
     return now >= last.time + interval
+
+
+MAX_EVIDENCE = timedelta(hours=6)
+"""The longest period a round asks Prometheus about (the cost of a range query grows with
+it). A canary held longer (an approval that waits for days) is judged on its last 6 hours:
+the tests' guarantee then holds per 6 hours rather than over the whole rollout."""
+
+
+def evidence_since(
+    status: ModelDeploymentStatus, target: RoundTarget, now: datetime
+) -> datetime | None:
+    """Where this round's evidence starts: the revision's first round (kept in status), now
+    for a revision's first round; None for the windowed drift monitor."""
+    if not target.sequential:
+        return None
+    last = status.last_analysis
+    if last is not None and last.revision == target.revision and last.since is not None:
+        return last.since
+    return now
+
+
+def evidence_range(since: datetime | None, mapped: MappedAnalysis, now: datetime) -> Window:
+    """The PromQL range of this round's queries: from one interval before `since` (the
+    traffic the revision served before its first round counts too) to now, at most
+    MAX_EVIDENCE; the analysis window when there is no `since`."""
+    if since is None:
+        return mapped.window
+    span = min(now - since + mapped.interval, MAX_EVIDENCE)
+    return timedelta(seconds=max(1, math.ceil(span.total_seconds())))
 
 
 def memory_of(status: ModelDeploymentStatus, revision: str) -> AnalysisMemory:
@@ -287,7 +336,11 @@ def grouped_reasons(checks: Sequence[CheckResult]) -> str:
 
 
 def signal_of(
-    target: RoundTarget, outcome: AnalysisOutcome, decision: Decision, now: datetime
+    target: RoundTarget,
+    outcome: AnalysisOutcome,
+    decision: Decision,
+    now: datetime,
+    since: datetime | None = None,
 ) -> AnalysisSignal:
     rollback = decision.action is Action.ROLLBACK and (
         target.track is Track.CANARY or (target.in_bake and outcome.verdict is Verdict.FAIL)
@@ -302,6 +355,7 @@ def signal_of(
         samples=outcome.samples,
         consecutive_failures=decision.memory.consecutive_failures,
         no_data_since=decision.memory.inconclusive_since,
+        since=since,
     )
 
 

@@ -2,15 +2,18 @@
 
 Rules (ARCHITECTURE.md, "Analysis"; the API's analysis fields):
 
-- A check passes or fails only with at least ``min_samples`` observations in the window;
-  before that it is inconclusive.
+- A check passes or fails only with at least ``min_samples`` observations (an optional
+  floor; the sequential tests of `checks` need none); before that it is inconclusive.
 - No data (Prometheus unreachable, a refused query, no series) is never a pass: the check
   is inconclusive and flagged ``no_data``.
-- One round's outcome: fail if any check fails, else inconclusive if any check is, else
-  pass. A round without checks is inconclusive (nothing vouched for the canary); the
-  operator should not run analysis rounds when no check is configured.
+- One round's outcome: fail if any check fails, else inconclusive if any check is (those
+  that dropped out for lack of values of their own aside), else pass. A round without
+  checks is inconclusive (nothing vouched for the canary); the operator should not run
+  analysis rounds when no check is configured.
 - Across rounds (`decide`): a pass clears the memory and lets the rollout proceed; a
-  failure counts towards ``failureLimit`` consecutive failures, then rolls back; an
+  failed sequential test rolls back at once (its evidence holds across rounds by
+  construction); another failure (a custom check's bound) counts towards ``failureLimit``
+  consecutive failures, then rolls back; an
   inconclusive round (too few samples or no data) holds the canary where it is and neither
   adds to nor clears the failure count (a gap in the data does not excuse a failing
   canary). Once rounds have stayed without a verdict for ``noDataTimeout``, the rollout
@@ -19,7 +22,7 @@ Rules (ARCHITECTURE.md, "Analysis"; the API's analysis fields):
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -43,6 +46,10 @@ class CheckResult:
     reason: str  # one line naming check, value, threshold and samples, for Events
     no_data: bool = False
     subject: str = ""  # what the value belongs to, e.g. the worst feature
+    sequential: bool = False
+    """An anytime-valid test: its failure is final (no failureLimit)."""
+    blocking: bool = True
+    """False: inconclusive for lack of values of its own, it does not hold up a pass."""
 
     @property
     def display_name(self) -> str:
@@ -140,10 +147,11 @@ def _fmt(value: float) -> str:
 def combine(name: str, results: Iterable[CheckResult]) -> CheckResult:
     """One check from the same check over several subjects (features, outputs).
 
-    The verdict is the worst of them; value, threshold and samples are those of the subject
-    named: the highest-valued failing one, else the first inconclusive one (no-data first),
-    else the highest-valued one (bounds here are maxima, so highest is worst). Other
-    failing subjects are listed in the reason.
+    The verdict is the worst of them, subjects that drop out aside; value, threshold and
+    samples are those of the subject named: the highest-valued failing one, else the first
+    blocking inconclusive one (no-data first), else the highest-valued passing one (bounds
+    here are maxima, so highest is worst). Other failing subjects, and those that dropped
+    out, are listed in the reason.
     """
     items = list(results)
     if not items:
@@ -154,7 +162,9 @@ def combine(name: str, results: Iterable[CheckResult]) -> CheckResult:
         return value if value is not None and not math.isnan(value) else -math.inf
 
     failing = sorted((r for r in items if r.verdict is Verdict.FAIL), key=magnitude, reverse=True)
-    unsure = [r for r in items if r.verdict is Verdict.INCONCLUSIVE]
+    unsure = [r for r in items if r.verdict is Verdict.INCONCLUSIVE and r.blocking]
+    dropped = [r for r in items if r.verdict is Verdict.INCONCLUSIVE and not r.blocking]
+    passed = [r for r in items if r.verdict is Verdict.PASS]
     if failing:
         headline = failing[0]
         others = [f"{r.subject} {_fmt(magnitude(r))}" for r in failing[1:4]]
@@ -165,21 +175,16 @@ def combine(name: str, results: Iterable[CheckResult]) -> CheckResult:
         headline = next((r for r in unsure if r.no_data), unsure[0])
         more = f" ({len(unsure)} of {len(items)} inconclusive)" if len(items) > 1 else ""
         return _renamed(headline, name, headline.reason + more)
-    headline = max(items, key=magnitude)
-    return _renamed(headline, name, headline.reason)
+    headline = max(passed, key=magnitude) if passed else dropped[0]
+    more = ""
+    if dropped and passed:
+        names = ", ".join(r.subject for r in dropped[:4]) + (" ..." if len(dropped) > 4 else "")
+        more = f"; too few values to judge, left out: {names}"
+    return _renamed(headline, name, headline.reason + more)
 
 
 def _renamed(result: CheckResult, name: str, reason: str) -> CheckResult:
-    return CheckResult(
-        name,
-        result.verdict,
-        result.value,
-        result.threshold,
-        result.samples,
-        reason,
-        result.no_data,
-        result.subject,
-    )
+    return replace(result, name=name, reason=reason)
 
 
 @dataclass(frozen=True)
@@ -189,23 +194,26 @@ class AnalysisOutcome:
     samples: int  # the largest sample count any check saw
     no_data: bool  # inconclusive, at least partly for lack of data
     reason: str
+    final: bool = False
+    """Failed on a sequential test: roll back now, not after failureLimit rounds."""
 
 
 def aggregate(checks: Iterable[CheckResult]) -> AnalysisOutcome:
     results = tuple(checks)
     samples = max((c.samples for c in results), default=0)
     failed = [c for c in results if c.verdict is Verdict.FAIL]
-    unsure = [c for c in results if c.verdict is Verdict.INCONCLUSIVE]
+    unsure = [c for c in results if c.verdict is Verdict.INCONCLUSIVE and c.blocking]
     if failed:
-        return AnalysisOutcome(
-            Verdict.FAIL, results, samples, False, "; ".join(c.reason for c in failed)
-        )
+        final = any(c.sequential for c in failed)
+        reason = "; ".join(c.reason for c in failed)
+        return AnalysisOutcome(Verdict.FAIL, results, samples, False, reason, final)
     if not results:
         return AnalysisOutcome(Verdict.INCONCLUSIVE, results, 0, False, "no checks configured")
-    if unsure:
-        no_data = any(c.no_data for c in unsure)
+    if unsure or not any(c.verdict is Verdict.PASS for c in results):
+        waiting = unsure or list(results)
+        no_data = any(c.no_data for c in waiting)
         return AnalysisOutcome(
-            Verdict.INCONCLUSIVE, results, samples, no_data, "; ".join(c.reason for c in unsure)
+            Verdict.INCONCLUSIVE, results, samples, no_data, "; ".join(c.reason for c in waiting)
         )
     return AnalysisOutcome(
         Verdict.PASS, results, samples, False, f"all {len(results)} checks passed"
@@ -254,6 +262,8 @@ def decide(
     if outcome.verdict is Verdict.FAIL:
         failures = memory.consecutive_failures + 1
         after = AnalysisMemory(failures, None)
+        if outcome.final:
+            return Decision(Action.ROLLBACK, after, outcome.reason)
         tally = f"failure {failures} of {failure_limit}: {outcome.reason}"
         return Decision(Action.ROLLBACK if failures >= failure_limit else Action.HOLD, after, tally)
     since = memory.inconclusive_since or now

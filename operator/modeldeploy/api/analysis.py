@@ -25,16 +25,18 @@ class Latency(ApiModel):
     )
 
     p95_ms: Annotated[int, Field(ge=1, le=600_000)] | None = None
-    """Fail when the 95th percentile exceeds this many milliseconds."""
+    """Fail on evidence that the 95th percentile exceeds this many milliseconds (more than
+    5% of requests slower); pass once it is shown below."""
     p99_ms: Annotated[int, Field(ge=1, le=600_000)] | None = None
-    """Fail when the 99th percentile exceeds this many milliseconds."""
+    """The same for the 99th percentile."""
 
 
 class ErrorRate(ApiModel):
     """Share of requests of the new revision answered with a server error (5xx)."""
 
     max: Fraction = 0.01
-    """Fail above this share (0-1). 1 turns the check off."""
+    """Fail on evidence that the share is above this (0-1); pass once it is shown below.
+    1 turns the check off."""
 
 
 class InvalidInputRate(ApiModel):
@@ -42,21 +44,38 @@ class InvalidInputRate(ApiModel):
     stable revision on the same window: a stricter or different input schema shows here."""
 
     max_increase: Fraction = 0.02
-    """Fail when the new revision's share exceeds the stable's by more than this (0-1)."""
+    """Fail on evidence that the new revision's share is above the stable's, by an estimated
+    increase of more than this (0-1)."""
+
+
+Tolerance = Annotated[float, Field(gt=0, le=100)]
+Distance = Annotated[float, Field(gt=0, le=1)]
 
 
 class FeatureDrift(ApiModel):
     """Input features of the new revision compared with its own training profile (bundled in
-    its image): catches training/serving skew, leakage and preprocessing version skew."""
+    its image): catches training/serving skew, leakage and preprocessing version skew.
+    A feature fails on evidence of a change (an anytime-valid test, see analysis) whose size
+    exceeds every tolerance set here; it passes once the change is shown to be within one of
+    them."""
 
-    psi: Annotated[float, Field(gt=0, le=100)] = 0.1
-    """Fail when any feature's population stability index exceeds this (and a chi-square
-    test rejects "no drift" at p < 0.01). 0.1 catches a 0.5-standard-deviation mean shift in
-    one feature in 100% of windows at 500 samples with no false alarm under no drift
-    (bench/bench_drift_power.py); 0.25 misses that shift about half the time."""
-    ks: Annotated[float, Field(gt=0, le=1)] | None = None
-    """Also fail when any numeric feature's Kolmogorov-Smirnov statistic exceeds this (0-1).
-    Off unless set."""
+    psi: Tolerance = 0.05
+    """Tolerance of the population stability index (Jeffreys divergence). 0.05 is about a
+    0.22-standard-deviation mean shift of a feature binned in deciles (0.25 sd: 0.06,
+    0.5 sd: 0.24); bench/bench_detection.py prints what each setting catches."""
+    ks: Distance | None = None
+    """Also a tolerance of the Kolmogorov-Smirnov distance (largest CDF gap, 0-1) of numeric
+    features. Off unless set."""
+    kl: Tolerance | None = None
+    """Also a tolerance of the Kullback-Leibler divergence of serving from training
+    (e.g. 0.15). Off unless set."""
+    js: Tolerance | None = None
+    """Also a tolerance of the Jensen-Shannon divergence (natural log, 0-0.69). Off unless
+    set."""
+    wasserstein: Distance | None = None
+    """Also a tolerance of the binned Wasserstein distance of numeric features: the mean CDF
+    gap over the bin edges, i.e. for decile bins a shift in training quantiles (0-1). Off
+    unless set."""
     ignore: Annotated[
         list[Annotated[str, Field(min_length=1, max_length=253)]],
         Field(max_length=100),
@@ -65,18 +84,30 @@ class FeatureDrift(ApiModel):
 
 
 class PredictionDrift(ApiModel):
-    """Predictions of the new revision compared with the stable revision's on the same
-    window."""
+    """Predictions (and confidence) of the new revision compared with the stable revision's
+    over the same period, with the same test and tolerances as features."""
 
-    psi: Annotated[float, Field(gt=0, le=100)] = 0.25
-    """Fail when the population stability index of the prediction distribution exceeds this."""
+    psi: Tolerance = 0.1
+    """Tolerance of the population stability index of the prediction distribution (a
+    0.5-standard-deviation shift of a regressor's output is about 0.24)."""
+    ks: Distance | None = None
+    """Also a tolerance of the Kolmogorov-Smirnov distance (numeric outputs). Off unless
+    set."""
+    kl: Tolerance | None = None
+    """Also a tolerance of the Kullback-Leibler divergence. Off unless set."""
+    js: Tolerance | None = None
+    """Also a tolerance of the Jensen-Shannon divergence. Off unless set."""
+    wasserstein: Distance | None = None
+    """Also a tolerance of the binned Wasserstein distance (numeric outputs). Off unless
+    set."""
 
 
 class MissingRate(ApiModel):
     """Share of missing values per feature, compared with the training profile."""
 
     max_increase: Fraction = 0.05
-    """Fail when any feature's missing share exceeds its training share by more than this."""
+    """Fail on evidence that a feature's missing share rose over its training share, by an
+    estimated increase of more than this (0-1)."""
 
 
 class Drift(ApiModel):
@@ -155,9 +186,11 @@ class CustomCheck(ApiModel):
 
 
 class Analysis(ApiModel):
-    """How a new revision is judged: checks on its metrics, run every interval over the last
-    window. A check gives a verdict only on at least minSamples requests; no data is never a
-    pass."""
+    """How a new revision is judged: checks on its metrics, every interval. Each check is an
+    anytime-valid sequential test on everything the revision served since its first round
+    (and the stable over the same period), so it may be looked at every round and decides as
+    soon as the evidence does: a failure rolls back at once, a pass needs evidence too, thin
+    data is "not yet". No data is never a pass."""
 
     rules = (
         Rule(
@@ -171,12 +204,17 @@ class Analysis(ApiModel):
     interval: PositiveDuration = "30s"
     """How often the checks run."""
     window: PositiveDuration = "5m"
-    """How far back each check looks (the PromQL range)."""
-    min_samples: Annotated[int, Field(ge=1, le=1_000_000_000)] = 500
-    """Requests the new revision must have served in the window before any check may give a
-    verdict (PSI with 10 bins false-alarms often below a few hundred samples)."""
+    """How far back custom checks ({{window}}) and the stable's drift monitor after bakeTime
+    look. The canary's checks look at everything since its first round."""
+    false_positive_rate: Annotated[float, Field(gt=0, le=0.2)] = 0.01
+    """The chance that a new revision no worse than the stable is rolled back by the checks,
+    over the whole rollout and all its checks together (split evenly across them)."""
+    min_samples: Annotated[int, Field(ge=1, le=1_000_000_000)] | None = None
+    """An optional floor: no verdict before the new revision served this many requests. The
+    tests need none (they account for thin data themselves)."""
     failure_limit: Annotated[int, Field(ge=1, le=100)] = 2
-    """Consecutive failed analyses that roll back."""
+    """Consecutive failed rounds of a custom check that roll back. A failed sequential test
+    (every other check) rolls back at once: its evidence already holds across rounds."""
     on_no_data: Literal["hold", "rollback"] = "hold"
     """What to do when there is no verdict (too few samples, empty result, Prometheus
     unreachable) for noDataTimeout: hold keeps the canary where it is (Warning Event

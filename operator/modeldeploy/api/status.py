@@ -77,10 +77,14 @@ class AnalysisResult(ApiModel):
 
     time: Timestamp
     """When it ran."""
+    since: Timestamp | None = None
+    """Start of the evidence the checks weigh: the revision's first round (its sequential
+    tests look at everything since); unset for the stable's drift monitor after bakeTime,
+    which looks at the last analysis.window."""
     revision: Revision | None = None
     """The revision analysed."""
     samples: Count = 0
-    """Requests the revision served in the window."""
+    """Requests the revision served since `since` (or in the window)."""
     verdict: Verdict
     """fail if any check failed, else inconclusive if any was, else pass."""
     checks: Annotated[list[CheckResult], Field(max_length=MAX_CHECKS)] = Field(default_factory=list)

@@ -53,15 +53,13 @@ def check_reason(check: Mapping[str, Any], analysis: Analysis) -> str:
     u = unit(name)
     on = f"on {samples} samples"
     if verdict == "inconclusive" or value is None:
-        if samples < analysis.min_samples:
-            return (
-                f"{name}: no verdict, {samples} of {analysis.min_samples} samples "
-                "(analysis.minSamples)"
-            )
+        floor = analysis.min_samples or 0
+        if samples < floor:
+            return f"{name}: no verdict, {samples} of {floor} samples (analysis.minSamples)"
         if value is None:
             return f"{name}: no data {on} (threshold {_fmt(threshold)}{u})"
         return (
-            f"{name} {_fmt(value)}{u} against {_fmt(threshold)}{u} {on}: not significant yet, "
+            f"{name} {_fmt(value)}{u} against {_fmt(threshold)}{u} {on}: not conclusive yet, "
             "waiting for more data"
         )
     shown = f"{name} {_fmt(value)}{u}"

@@ -271,6 +271,7 @@ class _Reconcile:
         previous = st.last_analysis
         st.last_analysis = AnalysisResult(
             time=signal.time.replace(microsecond=0),
+            since=signal.since.replace(microsecond=0) if signal.since is not None else None,
             revision=signal.revision,
             samples=signal.samples,
             verdict=signal.verdict,

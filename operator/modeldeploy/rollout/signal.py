@@ -29,6 +29,8 @@ class AnalysisSignal:
     samples: int = 0
     consecutive_failures: int = 0
     no_data_since: datetime | None = None
+    since: datetime | None = None
+    """Start of the evidence this round weighed (see AnalysisResult.since)."""
 
 
 @dataclass(frozen=True)
