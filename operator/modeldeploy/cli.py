@@ -346,6 +346,24 @@ def operator(
             "analysis is off and steps advance on time.",
         ),
     ] = None,
+    prometheus_endpoint: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--prometheus-endpoint",
+            help="NAME=URL (repeatable): a Prometheus a ModelDeployment may name in "
+            "spec.prometheus.endpoint; the --prometheus-url is the endpoint `default`.",
+        ),
+    ] = None,
+    analysis_workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=256,
+            envvar="MODELDEPLOY_ANALYSIS_WORKERS",
+            help="Prometheus query threads, shared fairly: one ModelDeployment runs at most "
+            "a quarter of them.",
+        ),
+    ] = 8,
     prometheus_auth_type: Annotated[
         str,
         typer.Option(
@@ -471,9 +489,14 @@ def operator(
     if auth_type is None:
         typer.secho(f"--prometheus-auth-type must be one of {', '.join(AUTH_TYPES)}", err=True)
         raise typer.Exit(2)
+    from modeldeploy.analysis.endpoints import parse_endpoint
+
     try:
+        endpoints = dict(parse_endpoint(text) for text in prometheus_endpoint or [])
         analysis = AnalysisSettings(
             prometheus_url=prometheus_url or None,
+            endpoints=endpoints,
+            workers=analysis_workers,
             auth_type=auth_type,
             auth_dir=prometheus_auth_dir,
             namespace_label=prometheus_namespace_label,

@@ -325,6 +325,8 @@ class AnalysisStack:
         targets_dir: Path,
         namespace: str,
         workdir: Path,
+        *,
+        operator_args: Sequence[str] = (),
     ) -> None:
         self.kube = kube
         self.prometheus_url = prometheus_url
@@ -350,6 +352,7 @@ class AnalysisStack:
             extra_args=[
                 "--prometheus-url", prometheus_url,
                 "--metrics-address", "127.0.0.1", "--metrics-port", str(self.metrics_port),
+                *operator_args,
             ],
         )  # fmt: skip
         launch = self.images.launch(V1)

@@ -35,6 +35,7 @@ from operator_harness import (
     wait_for,
 )
 
+from modeldeploy.analysis.endpoints import SECRET_ENDPOINT_LABEL
 from modeldeploy.api import ANNOTATION_ABORT, GROUP, PLURAL, VERSION
 from modeldeploy.devenv.cluster import KwokCluster
 
@@ -106,7 +107,9 @@ def operator_as_service_account(
         path = workdir / f"{release}.kubeconfig"
         config = token_kubeconfig(kube, chart.token(kube), namespace, path)
         assert whoami(kube, config) == chart.username
-        with OperatorProcess(kube, namespace, workdir, env={"KUBECONFIG": str(config)}) as process:
+        with OperatorProcess(
+            kube, namespace, workdir, env={"KUBECONFIG": str(config)}, extra_args=OPERATOR_ARGS
+        ) as process:
             yield process
 
 
@@ -177,22 +180,27 @@ def scenario(kube: KwokCluster, operator: OperatorProcess) -> Scenario:
 
 METERED = "metered"
 # Nothing listens there (127.0.0.1 only): each round is unanswered, so the rollout holds.
-UNREACHABLE_PROMETHEUS = "http://127.0.0.1:9"
+UNREACHABLE_ENDPOINT = "unreachable"
+OPERATOR_ARGS = ("--prometheus-endpoint", f"{UNREACHABLE_ENDPOINT}=http://127.0.0.1:9")
 
 
 def metered_rollout(kube: KwokCluster, reader: ClusterReader) -> None:
     """A ModelDeployment whose analysis reads Prometheus credentials from a Secret (the
-    operator's one `get secrets`): its canary's first analysis round must report Prometheus
-    unreachable, not the credentials unreadable."""
+    operator's one `get secrets`), labelled for the endpoint it names: its canary's first
+    analysis round must report Prometheus unreachable, not the credentials unreadable."""
     secret = {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": {"name": "prometheus-token", "namespace": NAMESPACE},
+        "metadata": {
+            "name": "prometheus-token",
+            "namespace": NAMESPACE,
+            "labels": {SECRET_ENDPOINT_LABEL: UNREACHABLE_ENDPOINT},
+        },
         "stringData": {"token": "not-a-real-token"},
     }
     apply_object(kube, secret)
     prometheus = {
-        "url": UNREACHABLE_PROMETHEUS,
+        "endpoint": UNREACHABLE_ENDPOINT,
         "auth": {"type": "bearer", "secretRef": {"name": "prometheus-token"}},
     }
     body = model_deployment(METERED, NAMESPACE, "registry.example/churn:1", prometheus=prometheus)
@@ -210,7 +218,7 @@ def metered_rollout(kube: KwokCluster, reader: ClusterReader) -> None:
         ]
 
     messages = wait_for(no_data_event, timeout=60, what="an analysis round of metered")
-    assert not [m for m in messages if "credentials" in m], messages
+    assert not [m for m in messages if "credentials" in m or "refused" in m], messages
 
 
 def test_every_call_of_the_operator_is_allowed(kube: KwokCluster, scenario: Scenario) -> None:

@@ -14,6 +14,7 @@ import pytest
 
 from modeldeploy import contract
 from modeldeploy.analysis.data import LabelValues, QueryResult, QueryStatus
+from modeldeploy.analysis.endpoints import SECRET_ENDPOINT_LABEL
 from modeldeploy.analysis.judge import (
     HOLD,
     AnalysisSettings,
@@ -34,6 +35,7 @@ pytestmark = pytest.mark.unit
 
 T0 = datetime(2026, 11, 20, 12, 0, 0, tzinfo=UTC)
 URL = "http://127.0.0.1:9"
+TEAM_URL = "http://127.0.0.1:9999"
 IMAGE = "registry.example/churn@sha256:" + "1" * 64
 FAST = {("0.025",): 300.0, ("0.05",): 300.0, ("+Inf",): 300.0}
 SLOW = {("0.025",): 0.0, ("0.05",): 10.0, ("0.1",): 300.0, ("+Inf",): 300.0}
@@ -66,8 +68,15 @@ class FakePrometheus:
 
 
 class FakeKube:
-    def __init__(self, secrets: Mapping[str, Mapping[str, str]] | None = None) -> None:
+    """Secrets by name; each labelled for the endpoint `team` unless `labels` says else."""
+
+    def __init__(
+        self,
+        secrets: Mapping[str, Mapping[str, str]] | None = None,
+        labels: Mapping[str, Mapping[str, str]] | None = None,
+    ) -> None:
         self.secrets = dict(secrets or {})
+        self.labels = dict(labels or {})
         self.events: list[Event] = []
         self.read: list[str] = []
 
@@ -77,7 +86,8 @@ class FakeKube:
         if name not in self.secrets:
             raise KubeError(404, f'secrets "{name}" not found')
         data = {k: base64.b64encode(v.encode()).decode() for k, v in self.secrets[name].items()}
-        return {"data": data}
+        labels = self.labels.get(name, {SECRET_ENDPOINT_LABEL: "team"})
+        return {"metadata": {"name": name, "labels": labels}, "data": data}
 
     def post_event(self, involved: Any, event: Event, now: datetime) -> None:
         assert involved["kind"] == "ModelDeployment"
@@ -129,7 +139,7 @@ def judge_with(
     **settings: Any,
 ) -> tuple[Judge, Connector]:
     connector = Connector(provider)
-    options = {"prometheus_url": URL, **settings}
+    options = {"prometheus_url": URL, "endpoints": {"team": TEAM_URL}, **settings}
     judge = Judge(kube, AnalysisSettings(**options), metrics, connect=connector)  # type: ignore[arg-type]
     return judge, connector
 
@@ -207,12 +217,62 @@ def test_credentials_come_from_the_secret_the_spec_names() -> None:
     provider = FakePrometheus(FAST)
     kube = FakeKube({"prom": {"token": "s3cret\n"}})
     judge, connector = judge_with(provider, kube)
-    prometheus = {"url": "http://127.0.0.1:9999", "auth": {"secretRef": {"name": "prom"}}}
+    prometheus = {"endpoint": "team", "auth": {"secretRef": {"name": "prom"}}}
     signal = judge(canary_subject(prometheus=prometheus), WORLD, T0).signal
     assert signal is not None
     assert signal.verdict == "pass"
-    assert connector.calls == [("http://127.0.0.1:9999", PrometheusAuth(bearer_token="s3cret"))]
+    assert connector.calls == [(TEAM_URL, PrometheusAuth(bearer_token="s3cret"))]
     assert kube.read == ["/api/v1/namespaces/ml/secrets/prom"]
+
+
+def test_a_legacy_url_is_honoured_only_as_one_of_the_endpoints() -> None:
+    kube = FakeKube()
+    judge, connector = judge_with(FakePrometheus(FAST), kube)
+    signal = judge(canary_subject(prometheus={"url": TEAM_URL + "/"}), WORLD, T0).signal
+    assert signal is not None
+    assert signal.verdict == "pass"
+    assert connector.calls == [(TEAM_URL, None)]
+    elsewhere = canary_subject(prometheus={"url": "http://127.0.0.1:8888"})
+    for _ in range(2):
+        refused = judge(elsewhere, WORLD, T0).signal
+        assert refused is not None
+        assert (refused.verdict, refused.rollback) == ("inconclusive", False)
+        assert "Prometheus refused: spec.prometheus.url is not the URL of one" in refused.reason
+    assert len(connector.calls) == 1
+    assert [e.reason for e in kube.events] == ["PrometheusRefused", "AnalysisNoData"]
+    assert "name one with spec.prometheus.endpoint" in kube.events[0].message
+
+
+def test_an_endpoint_the_operator_does_not_list_is_refused() -> None:
+    kube = FakeKube()
+    judge, connector = judge_with(FakePrometheus(FAST), kube)
+    signal = judge(canary_subject(prometheus={"endpoint": "nope"}), WORLD, T0).signal
+    assert signal is not None
+    assert signal.verdict == "inconclusive"
+    assert connector.calls == []
+    assert kube.events[0].reason == "PrometheusRefused"
+    assert "'nope' is not one of the operator's Prometheus endpoints (default, team)" in (
+        kube.events[0].message
+    )
+
+
+@pytest.mark.parametrize("labels", [{}, {SECRET_ENDPOINT_LABEL: "default"}])
+def test_a_secret_not_labelled_for_the_endpoint_is_never_sent(labels: dict[str, str]) -> None:
+    provider = FakePrometheus(FAST)
+    kube = FakeKube({"other": {"token": "not-for-prometheus"}}, labels={"other": labels})
+    judge, connector = judge_with(provider, kube)
+    prometheus = {"endpoint": "team", "auth": {"secretRef": {"name": "other"}}}
+    signal = judge(canary_subject(prometheus=prometheus), WORLD, T0).signal
+    assert signal is not None
+    assert signal.verdict == "inconclusive"
+    assert connector.calls == []
+    assert provider.asked == []
+    assert kube.events[0].reason == "PrometheusRefused"
+    assert (
+        "Secret ml/other may not be sent to Prometheus endpoint 'team': an admin allows it "
+        f"with the label {SECRET_ENDPOINT_LABEL}=team"
+    ) in kube.events[0].message
+    assert "not-for-prometheus" not in signal.reason
 
 
 def test_unreadable_credentials_are_no_data_never_a_pass() -> None:
@@ -221,7 +281,7 @@ def test_unreadable_credentials_are_no_data_never_a_pass() -> None:
     judge, connector = judge_with(provider, kube)
     for secret in ("missing", "prom"):
         auth = {"type": "basic", "secretRef": {"name": secret}}
-        md = canary_subject(prometheus={"url": URL, "auth": auth})
+        md = canary_subject(prometheus={"endpoint": "team", "auth": auth})
         signal = judge(md, WORLD, T0).signal
         assert signal is not None
         assert (signal.verdict, signal.rollback) == ("inconclusive", False)
@@ -231,14 +291,14 @@ def test_unreadable_credentials_are_no_data_never_a_pass() -> None:
     assert [e.reason for e in kube.events] == ["AnalysisNoData"]
 
 
-def test_operator_credentials_never_go_to_a_url_of_the_spec(tmp_path: Path) -> None:
+def test_operator_credentials_go_to_its_default_prometheus_only(tmp_path: Path) -> None:
     (tmp_path / "token").write_text("operator-token\n")
     judge, connector = judge_with(FakePrometheus(FAST), auth_type="bearer", auth_dir=tmp_path)
     judge(canary_subject(), WORLD, T0)
-    judge(canary_subject(prometheus={"url": "http://127.0.0.1:9999"}), WORLD, T0)
+    judge(canary_subject(prometheus={"endpoint": "team"}), WORLD, T0)
     assert connector.calls == [
         (URL, PrometheusAuth(bearer_token="operator-token")),
-        ("http://127.0.0.1:9999", None),
+        (TEAM_URL, None),
     ]
 
 

@@ -47,6 +47,8 @@ from modeldeploy.resources.revision import RevisionSource
 from modeldeploy.rollout import Subject, World
 from modeldeploy.rollout.world import ObservedDeployment
 
+OWN_QUERY = 'acc{revision="{{revision}}",namespace="{{namespace}}"}'
+
 pytestmark = pytest.mark.unit
 
 T0 = datetime(2026, 11, 20, 12, 0, 0, tzinfo=UTC)
@@ -124,7 +126,7 @@ def test_every_field_maps() -> None:
                 "predictions": {"psi": 0.3, "ks": 0.1, "kl": 0.2, "js": 0.03, "wasserstein": 0.05},
                 "missingRate": {"maxIncrease": 0.07},
             },
-            custom=[{"name": "accuracy", "query": 'acc{revision="{{revision}}"}', "min": 0.8}],
+            custom=[{"name": "accuracy", "query": OWN_QUERY, "min": 0.8}],
         ).analysis
     )
     assert mapped.config == AnalysisConfig(
@@ -138,7 +140,7 @@ def test_every_field_maps() -> None:
         ignored_features=frozenset({"data_usage_gb"}),
         max_missing_increase=0.07,
         predictions=EffectLimits.of(psi=0.3, ks=0.1, kl=0.2, js=0.03, wasserstein=0.05),
-        custom=(CustomCheck("accuracy", 'acc{revision="{{revision}}"}', minimum=0.8),),
+        custom=(CustomCheck("accuracy", OWN_QUERY, minimum=0.8),),
     )
     assert (mapped.failure_limit, mapped.on_no_data, mapped.window) == (
         3,

@@ -73,7 +73,8 @@ def test_quantity_values(value: int | str, amount: Decimal) -> None:
     ["{{window}}", 'x{a="{{ stableRevision }}"}', '{a="b"}', "{{{revision}}}", "plain"],
 )
 def test_custom_query_placeholders_the_runtime_renders_are_accepted(query: str) -> None:
-    check = CustomCheck(name="q", query=query, min=0)
+    own = f'{query} + own{{revision="{{{{revision}}}}",namespace="{{{{namespace}}}}"}}'
+    check = CustomCheck(name="q", query=own, min=0)
     assert template_variables(check.query) <= set(TEMPLATE_VARIABLES)
 
 

@@ -253,6 +253,7 @@ def test_values_map_to_args_env_and_mounts() -> None:
         "MODELDEPLOY_LOG_FORMAT": "json",
         "MODELDEPLOY_METRICS_PORT": "8090",
         "MODELDEPLOY_METRICS_ADDRESS": "0.0.0.0",
+        "MODELDEPLOY_ANALYSIS_WORKERS": "8",
         "MODELDEPLOY_PROMETHEUS_NAMESPACE_LABEL": "namespace",
         "MODELDEPLOY_PROMETHEUS_URL": "http://prometheus.monitoring:9090",
         "MODELDEPLOY_PROMETHEUS_AUTH_TYPE": "bearer",
@@ -384,7 +385,12 @@ def test_prometheus_tls_verification_off_on_request() -> None:
 
 
 # Set by the chart as an argument (not an env var), and the value that sets it.
-FLAGS_AS_ARGS = {"namespace": "watchNamespaces", "liveness": "healthPort", "verbose": "logLevel"}
+FLAGS_AS_ARGS = {
+    "namespace": "watchNamespaces",
+    "liveness": "healthPort",
+    "verbose": "logLevel",
+    "prometheus_endpoint": "prometheus.endpoints",
+}
 
 
 def test_every_operator_flag_is_reachable_from_values() -> None:
@@ -397,6 +403,7 @@ def test_every_operator_flag_is_reachable_from_values() -> None:
         "logLevel": "debug",
         "prometheus": {
             "url": "https://prometheus.monitoring:9090",
+            "endpoints": {"team-a": "http://prometheus.team-a:9090"},
             "auth": {"type": "bearer", "secretName": "prometheus-token"},
             "tls": {"caBundle": {"configMap": "prometheus-ca"}},
         },
@@ -412,7 +419,7 @@ def test_every_operator_flag_is_reachable_from_values() -> None:
             if option.envvar not in {**rendered_env, **skipping}:
                 unmapped.append(f"{option.name}: env {option.envvar}")
         elif option.name in FLAGS_AS_ARGS:
-            flag = f"--{option.name}"
+            flag = f"--{option.name.replace('_', '-')}"
             if not any(a == flag or a.startswith(f"{flag}=") for a in args):
                 unmapped.append(f"{option.name}: {flag} ({FLAGS_AS_ARGS[option.name]})")
         else:

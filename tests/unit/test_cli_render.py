@@ -12,6 +12,8 @@ import yaml
 from modeldeploy.console import render, views
 from modeldeploy.console.explain import explain
 
+OWN_QUERY = 'acc{revision="{{revision}}",namespace="{{namespace}}"}'
+
 pytestmark = pytest.mark.unit
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "modeldeployments"
@@ -39,7 +41,7 @@ def rolled_back() -> Body:
     obj["spec"]["analysis"] = {
         "failureLimit": 3,
         "minSamples": 400,
-        "custom": [{"name": "accuracy", "query": "acc{revision='{{revision}}'}", "min": 0.8}],
+        "custom": [{"name": "accuracy", "query": OWN_QUERY, "min": 0.8}],
     }
     checks = [
         {"name": "feature-psi/monthly_charges", "value": 3.91, "threshold": 0.1,

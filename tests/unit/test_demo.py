@@ -7,6 +7,7 @@ import pytest
 from modeldeploy.api import ModelDeployment
 from modeldeploy.devenv.demo import (
     EXAMPLE,
+    PROMETHEUS_ENDPOINT,
     DemoResult,
     Release,
     ReleaseOutcome,
@@ -37,12 +38,12 @@ def test_story_releases_are_runnable_images_with_known_expectations() -> None:
 def test_release_manifest_is_a_valid_model_deployment_for_the_run() -> None:
     story = load_story()
     skewed = story.releases[1]
-    manifest = release_manifest(story.manifest, skewed, "e2e", "http://127.0.0.1:1234")
+    manifest = release_manifest(story.manifest, skewed, "e2e")
     parsed = ModelDeployment.model_validate(manifest)
     assert parsed.spec.image == skewed.image
     assert parsed.spec.model.version == skewed.version
     assert parsed.spec.prometheus is not None
-    assert parsed.spec.prometheus.url == "http://127.0.0.1:1234"
+    assert parsed.spec.prometheus.endpoint == PROMETHEUS_ENDPOINT
     assert manifest["metadata"]["namespace"] == "e2e"
     assert story.manifest["spec"]["image"] != skewed.image  # the base is left untouched
 

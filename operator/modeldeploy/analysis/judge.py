@@ -6,15 +6,19 @@ machine its signal (the `Reconciler.analysis` seam of `modeldeploy.handlers`).
 
 What is pure lives in `rounds` (target, due-ness, mapping, signal); here is the I/O:
 
-- Prometheus: `spec.prometheus.url` with the credentials of `spec.prometheus.auth.secretRef`
-  (a Secret in the ModelDeployment's namespace: `token`, or `username` and `password`),
-  else the operator's default URL with its own credentials (files `token` or `username` and
-  `password` in a mounted directory, as the chart mounts them). The operator's credentials
-  are never sent to a URL a ModelDeployment names. Without any URL the analysis is off for
-  that resource: steps advance on time, and a Warning Event says so once.
-- Queries run in parallel on a small thread pool and the round waits at most
-  `round_timeout` seconds for them: an unanswered query counts as Prometheus unreachable.
-  So a blackholed Prometheus costs a reconcile a few seconds, never a hang.
+- Prometheus: one of the operator's endpoints (see `endpoints`): `spec.prometheus.endpoint`
+  with the credentials of `spec.prometheus.auth.secretRef` (a Secret in the ModelDeployment's
+  namespace that an admin labelled for that endpoint: `token`, or `username` and
+  `password`), else the operator's default URL with its own credentials (files `token` or
+  `username` and `password` in a mounted directory, as the chart mounts them). The
+  operator's credentials go to its default Prometheus only. An endpoint or Secret the spec
+  may not use makes every query of the round unanswerable for that reason, and a Warning
+  Event says so once. Without any URL the analysis is off for that resource: steps advance
+  on time, and a Warning Event says so once.
+- Queries run in parallel on a thread pool shared fairly among ModelDeployments (one holds at
+  most a quarter of it) and a round waits at most `round_timeout` seconds for them: an
+  unanswered query counts as Prometheus unreachable. So a blackholed Prometheus costs its
+  own ModelDeployments' reconciles a few seconds, never a hang, and its neighbours nothing.
 - Credentials that cannot be read (Secret missing, key missing, forbidden) make every query
   of the round unanswerable, for that reason: no data, never a pass.
 - Events: the state machine reports failures (every failing round) and passes (when the
@@ -30,8 +34,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from concurrent.futures import Future
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -44,6 +48,14 @@ from modeldeploy.analysis.config import (
     plan_queries,
 )
 from modeldeploy.analysis.data import QueryResult, QueryStatus
+from modeldeploy.analysis.endpoints import (
+    Endpoint,
+    EndpointRefused,
+    choose_endpoint,
+    endpoint_table,
+    secret_allowed,
+)
+from modeldeploy.analysis.fairpool import FairPool
 from modeldeploy.analysis.prometheus import PrometheusAuth, PrometheusProvider
 from modeldeploy.analysis.rounds import (
     MappedAnalysis,
@@ -83,7 +95,10 @@ class AnalysisSettings:
     """The operator's analysis options (`modeldeploy operator` flags and environment)."""
 
     prometheus_url: str | None = None
-    """Default Prometheus for ModelDeployments without spec.prometheus."""
+    """Default Prometheus for ModelDeployments without spec.prometheus (endpoint
+    `default`)."""
+    endpoints: Mapping[str, str] = field(default_factory=dict)
+    """The other Prometheus a spec may name (spec.prometheus.endpoint), by name."""
     auth_type: AuthType = "none"
     auth_dir: Path | None = None
     """Directory with the default Prometheus' credentials: `token`, or `username` and
@@ -99,8 +114,12 @@ class AnalysisSettings:
     """Seconds a round waits for all its queries."""
     query_timeout: float = 4.0
     workers: int = 8
+    """Query threads, shared fairly: a ModelDeployment runs at most a quarter of them."""
 
     def __post_init__(self) -> None:
+        endpoint_table(self.prometheus_url, self.endpoints)  # raises for a bad name or URL
+        if self.workers < 1:
+            raise ValueError("analysis needs at least one query worker")
         if self.auth_type not in AUTH_TYPES:
             raise ValueError(f"Prometheus auth type must be one of {AUTH_TYPES}")
         if self.auth_type != "none" and self.auth_dir is None:
@@ -169,8 +188,8 @@ Connect = Callable[[str, PrometheusAuth | None], Provider]
 def tls_verification(settings: AnalysisSettings, url: str) -> bool | str:
     """How to verify the certificate of `url` (requests' `verify`: a CA file, or a bool). The
     operator's TLS options are those of its default Prometheus, like its credentials; any
-    other URL (a ModelDeployment's own) is verified against the system CAs."""
-    if url != settings.prometheus_url:
+    other endpoint is verified against the system CAs."""
+    if url != endpoint_table(settings.prometheus_url, {}).get("default"):
         return True
     if settings.insecure_skip_verify:
         return False
@@ -203,14 +222,15 @@ class Judge:
         self.settings = settings
         self.metrics = metrics
         self._connect = connect or prometheus_connector(settings)
-        self._pool = ThreadPoolExecutor(settings.workers, thread_name_prefix="analysis")
+        self._endpoints = endpoint_table(settings.prometheus_url, settings.endpoints)
+        self._pool = FairPool(settings.workers, max(1, settings.workers // 4), "analysis")
         self._providers: dict[tuple[str, PrometheusAuth | None], Provider] = {}
         self._lock = threading.Lock()
         self._reported: set[tuple[Key, str]] = set()
         self._waiting: dict[Key, tuple[str, Waiting | None]] = {}
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool.close()
         with self._lock:
             for provider in self._providers.values():
                 provider.close()
@@ -232,14 +252,18 @@ class Judge:
         mapped = map_spec(subject.spec.analysis)
         if not has_checks(mapped.config, mapped.rejected):
             return NO_ANALYSIS
-        url = self.url_of(subject)
-        if url is None:
+        endpoint: Endpoint | Unanswerable | None
+        try:
+            endpoint = choose_endpoint(subject.spec.prometheus, self._endpoints)
+        except EndpointRefused as err:
+            endpoint = self.refuse(subject, err, now)
+        if endpoint is None:
             self.report_once(
                 subject,
                 Event(
                     "Warning",
                     "AnalysisDisabled",
-                    "no Prometheus to analyse with (spec.prometheus.url, or the operator's "
+                    "no Prometheus to analyse with (spec.prometheus, or the operator's "
                     "--prometheus-url): rollout steps advance on time only",
                 ),
                 now,
@@ -248,20 +272,32 @@ class Judge:
         target = choose_target(subject, world, mapped, now)
         if target is None or not round_due(subject.status, target.revision, mapped.interval, now):
             return HOLD
-        signal = self.run_round(subject, world, now, mapped=mapped, target=target, url=url)
+        provider = (
+            endpoint
+            if isinstance(endpoint, Unanswerable)
+            else self.provider_for(subject, endpoint, now)
+        )
+        signal = self.run_round(
+            subject, world, now, mapped=mapped, target=target, provider=provider
+        )
         return AnalysisInput(gated=True, signal=signal)
+
+    def refuse(self, subject: Subject, err: EndpointRefused, now: datetime) -> Unanswerable:
+        """A Prometheus or Secret the spec may not use: a Warning Event once, and rounds
+        whose every query fails for that reason (no data, never a pass)."""
+        self.report_once(subject, Event("Warning", "PrometheusRefused", str(err)), now)
+        return Unanswerable(f"Prometheus refused: {err}")
 
     # --- Prometheus -------------------------------------------------------------------
 
-    def url_of(self, subject: Subject) -> str | None:
-        spec = subject.spec.prometheus
-        return spec.url if spec is not None else self.settings.prometheus_url
-
-    def provider_for(self, subject: Subject, url: str) -> QueryProvider:
+    def provider_for(self, subject: Subject, endpoint: Endpoint, now: datetime) -> QueryProvider:
         try:
-            auth = self.credentials(subject)
+            auth = self.credentials(subject, endpoint)
+        except EndpointRefused as err:
+            return self.refuse(subject, err, now)
         except CredentialsError as err:
             return Unanswerable(f"Prometheus credentials: {err}")
+        url = endpoint.url
         with self._lock:
             provider = self._providers.get((url, auth))
             if provider is None:
@@ -272,15 +308,17 @@ class Judge:
                 self._providers[(url, auth)] = provider
             return provider
 
-    def credentials(self, subject: Subject) -> PrometheusAuth | None:
+    def credentials(self, subject: Subject, endpoint: Endpoint) -> PrometheusAuth | None:
         spec = subject.spec.prometheus
-        if spec is not None:
-            return None if spec.auth is None else self.secret_auth(subject.namespace, spec.auth)
-        if self.settings.auth_type == "none" or self.settings.auth_dir is None:
+        if spec is not None and spec.auth is not None:
+            return self.secret_auth(subject.namespace, spec.auth, endpoint)
+        if spec is not None or self.settings.auth_type == "none" or self.settings.auth_dir is None:
             return None
         return read_auth_dir(self.settings.auth_type, self.settings.auth_dir)
 
-    def secret_auth(self, namespace: str, auth: PrometheusAuthSpec) -> PrometheusAuth:
+    def secret_auth(
+        self, namespace: str, auth: PrometheusAuthSpec, endpoint: Endpoint
+    ) -> PrometheusAuth:
         name = auth.secret_ref.name
         where = f"Secret {namespace}/{name}"
         if self.kube is None:
@@ -289,17 +327,20 @@ class Judge:
             secret = self.kube.get(f"/api/v1/namespaces/{namespace}/secrets/{name}")
         except KubeError as err:
             raise CredentialsError(f"cannot read {where}: {err}") from err
+        secret_allowed(((secret or {}).get("metadata") or {}).get("labels") or {}, endpoint, where)
         values = decode_secret_data((secret or {}).get("data") or {}, where)
         return auth_from_values(auth.type, values, where)
 
-    def collect(self, provider: QueryProvider, plan: QueryPlan, at: float) -> Observations:
-        """Every query of the plan at once; those without an answer within round_timeout
-        count as unreachable."""
+    def collect(
+        self, owner: Key, provider: QueryProvider, plan: QueryPlan, at: float
+    ) -> Observations:
+        """Every query of the plan at once, in `owner`'s share of the pool; those without an
+        answer within round_timeout count as unreachable."""
         timeout = self.settings.round_timeout
         deadline = time.monotonic() + timeout
 
         def ask(promql: str, by: tuple[str, ...]) -> Future[QueryResult]:
-            return self._pool.submit(provider.query, promql, by, at)
+            return self._pool.submit(owner, lambda: provider.query(promql, by, at))
 
         def answer(future: Future[QueryResult]) -> QueryResult:
             try:
@@ -326,7 +367,7 @@ class Judge:
         *,
         mapped: MappedAnalysis,
         target: RoundTarget,
-        url: str,
+        provider: QueryProvider,
     ) -> AnalysisSignal:
         started = time.monotonic()
         label = self.settings.namespace_label
@@ -342,11 +383,11 @@ class Judge:
             window=evidence_range(since, mapped, now),
             custom_window=mapped.window,
         )
-        provider = self.provider_for(subject, url)
+        key = (subject.namespace, subject.name)
         if isinstance(provider, Unanswerable):
             observations = collect(provider, plan, now.timestamp())
         else:
-            observations = self.collect(provider, plan, now.timestamp())
+            observations = self.collect(key, provider, plan, now.timestamp())
         # Imported here: its numpy and scipy are most of the operator's memory (~70 MB).
         from modeldeploy.analysis.checks import evaluate
 
@@ -361,7 +402,6 @@ class Judge:
             no_data_timeout=mapped.no_data_timeout,
         )
         signal = signal_of(target, outcome, decision, now, since)
-        key = (subject.namespace, subject.name)
         seconds = time.monotonic() - started
         if self.metrics is not None:
             self.metrics.observe_round(key, target.track.value, outcome, seconds)

@@ -5,10 +5,16 @@ why: `unreachable` (connection refused or reset, timeout, TLS, authentication, H
 `bad_query` (HTTP 400/422: PromQL syntax or execution error, or an answer the caller cannot
 key uniquely), `no_data` (no series, or only NaN values). Credentials come in as plain
 values; reading them from a Secret is the operator's business.
+
+Messages end up in status and Events, which every reader of the ModelDeployment sees: they
+never carry the server's response body (only the HTTP status and, from a Prometheus-shaped
+error, its `errorType` out of a fixed list; the `error` text goes to the operator's log), and
+redirects are refused, never followed (a redirect would carry the credentials elsewhere).
 """
 
 import ast
 import json
+import logging
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -22,7 +28,14 @@ from urllib3.util.retry import Retry
 
 from modeldeploy.analysis.data import LabelValues, QueryResult, QueryStatus
 
+log = logging.getLogger("modeldeploy.analysis")
+
 _STATUS_IN_MESSAGE = re.compile(r"HTTP Status Code (\d{3})")
+PROMETHEUS_ERROR_TYPES = frozenset(
+    {"bad_data", "execution", "timeout", "canceled", "internal", "unavailable", "not_found"}
+)
+"""`errorType` values of Prometheus' HTTP API: the only part of an error body a message
+repeats."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +83,9 @@ class PrometheusProvider:
             basic = (auth.username, auth.password)
         session = requests.Session()
         session.verify = verify_tls
+        # A 3xx raises TooManyRedirects instead of being followed.
+        session.max_redirects = 0
+        session.trust_env = False  # no proxy or netrc credentials from the environment
         self._client = PrometheusConnect(
             url=self.url,
             headers=headers,
@@ -82,6 +98,7 @@ class PrometheusProvider:
             retry=Retry(
                 total=retries,
                 read=0,
+                redirect=0,
                 backoff_factor=0.2,
                 status_forcelist=(502, 503, 504),
                 raise_on_status=False,
@@ -110,11 +127,13 @@ class PrometheusProvider:
                 timeout=self._timeout,
             )
         except PrometheusApiClientException as error:
-            return _classify_http_error(str(error))
+            return _classify_http_error(str(error), self.url)
         except requests.exceptions.RequestException as error:
             return QueryResult.failed(QueryStatus.UNREACHABLE, self._describe(error))
         except Exception as error:  # a provider must never raise into the reconcile loop
-            return QueryResult.failed(QueryStatus.UNREACHABLE, f"{type(error).__name__}: {error}")
+            log.info("Prometheus %s: %s", self.url, _short(repr(error)))
+            why = f"{type(error).__name__}: no usable answer from {self.url}"
+            return QueryResult.failed(QueryStatus.UNREACHABLE, why)
         return parse_answer(answer, tuple(by))
 
     def _describe(self, error: requests.exceptions.RequestException) -> str:
@@ -125,7 +144,9 @@ class PrometheusProvider:
             return f"Timeout: no answer from {self.url} within {self._timeout[1]:g}s"
         if isinstance(error, requests.exceptions.ConnectionError):
             return f"{kind}: cannot connect to {self.url}"
-        return f"{kind}: {_short(str(error))}"
+        if isinstance(error, requests.exceptions.TooManyRedirects):
+            return f"Redirect: {self.url} answered with a redirect, which is not followed"
+        return f"{kind}: no answer from {self.url}"
 
 
 def parse_answer(answer: Any, by: tuple[str, ...]) -> QueryResult:
@@ -138,7 +159,7 @@ def parse_answer(answer: Any, by: tuple[str, ...]) -> QueryResult:
     ):
         return _values({(): answer[1]}) if not by else _bad(f"scalar answer, but keyed by {by}")
     if not isinstance(answer, list) or not all(isinstance(item, dict) for item in answer):
-        return _bad(f"unexpected answer (not an instant vector or scalar): {answer!r:.200}")
+        return _bad("unexpected answer (not an instant vector or scalar)")
     raw: dict[LabelValues, str] = {}
     for item in answer:
         labels: Mapping[str, str] = item.get("metric", {})
@@ -158,7 +179,7 @@ def _values(raw: Mapping[LabelValues, str]) -> QueryResult:
         try:
             value = float(text)
         except (TypeError, ValueError):
-            return _bad(f"not a number: {text!r}")
+            return _bad("an answer's value is not a number")
         if not math.isnan(value):
             values[key] = value
     if raw and not values:
@@ -170,27 +191,34 @@ def _bad(error: str) -> QueryResult:
     return QueryResult.failed(QueryStatus.BAD_QUERY, error)
 
 
-def _classify_http_error(message: str) -> QueryResult:
+def _classify_http_error(message: str, url: str) -> QueryResult:
     match = _STATUS_IN_MESSAGE.search(message)
     code = int(match.group(1)) if match else 0
-    detail = _prometheus_error(message) or _short(message)
+    error_type, error = _prometheus_error(message)
+    if error:
+        log.info("Prometheus %s: HTTP %s %s: %s", url, code or "?", error_type, _short(error))
+    detail = f" ({error_type})" if error_type in PROMETHEUS_ERROR_TYPES else ""
     if code in (400, 422):
-        return QueryResult.failed(QueryStatus.BAD_QUERY, f"HTTP {code}: {detail}")
-    return QueryResult.failed(QueryStatus.UNREACHABLE, f"HTTP {code or '?'}: {detail}")
+        why = f"HTTP {code}: Prometheus refused the query{detail}; the operator's log has why"
+        return QueryResult.failed(QueryStatus.BAD_QUERY, why)
+    return QueryResult.failed(QueryStatus.UNREACHABLE, f"HTTP {code or '?'}{detail}")
 
 
-def _prometheus_error(message: str) -> str:
-    """The `error` field of Prometheus' JSON error body, which the client library puts into
-    its message as a bytes literal: ``HTTP Status Code 400 (b'{"status":"error",...}')``."""
+def _prometheus_error(message: str) -> tuple[str, str]:
+    """`errorType` and `error` of Prometheus' JSON error body, which the client library puts
+    into its message as a bytes literal: ``HTTP Status Code 400 (b'{"status":"error",...}')``."""
     start, end = message.find("(b"), message.rfind(")")
     if start < 0 or end < start:
-        return ""
+        return "", ""
     try:
         body = json.loads(ast.literal_eval(message[start + 1 : end]))
     except (ValueError, SyntaxError, TypeError):
-        return ""
-    return str(body.get("error", "")) if isinstance(body, dict) else ""
+        return "", ""
+    if not isinstance(body, dict):
+        return "", ""
+    return str(body.get("errorType", "")), str(body.get("error", ""))
 
 
 def _short(text: str, limit: int = 300) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    printable = "".join(char if char.isprintable() else " " for char in text)
+    return printable if len(printable) <= limit else printable[: limit - 1] + "…"

@@ -137,6 +137,20 @@ def _placeholders_known(query: str) -> bool:
     return len(re.findall(_OPEN, query)) == known == len(re.findall(_CLOSE, query))
 
 
+# A custom check sees only the ModelDeployment's own series: its query must match the
+# revision label to {{revision}} (or {{stableRevision}}) and some label (the operator's
+# namespace label, `namespace` by default) to {{namespace}}, with `=` and double quotes.
+# Text, not PromQL: it says the matchers are there, not that every selector has them
+# (docs/concepts.md, "Custom checks").
+_REVISION_MATCHER = 'revision *= *"[{][{] *(revision|stableRevision) *[}][}]"'
+_NAMESPACE_MATCHER = '= *"[{][{] *namespace *[}][}]"'
+
+
+def _own_series(query: str) -> bool:
+    """Python twin of the CEL rule: the revision and namespace matchers are there."""
+    return bool(re.search(_REVISION_MATCHER, query) and re.search(_NAMESPACE_MATCHER, query))
+
+
 def _count(pattern: str) -> str:
     return f"self.query.findAll({cel_quote(pattern)}).size()"
 
@@ -162,6 +176,15 @@ class CustomCheck(ApiModel):
             + ", ".join("{{" + name + "}}" for name in QUERY_PLACEHOLDERS)
             + " (an unknown name or an unpaired {{ or }} was found)",
             holds=lambda c: _placeholders_known(c.query),
+            field_path=".query",
+        ),
+        Rule(
+            cel=f"self.query.matches({cel_quote(_REVISION_MATCHER)}) && "
+            f"self.query.matches({cel_quote(_NAMESPACE_MATCHER)})",
+            message='a custom query must select its own series: revision="{{revision}}" (or '
+            '"{{stableRevision}}") and the namespace label ="{{namespace}}", e.g. '
+            'accuracy{revision="{{revision}}",namespace="{{namespace}}"}',
+            holds=lambda c: _own_series(c.query),
             field_path=".query",
         ),
     )

@@ -108,18 +108,47 @@ class PrometheusAuth(ApiModel):
 
 
 class Prometheus(ApiModel):
-    """The Prometheus that holds this model's metrics (the operator's default when absent)."""
+    """The Prometheus that holds this model's metrics (the operator's default when absent):
+    one of the endpoints the operator's configuration names."""
 
-    url: Annotated[
-        str,
-        Field(min_length=1, max_length=2048),
-        pattern_rule(
-            "^https?://[^ /?#]+([/?#][^ ]*)?$",
-            "must be an http:// or https:// URL without spaces, e.g. http://prometheus:9090",
+    rules = (
+        Rule(
+            cel="has(self.endpoint) != has(self.url)",
+            message="set exactly one of prometheus.endpoint and prometheus.url",
+            holds=lambda p: (p.endpoint is None) != (p.url is None),
         ),
-    ]
-    """Base URL of the Prometheus HTTP API, e.g. http://prometheus.monitoring:9090."""
+    )
+
+    endpoint: (
+        Annotated[
+            str,
+            Field(min_length=1, max_length=63),
+            pattern_rule(
+                "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+                "must be the name of one of the operator's Prometheus endpoints (a DNS label)",
+            ),
+        ]
+        | None
+    ) = None
+    """Name of one of the operator's Prometheus endpoints (`--prometheus-endpoint NAME=URL`,
+    chart `prometheus.endpoints`); `default` is its `--prometheus-url`."""
+    url: (
+        Annotated[
+            str,
+            Field(min_length=1, max_length=2048),
+            pattern_rule(
+                "^https?://[-a-zA-Z0-9.]+(:[0-9]{1,5})?(/[-a-zA-Z0-9._~%/]*)?$",
+                "must be an http:// or https:// URL: host, optional port and path (no "
+                "credentials, query or spaces), e.g. http://prometheus:9090",
+            ),
+        ]
+        | None
+    ) = None
+    """Deprecated: accepted only when it is exactly the URL of one of the operator's
+    endpoints (then the same as naming that endpoint); use `endpoint`."""
     auth: PrometheusAuth | None = None
+    """Credentials from a Secret of this namespace that an admin labelled
+    `modeldeploy.io/prometheus-endpoint: <endpoint>`."""
 
 
 def _cel_pinned(image: str) -> str:

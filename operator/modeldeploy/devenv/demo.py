@@ -61,15 +61,17 @@ def load_story(path: Path = EXAMPLE / "demo.yaml") -> Story:
     return Story(manifest, tuple(Release(**r) for r in document["releases"]))
 
 
-def release_manifest(
-    base: dict[str, Any], release: Release, namespace: str, prometheus_url: str
-) -> dict[str, Any]:
-    """The ModelDeployment for one release, pointed at this run's namespace and Prometheus."""
+PROMETHEUS_ENDPOINT = "demo"
+"""The operator's name for this run's Prometheus (`--prometheus-endpoint`), which the
+example's `spec.prometheus.endpoint` names: a spec picks a Prometheus, never a URL."""
+
+
+def release_manifest(base: dict[str, Any], release: Release, namespace: str) -> dict[str, Any]:
+    """The ModelDeployment for one release, in this run's namespace."""
     spec = {
         **base["spec"],
         "image": release.image,
         "model": {**base["spec"]["model"], "version": release.version},
-        "prometheus": {"url": prometheus_url},
     }
     return {**base, "metadata": {**base["metadata"], "namespace": namespace}, "spec": spec}
 
@@ -193,8 +195,11 @@ def reap_leftovers(workdir: Path) -> list[int]:
 
 
 @contextmanager
-def operator_process(kubeconfig: Path, namespace: str, workdir: Path) -> Iterator[None]:
-    """The operator, as a child process, watching only the demo's namespace."""
+def operator_process(
+    kubeconfig: Path, namespace: str, workdir: Path, prometheus_url: str
+) -> Iterator[None]:
+    """The operator, as a child process, watching only the demo's namespace, with this run's
+    Prometheus as its endpoint `demo`."""
     with (workdir / "operator.log").open("ab") as sink:
         process = subprocess.Popen(
             [
@@ -206,6 +211,8 @@ def operator_process(kubeconfig: Path, namespace: str, workdir: Path) -> Iterato
                 "1",
                 "--metrics-address",
                 "127.0.0.1",
+                "--prometheus-endpoint",
+                f"{PROMETHEUS_ENDPOINT}={prometheus_url}",
             ],
             env={**os.environ, "KUBECONFIG": str(kubeconfig)},
             stdout=sink,
@@ -283,7 +290,9 @@ class Demo:
                 str(self.cluster.kubeconfig),
             )
             stack.enter_context(
-                operator_process(self.cluster.kubeconfig, self.namespace, self.workdir)
+                operator_process(
+                    self.cluster.kubeconfig, self.namespace, self.workdir, self.prometheus_url
+                )
             )
             stack.enter_context(runner)
             if self.containers:
@@ -375,9 +384,7 @@ class Demo:
 
     def _roll_out(self, release: Release) -> ReleaseOutcome:
         self.say(f"--- release {release.version}: {release.story}")
-        manifest = release_manifest(
-            self.story.manifest, release, self.namespace, self.prometheus_url
-        )
+        manifest = release_manifest(self.story.manifest, release, self.namespace)
         before = snapshot(self._read(), 0) if self._exists() else None
         applied = self._elapsed()
         self.cluster.apply_objects([manifest])
