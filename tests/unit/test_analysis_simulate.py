@@ -11,9 +11,12 @@ from modeldeploy.analysis.simulate import Change, Counts
 from modeldeploy.api import Analysis
 
 pytestmark = pytest.mark.unit
+HEALTHY = Change()
 
 
-def window(change: Change = Change(), rollouts: int = 4, rate: float = 200.0) -> tuple:
+def window(
+    change: Change = HEALTHY, rollouts: int = 4, rate: float = 200.0
+) -> tuple[simulate.World, Counts]:
     rng = np.random.default_rng(3)
     world = simulate.make_world(rng, rollouts, change)
     counts = Counts.zeros(rollouts)
@@ -43,7 +46,8 @@ def test_a_healthy_canary_passes_the_projects_checks() -> None:
     world, counts = window()
     config = rounds.map_spec(Analysis()).config
     for r in range(world.rollouts):
-        outcome = verdicts.aggregate(checks.evaluate(config, simulate.observations(world, counts, r)))
+        observations = simulate.observations(world, counts, r)
+        outcome = verdicts.aggregate(checks.evaluate(config, observations))
         assert outcome.verdict is verdicts.Verdict.PASS, outcome.reason
 
 
