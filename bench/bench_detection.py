@@ -404,15 +404,12 @@ def simulate_cell(
     horizon_rounds: int,
 ) -> None:
     """Draws interval by interval and lets every method judge each round's counts."""
-    recent: deque[Counts] = deque(maxlen=WINDOW_ROUNDS)
     cumulative = Counts.zeros(world.rollouts)
+    history = deque([cumulative], maxlen=WINDOW_ROUNDS + 1)  # window = now - 10 rounds ago
     for index in range(1, horizon_rounds + 1):
-        increment = simulate.draw_interval(rng, world, rate, CANARY_SHARE)
-        recent.append(increment)
-        cumulative = cumulative + increment
-        window = recent[0]
-        for part in list(recent)[1:]:
-            window = window + part
+        cumulative = cumulative + simulate.draw_interval(rng, world, rate, CANARY_SHARE)
+        history.append(cumulative)
+        window = cumulative - history[0]
         for method in methods:
             if (method.tally.ended == 0).any():
                 method.round(index, window, cumulative)
