@@ -76,6 +76,10 @@ CONFIDENCE_PSI = "confidence-psi"
 PASS_RISK = 0.05
 """Chance that a pass vouches wrongly for some check (a change over tolerance promoted),
 shared by all checks of the round."""
+PASS_PRIOR_FACTOR = 4.0
+"""The confidence set behind a pass is centred on the training ratios 4 times as tightly as
+the test's mixture: healthy canaries sit there, and it passes them with ~15% fewer samples
+(any fixed prior keeps the set valid)."""
 DROP_OUT_SHARE = 0.1
 """A feature with values in fewer than this share of the requests drops out of the round."""
 
@@ -229,6 +233,7 @@ def distribution_verdict(
     if thin is not None:
         return replace(thin, blocking=blocking)
     tightest = min(tolerances.values())
+    concentration = 0.0
     if reference_is_counts:
         log_e = float(
             sequential.log_e_two_sample(x, ref, sequential.two_sample_concentration(tightest))
@@ -238,8 +243,11 @@ def distribution_verdict(
         concentration = sequential.concentration_for(tightest, len(ratios))
         log_e = float(sequential.log_e_multinomial(x, ratios, concentration))
     psi_bound = float(
-        sequential.psi_upper_bound(x, ref, levels.passing, reference_is_counts=reference_is_counts)
-    )
+        sequential.psi_upper_bound(
+            x, ref, levels.passing, reference_is_counts=reference_is_counts,
+            concentration=concentration * PASS_PRIOR_FACTOR,
+        )
+    )  # fmt: skip
     bounds = {e: float(sequential.bound_from_psi(e, psi_bound)) for e in tolerances}
     over = {e: fx[e] > v for e, v in tolerances.items()}
     shown = ", ".join(f"{e.value} {_fmt(fx[e])}" for e in tolerances)

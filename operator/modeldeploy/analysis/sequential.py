@@ -24,8 +24,10 @@ What each test is:
   limit, missing values) against "the rate is at most p0": a beta mixture truncated to
   rates above p0, a supermartingale under every rate up to p0.
 - `rate_bounds`: a confidence sequence for a rate (beta-binomial mixture, Jeffreys prior).
-- `psi_upper_bound`: an upper confidence bound of the PSI to a reference. The Dirichlet
-  mixture's confidence set is the KL ball ``n KL(p_hat || p) < log(1/alpha) + regret``;
+- `psi_upper_bound`: an upper confidence bound of the PSI to a reference. A Dirichlet
+  mixture's confidence set is the KL ball ``n KL(p_hat || p) < log(1/alpha) + regret``
+  (the regret is smallest when the mixture's prior sits near the truth: on the training
+  ratios, for a feature);
   near p_hat KL is half the chi-square distance and PSI is the chi-square distance to
   second order, so PSI(p, q) <= (sqrt(PSI(p_hat, q)) + sqrt(2 r))^2 over the ball. An
   approximation (second order), which is what "pass" needs: evidence that the effect is
@@ -51,9 +53,11 @@ from scipy import special
 from modeldeploy.analysis.config import Effect
 from modeldeploy.analysis.statistics import FloatArray, psi_two_sample, psi_vs_ratios
 
-POOL_SHARE = 0.005
+POOL_SHARE = 0.01
 """Bins with less than this share of the reference are pooled into one: a category seen in
-0.1% of training rows carries no usable signal alone, and 40 such bins add noise."""
+0.1% of training rows carries no usable signal alone, and 40 such bins add noise (and
+samples to wait for before a pass). Mass moving into or out of the rare ones still shows
+in the pooled bin."""
 RATIO_FLOOR = 1e-4
 """The smallest share a reference bin (or pooled rare bin) is given: a category the profile
 never saw that now holds 10% of traffic is strong evidence, not a division by zero."""
@@ -213,40 +217,50 @@ def bound_from_psi(effect: Effect, psi_bound: npt.ArrayLike) -> FloatArray:
             return np.asarray(np.minimum(1.0, np.sqrt(psi / 2)))
 
 
-def _log_kt_mixture(x: FloatArray) -> FloatArray:
-    """log marginal likelihood of counts under the Krichevsky-Trofimov (Dirichlet 1/2) prior,
-    over the bins that are live (the others are left out of the set's dimension)."""
-    k = x.shape[-1]
-    n = x.sum(axis=-1)
+def _log_dirichlet_mixture(x: FloatArray, prior: FloatArray) -> FloatArray:
+    """log marginal likelihood of counts under a Dirichlet(prior) mixture of multinomials."""
+    total = prior.sum(axis=-1)
     return np.asarray(
-        special.gammaln(k / 2)
-        - special.gammaln(k / 2 + n)
-        + (special.gammaln(0.5 + x) - special.gammaln(0.5)).sum(axis=-1)
+        special.gammaln(total)
+        - special.gammaln(total + x.sum(axis=-1))
+        + (special.gammaln(prior + x) - special.gammaln(prior)).sum(axis=-1)
     )
 
 
-def ball_radius(counts: npt.ArrayLike, alpha: float) -> FloatArray:
+def ball_radius(counts: npt.ArrayLike, alpha: float, prior: npt.ArrayLike = 0.5) -> FloatArray:
     """sqrt(2 r): the chi-square radius of the confidence set of the distribution behind the
-    counts (KT mixture), at level 1 - alpha over all looks; infinite without counts."""
-    (x,) = _arrays(counts)
+    counts, at level 1 - alpha over all looks (infinite without counts). The mixture's prior
+    must not depend on the data: the reference's ratios times a concentration when there is
+    one (the set is then tightest where the truth is expected), else Krichevsky-Trofimov's
+    1/2 per bin."""
+    x, a = _arrays(counts, prior)
     n = x.sum(axis=-1)
     with np.errstate(invalid="ignore", divide="ignore"):
         fit = (special.xlogy(x, x / n[..., None])).sum(axis=-1)
-        regret = np.maximum(0.0, fit - _log_kt_mixture(x))
+        regret = np.maximum(0.0, fit - _log_dirichlet_mixture(x, a))
         radius = (math.log(1 / alpha) + regret) / n
     return np.asarray(np.where(n > 0, np.sqrt(2 * radius), np.inf))
 
 
 def psi_upper_bound(
-    counts: npt.ArrayLike, reference: npt.ArrayLike, alpha: float, *, reference_is_counts: bool
+    counts: npt.ArrayLike,
+    reference: npt.ArrayLike,
+    alpha: float,
+    *,
+    reference_is_counts: bool,
+    concentration: float = 0.0,
 ) -> FloatArray:
     """Upper confidence bound of the PSI between the distribution behind `counts` and the
-    reference (ratios, or the distribution behind the reference counts: then both sets'
-    radii add up, each at alpha / 2)."""
+    reference: ratios (the set's prior centred on them with `concentration`, when given),
+    or the distribution behind the reference counts (then both sets' radii add up, each at
+    alpha / 2)."""
     x, r = _arrays(counts, reference)
     psi = effects(x, r, reference_is_counts=reference_is_counts)[Effect.PSI]
     if reference_is_counts:
         radius = ball_radius(x, alpha / 2) + ball_radius(r, alpha / 2)
+    elif concentration > 0:
+        ratios = np.maximum(r / r.sum(axis=-1, keepdims=True), RATIO_FLOOR)
+        radius = ball_radius(x, alpha, concentration * ratios / ratios.sum(-1, keepdims=True))
     else:
         radius = ball_radius(x, alpha)
     return np.asarray((np.sqrt(np.maximum(psi, 0.0)) + radius) ** 2)
