@@ -25,7 +25,7 @@ from pathlib import Path
 from bench_serving import INFER, build_example, load, request_body
 
 from modeldeploy.devenv.fuzz import MalformedBodies
-from modeldeploy.profiling.schema import Profile
+from modeldeploy.profile_schema import Profile
 from modeldeploy.serving.process import LOOPBACK, ServerProcess
 
 READY = "/v2/health/ready"

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from modeldeploy.profiling.schema import Profile
+from modeldeploy.profile_schema import Profile
 from modeldeploy.serving.monitor import Identity, Monitor
 from modeldeploy.serving.pipeline import InferencePipeline
 from modeldeploy.serving.process import LOOPBACK, ServerProcess

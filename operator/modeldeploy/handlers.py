@@ -52,8 +52,9 @@ from modeldeploy.api import (
     ModelDeploymentStatus,
     to_wire,
 )
-from modeldeploy.kube import ROUTES, Conflict, Kube, KubeError, NotLeader
+from modeldeploy.kube import Conflict, Kube, KubeError, NotLeader
 from modeldeploy.leader import LeaderElector, LeaseSettings
+from modeldeploy.resources.kinds import OWNED_KINDS
 from modeldeploy.resources.names import LABEL_NAME
 from modeldeploy.rollout import (
     NO_ANALYSIS,
@@ -294,9 +295,8 @@ class Reconciler:
             if world.get(kind, name) is not None or (kind, name) in world.foreign:
                 continue
             self.fresh_reads += 1
-            _, prefix, plural = ROUTES[kind]
             query = {"fieldSelector": f"metadata.name={name}"}
-            listed = self.kube.get(f"{prefix}/namespaces/{namespace}/{plural}", query)
+            listed = self.kube.get(OWNED_KINDS[kind].collection(namespace), query)
             for item in listed.get("items") or []:
                 found.append({**item, "apiVersion": body["apiVersion"], "kind": kind})
         return found

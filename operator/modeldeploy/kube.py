@@ -16,29 +16,13 @@ from datetime import datetime
 from typing import Any
 
 from modeldeploy.api import GROUP, PLURAL, VERSION
+from modeldeploy.resources.kinds import LISTED_KINDS, OWNED_KINDS
 from modeldeploy.resources.names import FIELD_MANAGER, LABEL_NAME
 from modeldeploy.rollout.plan import Event, ObjectRef
 
 log = logging.getLogger("modeldeploy.kube")
 Body = dict[str, Any]
 
-# kind -> (apiVersion, path prefix, plural)
-ROUTES: Mapping[str, tuple[str, str, str]] = {
-    "Deployment": ("apps/v1", "/apis/apps/v1", "deployments"),
-    "Service": ("v1", "/api/v1", "services"),
-    "HorizontalPodAutoscaler": (
-        "autoscaling/v2",
-        "/apis/autoscaling/v2",
-        "horizontalpodautoscalers",
-    ),
-    "PodDisruptionBudget": ("policy/v1", "/apis/policy/v1", "poddisruptionbudgets"),
-}
-OWNED_KINDS = tuple(ROUTES)
-READ_ONLY_ROUTES: Mapping[str, tuple[str, str, str]] = {
-    # A revision's pods: their status says why it does not start. Never written.
-    "Pod": ("v1", "/api/v1", "pods"),
-}
-LISTED_ROUTES: Mapping[str, tuple[str, str, str]] = {**ROUTES, **READ_ONLY_ROUTES}
 MODEL_DEPLOYMENTS = f"/apis/{GROUP}/{VERSION}"
 LEASES = "/apis/coordination.k8s.io/v1"
 
@@ -176,14 +160,14 @@ class Kube:
         name (whether it controls them, or their revision's Deployment, is the core's
         business)."""
         items: list[Body] = []
-        for kind, (api_version, prefix, plural) in LISTED_ROUTES.items():
+        for kind in LISTED_KINDS.values():
             listed = self._request(
                 "GET",
-                f"{prefix}/namespaces/{namespace}/{plural}",
+                kind.collection(namespace),
                 query={"labelSelector": f"{LABEL_NAME}={name}"},
             )
             for item in listed.get("items") or []:
-                items.append({**item, "apiVersion": api_version, "kind": kind})
+                items.append({**item, "apiVersion": kind.api_version, "kind": kind.kind})
         return items
 
     # --- writes -----------------------------------------------------------------------
@@ -192,11 +176,11 @@ class Kube:
         """Server-side apply as field manager `modeldeploy` (force: the operator owns these
         objects; a Deployment's replicas it passes are the HPA's own value when one owns
         them). Returns the object as stored."""
-        _, prefix, plural = ROUTES[body["kind"]]
         meta = body["metadata"]
+        collection = OWNED_KINDS[body["kind"]].collection(meta["namespace"])
         result: Body = self._request(
             "PATCH",
-            f"{prefix}/namespaces/{meta['namespace']}/{plural}/{meta['name']}",
+            f"{collection}/{meta['name']}",
             query={"fieldManager": FIELD_MANAGER, "force": "true"},
             body=body,
             content_type="application/apply-patch+yaml",
@@ -204,11 +188,10 @@ class Kube:
         return result
 
     def delete(self, namespace: str, ref: ObjectRef) -> None:
-        _, prefix, plural = ROUTES[ref.kind]
         try:
             self._request(
                 "DELETE",
-                f"{prefix}/namespaces/{namespace}/{plural}/{ref.name}",
+                f"{OWNED_KINDS[ref.kind].collection(namespace)}/{ref.name}",
                 query={"propagationPolicy": "Background"},
             )
         except KubeError as err:

@@ -14,18 +14,16 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from modeldeploy.resources.kinds import LISTED_KINDS, Kind
+
 Body = dict[str, Any]
 Key = tuple[str, str]  # (namespace, ModelDeployment name)
 ObjectKey = tuple[str, str]  # (kind, name)
 MODEL_DEPLOYMENT_KIND = "ModelDeployment"
 
 
-@dataclass(frozen=True)
-class Watched:
-    group: str
-    version: str
-    plural: str
-    kind: str
+class Watched(Kind):
+    """A listed kind as the cache indexes it."""
 
     @property
     def index_id(self) -> str:
@@ -33,12 +31,8 @@ class Watched:
         return f"owned_{self.plural}"
 
 
-OWNED: tuple[Watched, ...] = (
-    Watched("apps", "v1", "deployments", "Deployment"),
-    Watched("", "v1", "services", "Service"),
-    Watched("autoscaling", "v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler"),
-    Watched("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget"),
-    Watched("", "v1", "pods", "Pod"),  # read only: why a revision does not start
+OWNED: tuple[Watched, ...] = tuple(
+    Watched(k.kind, k.group, k.version, k.plural) for k in LISTED_KINDS.values()
 )
 MODEL_DEPLOYMENTS_INDEX = "model_deployments"
 

@@ -49,7 +49,7 @@ from modeldeploy.devenv.loadgen import EndpointSource, LoadReport, LoadSpec, run
 from modeldeploy.devenv.podrunner import PodRunner, RunnerConfig
 from modeldeploy.devenv.tools import free_port
 from modeldeploy.devenv.traffic import Drift, Row, choose_uniform, read_rows
-from modeldeploy.profiling.schema import FeatureProfile, Profile
+from modeldeploy.profile_schema import FeatureProfile, Profile
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "churn"

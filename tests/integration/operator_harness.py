@@ -34,6 +34,7 @@ from modeldeploy.crd import CRD_FILENAME, CRD_NAME
 from modeldeploy.devenv.cluster import KwokCluster
 from modeldeploy.devenv.tools import free_port
 from modeldeploy.kube import Kube
+from modeldeploy.resources.kinds import OWNED_KINDS
 from modeldeploy.resources.names import LABEL_NAME, LABEL_TRACK
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -271,33 +272,30 @@ class ClusterReader:
         items: list[Body] = self.api.get(path, query).get("items") or []
         return items
 
+    def labelled(self, kind: str, namespace: str, name: str) -> dict[str, Body]:
+        """The objects of an owned kind labelled with `name`, by their name."""
+        path = OWNED_KINDS[kind].collection(namespace)
+        return {o["metadata"]["name"]: o for o in self.items(path, name)}
+
     def deployments(self, namespace: str, name: str) -> dict[str, Body]:
-        path = f"/apis/apps/v1/namespaces/{namespace}/deployments"
-        return {d["metadata"]["name"]: d for d in self.items(path, name)}
+        return self.labelled("Deployment", namespace, name)
 
     def services(self, namespace: str, name: str) -> dict[str, Body]:
-        path = f"/api/v1/namespaces/{namespace}/services"
-        return {s["metadata"]["name"]: s for s in self.items(path, name)}
+        return self.labelled("Service", namespace, name)
 
     def hpas(self, namespace: str, name: str) -> dict[str, Body]:
-        path = f"/apis/autoscaling/v2/namespaces/{namespace}/horizontalpodautoscalers"
-        return {h["metadata"]["name"]: h for h in self.items(path, name)}
+        return self.labelled("HorizontalPodAutoscaler", namespace, name)
 
     def pdbs(self, namespace: str, name: str) -> dict[str, Body]:
-        path = f"/apis/policy/v1/namespaces/{namespace}/poddisruptionbudgets"
-        return {p["metadata"]["name"]: p for p in self.items(path, name)}
+        return self.labelled("PodDisruptionBudget", namespace, name)
 
     def owned(self, namespace: str, name: str) -> dict[str, Body]:
         """Every owned object by `Kind/name`."""
-        found: dict[str, Body] = {}
-        for kind, listing in (
-            ("Deployment", self.deployments),
-            ("Service", self.services),
-            ("HorizontalPodAutoscaler", self.hpas),
-            ("PodDisruptionBudget", self.pdbs),
-        ):
-            found.update({f"{kind}/{n}": body for n, body in listing(namespace, name).items()})
-        return found
+        return {
+            f"{kind}/{n}": body
+            for kind in OWNED_KINDS
+            for n, body in self.labelled(kind, namespace, name).items()
+        }
 
     def by_track(self, namespace: str, name: str, track: str) -> list[Body]:
         return [

@@ -21,7 +21,7 @@ from operator_harness import ensure_crd, kubectl
 
 from modeldeploy.api import GROUP, PLURAL
 from modeldeploy.devenv.cluster import KwokCluster
-from modeldeploy.kube import READ_ONLY_ROUTES, ROUTES
+from modeldeploy.resources.kinds import OWNED_KINDS, READ_ONLY_KINDS
 
 pytestmark = pytest.mark.integration
 
@@ -280,15 +280,13 @@ def operator_calls(namespace: str) -> list[Call]:
         ("create", "", "events", None, namespace),
         ("get", "", "secrets", None, namespace),
     ]
-    for api_version, _, plural in ROUTES.values():
-        group = api_version.rpartition("/")[0]
+    for kind in OWNED_KINDS.values():
         calls += [
-            (verb, group, plural, None, namespace)
+            (verb, kind.group, kind.plural, None, namespace)
             for verb in ("list", "watch", "create", "patch", "delete")
         ]
-    for api_version, _, plural in READ_ONLY_ROUTES.values():
-        group = api_version.rpartition("/")[0]
-        calls += [(verb, group, plural, None, namespace) for verb in ("list", "watch")]
+    for kind in READ_ONLY_KINDS.values():
+        calls += [(verb, kind.group, kind.plural, None, namespace) for verb in ("list", "watch")]
     calls += [
         (verb, "gateway.networking.k8s.io", "httproutes", None, namespace)
         for verb in ("get", "list", "create", "patch", "delete")

@@ -44,7 +44,7 @@ from modeldeploy.devenv.pods import NOT_READY_REASON, READY_REASON
 from modeldeploy.devenv.prometheus import PrometheusServer
 from modeldeploy.devenv.registry import RegistryServer
 from modeldeploy.devenv.traffic import Row, read_rows
-from modeldeploy.profiling.schema import FeatureProfile, Profile
+from modeldeploy.profile_schema import FeatureProfile, Profile
 from modeldeploy.resources.names import LABEL_NAME, LABEL_REVISION
 from modeldeploy.serving.process import modeldeploy_command
 from modeldeploy.serving.server import BROKEN_IMAGE_EXIT_CODE

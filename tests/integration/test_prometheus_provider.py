@@ -26,8 +26,8 @@ from modeldeploy.analysis.statistics import cumulative_buckets, histogram_quanti
 from modeldeploy.analysis.verdicts import Verdict, aggregate
 from modeldeploy.devenv.prometheus import PrometheusServer
 from modeldeploy.devenv.tools import free_port
+from modeldeploy.profile_schema import ClassificationOutput, Profile
 from modeldeploy.profiling.build import profile_features
-from modeldeploy.profiling.schema import ClassificationOutput, Profile
 from modeldeploy.serving.monitor import Identity, Monitor
 
 pytestmark = pytest.mark.integration

@@ -23,8 +23,8 @@ from operator_harness import wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
 from modeldeploy import contract as c
+from modeldeploy.profile_schema import Profile
 from modeldeploy.profiling.io import read_table
-from modeldeploy.profiling.schema import Profile
 from modeldeploy.profiling.stats import normalise
 from modeldeploy.serving.bins import counts, feature_bins
 from modeldeploy.serving.process import LOOPBACK, ServerProcess, modeldeploy_command

@@ -22,7 +22,7 @@ from test_runtime import (  # noqa: F401  (fixtures)
 
 from modeldeploy import contract as c
 from modeldeploy.devenv.fuzz import MalformedBodies
-from modeldeploy.profiling.schema import Profile
+from modeldeploy.profile_schema import Profile
 from modeldeploy.serving.process import LOOPBACK, ServerProcess
 from modeldeploy.serving.protocol import Reason
 

@@ -23,7 +23,7 @@ import yaml
 from modeldeploy.api import GROUP, PLURAL
 from modeldeploy.cli import app
 from modeldeploy.crd import CRD_FILENAME, render_crd, stale_crd
-from modeldeploy.kube import READ_ONLY_ROUTES, ROUTES
+from modeldeploy.resources.kinds import OWNED_KINDS, READ_ONLY_KINDS
 from modeldeploy.watchcache import OWNED
 
 pytestmark = pytest.mark.unit
@@ -513,17 +513,15 @@ def operator_rules(objects: list[Body], kind: str) -> list[Body]:
 
 
 def test_rules_cover_every_kind_the_operator_writes() -> None:
-    """Derived from modeldeploy.kube.ROUTES and modeldeploy.watchcache.OWNED: a kind added
-    there fails here until the chart grants it. Listing and watching by label (the cache),
-    server-side apply (create + patch), delete. What it only reads (READ_ONLY_ROUTES: pods)
-    is list/watch, never a write."""
+    """Derived from modeldeploy.resources.kinds and modeldeploy.watchcache.OWNED: a kind
+    added there fails here until the chart grants it. Listing and watching by label (the
+    cache), server-side apply (create + patch), delete. What it only reads (READ_ONLY_KINDS:
+    pods) is list/watch, never a write."""
     rules = operator_rules(render(), "ClusterRole")
-    for kind, (api_version, _, plural) in ROUTES.items():
-        group = api_version.rpartition("/")[0]
-        assert verbs(rules, group, plural) == OWNED_VERBS, kind
-    for kind, (api_version, _, plural) in READ_ONLY_ROUTES.items():
-        group = api_version.rpartition("/")[0]
-        assert verbs(rules, group, plural) == {"list", "watch"}, kind
+    for kind in OWNED_KINDS.values():
+        assert verbs(rules, kind.group, kind.plural) == OWNED_VERBS, kind.kind
+    for kind in READ_ONLY_KINDS.values():
+        assert verbs(rules, kind.group, kind.plural) == {"list", "watch"}, kind.kind
     for watched in OWNED:
         assert {"list", "watch"} <= verbs(rules, watched.group, watched.plural), watched.kind
     for subresource in ("status", "exec", "eviction", "log", "ephemeralcontainers"):

@@ -10,9 +10,9 @@ import pytest
 from typer.testing import CliRunner
 
 from modeldeploy.cli import app
+from modeldeploy.profile_schema import FeatureProfile, Profile, RegressionOutput
 from modeldeploy.profiling.build import build_profile
 from modeldeploy.profiling.io import read_table, write_profile
-from modeldeploy.profiling.schema import FeatureProfile, Profile, RegressionOutput
 from modeldeploy.profiling.stats import (
     column_type,
     decile_edges,

@@ -12,6 +12,7 @@ from modeldeploy.api import (
     ANNOTATION_ABORT,
     ANNOTATION_PROMOTE,
     ANNOTATION_RETRY,
+    HISTORY_LIMIT,
     ModelDeploymentSpec,
     ModelDeploymentStatus,
     to_wire,
@@ -659,6 +660,18 @@ def test_dark_launch_promotes_after_the_shadow_phase() -> None:
 
 
 # --- kill switch ------------------------------------------------------------------------
+
+
+def test_history_keeps_the_newest_entries_within_the_limit() -> None:
+    d = stable_driver()
+    for _ in range(HISTORY_LIMIT // 2 + 1):
+        d.change(killSwitch={"engaged": True})
+        d.reconcile()
+        d.change(killSwitch={"engaged": False})
+        d.reconcile()
+    assert len(d.status.history) == HISTORY_LIMIT  # and the status went through the wire form
+    assert {h.event for h in d.status.history} == {"KillSwitchEngaged", "KillSwitchReleased"}
+    assert d.status.history[-1].event == "KillSwitchReleased"
 
 
 def test_kill_switch_scale_to_zero_and_back() -> None:

@@ -175,8 +175,3 @@ class ModelDeploymentStatus(ApiModel):
         default_factory=list
     )
     """The last 20 rollout events, oldest first."""
-
-    def with_history(self, entry: HistoryEntry) -> "ModelDeploymentStatus":
-        """A copy with `entry` appended and the oldest entries dropped beyond the limit."""
-        history = [*self.history, entry][-HISTORY_LIMIT:]
-        return self.model_copy(update={"history": history})

@@ -31,7 +31,7 @@ from modeldeploy.devenv.loadgen import EndpointSource, LoadReport, LoadSpec, run
 from modeldeploy.devenv.podrunner import CHILDREN_FILE, PodRunner, RunnerConfig
 from modeldeploy.devenv.registry import RegistryServer, registry_binary, storage_dir
 from modeldeploy.devenv.traffic import read_rows
-from modeldeploy.profiling.schema import Profile
+from modeldeploy.profile_schema import Profile
 from modeldeploy.serving.process import modeldeploy_command
 
 REPO = Path(__file__).resolve().parents[3]

@@ -42,7 +42,7 @@ from modeldeploy.devenv.traffic import (
     malformed,
     sample_rows,
 )
-from modeldeploy.profiling.schema import FeatureProfile
+from modeldeploy.profile_schema import FeatureProfile
 
 MAX_RATE = 1000.0  # requests per second
 MAX_COUNT = 1_000_000

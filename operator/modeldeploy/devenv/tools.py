@@ -1,4 +1,5 @@
-"""Where the cached cluster binaries are (exported by `hack/testenv.sh env`)."""
+"""Where the cached cluster binaries are (exported by `hack/testenv.sh env`), and a free port
+for the local servers that dev tools, tests and benchmarks start."""
 
 import os
 import shutil

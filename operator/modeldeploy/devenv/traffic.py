@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from modeldeploy.devenv.endpoints import Endpoint
-from modeldeploy.profiling.schema import FeatureProfile
+from modeldeploy.profile_schema import FeatureProfile
 from modeldeploy.serving.protocol import input_tensor
 
 Row = dict[str, Any]  # feature -> value; None = missing

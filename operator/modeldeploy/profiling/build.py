@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from modeldeploy.profiling.schema import FeatureProfile, FeatureType, GoldenRequest, Profile
+from modeldeploy.profile_schema import FeatureProfile, FeatureType, GoldenRequest, Profile
 from modeldeploy.profiling.stats import (
     DEFAULT_BINS,
     column_type,

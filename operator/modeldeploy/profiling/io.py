@@ -7,8 +7,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from modeldeploy.profile_schema import FeatureProfile, FeatureType, Profile
 from modeldeploy.profiling.build import DEFAULT_GOLDEN, build_profile
-from modeldeploy.profiling.schema import FeatureProfile, FeatureType, Profile
 from modeldeploy.profiling.stats import DEFAULT_BINS
 from modeldeploy.serving.config import load_config
 from modeldeploy.serving.model import load_model, load_preprocess

@@ -13,7 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 from modeldeploy.contract import CONFIDENCE_BUCKETS
-from modeldeploy.profiling.schema import (
+from modeldeploy.profile_schema import (
     NUMERIC_TYPES,
     ClassificationOutput,
     ConfidenceProfile,

@@ -29,7 +29,6 @@ Deployment of a revision the spec no longer describes (the stable during a rollo
 rebuilt exactly."""
 
 Track = Literal["stable", "canary", "previous", "fallback"]
-TRACKS: Final[tuple[Track, ...]] = ("stable", "canary", "previous", "fallback")
 FALLBACK_REVISION: Final = "fallback"
 """`MODELDEPLOY_REVISION` of fallback pods (never a revision hash: those are hex)."""
 

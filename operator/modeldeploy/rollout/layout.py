@@ -21,6 +21,7 @@ from modeldeploy.resources.deployment import (
     fallback_deployment,
     revision_deployment,
 )
+from modeldeploy.resources.kinds import OWNED_KINDS
 from modeldeploy.resources.names import (
     ANNOTATION_APPLIED_HASH,
     Track,
@@ -34,12 +35,6 @@ from modeldeploy.resources.service import service
 from modeldeploy.rollout.plan import ObjectRef
 from modeldeploy.rollout.world import ForeignObject, ObservedDeployment, World
 
-API_VERSIONS = {
-    "Deployment": "apps/v1",
-    "Service": "v1",
-    "HorizontalPodAutoscaler": "autoscaling/v2",
-    "PodDisruptionBudget": "policy/v1",
-}
 # Deleting autoscalers first: an HPA never acts on a Deployment that is about to go.
 DELETE_ORDER = ("HorizontalPodAutoscaler", "PodDisruptionBudget", "Deployment", "Service")
 
@@ -161,4 +156,6 @@ def diff(desired: Sequence[Body], world: World) -> tuple[tuple[Body, ...], tuple
     wanted = {(body["kind"], body["metadata"]["name"]) for body in desired}
     extra = [(kind, name) for kind, name in world.refs() if (kind, name) not in wanted]
     extra.sort(key=lambda ref: (DELETE_ORDER.index(ref[0]), ref[1]))
-    return apply, tuple(ObjectRef(API_VERSIONS[kind], kind, name) for kind, name in extra)
+    return apply, tuple(
+        ObjectRef(OWNED_KINDS[kind].api_version, kind, name) for kind, name in extra
+    )

@@ -55,7 +55,3 @@ class Plan:
     events: tuple[Event, ...] = ()
     remove_annotations: tuple[str, ...] = ()
     """One-shot commands consumed (acted on, or ignored as stale)."""
-
-    @property
-    def touches_world(self) -> bool:
-        return bool(self.apply or self.delete or self.remove_annotations)

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from modeldeploy.resources.kinds import OWNED_KINDS
 from modeldeploy.resources.names import (
     ANNOTATION_APPLIED_HASH,
     ANNOTATION_REVISION_SOURCE,
@@ -25,7 +26,6 @@ from modeldeploy.resources.revision import RevisionSource
 from modeldeploy.rollout.podstatus import ObservedPod, observe_pod
 
 Body = dict[str, Any]
-KINDS = ("Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget")
 POD_KIND = "Pod"
 
 
@@ -193,7 +193,7 @@ def observe(owner_uid: str, bodies: Iterable[Body]) -> World:
                 pods.append(pod)
             continue
         name = body.get("metadata", {}).get("name")
-        if kind not in KINDS or not isinstance(name, str):
+        if not isinstance(kind, str) or kind not in OWNED_KINDS or not isinstance(name, str):
             continue
         if not _controlled_by(body, owner_uid):
             foreign[(kind, name)] = ForeignObject(kind, name, _controller(body))

@@ -25,7 +25,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from modeldeploy.contract import CLIENT_CLOSED_REQUEST_CODE, SHADOW_HEADER
-from modeldeploy.profiling.schema import ClassificationOutput, Profile
+from modeldeploy.profile_schema import ClassificationOutput, Profile
 from modeldeploy.serving.config import ModelConfig
 from modeldeploy.serving.limits import ServerLimits
 from modeldeploy.serving.monitor import Identity, Monitor

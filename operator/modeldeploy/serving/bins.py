@@ -13,7 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 from modeldeploy.contract import MISSING_BIN, OTHER_BIN
-from modeldeploy.profiling.schema import FeatureProfile
+from modeldeploy.profile_schema import FeatureProfile
 
 IntArray = npt.NDArray[np.intp]
 FloatArray = npt.NDArray[np.float64]

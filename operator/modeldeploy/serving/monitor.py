@@ -32,7 +32,7 @@ from prometheus_client.core import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from modeldeploy import contract as c
-from modeldeploy.profiling.schema import ClassificationOutput, Profile
+from modeldeploy.profile_schema import ClassificationOutput, Profile
 from modeldeploy.serving.bins import (
     Bins,
     CategoricalBins,

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from modeldeploy.profiling.schema import FeatureProfile
+from modeldeploy.profile_schema import FeatureProfile
 from modeldeploy.serving.model import Columns, Model, Prediction, Preprocess
 from modeldeploy.serving.protocol import InferRequest, InvalidRequest, Reason, RequestParser
 

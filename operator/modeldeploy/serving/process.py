@@ -6,7 +6,6 @@ with ServerProcess(model_dir) as server:
 """
 
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -17,13 +16,9 @@ from types import TracebackType
 
 import httpx
 
+from modeldeploy.devenv.tools import free_port
+
 LOOPBACK = "127.0.0.1"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        return int(sock.getsockname()[1])
 
 
 def modeldeploy_command() -> list[str]:

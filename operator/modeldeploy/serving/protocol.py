@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from modeldeploy.profiling.schema import FeatureProfile
+from modeldeploy.profile_schema import FeatureProfile
 
 
 class Reason(StrEnum):

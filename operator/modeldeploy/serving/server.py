@@ -8,7 +8,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from modeldeploy.contract import SERVING_PORT
-from modeldeploy.profiling.schema import Profile
+from modeldeploy.profile_schema import Profile
 from modeldeploy.serving.app import Runtime, create_app
 from modeldeploy.serving.config import (
     ModelDirError,

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from modeldeploy.profiling.schema import GoldenRequest
+from modeldeploy.profile_schema import GoldenRequest
 from modeldeploy.serving.pipeline import InferencePipeline, ModelError
 from modeldeploy.serving.protocol import InvalidRequest
 
