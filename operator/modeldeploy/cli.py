@@ -280,7 +280,7 @@ def dev_load(
     )
     from modeldeploy.devenv.podrunner import ENDPOINTS_FILE, default_state_dir
     from modeldeploy.devenv.traffic import Drift, parse_assignments, read_rows
-    from modeldeploy.profiling.schema import Profile
+    from modeldeploy.profile_schema import Profile
 
     try:
         profile_path = profile or default_profile(data)
