@@ -481,9 +481,9 @@ def operator(
     verbose: Annotated[bool, typer.Option(help="Debug logging.")] = False,
 ) -> None:
     """Run the operator (Kopf) against the cluster of KUBECONFIG or the in-cluster config."""
-    from modeldeploy.analysis.judge import AUTH_TYPES, AnalysisSettings
     from modeldeploy.handlers import run_operator
     from modeldeploy.leader import LeaseSettings
+    from modeldeploy.measure import AUTH_TYPES, AnalysisSettings
 
     auth_type = next((t for t in AUTH_TYPES if t == prometheus_auth_type), None)
     if auth_type is None:

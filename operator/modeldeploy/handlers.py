@@ -40,7 +40,6 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
-from modeldeploy.analysis.judge import AnalysisSettings, Judge
 from modeldeploy.api import (
     ANNOTATION_ABORT,
     ANNOTATION_PROMOTE,
@@ -54,18 +53,11 @@ from modeldeploy.api import (
 )
 from modeldeploy.kube import Conflict, Kube, KubeError, NotLeader
 from modeldeploy.leader import LeaderElector, LeaseSettings
+from modeldeploy.measure import AnalysisSettings, Measure
+from modeldeploy.reconcile import Measured, plan
 from modeldeploy.resources.kinds import OWNED_KINDS
 from modeldeploy.resources.names import LABEL_NAME
-from modeldeploy.rollout import (
-    NO_ANALYSIS,
-    AnalysisInput,
-    Event,
-    Plan,
-    Subject,
-    World,
-    observe,
-    plan,
-)
+from modeldeploy.rollout import Event, Plan, Subject, World, observe
 from modeldeploy.rollout.world import essentials
 from modeldeploy.telemetry import OperatorMetrics
 from modeldeploy.watchcache import (
@@ -92,10 +84,10 @@ Key = tuple[str, str]  # (namespace, name)
 Body = dict[str, Any]
 
 
-def gather_analysis(subject: Subject, world: World, now: datetime) -> AnalysisInput:
-    """The analysis seam's default: no analysis, the rollout advances on time only. The
-    operator injects `analysis.judge.Judge` (a round when one is due, its signal)."""
-    return NO_ANALYSIS
+def measure_nothing(subject: Subject, world: World, now: datetime) -> Measured:
+    """The measure seam's default: no analysis, the rollout advances on time only. The
+    operator injects `measure.Measure` (Prometheus' answers for the round due, if any)."""
+    return Measured()
 
 
 def read_status(raw: Any) -> tuple[ModelDeploymentStatus, str | None]:
@@ -127,7 +119,7 @@ Written = tuple[str, str, str | None]  # (kind, name, resourceVersion; None: del
 @dataclass
 class Reconciler:
     kube: Kube
-    analysis: Callable[[Subject, World, datetime], AnalysisInput] = gather_analysis
+    measure: Callable[[Subject, World, datetime], Measured] = measure_nothing
     metrics: OperatorMetrics | None = None
     leading: Callable[[], bool] = lambda: True
     """Whether this replica may reconcile (the leader lease holder, or the only replica)."""
@@ -152,9 +144,6 @@ class Reconciler:
         self.errors.pop(key, None)
         self.expectations.forget(key)
         self.reported = {r for r in self.reported if r[0] != key}
-        forget_analysis = getattr(self.analysis, "forget", None)
-        if callable(forget_analysis):
-            forget_analysis(key)
         if self.metrics is not None:
             self.metrics.forget(key)
 
@@ -258,10 +247,10 @@ class Reconciler:
             why = "traffic.mode gatewayAPI is not implemented yet: traffic follows replica ratios"
             self.report_once(key, snapshot.body, Event("Warning", "Unsupported", why), now)
         world = observe(subject.uid, snapshot.owned)
-        analysis = self.analysis(subject, world, now)
-        decided = plan(subject, world, analysis, now, self.errors.get(key))
+        measured = self.measure(subject, world, now)
+        decided = plan(subject, world, measured, now, self.errors.get(key))
         if destructive(subject, decided):
-            # The same analysis answer, on the world as it is now: a cache that missed a
+            # The same measurements, on the world as it is now: a cache that missed a
             # change (a pod gone, a newer status) must not delete or roll back on its own.
             fresh = self.read_fresh(key)
             fresh_subject = None if fresh is None else self.subject_of(key, fresh.body, now)
@@ -269,7 +258,7 @@ class Reconciler:
                 return []
             snapshot, subject = fresh, fresh_subject
             world = observe(subject.uid, snapshot.owned)
-            decided = plan(subject, world, analysis, now, self.errors.get(key))
+            decided = plan(subject, world, measured, now, self.errors.get(key))
         try:
             existing = self.read_creates(key[0], world, decided)
         except KubeError as err:
@@ -278,9 +267,13 @@ class Reconciler:
         if existing:
             # Taken names (or objects the cache has not seen yet): the plan again, knowing them.
             world = observe(subject.uid, (*snapshot.owned, *existing))
-            decided = plan(subject, world, analysis, now, self.errors.get(key))
+            decided = plan(subject, world, measured, now, self.errors.get(key))
         for text in world.notes:
             self.report_once(key, snapshot.body, Event("Warning", "OddObject", text), now)
+        round_ = decided.status.last_analysis
+        if self.metrics is not None and measured.request is not None and round_ is not None:
+            track = measured.request.target.track.value
+            self.metrics.observe_round(key, track, round_, measured.seconds)
         return self.execute(key, snapshot.body, decided, now, started)
 
     def read_creates(self, namespace: str, world: World, decided: Plan) -> list[Body]:
@@ -386,11 +379,11 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     port = memo.get("metrics_port")
     if port:
         metrics.serve(memo.get("metrics_address") or "0.0.0.0", int(port))
-    judge = Judge(kube, memo.get("analysis") or AnalysisSettings(), metrics)
-    memo.judge = judge
+    measure = Measure(kube, memo.get("analysis") or AnalysisSettings())
+    memo.measure = measure
     reconciler = Reconciler(
         kube,
-        analysis=judge,
+        measure=measure,
         metrics=metrics,
         allow_privileged_models=bool(memo.get("allow_privileged_models")),
     )
@@ -415,9 +408,9 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     elector: LeaderElector | None = memo.get("elector")
     if elector is not None:
         await asyncio.to_thread(elector.release)
-    judge = memo.get("judge")
-    if judge is not None:
-        judge.close()
+    measure = memo.get("measure")
+    if measure is not None:
+        measure.close()
 
 
 async def periodic(reconciler: Reconciler, interval: float) -> None:

@@ -18,8 +18,8 @@ from wsgiref.simple_server import WSGIServer
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from modeldeploy import contract as c
-from modeldeploy.analysis.verdicts import AnalysisOutcome
-from modeldeploy.api import ModelDeploymentStatus
+from modeldeploy.analysis.config import CUSTOM_PREFIX
+from modeldeploy.api import AnalysisResult, ModelDeploymentStatus
 from modeldeploy.rollout import Event
 
 log = logging.getLogger("modeldeploy.telemetry")
@@ -34,6 +34,14 @@ DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.
 def _name(metric: str) -> str:
     """prometheus-client adds `_total` to counters itself."""
     return metric.removesuffix("_total")
+
+
+def check_label(status_name: str) -> str:
+    """The check a status entry is about, without its subject (``feature-psi/age`` ->
+    ``feature-psi``): one series per check, however its worst feature changes."""
+    if status_name.startswith(CUSTOM_PREFIX):
+        return status_name
+    return status_name.partition("/")[0]
 
 
 class OperatorMetrics:
@@ -111,16 +119,18 @@ class OperatorMetrics:
             self._server.server_close()
             self._server = None
 
-    def observe_round(self, key: Key, track: str, outcome: AnalysisOutcome, seconds: float) -> None:
-        result = "no_data" if outcome.no_data else outcome.verdict.value
-        self.analyses.labels(*key, track, result).inc()
+    def observe_round(self, key: Key, track: str, result: AnalysisResult, seconds: float) -> None:
+        """One analysis round, as the plan recorded it in status."""
+        outcome = "no_data" if result.waiting == "no-data" else result.verdict
+        self.analyses.labels(*key, track, outcome).inc()
         self.analysis_duration.observe(seconds)
         seen = self._checks.setdefault(key, set())
-        for check in outcome.checks:
-            self.verdicts.labels(*key, track, check.name, check.verdict.value).inc()
+        for check in result.checks:
+            name = check_label(check.name)
+            self.verdicts.labels(*key, track, name, check.verdict).inc()
             value = check.value if check.value is not None else math.nan
-            self.check_value.labels(*key, track, check.name).set(value)
-            seen.add((track, check.name))
+            self.check_value.labels(*key, track, name).set(value)
+            seen.add((track, name))
 
     def observe_plan(
         self, key: Key, events: Iterable[Event], status: ModelDeploymentStatus, seconds: float

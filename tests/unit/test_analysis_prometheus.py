@@ -22,9 +22,9 @@ from typing import Any, ClassVar
 import pytest
 
 from modeldeploy.analysis.data import QueryResult, QueryStatus
-from modeldeploy.analysis.judge import AnalysisSettings, prometheus_connector, tls_verification
 from modeldeploy.analysis.prometheus import PrometheusAuth, PrometheusProvider, parse_answer
 from modeldeploy.devenv.tools import free_port
+from modeldeploy.measure import AnalysisSettings, prometheus_connector, tls_verification
 
 pytestmark = pytest.mark.unit
 

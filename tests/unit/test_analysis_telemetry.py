@@ -8,8 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from modeldeploy import contract
-from modeldeploy.analysis.verdicts import aggregate, no_data_check, threshold_check
-from modeldeploy.api import Condition, ModelDeploymentStatus
+from modeldeploy.api import AnalysisResult, CheckResult, Condition, ModelDeploymentStatus
 from modeldeploy.rollout import Event
 from modeldeploy.telemetry import OperatorMetrics
 
@@ -27,10 +26,12 @@ def degraded(status: str, reason: str) -> ModelDeploymentStatus:
 
 def test_rounds_count_by_result_and_keep_the_last_value() -> None:
     metrics = OperatorMetrics()
-    psi = threshold_check("feature-psi", 0.4, 500, 200, maximum=0.1, subject="age")
-    metrics.observe_round(KEY, "stable", aggregate([psi]), 0.02)
-    gone = no_data_check("feature-psi", 0.1, "unreachable")
-    metrics.observe_round(KEY, "stable", aggregate([gone]), 5.0)
+    psi = CheckResult(name="feature-psi/age", value=0.4, threshold=0.1, samples=500, verdict="fail")
+    failed = AnalysisResult(time=T0, revision="s", verdict="fail", checks=[psi])
+    metrics.observe_round(KEY, "stable", failed, 0.02)
+    gone = CheckResult(name="feature-psi", threshold=0.1, verdict="inconclusive")
+    no_data = AnalysisResult(time=T0, verdict="inconclusive", waiting="no-data", checks=[gone])
+    metrics.observe_round(KEY, "stable", no_data, 5.0)
     sample = metrics.registry.get_sample_value
     stable = MD | {"track": "stable"}
     assert sample(contract.OPERATOR_ANALYSES_TOTAL, stable | {"result": "fail"}) == 1

@@ -2,6 +2,7 @@
 that behaves like the kwok test cluster (pods Ready as soon as they exist)."""
 
 import copy
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,6 +18,8 @@ from modeldeploy.api import (
     ModelDeploymentStatus,
     to_wire,
 )
+from modeldeploy.reconcile import Measured
+from modeldeploy.reconcile import plan as plan_reconcile
 from modeldeploy.resources.names import (
     LABEL_FALLBACK,
     LABEL_NAME,
@@ -36,6 +39,8 @@ from modeldeploy.rollout import (
 )
 
 pytestmark = pytest.mark.unit
+
+Measure = Callable[[Subject, World, datetime], Measured]
 
 UID = "uid-1"
 NAME = "churn"
@@ -133,6 +138,9 @@ class Driver:
         self.now = T0
         self.plans: list[Plan] = []
         self.guard = False  # check the warm-pod invariant (after the first Ready)
+        self.measure: Measure | None = None
+        """When set, each reconcile measures and concludes the analysis itself, as the
+        operator does (`modeldeploy.reconcile.plan`), instead of taking a signal."""
 
     @property
     def spec(self) -> ModelDeploymentSpec:
@@ -149,7 +157,13 @@ class Driver:
         subject = Subject(
             NAME, "ml", UID, self.generation, self.spec, self.status, dict(self.annotations)
         )
-        result = plan(subject, self.cluster.world(), analysis, self.now)
+        world = self.cluster.world()
+        if self.measure is not None:
+            result = plan_reconcile(
+                subject, world, self.measure(subject, world, self.now), self.now
+            )
+        else:
+            result = plan(subject, world, analysis, self.now)
         # Through the wire form, as the apiserver stores it.
         self.status = ModelDeploymentStatus.model_validate(to_wire(result.status))
         self.cluster.apply(result)

@@ -29,7 +29,10 @@ from modeldeploy.analysis.config import (
     AnalysisConfig,
     CustomCheck,
     EffectLimits,
+    Observations,
+    QueryPlan,
     Track,
+    plan_queries,
 )
 from modeldeploy.analysis.queries import RevisionRef, Window
 from modeldeploy.analysis.verdicts import (
@@ -40,6 +43,8 @@ from modeldeploy.analysis.verdicts import (
     Decision,
     OnNoData,
     Verdict,
+    aggregate,
+    decide,
     no_data_check,
 )
 from modeldeploy.api import (
@@ -50,7 +55,11 @@ from modeldeploy.api import (
 from modeldeploy.api import CheckResult as StatusCheck
 from modeldeploy.resources.names import deployment_name
 from modeldeploy.resources.revision import RevisionSource
-from modeldeploy.rollout import AnalysisSignal, Event, Subject, World
+
+# Submodules, not the package: the rollout machine imports this module.
+from modeldeploy.rollout.plan import Event, Subject
+from modeldeploy.rollout.signal import NO_ANALYSIS, AnalysisInput, AnalysisSignal
+from modeldeploy.rollout.world import World
 
 MAX_CHECK_NAME = 253
 
@@ -340,7 +349,9 @@ def signal_of(
     outcome: AnalysisOutcome,
     decision: Decision,
     now: datetime,
+    *,
     since: datetime | None = None,
+    waiting: "Waiting | None" = None,
 ) -> AnalysisSignal:
     rollback = decision.action is Action.ROLLBACK and (
         target.track is Track.CANARY or (target.in_bake and outcome.verdict is Verdict.FAIL)
@@ -356,6 +367,7 @@ def signal_of(
         consecutive_failures=decision.memory.consecutive_failures,
         no_data_since=decision.memory.inconclusive_since,
         since=since,
+        waiting=waiting.value if waiting is not None else None,
     )
 
 
@@ -378,10 +390,12 @@ def waiting_kind(
     return Waiting.NO_DATA if outcome.no_data else Waiting.SAMPLES
 
 
-def waiting_event(revision: str, kind: Waiting, decision: Decision) -> Event:
+def waiting_event(revision: str, kind: Waiting, decision: Decision, refused: str = "") -> Event:
     """The Event when a revision's rounds start giving no verdict (the machine itself
-    reports failures and passes)."""
+    reports failures and passes); a Prometheus the spec may not use says so by name."""
     message = f"{revision}: {decision.reason}"
+    if refused and kind is Waiting.NO_DATA:
+        return Event("Warning", "PrometheusRefused", f"{revision}: {refused}")
     match kind:
         case Waiting.SAMPLES:
             return Event("Normal", "AnalysisInconclusive", message)
@@ -389,3 +403,117 @@ def waiting_event(revision: str, kind: Waiting, decision: Decision) -> Event:
             return Event("Warning", "AnalysisNoData", message)
         case Waiting.TIMED_OUT:
             return Event("Warning", "AnalysisNoDataTimeout", message)
+
+
+# --- one reconcile's analysis, as data in and out ------------------------------------------
+
+
+@dataclass(frozen=True)
+class RoundRequest:
+    """A round this reconcile must run: what it judges and what to ask Prometheus."""
+
+    target: RoundTarget
+    mapped: MappedAnalysis
+    plan: QueryPlan
+    since: datetime | None
+
+
+@dataclass(frozen=True)
+class Needed:
+    """What the analysis needs from this reconcile (`measurements_needed`)."""
+
+    gated: bool = False
+    """Analysis runs for this resource (it has checks)."""
+    request: RoundRequest | None = None
+    """A round is due, with its queries."""
+
+
+@dataclass(frozen=True)
+class Measured:
+    """The analysis of one reconcile as the shell measured it; `plan` concludes from it."""
+
+    gated: bool = False
+    request: RoundRequest | None = None
+    observations: Observations | None = None
+    """The answers to `request.plan` (every one failed for a reason, when Prometheus could
+    not be asked)."""
+    disabled: str = ""
+    """Why analysis is off although the spec has checks (no Prometheus configured)."""
+    refused: str = ""
+    """The spec named a Prometheus or Secret it may not use: why."""
+    seconds: float = 0.0
+    """How long the measurement took."""
+
+
+def measurements_needed(
+    subject: Subject, world: World, now: datetime, *, namespace_label: str
+) -> Needed:
+    """Whether analysis gates this resource, and the round due now, if any (pure)."""
+    mapped = map_spec(subject.spec.analysis)
+    if not has_checks(mapped.config, mapped.rejected):
+        return Needed()
+    target = choose_target(subject, world, mapped, now)
+    if target is None or not round_due(subject.status, target.revision, mapped.interval, now):
+        return Needed(gated=True)
+    since = evidence_since(subject.status, target, now)
+    stable = target.reference
+    plan = plan_queries(
+        target.config,
+        canary=revision_ref(subject, world, target.revision, namespace_label),
+        stable=(
+            revision_ref(subject, world, stable, namespace_label) if stable is not None else None
+        ),
+        window=evidence_range(since, mapped, now),
+        custom_window=mapped.window,
+    )
+    return Needed(gated=True, request=RoundRequest(target, mapped, plan, since))
+
+
+HOLD = AnalysisInput(gated=True)
+"""Analysis gates the rollout, but no round ran (not due, nothing Ready to measure)."""
+
+
+def outcome_of(request: RoundRequest, observations: Observations) -> AnalysisOutcome:
+    """Every check of the round, aggregated (numpy and scipy load with the first round)."""
+    from modeldeploy.analysis.checks import evaluate
+
+    checks = evaluate(request.target.config, observations)
+    return aggregate([*checks, *(r.as_check() for r in request.target.rejected)])
+
+
+def previous_waiting(status: ModelDeploymentStatus, revision: str) -> Waiting | None:
+    last = status.last_analysis
+    if last is None or last.revision != revision or last.waiting is None:
+        return None
+    return Waiting(last.waiting)
+
+
+def conclude(
+    subject: Subject, measured: Measured, now: datetime
+) -> tuple[AnalysisInput, tuple[Event, ...]]:
+    """The round's verdict and the state machine's signal from what was measured, with the
+    Event when a revision's rounds start or stop giving no verdict (pure: what must be
+    remembered between rounds is in status)."""
+    if measured.disabled:
+        return AnalysisInput(disabled=measured.disabled), ()
+    request, observations = measured.request, measured.observations
+    if not measured.gated:
+        return NO_ANALYSIS, ()
+    if request is None or observations is None:
+        return HOLD, ()
+    target, mapped = request.target, request.mapped
+    outcome = outcome_of(request, observations)
+    decision = decide(
+        outcome,
+        memory_of(subject.status, target.revision),
+        now=now,
+        failure_limit=mapped.failure_limit,
+        on_no_data=mapped.on_no_data,
+        no_data_timeout=mapped.no_data_timeout,
+    )
+    kind = waiting_kind(outcome, decision.memory, mapped.no_data_timeout, now)
+    signal = signal_of(target, outcome, decision, now, since=request.since, waiting=kind)
+    events: tuple[Event, ...] = ()
+    if kind is not None and kind != previous_waiting(subject.status, target.revision):
+        events = (waiting_event(target.revision, kind, decision, measured.refused),)
+    return AnalysisInput(gated=True, signal=signal), events

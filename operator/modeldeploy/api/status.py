@@ -85,6 +85,9 @@ class AnalysisResult(ApiModel):
     """The revision analysed."""
     samples: Count = 0
     """Requests the revision served since `since` (or in the window)."""
+    waiting: Literal["samples", "no-data", "timed-out"] | None = None
+    """Why the round gave no verdict: not enough evidence yet, no data (Prometheus
+    unreachable, a refused query, missing series), or noDataTimeout passed."""
     verdict: Verdict
     """fail if any check failed, else inconclusive if any was, else pass."""
     checks: Annotated[list[CheckResult], Field(max_length=MAX_CHECKS)] = Field(default_factory=list)

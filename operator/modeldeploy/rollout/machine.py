@@ -115,7 +115,8 @@ def plan(
 ) -> Plan:
     """Decide one reconcile. `now` must be timezone-aware (required; the default only
     exists to make the signature read well and raises). `apply_error` is the last failure
-    to apply objects, if any, surfaced in status."""
+    to apply objects, if any, surfaced in status. `modeldeploy.reconcile.plan` concludes
+    the analysis round first and calls this."""
     if now is None or now.tzinfo is None:
         raise ValueError("plan() needs a timezone-aware `now`")
     return _Reconcile(subject, world, analysis, now.replace(microsecond=0), apply_error).run()
@@ -274,6 +275,7 @@ class _Reconcile:
             since=signal.since.replace(microsecond=0) if signal.since is not None else None,
             revision=signal.revision,
             samples=signal.samples,
+            waiting=signal.waiting,
             verdict=signal.verdict,
             checks=list(signal.checks),
         )
@@ -376,6 +378,8 @@ class _Reconcile:
         self.history("Started", self.revision, why)
         first = "shadow phase" if st.step is None else f"{self.steps[0]}% of traffic"
         self.event("Normal", "RolloutStarted", f"{self.revision} ({why}); first: {first}")
+        if self.analysis.disabled:
+            self.event("Warning", "AnalysisDisabled", self.analysis.disabled)
 
     def abort_command(self) -> None:
         abort = self.commands.abort

@@ -31,6 +31,8 @@ class AnalysisSignal:
     no_data_since: datetime | None = None
     since: datetime | None = None
     """Start of the evidence this round weighed (see AnalysisResult.since)."""
+    waiting: str | None = None
+    """Why the round gave no verdict (samples, no-data, timed-out), if it gave none."""
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,8 @@ class AnalysisInput:
     round of the canary that ran after the step began. False: steps advance on time only."""
     signal: AnalysisSignal | None = None
     """The round that ran during this reconcile, if one was due."""
+    disabled: str = ""
+    """Why analysis is off although the spec has checks (said when a rollout starts)."""
 
 
 NO_ANALYSIS = AnalysisInput()

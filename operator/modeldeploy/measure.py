@@ -1,31 +1,25 @@
-"""The analysis glue: per reconcile, run one round when one is due and hand the state
-machine its signal (the `Reconciler.analysis` seam of `modeldeploy.handlers`).
+"""The analysis' I/O: ask Prometheus what this reconcile's round needs (the `measure` seam
+of `modeldeploy.handlers`). No verdict, no Event and no memory of earlier rounds here:
+`analysis.rounds` says what a round needs and concludes from the answers, in the pure plan.
 
-    judge = Judge(kube, AnalysisSettings(prometheus_url="http://prometheus:9090"), metrics)
-    analysis = judge(subject, world, now)      # -> rollout.AnalysisInput; never raises
+    measure = Measure(kube, AnalysisSettings(prometheus_url="http://prometheus:9090"))
+    measured = measure(subject, world, now)   # -> analysis.rounds.Measured; never raises
 
-What is pure lives in `rounds` (target, due-ness, mapping, signal); here is the I/O:
-
-- Prometheus: one of the operator's endpoints (see `endpoints`): `spec.prometheus.endpoint`
-  with the credentials of `spec.prometheus.auth.secretRef` (a Secret in the ModelDeployment's
-  namespace that an admin labelled for that endpoint: `token`, or `username` and
-  `password`), else the operator's default URL with its own credentials (files `token` or
-  `username` and `password` in a mounted directory, as the chart mounts them). The
-  operator's credentials go to its default Prometheus only. An endpoint or Secret the spec
-  may not use makes every query of the round unanswerable for that reason, and a Warning
-  Event says so once. Without any URL the analysis is off for that resource: steps advance
-  on time, and a Warning Event says so once.
+- Prometheus: one of the operator's endpoints (see `analysis.endpoints`):
+  `spec.prometheus.endpoint` with the credentials of `spec.prometheus.auth.secretRef` (a
+  Secret in the ModelDeployment's namespace that an admin labelled for that endpoint:
+  `token`, or `username` and `password`), else the operator's default URL with its own
+  credentials (files `token` or `username` and `password` in a mounted directory, as the
+  chart mounts them). The operator's credentials go to its default Prometheus only. An
+  endpoint or Secret the spec may not use makes every query of the round unanswerable for
+  that reason (`Measured.refused` says why). Without any URL the analysis is off for that
+  resource (`Measured.disabled`): steps advance on time.
 - Queries run in parallel on a thread pool shared fairly among ModelDeployments (one holds at
   most a quarter of it) and a round waits at most `round_timeout` seconds for them: an
   unanswered query counts as Prometheus unreachable. So a blackholed Prometheus costs its
   own ModelDeployments' reconciles a few seconds, never a hang, and its neighbours nothing.
 - Credentials that cannot be read (Secret missing, key missing, forbidden) make every query
   of the round unanswerable, for that reason: no data, never a pass.
-- Events: the state machine reports failures (every failing round) and passes (when the
-  verdict turns to pass); this reports when a revision's rounds start giving no verdict
-  (too few samples, no data, noDataTimeout passed), once per change.
-- The checks' numbers (`checks`, with numpy and scipy) are imported with the first round:
-  an operator none of whose ModelDeployments runs an analysis never loads them.
 """
 
 import base64
@@ -40,13 +34,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from modeldeploy.analysis.config import (
-    Observations,
-    QueryPlan,
-    QueryProvider,
-    collect,
-    plan_queries,
-)
+from modeldeploy.analysis.config import Observations, QueryPlan, QueryProvider, collect
 from modeldeploy.analysis.data import QueryResult, QueryStatus
 from modeldeploy.analysis.endpoints import (
     Endpoint,
@@ -57,35 +45,19 @@ from modeldeploy.analysis.endpoints import (
 )
 from modeldeploy.analysis.fairpool import FairPool
 from modeldeploy.analysis.prometheus import PrometheusAuth, PrometheusProvider
-from modeldeploy.analysis.rounds import (
-    MappedAnalysis,
-    RoundTarget,
-    Waiting,
-    choose_target,
-    evidence_range,
-    evidence_since,
-    has_checks,
-    map_spec,
-    memory_of,
-    revision_ref,
-    round_due,
-    signal_of,
-    waiting_event,
-    waiting_kind,
-)
-from modeldeploy.analysis.verdicts import aggregate, decide
-from modeldeploy.api import API_VERSION, KIND
+from modeldeploy.analysis.rounds import Measured, measurements_needed
 from modeldeploy.api import PrometheusAuth as PrometheusAuthSpec
 from modeldeploy.kube import Kube, KubeError
-from modeldeploy.rollout import NO_ANALYSIS, AnalysisInput, AnalysisSignal, Event, Subject, World
-from modeldeploy.telemetry import OperatorMetrics
+from modeldeploy.rollout import Subject, World
 
-log = logging.getLogger("modeldeploy.analysis")
+log = logging.getLogger("modeldeploy.measure")
 
 AuthType = Literal["none", "bearer", "basic"]
 AUTH_TYPES: tuple[AuthType, ...] = ("none", "bearer", "basic")
-HOLD = AnalysisInput(gated=True)
-"""Analysis gates the rollout, but no round ran (not due, nothing Ready to measure)."""
+NO_PROMETHEUS = (
+    "no Prometheus to analyse with (spec.prometheus, or the operator's --prometheus-url): "
+    "rollout steps advance on time only"
+)
 MAX_PROVIDERS = 32
 Key = tuple[str, str]
 
@@ -210,24 +182,28 @@ def prometheus_connector(settings: AnalysisSettings) -> Connect:
     return connect
 
 
-class Judge:
+@dataclass(frozen=True)
+class Refused:
+    """A Prometheus or Secret the spec may not use: every query fails for that reason."""
+
+    refusal: str
+
+    def query(self, promql: str, by: Sequence[str] = (), at: float | None = None) -> QueryResult:
+        why = f"Prometheus refused: {self.refusal}"
+        return QueryResult.failed(QueryStatus.UNREACHABLE, why)
+
+
+class Measure:
     def __init__(
-        self,
-        kube: Kube | None,
-        settings: AnalysisSettings,
-        metrics: OperatorMetrics | None = None,
-        connect: Connect | None = None,
+        self, kube: Kube | None, settings: AnalysisSettings, connect: Connect | None = None
     ) -> None:
         self.kube = kube
         self.settings = settings
-        self.metrics = metrics
         self._connect = connect or prometheus_connector(settings)
         self._endpoints = endpoint_table(settings.prometheus_url, settings.endpoints)
         self._pool = FairPool(settings.workers, max(1, settings.workers // 4), "analysis")
         self._providers: dict[tuple[str, PrometheusAuth | None], Provider] = {}
         self._lock = threading.Lock()
-        self._reported: set[tuple[Key, str]] = set()
-        self._waiting: dict[Key, tuple[str, Waiting | None]] = {}
 
     def close(self) -> None:
         self._pool.close()
@@ -236,65 +212,54 @@ class Judge:
                 provider.close()
             self._providers.clear()
 
-    def forget(self, key: Key) -> None:
-        with self._lock:
-            self._waiting.pop(key, None)
-            self._reported = {r for r in self._reported if r[0] != key}
-
-    def __call__(self, subject: Subject, world: World, now: datetime) -> AnalysisInput:
+    def __call__(self, subject: Subject, world: World, now: datetime) -> Measured:
         try:
-            return self.judge(subject, world, now)
+            return self.measure(subject, world, now)
         except Exception:  # never into Kopf; and never a pass: hold the canary
             log.exception("analysis of %s/%s failed", subject.namespace, subject.name)
-            return HOLD
+            return Measured(gated=True)
 
-    def judge(self, subject: Subject, world: World, now: datetime) -> AnalysisInput:
-        mapped = map_spec(subject.spec.analysis)
-        if not has_checks(mapped.config, mapped.rejected):
-            return NO_ANALYSIS
-        endpoint: Endpoint | Unanswerable | None
+    def measure(self, subject: Subject, world: World, now: datetime) -> Measured:
+        needed = measurements_needed(
+            subject, world, now, namespace_label=self.settings.namespace_label
+        )
+        if not needed.gated:
+            return Measured()
+        provider: QueryProvider
         try:
             endpoint = choose_endpoint(subject.spec.prometheus, self._endpoints)
         except EndpointRefused as err:
-            endpoint = self.refuse(subject, err, now)
-        if endpoint is None:
-            self.report_once(
-                subject,
-                Event(
-                    "Warning",
-                    "AnalysisDisabled",
-                    "no Prometheus to analyse with (spec.prometheus, or the operator's "
-                    "--prometheus-url): rollout steps advance on time only",
-                ),
-                now,
-            )
-            return NO_ANALYSIS
-        target = choose_target(subject, world, mapped, now)
-        if target is None or not round_due(subject.status, target.revision, mapped.interval, now):
-            return HOLD
-        provider = (
-            endpoint
-            if isinstance(endpoint, Unanswerable)
-            else self.provider_for(subject, endpoint, now)
-        )
-        signal = self.run_round(
-            subject, world, now, mapped=mapped, target=target, provider=provider
-        )
-        return AnalysisInput(gated=True, signal=signal)
-
-    def refuse(self, subject: Subject, err: EndpointRefused, now: datetime) -> Unanswerable:
-        """A Prometheus or Secret the spec may not use: a Warning Event once, and rounds
-        whose every query fails for that reason (no data, never a pass)."""
-        self.report_once(subject, Event("Warning", "PrometheusRefused", str(err)), now)
-        return Unanswerable(f"Prometheus refused: {err}")
+            endpoint, provider = None, Refused(str(err))
+        else:
+            if endpoint is None:
+                return Measured(disabled=NO_PROMETHEUS)
+        request = needed.request
+        if request is None:
+            return Measured(gated=True)
+        started = time.monotonic()
+        if endpoint is not None:
+            provider = self.provider_for(subject, endpoint)
+        if isinstance(provider, Unanswerable | Refused):
+            observations = collect(provider, request.plan, now.timestamp())
+        else:
+            key = (subject.namespace, subject.name)
+            observations = self.collect(key, provider, request.plan, now.timestamp())
+        seconds = time.monotonic() - started
+        log.debug(
+            "%s/%s: measured %s %s in %.2fs",
+            subject.namespace, subject.name, request.target.track.value,
+            request.target.revision, seconds,
+        )  # fmt: skip
+        refused = provider.refusal if isinstance(provider, Refused) else ""
+        return Measured(True, request, observations, refused=refused, seconds=seconds)
 
     # --- Prometheus -------------------------------------------------------------------
 
-    def provider_for(self, subject: Subject, endpoint: Endpoint, now: datetime) -> QueryProvider:
+    def provider_for(self, subject: Subject, endpoint: Endpoint) -> QueryProvider:
         try:
             auth = self.credentials(subject, endpoint)
         except EndpointRefused as err:
-            return self.refuse(subject, err, now)
+            return Refused(str(err))
         except CredentialsError as err:
             return Unanswerable(f"Prometheus credentials: {err}")
         url = endpoint.url
@@ -356,95 +321,3 @@ class Judge:
             {key: answer(f) for key, f in queries.items()},
             {name: answer(f) for name, f in custom.items()},
         )
-
-    # --- one round --------------------------------------------------------------------
-
-    def run_round(
-        self,
-        subject: Subject,
-        world: World,
-        now: datetime,
-        *,
-        mapped: MappedAnalysis,
-        target: RoundTarget,
-        provider: QueryProvider,
-    ) -> AnalysisSignal:
-        started = time.monotonic()
-        label = self.settings.namespace_label
-        since = evidence_since(subject.status, target, now)
-        plan = plan_queries(
-            target.config,
-            canary=revision_ref(subject, world, target.revision, label),
-            stable=(
-                revision_ref(subject, world, target.reference, label)
-                if target.reference is not None
-                else None
-            ),
-            window=evidence_range(since, mapped, now),
-            custom_window=mapped.window,
-        )
-        key = (subject.namespace, subject.name)
-        if isinstance(provider, Unanswerable):
-            observations = collect(provider, plan, now.timestamp())
-        else:
-            observations = self.collect(key, provider, plan, now.timestamp())
-        # Imported here: its numpy and scipy are most of the operator's memory (~70 MB).
-        from modeldeploy.analysis.checks import evaluate
-
-        checks = evaluate(target.config, observations)
-        outcome = aggregate([*checks, *(r.as_check() for r in target.rejected)])
-        decision = decide(
-            outcome,
-            memory_of(subject.status, target.revision),
-            now=now,
-            failure_limit=mapped.failure_limit,
-            on_no_data=mapped.on_no_data,
-            no_data_timeout=mapped.no_data_timeout,
-        )
-        signal = signal_of(target, outcome, decision, now, since)
-        seconds = time.monotonic() - started
-        if self.metrics is not None:
-            self.metrics.observe_round(key, target.track.value, outcome, seconds)
-        kind = waiting_kind(outcome, decision.memory, mapped.no_data_timeout, now)
-        with self._lock:
-            changed = self._waiting.get(key) != (target.revision, kind)
-            self._waiting[key] = (target.revision, kind)
-        if changed and kind is not None:
-            self.post(subject, waiting_event(target.revision, kind, decision), now)
-        level = logging.DEBUG if outcome.verdict.value == "pass" else logging.INFO
-        log.log(
-            level,
-            "%s/%s analysis of %s %s (%.2fs): %s%s",
-            subject.namespace,
-            subject.name,
-            target.track.value,
-            target.revision,
-            seconds,
-            signal.reason,
-            " -> rollback" if signal.rollback else "",
-        )
-        return signal
-
-    # --- events -----------------------------------------------------------------------
-
-    def report_once(self, subject: Subject, event: Event, now: datetime) -> None:
-        key = (subject.namespace, subject.name)
-        with self._lock:
-            if (key, event.message) in self._reported:
-                return
-            self._reported.add((key, event.message))
-        log.warning("%s/%s: %s", subject.namespace, subject.name, event.message)
-        self.post(subject, event, now)
-
-    def post(self, subject: Subject, event: Event, now: datetime) -> None:
-        if self.kube is None:
-            return
-        involved = {
-            "apiVersion": API_VERSION,
-            "kind": KIND,
-            "metadata": {"name": subject.name, "namespace": subject.namespace, "uid": subject.uid},
-        }
-        try:
-            self.kube.post_event(involved, event, now)
-        except KubeError as err:
-            log.warning("cannot post event on %s/%s: %s", subject.namespace, subject.name, err)

@@ -1,5 +1,6 @@
-"""The analysis glue's I/O shell with a fake Prometheus and a fake Kubernetes client:
-which Prometheus with which credentials, bounded rounds, never raising, Events, metrics."""
+"""The analysis' I/O shell with a fake Prometheus and a fake Kubernetes client: which
+Prometheus with which credentials, bounded rounds, never raising; and what the pure
+conclusion makes of what it measured."""
 
 import base64
 import subprocess
@@ -15,21 +16,20 @@ import pytest
 from modeldeploy import contract
 from modeldeploy.analysis.data import LabelValues, QueryResult, QueryStatus
 from modeldeploy.analysis.endpoints import SECRET_ENDPOINT_LABEL
-from modeldeploy.analysis.judge import (
-    HOLD,
+from modeldeploy.analysis.prometheus import PrometheusAuth
+from modeldeploy.analysis.rounds import HOLD, conclude
+from modeldeploy.api import AnalysisResult, ModelDeploymentSpec, ModelDeploymentStatus
+from modeldeploy.kube import KubeError
+from modeldeploy.measure import (
     AnalysisSettings,
     CredentialsError,
-    Judge,
+    Measure,
     auth_from_values,
     decode_secret_data,
     read_auth_dir,
 )
-from modeldeploy.analysis.prometheus import PrometheusAuth
-from modeldeploy.api import AnalysisResult, ModelDeploymentSpec, ModelDeploymentStatus
-from modeldeploy.kube import KubeError
-from modeldeploy.rollout import NO_ANALYSIS, AnalysisSignal, Event, Subject, World
+from modeldeploy.rollout import NO_ANALYSIS, AnalysisInput, AnalysisSignal, Event, Subject, World
 from modeldeploy.rollout.world import ObservedDeployment
-from modeldeploy.telemetry import OperatorMetrics
 
 pytestmark = pytest.mark.unit
 
@@ -89,10 +89,6 @@ class FakeKube:
         labels = self.labels.get(name, {SECRET_ENDPOINT_LABEL: "team"})
         return {"metadata": {"name": name, "labels": labels}, "data": data}
 
-    def post_event(self, involved: Any, event: Event, now: datetime) -> None:
-        assert involved["kind"] == "ModelDeployment"
-        self.events.append(event)
-
 
 class Connector:
     def __init__(self, provider: FakePrometheus) -> None:
@@ -132,16 +128,27 @@ WORLD = World(
 )
 
 
+class Judge:
+    """Measure (the shell), then conclude (pure), as one reconcile does: the Events the
+    conclusion asks for are collected in `events`."""
+
+    def __init__(self, measure: Measure) -> None:
+        self.measure = measure
+        self.events: list[Event] = []
+
+    def __call__(self, subject: Subject, world: World, now: datetime) -> AnalysisInput:
+        analysis, events = conclude(subject, self.measure(subject, world, now), now)
+        self.events += events
+        return analysis
+
+
 def judge_with(
-    provider: FakePrometheus,
-    kube: FakeKube | None = None,
-    metrics: OperatorMetrics | None = None,
-    **settings: Any,
+    provider: FakePrometheus, kube: FakeKube | None = None, **settings: Any
 ) -> tuple[Judge, Connector]:
     connector = Connector(provider)
     options = {"prometheus_url": URL, "endpoints": {"team": TEAM_URL}, **settings}
-    judge = Judge(kube, AnalysisSettings(**options), metrics, connect=connector)  # type: ignore[arg-type]
-    return judge, connector
+    measure = Measure(kube, AnalysisSettings(**options), connect=connector)  # type: ignore[arg-type]
+    return Judge(measure), connector
 
 
 def recorded(previous: Subject, signal: AnalysisSignal) -> Subject:
@@ -154,6 +161,8 @@ def recorded(previous: Subject, signal: AnalysisSignal) -> Subject:
                 verdict=signal.verdict,
                 samples=signal.samples,
                 checks=list(signal.checks),
+                since=signal.since,
+                waiting=signal.waiting,
             ),
             "consecutive_failures": signal.consecutive_failures,
             "no_data_since": signal.no_data_since,
@@ -163,16 +172,29 @@ def recorded(previous: Subject, signal: AnalysisSignal) -> Subject:
 
 
 def test_without_any_prometheus_analysis_is_off_and_said_once() -> None:
-    kube = FakeKube()
-    judge = Judge(kube, AnalysisSettings())  # type: ignore[arg-type]
-    assert judge(canary_subject(), WORLD, T0) is NO_ANALYSIS
-    assert judge(canary_subject(), WORLD, T0) is NO_ANALYSIS
-    assert [e.reason for e in kube.events] == ["AnalysisDisabled"]
+    judge = Judge(Measure(FakeKube(), AnalysisSettings()))  # type: ignore[arg-type]
+    analysis = judge(canary_subject(), WORLD, T0)
+    assert (analysis.gated, analysis.signal) == (False, None)  # steps advance on time
+    assert "no Prometheus to analyse with" in analysis.disabled
+    assert judge.events == []  # said by the machine when a rollout starts
+    assert (
+        judge(
+            canary_subject(
+                analysis={
+                    "drift": {"enabled": False},
+                    "errorRate": {"max": 1},
+                    "invalidInputRate": {"maxIncrease": 1},
+                }
+            ),
+            WORLD,
+            T0,
+        )
+        is NO_ANALYSIS
+    )
 
 
 def test_a_slow_canary_fails_and_rolls_back_at_once() -> None:
-    metrics = OperatorMetrics()
-    judge, _ = judge_with(FakePrometheus(SLOW), metrics=metrics)
+    judge, _ = judge_with(FakePrometheus(SLOW))
     md = canary_subject()
     first = judge(md, WORLD, T0).signal
     assert first is not None
@@ -180,12 +202,6 @@ def test_a_slow_canary_fails_and_rolls_back_at_once() -> None:
     assert (first.revision, first.verdict, first.rollback) == ("c", "fail", True)
     assert "latency-p95: p95 97.4 ms (max 50 ms)" in first.reason
     assert (first.since, first.consecutive_failures) == (T0, 1)
-    sample = metrics.registry.get_sample_value
-    labels = {"namespace": "ml", "name": "churn", "track": "canary"}
-    assert sample(contract.OPERATOR_ANALYSES_TOTAL, labels | {"result": "fail"}) == 1
-    check = labels | {"check": "latency-p95"}
-    assert sample(contract.OPERATOR_CHECK_VERDICTS_TOTAL, check | {"verdict": "fail"}) == 1
-    assert sample(contract.OPERATOR_CHECK_VALUE, check) == pytest.approx(97.41, abs=0.01)
 
 
 def test_queries_select_the_revision_and_namespace() -> None:
@@ -206,7 +222,7 @@ def test_a_round_waits_for_prometheus_at_most_round_timeout() -> None:
         signal = judge(canary_subject(), WORLD, T0).signal
     finally:
         provider.gate.set()
-        judge.close()
+        judge.measure.close()
     assert signal is not None
     assert (signal.verdict, signal.rollback) == ("inconclusive", False)
     assert signal.no_data_since == T0
@@ -233,14 +249,15 @@ def test_a_legacy_url_is_honoured_only_as_one_of_the_endpoints() -> None:
     assert signal.verdict == "pass"
     assert connector.calls == [(TEAM_URL, None)]
     elsewhere = canary_subject(prometheus={"url": "http://127.0.0.1:8888"})
-    for _ in range(2):
-        refused = judge(elsewhere, WORLD, T0).signal
+    for second in range(2):
+        refused = judge(elsewhere, WORLD, T0 + timedelta(seconds=2 * second)).signal
         assert refused is not None
         assert (refused.verdict, refused.rollback) == ("inconclusive", False)
         assert "Prometheus refused: spec.prometheus.url is not the URL of one" in refused.reason
+        elsewhere = recorded(elsewhere, refused)
     assert len(connector.calls) == 1
-    assert [e.reason for e in kube.events] == ["PrometheusRefused", "AnalysisNoData"]
-    assert "name one with spec.prometheus.endpoint" in kube.events[0].message
+    assert [e.reason for e in judge.events] == ["PrometheusRefused"]  # once: status says so
+    assert "name one with spec.prometheus.endpoint" in judge.events[0].message
 
 
 def test_an_endpoint_the_operator_does_not_list_is_refused() -> None:
@@ -250,9 +267,9 @@ def test_an_endpoint_the_operator_does_not_list_is_refused() -> None:
     assert signal is not None
     assert signal.verdict == "inconclusive"
     assert connector.calls == []
-    assert kube.events[0].reason == "PrometheusRefused"
+    assert judge.events[0].reason == "PrometheusRefused"
     assert "'nope' is not one of the operator's Prometheus endpoints (default, team)" in (
-        kube.events[0].message
+        judge.events[0].message
     )
 
 
@@ -267,11 +284,11 @@ def test_a_secret_not_labelled_for_the_endpoint_is_never_sent(labels: dict[str, 
     assert signal.verdict == "inconclusive"
     assert connector.calls == []
     assert provider.asked == []
-    assert kube.events[0].reason == "PrometheusRefused"
+    assert judge.events[0].reason == "PrometheusRefused"
     assert (
         "Secret ml/other may not be sent to Prometheus endpoint 'team': an admin allows it "
         f"with the label {SECRET_ENDPOINT_LABEL}=team"
-    ) in kube.events[0].message
+    ) in judge.events[0].message
     assert "not-for-prometheus" not in signal.reason
 
 
@@ -288,7 +305,7 @@ def test_unreadable_credentials_are_no_data_never_a_pass() -> None:
         assert "Prometheus credentials" in signal.reason
     assert connector.calls == []
     assert provider.asked == []
-    assert [e.reason for e in kube.events] == ["AnalysisNoData"]
+    assert [e.reason for e in judge.events] == ["AnalysisNoData", "AnalysisNoData"]
 
 
 def test_operator_credentials_go_to_its_default_prometheus_only(tmp_path: Path) -> None:
@@ -325,7 +342,7 @@ def test_an_unexpected_error_holds_the_canary() -> None:
     def broken(url: str, auth: PrometheusAuth | None) -> FakePrometheus:
         raise RuntimeError("boom")
 
-    judge = Judge(None, AnalysisSettings(prometheus_url=URL), connect=broken)
+    judge = Judge(Measure(None, AnalysisSettings(prometheus_url=URL), connect=broken))
     assert judge(canary_subject(), WORLD, T0) == HOLD
 
 
@@ -340,8 +357,8 @@ def test_waiting_is_reported_once_per_change() -> None:
         assert signal is not None
         assert signal.verdict == "inconclusive"
         md, now = recorded(md, signal), now + timedelta(seconds=2)
-    assert [e.reason for e in kube.events] == ["AnalysisInconclusive"]
-    assert "n=50, 200 samples needed" in kube.events[0].message
+    assert [e.reason for e in judge.events] == ["AnalysisInconclusive"]
+    assert "n=50, 200 samples needed" in judge.events[0].message
 
 
 def test_the_stable_is_judged_when_no_canary_runs() -> None:

@@ -1,0 +1,36 @@
+"""One reconcile, decided purely: the analysis round and the rollout together.
+
+    needed = measurements_needed(subject, world, now, namespace_label=...)  # pure
+    measured = measure(subject, needed)                # the shell: Prometheus, the only I/O
+    decided = plan(subject, world, measured, now)      # pure: verdicts, transitions, Events
+
+`plan` concludes the round (`analysis.rounds.conclude`: checks, verdicts, the decision
+across rounds from status, the Event when rounds start giving no verdict) and hands its
+signal to the rollout state machine, which records it in status and acts on it (rollback,
+step, promotion, Degraded). Every Event of the reconcile is in the one Plan.
+"""
+
+from dataclasses import replace
+from datetime import datetime
+
+from modeldeploy.analysis.rounds import Measured, Needed, conclude, measurements_needed
+from modeldeploy.rollout import Plan, Subject, World
+from modeldeploy.rollout import plan as plan_rollout
+
+__all__ = ["Measured", "Needed", "measurements_needed", "plan"]
+
+
+def plan(
+    subject: Subject,
+    world: World,
+    measured: Measured,
+    now: datetime,
+    apply_error: str | None = None,
+) -> Plan:
+    """The Plan of one reconcile from what was observed and measured."""
+    if now.tzinfo is None:
+        raise ValueError("plan() needs a timezone-aware `now`")
+    now = now.replace(microsecond=0)
+    analysis, events = conclude(subject, measured, now)
+    decided = plan_rollout(subject, world, analysis, now, apply_error)
+    return replace(decided, events=(*events, *decided.events)) if events else decided
