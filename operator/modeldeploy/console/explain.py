@@ -225,6 +225,7 @@ def explain(obj: Mapping[str, Any]) -> Body:
         "consecutiveFailures": view["consecutiveFailures"],
         "noDataSince": view["noDataSince"],
         "policy": {
+            "falsePositiveRate": analysis.false_positive_rate,
             "minSamples": analysis.min_samples,
             "failureLimit": analysis.failure_limit,
             "onNoData": analysis.on_no_data,

@@ -296,12 +296,15 @@ def explanation(expl: Body) -> RenderableType:
             parts.append(Text(f"{title}:", style=style))
             parts += [Text(f"  {c['reason']}") for c in expl[key]]
     p = expl["policy"]
+    floor = f", no verdict before {p['minSamples']} samples (minSamples)" if p["minSamples"] else ""
     parts.append(
         Text(
-            f"\nPolicy: analysis every {p['interval']} over {p['window']}; a verdict needs "
-            f"{p['minSamples']} samples (minSamples); {p['failureLimit']} failed analyses in a "
-            f"row roll back (failureLimit); without a verdict for {p['noDataTimeout']} "
-            f"(noDataTimeout): onNoData={p['onNoData']}",
+            f"\nPolicy: analysis every {p['interval']}, sequential tests on everything since "
+            f"the revision's first round, at most {p['falsePositiveRate']:.0%} false rollbacks "
+            f"(falsePositiveRate){floor}; a failed test rolls back at once, "
+            f"{p['failureLimit']} failed rounds of a custom check in a row (failureLimit); "
+            f"without a verdict for {p['noDataTimeout']} (noDataTimeout): "
+            f"onNoData={p['onNoData']}",
             style="dim",
         )
     )
