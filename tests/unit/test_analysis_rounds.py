@@ -380,7 +380,7 @@ def test_waiting_is_told_apart_and_reported_with_the_reason() -> None:
     assert waiting_kind(outcome, decision.memory, timeout, T0) is Waiting.SAMPLES
     event = waiting_event("c", Waiting.SAMPLES, decision)
     assert (event.type, event.reason) == ("Normal", "AnalysisInconclusive")
-    assert "40 of 200 samples needed" in event.message
+    assert "n=40, 200 samples needed" in event.message
     outcome, decision = decided([no_data_check("error-rate", 0.01, "unreachable: refused")])
     assert waiting_kind(outcome, decision.memory, timeout, T0) is Waiting.NO_DATA
     assert waiting_event("c", Waiting.NO_DATA, decision).reason == "AnalysisNoData"
@@ -398,5 +398,5 @@ def test_checks_waiting_for_the_same_cause_are_named_once() -> None:
     signal = signal_of(canary, outcome, decision, T0)
     assert signal.reason == (
         f"no data for 0s (noDataTimeout 30s): latency-p95, error-rate: no data ({why}); "
-        "feature-psi of age: 20 of 200 samples needed in the window"
+        "feature-psi of age: n=20, 200 samples needed"
     )

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.unit
 def test_no_verdict_before_min_samples_even_on_a_terrible_value() -> None:
     result = threshold_check("error-rate", 0.9, 499, 500, maximum=0.01)
     assert result.verdict is Verdict.INCONCLUSIVE
-    assert "499 of 500 samples" in result.reason
+    assert "n=499, 500 samples needed" in result.reason
     assert not result.no_data
 
 

@@ -62,6 +62,7 @@ from modeldeploy.analysis.verdicts import (
     combine,
     no_data_check,
     threshold_check,
+    too_few,
 )
 
 LATENCY_P95 = "latency-p95"
@@ -186,20 +187,8 @@ def _e(log_e: float) -> str:
 def _below_floor(
     levels: Levels, name: str, *, value: float | None, threshold: float, samples: int, subject: str
 ) -> CheckResult | None:
-    if samples >= max(levels.floor, 1):
-        return None
-    what = f"{name} of {subject}" if subject else name
-    needed = f"{levels.floor} samples needed" if levels.floor else "no samples yet"
-    return CheckResult(
-        name,
-        Verdict.INCONCLUSIVE,
-        value,
-        threshold,
-        samples,
-        f"{what}: n={samples}, {needed}",
-        subject=subject,
-        sequential=True,
-    )
+    thin = too_few(name, value, threshold, samples=samples, floor=levels.floor, subject=subject)
+    return replace(thin, sequential=True) if thin is not None else None
 
 
 def distribution_verdict(

@@ -90,16 +90,9 @@ def threshold_check(
         raise ValueError(f"{name}: a check needs a minimum or a maximum")
     what = f"{name} of {subject}" if subject else name
     suffix = f" ({detail})" if detail else ""
-    if samples < min_samples:
-        return CheckResult(
-            name,
-            Verdict.INCONCLUSIVE,
-            value,
-            threshold,
-            samples,
-            f"{what}: {samples} of {min_samples} samples needed in the window{suffix}",
-            subject=subject,
-        )
+    thin = too_few(name, value, threshold, samples=samples, floor=min_samples, subject=subject)
+    if thin is not None:
+        return replace(thin, reason=thin.reason + suffix)
     if value is None or math.isnan(value):
         return CheckResult(
             name,
@@ -126,6 +119,20 @@ def threshold_check(
         f"{what}: {comparison}, n={samples}{suffix}",
         subject=subject,
     )
+
+
+def too_few(
+    name: str, value: float | None, threshold: float, *, samples: int, floor: int, subject: str = ""
+) -> CheckResult | None:
+    """Inconclusive below the sample floor (at least one sample is always needed)."""
+    if samples >= max(floor, 1):
+        return None
+    what = f"{name} of {subject}" if subject else name
+    needed = f"{floor} samples needed" if floor else "no samples yet"
+    return CheckResult(
+        name, Verdict.INCONCLUSIVE, value, threshold, samples, f"{what}: n={samples}, {needed}",
+        subject=subject,
+    )  # fmt: skip
 
 
 def no_data_check(name: str, threshold: float, why: str) -> CheckResult:
