@@ -1,8 +1,9 @@
 """One reconcile, decided purely: the analysis round and the rollout together.
 
-    needed = measurements_needed(subject, world, now, namespace_label=...)  # pure
-    measured = measure(subject, needed)                # the shell: Prometheus, the only I/O
-    decided = plan(subject, world, measured, now)      # pure: verdicts, transitions, Events
+    measured = measure(subject, world, now)        # measure.Measure, the shell: it asks
+                                                   # measurements_needed (pure) what the round
+                                                   # due needs, then Prometheus (the only I/O)
+    decided = plan(subject, world, measured, now)  # pure: verdicts, transitions, Events
 
 `plan` concludes the round (`analysis.rounds.conclude`: checks, verdicts, the decision
 across rounds from status, the Event when rounds start giving no verdict) and hands its

@@ -18,7 +18,7 @@ How raw data are read:
   both sides renormalised); the missing-rate check watches the ``missing`` bin.
 - Bins are ordered when every label (``missing`` aside) is a number (decile index or upper
   edge, ``+Inf`` allowed); KS and Wasserstein tolerances apply only to ordered bins.
-  Categories whose training share is below 0.5% are pooled into one bin.
+  Categories whose training share is below 1% are pooled into one bin.
 
 Verdicts. One false-positive budget (``false_positive_rate``) is split evenly across the
 round's tests; as the tests are anytime-valid, it holds over all rounds together. A check

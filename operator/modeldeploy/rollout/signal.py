@@ -20,7 +20,8 @@ class AnalysisSignal:
     """pass | fail | inconclusive of this round."""
     time: datetime
     rollback: bool = False
-    """The verdict layer decided to roll back (failureLimit reached, or onNoData=rollback).
+    """The verdict layer decided to roll back (a failed sequential test, failureLimit
+    failed rounds of a custom check, or onNoData=rollback).
     For the canary: roll back. For the stable inside bakeTime: roll back to the previous
     revision. For the stable after bakeTime: Degraded only."""
     reason: str = ""
