@@ -111,7 +111,7 @@ def _drift(
 ) -> IntArray:
     """Above the threshold: fail if significant, else inconclusive (before gating)."""
     above = np.asarray(psi) > threshold
-    significant = statistics.exceeds(psi, threshold, p_value, alpha)
+    significant = above & (np.asarray(p_value) < alpha) if alpha is not None else above
     return np.asarray(np.where(above, np.where(significant, FAIL, INCONCLUSIVE), PASS), np.int64)
 
 

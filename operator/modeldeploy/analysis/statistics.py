@@ -167,17 +167,6 @@ def chi_square_two_sample(counts_a: npt.ArrayLike, counts_b: npt.ArrayLike) -> T
     return TestResult(np.asarray(float(result.statistic)), np.asarray(float(result.pvalue)))
 
 
-def exceeds(
-    value: npt.ArrayLike, threshold: float, p_value: npt.ArrayLike, alpha: float | None
-) -> BoolArray:
-    """Drift alarm: the effect size is above its threshold and, when a significance level
-    is given, the data also rule out chance (p < alpha). NaNs never alarm."""
-    alarm = np.asarray(value, dtype=np.float64) > threshold
-    if alpha is not None:
-        alarm &= np.asarray(p_value, dtype=np.float64) < alpha
-    return np.asarray(alarm, dtype=np.bool_)
-
-
 def ratio(numerator: float, denominator: float) -> float:
     """numerator / denominator, NaN when there is nothing to divide by."""
     return numerator / denominator if denominator > 0 else math.nan
