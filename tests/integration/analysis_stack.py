@@ -68,7 +68,8 @@ ANALYSIS: Body = {
     "onNoData": "hold",
     "noDataTimeout": "2m",
     "latency": {"p95Ms": 40},
-    "drift": {"features": {"psi": 0.15}},
+    # Tolerances a test's few thousand requests can show a healthy canary within.
+    "drift": {"features": {"psi": 0.15}, "predictions": {"psi": 0.2}},
 }
 ROLLOUT: Body = {"canary": {"steps": [25, 50]}, "stepInterval": "6s", "bakeTime": "5s"}
 
@@ -443,7 +444,7 @@ class BreachTiming:
     total: float  # first bad request -> weight 0 (status)
     accumulate: float  # first bad request -> minSamples requests sent to the canary
     detect: float  # -> first failing analysis seen in status (scrape + round wait)
-    confirm: float  # -> weight 0: the further rounds failureLimit asks for, and the reconcile
+    confirm: float  # -> weight 0: further failing rounds (a custom check's failureLimit), reconcile
     rounds: int  # failing rounds (AnalysisFailed Events of the canary)
     mean_reconcile: float  # mean reconcile duration (operator's own metric)
     mean_round: float  # mean analysis round duration (operator's own metric)

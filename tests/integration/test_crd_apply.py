@@ -178,6 +178,7 @@ def test_kubectl_explain_shows_descriptions(cluster: KwokCluster, resource: str)
     # The apiserver publishes a new CRD's OpenAPI a few seconds after it is established.
     text = " ".join(eventually(explained).split())
     assert "How a new revision is judged: checks on its metrics" in text
-    assert "Requests the new revision must have served in the window" in text
-    assert "Defaults to 500." in text
+    assert "An optional floor: no verdict before the new revision served" in text
+    assert "falsePositiveRate" in text
+    assert "Defaults to 0.01." in text
     assert "onNoData" in text
