@@ -441,6 +441,8 @@ def run(args: argparse.Namespace) -> None:
     cells = [(NO_CHANGE, False), (LATENCY_NULL, False), *((c, True) for c in CHANGES)]
     if args.quick:
         cells = [*cells[:2], (CHANGES[1], True), (CHANGES[-1], True)]
+    if args.cells is not None:
+        cells = [cell for cell in cells if cell[1] == (args.cells == "changes")]
     for change, detection in cells:
         what = "detection" if detection else "false rollbacks"
         print(f"\n== {change.name}: {what} [95% CI]")
@@ -529,6 +531,8 @@ def main() -> None:
     parser.add_argument("--horizon", type=float, default=60.0, help="minutes")
     parser.add_argument("--quick", action="store_true", help="a small run (smoke test)")
     parser.add_argument("--no-evidently", action="store_true")
+    parser.add_argument("--cells", choices=("healthy", "changes"),
+                        help="only the healthy cells (false rollbacks) or only the changes")  # fmt: skip
     args = parser.parse_args()
     if args.quick:
         args.rollouts, args.v2_rollouts = min(args.rollouts, 100), min(args.v2_rollouts, 10)

@@ -152,19 +152,20 @@ def rate_bounds(
     with np.errstate(invalid="ignore", divide="ignore"):
         estimate = np.where(n > 0, k / n, 0.5)
 
+    # Both ends at once: the bisection runs from the estimate (inside the set) towards 0 and
+    # towards 1, stacked on a leading axis; 30 halvings leave less than 1e-9 of [0, 1].
+    k2, n2, floor2 = (np.stack([v, v]) for v in (k, n, floor))
+
     def inside(p: FloatArray) -> npt.NDArray[np.bool_]:
-        return np.asarray(special.xlogy(k, p) + special.xlogy(n - k, 1 - p) > floor)
+        return np.asarray(special.xlogy(k2, p) + special.xlogy(n2 - k2, 1 - p) > floor2)
 
-    def edge(outer: FloatArray) -> FloatArray:
-        # Bisection between the estimate (inside the set) and an end of [0, 1].
-        lo, hi = estimate.copy(), outer.copy()
-        for _ in range(40):
-            mid = (lo + hi) / 2
-            keep = inside(mid)
-            lo, hi = np.where(keep, mid, lo), np.where(keep, hi, mid)
-        return np.where(inside(outer), outer, (lo + hi) / 2)
-
-    lower, upper = edge(np.zeros_like(estimate)), edge(np.ones_like(estimate))
+    outer = np.stack([np.zeros_like(estimate), np.ones_like(estimate)])
+    lo, hi = np.stack([estimate, estimate]), outer.copy()
+    for _ in range(30):
+        mid = (lo + hi) / 2
+        keep = inside(mid)
+        lo, hi = np.where(keep, mid, lo), np.where(keep, hi, mid)
+    lower, upper = np.where(inside(outer), outer, (lo + hi) / 2)
     return np.where(n > 0, lower, 0.0), np.where(n > 0, upper, 1.0)
 
 
