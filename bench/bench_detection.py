@@ -532,7 +532,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a small run (smoke test)")
     parser.add_argument("--no-evidently", action="store_true")
     parser.add_argument("--cells", choices=("healthy", "changes"),
-                        help="only the healthy cells (false rollbacks) or only the changes")  # fmt: skip
+                        help="only the false-rollback cells, or only the changes")  # fmt: skip
     args = parser.parse_args()
     if args.quick:
         args.rollouts, args.v2_rollouts = min(args.rollouts, 100), min(args.v2_rollouts, 10)
