@@ -69,7 +69,7 @@ ANALYSIS: Body = {
     "noDataTimeout": "2m",
     "latency": {"p95Ms": 40},
     # Tolerances a test's few thousand requests can show a healthy canary within.
-    "drift": {"features": {"psi": 0.15}, "predictions": {"psi": 0.2}},
+    "drift": {"features": {"psi": 0.15}, "predictions": {"psi": 0.3}},
 }
 ROLLOUT: Body = {"canary": {"steps": [25, 50]}, "stepInterval": "6s", "bakeTime": "5s"}
 

@@ -118,7 +118,7 @@ def test_no_verdict_holds_then_no_data_rolls_back(
         assert any("200 samples needed" in e["message"] for e in waiting), waiting
 
         with stack.traffic(45.0, seed=2):
-            second = t.wait(lambda s: s.step == 1, 90, "the second step", after=started.t)
+            second = t.wait(lambda s: s.step == 1, 150, "the second step", after=started.t)
             private_prometheus.stop()
             stopped = time.monotonic()
             lines.append(f"Prometheus stopped {stopped - second.t:.1f}s into the second step")

@@ -62,7 +62,7 @@ def test_healthy_canary_is_promoted_then_a_drifting_stable_rolls_back_within_bak
             started = timeline.wait(lambda s: s.canary is not None, 30, "a canary")
             canary = started.canary
             promoted = timeline.wait(
-                lambda s: s.stable == canary and s.phase == "Stable", 180, "promotion",
+                lambda s: s.stable == canary and s.phase == "Stable", 240, "promotion",
                 after=started.t,
             )  # fmt: skip
         steps = [s for s in timeline.seen(lambda s: s.step, after=started.t) if s is not None]
