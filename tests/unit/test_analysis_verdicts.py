@@ -122,6 +122,7 @@ PASS = outcome(Verdict.PASS)
 FAIL = outcome(Verdict.FAIL)
 THIN = outcome(Verdict.INCONCLUSIVE)
 NO_DATA = outcome(Verdict.INCONCLUSIVE, no_data=True)
+IDLE = AnalysisOutcome(Verdict.INCONCLUSIVE, (), 0, False, "no requests")  # scraped, unused
 
 
 T0 = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
@@ -166,7 +167,10 @@ def test_inconclusive_rounds_hold_and_do_not_excuse_failures() -> None:
 def test_no_verdict_for_no_data_timeout_follows_on_no_data() -> None:
     # Rounds at 0s, 30s, 60s, 90s without a verdict: the timeout (1m) is reached at 60s.
     assert run([NO_DATA] * 4, OnNoData.ROLLBACK) == [Action.HOLD] * 2 + [Action.ROLLBACK] * 2
-    assert run([THIN] * 4, OnNoData.ROLLBACK) == [Action.HOLD] * 2 + [Action.ROLLBACK] * 2
+    # Thin but flowing data is not a wait for data: the evidence grows, no clock runs.
+    assert run([THIN] * 4, OnNoData.ROLLBACK) == [Action.HOLD] * 4
+    # A revision that serves nothing is waiting for data.
+    assert run([IDLE] * 4, OnNoData.ROLLBACK) == [Action.HOLD] * 2 + [Action.ROLLBACK] * 2
     assert run([NO_DATA] * 4, OnNoData.HOLD) == [Action.HOLD] * 4
     # A verdict restarts the clock; a failure is a verdict too.
     assert run([NO_DATA, NO_DATA, PASS, NO_DATA, NO_DATA], OnNoData.ROLLBACK) == [

@@ -14,10 +14,12 @@ Rules (ARCHITECTURE.md, "Analysis"; the API's analysis fields):
   failed sequential test rolls back at once (its evidence holds across rounds by
   construction); another failure (a custom check's bound) counts towards ``failureLimit``
   consecutive failures, then rolls back; an
-  inconclusive round (too few samples or no data) holds the canary where it is and neither
-  adds to nor clears the failure count (a gap in the data does not excuse a failing
-  canary). Once rounds have stayed without a verdict for ``noDataTimeout``, the rollout
-  follows ``onNoData``: ``rollback``, or ``hold`` (keep holding, and say so).
+  inconclusive round holds the canary where it is and neither adds to nor clears the
+  failure count (a gap in the data does not excuse a failing canary). Not yet conclusive
+  with data flowing is just that: the evidence grows, no clock runs. Once rounds have had no
+  data (Prometheus unreachable, a refused query, missing series, no canary request) for
+  ``noDataTimeout``, the rollout follows ``onNoData``: ``rollback``, or ``hold`` (keep
+  holding, and say so).
 """
 
 import math
@@ -273,10 +275,15 @@ def decide(
             return Decision(Action.ROLLBACK, after, outcome.reason)
         tally = f"failure {failures} of {failure_limit}: {outcome.reason}"
         return Decision(Action.ROLLBACK if failures >= failure_limit else Action.HOLD, after, tally)
+    if not outcome.no_data and outcome.samples > 0:
+        # Data flows and the evidence grows with every round: not yet conclusive is not a
+        # wait for data, and no clock runs (a pass needs evidence, and evidence takes time).
+        after = AnalysisMemory(memory.consecutive_failures, None)
+        return Decision(Action.HOLD, after, f"not yet conclusive: {outcome.reason}")
     since = memory.inconclusive_since or now
     after = AnalysisMemory(memory.consecutive_failures, since)
     waited = now - since
-    kind = "no data" if outcome.no_data else "no verdict"
+    kind = "no data" if outcome.no_data else "no samples"
     tally = f"{kind} for {_span(waited)} (noDataTimeout {_span(no_data_timeout)}): {outcome.reason}"
     if waited < no_data_timeout:
         return Decision(Action.HOLD, after, tally)

@@ -239,11 +239,12 @@ class Analysis(ApiModel):
     """Consecutive failed rounds of a custom check that roll back. A failed sequential test
     (every other check) rolls back at once: its evidence already holds across rounds."""
     on_no_data: Literal["hold", "rollback"] = "hold"
-    """What to do when there is no verdict (too few samples, empty result, Prometheus
-    unreachable) for noDataTimeout: hold keeps the canary where it is (Warning Event
-    AnalysisNoDataTimeout), rollback rolls it back."""
+    """What to do when the rounds have had no data (Prometheus unreachable, an empty
+    result, no request to the new revision) for noDataTimeout: hold keeps the canary where
+    it is (Warning Event AnalysisNoDataTimeout), rollback rolls it back. A round that is not
+    yet conclusive while data flows is not "no data": the evidence grows, no clock runs."""
     no_data_timeout: PositiveDuration = "15m"
-    """How long a step may go without a verdict before onNoData applies."""
+    """How long the rounds may go without data before onNoData applies."""
     latency: Latency = Latency()
     error_rate: ErrorRate = ErrorRate()
     invalid_input_rate: InvalidInputRate = InvalidInputRate()
