@@ -270,9 +270,15 @@ class Reconciler:
             decided = plan(subject, world, measured, now, self.errors.get(key))
         for text in world.notes:
             self.report_once(key, snapshot.body, Event("Warning", "OddObject", text), now)
-        round_ = decided.status.last_analysis
-        if self.metrics is not None and measured.request is not None and round_ is not None:
-            track = measured.request.target.track.value
+        # This reconcile's round, when one ran and the machine kept it.
+        request, round_ = measured.request, decided.status.last_analysis
+        if (
+            self.metrics is not None
+            and request is not None
+            and round_ is not None
+            and round_.time == now.replace(microsecond=0)
+        ):
+            track = request.target.track.value
             self.metrics.observe_round(key, track, round_, measured.seconds)
         return self.execute(key, snapshot.body, decided, now, started)
 
