@@ -194,6 +194,9 @@ class Refused:
 
 
 class Measure:
+    """The operator's `measure` seam: for the round due, if any, Prometheus' answers (with
+    a cache of providers per URL and credentials, and the fair query pool)."""
+
     def __init__(
         self, kube: Kube | None, settings: AnalysisSettings, connect: Connect | None = None
     ) -> None:
