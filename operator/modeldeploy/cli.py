@@ -8,6 +8,7 @@ import secrets
 import socket
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -28,6 +29,10 @@ app = typer.Typer(
 
 dev_app = typer.Typer(help="Local development stack (kwokctl cluster + Prometheus).")
 app.add_typer(dev_app, name="dev")
+
+
+def _given(value: float | None, default: float) -> float:
+    return default if value is None else value
 
 
 def _say(message: str) -> None:
@@ -507,16 +512,15 @@ def operator(
         if leader_elect:
             if not lease_namespace:
                 raise ValueError("--leader-elect needs --lease-namespace (or POD_NAMESPACE)")
-            given = {
-                "name": lease_name,
-                "duration": lease_duration,
-                "renew_deadline": lease_renew_deadline,
-                "retry_period": lease_retry_period,
-            }
-            lease = LeaseSettings(
-                namespace=lease_namespace,
-                identity=lease_identity or f"{socket.gethostname()}-{secrets.token_hex(4)}",
-                **{k: v for k, v in given.items() if v is not None},  # type: ignore[arg-type]
+            identity = lease_identity or f"{socket.gethostname()}-{secrets.token_hex(4)}"
+            defaults = LeaseSettings(namespace=lease_namespace, identity=identity)
+            # Unset flags keep LeaseSettings' own defaults (written once, there).
+            lease = replace(
+                defaults,
+                name=lease_name or defaults.name,
+                duration=_given(lease_duration, defaults.duration),
+                renew_deadline=_given(lease_renew_deadline, defaults.renew_deadline),
+                retry_period=_given(lease_retry_period, defaults.retry_period),
             )
     except ValueError as err:
         typer.secho(f"cannot run the operator: {err}", err=True, fg=typer.colors.RED)
