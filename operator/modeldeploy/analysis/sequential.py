@@ -17,9 +17,11 @@ What each test is:
 - `log_e_two_sample`: bin counts of the canary against the stable's, on the same period.
   Given how many observations fell in each bin, under "same distribution" each one is the
   canary's with the same probability (its share of all observations), whatever the bin: a
-  beta-binomial mixture per bin against the binomial at the pooled share (its maximum
-  likelihood, so the e-value is conservative). It needs the input mix to be steady over
-  the rollout, not the traffic split, which the steps change.
+  beta-binomial mixture per bin against the binomial at the pooled share. The share is
+  estimated from the same counts (the null's maximum likelihood, which makes the e-value
+  smaller; the mixture is centred there too, which makes it approximate): the unit tests
+  and bench/bench_detection.py check its false-alarm rate by simulation. It needs the input
+  mix to be steady over the rollout, not the traffic split, which the steps change.
 - `log_e_rate_above`: events among trials (5xx among requests, requests slower than a
   limit, missing values) against "the rate is at most p0": a beta mixture truncated to
   rates above p0, a supermartingale under every rate up to p0.
