@@ -270,17 +270,22 @@ class Reconciler:
             decided = plan(subject, world, measured, now, self.errors.get(key))
         for text in world.notes:
             self.report_once(key, snapshot.body, Event("Warning", "OddObject", text), now)
-        # This reconcile's round, when one ran and the machine kept it.
-        request, round_ = measured.request, decided.status.last_analysis
-        if (
-            self.metrics is not None
-            and request is not None
-            and round_ is not None
-            and round_.time == now.replace(microsecond=0)
-        ):
-            track = request.target.track.value
-            self.metrics.observe_round(key, track, round_, measured.seconds)
+        self.observe_round(key, measured, decided)
         return self.execute(key, snapshot.body, decided, now, started)
+
+    def observe_round(self, key: Key, measured: Measured, decided: Plan) -> None:
+        """The round this reconcile ran, in the log and the operator's metrics."""
+        signal, request = decided.round, measured.request
+        if signal is None or request is None:
+            return
+        track = request.target.track.value
+        level = logging.DEBUG if signal.verdict == "pass" else logging.INFO
+        log.log(
+            level, "%s/%s analysis of %s %s (%.2fs): %s%s", *key, track, signal.revision,
+            measured.seconds, signal.reason, " -> rollback" if signal.rollback else "",
+        )  # fmt: skip
+        if self.metrics is not None:
+            self.metrics.observe_round(key, track, signal, measured.seconds)
 
     def read_creates(self, namespace: str, world: World, decided: Plan) -> list[Body]:
         """The objects the plan would create that exist already, listed by name (a field

@@ -34,4 +34,4 @@ def plan(
     now = now.replace(microsecond=0)
     analysis, events = conclude(subject, measured, now)
     decided = plan_rollout(subject, world, analysis, now, apply_error)
-    return replace(decided, events=(*events, *decided.events)) if events else decided
+    return replace(decided, events=(*events, *decided.events), round=analysis.signal)

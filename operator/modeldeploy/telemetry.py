@@ -19,8 +19,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 
 from modeldeploy import contract as c
 from modeldeploy.analysis.config import CUSTOM_PREFIX
-from modeldeploy.api import AnalysisResult, ModelDeploymentStatus
-from modeldeploy.rollout import Event
+from modeldeploy.api import ModelDeploymentStatus
+from modeldeploy.rollout import AnalysisSignal, Event
 
 log = logging.getLogger("modeldeploy.telemetry")
 Key = tuple[str, str]  # (namespace, name)
@@ -119,8 +119,8 @@ class OperatorMetrics:
             self._server.server_close()
             self._server = None
 
-    def observe_round(self, key: Key, track: str, result: AnalysisResult, seconds: float) -> None:
-        """One analysis round, as the plan recorded it in status."""
+    def observe_round(self, key: Key, track: str, result: AnalysisSignal, seconds: float) -> None:
+        """One analysis round, as the plan concluded it."""
         outcome = "no_data" if result.waiting == "no-data" else result.verdict
         self.analyses.labels(*key, track, outcome).inc()
         self.analysis_duration.observe(seconds)

@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 import pytest
 
 from modeldeploy import contract
-from modeldeploy.api import AnalysisResult, CheckResult, Condition, ModelDeploymentStatus
-from modeldeploy.rollout import Event
+from modeldeploy.api import CheckResult, Condition, ModelDeploymentStatus
+from modeldeploy.rollout import AnalysisSignal, Event
 from modeldeploy.telemetry import OperatorMetrics
 
 pytestmark = pytest.mark.unit
@@ -27,10 +27,10 @@ def degraded(status: str, reason: str) -> ModelDeploymentStatus:
 def test_rounds_count_by_result_and_keep_the_last_value() -> None:
     metrics = OperatorMetrics()
     psi = CheckResult(name="feature-psi/age", value=0.4, threshold=0.1, samples=500, verdict="fail")
-    failed = AnalysisResult(time=T0, revision="s", verdict="fail", checks=[psi])
+    failed = AnalysisSignal(revision="s", verdict="fail", time=T0, checks=(psi,))
     metrics.observe_round(KEY, "stable", failed, 0.02)
     gone = CheckResult(name="feature-psi", threshold=0.1, verdict="inconclusive")
-    no_data = AnalysisResult(time=T0, verdict="inconclusive", waiting="no-data", checks=[gone])
+    no_data = AnalysisSignal("s", "inconclusive", T0, waiting="no-data", checks=(gone,))
     metrics.observe_round(KEY, "stable", no_data, 5.0)
     sample = metrics.registry.get_sample_value
     stable = MD | {"track": "stable"}

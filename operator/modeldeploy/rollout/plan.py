@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from modeldeploy.api import ModelDeploymentSpec, ModelDeploymentStatus
+from modeldeploy.rollout.signal import AnalysisSignal
 
 Body = dict[str, Any]
 EventType = Literal["Normal", "Warning"]
@@ -55,3 +56,6 @@ class Plan:
     events: tuple[Event, ...] = ()
     remove_annotations: tuple[str, ...] = ()
     """One-shot commands consumed (acted on, or ignored as stale)."""
+    round: AnalysisSignal | None = None
+    """The analysis round this reconcile concluded, if one ran (for logs and metrics; what
+    it decided is in `status` and `events`)."""
