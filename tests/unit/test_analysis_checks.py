@@ -470,3 +470,13 @@ def test_collect_asks_every_planned_query_once() -> None:
     assert len(provider.asked) == len(plan.queries) + 1
     assert observations.custom["accuracy"].values == {(): 0.9}
     assert observations.results[(Track.CANARY, Series.FEATURES)].status is QueryStatus.NO_DATA
+
+
+def test_a_revision_judged_on_its_whole_life_is_read_as_its_totals() -> None:
+    plan = plan_queries(CONFIG, canary=CANARY, stable=STABLE, window="95s", canary_totals=True)
+    canary = plan.queries[(Track.CANARY, Series.FEATURES)].promql
+    stable = plan.queries[(Track.STABLE, Series.PREDICTIONS)].promql
+    assert canary == (
+        'sum by (feature, bin) (modeldeploy_feature_bin_total{model="churn",revision="c4n4ry"})'
+    )
+    assert stable.endswith('{model="churn",revision="st4bl3"}[95s]))')  # the same period

@@ -153,9 +153,11 @@ def plan_queries(
     window: Window,
     stable: RevisionRef | None = None,
     custom_window: Window | None = None,
+    canary_totals: bool = False,
 ) -> QueryPlan:
-    """The queries this config needs (and no others): counts over `window`, custom checks
-    over `custom_window` (default: the same)."""
+    """The queries this config needs (and no others): counts over `window` (the canary's
+    counters' totals instead when `canary_totals`: a revision judged on its whole life),
+    custom checks over `custom_window` (default: `window`)."""
     canary_series = [Series.INFO, Series.REQUESTS]
     stable_series: list[Series] = []
     if config.latency_p95_ms is not None or config.latency_p99_ms is not None:
@@ -168,7 +170,8 @@ def plan_queries(
     if config.checks_predictions and stable is not None:
         canary_series += [Series.PREDICTIONS, Series.CONFIDENCE]
         stable_series += [Series.PREDICTIONS, Series.CONFIDENCE]
-    queries = {(Track.CANARY, s): series_query(s, canary, window) for s in canary_series}
+    own = None if canary_totals else window
+    queries = {(Track.CANARY, s): series_query(s, canary, own) for s in canary_series}
     if stable is not None and stable_series:
         for series in [Series.INFO, *stable_series]:
             queries[(Track.STABLE, series)] = series_query(series, stable, window)

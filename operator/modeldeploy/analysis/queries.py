@@ -81,12 +81,18 @@ class Query:
     by: tuple[str, ...]
 
 
-def counter_increase(metric: str, by: tuple[str, ...], ref: RevisionRef, window: Window) -> Query:
+def counter_increase(
+    metric: str, by: tuple[str, ...], ref: RevisionRef, window: Window | None
+) -> Query:
+    """The counter's increase over the window, summed by `by`; without a window, its
+    current totals (a revision's whole life: see `series_query`)."""
     grouping = ", ".join(by)
+    if window is None:
+        return Query(f"sum by ({grouping}) ({metric}{selector(ref)})", by)
     return Query(f"sum by ({grouping}) (increase({metric}{selector(ref)}[{duration(window)}]))", by)
 
 
-def histogram_increase(metric: str, ref: RevisionRef, window: Window) -> Query:
+def histogram_increase(metric: str, ref: RevisionRef, window: Window | None) -> Query:
     """Cumulative bucket counts of a histogram over the window, keyed by ``le``."""
     return counter_increase(f"{metric}_bucket", ("le",), ref, window)
 
@@ -109,7 +115,12 @@ class Series(StrEnum):
     CONFIDENCE = "confidence"  # histogram buckets by le
 
 
-def series_query(series: Series, ref: RevisionRef, window: Window) -> Query:
+def series_query(series: Series, ref: RevisionRef, window: Window | None) -> Query:
+    """The query of one series of a revision: counts over `window`, or (None) the counters'
+    totals, i.e. everything the revision's pods counted since they started. The totals are
+    exact where increase() is not: over the first seconds of a new series a bin counted
+    before the first scrape and not since reads 0 (too few samples to extrapolate), which
+    looks like a distribution change on a canary's first few dozen requests."""
     feature_bin = (contract.LABEL_FEATURE, contract.LABEL_BIN)
     match series:
         case Series.INFO:

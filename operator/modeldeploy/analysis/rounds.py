@@ -258,9 +258,11 @@ def evidence_since(
 
 
 def evidence_range(since: datetime | None, mapped: MappedAnalysis, now: datetime) -> Window:
-    """The PromQL range of this round's queries: from one interval before `since` (the
-    traffic the revision served before its first round counts too) to now, at most
-    MAX_EVIDENCE; the analysis window when there is no `since`."""
+    """The PromQL range of the reference's queries (the stable's, over the period the
+    revision under test has been judged on: from one interval before `since`, as traffic
+    before its first round counts too, to now, at most MAX_EVIDENCE), and of every query of
+    the windowed monitor (no `since`: the analysis window). The revision under test itself
+    is read as its counters' totals."""
     if since is None:
         return mapped.window
     span = min(now - since + mapped.interval, MAX_EVIDENCE)
@@ -465,6 +467,9 @@ def measurements_needed(
         ),
         window=evidence_range(since, mapped, now),
         custom_window=mapped.window,
+        # Judged on its whole life: its counters' totals (a new revision's series start
+        # with it); the stable's increase over the same period.
+        canary_totals=target.sequential,
     )
     return Needed(gated=True, request=RoundRequest(target, mapped, plan, since))
 
