@@ -239,9 +239,9 @@ def round_due(
 
 
 MAX_EVIDENCE = timedelta(hours=6)
-"""The longest period a round asks Prometheus about (the cost of a range query grows with
-it). A canary held longer (an approval that waits for days) is judged on its last 6 hours:
-the tests' guarantee then holds per 6 hours rather than over the whole rollout."""
+"""The longest period a round asks Prometheus about the stable (the cost of a range query
+grows with it). A canary held longer (an approval that waits for days) is compared with the
+stable's last 6 hours."""
 
 
 def evidence_since(
