@@ -211,7 +211,8 @@ def distribution_verdict(
     tolerances = limits.usable(ordered)
     headline = limits.headline
     # The API always sets a PSI tolerance, and PSI applies to categories too.
-    assert headline is not None and tolerances, "a distribution check needs a PSI tolerance"
+    assert headline is not None, "a distribution check needs a PSI tolerance"
+    assert tolerances, "a distribution check needs a PSI tolerance"
     effect_name, threshold = headline
     samples = round(float(x.sum()))
     measured = sequential.effects(x, ref, reference_is_counts=reference_is_counts)
