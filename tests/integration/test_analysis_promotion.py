@@ -77,8 +77,11 @@ def test_healthy_canary_is_promoted_then_a_drifting_stable_rolls_back_within_bak
     assert steps == [0, 1], steps  # every step, in order
     assert {33, 50} <= set(weights), weights  # 1 then 2 canary pods beside 2 stable
     assert promoted.status["previousStableRevision"] == old
-    assert promoted.analysed(canary, "pass")
-    checks = promoted.checks()
+    # The round that let the last step go (a confidence bound right at a tolerance may be
+    # inconclusive again a round later: the promotion needed one pass after the step began).
+    passing = [s for s in timeline.snapshot() if s.t <= promoted.t and s.analysed(canary, "pass")]
+    assert passing, rounds
+    checks = passing[-1].checks()
     assert all(c["verdict"] == "pass" for c in checks.values()), checks
     assert {"latency-p95", "error-rate", "feature-psi", "prediction-psi"} <= {
         name.split("/")[0] for name in checks
