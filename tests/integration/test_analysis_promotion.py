@@ -22,7 +22,7 @@ from analysis_stack import (
     metric,
     printed_section,
 )
-from operator_harness import ready
+from operator_harness import ready, wait_for
 
 from modeldeploy import contract
 from modeldeploy.devenv.cluster import KwokCluster
@@ -114,7 +114,14 @@ def test_healthy_canary_is_promoted_then_a_drifting_stable_rolls_back_within_bak
     assert f"feature-psi of {DRIFTED}" in back.last_history["reason"]
     assert previous_ready >= MIN_WARM
     assert back.status.get("previousStableRevision") is None
-    values = stack.operator_metrics()
-    assert metric(values, contract.OPERATOR_PROMOTIONS_TOTAL, namespace=NAMESPACE) == 1
     rollbacks = contract.OPERATOR_ROLLBACKS_TOTAL
+
+    def counted() -> dict[str, float] | None:
+        # The counters move after the status write that the timeline saw: wait for them.
+        values = stack.operator_metrics()
+        rolled = metric(values, rollbacks, namespace=NAMESPACE, reason="RolledBack")
+        return values if rolled >= 1 else None
+
+    values = wait_for(counted, timeout=30, what="the rollback in the operator's metrics")
+    assert metric(values, contract.OPERATOR_PROMOTIONS_TOTAL, namespace=NAMESPACE) == 1
     assert metric(values, rollbacks, namespace=NAMESPACE, reason="RolledBack") == 1

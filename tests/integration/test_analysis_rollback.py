@@ -29,6 +29,7 @@ from analysis_stack import (
     printed_section,
     rolled_back,
 )
+from operator_harness import wait_for
 
 from modeldeploy import contract
 from modeldeploy.devenv.cluster import KwokCluster
@@ -96,9 +97,12 @@ def test_latency_breach_rolls_back(stack: AnalysisStack, traffic: Traffic) -> No
     assert failed, "no AnalysisFailed event"
     assert all("latency-p95" in e["message"] and "n=" in e["message"] for e in failed)
     assert stack.events("RolledBack")
-    values = stack.operator_metrics()
-    rollbacks = metric(values, contract.OPERATOR_ROLLBACKS_TOTAL, namespace=stack.namespace)
-    assert rollbacks >= 1
+    def rollbacks() -> float:
+        # Counted after the status write the timeline saw: wait for it.
+        values = stack.operator_metrics()
+        return metric(values, contract.OPERATOR_ROLLBACKS_TOTAL, namespace=stack.namespace)
+
+    assert wait_for(lambda: rollbacks() >= 1, timeout=30, what="the rollback in the metrics")
 
 
 def test_feature_skew_against_its_profile_rolls_back(
