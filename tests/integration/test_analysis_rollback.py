@@ -97,6 +97,7 @@ def test_latency_breach_rolls_back(stack: AnalysisStack, traffic: Traffic) -> No
     assert failed, "no AnalysisFailed event"
     assert all("latency-p95" in e["message"] and "n=" in e["message"] for e in failed)
     assert stack.events("RolledBack")
+
     def rollbacks() -> float:
         # Counted after the status write the timeline saw: wait for it.
         values = stack.operator_metrics()
