@@ -142,9 +142,15 @@ def read_auth_dir(kind: str, directory: Path) -> PrometheusAuth:
 
 @dataclass(frozen=True)
 class Unanswerable:
-    """A provider for a round that cannot ask Prometheus: every query fails for `why`."""
+    """A provider for a round that cannot ask Prometheus: every query fails for `why`.
+    `refusal`: the spec named a Prometheus or Secret it may not use, and why."""
 
     why: str
+    refusal: str = ""
+
+    @classmethod
+    def refused(cls, why: str) -> "Unanswerable":
+        return cls(f"Prometheus refused: {why}", refusal=why)
 
     def query(self, promql: str, by: Sequence[str] = (), at: float | None = None) -> QueryResult:
         return QueryResult.failed(QueryStatus.UNREACHABLE, self.why)
@@ -180,17 +186,6 @@ def prometheus_connector(settings: AnalysisSettings) -> Connect:
         )
 
     return connect
-
-
-@dataclass(frozen=True)
-class Refused:
-    """A Prometheus or Secret the spec may not use: every query fails for that reason."""
-
-    refusal: str
-
-    def query(self, promql: str, by: Sequence[str] = (), at: float | None = None) -> QueryResult:
-        why = f"Prometheus refused: {self.refusal}"
-        return QueryResult.failed(QueryStatus.UNREACHABLE, why)
 
 
 class Measure:
@@ -232,7 +227,7 @@ class Measure:
         try:
             endpoint = choose_endpoint(subject.spec.prometheus, self._endpoints)
         except EndpointRefused as err:
-            endpoint, provider = None, Refused(str(err))
+            endpoint, provider = None, Unanswerable.refused(str(err))
         else:
             if endpoint is None:
                 return Measured(disabled=NO_PROMETHEUS)
@@ -242,7 +237,7 @@ class Measure:
         started = time.monotonic()
         if endpoint is not None:
             provider = self.provider_for(subject, endpoint)
-        if isinstance(provider, Unanswerable | Refused):
+        if isinstance(provider, Unanswerable):
             observations = collect(provider, request.plan, now.timestamp())
         else:
             key = (subject.namespace, subject.name)
@@ -253,7 +248,7 @@ class Measure:
             subject.namespace, subject.name, request.target.track.value,
             request.target.revision, seconds,
         )  # fmt: skip
-        refused = provider.refusal if isinstance(provider, Refused) else ""
+        refused = provider.refusal if isinstance(provider, Unanswerable) else ""
         return Measured(True, request, observations, refused=refused, seconds=seconds)
 
     # --- Prometheus -------------------------------------------------------------------
@@ -262,7 +257,7 @@ class Measure:
         try:
             auth = self.credentials(subject, endpoint)
         except EndpointRefused as err:
-            return Refused(str(err))
+            return Unanswerable.refused(str(err))
         except CredentialsError as err:
             return Unanswerable(f"Prometheus credentials: {err}")
         url = endpoint.url

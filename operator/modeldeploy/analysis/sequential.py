@@ -258,7 +258,7 @@ def psi_upper_bound(
     or the distribution behind the reference counts (then both sets' radii add up, each at
     alpha / 2)."""
     x, r = _arrays(counts, reference)
-    psi = effects(x, r, reference_is_counts=reference_is_counts)[Effect.PSI]
+    psi = psi_two_sample(x, r) if reference_is_counts else psi_vs_ratios(x, r)
     if reference_is_counts:
         radius = ball_radius(x, alpha / 2) + ball_radius(r, alpha / 2)
     elif concentration > 0:
