@@ -50,6 +50,7 @@ from modeldeploy.analysis.verdicts import (
 from modeldeploy.api import (
     Analysis,
     ModelDeploymentStatus,
+    Tolerances,
     parse_duration,
 )
 from modeldeploy.api import CheckResult as StatusCheck
@@ -92,6 +93,13 @@ def _below_one(value: float) -> float | None:
     return value if value < 1 else None
 
 
+def effect_limits(tolerances: Tolerances) -> EffectLimits:
+    return EffectLimits.of(
+        psi=tolerances.psi, ks=tolerances.ks, kl=tolerances.kl, js=tolerances.js,
+        wasserstein=tolerances.wasserstein,
+    )  # fmt: skip
+
+
 def map_spec(analysis: Analysis) -> MappedAnalysis:
     """spec.analysis -> the verdict layer's settings (pure)."""
     drift = analysis.drift
@@ -112,18 +120,12 @@ def map_spec(analysis: Analysis) -> MappedAnalysis:
         latency_p99_ms=float(latency.p99_ms) if latency.p99_ms is not None else None,
         max_error_rate=_below_one(analysis.error_rate.max),
         max_invalid_increase=_below_one(analysis.invalid_input_rate.max_increase),
-        features=EffectLimits.of(
-            psi=features.psi, ks=features.ks, kl=features.kl, js=features.js,
-            wasserstein=features.wasserstein,
-        ) if drift.enabled else NO_LIMITS,
+        features=effect_limits(features) if drift.enabled else NO_LIMITS,
         ignored_features=frozenset(features.ignore) if drift.enabled else frozenset(),
         max_missing_increase=(
             _below_one(drift.missing_rate.max_increase) if drift.enabled else None
         ),
-        predictions=EffectLimits.of(
-            psi=predictions.psi, ks=predictions.ks, kl=predictions.kl, js=predictions.js,
-            wasserstein=predictions.wasserstein,
-        ) if drift.enabled else NO_LIMITS,
+        predictions=effect_limits(predictions) if drift.enabled else NO_LIMITS,
         custom=tuple(custom),
     )  # fmt: skip
     return MappedAnalysis(

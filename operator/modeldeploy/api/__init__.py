@@ -19,6 +19,7 @@ from modeldeploy.api.analysis import (
     Latency,
     MissingRate,
     PredictionDrift,
+    Tolerances,
 )
 from modeldeploy.api.base import ApiModel, Rule
 from modeldeploy.api.duration import Duration, PositiveDuration, is_duration, parse_duration
@@ -126,6 +127,7 @@ __all__ = [
     "Rule",
     "SecretRef",
     "Shadow",
+    "Tolerances",
     "Toleration",
     "Traffic",
     "Verdict",

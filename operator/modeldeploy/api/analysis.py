@@ -52,7 +52,29 @@ Tolerance = Annotated[float, Field(gt=0, le=100)]
 Distance = Annotated[float, Field(gt=0, le=1)]
 
 
-class FeatureDrift(ApiModel):
+class Tolerances(ApiModel):
+    """How large a distribution change must be to matter (the practical-significance gate of
+    the drift checks): a change fails only when it exceeds every tolerance set, and passes
+    once it is shown within one of them."""
+
+    psi: Tolerance
+    """Tolerance of the population stability index (Jeffreys divergence)."""
+    ks: Distance | None = None
+    """Also a tolerance of the Kolmogorov-Smirnov distance (largest CDF gap, 0-1) of numeric
+    bins. Off unless set."""
+    kl: Tolerance | None = None
+    """Also a tolerance of the Kullback-Leibler divergence of the new revision's distribution
+    from its reference (e.g. 0.15). Off unless set."""
+    js: Tolerance | None = None
+    """Also a tolerance of the Jensen-Shannon divergence (natural log, 0-0.69). Off unless
+    set."""
+    wasserstein: Distance | None = None
+    """Also a tolerance of the binned Wasserstein distance of numeric bins: the mean CDF gap
+    over the bin edges, i.e. for decile bins a shift in training quantiles (0-1). Off unless
+    set."""
+
+
+class FeatureDrift(Tolerances):
     """Input features of the new revision compared with its own training profile (bundled in
     its image): catches training/serving skew, leakage and preprocessing version skew.
     A feature fails on evidence of a change (an anytime-valid test, see analysis) whose size
@@ -63,19 +85,6 @@ class FeatureDrift(ApiModel):
     """Tolerance of the population stability index (Jeffreys divergence). 0.05 is about a
     0.22-standard-deviation mean shift of a feature binned in deciles (0.25 sd: 0.06,
     0.5 sd: 0.24); bench/bench_detection.py prints what each setting catches."""
-    ks: Distance | None = None
-    """Also a tolerance of the Kolmogorov-Smirnov distance (largest CDF gap, 0-1) of numeric
-    features. Off unless set."""
-    kl: Tolerance | None = None
-    """Also a tolerance of the Kullback-Leibler divergence of serving from training
-    (e.g. 0.15). Off unless set."""
-    js: Tolerance | None = None
-    """Also a tolerance of the Jensen-Shannon divergence (natural log, 0-0.69). Off unless
-    set."""
-    wasserstein: Distance | None = None
-    """Also a tolerance of the binned Wasserstein distance of numeric features: the mean CDF
-    gap over the bin edges, i.e. for decile bins a shift in training quantiles (0-1). Off
-    unless set."""
     ignore: Annotated[
         list[Annotated[str, Field(min_length=1, max_length=253)]],
         Field(max_length=100),
@@ -83,23 +92,13 @@ class FeatureDrift(ApiModel):
     """Features exempt from the drift checks (e.g. ones expected to shift, like dates)."""
 
 
-class PredictionDrift(ApiModel):
+class PredictionDrift(Tolerances):
     """Predictions (and confidence) of the new revision compared with the stable revision's
     over the same period, with the same test and tolerances as features."""
 
     psi: Tolerance = 0.1
     """Tolerance of the population stability index of the prediction distribution (a
     0.5-standard-deviation shift of a regressor's output is about 0.24)."""
-    ks: Distance | None = None
-    """Also a tolerance of the Kolmogorov-Smirnov distance (numeric outputs). Off unless
-    set."""
-    kl: Tolerance | None = None
-    """Also a tolerance of the Kullback-Leibler divergence. Off unless set."""
-    js: Tolerance | None = None
-    """Also a tolerance of the Jensen-Shannon divergence. Off unless set."""
-    wasserstein: Distance | None = None
-    """Also a tolerance of the binned Wasserstein distance (numeric outputs). Off unless
-    set."""
 
 
 class MissingRate(ApiModel):
