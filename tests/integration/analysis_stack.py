@@ -228,6 +228,17 @@ class Timeline:
         )
         return found
 
+    def canary_promoted(self, timeout: float = 240) -> tuple[Sample, Sample]:
+        """The samples where a canary appeared and where it became the stable. A pass needs
+        evidence, so the timeout leaves room for a few thousand requests."""
+        started = self.wait(lambda s: s.canary is not None, 30, "a canary")
+        canary = started.canary
+        promoted = self.wait(
+            lambda s: s.stable == canary and s.phase == "Stable", timeout, "promotion",
+            after=started.t,
+        )  # fmt: skip
+        return started, promoted
+
     def latest(self) -> Sample:
         samples = self.snapshot()
         assert samples, "no status sampled yet"

@@ -59,12 +59,8 @@ def test_healthy_canary_is_promoted_then_a_drifting_stable_rolls_back_within_bak
     with printed_section("healthy canary promoted") as lines, stack.timeline() as timeline:
         with stack.traffic(RATE):
             stack.deploy(V3, "3", rollout=rollout, analysis=ROOMY)
-            started = timeline.wait(lambda s: s.canary is not None, 30, "a canary")
+            started, promoted = timeline.canary_promoted()
             canary = started.canary
-            promoted = timeline.wait(
-                lambda s: s.stable == canary and s.phase == "Stable", 240, "promotion",
-                after=started.t,
-            )  # fmt: skip
         steps = [s for s in timeline.seen(lambda s: s.step, after=started.t) if s is not None]
         weights = timeline.seen(lambda s: s.weight, after=started.t)
         rounds = timeline.seen(

@@ -262,12 +262,7 @@ def test_a_blackholed_endpoint_does_not_stop_a_neighbours_analysis(
     wait_for(lambda: blackhole.accepted > 0, timeout=60, what="a query to the blackhole")
     with stack.timeline() as timeline, stack.traffic(RATE):
         stack.deploy(V3, "3", rollout=ROLLOUT, analysis=ROOMY)
-        started = timeline.wait(lambda s: s.canary is not None, 30, "a canary")
-        canary = started.canary
-        promoted = timeline.wait(
-            lambda s: s.stable == canary and s.phase == "Stable", 240, "promotion",
-            after=started.t,
-        )  # fmt: skip
+        started, promoted = timeline.canary_promoted()
     passes = timeline.seen(lambda s: s.analysis.get("verdict"), after=started.t)
     print(f"[neighbour] promoted after {promoted.t - started.t:.1f}s; verdicts {passes}")
     print(f"[blackhole] {blackhole.accepted} connections held")
