@@ -421,6 +421,17 @@ class AnalysisStack:
         items: list[Body] = listed.get("items") or []
         return items
 
+    def messages(self, reason: str, *parts: str, timeout: float = 30) -> list[str]:
+        """The messages of the `reason` Events that contain every one of `parts`, waiting
+        for one: the operator posts its Events after the status write a test saw."""
+
+        def matching() -> list[str]:
+            found = [e["message"] for e in self.events(reason)]
+            return [m for m in found if all(part in m for part in parts)]
+
+        found: list[str] = wait_for(matching, timeout=timeout, what=f"a {reason} Event {parts}")
+        return found
+
     def operator_metrics(self) -> dict[str, float]:
         """The operator's own /metrics as series -> value (series with their labels)."""
         url = f"http://127.0.0.1:{self.metrics_port}/metrics"
@@ -502,7 +513,7 @@ def breach_timing(
 
     # Counted from the Events (one per failing round): the round that rolls back is in
     # status only until the next reconcile analyses the stable, which can be at once.
-    failing = [e for e in stack.events("AnalysisFailed") if canary in e["message"]]
+    failing = stack.messages("AnalysisFailed", canary)
     return BreachTiming(
         total=back.t - first,
         accumulate=enough - first,

@@ -83,8 +83,7 @@ def test_a_drifting_stable_is_degraded_not_rolled_back(stack: AnalysisStack) -> 
     assert later.stable == stable
     assert later.status.get("failedRevision") is None
     assert later.phase == "Degraded"
-    failed = [e for e in stack.events("AnalysisFailed") if stable in e["message"]]
-    assert any("feature-psi of tenure_months" in e["message"] for e in failed), failed
+    assert stack.messages("AnalysisFailed", stable, "feature-psi of tenure_months")
     md = {"namespace": NAMESPACE, "name": "churn"}
     assert metric(values, contract.OPERATOR_DEGRADED, **md, reason="AnalysisFailed") == 1
     psi = metric(values, contract.OPERATOR_CHECK_VALUE, **md, track="stable", check="feature-psi")
@@ -114,8 +113,7 @@ def test_no_verdict_holds_then_no_data_rolls_back(
         )
         assert set(verdicts) <= {None, "inconclusive"}
         assert all(c["samples"] < ANALYSIS["minSamples"] for c in thin.checks().values())
-        waiting = [e for e in stack.events("AnalysisInconclusive") if canary in e["message"]]
-        assert any("200 samples needed" in e["message"] for e in waiting), waiting
+        assert stack.messages("AnalysisInconclusive", canary, "200 samples needed")
 
         with stack.traffic(45.0, seed=2):
             second = t.wait(lambda s: s.step == 1, 150, "the second step", after=started.t)
@@ -144,6 +142,5 @@ def test_no_verdict_holds_then_no_data_rolls_back(
     assert "unreachable" in reason
     assert back.t - stopped >= NO_DATA_TIMEOUT - 2  # held first, then rolled back
     assert "cannot connect to" in reason
-    nodata = [e for e in stack.events("AnalysisNoData") if canary in e["message"]]
-    assert any("unreachable" in e["message"] for e in nodata), nodata
-    assert stack.events("AnalysisNoDataTimeout")
+    assert stack.messages("AnalysisNoData", canary, "unreachable")
+    assert stack.messages("AnalysisNoDataTimeout")

@@ -88,9 +88,8 @@ def test_healthy_canary_is_promoted_then_a_drifting_stable_rolls_back_within_bak
     # Each step advanced only after a pass of a round that ran after the step began.
     for event in stack.events("StepAdvanced"):
         assert canary in event["message"]
-    passed = [e for e in stack.events("AnalysisPassed") if canary in e["message"]]
-    assert passed
-    assert all("latency-p95" in e["message"] and "n=" in e["message"] for e in passed)
+    passed = stack.messages("AnalysisPassed", canary)
+    assert all("latency-p95" in m and "n=" in m for m in passed)
 
     # Inside bakeTime the new stable gets inputs its profile never saw: back to the previous.
     drift = Drift(shift={DRIFTED: 2.0})

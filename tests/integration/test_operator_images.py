@@ -77,6 +77,11 @@ def events(kube: KwokCluster, reason: str) -> list[str]:
     return [e["message"] for e in listed["items"] if e.get("reason") == reason]
 
 
+def rolled_back_event(kube: KwokCluster, revision: str, why: str) -> bool:
+    # Posted after the status write a test saw: callers wait for it.
+    return any(revision in m and why in m for m in events(kube, "RolledBack"))
+
+
 def roll_out(kube: KwokCluster, reader: ClusterReader, image: str) -> str:
     """Patch the image; returns the canary revision once the operator has created it."""
     before = reader.status(NAMESPACE, NAME).get("stableRevision")
@@ -115,7 +120,7 @@ def test_broken_model_images_are_rolled_back_with_the_pods_reason(
     # The Deployment's FallbackToLogsOnError: the image's own last words, from its log.
     last_words = "last exit: Error (exit code 1): cannot load /model/model.joblib: no such file"
     assert f"CrashLoopBackOff: {last_words}" in entry["reason"]
-    assert any(crashing in m and "CrashLoopBackOff" in m for m in events(kube, "RolledBack"))
+    wait_for(lambda: rolled_back_event(kube, crashing, "CrashLoopBackOff"), timeout=30)
     pods = container_status(kube, NAMESPACE, NAME)
     assert all(s["restartCount"] == 0 and s["ready"] for s in pods)  # only the stable's left
 
@@ -124,7 +129,7 @@ def test_broken_model_images_are_rolled_back_with_the_pods_reason(
     entry = wait_for(lambda: rolled_back(reader, unpullable), timeout=120, what="pull rollback")
     assert "ImagePullBackOff" in entry["reason"]
     assert missing in entry["reason"]
-    assert any(unpullable in m and "ImagePullBackOff" in m for m in events(kube, "RolledBack"))
+    wait_for(lambda: rolled_back_event(kube, unpullable, "ImagePullBackOff"), timeout=30)
     status = reader.status(NAMESPACE, NAME)
     assert status["stableRevision"] == stable
     assert reader.is_true(NAMESPACE, NAME, "Degraded")
