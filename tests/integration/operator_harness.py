@@ -15,6 +15,7 @@ liveness endpoint.
 
 import json
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -241,6 +242,51 @@ class OperatorProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+@dataclass
+class OperatorKiller:
+    """SIGKILLs `operator` at random moments in a thread (gaps drawn from `gap` seconds,
+    down for up to `max_down` seconds each time), then starts it again; notes what
+    `moment()` said at each kill. Leaves the operator running when it stops."""
+
+    operator: OperatorProcess
+    rng: random.Random
+    moment: Callable[[], str]
+    gap: tuple[float, float] = (2.0, 8.0)
+    max_down: float = 2.0
+    kills: list[str] = field(default_factory=list)
+    error: BaseException | None = None
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def _loop(self) -> None:
+        try:
+            while not self._stop.wait(self.rng.uniform(*self.gap)):
+                try:
+                    seen = self.moment()
+                except Exception as err:  # a read that failed is no reason to stop killing
+                    seen = f"unread ({type(err).__name__})"
+                self.operator.kill()
+                self.kills.append(seen)
+                time.sleep(self.rng.uniform(0.0, self.max_down))
+                self.operator.start()
+        except BaseException as err:  # re-raised in the test's thread on exit
+            self.error = err
+
+    def __enter__(self) -> "OperatorKiller":
+        self._thread = threading.Thread(target=self._loop, daemon=True, name="killer")
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=120)
+        if self.operator.process is None or self.operator.process.poll() is not None:
+            self.operator.start()
+        if self.error is not None:
+            raise self.error
 
 
 class ClusterReader:

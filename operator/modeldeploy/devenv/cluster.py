@@ -169,6 +169,22 @@ class KwokCluster:
         self._kwokctl("delete", "cluster", "--name", self.name)
         self.kubeconfig.unlink(missing_ok=True)
 
+    def restart_control_plane(self, down: float = 0.0, timeout: float = 120) -> None:
+        """Stop every component (etcd, kube-apiserver, controller-manager, scheduler, kwok)
+        and start them again on the same data and ports, as a control-plane upgrade does;
+        `down` seconds in between. Returns when the apiserver is ready again."""
+        for verb in ("stop", "start"):
+            result = self._kwokctl(verb, "cluster", "--name", self.name, timeout=timeout)
+            if result.returncode != 0:
+                raise RuntimeError(f"kwokctl {verb} cluster failed:\n{result.stderr}")
+            if verb == "stop":
+                time.sleep(down)
+        deadline = time.monotonic() + timeout
+        while self.kubectl("get", "--raw", "/readyz", check=False, timeout=10).returncode:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the apiserver is not ready {timeout}s after a restart")
+            time.sleep(0.2)
+
     def kubectl(
         self, *args: str, input: str | None = None, check: bool = True, timeout: float = 120
     ) -> subprocess.CompletedProcess[str]:
