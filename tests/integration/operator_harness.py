@@ -246,13 +246,14 @@ class OperatorProcess:
 
 @dataclass
 class OperatorKiller:
-    """SIGKILLs `operator` at random moments in a thread (gaps drawn from `gap` seconds,
-    down for up to `max_down` seconds each time), then starts it again; notes what
-    `moment()` said at each kill. Leaves the operator running when it stops."""
+    """SIGKILLs `operator` `limit` times at random moments in a thread (gaps drawn from `gap`
+    seconds, down for up to `max_down` seconds each time), starting it again each time;
+    notes what `moment()` said at each kill. Leaves the operator running."""
 
     operator: OperatorProcess
     rng: random.Random
     moment: Callable[[], str]
+    limit: int
     gap: tuple[float, float] = (2.0, 8.0)
     max_down: float = 2.0
     kills: list[str] = field(default_factory=list)
@@ -262,7 +263,7 @@ class OperatorKiller:
 
     def _loop(self) -> None:
         try:
-            while not self._stop.wait(self.rng.uniform(*self.gap)):
+            while not self.done and not self._stop.wait(self.rng.uniform(*self.gap)):
                 try:
                     seen = self.moment()
                 except Exception as err:  # a read that failed is no reason to stop killing
@@ -273,6 +274,10 @@ class OperatorKiller:
                 self.operator.start()
         except BaseException as err:  # re-raised in the test's thread on exit
             self.error = err
+
+    @property
+    def done(self) -> bool:
+        return len(self.kills) >= self.limit
 
     def __enter__(self) -> "OperatorKiller":
         self._thread = threading.Thread(target=self._loop, daemon=True, name="killer")
