@@ -126,8 +126,9 @@ def report_plan(
         # Judged on its whole life, as the analysis does: its counters' totals.
         queries |= {(Track.CANARY, s): series_query(s, ref(canary), None) for s in REPORT_SERIES}
     if stable is not None:
-        window = stable_window
-        queries |= {(Track.STABLE, s): series_query(s, ref(stable), window) for s in REPORT_SERIES}
+        queries |= {
+            (Track.STABLE, s): series_query(s, ref(stable), stable_window) for s in REPORT_SERIES
+        }
     return ReportPlan(canary, stable, rolled_back, at, since, stable_window, queries)
 
 
@@ -445,22 +446,22 @@ def build(
                 f"status.lastAnalysis is about {(last or {}).get('revision') or 'no revision'} "
                 f"now, not {plan.canary}: the failing checks are in the rollback's reason above"
             )
-    seen = _Answers(plan, answers)
-    features = _feature_charts(seen, _failing_subjects(failing, FEATURE_CHECKS))
+    answered = _Answers(plan, answers)
+    features = _feature_charts(answered, _failing_subjects(failing, FEATURE_CHECKS))
     if not features:
         notes.append("no feature bins or training profile in Prometheus for any revision")
-    confidence = _Histogram.of(seen, Series.CONFIDENCE)
-    predictions = _prediction_charts(seen, _failing_subjects(failing, ("prediction-",)))
+    confidence = _Histogram.of(answered, Series.CONFIDENCE)
+    predictions = _prediction_charts(answered, _failing_subjects(failing, ("prediction-",)))
     confidence_failing = bool(_failing_subjects(failing, ("confidence-",)))
     if confidence.observed() or any(confidence.notes.values()):
         predictions += (
             confidence.chart(
-                seen, "confidence", "confidence of the predicted class", _at_most,
+                answered, "confidence", "confidence of the predicted class", _at_most,
                 confidence_failing,
             ),
         )  # fmt: skip
-    latency = _Histogram.of(seen, Series.LATENCY)
-    notes += sorted({n for t in seen.tracks() for n in [seen.get(t, Series.INFO)[1]] if n})
+    latency = _Histogram.of(answered, Series.LATENCY)
+    notes += sorted({n for t in answered.tracks() for n in [answered.get(t, Series.INFO)[1]] if n})
     meta = obj.get("metadata") or {}
     return Report(
         name=str(meta.get("name", "")),
@@ -476,12 +477,12 @@ def build(
         features=features,
         predictions=predictions,
         latency=latency.chart(
-            seen,
+            answered,
             "latency",
             "request latency",
             _milliseconds,
             any(c.name.startswith("latency-") for c in failing),
         ),
-        quantiles=_quantiles(seen, latency),
+        quantiles=_quantiles(answered, latency),
         notes=tuple(notes),
     )
