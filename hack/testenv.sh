@@ -128,12 +128,16 @@ install_go_tool() {  # dir version module-path...
   stamp "$dir"
 }
 
-install_prometheus() {
-  command -v prometheus >/dev/null && return
-  say "prometheus: apt-get install (Debian)"
+apt_install() {  # package...
+  say "$*: apt-get install (Debian)"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq >/dev/null
-  apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+install_prometheus() {
+  command -v prometheus >/dev/null && return
+  apt_install prometheus
   # Debian's package starts nothing here (no systemd); make sure no stray instance runs.
   pkill -x prometheus 2>/dev/null || true
 }
@@ -221,6 +225,8 @@ case "${1:-install}" in
   install)
     mkdir -p "$CACHE"
     install_prometheus
+    # Headless, for tests/integration/test_report.py (renders `modeldeploy report`'s page).
+    command -v chromium >/dev/null || apt_install chromium
     install_container_tools
     install_go_tool "$KWOK_BIN" "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok sigs.k8s.io/kwok/cmd/kwokctl
     install_go_tool "$HELM_BIN" "$HELM_VERSION" helm.sh/helm/v3/cmd/helm

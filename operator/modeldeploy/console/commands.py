@@ -1,5 +1,5 @@
-"""The typer commands: list, status, history, explain-verdict, promote, approve, abort, pause,
-resume, retry, kill, unkill, version. `register(app)` adds them to the `modeldeploy` app.
+"""The typer commands: list, status, history, explain-verdict, report, promote, approve, abort,
+pause, resume, retry, kill, unkill, version. `register(app)` adds them to the `modeldeploy` app.
 
 Each command is a thin shell: read through `access`, decide with the pure modules, print.
 Failures leave through `boundary()`: a message on stderr and the exit code of its class
@@ -178,7 +178,7 @@ def boundary() -> Iterator[None]:
             CliError(
                 ExitCode.INTERNAL,
                 f"the cluster commands need {err.name}, which is not installed",
-                "pip install 'modeldeploy[operator]'",
+                f"pip install 'modeldeploy[{'report' if err.name == 'plotly' else 'operator'}]'",
             )
         )
         raise typer.Exit(int(ExitCode.INTERNAL)) from None
@@ -438,6 +438,55 @@ def explain_command(name: Name, *, output: OutputOption = Output.table, target: 
         emit(result, output)
 
 
+@targeted
+def report_command(
+    name: Name,
+    *,
+    prometheus_url: Annotated[
+        str,
+        typer.Option(
+            envvar="MODELDEPLOY_PROMETHEUS_URL",
+            help="The Prometheus the operator analyses with (its --prometheus-url).",
+        ),
+    ],
+    prometheus_namespace_label: Annotated[
+        str,
+        typer.Option(
+            envvar="MODELDEPLOY_PROMETHEUS_NAMESPACE_LABEL",
+            help="Label holding the pod's namespace on scraped series ('' if none), as the "
+            "operator's.",
+        ),
+    ] = "namespace",
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output", "-o", help="HTML file to write (default: NAME-report.html).", dir_okay=False
+        ),
+    ] = None,
+    target: "Target",
+) -> None:
+    """Write one self-contained HTML report on a rollout (opens offline).
+
+    Per feature the serving histogram against the training profile (canary and
+    stable), predictions and confidence, latency, the timeline from status.history
+    and the last analysis' verdicts; a rolled-back revision's failing checks first.
+    Needs modeldeploy's `report` extra (plotly).
+    """
+    from modeldeploy.analysis.config import QueryPlan, collect
+    from modeldeploy.analysis.prometheus import PrometheusProvider
+    from modeldeploy.report.model import build, report_plan
+    from modeldeploy.report.page import render
+
+    obj = _read(target, name)
+    now = _now()
+    plan = report_plan(obj, now, prometheus_namespace_label)
+    with PrometheusProvider(prometheus_url) as prometheus:
+        answers = collect(prometheus, QueryPlan(plan.queries), plan.at.timestamp())
+    path = output or Path(f"{name}-report.html")
+    path.write_text(render(build(obj, plan, answers.results, now)), encoding="utf-8")
+    typer.echo(str(path))
+
+
 # --- steering ---------------------------------------------------------------------------
 
 
@@ -580,6 +629,7 @@ def register(app: typer.Typer) -> None:
         ("status", status_command),
         ("history", history_command),
         ("explain-verdict", explain_command),
+        ("report", report_command),
         ("promote", promote_command),
         *((c, simple[c]) for c in ("approve", "abort", "pause", "resume", "retry")),
         ("kill", kill_command),
