@@ -34,14 +34,16 @@ def check(name: str, verdict: str, value: float | None, threshold: float, sample
     }
 
 
-def rolled_back(last_analysis_about: str = "bbb") -> Body:
-    """v2 (bbb) rolled back on monthly_charges against stable aaa."""
+def rolled_back(last_analysis_about: str = "bbb", failed_analysis: bool = True) -> Body:
+    """v2 (bbb) rolled back on monthly_charges against stable aaa; status.lastAnalysis about
+    `last_analysis_about`, status.failedAnalysis the failing round (unless not
+    `failed_analysis`: an operator before it, or a rollback for another cause)."""
     checks = [
         check("latency-p95", "pass", 12.0, 40, 400),
         check("feature-psi/monthly_charges", "fail", 3.2109, 0.15, 400),
         check("prediction-psi/label", "inconclusive", 0.05, 0.3, 400),
     ]
-    last = {
+    failed = last = {
         "time": ROLLED_BACK,
         "since": STARTED,
         "revision": "bbb",
@@ -94,6 +96,7 @@ def rolled_back(last_analysis_about: str = "bbb") -> Body:
             "stableRevision": "aaa",
             "failedRevision": "bbb",
             "lastAnalysis": last,
+            **({"failedAnalysis": failed} if failed_analysis else {}),
             "history": history,
         },
     }
@@ -200,12 +203,22 @@ def test_predictions_confidence_latency_compare_canary_and_stable() -> None:
     assert p99 == pytest.approx(49.2)
 
 
-def test_a_later_round_of_the_stable_leaves_the_rollback_reason_and_says_so() -> None:
+def test_a_later_round_of_the_stable_keeps_the_failing_round_first() -> None:
     obj = rolled_back(last_analysis_about="aaa")
+    report = build(obj, report_plan(obj, NOW), answers(), NOW)
+    assert [c.name for c in report.failing] == ["feature-psi/monthly_charges"]
+    assert report.verdicts is not None
+    assert report.verdicts.revision == "bbb"  # status.failedAnalysis, not the stable's round
+    assert report.features[0].failing
+    assert not report.notes
+
+
+def test_without_the_failing_round_the_rollback_reason_stands_alone_and_says_so() -> None:
+    obj = rolled_back(last_analysis_about="aaa", failed_analysis=False)
     report = build(obj, report_plan(obj, NOW), answers(), NOW)
     assert report.failing == ()
     assert "monthly_charges" in report.rollback_reason
-    assert any("status.lastAnalysis is about aaa" in note for note in report.notes)
+    assert any("no failing analysis of bbb (its latest is of aaa)" in n for n in report.notes)
     assert report.verdicts is not None
     assert report.verdicts.revision == "aaa"
 

@@ -450,6 +450,14 @@ def test_analysis_gates_each_step_and_rolls_back() -> None:
     assert "latency-p99" in d.status.history[-1].reason
     assert d.client_selector() == {LABEL_NAME: NAME, LABEL_REVISION: r1}
     assert ("Deployment", f"churn-{r2}") not in d.cluster.objects
+    failed = d.status.failed_analysis
+    assert failed is not None
+    assert (failed.revision, failed.verdict) == (r2, "fail")
+    # The stable's next round replaces lastAnalysis; the round that failed r2 stays.
+    d.reconcile(signal(r1, "pass", d.now))
+    assert d.status.last_analysis is not None
+    assert d.status.last_analysis.revision == r1
+    assert d.status.failed_analysis == failed
     assert d.condition("Degraded") == ("True", "RolledBack")
     assert d.condition("Ready") == ("False", "RolledBack")
     # kstatus (Flux's default health): a rollback is a failure, not "current".
@@ -475,6 +483,7 @@ def test_abort_then_retry() -> None:
     d.reconcile()
     assert d.phase() == "RolledBack"
     assert d.status.history[-1].event == "Aborted"
+    assert d.status.failed_analysis is None  # no failing round of r2: another cause
     assert ANNOTATION_ABORT not in d.annotations
     d.annotations[ANNOTATION_RETRY] = r2
     d.reconcile()

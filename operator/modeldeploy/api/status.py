@@ -169,6 +169,9 @@ class ModelDeploymentStatus(ApiModel):
     )
     """Ready, Progressing, Degraded, Killed, and kstatus' Reconciling and Stalled."""
     last_analysis: AnalysisResult | None = None
+    failed_analysis: AnalysisResult | None = None
+    """The failing analysis that rolled failedRevision back, kept when later rounds (of the
+    stable) replace lastAnalysis; absent when the rollback had another cause."""
     pod_problems: Annotated[list[PodProblem], Field(max_length=MAX_POD_PROBLEMS)] = Field(
         default_factory=list
     )

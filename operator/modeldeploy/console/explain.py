@@ -177,13 +177,16 @@ def explain(obj: Mapping[str, Any]) -> Body:
     analysis = analysis_of(obj)
     history = history_view(obj)
     last: Body | None = view["lastAnalysis"] or None
+    rolled_back = bool(view["failedRevision"]) and view["phase"] == "RolledBack"
+    if rolled_back and not view["canaryRevision"] and view["failedAnalysis"]:
+        last = view["failedAnalysis"]  # the round that failed it, not the stable's since
     checks: list[Body] = list((last or {}).get("checks") or [])
     split: dict[str, list[Body]] = {"fail": [], "inconclusive": [], "pass": []}
     for check in checks:
         row = {**check, "reason": check_reason(check, analysis)}
         split.get(str(check.get("verdict")), split["inconclusive"]).append(row)
     phase, name = view["phase"], view["name"]
-    stable, failed = view["stableRevision"], view["failedRevision"]
+    stable = view["stableRevision"]
     details: list[str] = []
     if not phase:
         decision = f"no status yet: the operator has not reconciled {name} (is it running?)"
@@ -194,7 +197,7 @@ def explain(obj: Mapping[str, Any]) -> Body:
         )
     elif view["canaryRevision"]:
         decision, details = _canary(view, analysis, last)
-    elif failed and phase == "RolledBack":
+    elif rolled_back:
         decision, details = _rollback(view, last, history)
     elif last is not None and last.get("revision") == stable and last.get("verdict") == "fail":
         decision = (

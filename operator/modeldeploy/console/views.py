@@ -140,6 +140,7 @@ def summary(obj: Mapping[str, Any], events: Iterable[Mapping[str, Any]] | None =
         "failureLimit": analysis.failure_limit,
         "noDataSince": status.get("noDataSince"),
         "lastAnalysis": status.get("lastAnalysis"),
+        "failedAnalysis": status.get("failedAnalysis"),
         "podProblems": [p for p in status.get("podProblems") or [] if isinstance(p, dict)],
         "conditions": list(status.get("conditions") or []),
         "pendingCommands": {k: v for k, v in annotations.items() if k in COMMAND_ANNOTATIONS},

@@ -82,10 +82,12 @@ def _last_entry(obj: Mapping[str, Any], revision: str, events: Iterable[str]) ->
 
 
 def _last_analysis(obj: Mapping[str, Any], revision: str | None) -> Body | None:
-    """status.lastAnalysis when it is about `revision`."""
-    last = _status(obj).get("lastAnalysis")
-    if isinstance(last, dict) and revision is not None and last.get("revision") == revision:
-        return last
+    """The last analysis of `revision`: status.lastAnalysis, or for a rolled-back revision
+    status.failedAnalysis (the round that failed it, kept after the stable's rounds)."""
+    status = _status(obj)
+    for last in (status.get("lastAnalysis"), status.get("failedAnalysis")):
+        if isinstance(last, dict) and revision is not None and last.get("revision") == revision:
+            return last
     return None
 
 
@@ -424,17 +426,19 @@ def build(
     now: datetime,
 ) -> Report:
     """The report's content (pure)."""
+    # explain() judges by the analysis that matters now: for a rolled-back canary, the
+    # round that failed it (status.failedAnalysis), else status.lastAnalysis.
     explanation = explain(obj)
     status = _status(obj)
-    last = status.get("lastAnalysis") if isinstance(status.get("lastAnalysis"), dict) else None
     checks = _rows([*explanation["failing"], *explanation["inconclusive"], *explanation["passing"]])
+    analysed = explanation["revision"]
     verdicts = None
-    if last is not None:
+    if explanation["time"] is not None:
         verdicts = Verdicts(
-            str(last.get("revision", "")), str(last.get("verdict", "")),
-            str(last.get("time", "")), int(last.get("samples") or 0), checks,
+            str(analysed or ""), str(explanation["verdict"] or ""),
+            str(explanation["time"]), int(explanation["samples"] or 0), checks,
         )  # fmt: skip
-    about_canary = _last_analysis(obj, plan.canary) is not None
+    about_canary = plan.canary is not None and analysed == plan.canary
     failing = tuple(c for c in checks if c.verdict == "fail") if about_canary else ()
     notes = []
     rollback_reason = ""
@@ -443,8 +447,8 @@ def build(
         rollback_reason = str((entry or {}).get("reason") or "no reason recorded")
         if not about_canary:
             notes.append(
-                f"status.lastAnalysis is about {(last or {}).get('revision') or 'no revision'} "
-                f"now, not {plan.canary}: the failing checks are in the rollback's reason above"
+                f"status holds no failing analysis of {plan.canary} (its latest is of "
+                f"{analysed or 'no revision'}): the rollback's reason above says why"
             )
     answered = _Answers(plan, answers)
     features = _feature_charts(answered, _failing_subjects(failing, FEATURE_CHECKS))

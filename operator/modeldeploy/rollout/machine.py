@@ -308,7 +308,7 @@ class _Reconcile:
             return
         st = self.state
         if st.failed is not None and retry == st.failed:
-            st.failed = None
+            st.failed, st.failed_analysis = None, None
             self.consume(ANNOTATION_RETRY, True, "")
             self.event("Normal", "RetryRequested", f"{retry} may be rolled out again")
         else:
@@ -401,6 +401,9 @@ class _Reconcile:
         canary = st.canary
         assert canary is not None
         st.failed = canary
+        last = st.last_analysis
+        failing = last is not None and last.revision == canary and last.verdict == "fail"
+        st.failed_analysis = last if failing else None
         self.history(event, canary, why)
         reason = "Aborted" if event == "Aborted" else "RolledBack"
         self.event("Warning", reason, f"{canary} rolled back, {st.stable} serves: {why}")

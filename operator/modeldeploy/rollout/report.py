@@ -324,6 +324,7 @@ def render(
             if c is not None
         ],
         last_analysis=state.last_analysis,
+        failed_analysis=state.failed_analysis,
         pod_problems=list(facts.pod_problems),
         history=state.history,
     )

@@ -29,6 +29,7 @@ class State:
     bake_until: datetime | None = None
     promoting: bool = False
     last_analysis: AnalysisResult | None = None
+    failed_analysis: AnalysisResult | None = None
     consecutive_failures: int = 0
     no_data_since: datetime | None = None
     history: list[HistoryEntry] = field(default_factory=list)
@@ -50,6 +51,7 @@ class State:
             bake_until=status.bake_until,
             promoting=promoting,
             last_analysis=status.last_analysis,
+            failed_analysis=status.failed_analysis,
             consecutive_failures=status.consecutive_failures,
             no_data_since=status.no_data_since,
             history=list(status.history),
