@@ -57,7 +57,7 @@ from modeldeploy.measure import AnalysisSettings, Measure
 from modeldeploy.reconcile import Measured, plan
 from modeldeploy.resources.kinds import OWNED_KINDS
 from modeldeploy.resources.names import LABEL_NAME
-from modeldeploy.rollout import Event, Plan, Subject, World, observe
+from modeldeploy.rollout import Event, Plan, Subject, World, observe, refuse_privileges
 from modeldeploy.rollout.world import essentials
 from modeldeploy.telemetry import OperatorMetrics
 from modeldeploy.watchcache import (
@@ -207,14 +207,6 @@ class Reconciler:
         except ValidationError as err:
             self.report_once(key, body, Event("Warning", "InvalidSpec", str(err)), now)
             return None
-        privileges = spec.privileges()
-        if privileges and not self.allow_privileged_models:
-            why = (
-                f"spec.{', spec.'.join(privileges)}: this operator runs no privileged model pods "
-                "(start it with --allow-privileged-models, chart value allowPrivilegedModels)"
-            )
-            self.report_once(key, body, Event("Warning", "PrivilegedNotAllowed", why), now)
-            return None
         status, note = read_status(body.get("status"))
         if note:
             self.report_once(key, body, Event("Warning", "StatusUnreadable", note), now)
@@ -227,6 +219,14 @@ class Reconciler:
             status=status,
             annotations=meta.get("annotations") or {},
         )
+
+    def refusal(self, subject: Subject, now: datetime) -> Plan | None:
+        """The Plan for a spec this operator does not run (privileged pods, unless allowed):
+        only status and an Event say why; None for any other spec."""
+        privileges = subject.spec.privileges()
+        if not privileges or self.allow_privileged_models:
+            return None
+        return refuse_privileges(subject, privileges, now)
 
     def read_fresh(self, key: Key) -> Snapshot | None:
         self.fresh_reads += 1
@@ -243,6 +243,9 @@ class Reconciler:
         subject = self.subject_of(key, snapshot.body, now)
         if subject is None:
             return []
+        refused = self.refusal(subject, now)
+        if refused is not None:
+            return self.execute(key, snapshot.body, refused, now, started)
         if subject.spec.rollout.traffic.mode != "replicas":
             why = "traffic.mode gatewayAPI is not implemented yet: traffic follows replica ratios"
             self.report_once(key, snapshot.body, Event("Warning", "Unsupported", why), now)
@@ -254,8 +257,8 @@ class Reconciler:
             # change (a pod gone, a newer status) must not delete or roll back on its own.
             fresh = self.read_fresh(key)
             fresh_subject = None if fresh is None else self.subject_of(key, fresh.body, now)
-            if fresh is None or fresh_subject is None:
-                return []
+            if fresh is None or fresh_subject is None or self.refusal(fresh_subject, now):
+                return []  # a refused spec gets its status from the next reconcile
             snapshot, subject = fresh, fresh_subject
             world = observe(subject.uid, snapshot.owned)
             decided = plan(subject, world, measured, now, self.errors.get(key))

@@ -12,6 +12,7 @@ from test_rollout_pods import kubelet_pod, rolling_out, waiting
 
 from modeldeploy.api import GROUP, VERSION, ModelDeploymentSpec, to_wire
 from modeldeploy.handlers import Reconciler, read_status
+from modeldeploy.rollout import Event, Subject, refuse_privileges
 from modeldeploy.watchcache import Snapshot
 
 pytestmark = pytest.mark.unit
@@ -56,6 +57,7 @@ class FakeApiserver:
         self.unlabelled: dict[str, dict[str, Any]] = {}
         """Objects without the label the cache watches by, by the end of their path."""
         self.reads: list[str] = []
+        self.events: list[Event] = []
 
     def get(self, path: str, query: dict[str, str]) -> dict[str, Any]:
         name = query["fieldSelector"].removeprefix("metadata.name=")
@@ -81,8 +83,8 @@ class FakeApiserver:
     def delete(self, namespace: str, ref: Any) -> None:
         self.writes += 1
 
-    def post_event(self, *args: Any) -> None:
-        pass
+    def post_event(self, involved: dict[str, Any], event: Event, now: datetime) -> None:
+        self.events.append(event)
 
 
 def model_deployment(spec: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
@@ -176,18 +178,56 @@ def test_a_privileged_spec_names_what_it_asks_for() -> None:
     )
 
 
-def test_privileged_pods_are_refused_with_an_event_unless_allowed() -> None:
-    kube = Mock()
-    refusing = Reconciler(kube=kube)
+def conditions(status: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    return {c["type"]: (c["status"], c["reason"]) for c in status.get("conditions") or []}
+
+
+def test_privileged_pods_are_refused_in_status_once_and_cleared_by_a_fixed_spec() -> None:
+    body = model_deployment(privileged_body()["spec"], {})
+    api = FakeApiserver(body, [])
     key = ("ml", NAME)
-    now = datetime.now(UTC)
-    assert refusing.subject_of(key, privileged_body(), now) is None
-    (call,) = kube.post_event.call_args_list
-    event = call.args[1]
-    assert (event.type, event.reason) == ("Warning", "PrivilegedNotAllowed")
-    assert "spec.template.securityContext.privileged" in event.message
-    assert "--allow-privileged-models" in event.message
-    allowing = Reconciler(kube=Mock(), allow_privileged_models=True)
-    subject = allowing.subject_of(key, privileged_body(), now)
-    assert subject is not None
-    assert subject.spec.template.security_profile == "privileged"
+    refusing = Reconciler(kube=api)  # type: ignore[arg-type]
+    refusing.reconcile(key, Snapshot(body, ()))
+    (status,) = api.statuses
+    assert api.applied == []  # nothing is built
+    assert conditions(status) == {
+        "Ready": ("False", "PrivilegedNotAllowed"),
+        "Degraded": ("True", "PrivilegedNotAllowed"),
+        "Stalled": ("True", "PrivilegedNotAllowed"),
+    }
+    assert "spec.template.securityContext.privileged" in status["message"]
+    assert "--allow-privileged-models" in status["message"]
+    (event,) = api.events
+    assert (event.type, event.reason, event.message) == (
+        "Warning", "PrivilegedNotAllowed", status["message"],
+    )  # fmt: skip
+    # Status says so: the next reconcile, also a restarted operator's, writes and posts nothing.
+    refused = model_deployment(privileged_body()["spec"], status)
+    Reconciler(kube=api).reconcile(key, Snapshot(refused, ()))  # type: ignore[arg-type]
+    assert (len(api.statuses), len(api.events)) == (1, 1)
+    # The operator allowing privileges (or a fixed spec) builds it and clears the refusal.
+    allowing = Reconciler(kube=api, allow_privileged_models=True)  # type: ignore[arg-type]
+    allowing.reconcile(key, Snapshot(refused, ()))
+    assert api.applied
+    assert conditions(api.statuses[-1])["Degraded"] == ("False", "AsExpected")
+    assert conditions(api.statuses[-1])["Stalled"] == ("False", "NotStalled")
+    fixed = model_deployment(base_spec(), status)
+    refusing.reconcile(key, Snapshot(fixed, ()))
+    assert conditions(api.statuses[-1])["Degraded"] == ("False", "AsExpected")
+    assert [e.reason for e in api.events].count("PrivilegedNotAllowed") == 1
+
+
+def test_a_refusal_keeps_the_rollout_it_interrupts() -> None:
+    d, canary = rolling_out()
+    spec = ModelDeploymentSpec.model_validate(privileged_body()["spec"])
+    subject = Subject(NAME, "ml", UID, d.generation + 1, spec, d.status)
+    decided = refuse_privileges(subject, spec.privileges(), datetime.now(UTC))
+    assert (decided.apply, decided.delete) == ((), ())
+    kept = {"phase", "canary_revision", "stable_revision", "step", "history"}
+    assert decided.status.model_dump(include=kept) == d.status.model_dump(include=kept)
+    assert decided.status.canary_revision == canary
+    assert decided.status.observed_generation == d.generation + 1
+    ready = next(c for c in decided.status.conditions if c.type == "Ready")
+    assert (ready.status, ready.reason, ready.observed_generation) == (
+        "False", "PrivilegedNotAllowed", d.generation + 1,
+    )  # fmt: skip
