@@ -3,9 +3,10 @@ the watch cache, apply the Plan.
 
 One reconcile = take the ModelDeployment and the objects labelled with its name (its
 Deployments, Services, HPAs, PDBs and pods) from Kopf's indexes (`watchcache`), call the
-pure `rollout.plan`, then write: status first when it changed (it records the decisions),
-the objects that differ (server-side apply, field manager `modeldeploy`), deletions,
-consumed command annotations, Events. Nothing is written when nothing changed, and nothing
+pure `rollout.plan`, then write: status first when it changed (it records the decisions,
+and holds the plan's Events: `rollout.outbox`), the objects that differ (server-side apply,
+field manager `modeldeploy`), deletions, consumed command annotations, the Events, and
+status again without them. Nothing is written when nothing changed, and nothing
 is read from the API, except right before a destructive step (deleting a revision, rolling
 back): then the ModelDeployment and its objects are read fresh and the plan is made again
 on them, so a stale cache can delay a decision but never make a wrong one; and right before
@@ -49,6 +50,7 @@ from modeldeploy.api import (
     VERSION,
     ModelDeploymentSpec,
     ModelDeploymentStatus,
+    PendingEvent,
     to_wire,
 )
 from modeldeploy.kube import Conflict, Kube, KubeError, NotLeader
@@ -57,7 +59,8 @@ from modeldeploy.measure import AnalysisSettings, Measure
 from modeldeploy.reconcile import Measured, plan
 from modeldeploy.resources.kinds import OWNED_KINDS
 from modeldeploy.resources.names import LABEL_NAME
-from modeldeploy.rollout import Event, Plan, Subject, World, observe
+from modeldeploy.rollout import Event, Plan, Subject, World, observe, refuse_privileges
+from modeldeploy.rollout.outbox import posted, with_outbox
 from modeldeploy.rollout.world import essentials
 from modeldeploy.telemetry import OperatorMetrics
 from modeldeploy.watchcache import (
@@ -76,12 +79,27 @@ log = logging.getLogger("modeldeploy.operator")
 INTERVAL_ENV = "MODELDEPLOY_RECONCILE_INTERVAL"
 LOG_FORMAT_ENV = "MODELDEPLOY_LOG_FORMAT"  # plain (default) | json
 DEFAULT_INTERVAL = 10.0
+EXIT_AFTER_ENV = "MODELDEPLOY_TEST_EXIT_AFTER"
+"""Test only (tests/integration/test_operator_events.py): the step of a reconcile after
+which the process ends at once, with no cleanup, as a SIGKILL there would end it."""
+EXIT_AFTER_EVENTS_WRITTEN = "events-written"
+"""The status write that carries a transition and its Events, before they are posted."""
+EXIT_AFTER_EVENTS_POSTED = "events-posted"
+"""The pending Events posted, before the status write that clears them."""
+EXIT_FOR_TEST_CODE = 86
 CONCURRENCY = 16
 """Reconciles at once. They wait on the apiserver (a reconcile's writes are sequential), not
 on this process' CPU: at 4, creating 100 ModelDeployments took 22 s of queueing alone."""
 COMMANDS = (ANNOTATION_PROMOTE, ANNOTATION_ABORT, ANNOTATION_RETRY)
 Key = tuple[str, str]  # (namespace, name)
 Body = dict[str, Any]
+
+
+def exit_for_test(step: str) -> None:
+    """End the process here when a test asked for it (`EXIT_AFTER_ENV`)."""
+    if os.environ.get(EXIT_AFTER_ENV) == step:
+        log.warning("%s=%s: exiting", EXIT_AFTER_ENV, step)
+        os._exit(EXIT_FOR_TEST_CODE)
 
 
 def measure_nothing(subject: Subject, world: World, now: datetime) -> Measured:
@@ -207,14 +225,6 @@ class Reconciler:
         except ValidationError as err:
             self.report_once(key, body, Event("Warning", "InvalidSpec", str(err)), now)
             return None
-        privileges = spec.privileges()
-        if privileges and not self.allow_privileged_models:
-            why = (
-                f"spec.{', spec.'.join(privileges)}: this operator runs no privileged model pods "
-                "(start it with --allow-privileged-models, chart value allowPrivilegedModels)"
-            )
-            self.report_once(key, body, Event("Warning", "PrivilegedNotAllowed", why), now)
-            return None
         status, note = read_status(body.get("status"))
         if note:
             self.report_once(key, body, Event("Warning", "StatusUnreadable", note), now)
@@ -227,6 +237,14 @@ class Reconciler:
             status=status,
             annotations=meta.get("annotations") or {},
         )
+
+    def refusal(self, subject: Subject, now: datetime) -> Plan | None:
+        """The Plan for a spec this operator does not run (privileged pods, unless allowed):
+        only status and an Event say why; None for any other spec."""
+        privileges = subject.spec.privileges()
+        if not privileges or self.allow_privileged_models:
+            return None
+        return refuse_privileges(subject, privileges, now)
 
     def read_fresh(self, key: Key) -> Snapshot | None:
         self.fresh_reads += 1
@@ -243,6 +261,9 @@ class Reconciler:
         subject = self.subject_of(key, snapshot.body, now)
         if subject is None:
             return []
+        refused = self.refusal(subject, now)
+        if refused is not None:
+            return self.execute(subject, snapshot.body, refused, now, started)
         if subject.spec.rollout.traffic.mode != "replicas":
             why = "traffic.mode gatewayAPI is not implemented yet: traffic follows replica ratios"
             self.report_once(key, snapshot.body, Event("Warning", "Unsupported", why), now)
@@ -254,8 +275,8 @@ class Reconciler:
             # change (a pod gone, a newer status) must not delete or roll back on its own.
             fresh = self.read_fresh(key)
             fresh_subject = None if fresh is None else self.subject_of(key, fresh.body, now)
-            if fresh is None or fresh_subject is None:
-                return []
+            if fresh is None or fresh_subject is None or self.refusal(fresh_subject, now):
+                return []  # a refused spec gets its status from the next reconcile
             snapshot, subject = fresh, fresh_subject
             world = observe(subject.uid, snapshot.owned)
             decided = plan(subject, world, measured, now, self.errors.get(key))
@@ -271,7 +292,7 @@ class Reconciler:
         for text in world.notes:
             self.report_once(key, snapshot.body, Event("Warning", "OddObject", text), now)
         self.observe_round(key, measured, decided)
-        return self.execute(key, snapshot.body, decided, now, started)
+        return self.execute(subject, snapshot.body, decided, now, started)
 
     def observe_round(self, key: Key, measured: Measured, decided: Plan) -> None:
         """The round this reconcile ran, in the log and the operator's metrics."""
@@ -306,32 +327,58 @@ class Reconciler:
         return found
 
     def execute(
-        self, key: Key, body: Body, decided: Plan, now: datetime, started: float
+        self, subject: Subject, body: Body, decided: Plan, now: datetime, started: float
     ) -> list[Written]:
+        """Write what `decided` says: status first (with the plan's Events pending in it: the
+        outbox), objects, consumed commands, then post the pending Events and clear them."""
+        key = (subject.namespace, subject.name)
         namespace, name = key
         written: list[Written] = []
-        wire = to_wire(decided.status)
+        status = with_outbox(subject, decided, body["metadata"].get("resourceVersion", ""), now)
+        wire = to_wire(status)
+        latest = body  # the ModelDeployment as its last write left it
         if wire != body.get("status"):
             try:
-                stored = self.kube.replace_status(body, wire)
+                latest = self.kube.replace_status(body, wire)
             except Conflict:
                 log.info("%s/%s changed while reconciling; again next time", *key)
                 return written
-            written.append(_version_of(stored))
+            written.append(_version_of(latest))
+            if decided.events:
+                exit_for_test(EXIT_AFTER_EVENTS_WRITTEN)
         written += self.change_objects(key, body, decided.apply, decided.delete, now)
         if decided.remove_annotations:
-            stored = self.kube.remove_annotations(namespace, name, decided.remove_annotations)
-            written.append(_version_of(stored))
-        for event in decided.events:
-            log.info("%s/%s %s: %s", namespace, name, event.reason, event.message)
+            latest = self.kube.remove_annotations(namespace, name, decided.remove_annotations)
+            written.append(_version_of(latest))
+        if status.pending_events:
+            self.post_pending(key, body, status.pending_events)
+            exit_for_test(EXIT_AFTER_EVENTS_POSTED)
             try:
-                self.kube.post_event(body, event, now)
-            except KubeError as err:
-                log.warning("cannot post event on %s/%s: %s", *key, err)
+                written.append(
+                    _version_of(self.kube.replace_status(latest, to_wire(posted(status))))
+                )
+            except Conflict:
+                # Posted; the next reconcile posts them again (AlreadyExists) and clears them.
+                log.info("%s/%s changed before its posted Events left status", *key)
         if self.metrics is not None:
             seconds = time.monotonic() - started
             self.metrics.observe_plan(key, decided.events, decided.status, seconds)
         return written
+
+    def post_pending(self, key: Key, body: Body, pending: list[PendingEvent]) -> None:
+        """Post the outbox' Events; one already there (AlreadyExists) was posted before a
+        restart or by the previous leader. Another failure is logged and not retried, as an
+        idle ModelDeployment must cost no writes."""
+        for event in pending:
+            log.info("%s/%s %s: %s", *key, event.reason, event.message)
+            try:
+                self.kube.post_event(body, event, event.time, event.name)
+            except NotLeader:
+                raise  # still pending in status: the new leader posts them
+            except Conflict:
+                log.info("%s/%s: Event %s was posted already", *key, event.name)
+            except KubeError as err:
+                log.warning("cannot post event on %s/%s: %s", *key, err)
 
     def change_objects(
         self, key: Key, body: Body, apply: tuple[Body, ...], delete: Any, now: datetime

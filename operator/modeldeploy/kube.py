@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from modeldeploy.api import GROUP, PLURAL, VERSION
+from modeldeploy.api import GROUP, PLURAL, VERSION, PendingEvent
 from modeldeploy.resources.kinds import LISTED_KINDS, OWNED_KINDS
 from modeldeploy.resources.names import FIELD_MANAGER, LABEL_NAME
 from modeldeploy.rollout.plan import Event, ObjectRef
@@ -227,7 +227,11 @@ class Kube:
         )
         return result
 
-    def post_event(self, involved: Body, event: Event, now: datetime) -> None:
+    def post_event(
+        self, involved: Body, event: Event | PendingEvent, now: datetime, name: str | None = None
+    ) -> None:
+        """Create an Event about `involved`; `name` None: a new random one. With a name, a
+        second post of it is refused (Conflict: AlreadyExists)."""
         meta = involved["metadata"]
         stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
         self._request(
@@ -237,7 +241,7 @@ class Kube:
                 "apiVersion": "v1",
                 "kind": "Event",
                 "metadata": {
-                    "name": f"{meta['name']}.{uuid.uuid4().hex[:16]}",
+                    "name": name or f"{meta['name']}.{uuid.uuid4().hex[:16]}",
                     "namespace": meta["namespace"],
                 },
                 "involvedObject": {

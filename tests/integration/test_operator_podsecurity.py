@@ -16,6 +16,7 @@ from operator_harness import (
     ensure_namespace,
     model_deployment,
     operator_in,
+    patch_model_deployment,
     wait_for,
 )
 
@@ -112,8 +113,29 @@ def test_a_privileged_profile_is_accepted_at_apply_and_refused_by_the_operator(
     message = wait_for(refusal, timeout=60, interval=0.5)
     assert "spec.template.securityContext.privileged" in message
     assert "--allow-privileged-models" in message
+    # Status says why, as the Event does (it is written before the Event is posted).
+    degraded = reader.condition(NAMESPACE, "asks-privileges", "Degraded")
+    assert (degraded["status"], degraded["reason"]) == ("True", "PrivilegedNotAllowed")
+    assert degraded["message"] == message
+    ready = reader.condition(NAMESPACE, "asks-privileges", "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "PrivilegedNotAllowed")
+    assert reader.is_true(NAMESPACE, "asks-privileges", "Stalled")
     # Refused before anything was built: no pods run privileged.
     assert reader.deployments(NAMESPACE, "asks-privileges") == {}
+
+    # The spec without privileges: built, and the refusal is gone from status.
+    patch_model_deployment(
+        kube, NAMESPACE, "asks-privileges",
+        {"spec": {"template": {"securityProfile": "restricted", "securityContext": None}}},
+    )  # fmt: skip
+    wait_for(
+        lambda: reader.is_true(NAMESPACE, "asks-privileges", "Ready"),
+        timeout=60, what="Ready once the privileges are dropped",
+    )  # fmt: skip
+    degraded = reader.condition(NAMESPACE, "asks-privileges", "Degraded")
+    assert (degraded["status"], degraded["reason"]) == ("False", "AsExpected")
+    assert not reader.is_true(NAMESPACE, "asks-privileges", "Stalled")
+    assert reader.deployments(NAMESPACE, "asks-privileges")
 
 
 def test_an_operator_allowing_privileged_models_runs_them(

@@ -10,8 +10,10 @@ import pytest
 from test_rollout_machine import NAME, UID, base_spec, rev
 from test_rollout_pods import kubelet_pod, rolling_out, waiting
 
-from modeldeploy.api import GROUP, VERSION, ModelDeploymentSpec, to_wire
+from modeldeploy.api import GROUP, VERSION, ModelDeploymentSpec, PendingEvent, to_wire
 from modeldeploy.handlers import Reconciler, read_status
+from modeldeploy.kube import Conflict
+from modeldeploy.rollout import Event, Subject, refuse_privileges
 from modeldeploy.watchcache import Snapshot
 
 pytestmark = pytest.mark.unit
@@ -56,6 +58,8 @@ class FakeApiserver:
         self.unlabelled: dict[str, dict[str, Any]] = {}
         """Objects without the label the cache watches by, by the end of their path."""
         self.reads: list[str] = []
+        self.events: list[Event] = []
+        self.event_names: list[str] = []
 
     def get(self, path: str, query: dict[str, str]) -> dict[str, Any]:
         name = query["fieldSelector"].removeprefix("metadata.name=")
@@ -71,7 +75,8 @@ class FakeApiserver:
 
     def replace_status(self, body: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
         self.statuses.append(status)
-        return {"kind": "ModelDeployment", "metadata": {"name": "churn", "resourceVersion": "6"}}
+        version = str(5 + len(self.statuses))
+        return {**body, "metadata": {**body["metadata"], "resourceVersion": version}}
 
     def apply(self, body: dict[str, Any]) -> dict[str, Any]:
         self.writes += 1
@@ -81,8 +86,17 @@ class FakeApiserver:
     def delete(self, namespace: str, ref: Any) -> None:
         self.writes += 1
 
-    def post_event(self, *args: Any) -> None:
-        pass
+    def post_event(
+        self,
+        involved: dict[str, Any],
+        event: Event | PendingEvent,
+        now: datetime,
+        name: str | None = None,
+    ) -> None:
+        if name is not None and name in self.event_names:
+            raise Conflict(409, f'events "{name}" already exists')
+        self.events.append(event)
+        self.event_names.append(name or f"random-{len(self.events)}")
 
 
 def model_deployment(spec: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
@@ -115,8 +129,8 @@ def test_a_rollback_is_decided_again_on_a_fresh_read(real: bool) -> None:
     assert reconciler.fresh_reads == 1
     phases = [status.get("phase") for status in api.statuses]
     if real:
-        assert phases == ["RolledBack"]
-        assert ("ModelDeployment", NAME, "6") in written
+        assert phases == ["RolledBack", "RolledBack"]  # with its Events pending, then posted
+        assert ("ModelDeployment", NAME, "7") in written
     else:  # the pod was gone: the cache was stale, nothing is rolled back
         assert "RolledBack" not in phases
 
@@ -176,18 +190,101 @@ def test_a_privileged_spec_names_what_it_asks_for() -> None:
     )
 
 
-def test_privileged_pods_are_refused_with_an_event_unless_allowed() -> None:
-    kube = Mock()
-    refusing = Reconciler(kube=kube)
+def conditions(status: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    return {c["type"]: (c["status"], c["reason"]) for c in status.get("conditions") or []}
+
+
+def test_privileged_pods_are_refused_in_status_once_and_cleared_by_a_fixed_spec() -> None:
+    body = model_deployment(privileged_body()["spec"], {})
+    api = FakeApiserver(body, [])
     key = ("ml", NAME)
-    now = datetime.now(UTC)
-    assert refusing.subject_of(key, privileged_body(), now) is None
-    (call,) = kube.post_event.call_args_list
-    event = call.args[1]
-    assert (event.type, event.reason) == ("Warning", "PrivilegedNotAllowed")
-    assert "spec.template.securityContext.privileged" in event.message
-    assert "--allow-privileged-models" in event.message
-    allowing = Reconciler(kube=Mock(), allow_privileged_models=True)
-    subject = allowing.subject_of(key, privileged_body(), now)
-    assert subject is not None
-    assert subject.spec.template.security_profile == "privileged"
+    refusing = Reconciler(kube=api)  # type: ignore[arg-type]
+    refusing.reconcile(key, Snapshot(body, ()))
+    written, status = api.statuses  # with the Event pending, then without (posted)
+    assert [e["reason"] for e in written["pendingEvents"]] == ["PrivilegedNotAllowed"]
+    assert "pendingEvents" not in status
+    assert api.applied == []  # nothing is built
+    assert conditions(status) == {
+        "Ready": ("False", "PrivilegedNotAllowed"),
+        "Degraded": ("True", "PrivilegedNotAllowed"),
+        "Stalled": ("True", "PrivilegedNotAllowed"),
+    }
+    assert "spec.template.securityContext.privileged" in status["message"]
+    assert "--allow-privileged-models" in status["message"]
+    (event,) = api.events
+    assert (event.type, event.reason, event.message) == (
+        "Warning", "PrivilegedNotAllowed", status["message"],
+    )  # fmt: skip
+    # Status says so: the next reconcile, also a restarted operator's, writes and posts nothing.
+    refused = model_deployment(privileged_body()["spec"], status)
+    Reconciler(kube=api).reconcile(key, Snapshot(refused, ()))  # type: ignore[arg-type]
+    assert (len(api.statuses), len(api.events)) == (2, 1)
+    # The operator allowing privileges (or a fixed spec) builds it and clears the refusal.
+    allowing = Reconciler(kube=api, allow_privileged_models=True)  # type: ignore[arg-type]
+    allowing.reconcile(key, Snapshot(refused, ()))
+    assert api.applied
+    assert conditions(api.statuses[-1])["Degraded"] == ("False", "AsExpected")
+    assert conditions(api.statuses[-1])["Stalled"] == ("False", "NotStalled")
+    fixed = model_deployment(base_spec(), status)
+    refusing.reconcile(key, Snapshot(fixed, ()))
+    assert conditions(api.statuses[-1])["Degraded"] == ("False", "AsExpected")
+    assert [e.reason for e in api.events].count("PrivilegedNotAllowed") == 1
+
+
+def test_a_refusal_keeps_the_rollout_it_interrupts() -> None:
+    d, canary = rolling_out()
+    spec = ModelDeploymentSpec.model_validate(privileged_body()["spec"])
+    subject = Subject(NAME, "ml", UID, d.generation + 1, spec, d.status)
+    decided = refuse_privileges(subject, spec.privileges(), datetime.now(UTC))
+    assert (decided.apply, decided.delete) == ((), ())
+    kept = {"phase", "canary_revision", "stable_revision", "step", "history"}
+    assert decided.status.model_dump(include=kept) == d.status.model_dump(include=kept)
+    assert decided.status.canary_revision == canary
+    assert decided.status.observed_generation == d.generation + 1
+    ready = next(c for c in decided.status.conditions if c.type == "Ready")
+    assert (ready.status, ready.reason, ready.observed_generation) == (
+        "False", "PrivilegedNotAllowed", d.generation + 1,
+    )  # fmt: skip
+
+
+# --- the Event outbox: written with the transition, posted, cleared ----------------------
+
+
+def test_a_transitions_events_are_written_with_it_posted_then_cleared_and_idle_writes_nothing() -> (
+    None
+):
+    api = FakeApiserver(model_deployment(base_spec(), {}), [])
+    reconciler = Reconciler(kube=api)  # type: ignore[arg-type]
+    key = ("ml", NAME)
+    reconciler.reconcile(key, Snapshot(api.body, ()))
+    with_events, cleared = api.statuses
+    pending = with_events["pendingEvents"]
+    assert [(e["reason"], e["type"]) for e in pending] == [("Deploying", "Normal")]
+    assert [e["history"] for e in (with_events, cleared)] == [with_events["history"]] * 2
+    assert api.event_names == [pending[0]["name"]]
+    assert [e.message for e in api.events] == [pending[0]["message"]]
+    assert {k: v for k, v in with_events.items() if k != "pendingEvents"} == cleared
+    # Nothing changed since: no status write, no Event.
+    owned = tuple(api.applied)
+    reconciler.reconcile(key, Snapshot(model_deployment(base_spec(), cleared), owned))
+    assert (len(api.statuses), len(api.events)) == (2, 1)
+
+
+@pytest.mark.parametrize("posted_before_the_kill", [False, True])
+def test_a_restarted_operator_posts_what_was_left_pending_once(
+    posted_before_the_kill: bool,
+) -> None:
+    api = FakeApiserver(model_deployment(base_spec(), {}), [])
+    key = ("ml", NAME)
+    Reconciler(kube=api).reconcile(key, Snapshot(api.body, ()))  # type: ignore[arg-type]
+    left = api.statuses[0]  # as an operator killed right after the status write left it
+    if not posted_before_the_kill:
+        api.events.clear()
+        api.event_names.clear()
+    api.statuses.clear()
+    restarted = Reconciler(kube=api)  # type: ignore[arg-type]
+    restarted.reconcile(key, Snapshot(model_deployment(base_spec(), left), tuple(api.applied)))
+    assert [e.reason for e in api.events] == ["Deploying"]  # once: a second post is refused
+    assert api.event_names == [left["pendingEvents"][0]["name"]]
+    (cleared,) = api.statuses
+    assert "pendingEvents" not in cleared

@@ -18,6 +18,8 @@ HISTORY_LIMIT = 20
 MAX_CHECKS = 256
 MAX_POD_PROBLEMS = 10
 MAX_POD_MESSAGE = 256
+MAX_PENDING_EVENTS = 32
+MAX_EVENT_MESSAGE = 1024
 
 Phase = Literal[
     "Pending", "Progressing", "Paused", "Promoting", "Stable", "RolledBack", "Killed", "Degraded"
@@ -131,6 +133,22 @@ class PodProblem(ApiModel):
     """The container's restartCount."""
 
 
+class PendingEvent(ApiModel):
+    """An Event written into status with the transition it reports, before it is posted."""
+
+    name: Annotated[str, Field(min_length=1, max_length=253)]
+    """The Event object's name, fixed when the transition was written: posting it again
+    (after a restart) is refused as AlreadyExists instead of making a duplicate."""
+    type: Literal["Normal", "Warning"]
+    """Normal or Warning."""
+    reason: Annotated[str, Field(min_length=1, max_length=128)]
+    """The Event's reason, e.g. Promoted."""
+    message: Annotated[str, Field(max_length=MAX_EVENT_MESSAGE)] = ""
+    """The Event's message."""
+    time: Timestamp
+    """When the transition was decided."""
+
+
 class ModelDeploymentStatus(ApiModel):
     """Observed state, written by the operator."""
 
@@ -181,3 +199,8 @@ class ModelDeploymentStatus(ApiModel):
         default_factory=list
     )
     """The last 20 rollout events, oldest first."""
+    pending_events: Annotated[list[PendingEvent], Field(max_length=MAX_PENDING_EVENTS)] = Field(
+        default_factory=list
+    )
+    """Events of the last transition not yet known to be posted: written with it, posted right
+    after, then cleared. An operator stopped in between posts them when it starts again."""

@@ -569,7 +569,7 @@ class PodTemplate(ApiModel):
     contexts below may not grant privileges. privileged: they may (privileged, privilege
     escalation, added capabilities, root), but only an operator started with
     --allow-privileged-models (chart value allowPrivilegedModels) runs such pods; any other
-    posts a Warning Event PrivilegedNotAllowed and leaves the ModelDeployment alone."""
+    builds nothing for it and says why (Degraded PrivilegedNotAllowed, and a Warning Event)."""
     security_context: ContainerSecurityContext | None = None
     """Security context of the model container, merged over the restricted profile."""
     pod_security_context: PodSecurityContext | None = None

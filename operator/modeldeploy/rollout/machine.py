@@ -35,6 +35,7 @@ from modeldeploy.api import (
     HISTORY_LIMIT,
     MAX_POD_PROBLEMS,
     AnalysisResult,
+    Condition,
     HistoryEntry,
     HistoryEvent,
     PodProblem,
@@ -54,7 +55,14 @@ from modeldeploy.resources.revision import RevisionSource
 from modeldeploy.rollout.layout import Layout, RevisionLayout, build, diff, foreign_in
 from modeldeploy.rollout.plan import Event, EventType, Plan, Subject
 from modeldeploy.rollout.podstatus import NOT_READY, OOM_KILLED, PODS_CANNOT_START, describe
-from modeldeploy.rollout.report import MAX_MESSAGE, NOT_OWNED, Facts, render
+from modeldeploy.rollout.report import (
+    MAX_MESSAGE,
+    NOT_OWNED,
+    PRIVILEGED_NOT_ALLOWED,
+    Facts,
+    privileges_refused,
+    render,
+)
 from modeldeploy.rollout.signal import NO_ANALYSIS, AnalysisInput
 from modeldeploy.rollout.sizing import (
     canary_replicas,
@@ -120,6 +128,27 @@ def plan(
     if now is None or now.tzinfo is None:
         raise ValueError("plan() needs a timezone-aware `now`")
     return _Reconcile(subject, world, analysis, now.replace(microsecond=0), apply_error).run()
+
+
+def refuse_privileges(subject: Subject, privileges: tuple[str, ...], now: datetime) -> Plan:
+    """The Plan of an operator without --allow-privileged-models for a spec that asks for
+    `privileges`: nothing is built, changed or deleted; status says why, and the Warning Event
+    is posted when the status did not say so already (once per refusal, across restarts)."""
+    if now.tzinfo is None:
+        raise ValueError("refuse_privileges() needs a timezone-aware `now`")
+    why = (
+        f"spec.{', spec.'.join(privileges)}: this operator runs no privileged model pods "
+        "(start it with --allow-privileged-models, chart value allowPrivilegedModels)"
+    )
+    status = privileges_refused(subject.status, why, subject.generation, now.replace(microsecond=0))
+
+    def degraded(conditions: list[Condition]) -> tuple[str, str, str] | None:
+        found = next((c for c in conditions if c.type == "Degraded"), None)
+        return (found.status, found.reason, found.message) if found else None
+
+    said = degraded(subject.status.conditions) == degraded(status.conditions)
+    events = () if said else (Event("Warning", PRIVILEGED_NOT_ALLOWED, why),)
+    return Plan(status=status, events=events)
 
 
 class _Reconcile:

@@ -48,7 +48,8 @@ class Event:
 @dataclass(frozen=True)
 class Plan:
     """Apply in order, then delete; write `status` first when it changed (it records the
-    decisions, so that a crash between the two never loses one); then Events."""
+    decisions, so that a crash between the two never loses one; the Events go into it too,
+    `rollout.outbox`); then post the Events."""
 
     status: ModelDeploymentStatus
     apply: tuple[Body, ...] = ()

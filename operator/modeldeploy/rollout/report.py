@@ -24,6 +24,9 @@ PODS_FAILING_REASON = "PodsFailing"
 """Degraded (and Stalled) after a rollback of a canary whose pods cannot start."""
 NOT_OWNED = "ObjectNotOwned"
 """Degraded (and Stalled) while a name the ModelDeployment needs is taken by another's object."""
+PRIVILEGED_NOT_ALLOWED = "PrivilegedNotAllowed"
+"""Ready False, Degraded and Stalled True: the spec asks for privileged pods, which this
+operator does not run."""
 SHOWN_PROBLEMS = 3
 
 
@@ -327,4 +330,26 @@ def render(
         failed_analysis=state.failed_analysis,
         pod_problems=list(facts.pod_problems),
         history=state.history,
+    )
+
+
+def privileges_refused(
+    prev: ModelDeploymentStatus, message: str, generation: int, now: datetime
+) -> ModelDeploymentStatus:
+    """The status of a spec whose privileged pods the operator does not run: nothing is built
+    or changed, so phase and bookkeeping stay as they were (a promotion under way is still
+    remembered); Ready False, Degraded and Stalled True say why, for the generation refused."""
+    said = [
+        _Cond("Ready", "False", PRIVILEGED_NOT_ALLOWED, message),
+        _Cond("Degraded", "True", PRIVILEGED_NOT_ALLOWED, message),
+        _Cond("Stalled", "True", PRIVILEGED_NOT_ALLOWED, message),
+    ]
+    made = {c.type: _condition(prev, c, generation, now) for c in said}
+    kept = [made.pop(c.type, c) for c in prev.conditions]
+    return prev.model_copy(
+        update={
+            "message": _short(message),
+            "observed_generation": generation,
+            "conditions": [*kept, *made.values()],
+        }
     )

@@ -1,0 +1,53 @@
+"""The Event outbox: Events survive an operator killed between the status write and the post.
+
+A plan's Events are written into `status.pendingEvents` together with the transition they
+report, posted after the status write, and cleared by one more status write. An operator
+stopped anywhere in between finds them in status when it starts again and posts them then.
+Each pending Event carries its Event object's name, fixed when it was written: posting it a
+second time (it was posted, but not yet cleared, before the kill) is refused by the
+apiserver as AlreadyExists, which counts as posted. So no Event is lost or duplicated, and
+a reconcile without Events writes nothing more than before.
+"""
+
+import hashlib
+from datetime import datetime
+
+from modeldeploy.api import (
+    MAX_EVENT_MESSAGE,
+    MAX_PENDING_EVENTS,
+    ModelDeploymentStatus,
+    PendingEvent,
+)
+from modeldeploy.rollout.plan import Plan, Subject
+
+
+def event_name(subject: Subject, version: str, index: int) -> str:
+    """The name of the `index`th Event of the transition written over `version` (the
+    ModelDeployment's resourceVersion the status write is conditioned on): at most one write
+    succeeds on a given version, so two transitions never share a name."""
+    digest = hashlib.sha256(f"{subject.uid}/{version}/{index}".encode()).hexdigest()
+    return f"{subject.name}.{digest[:16]}"
+
+
+def with_outbox(
+    subject: Subject, decided: Plan, version: str, now: datetime
+) -> ModelDeploymentStatus:
+    """The status to write: the plan's, with what the stored status still had pending (an
+    earlier process' Events, not known to be posted) and the plan's own Events after them."""
+    made = [
+        PendingEvent(
+            name=event_name(subject, version, index),
+            type=event.type,
+            reason=event.reason,
+            message=event.message[:MAX_EVENT_MESSAGE],
+            time=now.replace(microsecond=0),
+        )
+        for index, event in enumerate(decided.events)
+    ]
+    pending = [*subject.status.pending_events, *made][-MAX_PENDING_EVENTS:]
+    return decided.status.model_copy(update={"pending_events": pending})
+
+
+def posted(status: ModelDeploymentStatus) -> ModelDeploymentStatus:
+    """The status once its pending Events are posted."""
+    return status.model_copy(update={"pending_events": []})
