@@ -197,16 +197,16 @@ def assert_no_orphans(stack: AnalysisStack, outcomes: list[Outcome]) -> dict[str
     return owned
 
 
-def lost_events(stack: AnalysisStack, outcomes: list[Outcome]) -> list[str]:
-    """History transitions without their Event (Started -> RolloutStarted)."""
+def events_per_transition(stack: AnalysisStack, outcomes: list[Outcome]) -> dict[str, int]:
+    """How many Events each history transition got (Started -> RolloutStarted): 1 each
+    when none was lost or posted twice."""
     reasons = {"Started": "RolloutStarted", "Promoted": "Promoted", "RolledBack": "RolledBack"}
     posted = {reason: [e["message"] for e in stack.events(reason)] for reason in reasons.values()}
-    return [
-        f"{h['event']} {o.canary}"
+    return {
+        f"{h['event']} {o.canary}": sum(o.canary in m for m in posted[reasons[h["event"]]])
         for o in outcomes
         for h in o.history
-        if not any(o.canary in m for m in posted[reasons[h["event"]]])
-    ]
+    }
 
 
 def phase_now(stack: AnalysisStack) -> str:
@@ -242,7 +242,8 @@ def test_operator_killed_30_times_across_promotions_and_rollbacks(stack: Analysi
                 if outcomes[-1].end == "stuck":
                     break
         owned = assert_no_orphans(stack, outcomes)
-        lost = lost_events(stack, outcomes)
+        events = events_per_transition(stack, outcomes)
+        wrong_events = {t: n for t, n in events.items() if n != 1}
         kills_in = Counter(seen.split(" ")[0] for seen in killer.kills)
         lines.append(f"{len(killer.kills)} SIGKILLs over {len(outcomes)} rollouts, by phase "
                      f"at the kill: {dict(kills_in)}")  # fmt: skip
@@ -253,11 +254,13 @@ def test_operator_killed_30_times_across_promotions_and_rollbacks(stack: Analysi
                      f"{warm.lowest_serving}, over {warm.samples} samples "
                      f"({warm.failed_samples} failed reads)")  # fmt: skip
         lines.append(f"left: {sorted(owned)}")
-        lines.append(f"Events missing for history entries: {len(lost)} {lost}")
+        lines.append(f"history transitions {len(events)}, of them without exactly one Event: "
+                     f"{len(wrong_events)} {wrong_events}")  # fmt: skip
     assert len(killer.kills) >= KILLS
     assert all(o.end != "stuck" for o in outcomes), summary(outcomes)
     assert all(o.right for o in outcomes), summary(outcomes)
     assert all(history_as_expected(o) for o in outcomes), summary(outcomes)
+    assert not wrong_events  # none lost, none posted twice (the status outbox)
     warm.assert_never_below()
 
 
