@@ -202,8 +202,13 @@ def events_per_transition(stack: AnalysisStack, outcomes: list[Outcome]) -> dict
     when none was lost or posted twice."""
     reasons = {"Started": "RolloutStarted", "Promoted": "Promoted", "RolledBack": "RolledBack"}
     posted = {reason: [e["message"] for e in stack.events(reason)] for reason in reasons.values()}
+
+    def reason(entry: Body) -> str:
+        return reasons[entry["event"]]
+
     return {
-        f"{h['event']} {o.canary}": sum(o.canary in m for m in posted[reasons[h["event"]]])
+        # Their messages start with the revision they are about (others may name it later).
+        f"{h['event']} {o.canary}": sum(m.startswith(o.canary) for m in posted[reason(h)])
         for o in outcomes
         for h in o.history
     }
