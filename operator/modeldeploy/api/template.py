@@ -472,6 +472,52 @@ def _root_privileges(context: str, get: Callable[["PodTemplate"], Any]) -> tuple
     )
 
 
+SELINUX_TYPES = ("", "container_t", "container_init_t", "container_kvm_t", "container_engine_t")
+"""The SELinux types the baseline Pod Security profile allows (spc_t and the like are not)."""
+
+
+def _confinement_privileges(
+    context: str, get: Callable[["PodTemplate"], Any]
+) -> tuple[Privilege, ...]:
+    """No seccomp Unconfined and no SELinux label beyond a container type (baseline)."""
+
+    def seccomp(t: "PodTemplate") -> SeccompProfile | None:
+        return getattr(get(t), "seccomp_profile", None)
+
+    def selinux(t: "PodTemplate") -> SELinuxOptions | None:
+        return getattr(get(t), "se_linux_options", None)
+
+    selinux_path = f"{context}.seLinuxOptions"
+    allowed = ", ".join(f"'{t}'" for t in SELINUX_TYPES)
+    return (
+        Privilege(
+            f"{context}.seccompProfile.type",
+            f"{context}.seccompProfile Unconfined",
+            f"{_has(context + '.seccompProfile')} && "
+            f"self.{context}.seccompProfile.type == 'Unconfined'",
+            lambda t: (profile := seccomp(t)) is not None and profile.type == "Unconfined",
+        ),
+        Privilege(
+            f"{selinux_path}.type",
+            f"{selinux_path}.type other than {', '.join(SELINUX_TYPES[1:])}",
+            f"{_has(selinux_path + '.type')} && !(self.{selinux_path}.type in [{allowed}])",
+            lambda t: (o := selinux(t)) is not None and (o.type or "") not in SELINUX_TYPES,
+        ),
+        Privilege(
+            f"{selinux_path}.user",
+            f"{selinux_path}.user",
+            f"{_has(selinux_path + '.user')} && self.{selinux_path}.user != ''",
+            lambda t: bool((o := selinux(t)) and o.user),
+        ),
+        Privilege(
+            f"{selinux_path}.role",
+            f"{selinux_path}.role",
+            f"{_has(selinux_path + '.role')} && self.{selinux_path}.role != ''",
+            lambda t: bool((o := selinux(t)) and o.role),
+        ),
+    )
+
+
 def _container(t: "PodTemplate") -> ContainerSecurityContext | None:
     return t.security_context
 
@@ -507,6 +553,8 @@ PRIVILEGES: tuple[Privilege, ...] = (
     ),
     *_root_privileges("securityContext", _container),
     *_root_privileges("podSecurityContext", _pod),
+    *_confinement_privileges("securityContext", _container),
+    *_confinement_privileges("podSecurityContext", _pod),
 )
 """What only securityProfile privileged may ask for (host namespaces and volumes are not
 part of the template at all)."""
@@ -567,7 +615,8 @@ class PodTemplate(ApiModel):
     security_profile: Literal["restricted", "privileged"] = "restricted"
     """restricted: the pods run under the restricted Pod Security profile, and the security
     contexts below may not grant privileges. privileged: they may (privileged, privilege
-    escalation, added capabilities, root), but only an operator started with
+    escalation, added capabilities, root, seccomp Unconfined, an SELinux user, role or a
+    type other than the container types), but only an operator started with
     --allow-privileged-models (chart value allowPrivilegedModels) runs such pods; any other
     builds nothing for it and says why (Degraded PrivilegedNotAllowed, and a Warning Event)."""
     security_context: ContainerSecurityContext | None = None
