@@ -307,7 +307,8 @@ def test_prometheus_down_and_back_holds_then_promotes(
             outcome = await_end(stack, change, canary, stable, back)
         down = [s for s in timeline.snapshot() if stopped <= s.t <= back]
         lines.append(f"down {back - stopped:.1f}s; first round without data "
-                     f"{held.t - stopped:.1f}s after the stop: {held.checks()}")  # fmt: skip
+                     f"{held.t - stopped:.1f}s after the stop, waiting "
+                     f"{held.analysis.get('waiting')}: {sorted(held.checks())}")  # fmt: skip
         lines.append(f"back -> {outcome.end} in {outcome.seconds:.1f}s, history "
                      f"{[h['event'] for h in outcome.history]}")  # fmt: skip
     assert all(s.canary == canary for s in down), "promoted or rolled back without data"
