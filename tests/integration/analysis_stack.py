@@ -47,6 +47,7 @@ from modeldeploy.devenv.endpoints import Endpoint
 from modeldeploy.devenv.imagemap import ImageMap
 from modeldeploy.devenv.loadgen import EndpointSource, LoadReport, LoadSpec, run_load
 from modeldeploy.devenv.podrunner import PodRunner, RunnerConfig
+from modeldeploy.devenv.prometheus import PrometheusServer
 from modeldeploy.devenv.tools import free_port
 from modeldeploy.devenv.traffic import Drift, Row, choose_uniform, read_rows
 from modeldeploy.profile_schema import FeatureProfile, Profile
@@ -111,6 +112,18 @@ def write_image_map(directory: Path) -> ImageMap:
     path = directory / "images.yaml"
     path.write_text(yaml.safe_dump({"images": images}))
     return ImageMap.load(path)
+
+
+@contextmanager
+def stable_stack(
+    kube: KwokCluster, prometheus: PrometheusServer, workdir: Path, namespace: str, **spec: Any
+) -> Iterator["AnalysisStack"]:
+    """An AnalysisStack in `namespace` on `prometheus`, with V1 deployed (`spec` over the
+    test settings) and Ready."""
+    with AnalysisStack(kube, prometheus.url, prometheus.targets_dir, namespace, workdir) as s:
+        s.deploy(V1, "1", **spec)
+        s.wait_stable()
+        yield s
 
 
 def manifest(namespace: str, image: str, version: str, **spec: Any) -> Body:

@@ -9,23 +9,21 @@
 
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from analysis_stack import (
     ANALYSIS,
-    V1,
     V3,
     AnalysisStack,
     metric,
     printed_section,
     rolled_back,
+    stable_stack,
 )
 
 from modeldeploy import contract
 from modeldeploy.devenv.cluster import KwokCluster
 from modeldeploy.devenv.prometheus import PrometheusServer
-from modeldeploy.devenv.tools import prometheus_binary
 from modeldeploy.devenv.traffic import Drift
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
@@ -36,23 +34,13 @@ NODATA_ANALYSIS = {**ANALYSIS, "onNoData": "rollback", "noDataTimeout": f"{NO_DA
 
 
 @pytest.fixture(scope="module")
-def private_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
-    server = PrometheusServer(prometheus_binary(), Path(tmp_path_factory.mktemp("prometheus")))
-    with server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def stack(
     kube: KwokCluster,
     private_prometheus: PrometheusServer,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[AnalysisStack]:
     workdir = tmp_path_factory.mktemp(NAMESPACE)
-    prometheus = private_prometheus
-    with AnalysisStack(kube, prometheus.url, prometheus.targets_dir, NAMESPACE, workdir) as s:
-        s.deploy(V1, "1", analysis=NODATA_ANALYSIS)
-        s.wait_stable()
+    with stable_stack(kube, private_prometheus, workdir, NAMESPACE, analysis=NODATA_ANALYSIS) as s:
         yield s
 
 

@@ -16,11 +16,11 @@ from analysis_stack import (
     MIN_WARM,
     NAME,
     ROLLOUT,
-    V1,
     V3,
     AnalysisStack,
     metric,
     printed_section,
+    stable_stack,
 )
 from operator_harness import ready, wait_for
 
@@ -45,9 +45,7 @@ def stack(
     kube: KwokCluster, prometheus: PrometheusServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[AnalysisStack]:
     workdir = tmp_path_factory.mktemp(NAMESPACE)
-    with AnalysisStack(kube, prometheus.url, prometheus.targets_dir, NAMESPACE, workdir) as s:
-        s.deploy(V1, "1", analysis=ROOMY)
-        s.wait_stable()
+    with stable_stack(kube, prometheus, workdir, NAMESPACE, analysis=ROOMY) as s:
         yield s
 
 

@@ -20,7 +20,6 @@ from analysis_stack import (
     ANALYSIS,
     SKEWED,
     SLOW,
-    V1,
     AnalysisStack,
     Sample,
     Traffic,
@@ -28,6 +27,7 @@ from analysis_stack import (
     metric,
     printed_section,
     rolled_back,
+    stable_stack,
 )
 from operator_harness import wait_for
 
@@ -46,9 +46,7 @@ def stack(
     kube: KwokCluster, prometheus: PrometheusServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[AnalysisStack]:
     workdir = tmp_path_factory.mktemp(NAMESPACE)
-    with AnalysisStack(kube, prometheus.url, prometheus.targets_dir, NAMESPACE, workdir) as s:
-        s.deploy(V1, "1")
-        s.wait_stable()
+    with stable_stack(kube, prometheus, workdir, NAMESPACE) as s:
         yield s
 
 

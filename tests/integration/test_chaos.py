@@ -18,7 +18,6 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from analysis_stack import (
@@ -34,12 +33,12 @@ from analysis_stack import (
     Sample,
     Timeline,
     printed_section,
+    stable_stack,
 )
 from operator_harness import OperatorKiller, WarmWatcher, wait_for
 
 from modeldeploy.devenv.cluster import KwokCluster
 from modeldeploy.devenv.prometheus import PrometheusServer
-from modeldeploy.devenv.tools import prometheus_binary
 from modeldeploy.resources.names import LABEL_REVISION
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
@@ -104,24 +103,15 @@ class Outcome:
 
 
 @pytest.fixture(scope="module")
-def private_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
-    """This module's own Prometheus: one test stops it and starts it again."""
-    server = PrometheusServer(prometheus_binary(), Path(tmp_path_factory.mktemp("prometheus")))
-    with server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def stack(
     kube: KwokCluster,
     private_prometheus: PrometheusServer,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[AnalysisStack]:
     workdir = tmp_path_factory.mktemp(NAMESPACE)
-    prometheus = private_prometheus
-    with AnalysisStack(kube, prometheus.url, prometheus.targets_dir, NAMESPACE, workdir) as s:
-        s.deploy(V1, "1", rollout=ROLLOUT, analysis=ROOMY)
-        s.wait_stable()
+    with stable_stack(
+        kube, private_prometheus, workdir, NAMESPACE, rollout=ROLLOUT, analysis=ROOMY
+    ) as s:
         yield s
 
 
