@@ -38,6 +38,7 @@ from operator_harness import (
     ensure_crd,
     ensure_namespace,
     model_deployment,
+    ready,
     wait_for,
 )
 
@@ -409,12 +410,22 @@ class AnalysisStack:
         return self.reader.status(self.namespace, NAME)
 
     def wait_stable(self, timeout: float = 120) -> Body:
-        """Until the spec's revision is stable with minWarm Ready pods (Ready condition)."""
+        """Until the spec's revision is stable (Ready condition) and minWarm of its pods are
+        Ready as served: kwok reports a new pod Ready at once, the runner takes its readiness
+        over once the pod's model server runs, and on a loaded machine that can be later."""
         wait_for(
             lambda: self.reader.is_true(self.namespace, NAME, "Ready"),
             timeout=timeout,
             what=f"{NAME} Ready",
         )
+        stable = self.status()["stableRevision"]
+
+        def served() -> bool:
+            answering = [e for e in self.runner.endpoints() if e.revision == stable and e.ready]
+            deployment = self.reader.deployments(self.namespace, NAME).get(f"{NAME}-{stable}")
+            return len(answering) >= MIN_WARM and ready(deployment or {}) >= MIN_WARM
+
+        wait_for(served, timeout=timeout, what=f"{MIN_WARM} servers of {stable} Ready")
         return self.status()
 
     def timeline(self) -> Timeline:

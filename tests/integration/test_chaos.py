@@ -37,8 +37,10 @@ from analysis_stack import (
 )
 from operator_harness import OperatorKiller, WarmWatcher, wait_for
 
+from modeldeploy.devenv import testruns
 from modeldeploy.devenv.cluster import KwokCluster
 from modeldeploy.devenv.prometheus import PrometheusServer
+from modeldeploy.devenv.tools import Toolchain
 from modeldeploy.resources.names import LABEL_REVISION
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
@@ -308,9 +310,31 @@ def test_prometheus_down_and_back_holds_then_promotes(
     assert not stack.status().get("noDataSince")
 
 
-def test_control_plane_restarted_mid_rollout(kube: KwokCluster, stack: AnalysisStack) -> None:
+@pytest.fixture(scope="module")
+def restarting(
+    tools: Toolchain, prometheus: PrometheusServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[KwokCluster, AnalysisStack]]:
+    """A cluster of its own (kwok leaves new pods unready for minutes after a restart of the
+    control plane: the session's cluster must not see one) with a stack on it."""
+    cluster = testruns.own_cluster(tools, "restart")
+    cluster.delete()  # a leftover of an earlier session with this process id
+    cluster.create(nodes=3)
+    try:
+        workdir = tmp_path_factory.mktemp(f"{NAMESPACE}-restart")
+        with stable_stack(
+            cluster, prometheus, workdir, NAMESPACE, rollout=ROLLOUT, analysis=ROOMY
+        ) as s:
+            yield cluster, s
+    finally:
+        cluster.delete()
+
+
+def test_control_plane_restarted_mid_rollout(
+    restarting: tuple[KwokCluster, AnalysisStack],
+) -> None:
     """A bad canary at its step when etcd, the apiserver and the controllers all restart:
     the same operator process (its watches reconnect) rolls it back, nothing left over."""
+    kube, stack = restarting
     change = Change("slow", SLOW, "4-restart", False)
     stable = stack.status()["stableRevision"]
     operator = stack.operator.process

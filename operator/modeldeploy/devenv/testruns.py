@@ -26,7 +26,17 @@ def run_dir() -> Path:
 
 
 def test_cluster(tools: Toolchain) -> KwokCluster:
-    return KwokCluster(f"{CLUSTER_PREFIX}{os.getpid()}", run_dir() / "kwok", tools)
+    return _session_cluster(tools, "")
+
+
+def own_cluster(tools: Toolchain, purpose: str) -> KwokCluster:
+    """A second cluster of this session's, for a test that would leave the session's cluster
+    unlike a fresh one."""
+    return _session_cluster(tools, f"-{purpose}")
+
+
+def _session_cluster(tools: Toolchain, suffix: str) -> KwokCluster:
+    return KwokCluster(f"{CLUSTER_PREFIX}{os.getpid()}{suffix}", run_dir() / f"kwok{suffix}", tools)
 
 
 def reap_stale_runs(tools: Toolchain) -> list[str]:
@@ -35,8 +45,9 @@ def reap_stale_runs(tools: Toolchain) -> list[str]:
     for path in runs_root().glob("*") if runs_root().exists() else []:
         if not path.name.isdigit() or pid_alive(int(path.name)):
             continue
-        if (path / "kwok").exists():
-            KwokCluster(f"{CLUSTER_PREFIX}{path.name}", path / "kwok", tools).delete()
+        for kwok in path.glob("kwok*"):
+            suffix = kwok.name.removeprefix("kwok")
+            KwokCluster(f"{CLUSTER_PREFIX}{path.name}{suffix}", kwok, tools).delete()
         shutil.rmtree(path, ignore_errors=True)
         reaped.append(path.name)
     return reaped
