@@ -14,13 +14,16 @@ else made need not carry the label the cache watches by, and a server-side apply
 would take it over (see `Reconciler.read_creates`).
 
 A reconcile runs when a ModelDeployment's spec or command annotations change, when an object
-it owns changes (a pod turns Ready, an HPA scales: within a fraction of a second), and for
-every ModelDeployment every `MODELDEPLOY_RECONCILE_INTERVAL` seconds (default 10: the
-safety net, and what moves time-based steps). Deliberately no Kopf timers and no change
-handlers: those make Kopf put a finalizer and its own annotations on every object; event
-handlers and indexes persist nothing, so Kopf itself never writes, deleting a ModelDeployment
-never waits for the operator, and owner references let the garbage collector remove
-everything it owned.
+it owns changes (a pod turns Ready, an HPA scales: within a fraction of a second), when its
+last plan falls due on time alone (`Plan.due`: a step's interval ends, a bake, the next
+analysis round; checked every `MODELDEPLOY_RECONCILE_INTERVAL` seconds, default 10, which is
+also how soon a reconcile that could not finish is tried again), and for every
+ModelDeployment every `MODELDEPLOY_RESYNC` seconds (default 300: the level-based safety net;
+an idle ModelDeployment without analysis is planned once per resync). Deliberately no Kopf
+timers and no change handlers: those make Kopf put a finalizer and its own annotations on
+every object; event handlers and indexes persist nothing, so Kopf itself never writes,
+deleting a ModelDeployment never waits for the operator, and owner references let the
+garbage collector remove everything it owned.
 
 With leader election (several replicas), every replica watches and keeps its cache warm;
 only the lease holder reconciles, and its Kube refuses writes the moment it cannot be sure
@@ -74,8 +77,12 @@ from modeldeploy.workqueue import WorkQueue
 log = logging.getLogger("modeldeploy.operator")
 
 INTERVAL_ENV = "MODELDEPLOY_RECONCILE_INTERVAL"
+RESYNC_ENV = "MODELDEPLOY_RESYNC"
 LOG_FORMAT_ENV = "MODELDEPLOY_LOG_FORMAT"  # plain (default) | json
 DEFAULT_INTERVAL = 10.0
+DEFAULT_RESYNC = 300.0
+"""Seconds between passes that plan every ModelDeployment, due or not: what a missed watch
+event or a wrong due time costs at most (client-go's informers resync on the same order)."""
 CONCURRENCY = 16
 """Reconciles at once. They wait on the apiserver (a reconcile's writes are sequential), not
 on this process' CPU: at 4, creating 100 ModelDeployments took 22 s of queueing alone."""
@@ -116,6 +123,16 @@ def destructive(subject: Subject, decided: Plan) -> bool:
 Written = tuple[str, str, str | None]  # (kind, name, resourceVersion; None: deleted)
 
 
+@dataclass(frozen=True)
+class Reconciled:
+    """What one reconcile wrote (for the expectations) and when it is due again."""
+
+    written: list[Written]
+    due: datetime | None
+    """`Plan.due`; the reconcile's own `now` when it could not finish (a write failed or
+    was refused, a name it would create is taken): tried again at the next pass."""
+
+
 @dataclass
 class Reconciler:
     kube: Kube
@@ -127,6 +144,9 @@ class Reconciler:
     """Kopf's indexes, once a handler has been called (Kopf fills them all first)."""
     expectations: Expectations = field(default_factory=Expectations)
     essence: dict[Key, tuple[Any, ...]] = field(default_factory=dict)
+    planned: dict[Key, datetime | None] = field(default_factory=dict)
+    """When each ModelDeployment's last finished reconcile is due again (None: on a change
+    only). Missing: never planned, or skipped since (the next pass reconciles it)."""
     errors: dict[Key, str] = field(default_factory=dict)
     reported: set[tuple[Key, str]] = field(default_factory=set)
     reconciles: int = 0
@@ -141,6 +161,7 @@ class Reconciler:
 
     def forget(self, key: Key) -> None:
         self.essence.pop(key, None)
+        self.planned.pop(key, None)
         self.errors.pop(key, None)
         self.expectations.forget(key)
         self.reported = {r for r in self.reported if r[0] != key}
@@ -162,12 +183,22 @@ class Reconciler:
         self.queue.add(key)
 
     def schedule_all(self) -> None:
-        """The periodic pass: every cached ModelDeployment, behind what events asked for."""
+        """The resync: every cached ModelDeployment, behind what events asked for."""
         for key in self.cache.keys() if self.cache is not None else ():
             self.queue.add(key, urgent=False)
 
+    def schedule_due(self, now: datetime) -> None:
+        """The periodic pass: the ModelDeployments whose last plan is due by `now`, or that
+        have none, behind what events asked for."""
+        for key in self.cache.keys() if self.cache is not None else ():
+            due = self.planned.get(key, now)
+            if due is not None and due <= now:
+                self.queue.add(key, urgent=False)
+
     async def run(self, key: Key) -> None:
         """One reconcile of `key` (the queue's work: never two at once for one key)."""
+        # Unplanned until it finishes: a skip or a failure is picked up by the next pass.
+        self.planned.pop(key, None)
         if self.cache is None or not self.leading() or self.expectations.pending(key):
             return
         snapshot = self.cache.snapshot(key)
@@ -175,12 +206,13 @@ class Reconciler:
             return
         try:
             loop = asyncio.get_running_loop()
-            written = await loop.run_in_executor(self.threads, self.reconcile, key, snapshot)
+            reconciled = await loop.run_in_executor(self.threads, self.reconcile, key, snapshot)
         except NotLeader:
             log.info("%s/%s: lost the lease while reconciling; left to the leader", *key)
             return
+        self.planned[key] = reconciled.due
         now_cached = self.cache.snapshot(key)
-        for kind, name, version in written:
+        for kind, name, version in reconciled.written:
             cached = now_cached.resource_version(kind, name) if now_cached else None
             self.expectations.expect(key, kind, name, version, cached)
 
@@ -235,14 +267,14 @@ class Reconciler:
             return None
         return Snapshot(body, tuple(self.kube.list_owned(*key)))
 
-    def reconcile(self, key: Key, snapshot: Snapshot) -> list[Written]:
-        """One reconcile (in a worker thread); returns what it wrote, for the expectations."""
+    def reconcile(self, key: Key, snapshot: Snapshot) -> Reconciled:
+        """One reconcile (in a worker thread): what it wrote, and when it is due again."""
         started = time.monotonic()
         self.reconciles += 1
         now = datetime.now(UTC)
         subject = self.subject_of(key, snapshot.body, now)
         if subject is None:
-            return []
+            return Reconciled([], None)
         if subject.spec.rollout.traffic.mode != "replicas":
             why = "traffic.mode gatewayAPI is not implemented yet: traffic follows replica ratios"
             self.report_once(key, snapshot.body, Event("Warning", "Unsupported", why), now)
@@ -255,7 +287,7 @@ class Reconciler:
             fresh = self.read_fresh(key)
             fresh_subject = None if fresh is None else self.subject_of(key, fresh.body, now)
             if fresh is None or fresh_subject is None:
-                return []
+                return Reconciled([], None)
             snapshot, subject = fresh, fresh_subject
             world = observe(subject.uid, snapshot.owned)
             decided = plan(subject, world, measured, now, self.errors.get(key))
@@ -263,7 +295,7 @@ class Reconciler:
             existing = self.read_creates(key[0], world, decided)
         except KubeError as err:
             log.warning("%s/%s: cannot read names it would create: %s; again next time", *key, err)
-            return []
+            return Reconciled([], now)
         if existing:
             # Taken names (or objects the cache has not seen yet): the plan again, knowing them.
             world = observe(subject.uid, (*snapshot.owned, *existing))
@@ -271,7 +303,12 @@ class Reconciler:
         for text in world.notes:
             self.report_once(key, snapshot.body, Event("Warning", "OddObject", text), now)
         self.observe_round(key, measured, decided)
-        return self.execute(key, snapshot.body, decided, now, started)
+        written = self.execute(key, snapshot.body, decided, now, started)
+        # A status write refused (Conflict) writes nothing; a failed write is in `errors`.
+        status_landed = bool(written) or to_wire(decided.status) == snapshot.body.get("status")
+        unfinished = existing or key in self.errors or not status_landed
+        # A name someone else holds is not watched: read again at the next pass.
+        return Reconciled(written, now if unfinished else decided.due)
 
     def observe_round(self, key: Key, measured: Measured, decided: Plan) -> None:
         """The round this reconcile ran, in the log and the operator's metrics."""
@@ -403,13 +440,17 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     memo.reconciler = reconciler
     memo.elector = elector
     interval = float(memo.get("interval") or os.environ.get(INTERVAL_ENV) or DEFAULT_INTERVAL)
+    resync = float(memo.get("resync") or os.environ.get(RESYNC_ENV) or DEFAULT_RESYNC)
     memo.tasks = [
         asyncio.create_task(reconciler.queue.run()),
-        asyncio.create_task(periodic(reconciler, interval)),
+        asyncio.create_task(periodic(reconciler, interval, resync)),
     ]
     if elector is not None:
         memo.tasks.append(asyncio.create_task(elector.run(reconciler.schedule_all)))
-    log.info("API server %s (%s), reconciling every %.1fs", kube.server, kube.source, interval)
+    log.info(
+        "API server %s (%s), due reconciles every %.1fs, all every %.0fs",
+        kube.server, kube.source, interval, resync,
+    )  # fmt: skip
 
 
 @kopf.on.cleanup()
@@ -424,11 +465,20 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
         measure.close()
 
 
-async def periodic(reconciler: Reconciler, interval: float) -> None:
-    """Level-based: every ModelDeployment is recomputed from the cache (no API reads)."""
+async def periodic(reconciler: Reconciler, interval: float, resync: float) -> None:
+    """Every `interval`, the ModelDeployments that are due; every `resync`, all of them
+    (level-based, from the cache: no API reads). A standby schedules nothing."""
+    loop = asyncio.get_running_loop()
+    last_resync = loop.time()
     while True:
         await asyncio.sleep(interval)
-        reconciler.schedule_all()
+        if not reconciler.leading():
+            continue
+        if loop.time() - last_resync >= resync:
+            last_resync = loop.time()
+            reconciler.schedule_all()
+        else:
+            reconciler.schedule_due(datetime.now(UTC))
 
 
 def _attach(memo: kopf.Memo, kwargs: dict[str, Any]) -> Reconciler:
@@ -523,6 +573,7 @@ def run_operator(
     liveness: str | None,
     verbose: bool,
     *,
+    resync: float | None = None,
     analysis: AnalysisSettings | None = None,
     lease: LeaseSettings | None = None,
     metrics_address: str = "0.0.0.0",
@@ -530,7 +581,9 @@ def run_operator(
     allow_privileged_models: bool = False,
 ) -> None:
     """Run the operator in this process until interrupted (the `modeldeploy operator`
-    command). Kopf standalone (no peering objects): `lease` set, the replicas elect a
+    command). `interval`: seconds between passes over what is due; `resync`: between passes
+    over everything (None: their environment variables, else the defaults). Kopf standalone
+    (no peering objects): `lease` set, the replicas elect a
     leader over a coordination.k8s.io Lease; else this is the only replica. `analysis`: the
     default Prometheus and how to query it; `metrics_port` 0: no metrics endpoint;
     `allow_privileged_models`: run pod templates with securityProfile privileged."""
@@ -548,6 +601,7 @@ def run_operator(
         liveness_endpoint=liveness,
         memo=kopf.Memo(
             interval=interval,
+            resync=resync,
             analysis=analysis or AnalysisSettings(),
             lease=lease,
             metrics_address=metrics_address,

@@ -36,7 +36,9 @@ def operator(
 ) -> Iterator[OperatorProcess]:
     ensure_crd(kube)
     ensure_namespace(kube, NAMESPACE)
-    with OperatorProcess(kube, NAMESPACE, Path(tmp_path_factory.mktemp("op-basic"))) as op:
+    workdir = Path(tmp_path_factory.mktemp("op-basic"))
+    # A full level-based pass every second: the idle test checks that it writes nothing.
+    with OperatorProcess(kube, NAMESPACE, workdir, resync=1) as op:
         yield op
 
 
@@ -117,8 +119,8 @@ def operator_write_time(body: dict[str, Any]) -> list[str]:
 def test_idle_resource_causes_no_writes(
     created: dict[str, float], operator: OperatorProcess, reader: ClusterReader
 ) -> None:
-    """30 s of reconciles every second: no API request by the operator (it reconciles from
-    its watch cache), and no object of the resource changes (resourceVersions of the
+    """30 s of full passes every second (`--resync 1`): no API request by the operator (it
+    reconciles from its watch cache), and no object of the resource changes (resourceVersions of the
     ModelDeployment and all owned objects)."""
     time.sleep(3)  # let the controllers settle (HPA status, ReplicaSets)
     before_md = reader.model_deployment(NAMESPACE, NAME)["metadata"]["resourceVersion"]

@@ -2,7 +2,7 @@
 rollback again on a fresh read when the watch cache may be stale, reading a name before
 creating it."""
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from unittest.mock import Mock
 
@@ -12,7 +12,8 @@ from test_rollout_pods import kubelet_pod, rolling_out, waiting
 
 from modeldeploy.api import GROUP, VERSION, ModelDeploymentSpec, to_wire
 from modeldeploy.handlers import Reconciler, read_status
-from modeldeploy.watchcache import Snapshot
+from modeldeploy.kube import KubeError
+from modeldeploy.watchcache import Snapshot, WatchCache
 
 pytestmark = pytest.mark.unit
 
@@ -111,7 +112,7 @@ def canary_with_a_pod_that_cannot_pull(
 @pytest.mark.parametrize("real", [True, False])
 def test_a_rollback_is_decided_again_on_a_fresh_read(real: bool) -> None:
     reconciler, api, cached = canary_with_a_pod_that_cannot_pull(pod_in_the_apiserver=real)
-    written = reconciler.reconcile(("ml", NAME), cached)
+    written = reconciler.reconcile(("ml", NAME), cached).written
     assert reconciler.fresh_reads == 1
     phases = [status.get("phase") for status in api.statuses]
     if real:
@@ -126,7 +127,8 @@ def test_a_name_taken_by_an_unlabelled_object_is_read_before_creating_and_left_a
     foreign = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": NAME, "uid": "x"}}
     api.unlabelled[f"services/{NAME}"] = foreign
     reconciler = Reconciler(kube=api)  # type: ignore[arg-type]
-    reconciler.reconcile(("ml", NAME), Snapshot(api.body, ()))
+    first = reconciler.reconcile(("ml", NAME), Snapshot(api.body, ()))
+    assert first.due is not None  # the name is not watched: read again at the next pass
     applied = [(b["kind"], b["metadata"]["name"]) for b in api.applied]
     assert ("Service", NAME) not in applied
     assert ("Deployment", f"{NAME}-{rev()}") in applied  # the rest is made
@@ -139,6 +141,57 @@ def test_a_name_taken_by_an_unlabelled_object_is_read_before_creating_and_left_a
     api.body = model_deployment(base_spec(), api.statuses[-1])
     reconciler.reconcile(("ml", NAME), Snapshot(api.body, owned))
     assert api.reads == [f"/api/v1/namespaces/ml/services/{NAME}"]
+
+
+# --- what the periodic pass reconciles ------------------------------------------------------
+
+
+class Queued:
+    """The work queue's `add`, recorded."""
+
+    def __init__(self) -> None:
+        self.keys: list[tuple[tuple[str, str], bool]] = []
+
+    def add(self, key: tuple[str, str], *, urgent: bool = True) -> None:
+        self.keys.append((key, urgent))
+
+
+def test_the_periodic_pass_takes_what_is_due_or_unplanned_and_the_resync_all() -> None:
+    now = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+    names = ("due", "later", "on-change", "unplanned")
+    bodies = {("ml", n): [model_deployment(base_spec(), {})] for n in names}
+    reconciler = Reconciler(kube=Mock(), cache=WatchCache(bodies, ()))
+    reconciler.planned = {
+        ("ml", "due"): now,
+        ("ml", "later"): now + timedelta(seconds=1),
+        ("ml", "on-change"): None,
+    }
+    queued = Queued()
+    reconciler.queue = queued  # type: ignore[assignment]
+    reconciler.schedule_due(now)
+    assert queued.keys == [(("ml", "due"), False), (("ml", "unplanned"), False)]
+    queued.keys.clear()
+    reconciler.schedule_all()
+    assert [key for key, _ in queued.keys] == sorted(bodies)
+
+
+def test_an_idle_reconcile_is_due_on_a_change_only_and_a_failed_one_at_the_next_pass() -> None:
+    api = FakeApiserver(model_deployment(base_spec(), {}), [])
+    reconciler = Reconciler(kube=api)  # type: ignore[arg-type]
+    key = ("ml", NAME)
+    created = reconciler.reconcile(key, Snapshot(api.body, ()))
+    owned = tuple({**b, "status": {"readyReplicas": 2}} for b in api.applied)
+    api.body = model_deployment(base_spec(), api.statuses[-1])
+    assert created.due is None  # a first revision: nothing waits for the clock
+    stable = reconciler.reconcile(key, Snapshot(api.body, owned))
+    api.body = model_deployment(base_spec(), api.statuses[-1])
+    assert stable.due is None
+    idle = reconciler.reconcile(key, Snapshot(api.body, owned))
+    assert (idle.written, idle.due) == ([], None)
+    api.apply = Mock(side_effect=KubeError(500, "etcd timeout"))  # type: ignore[method-assign]
+    lost = tuple(b for b in owned if b["kind"] != "PodDisruptionBudget")
+    failed = reconciler.reconcile(key, Snapshot(api.body, lost))
+    assert failed.due is not None
 
 
 # --- privileged model pods only where the operator allows them -------------------------

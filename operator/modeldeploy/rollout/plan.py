@@ -2,6 +2,7 @@
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal
 
 from modeldeploy.api import ModelDeploymentSpec, ModelDeploymentStatus
@@ -59,3 +60,8 @@ class Plan:
     round: AnalysisSignal | None = None
     """The analysis round this reconcile concluded, if one ran (for logs and metrics; what
     it decided is in `status` and `events`)."""
+    due: datetime | None = None
+    """When to plan again on time alone: the earliest moment after this plan's `now` at which
+    a decision that reads the clock can come out differently (a step's interval ends, the
+    bake ends, a pod's readiness grace ends, the next analysis round). None: only a change
+    (a watch event) can move this ModelDeployment on."""
