@@ -8,10 +8,11 @@ the objects that differ (server-side apply, field manager `modeldeploy`), deleti
 consumed command annotations, Events. Nothing is written when nothing changed, and nothing
 is read from the API, except right before a destructive step (deleting a revision, rolling
 back): then the ModelDeployment and its objects are read fresh and the plan is made again
-on them, so a stale cache can delay a decision but never make a wrong one; and right before
-creating an object the cache does not know: its name is read, because an object someone
-else made need not carry the label the cache watches by, and a server-side apply (force)
-would take it over (see `Reconciler.read_creates`).
+on them, so a stale cache can delay a decision but never make a wrong one. An object the
+cache does not know is created (`Kube.create`: it fails where the name exists), never
+applied: someone else's object need not carry the label the cache watches by, and a
+server-side apply (force) would take it over. A name found taken is read at each reconcile
+until it is free (`Reconciler.held`).
 
 A reconcile runs when a ModelDeployment's spec or command annotations change, when an object
 it owns changes (a pod turns Ready, an HPA scales: within a fraction of a second), when its
@@ -60,7 +61,7 @@ from modeldeploy.measure import AnalysisSettings, Measure
 from modeldeploy.reconcile import Measured, plan
 from modeldeploy.resources.kinds import OWNED_KINDS
 from modeldeploy.resources.names import LABEL_NAME
-from modeldeploy.rollout import Event, Plan, Subject, World, observe
+from modeldeploy.rollout import Event, NewObject, Plan, Subject, World, observe
 from modeldeploy.rollout.world import essentials
 from modeldeploy.telemetry import OperatorMetrics
 from modeldeploy.watchcache import (
@@ -131,6 +132,8 @@ class Reconciled:
     due: datetime | None
     """`Plan.due`; the reconcile's own `now` when it could not finish (a write failed or
     was refused, a name it would create is taken): tried again at the next pass."""
+    again: bool = False
+    """A create found its name taken: reconcile again at once, knowing what holds it."""
 
 
 @dataclass
@@ -144,6 +147,9 @@ class Reconciler:
     """Kopf's indexes, once a handler has been called (Kopf fills them all first)."""
     expectations: Expectations = field(default_factory=Expectations)
     essence: dict[Key, tuple[Any, ...]] = field(default_factory=dict)
+    held: dict[Key, set[tuple[str, str]]] = field(default_factory=dict)
+    """(kind, name) a create found taken by an object this ModelDeployment does not control
+    (it may lack the label the watches select by): read at each reconcile until it is free."""
     planned: dict[Key, datetime | None] = field(default_factory=dict)
     """When each ModelDeployment's last finished reconcile is due again (None: on a change
     only). Missing: never planned, or skipped since (the next pass reconciles it)."""
@@ -162,6 +168,7 @@ class Reconciler:
     def forget(self, key: Key) -> None:
         self.essence.pop(key, None)
         self.planned.pop(key, None)
+        self.held.pop(key, None)
         self.errors.pop(key, None)
         self.expectations.forget(key)
         self.reported = {r for r in self.reported if r[0] != key}
@@ -211,6 +218,8 @@ class Reconciler:
             log.info("%s/%s: lost the lease while reconciling; left to the leader", *key)
             return
         self.planned[key] = reconciled.due
+        if reconciled.again:
+            self.schedule(key)
         now_cached = self.cache.snapshot(key)
         for kind, name, version in reconciled.written:
             cached = now_cached.resource_version(kind, name) if now_cached else None
@@ -278,7 +287,14 @@ class Reconciler:
         if subject.spec.rollout.traffic.mode != "replicas":
             why = "traffic.mode gatewayAPI is not implemented yet: traffic follows replica ratios"
             self.report_once(key, snapshot.body, Event("Warning", "Unsupported", why), now)
-        world = observe(subject.uid, snapshot.owned)
+        try:
+            held = self.read_held(key)
+        except KubeError as err:
+            log.warning("%s/%s: cannot read names others hold: %s; again next time", *key, err)
+            return Reconciled([], now)
+        world = observe(subject.uid, (*snapshot.owned, *held))
+        self.release_held(key, world)
+        held_before = set(self.held.get(key, ()))
         measured = self.measure(subject, world, now)
         decided = plan(subject, world, measured, now, self.errors.get(key))
         if destructive(subject, decided):
@@ -289,16 +305,7 @@ class Reconciler:
             if fresh is None or fresh_subject is None:
                 return Reconciled([], None)
             snapshot, subject = fresh, fresh_subject
-            world = observe(subject.uid, snapshot.owned)
-            decided = plan(subject, world, measured, now, self.errors.get(key))
-        try:
-            existing = self.read_creates(key[0], world, decided)
-        except KubeError as err:
-            log.warning("%s/%s: cannot read names it would create: %s; again next time", *key, err)
-            return Reconciled([], now)
-        if existing:
-            # Taken names (or objects the cache has not seen yet): the plan again, knowing them.
-            world = observe(subject.uid, (*snapshot.owned, *existing))
+            world = observe(subject.uid, (*snapshot.owned, *held))
             decided = plan(subject, world, measured, now, self.errors.get(key))
         for text in world.notes:
             self.report_once(key, snapshot.body, Event("Warning", "OddObject", text), now)
@@ -306,9 +313,10 @@ class Reconciler:
         written = self.execute(key, snapshot.body, decided, now, started)
         # A status write refused (Conflict) writes nothing; a failed write is in `errors`.
         status_landed = bool(written) or to_wire(decided.status) == snapshot.body.get("status")
-        unfinished = existing or key in self.errors or not status_landed
+        taken = self.held.get(key, set())
         # A name someone else holds is not watched: read again at the next pass.
-        return Reconciled(written, now if unfinished else decided.due)
+        unfinished = bool(taken) or key in self.errors or not status_landed
+        return Reconciled(written, now if unfinished else decided.due, again=taken != held_before)
 
     def observe_round(self, key: Key, measured: Measured, decided: Plan) -> None:
         """The round this reconcile ran, in the log and the operator's metrics."""
@@ -324,23 +332,27 @@ class Reconciler:
         if self.metrics is not None:
             self.metrics.observe_round(key, track, signal, measured.seconds)
 
-    def read_creates(self, namespace: str, world: World, decided: Plan) -> list[Body]:
-        """The objects the plan would create that exist already, listed by name (a field
-        selector: the operator's RBAC has list, not get). Why a read and not a check of the
-        apply's answer: by then the object is taken over (selector merged, our owner
-        reference added). Creates are rare and an idle reconcile reads nothing; a name taken
-        by an unlabelled object is read again on each reconcile until it is free."""
+    def read_held(self, key: Key) -> list[Body]:
+        """The objects holding the names a create found taken, listed by name (a field
+        selector: the operator's RBAC has list, not get). Rare: only names someone else
+        took; an idle reconcile of everyone else reads nothing."""
         found: list[Body] = []
-        for body in decided.apply:
-            kind, name = body["kind"], body["metadata"]["name"]
-            if world.get(kind, name) is not None or (kind, name) in world.foreign:
-                continue
+        for kind, name in sorted(self.held.get(key, ())):
             self.fresh_reads += 1
             query = {"fieldSelector": f"metadata.name={name}"}
-            listed = self.kube.get(OWNED_KINDS[kind].collection(namespace), query)
+            listed = self.kube.get(OWNED_KINDS[kind].collection(key[0]), query)
             for item in listed.get("items") or []:
-                found.append({**item, "apiVersion": body["apiVersion"], "kind": kind})
+                found.append({**item, "apiVersion": OWNED_KINDS[kind].api_version, "kind": kind})
         return found
+
+    def release_held(self, key: Key, world: World) -> None:
+        """Forget the held names that are free again (the plan creates them) or turned out
+        to be this ModelDeployment's own (an object the cache had not seen yet)."""
+        still = {ref for ref in self.held.get(key, ()) if ref in world.foreign}
+        if still:
+            self.held[key] = still
+        else:
+            self.held.pop(key, None)
 
     def execute(
         self, key: Key, body: Body, decided: Plan, now: datetime, started: float
@@ -373,17 +385,26 @@ class Reconciler:
     def change_objects(
         self, key: Key, body: Body, apply: tuple[Body, ...], delete: Any, now: datetime
     ) -> list[Written]:
-        """Apply, then delete; carry on past a failure (the next reconcile retries it) and
-        surface the first one in status (Degraded, ApplyFailed) and once as an Event."""
+        """Create or apply, then delete; carry on past a failure (the next reconcile retries
+        it) and surface the first one in status (Degraded, ApplyFailed) and once as an Event.
+        A create whose name is taken stops the rest: nothing after it (the Services come
+        after the Deployments they send traffic to) is written before the plan is made again
+        knowing what holds the name."""
         failures: list[str] = []
         written: list[Written] = []
         for obj in apply:
+            kind, name = obj["kind"], obj["metadata"]["name"]
+            new = isinstance(obj, NewObject)
             try:
-                written.append(_version_of(self.kube.apply(obj)))
+                written.append(_version_of(self.kube.create(obj) if new else self.kube.apply(obj)))
             except NotLeader:
                 raise
             except KubeError as err:
-                failures.append(f"apply {obj['kind']}/{obj['metadata']['name']}: {err}")
+                if new and isinstance(err, Conflict):
+                    log.info("%s/%s: %s/%s exists; planned again knowing it", *key, kind, name)
+                    self.held.setdefault(key, set()).add((kind, name))
+                    return written
+                failures.append(f"apply {kind}/{name}: {err}")
         for ref in delete:
             try:
                 self.kube.delete(key[0], ref)

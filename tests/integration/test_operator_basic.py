@@ -87,6 +87,21 @@ def test_create_becomes_ready_with_min_warm_pods(
     assert not any("kopf" in key for key in md["metadata"].get("annotations") or {})
 
 
+def test_created_objects_belong_to_the_operators_apply(
+    created: dict[str, float], reader: ClusterReader
+) -> None:
+    """Created by a create-only server-side apply, not a POST: every field the operator set
+    is its Apply's, so a later apply that leaves one out (an annotation, an env var)
+    removes it."""
+    owned = reader.owned(NAMESPACE, NAME)
+    assert sorted(k.split("/")[0] for k in owned) == [
+        "Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget", "Service",
+    ]  # fmt: skip
+    for key, body in owned.items():
+        ours = [f for f in body["metadata"]["managedFields"] if f["manager"] == "modeldeploy"]
+        assert [f["operation"] for f in ours] == ["Apply"], key
+
+
 def test_services_hpa_and_pdb(created: dict[str, float], reader: ClusterReader) -> None:
     revision = reader.status(NAMESPACE, NAME)["stableRevision"]
     selector = {LABEL_NAME: NAME, LABEL_REVISION: revision}

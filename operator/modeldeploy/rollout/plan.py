@@ -39,6 +39,12 @@ class ObjectRef:
         return f"{self.kind}/{self.name}"
 
 
+class NewObject(dict[str, Any]):
+    """A body in `Plan.apply` that the world does not have: created, which fails where an
+    object of that name exists (someone else's need not carry the label the watches select
+    by), never applied over it."""
+
+
 @dataclass(frozen=True)
 class Event:
     type: EventType
@@ -53,6 +59,7 @@ class Plan:
 
     status: ModelDeploymentStatus
     apply: tuple[Body, ...] = ()
+    """Bodies to server-side apply; a `NewObject` is created instead."""
     delete: tuple[ObjectRef, ...] = ()
     events: tuple[Event, ...] = ()
     remove_annotations: tuple[str, ...] = ()
