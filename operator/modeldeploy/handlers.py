@@ -32,6 +32,7 @@ it still holds the lease.
 """
 
 import asyncio
+import functools
 import logging
 import os
 import time
@@ -206,13 +207,19 @@ class Reconciler:
         """One reconcile of `key` (the queue's work: never two at once for one key)."""
         # Unplanned until it finishes: a skip or a failure is picked up by the next pass.
         self.planned.pop(key, None)
-        if self.cache is None or not self.leading() or self.expectations.pending(key):
+        if self.cache is None or not self.leading():
+            return
+        loop = asyncio.get_running_loop()
+        if self.expectations.pending(key):
+            # The watch event that shows the last write schedules it; else the wait's end
+            # does (an event coalesced away, a watch being re-established), not the pass.
+            later = functools.partial(self.queue.add, key, urgent=False)
+            loop.call_later(self.expectations.remaining(key), later)
             return
         snapshot = self.cache.snapshot(key)
         if snapshot is None:
             return
         try:
-            loop = asyncio.get_running_loop()
             reconciled = await loop.run_in_executor(self.threads, self.reconcile, key, snapshot)
         except NotLeader:
             log.info("%s/%s: lost the lease while reconciling; left to the leader", *key)
@@ -223,7 +230,8 @@ class Reconciler:
         now_cached = self.cache.snapshot(key)
         for kind, name, version in reconciled.written:
             cached = now_cached.resource_version(kind, name) if now_cached else None
-            self.expectations.expect(key, kind, name, version, cached)
+            read = snapshot.resource_version(kind, name)
+            self.expectations.expect(key, kind, name, version, read=read, cached=cached)
 
     def report_once(self, key: Key, body: Body, event: Event, now: datetime) -> None:
         """Post an Event about an odd situation once per operator process, not per tick."""
