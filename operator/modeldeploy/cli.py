@@ -351,6 +351,16 @@ def operator(
             "level-based safety net (default 300).",
         ),
     ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=64,
+            envvar="MODELDEPLOY_RECONCILE_WORKERS",
+            help="Reconciles at once (default 16): they wait on the apiserver, not on this "
+            "process' CPU.",
+        ),
+    ] = None,
     liveness: Annotated[
         str | None, typer.Option(help="Serve a liveness probe, e.g. http://0.0.0.0:8080/healthz.")
     ] = None,
@@ -542,6 +552,7 @@ def operator(
         liveness,
         verbose,
         resync=resync,
+        workers=workers,
         analysis=analysis,
         lease=lease,
         metrics_address=metrics_address,

@@ -85,9 +85,11 @@ DEFAULT_INTERVAL = 10.0
 DEFAULT_RESYNC = 300.0
 """Seconds between passes that plan every ModelDeployment, due or not: what a missed watch
 event or a wrong due time costs at most (client-go's informers resync on the same order)."""
-CONCURRENCY = 16
-"""Reconciles at once. They wait on the apiserver (a reconcile's writes are sequential), not
-on this process' CPU: at 4, creating 100 ModelDeployments took 22 s of queueing alone."""
+WORKERS_ENV = "MODELDEPLOY_RECONCILE_WORKERS"
+DEFAULT_WORKERS = 16
+"""Reconciles at once (`--workers`). They wait on the apiserver (a reconcile's writes are
+sequential), not on this process' CPU: at 4, creating 100 ModelDeployments took 22 s of
+queueing alone."""
 COMMANDS = (ANNOTATION_PROMOTE, ANNOTATION_ABORT, ANNOTATION_RETRY)
 Key = tuple[str, str]  # (namespace, name)
 Body = dict[str, Any]
@@ -160,11 +162,12 @@ class Reconciler:
     fresh_reads: int = 0
     allow_privileged_models: bool = False
     """Run pods whose template has securityProfile privileged and asks for privileges."""
+    workers: int = DEFAULT_WORKERS
 
     def __post_init__(self) -> None:
-        self.queue: WorkQueue[Key] = WorkQueue(self.run, workers=CONCURRENCY)
+        self.queue: WorkQueue[Key] = WorkQueue(self.run, workers=self.workers)
         # Its own threads: asyncio's default executor has min(32, cores + 4), 6 on 2 cores.
-        self.threads = ThreadPoolExecutor(CONCURRENCY, thread_name_prefix="reconcile")
+        self.threads = ThreadPoolExecutor(self.workers, thread_name_prefix="reconcile")
 
     def forget(self, key: Key) -> None:
         self.essence.pop(key, None)
@@ -451,7 +454,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     elector = None
     if lease is not None:
         elector = LeaderElector(Kube(), lease)
-    kube = Kube(may_write=elector.is_leader if elector else None, connections=CONCURRENCY + 4)
+    workers = int(memo.get("workers") or os.environ.get(WORKERS_ENV) or DEFAULT_WORKERS)
+    kube = Kube(may_write=elector.is_leader if elector else None, connections=workers + 4)
     metrics = OperatorMetrics()
     port = memo.get("metrics_port")
     if port:
@@ -463,6 +467,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         measure=measure,
         metrics=metrics,
         allow_privileged_models=bool(memo.get("allow_privileged_models")),
+        workers=workers,
     )
     if elector is not None:
         reconciler.leading = elector.is_leader
@@ -603,6 +608,7 @@ def run_operator(
     verbose: bool,
     *,
     resync: float | None = None,
+    workers: int | None = None,
     analysis: AnalysisSettings | None = None,
     lease: LeaseSettings | None = None,
     metrics_address: str = "0.0.0.0",
@@ -611,7 +617,8 @@ def run_operator(
 ) -> None:
     """Run the operator in this process until interrupted (the `modeldeploy operator`
     command). `interval`: seconds between passes over what is due; `resync`: between passes
-    over everything (None: their environment variables, else the defaults). Kopf standalone
+    over everything; `workers`: reconciles at once (None: their environment variables, else
+    the defaults). Kopf standalone
     (no peering objects): `lease` set, the replicas elect a
     leader over a coordination.k8s.io Lease; else this is the only replica. `analysis`: the
     default Prometheus and how to query it; `metrics_port` 0: no metrics endpoint;
@@ -631,6 +638,7 @@ def run_operator(
         memo=kopf.Memo(
             interval=interval,
             resync=resync,
+            workers=workers,
             analysis=analysis or AnalysisSettings(),
             lease=lease,
             metrics_address=metrics_address,
