@@ -357,7 +357,7 @@ def operator(
             min=1,
             max=64,
             envvar="MODELDEPLOY_RECONCILE_WORKERS",
-            help="Reconciles at once (default 16): they wait on the apiserver, not on this "
+            help="Reconciles at once (default 8): they wait on the apiserver, not on this "
             "process' CPU.",
         ),
     ] = None,

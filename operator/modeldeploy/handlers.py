@@ -86,10 +86,11 @@ DEFAULT_RESYNC = 300.0
 """Seconds between passes that plan every ModelDeployment, due or not: what a missed watch
 event or a wrong due time costs at most (client-go's informers resync on the same order)."""
 WORKERS_ENV = "MODELDEPLOY_RECONCILE_WORKERS"
-DEFAULT_WORKERS = 16
+DEFAULT_WORKERS = 8
 """Reconciles at once (`--workers`). They wait on the apiserver (a reconcile's writes are
-sequential), not on this process' CPU: at 4, creating 100 ModelDeployments took 22 s of
-queueing alone."""
+sequential), not on this process' CPU: at 4, creating 1,000 ModelDeployments queued (their
+Ready condition p50 116 s); at 16 the operator's writes slowed the user's own apply of them
+on 2 cores (bench/README.md, bench_scale)."""
 COMMANDS = (ANNOTATION_PROMOTE, ANNOTATION_ABORT, ANNOTATION_RETRY)
 Key = tuple[str, str]  # (namespace, name)
 Body = dict[str, Any]
@@ -618,8 +619,7 @@ def run_operator(
     """Run the operator in this process until interrupted (the `modeldeploy operator`
     command). `interval`: seconds between passes over what is due; `resync`: between passes
     over everything; `workers`: reconciles at once (None: their environment variables, else
-    the defaults). Kopf standalone
-    (no peering objects): `lease` set, the replicas elect a
+    the defaults). Kopf standalone (no peering objects): `lease` set, the replicas elect a
     leader over a coordination.k8s.io Lease; else this is the only replica. `analysis`: the
     default Prometheus and how to query it; `metrics_port` 0: no metrics endpoint;
     `allow_privileged_models`: run pod templates with securityProfile privileged."""

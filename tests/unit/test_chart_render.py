@@ -251,7 +251,7 @@ def test_values_map_to_args_env_and_mounts() -> None:
     assert env(objects) == {
         "MODELDEPLOY_RECONCILE_INTERVAL": "2.5",
         "MODELDEPLOY_RESYNC": "600",
-        "MODELDEPLOY_RECONCILE_WORKERS": "16",
+        "MODELDEPLOY_RECONCILE_WORKERS": "8",
         "MODELDEPLOY_ALLOW_PRIVILEGED_MODELS": "false",
         "MODELDEPLOY_LOG_FORMAT": "json",
         "MODELDEPLOY_METRICS_PORT": "8090",
