@@ -2,16 +2,20 @@
 children, on a local kwokctl cluster (kwok nodes: pods turn Ready without containers).
 
     python bench/bench_scale.py [--sizes 100,300,1000] [--idle-seconds 60]
+        [--workers 4,8,16] [--idle-before]
 
 For each N, on a fresh cluster each:
 - raw: `kubectl apply --server-side` of the objects the operator's first reconcile would
   write for N ModelDeployments (Deployment, Service, HPA, PDB each; built by the pure
   machine, `plan()`), then wait until every Deployment has its pods Ready;
-- operator: `modeldeploy operator --namespace scale` at its default reconcile interval (as
-  the integration tests start it), `kubectl apply --server-side` of N ModelDeployments
-  (default spec: minWarm 2), wait until every one's pods are Ready and its Ready condition
-  is True; after a settle, an idle window: the operator's API requests and writes, RSS and
-  CPU; then the kill switch of one ModelDeployment while all N exist.
+- operator, once per `--workers` value (each on a fresh cluster): `modeldeploy operator
+  --namespace scale [--workers W]` at its default interval and resync (as the integration
+  tests start it), `kubectl apply --server-side` of N ModelDeployments (default spec:
+  minWarm 2), wait until every one's pods are Ready and its Ready condition is True; after
+  a settle, an idle window: the operator's API requests and writes, RSS and CPU; with
+  `--idle-before` (after the last workers value) the operator restarted with `--resync 10`,
+  i.e. every ModelDeployment planned every 10 s as before requeue-after, and a second idle
+  window; then the kill switch of one ModelDeployment while all N exist.
 
 Per object "apply -> Ready" runs from the moment the bench's watch first saw the object the
 user applied (the ModelDeployment; for raw, the Deployment) to the moment it saw it Ready;
@@ -73,6 +77,7 @@ from modeldeploy.devenv.scale import (
     token_kubeconfig,
 )
 from modeldeploy.devenv.tools import Toolchain, toolchain
+from modeldeploy.handlers import DEFAULT_RESYNC, DEFAULT_WORKERS
 from modeldeploy.resources.names import LABEL_NAME
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,6 +92,7 @@ INTERVAL_ENV = "MODELDEPLOY_RECONCILE_INTERVAL"  # must not be set: the default 
 # After all Ready, before the idle window: a reconcile interval (10 s by default) and a
 # margin, so that the rollout's last status writes are not counted as idle.
 SETTLE_SECONDS = 15.0
+EVERY_PASS = 10.0  # --idle-before: the resync that plans everything as the 10 s pass did
 PROGRESS_EVERY = 10.0
 STARTED = time.monotonic()
 
@@ -260,10 +266,13 @@ class Idle:
 
 @dataclass
 class OperatorRun:
+    workers: int | None  # None: the operator's default
     pods: Rollout
     ready: Rollout
     rollout_cpu_seconds: float
     idle: Idle | None  # None: not all Ready in time
+    idle_every_pass: Idle | None  # --idle-before: every ModelDeployment planned every 10 s
+    restart_to_planned: float | None  # --idle-before: restart -> every one reconciled once
     kill_to_zero: float | None
     kill_to_killed: float | None
 
@@ -272,7 +281,7 @@ class OperatorRun:
 class Result:
     n: int
     raw: Rollout
-    operator: OperatorRun
+    operators: list[OperatorRun]
 
 
 def names(n: int) -> list[str]:
@@ -305,17 +314,22 @@ def run_raw(tools: Toolchain, n: int, timeout: float) -> Rollout:
         return rollout("raw kubectl apply", n, started=started, apply=apply, first=seen, done=ready)
 
 
-def run_operator(tools: Toolchain, n: int, args: argparse.Namespace) -> OperatorRun:
+def run_operator(
+    tools: Toolchain, n: int, workers: int | None, idle_before: bool, args: argparse.Namespace
+) -> OperatorRun:
     bodies = [model_deployment(name, NAMESPACE) for name in names(n)]
-    workdir = testruns.run_dir() / f"operator-{n}"  # the log stays until the run is reaped
+    # The log stays until the run is reaped.
+    workdir = testruns.run_dir() / f"operator-{n}-{workers or 'default'}"
     workdir.mkdir(exist_ok=True)
     with fresh_cluster(tools, pods=2 * n, policy=audit_policy(OPERATOR_USER)) as cluster:
         ensure_crd(cluster)
         ensure_namespace(cluster, NAMESPACE)
         kubeconfig = operator_kubeconfig(cluster, workdir / "operator.kubeconfig")
         operator = OperatorProcess(
-            cluster, NAMESPACE, workdir, interval=None, env={"KUBECONFIG": str(kubeconfig)}
-        )
+            cluster, NAMESPACE, workdir, interval=None,
+            extra_args=["--workers", str(workers)] if workers else [],
+            env={"KUBECONFIG": str(kubeconfig)},
+        )  # fmt: skip
         with watching(cluster) as (deployments, models), operator:
             assert operator.process is not None
             pid = operator.process.pid
@@ -335,6 +349,20 @@ def run_operator(tools: Toolchain, n: int, args: argparse.Namespace) -> Operator
             )
             rollout_cpu = sample(pid).cpu_seconds - before.cpu_seconds
             idle = measure_idle(cluster, operator, pid, args.idle_seconds) if all_ready else None
+            every_pass, restarted = None, None
+            if idle is not None and idle_before:
+                say(f"operator: restarted with --resync {EVERY_PASS:.0f} (as before requeue-after)")
+                operator.stop()
+                operator.resync = EVERY_PASS
+                restarting = time.monotonic()
+                operator.start()
+                assert operator.process is not None
+                # Kopf fills every index before it calls a handler: until then it is busy
+                # listing, not idle. Its first pass plans each ModelDeployment once.
+                if wait_reconciled(operator, n, args.ready_timeout):
+                    restarted = time.monotonic() - restarting
+                    pid = operator.process.pid
+                    every_pass = measure_idle(cluster, operator, pid, args.idle_seconds)
             to_zero, to_killed = kill_switch(
                 cluster, deployments, models, names(n)[n // 2], args.kill_timeout
             )
@@ -343,13 +371,30 @@ def run_operator(tools: Toolchain, n: int, args: argparse.Namespace) -> Operator
         for label, done in (("operator: pods Ready", pods_ready), ("operator: Ready", md_ready))
     )
     return OperatorRun(
+        workers=workers,
         pods=pods,
         ready=ready,
         rollout_cpu_seconds=rollout_cpu,
         idle=idle,
+        idle_every_pass=every_pass,
+        restart_to_planned=restarted,
         kill_to_zero=to_zero,
         kill_to_killed=to_killed,
     )
+
+
+def wait_reconciled(operator: OperatorProcess, n: int, timeout: float) -> bool:
+    """Until the operator's counters show `n` reconciles (its first pass after a start)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if operator.stats().get("reconciles", 0) >= n:
+                return True
+        except OSError:
+            pass  # not serving its liveness endpoint yet
+        time.sleep(1)
+    say(f"operator: not {n} reconciles after {timeout:.0f}s")
+    return False
 
 
 def measure_idle(cluster: KwokCluster, operator: OperatorProcess, pid: int, window: float) -> Idle:
@@ -397,14 +442,14 @@ def kill_switch(
 # --- printing ---------------------------------------------------------------------------
 
 
-def rollout_row(n: int, r: Rollout, raw: Rollout) -> list[str]:
+def rollout_row(n: int, r: Rollout, raw: Rollout, workers: str = "") -> list[str]:
     def pct(q: float) -> str:
         return seconds(float(np.percentile(r.per_object, q))) if r.per_object else "-"
 
     ratio = f"{r.total / raw.total:.2f}" if r.total and raw.total else "-"
     return [
         f"{n}",
-        r.label,
+        f"{r.label} ({workers} workers)" if workers else r.label,
         f"{r.apply_seconds:.1f}s",
         f"{len(r.per_object)}",
         pct(50),
@@ -414,8 +459,11 @@ def rollout_row(n: int, r: Rollout, raw: Rollout) -> list[str]:
     ]
 
 
-def idle_row(n: int, run: OperatorRun) -> list[str]:
-    idle = run.idle
+def workers_of(run: OperatorRun) -> str:
+    return str(run.workers or DEFAULT_WORKERS)
+
+
+def idle_row(n: int, run: OperatorRun, idle: Idle | None, passes: str) -> list[str]:
     figures = ["-"] * 6
     if idle is not None:
         per_hour = 3600 / idle.seconds
@@ -427,12 +475,15 @@ def idle_row(n: int, run: OperatorRun) -> list[str]:
             f"{idle.process.rss_bytes / 2**20:.0f}/{idle.process.peak_rss_bytes / 2**20:.0f}",
             f"{100 * idle.cpu_seconds / idle.seconds:.1f}",
         ]
+    main = idle is run.idle
     return [
         f"{n}",
+        workers_of(run),
+        passes,
         *figures,
-        f"{run.rollout_cpu_seconds:.1f}",
-        seconds(run.kill_to_zero),
-        seconds(run.kill_to_killed),
+        f"{run.rollout_cpu_seconds:.1f}" if main else "-",
+        seconds(run.kill_to_zero) if main else "-",
+        seconds(run.kill_to_killed) if main else "-",
     ]
 
 
@@ -441,10 +492,12 @@ def report(results: list[Result], idle_seconds: float) -> None:
     print("apply -> Ready (per object: p50/p95 from first seen; all: from the start of apply)")
     rows = []
     for r in results:
-        rows += [
-            rollout_row(r.n, rollout, r.raw)
-            for rollout in (r.raw, r.operator.pods, r.operator.ready)
-        ]
+        rows.append(rollout_row(r.n, r.raw, r.raw))
+        for run in r.operators:
+            rows += [
+                rollout_row(r.n, rollout, r.raw, workers_of(run))
+                for rollout in (run.pods, run.ready)
+            ]
     headers = ["N", "path", "apply", "ready", "p50", "p95", "all Ready", "x raw"]
     print(table(headers, rows, text_columns=2))
     print()
@@ -453,14 +506,29 @@ def report(results: list[Result], idle_seconds: float) -> None:
         " and kill switch of one object while N exist"
     )
     headers = [
-        "N", "op req/s", "all req/s", "writes/h audit", "writes/h log", "RSS/peak MiB",
-        "CPU% idle", "CPU s rollout", "kill -> 0 pods", "kill -> Killed",
+        "N", "workers", "planned", "op req/s", "all req/s", "writes/h audit", "writes/h log",
+        "RSS/peak MiB", "CPU% idle", "CPU s rollout", "kill -> 0 pods", "kill -> Killed",
     ]  # fmt: skip
-    print(table(headers, [idle_row(r.n, r.operator) for r in results]))
+    rows = []
+    for r in results:
+        for run in r.operators:
+            rows.append(idle_row(r.n, run, run.idle, "when due"))
+            if run.idle_every_pass is not None:
+                rows.append(idle_row(r.n, run, run.idle_every_pass, f"all every {EVERY_PASS:.0f}s"))
+    print(table(headers, rows, text_columns=3))
+    for r in results:
+        for run in r.operators:
+            if run.restart_to_planned is not None:
+                print(
+                    f"N={r.n}, {workers_of(run)} workers: restart -> every ModelDeployment "
+                    f"reconciled once {run.restart_to_planned:.1f}s"
+                )
     print()
     print("op req/s: the operator's ServiceAccount in the apiserver's audit log; all req/s:")
     print("apiserver_request_total (every client: controller-manager, scheduler, kwok, bench);")
     print("writes/h audit: its create/update/patch/delete; writes/h log: its `write` log lines.")
+    print(f"planned: when due (requeue-after, resync {DEFAULT_RESYNC:.0f}s), or all every")
+    print(f"{EVERY_PASS:.0f}s (--resync {EVERY_PASS:.0f}: the periodic pass before requeue-after).")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -474,8 +542,22 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="seconds to wait for all Ready, per path and N",
     )
     parser.add_argument("--kill-timeout", type=float, default=180.0)
+    parser.add_argument(
+        "--workers",
+        default="",
+        help="comma-separated reconcile workers, one operator run each (default: the "
+        f"operator's, {DEFAULT_WORKERS})",
+    )
+    parser.add_argument(
+        "--idle-before",
+        action="store_true",
+        help=f"after the last workers value's idle window, restart the operator with --resync "
+        f"{EVERY_PASS:.0f} (every ModelDeployment planned every {EVERY_PASS:.0f} s, as before "
+        "requeue-after) and measure idle again",
+    )
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    sweep: list[int | None] = [int(w) for w in args.workers.split(",") if w.strip()] or [None]
     os.environ.pop(INTERVAL_ENV, None)
     tools = toolchain()
     testruns.reap_stale_runs(tools)
@@ -483,10 +565,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     results = []
     for n in sizes:
         say(f"N={n}")
-        raw = run_raw(tools, n, args.ready_timeout)
-        results.append(Result(n, raw, run_operator(tools, n, args)))
-        say(f"N={n} done; load average {os.getloadavg()[0]:.2f}")
-        report(results, args.idle_seconds)  # so far: a run stopped later keeps these
+        result = Result(n, run_raw(tools, n, args.ready_timeout), [])
+        results.append(result)
+        for i, workers in enumerate(sweep):
+            last = i == len(sweep) - 1
+            result.operators.append(
+                run_operator(tools, n, workers, args.idle_before and last, args)
+            )
+            say(f"N={n}, {workers or DEFAULT_WORKERS} workers done; load {os.getloadavg()[0]:.2f}")
+            report(results, args.idle_seconds)
+        # The report after each operator run: a run stopped later keeps what it has.
 
 
 if __name__ == "__main__":

@@ -337,7 +337,28 @@ def operator(
         typer.Option(
             min=0.1,
             envvar="MODELDEPLOY_RECONCILE_INTERVAL",
-            help="Seconds between reconciles of every ModelDeployment (default 10).",
+            help="Seconds between passes over the ModelDeployments whose time-based step "
+            "(step interval, bake, analysis round) is due, or whose last reconcile could not "
+            "finish (default 10).",
+        ),
+    ] = None,
+    resync: Annotated[
+        float | None,
+        typer.Option(
+            min=1.0,
+            envvar="MODELDEPLOY_RESYNC",
+            help="Seconds between reconciles of every ModelDeployment, due or not: the "
+            "level-based safety net (default 300).",
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=64,
+            envvar="MODELDEPLOY_RECONCILE_WORKERS",
+            help="Reconciles at once (default 8): they wait on the apiserver, not on this "
+            "process' CPU.",
         ),
     ] = None,
     liveness: Annotated[
@@ -530,6 +551,8 @@ def operator(
         interval,
         liveness,
         verbose,
+        resync=resync,
+        workers=workers,
         analysis=analysis,
         lease=lease,
         metrics_address=metrics_address,

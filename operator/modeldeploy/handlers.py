@@ -9,19 +9,23 @@ field manager `modeldeploy`), deletions, consumed command annotations, the Event
 status again without them. Nothing is written when nothing changed, and nothing
 is read from the API, except right before a destructive step (deleting a revision, rolling
 back): then the ModelDeployment and its objects are read fresh and the plan is made again
-on them, so a stale cache can delay a decision but never make a wrong one; and right before
-creating an object the cache does not know: its name is read, because an object someone
-else made need not carry the label the cache watches by, and a server-side apply (force)
-would take it over (see `Reconciler.read_creates`).
+on them, so a stale cache can delay a decision but never make a wrong one. An object the
+cache does not know is created (`Kube.create`: it fails where the name exists), never
+applied: someone else's object need not carry the label the cache watches by, and a
+server-side apply (force) would take it over. A name found taken is read at each reconcile
+until it is free (`Reconciler.held`).
 
 A reconcile runs when a ModelDeployment's spec or command annotations change, when an object
-it owns changes (a pod turns Ready, an HPA scales: within a fraction of a second), and for
-every ModelDeployment every `MODELDEPLOY_RECONCILE_INTERVAL` seconds (default 10: the
-safety net, and what moves time-based steps). Deliberately no Kopf timers and no change
-handlers: those make Kopf put a finalizer and its own annotations on every object; event
-handlers and indexes persist nothing, so Kopf itself never writes, deleting a ModelDeployment
-never waits for the operator, and owner references let the garbage collector remove
-everything it owned.
+it owns changes (a pod turns Ready, an HPA scales: within a fraction of a second), when its
+last plan falls due on time alone (`Plan.due`: a step's interval ends, a bake, the next
+analysis round; checked every `MODELDEPLOY_RECONCILE_INTERVAL` seconds, default 10, which is
+also how soon a reconcile that could not finish is tried again), and for every
+ModelDeployment every `MODELDEPLOY_RESYNC` seconds (default 300: the level-based safety net;
+an idle ModelDeployment without analysis is planned once per resync). Deliberately no Kopf
+timers and no change handlers: those make Kopf put a finalizer and its own annotations on
+every object; event handlers and indexes persist nothing, so Kopf itself never writes,
+deleting a ModelDeployment never waits for the operator, and owner references let the
+garbage collector remove everything it owned.
 
 With leader election (several replicas), every replica watches and keeps its cache warm;
 only the lease holder reconciles, and its Kube refuses writes the moment it cannot be sure
@@ -29,6 +33,7 @@ it still holds the lease.
 """
 
 import asyncio
+import functools
 import logging
 import os
 import time
@@ -59,7 +64,15 @@ from modeldeploy.measure import AnalysisSettings, Measure
 from modeldeploy.reconcile import Measured, plan
 from modeldeploy.resources.kinds import OWNED_KINDS
 from modeldeploy.resources.names import LABEL_NAME
-from modeldeploy.rollout import Event, Plan, Subject, World, observe, refuse_privileges
+from modeldeploy.rollout import (
+    Event,
+    NewObject,
+    Plan,
+    Subject,
+    World,
+    observe,
+    refuse_privileges,
+)
 from modeldeploy.rollout.outbox import posted, with_outbox
 from modeldeploy.rollout.world import essentials
 from modeldeploy.telemetry import OperatorMetrics
@@ -77,6 +90,7 @@ from modeldeploy.workqueue import WorkQueue
 log = logging.getLogger("modeldeploy.operator")
 
 INTERVAL_ENV = "MODELDEPLOY_RECONCILE_INTERVAL"
+RESYNC_ENV = "MODELDEPLOY_RESYNC"
 LOG_FORMAT_ENV = "MODELDEPLOY_LOG_FORMAT"  # plain (default) | json
 DEFAULT_INTERVAL = 10.0
 EXIT_AFTER_ENV = "MODELDEPLOY_TEST_EXIT_AFTER"
@@ -87,9 +101,15 @@ EXIT_AFTER_EVENTS_WRITTEN = "events-written"
 EXIT_AFTER_EVENTS_POSTED = "events-posted"
 """The pending Events posted, before the status write that clears them."""
 EXIT_FOR_TEST_CODE = 86
-CONCURRENCY = 16
-"""Reconciles at once. They wait on the apiserver (a reconcile's writes are sequential), not
-on this process' CPU: at 4, creating 100 ModelDeployments took 22 s of queueing alone."""
+DEFAULT_RESYNC = 300.0
+"""Seconds between passes that plan every ModelDeployment, due or not: what a missed watch
+event or a wrong due time costs at most (client-go's informers resync on the same order)."""
+WORKERS_ENV = "MODELDEPLOY_RECONCILE_WORKERS"
+DEFAULT_WORKERS = 8
+"""Reconciles at once (`--workers`). They wait on the apiserver (a reconcile's writes are
+sequential), not on this process' CPU: at 4, creating 1,000 ModelDeployments queued (their
+Ready condition p50 116 s); at 16 the operator's writes slowed the user's own apply of them
+on 2 cores (bench/README.md, bench_scale)."""
 COMMANDS = (ANNOTATION_PROMOTE, ANNOTATION_ABORT, ANNOTATION_RETRY)
 Key = tuple[str, str]  # (namespace, name)
 Body = dict[str, Any]
@@ -134,6 +154,18 @@ def destructive(subject: Subject, decided: Plan) -> bool:
 Written = tuple[str, str, str | None]  # (kind, name, resourceVersion; None: deleted)
 
 
+@dataclass(frozen=True)
+class Reconciled:
+    """What one reconcile wrote (for the expectations) and when it is due again."""
+
+    written: list[Written]
+    due: datetime | None
+    """`Plan.due`; the reconcile's own `now` when it could not finish (a write failed or
+    was refused, a name it would create is taken): tried again at the next pass."""
+    again: bool = False
+    """A create found its name taken: reconcile again at once, knowing what holds it."""
+
+
 @dataclass
 class Reconciler:
     kube: Kube
@@ -145,20 +177,29 @@ class Reconciler:
     """Kopf's indexes, once a handler has been called (Kopf fills them all first)."""
     expectations: Expectations = field(default_factory=Expectations)
     essence: dict[Key, tuple[Any, ...]] = field(default_factory=dict)
+    held: dict[Key, set[tuple[str, str]]] = field(default_factory=dict)
+    """(kind, name) a create found taken by an object this ModelDeployment does not control
+    (it may lack the label the watches select by): read at each reconcile until it is free."""
+    planned: dict[Key, datetime | None] = field(default_factory=dict)
+    """When each ModelDeployment's last finished reconcile is due again (None: on a change
+    only). Missing: never planned, or skipped since (the next pass reconciles it)."""
     errors: dict[Key, str] = field(default_factory=dict)
     reported: set[tuple[Key, str]] = field(default_factory=set)
     reconciles: int = 0
     fresh_reads: int = 0
     allow_privileged_models: bool = False
     """Run pods whose template has securityProfile privileged and asks for privileges."""
+    workers: int = DEFAULT_WORKERS
 
     def __post_init__(self) -> None:
-        self.queue: WorkQueue[Key] = WorkQueue(self.run, workers=CONCURRENCY)
+        self.queue: WorkQueue[Key] = WorkQueue(self.run, workers=self.workers)
         # Its own threads: asyncio's default executor has min(32, cores + 4), 6 on 2 cores.
-        self.threads = ThreadPoolExecutor(CONCURRENCY, thread_name_prefix="reconcile")
+        self.threads = ThreadPoolExecutor(self.workers, thread_name_prefix="reconcile")
 
     def forget(self, key: Key) -> None:
         self.essence.pop(key, None)
+        self.planned.pop(key, None)
+        self.held.pop(key, None)
         self.errors.pop(key, None)
         self.expectations.forget(key)
         self.reported = {r for r in self.reported if r[0] != key}
@@ -180,27 +221,47 @@ class Reconciler:
         self.queue.add(key)
 
     def schedule_all(self) -> None:
-        """The periodic pass: every cached ModelDeployment, behind what events asked for."""
+        """The resync: every cached ModelDeployment, behind what events asked for."""
         for key in self.cache.keys() if self.cache is not None else ():
             self.queue.add(key, urgent=False)
 
+    def schedule_due(self, now: datetime) -> None:
+        """The periodic pass: the ModelDeployments whose last plan is due by `now`, or that
+        have none, behind what events asked for."""
+        for key in self.cache.keys() if self.cache is not None else ():
+            due = self.planned.get(key, now)
+            if due is not None and due <= now:
+                self.queue.add(key, urgent=False)
+
     async def run(self, key: Key) -> None:
         """One reconcile of `key` (the queue's work: never two at once for one key)."""
-        if self.cache is None or not self.leading() or self.expectations.pending(key):
+        # Unplanned until it finishes: a skip or a failure is picked up by the next pass.
+        self.planned.pop(key, None)
+        if self.cache is None or not self.leading():
+            return
+        loop = asyncio.get_running_loop()
+        if self.expectations.pending(key):
+            # The watch event that shows the last write schedules it; else the wait's end
+            # does (an event coalesced away, a watch being re-established), not the pass.
+            later = functools.partial(self.queue.add, key, urgent=False)
+            loop.call_later(self.expectations.remaining(key), later)
             return
         snapshot = self.cache.snapshot(key)
         if snapshot is None:
             return
         try:
-            loop = asyncio.get_running_loop()
-            written = await loop.run_in_executor(self.threads, self.reconcile, key, snapshot)
+            reconciled = await loop.run_in_executor(self.threads, self.reconcile, key, snapshot)
         except NotLeader:
             log.info("%s/%s: lost the lease while reconciling; left to the leader", *key)
             return
+        self.planned[key] = reconciled.due
+        if reconciled.again:
+            self.schedule(key)
         now_cached = self.cache.snapshot(key)
-        for kind, name, version in written:
+        for kind, name, version in reconciled.written:
             cached = now_cached.resource_version(kind, name) if now_cached else None
-            self.expectations.expect(key, kind, name, version, cached)
+            read = snapshot.resource_version(kind, name)
+            self.expectations.expect(key, kind, name, version, read=read, cached=cached)
 
     def report_once(self, key: Key, body: Body, event: Event, now: datetime) -> None:
         """Post an Event about an odd situation once per operator process, not per tick."""
@@ -253,21 +314,29 @@ class Reconciler:
             return None
         return Snapshot(body, tuple(self.kube.list_owned(*key)))
 
-    def reconcile(self, key: Key, snapshot: Snapshot) -> list[Written]:
-        """One reconcile (in a worker thread); returns what it wrote, for the expectations."""
+    def reconcile(self, key: Key, snapshot: Snapshot) -> Reconciled:
+        """One reconcile (in a worker thread): what it wrote, and when it is due again."""
         started = time.monotonic()
         self.reconciles += 1
         now = datetime.now(UTC)
         subject = self.subject_of(key, snapshot.body, now)
         if subject is None:
-            return []
+            return Reconciled([], None)
         refused = self.refusal(subject, now)
         if refused is not None:
-            return self.execute(subject, snapshot.body, refused, now, started)
+            # Only a change (the spec, or an operator allowing privileges) moves it.
+            return Reconciled(self.execute(subject, snapshot.body, refused, now, started), None)
         if subject.spec.rollout.traffic.mode != "replicas":
             why = "traffic.mode gatewayAPI is not implemented yet: traffic follows replica ratios"
             self.report_once(key, snapshot.body, Event("Warning", "Unsupported", why), now)
-        world = observe(subject.uid, snapshot.owned)
+        try:
+            held = self.read_held(key)
+        except KubeError as err:
+            log.warning("%s/%s: cannot read names others hold: %s; again next time", *key, err)
+            return Reconciled([], now)
+        world = observe(subject.uid, (*snapshot.owned, *held))
+        self.release_held(key, world)
+        held_before = set(self.held.get(key, ()))
         measured = self.measure(subject, world, now)
         decided = plan(subject, world, measured, now, self.errors.get(key))
         if destructive(subject, decided):
@@ -276,23 +345,21 @@ class Reconciler:
             fresh = self.read_fresh(key)
             fresh_subject = None if fresh is None else self.subject_of(key, fresh.body, now)
             if fresh is None or fresh_subject is None or self.refusal(fresh_subject, now):
-                return []  # a refused spec gets its status from the next reconcile
+                # Gone, unreadable, or refused: the next pass writes what it says.
+                return Reconciled([], now)
             snapshot, subject = fresh, fresh_subject
-            world = observe(subject.uid, snapshot.owned)
-            decided = plan(subject, world, measured, now, self.errors.get(key))
-        try:
-            existing = self.read_creates(key[0], world, decided)
-        except KubeError as err:
-            log.warning("%s/%s: cannot read names it would create: %s; again next time", *key, err)
-            return []
-        if existing:
-            # Taken names (or objects the cache has not seen yet): the plan again, knowing them.
-            world = observe(subject.uid, (*snapshot.owned, *existing))
+            world = observe(subject.uid, (*snapshot.owned, *held))
             decided = plan(subject, world, measured, now, self.errors.get(key))
         for text in world.notes:
             self.report_once(key, snapshot.body, Event("Warning", "OddObject", text), now)
         self.observe_round(key, measured, decided)
-        return self.execute(subject, snapshot.body, decided, now, started)
+        written = self.execute(subject, snapshot.body, decided, now, started)
+        # A status write refused (Conflict) writes nothing; a failed write is in `errors`.
+        status_landed = bool(written) or to_wire(decided.status) == snapshot.body.get("status")
+        taken = self.held.get(key, set())
+        # A name someone else holds is not watched: read again at the next pass.
+        unfinished = bool(taken) or key in self.errors or not status_landed
+        return Reconciled(written, now if unfinished else decided.due, again=taken != held_before)
 
     def observe_round(self, key: Key, measured: Measured, decided: Plan) -> None:
         """The round this reconcile ran, in the log and the operator's metrics."""
@@ -308,23 +375,27 @@ class Reconciler:
         if self.metrics is not None:
             self.metrics.observe_round(key, track, signal, measured.seconds)
 
-    def read_creates(self, namespace: str, world: World, decided: Plan) -> list[Body]:
-        """The objects the plan would create that exist already, listed by name (a field
-        selector: the operator's RBAC has list, not get). Why a read and not a check of the
-        apply's answer: by then the object is taken over (selector merged, our owner
-        reference added). Creates are rare and an idle reconcile reads nothing; a name taken
-        by an unlabelled object is read again on each reconcile until it is free."""
+    def read_held(self, key: Key) -> list[Body]:
+        """The objects holding the names a create found taken, listed by name (a field
+        selector: the operator's RBAC has list, not get). Rare: only names someone else
+        took; an idle reconcile of everyone else reads nothing."""
         found: list[Body] = []
-        for body in decided.apply:
-            kind, name = body["kind"], body["metadata"]["name"]
-            if world.get(kind, name) is not None or (kind, name) in world.foreign:
-                continue
+        for kind, name in sorted(self.held.get(key, ())):
             self.fresh_reads += 1
             query = {"fieldSelector": f"metadata.name={name}"}
-            listed = self.kube.get(OWNED_KINDS[kind].collection(namespace), query)
+            listed = self.kube.get(OWNED_KINDS[kind].collection(key[0]), query)
             for item in listed.get("items") or []:
-                found.append({**item, "apiVersion": body["apiVersion"], "kind": kind})
+                found.append({**item, "apiVersion": OWNED_KINDS[kind].api_version, "kind": kind})
         return found
+
+    def release_held(self, key: Key, world: World) -> None:
+        """Forget the held names that are free again (the plan creates them) or turned out
+        to be this ModelDeployment's own (an object the cache had not seen yet)."""
+        still = {ref for ref in self.held.get(key, ()) if ref in world.foreign}
+        if still:
+            self.held[key] = still
+        else:
+            self.held.pop(key, None)
 
     def execute(
         self, subject: Subject, body: Body, decided: Plan, now: datetime, started: float
@@ -383,17 +454,26 @@ class Reconciler:
     def change_objects(
         self, key: Key, body: Body, apply: tuple[Body, ...], delete: Any, now: datetime
     ) -> list[Written]:
-        """Apply, then delete; carry on past a failure (the next reconcile retries it) and
-        surface the first one in status (Degraded, ApplyFailed) and once as an Event."""
+        """Create or apply, then delete; carry on past a failure (the next reconcile retries
+        it) and surface the first one in status (Degraded, ApplyFailed) and once as an Event.
+        A create whose name is taken stops the rest: nothing after it (the Services come
+        after the Deployments they send traffic to) is written before the plan is made again
+        knowing what holds the name."""
         failures: list[str] = []
         written: list[Written] = []
         for obj in apply:
+            kind, name = obj["kind"], obj["metadata"]["name"]
+            new = isinstance(obj, NewObject)
             try:
-                written.append(_version_of(self.kube.apply(obj)))
+                written.append(_version_of(self.kube.create(obj) if new else self.kube.apply(obj)))
             except NotLeader:
                 raise
             except KubeError as err:
-                failures.append(f"apply {obj['kind']}/{obj['metadata']['name']}: {err}")
+                if new and isinstance(err, Conflict):
+                    log.info("%s/%s: %s/%s exists; planned again knowing it", *key, kind, name)
+                    self.held.setdefault(key, set()).add((kind, name))
+                    return written
+                failures.append(f"apply {kind}/{name}: {err}")
         for ref in delete:
             try:
                 self.kube.delete(key[0], ref)
@@ -432,7 +512,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     elector = None
     if lease is not None:
         elector = LeaderElector(Kube(), lease)
-    kube = Kube(may_write=elector.is_leader if elector else None, connections=CONCURRENCY + 4)
+    workers = int(memo.get("workers") or os.environ.get(WORKERS_ENV) or DEFAULT_WORKERS)
+    kube = Kube(may_write=elector.is_leader if elector else None, connections=workers + 4)
     metrics = OperatorMetrics()
     port = memo.get("metrics_port")
     if port:
@@ -444,19 +525,24 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         measure=measure,
         metrics=metrics,
         allow_privileged_models=bool(memo.get("allow_privileged_models")),
+        workers=workers,
     )
     if elector is not None:
         reconciler.leading = elector.is_leader
     memo.reconciler = reconciler
     memo.elector = elector
     interval = float(memo.get("interval") or os.environ.get(INTERVAL_ENV) or DEFAULT_INTERVAL)
+    resync = float(memo.get("resync") or os.environ.get(RESYNC_ENV) or DEFAULT_RESYNC)
     memo.tasks = [
         asyncio.create_task(reconciler.queue.run()),
-        asyncio.create_task(periodic(reconciler, interval)),
+        asyncio.create_task(periodic(reconciler, interval, resync)),
     ]
     if elector is not None:
         memo.tasks.append(asyncio.create_task(elector.run(reconciler.schedule_all)))
-    log.info("API server %s (%s), reconciling every %.1fs", kube.server, kube.source, interval)
+    log.info(
+        "API server %s (%s), due reconciles every %.1fs, all every %.0fs",
+        kube.server, kube.source, interval, resync,
+    )  # fmt: skip
 
 
 @kopf.on.cleanup()
@@ -471,11 +557,20 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
         measure.close()
 
 
-async def periodic(reconciler: Reconciler, interval: float) -> None:
-    """Level-based: every ModelDeployment is recomputed from the cache (no API reads)."""
+async def periodic(reconciler: Reconciler, interval: float, resync: float) -> None:
+    """Every `interval`, the ModelDeployments that are due; every `resync`, all of them
+    (level-based, from the cache: no API reads). A standby schedules nothing."""
+    loop = asyncio.get_running_loop()
+    last_resync = loop.time()
     while True:
         await asyncio.sleep(interval)
-        reconciler.schedule_all()
+        if not reconciler.leading():
+            continue
+        if loop.time() - last_resync >= resync:
+            last_resync = loop.time()
+            reconciler.schedule_all()
+        else:
+            reconciler.schedule_due(datetime.now(UTC))
 
 
 def _attach(memo: kopf.Memo, kwargs: dict[str, Any]) -> Reconciler:
@@ -570,6 +665,8 @@ def run_operator(
     liveness: str | None,
     verbose: bool,
     *,
+    resync: float | None = None,
+    workers: int | None = None,
     analysis: AnalysisSettings | None = None,
     lease: LeaseSettings | None = None,
     metrics_address: str = "0.0.0.0",
@@ -577,7 +674,9 @@ def run_operator(
     allow_privileged_models: bool = False,
 ) -> None:
     """Run the operator in this process until interrupted (the `modeldeploy operator`
-    command). Kopf standalone (no peering objects): `lease` set, the replicas elect a
+    command). `interval`: seconds between passes over what is due; `resync`: between passes
+    over everything; `workers`: reconciles at once (None: their environment variables, else
+    the defaults). Kopf standalone (no peering objects): `lease` set, the replicas elect a
     leader over a coordination.k8s.io Lease; else this is the only replica. `analysis`: the
     default Prometheus and how to query it; `metrics_port` 0: no metrics endpoint;
     `allow_privileged_models`: run pod templates with securityProfile privileged."""
@@ -595,6 +694,8 @@ def run_operator(
         liveness_endpoint=liveness,
         memo=kopf.Memo(
             interval=interval,
+            resync=resync,
+            workers=workers,
             analysis=analysis or AnalysisSettings(),
             lease=lease,
             metrics_address=metrics_address,

@@ -24,6 +24,7 @@ log = logging.getLogger("modeldeploy.kube")
 Body = dict[str, Any]
 
 MODEL_DEPLOYMENTS = f"/apis/{GROUP}/{VERSION}"
+CREATE_ONLY = "1"
 LEASES = "/apis/coordination.k8s.io/v1"
 
 
@@ -186,6 +187,15 @@ class Kube:
             content_type="application/apply-patch+yaml",
         )
         return result
+
+    def create(self, body: Body) -> Body:
+        """A server-side apply that only creates: Conflict where the name exists. Not a
+        POST: a created object's fields would belong to the manager's Update, and a later
+        apply that leaves a field out (an annotation, an env var) could not remove it. A
+        resourceVersion in an apply is a precondition on an existing object, ignored by a
+        create; no object has version 1 (etcd's revision before its first write)."""
+        meta = {**body["metadata"], "resourceVersion": CREATE_ONLY}
+        return self.apply({**body, "metadata": meta})
 
     def delete(self, namespace: str, ref: ObjectRef) -> None:
         try:

@@ -8,13 +8,20 @@
 `plan` concludes the round (`analysis.rounds.conclude`: checks, verdicts, the decision
 across rounds from status, the Event when rounds start giving no verdict) and hands its
 signal to the rollout state machine, which records it in status and acts on it (rollback,
-step, promotion, Degraded). Every Event of the reconcile is in the one Plan.
+step, promotion, Degraded). Every Event of the reconcile is in the one Plan, and `Plan.due`
+is the earliest of the machine's timers and the next analysis round.
 """
 
 from dataclasses import replace
 from datetime import datetime
 
-from modeldeploy.analysis.rounds import Measured, Needed, conclude, measurements_needed
+from modeldeploy.analysis.rounds import (
+    Measured,
+    Needed,
+    conclude,
+    measurements_needed,
+    next_round_at,
+)
 from modeldeploy.rollout import Plan, Subject, World
 from modeldeploy.rollout import plan as plan_rollout
 
@@ -34,4 +41,8 @@ def plan(
     now = now.replace(microsecond=0)
     analysis, events = conclude(subject, measured, now)
     decided = plan_rollout(subject, world, analysis, now, apply_error)
-    return replace(decided, events=(*events, *decided.events), round=analysis.signal)
+    due = decided.due
+    if measured.gated:  # else no round ever runs: no checks, or analysis off
+        after = replace(subject, status=decided.status)
+        due = min(filter(None, (due, next_round_at(after, world, now))), default=None)
+    return replace(decided, events=(*events, *decided.events), round=analysis.signal, due=due)

@@ -112,11 +112,20 @@ class Expectations:
     _awaited: dict[Key, dict[ObjectKey, tuple[str | None, float]]] = field(default_factory=dict)
 
     def expect(
-        self, key: Key, kind: str, name: str, version: str | None, cached: str | None
+        self,
+        key: Key,
+        kind: str,
+        name: str,
+        version: str | None,
+        *,
+        read: str | None,
+        cached: str | None,
     ) -> None:
-        """After a write answered with `version`; `cached`: what the cache holds now (the
-        watch event may have come in first: then there is nothing to wait for)."""
-        if version == cached:
+        """After a write answered with `version`; `read`: the version the reconcile read
+        (None: none), `cached`: what the cache holds now. The watch event may have come in
+        first (the cache holds another version than the one read: ours, or a later one
+        such as a controller's status update): then there is nothing to wait for."""
+        if version == cached or cached != read:
             return
         self._awaited.setdefault(key, {})[(kind, name)] = (version, self.clock() + self.timeout)
 
@@ -148,6 +157,12 @@ class Expectations:
             del self._awaited[key]
             return False
         return True
+
+    def remaining(self, key: Key) -> float:
+        """Seconds until nothing of `key` is awaited any more, whatever the watches show
+        (0 when nothing is)."""
+        deadlines = [deadline for _, deadline in self._awaited.get(key, {}).values()]
+        return max(0.0, max(deadlines, default=0.0) - self.clock())
 
     def forget(self, key: Key) -> None:
         self._awaited.pop(key, None)

@@ -137,8 +137,9 @@ def annotate(kube: KwokCluster, namespace: str, name: str, key: str, value: str)
 
 class OperatorProcess:
     """`modeldeploy operator --namespace <ns>` (no --namespace when None: every namespace)
-    with KUBECONFIG of the test cluster (`env` may name another), reconciling every
-    `interval` seconds (None: the operator's default); its log (every API write is a
+    with KUBECONFIG of the test cluster (`env` may name another), reconciling what is due
+    every `interval` seconds and everything every `resync` seconds (None: the operator's
+    defaults); its log (every API write is a
     `write <METHOD> <path>` line) goes to `workdir/operator-N.log`."""
 
     def __init__(
@@ -148,6 +149,7 @@ class OperatorProcess:
         workdir: Path,
         *,
         interval: float | None = 1.0,
+        resync: float | None = None,
         extra_args: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
     ) -> None:
@@ -155,6 +157,7 @@ class OperatorProcess:
         self.namespace = namespace
         self.workdir = workdir
         self.interval = interval
+        self.resync = resync
         self.extra_args = tuple(extra_args)
         self.env = dict(env or {})
         self.process: subprocess.Popen[bytes] | None = None
@@ -169,6 +172,7 @@ class OperatorProcess:
             *base, "operator",
             *(["--namespace", self.namespace] if self.namespace is not None else []),
             *(["--interval", str(self.interval)] if self.interval is not None else []),
+            *(["--resync", str(self.resync)] if self.resync is not None else []),
             "--liveness", f"http://127.0.0.1:{port}/healthz",
             "--metrics-port", "0",  # many operators share this machine; tests opt in
             *self.extra_args,

@@ -36,7 +36,9 @@ def operator(
 ) -> Iterator[OperatorProcess]:
     ensure_crd(kube)
     ensure_namespace(kube, NAMESPACE)
-    with OperatorProcess(kube, NAMESPACE, Path(tmp_path_factory.mktemp("op-basic"))) as op:
+    workdir = Path(tmp_path_factory.mktemp("op-basic"))
+    # A full level-based pass every second: the idle test checks that it writes nothing.
+    with OperatorProcess(kube, NAMESPACE, workdir, resync=1) as op:
         yield op
 
 
@@ -85,6 +87,21 @@ def test_create_becomes_ready_with_min_warm_pods(
     assert not any("kopf" in key for key in md["metadata"].get("annotations") or {})
 
 
+def test_created_objects_belong_to_the_operators_apply(
+    created: dict[str, float], reader: ClusterReader
+) -> None:
+    """Created by a create-only server-side apply, not a POST: every field the operator set
+    is its Apply's, so a later apply that leaves one out (an annotation, an env var)
+    removes it."""
+    owned = reader.owned(NAMESPACE, NAME)
+    assert sorted(k.split("/")[0] for k in owned) == [
+        "Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget", "Service",
+    ]  # fmt: skip
+    for key, body in owned.items():
+        ours = [f for f in body["metadata"]["managedFields"] if f["manager"] == "modeldeploy"]
+        assert [f["operation"] for f in ours] == ["Apply"], key
+
+
 def test_services_hpa_and_pdb(created: dict[str, float], reader: ClusterReader) -> None:
     revision = reader.status(NAMESPACE, NAME)["stableRevision"]
     selector = {LABEL_NAME: NAME, LABEL_REVISION: revision}
@@ -117,8 +134,8 @@ def operator_write_time(body: dict[str, Any]) -> list[str]:
 def test_idle_resource_causes_no_writes(
     created: dict[str, float], operator: OperatorProcess, reader: ClusterReader
 ) -> None:
-    """30 s of reconciles every second: no API request by the operator (it reconciles from
-    its watch cache), and no object of the resource changes (resourceVersions of the
+    """30 s of full passes every second (`--resync 1`): no API request by the operator (it
+    reconciles from its watch cache), and no object of the resource changes (resourceVersions of the
     ModelDeployment and all owned objects)."""
     time.sleep(3)  # let the controllers settle (HPA status, ReplicaSets)
     before_md = reader.model_deployment(NAMESPACE, NAME)["metadata"]["resourceVersion"]

@@ -417,7 +417,7 @@ def test_in_cluster_config_and_no_kubeconfig(deployed: Deployed) -> None:
     assert "KUBECONFIG" not in env
     assert env["KUBERNETES_SERVICE_HOST"] == "127.0.0.1"
     server = f"https://127.0.0.1:{deployed.server.port}"
-    started = f"API server {server} (in-cluster service account), reconciling every 1.0s"
+    started = f"API server {server} (in-cluster service account), due reconciles every 1.0s"
     assert started in deployed.container.logs()
 
 

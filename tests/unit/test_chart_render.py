@@ -42,6 +42,7 @@ NAMESPACED_VALUES: Body = {
     "logLevel": "debug",
     "logFormat": "json",
     "reconcileInterval": 2.5,
+    "resync": 600,
     "image": {"registry": "registry.example", "repository": "ml/modeldeploy", "digest": DIGEST},
     "prometheus": {
         "url": "http://prometheus.monitoring:9090",
@@ -249,6 +250,8 @@ def test_values_map_to_args_env_and_mounts() -> None:
     auth_dir = "/var/run/secrets/modeldeploy/prometheus"
     assert env(objects) == {
         "MODELDEPLOY_RECONCILE_INTERVAL": "2.5",
+        "MODELDEPLOY_RESYNC": "600",
+        "MODELDEPLOY_RECONCILE_WORKERS": "8",
         "MODELDEPLOY_ALLOW_PRIVILEGED_MODELS": "false",
         "MODELDEPLOY_LOG_FORMAT": "json",
         "MODELDEPLOY_METRICS_PORT": "8090",

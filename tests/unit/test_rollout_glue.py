@@ -1,8 +1,8 @@
 """The Kopf glue without Kopf: reading a stored status, noticing what changed, deciding a
-rollback again on a fresh read when the watch cache may be stale, reading a name before
-creating it."""
+rollback again on a fresh read when the watch cache may be stale, a create that finds its
+name taken, what the periodic pass reconciles."""
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from unittest.mock import Mock
 
@@ -12,9 +12,10 @@ from test_rollout_pods import kubelet_pod, rolling_out, waiting
 
 from modeldeploy.api import GROUP, VERSION, ModelDeploymentSpec, PendingEvent, to_wire
 from modeldeploy.handlers import Reconciler, read_status
-from modeldeploy.kube import Conflict
+from modeldeploy.kube import Conflict, KubeError
+from modeldeploy.resources.kinds import OWNED_KINDS
 from modeldeploy.rollout import Event, Subject, refuse_privileges
-from modeldeploy.watchcache import Snapshot
+from modeldeploy.watchcache import Snapshot, WatchCache
 
 pytestmark = pytest.mark.unit
 
@@ -60,6 +61,8 @@ class FakeApiserver:
         self.reads: list[str] = []
         self.events: list[Event] = []
         self.event_names: list[str] = []
+        self.created: list[tuple[str, str]] = []
+        """Every create asked for, refused ones too."""
 
     def get(self, path: str, query: dict[str, str]) -> dict[str, Any]:
         name = query["fieldSelector"].removeprefix("metadata.name=")
@@ -82,6 +85,13 @@ class FakeApiserver:
         self.writes += 1
         self.applied.append(body)
         return {**body, "metadata": {**body["metadata"], "resourceVersion": "7"}}
+
+    def create(self, body: dict[str, Any]) -> dict[str, Any]:
+        self.created.append((body["kind"], body["metadata"]["name"]))
+        plural = OWNED_KINDS[body["kind"]].plural
+        if f"{plural}/{body['metadata']['name']}" in self.unlabelled:
+            raise Conflict(409, "the object has been modified")
+        return self.apply(body)
 
     def delete(self, namespace: str, ref: Any) -> None:
         self.writes += 1
@@ -125,7 +135,7 @@ def canary_with_a_pod_that_cannot_pull(
 @pytest.mark.parametrize("real", [True, False])
 def test_a_rollback_is_decided_again_on_a_fresh_read(real: bool) -> None:
     reconciler, api, cached = canary_with_a_pod_that_cannot_pull(pod_in_the_apiserver=real)
-    written = reconciler.reconcile(("ml", NAME), cached)
+    written = reconciler.reconcile(("ml", NAME), cached).written
     assert reconciler.fresh_reads == 1
     phases = [status.get("phase") for status in api.statuses]
     if real:
@@ -135,24 +145,91 @@ def test_a_rollback_is_decided_again_on_a_fresh_read(real: bool) -> None:
         assert "RolledBack" not in phases
 
 
-def test_a_name_taken_by_an_unlabelled_object_is_read_before_creating_and_left_alone() -> None:
+def test_a_name_taken_by_an_unlabelled_object_is_created_never_applied_and_read_until_free() -> (
+    None
+):
     api = FakeApiserver(model_deployment(base_spec(), {}), [])
     foreign = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": NAME, "uid": "x"}}
     api.unlabelled[f"services/{NAME}"] = foreign
     reconciler = Reconciler(kube=api)  # type: ignore[arg-type]
-    reconciler.reconcile(("ml", NAME), Snapshot(api.body, ()))
-    applied = [(b["kind"], b["metadata"]["name"]) for b in api.applied]
-    assert ("Service", NAME) not in applied
-    assert ("Deployment", f"{NAME}-{rev()}") in applied  # the rest is made
+    key, deployment = ("ml", NAME), ("Deployment", f"{NAME}-{rev()}")
+    first = reconciler.reconcile(key, Snapshot(api.body, ()))
+    assert api.reads == []  # nothing is read before a create
+    assert api.created == [deployment, ("Service", NAME)]  # refused; nothing after it
+    assert [(b["kind"], b["metadata"]["name"]) for b in api.applied] == [deployment]
+    assert first.again  # the plan again at once, knowing what holds the name
+    # The next reconcile reads the taken name, leaves it alone and makes everything else.
+    api.body = model_deployment(base_spec(), api.statuses[-1])
+    owned = tuple({**b, "status": {"readyReplicas": 2}} for b in api.applied)
+    second = reconciler.reconcile(key, Snapshot(api.body, owned))
+    assert api.reads == [f"/api/v1/namespaces/ml/services/{NAME}"]
+    assert api.created.count(("Service", NAME)) == 1
+    assert {k for k, _ in api.created} == {"Deployment", "Service", "HorizontalPodAutoscaler",
+                                          "PodDisruptionBudget"}  # fmt: skip
     degraded = next(c for c in api.statuses[-1]["conditions"] if c["type"] == "Degraded")
     assert degraded["reason"] == "ObjectNotOwned"
-    assert reconciler.fresh_reads == len(api.reads) == len(applied) + 1
-    # Once the cache holds its own objects, only the taken name is read again.
-    api.reads.clear()
+    assert "Service/churn (with no controller)" in degraded["message"]
+    assert not second.again
+    assert second.due is not None  # the name is not watched: read again at the next pass
+    # Free again: read once more, then created.
+    del api.unlabelled[f"services/{NAME}"]
+    api.body = model_deployment(base_spec(), api.statuses[-1])
+    owned = tuple({**b, "status": {"readyReplicas": 2}} for b in api.applied)
+    reconciler.reconcile(key, Snapshot(api.body, owned))
+    assert api.created.count(("Service", NAME)) == 2
+    assert len(api.reads) == 2
+    assert key not in reconciler.held
+
+
+# --- what the periodic pass reconciles ------------------------------------------------------
+
+
+class Queued:
+    """The work queue's `add`, recorded."""
+
+    def __init__(self) -> None:
+        self.keys: list[tuple[tuple[str, str], bool]] = []
+
+    def add(self, key: tuple[str, str], *, urgent: bool = True) -> None:
+        self.keys.append((key, urgent))
+
+
+def test_the_periodic_pass_takes_what_is_due_or_unplanned_and_the_resync_all() -> None:
+    now = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+    names = ("due", "later", "on-change", "unplanned")
+    bodies = {("ml", n): [model_deployment(base_spec(), {})] for n in names}
+    reconciler = Reconciler(kube=Mock(), cache=WatchCache(bodies, ()))
+    reconciler.planned = {
+        ("ml", "due"): now,
+        ("ml", "later"): now + timedelta(seconds=1),
+        ("ml", "on-change"): None,
+    }
+    queued = Queued()
+    reconciler.queue = queued  # type: ignore[assignment]
+    reconciler.schedule_due(now)
+    assert queued.keys == [(("ml", "due"), False), (("ml", "unplanned"), False)]
+    queued.keys.clear()
+    reconciler.schedule_all()
+    assert [key for key, _ in queued.keys] == sorted(bodies)
+
+
+def test_an_idle_reconcile_is_due_on_a_change_only_and_a_failed_one_at_the_next_pass() -> None:
+    api = FakeApiserver(model_deployment(base_spec(), {}), [])
+    reconciler = Reconciler(kube=api)  # type: ignore[arg-type]
+    key = ("ml", NAME)
+    created = reconciler.reconcile(key, Snapshot(api.body, ()))
     owned = tuple({**b, "status": {"readyReplicas": 2}} for b in api.applied)
     api.body = model_deployment(base_spec(), api.statuses[-1])
-    reconciler.reconcile(("ml", NAME), Snapshot(api.body, owned))
-    assert api.reads == [f"/api/v1/namespaces/ml/services/{NAME}"]
+    assert created.due is None  # a first revision: nothing waits for the clock
+    stable = reconciler.reconcile(key, Snapshot(api.body, owned))
+    api.body = model_deployment(base_spec(), api.statuses[-1])
+    assert stable.due is None
+    idle = reconciler.reconcile(key, Snapshot(api.body, owned))
+    assert (idle.written, idle.due) == ([], None)
+    api.apply = Mock(side_effect=KubeError(500, "etcd timeout"))  # type: ignore[method-assign]
+    lost = tuple(b for b in owned if b["kind"] != "PodDisruptionBudget")
+    failed = reconciler.reconcile(key, Snapshot(api.body, lost))
+    assert failed.due is not None
 
 
 # --- privileged model pods only where the operator allows them -------------------------

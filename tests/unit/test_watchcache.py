@@ -74,14 +74,17 @@ def test_essentials_keep_what_observe_reads_and_drop_the_bulk() -> None:
 
 def test_a_write_already_in_the_cache_is_not_awaited() -> None:
     expectations = Expectations()
-    expectations.expect(KEY, "Deployment", "churn-abc", "9", cached="9")
+    expectations.expect(KEY, "Deployment", "churn-abc", "9", read="8", cached="9")
+    # Or a later version: a controller changed it after the write, its event came first.
+    expectations.expect(KEY, "HorizontalPodAutoscaler", "churn-stable", "5", read="4", cached="6")
+    expectations.expect(KEY, "Service", "churn", "1", read=None, cached="2")  # created
     assert not expectations.pending(KEY)
 
 
 def test_writes_are_awaited_until_an_event_shows_each_object() -> None:
     expectations = Expectations()
-    expectations.expect(KEY, "Deployment", "churn-abc", "9", cached="8")
-    expectations.expect(KEY, "Service", "churn", None, cached="4")  # deleted
+    expectations.expect(KEY, "Deployment", "churn-abc", "9", read="8", cached="8")
+    expectations.expect(KEY, "Service", "churn", None, read="4", cached="4")  # deleted
     assert expectations.pending(KEY)
     assert not expectations.seen(KEY, "Service", "churn", "5")  # not yet the deletion
     assert not expectations.seen(KEY, "Deployment", "churn-abc", "12")  # a later one counts
@@ -94,11 +97,15 @@ def test_writes_are_awaited_until_an_event_shows_each_object() -> None:
 def test_an_expectation_not_met_in_time_is_dropped() -> None:
     clock = Clock()
     expectations = Expectations(timeout=5, clock=clock)
-    expectations.expect(KEY, "Deployment", "churn-abc", "9", cached="8")
+    expectations.expect(KEY, "Deployment", "churn-abc", "9", read="8", cached="8")
+    clock.now = 1
+    expectations.expect(KEY, "Service", "churn", "3", read="2", cached="2")
     clock.now = 4.9
     assert expectations.pending(KEY)
-    clock.now = 5
+    assert expectations.remaining(KEY) == pytest.approx(1.1)  # the Service's, the last
+    clock.now = 6
     assert not expectations.pending(KEY)
-    expectations.expect(KEY, "Deployment", "churn-abc", "10", cached="9")
+    expectations.expect(KEY, "Deployment", "churn-abc", "10", read="9", cached="9")
     expectations.forget(KEY)
     assert not expectations.pending(KEY)
+    assert expectations.remaining(KEY) == 0

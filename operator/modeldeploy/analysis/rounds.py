@@ -476,6 +476,24 @@ def measurements_needed(
     return Needed(gated=True, request=RoundRequest(target, mapped, plan, since))
 
 
+def next_round_at(subject: Subject, world: World, now: datetime) -> datetime | None:
+    """When the next round falls due on time alone (pure; `now` itself when one is due
+    already, e.g. after a measurement that failed): `status.lastAnalysis.time` + interval
+    for the revision `choose_target` picks. None without checks or without a revision to
+    measure (no Ready pod, kill switch: a change moves that). The noDataTimeout and
+    failureLimit are decided at rounds, so this is their clock too."""
+    mapped = map_spec(subject.spec.analysis)
+    if not has_checks(mapped.config, mapped.rejected):
+        return None
+    target = choose_target(subject, world, mapped, now)
+    if target is None:
+        return None
+    last = subject.status.last_analysis
+    if last is None or round_due(subject.status, target.revision, mapped.interval, now):
+        return now
+    return last.time + mapped.interval
+
+
 HOLD = AnalysisInput(gated=True)
 """Analysis gates the rollout, but no round ran (not due, nothing Ready to measure)."""
 

@@ -8,7 +8,7 @@ holds the objects to apply and delete, the new status and the Events to post.
 """
 
 from modeldeploy.rollout.machine import plan, refuse_privileges
-from modeldeploy.rollout.plan import Event, ObjectRef, Plan, Subject
+from modeldeploy.rollout.plan import Event, NewObject, ObjectRef, Plan, Subject
 from modeldeploy.rollout.signal import NO_ANALYSIS, AnalysisInput, AnalysisSignal
 from modeldeploy.rollout.world import ObservedDeployment, World, observe
 
@@ -17,6 +17,7 @@ __all__ = [
     "AnalysisInput",
     "AnalysisSignal",
     "Event",
+    "NewObject",
     "ObjectRef",
     "ObservedDeployment",
     "Plan",

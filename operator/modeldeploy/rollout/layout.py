@@ -32,7 +32,7 @@ from modeldeploy.resources.names import (
 )
 from modeldeploy.resources.revision import RevisionSource
 from modeldeploy.resources.service import service
-from modeldeploy.rollout.plan import ObjectRef
+from modeldeploy.rollout.plan import NewObject, ObjectRef
 from modeldeploy.rollout.world import ForeignObject, ObservedDeployment, World
 
 # Deleting autoscalers first: an HPA never acts on a Deployment that is about to go.
@@ -147,9 +147,10 @@ def foreign_in(desired: Sequence[Body], world: World) -> tuple[ForeignObject, ..
 
 def diff(desired: Sequence[Body], world: World) -> tuple[tuple[Body, ...], tuple[ObjectRef, ...]]:
     """(bodies to apply, objects to delete): only what differs from the world, never a
-    foreign object (it is not in `world.refs()` either, so it is never deleted)."""
+    foreign object (it is not in `world.refs()` either, so it is never deleted); what the
+    world does not have at all as a `NewObject`."""
     apply = tuple(
-        body
+        body if world.get(body["kind"], body["metadata"]["name"]) is not None else NewObject(body)
         for body in desired
         if _changed(body, world) and (body["kind"], body["metadata"]["name"]) not in world.foreign
     )

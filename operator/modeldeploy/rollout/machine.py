@@ -579,6 +579,31 @@ class _Reconcile:
             self.event("Normal", "BakeComplete", f"{st.previous} removed after bakeTime")
             st.previous, st.bake_until = None, None
 
+    # --- when to plan again ------------------------------------------------------------
+
+    def due(self) -> datetime | None:
+        """The earliest moment after now at which one of this machine's clock comparisons
+        flips for the new state (`Plan.due`): the step's interval ends (`progress`), the bake
+        ends (`bake`; also where the stable's analysis stops being a bake test), a canary or
+        stable pod's readiness grace ends (`pod_problems`). Everything else moves on a change:
+        pods turning Ready, the warm-up timeout (the Deployment controller's condition),
+        commands, the spec."""
+        st = self.state
+        times: list[datetime] = []
+        stepping = st.canary is not None and not st.promoting and not self.killed
+        if stepping and st.step_started_at is not None and not self.spec.rollout.paused:
+            times.append(st.step_started_at + parse_duration(self.spec.rollout.step_interval))
+        if st.previous is not None and st.bake_until is not None:
+            times.append(st.bake_until)
+        times += (
+            pod.not_ready_since + READINESS_GRACE
+            for revision in (st.canary, st.stable)
+            if revision is not None
+            for pod in self.world.pods_of(revision)
+            if pod.not_ready_since is not None and any(p.reason == NOT_READY for p in pod.problems)
+        )
+        return min((t for t in times if t > self.now), default=None)
+
     # --- layout and report --------------------------------------------------------------
 
     def revision_layout(self, revision: str, track: Track, replicas: int) -> RevisionLayout | None:
@@ -726,4 +751,5 @@ class _Reconcile:
             delete=delete,
             events=tuple(self.events),
             remove_annotations=tuple(dict.fromkeys(self.consumed)),
+            due=self.due(),
         )

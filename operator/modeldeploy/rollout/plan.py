@@ -2,6 +2,7 @@
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal
 
 from modeldeploy.api import ModelDeploymentSpec, ModelDeploymentStatus
@@ -38,6 +39,12 @@ class ObjectRef:
         return f"{self.kind}/{self.name}"
 
 
+class NewObject(dict[str, Any]):
+    """A body in `Plan.apply` that the world does not have: created, which fails where an
+    object of that name exists (someone else's need not carry the label the watches select
+    by), never applied over it."""
+
+
 @dataclass(frozen=True)
 class Event:
     type: EventType
@@ -53,6 +60,7 @@ class Plan:
 
     status: ModelDeploymentStatus
     apply: tuple[Body, ...] = ()
+    """Bodies to server-side apply; a `NewObject` is created instead."""
     delete: tuple[ObjectRef, ...] = ()
     events: tuple[Event, ...] = ()
     remove_annotations: tuple[str, ...] = ()
@@ -60,3 +68,8 @@ class Plan:
     round: AnalysisSignal | None = None
     """The analysis round this reconcile concluded, if one ran (for logs and metrics; what
     it decided is in `status` and `events`)."""
+    due: datetime | None = None
+    """When to plan again on time alone: the earliest moment after this plan's `now` at which
+    a decision that reads the clock can come out differently (a step's interval ends, the
+    bake ends, a pod's readiness grace ends, the next analysis round). None: only a change
+    (a watch event) can move this ModelDeployment on."""
