@@ -5,7 +5,6 @@ session, also when tests fail.
 """
 
 import shutil
-import subprocess
 from collections.abc import Iterator
 
 import pytest
@@ -28,13 +27,7 @@ def kube(tools: Toolchain) -> Iterator[KwokCluster]:
     testruns.reap_stale_runs(tools)
     cluster = testruns.test_cluster(tools)
     try:
-        try:
-            cluster.create(nodes=3)
-        except (RuntimeError, TimeoutError, subprocess.TimeoutExpired) as error:
-            # A machine loaded by other work can miss kwokctl's start deadline: once more.
-            print(f"cluster creation failed, retrying once: {error}")
-            cluster.delete()
-            cluster.create(nodes=3)
+        testruns.create_cluster(cluster)
         yield cluster
     finally:
         cluster.delete()

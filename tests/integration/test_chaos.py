@@ -317,8 +317,7 @@ def restarting(
     """A cluster of its own (kwok leaves new pods unready for minutes after a restart of the
     control plane: the session's cluster must not see one) with a stack on it."""
     cluster = testruns.own_cluster(tools, "restart")
-    cluster.delete()  # a leftover of an earlier session with this process id
-    cluster.create(nodes=3)
+    testruns.create_cluster(cluster)
     try:
         workdir = tmp_path_factory.mktemp(f"{NAMESPACE}-restart")
         with stable_stack(

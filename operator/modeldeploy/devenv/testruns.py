@@ -7,6 +7,7 @@ directories belong to one process id and are reaped only once that process is go
 
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 from modeldeploy.devenv.cluster import KwokCluster
@@ -37,6 +38,18 @@ def own_cluster(tools: Toolchain, purpose: str) -> KwokCluster:
 
 def _session_cluster(tools: Toolchain, suffix: str) -> KwokCluster:
     return KwokCluster(f"{CLUSTER_PREFIX}{os.getpid()}{suffix}", run_dir() / f"kwok{suffix}", tools)
+
+
+def create_cluster(cluster: KwokCluster, nodes: int = 3) -> None:
+    """Create it, once more if the first try fails (a machine loaded by other work can miss
+    kwokctl's start deadline); a leftover of the same name is deleted first."""
+    cluster.delete()
+    try:
+        cluster.create(nodes=nodes)
+    except (RuntimeError, TimeoutError, subprocess.TimeoutExpired) as error:
+        print(f"cluster creation failed, retrying once: {error}")
+        cluster.delete()
+        cluster.create(nodes=nodes)
 
 
 def reap_stale_runs(tools: Toolchain) -> list[str]:
