@@ -37,7 +37,6 @@ import argparse
 import dataclasses
 import json
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -193,12 +192,7 @@ def fresh_cluster(tools: Toolchain, pods: int, policy: Body | None = None) -> It
     nodes = nodes_for(pods)
     say(f"creating a cluster with {nodes} kwok nodes")
     try:
-        try:
-            cluster.create(nodes=nodes)
-        except (RuntimeError, TimeoutError, subprocess.TimeoutExpired) as error:
-            say(f"cluster creation failed, once more: {error}")
-            cluster.delete()
-            cluster.create(nodes=nodes)
+        testruns.create_cluster(cluster, nodes=nodes)
         yield cluster
     finally:
         cluster.delete()
