@@ -62,6 +62,8 @@ def chromium(page: Path, profile: Path, *args: str) -> str:
     result = subprocess.run(
         [
             browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+            # Only the local file: no update checks, field trials or other calls home.
+            "--disable-background-networking", "--disable-component-update", "--no-first-run",
             f"--user-data-dir={profile}", "--virtual-time-budget=15000", *args, page.as_uri(),
         ],
         capture_output=True, text=True, timeout=BROWSER_TIMEOUT, check=False,
