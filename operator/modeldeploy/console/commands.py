@@ -469,21 +469,37 @@ def report_command(
 
     Per feature the serving histogram against the training profile (canary and
     stable), predictions and confidence, latency, the timeline from status.history
-    and the last analysis' verdicts; a rolled-back revision's failing checks first.
+    with the canary's analysis rounds (replayed from Prometheus with the operator's
+    statistics) and the last analysis' verdicts; a rolled-back revision's failing
+    checks first.
     Needs modeldeploy's `report` extra (plotly).
     """
     from modeldeploy.analysis.config import QueryPlan, collect
     from modeldeploy.analysis.prometheus import PrometheusProvider
     from modeldeploy.report.model import build, report_plan
     from modeldeploy.report.page import render
+    from modeldeploy.report.timeline import replay_plan, replayed_rounds
 
     obj = _read(target, name)
     now = _now()
     plan = report_plan(obj, now, prometheus_namespace_label)
+    replay = replay_plan(obj, plan)
     with PrometheusProvider(prometheus_url) as prometheus:
         answers = collect(prometheus, QueryPlan(plan.queries), plan.at.timestamp())
+        # Each replayed round's queries at its own instant, as the operator asked them.
+        rounds = (
+            replayed_rounds(
+                replay,
+                [
+                    collect(prometheus, queries, at.timestamp())
+                    for at, queries in zip(replay.instants, replay.queries, strict=True)
+                ],
+            )
+            if replay is not None
+            else ()
+        )
     path = output or Path(f"{name}-report.html")
-    path.write_text(render(build(obj, plan, answers.results, now)), encoding="utf-8")
+    path.write_text(render(build(obj, plan, answers.results, now, rounds)), encoding="utf-8")
     typer.echo(str(path))
 
 
