@@ -207,9 +207,9 @@ class Round:
     checks: tuple[CheckRow, ...]
 
     def worst(self) -> CheckRow | None:
-        """The check furthest past (or nearest to) its threshold."""
+        """A failing check if any, else the one furthest past (or nearest to) its threshold."""
         measured = [c for c in self.checks if c.ratio is not None]
-        return max(measured, key=lambda c: c.ratio or 0.0, default=None)
+        return max(measured, key=lambda c: (c.verdict == "fail", c.ratio or 0.0), default=None)
 
 
 @dataclass(frozen=True)
