@@ -15,7 +15,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -25,6 +25,13 @@ import typer
 from typer.exceptions import TyperException
 
 from modeldeploy.console.exits import CliError, ExitCode, exit_codes_help
+from modeldeploy.console.prometheus_options import (
+    PrometheusAuthDir,
+    PrometheusAuthType,
+    PrometheusCaFile,
+    PrometheusInsecureSkipVerify,
+    PrometheusNamespaceLabel,
+)
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
@@ -449,14 +456,11 @@ def report_command(
             help="The Prometheus the operator analyses with (its --prometheus-url).",
         ),
     ],
-    prometheus_namespace_label: Annotated[
-        str,
-        typer.Option(
-            envvar="MODELDEPLOY_PROMETHEUS_NAMESPACE_LABEL",
-            help="Label holding the pod's namespace on scraped series ('' if none), as the "
-            "operator's.",
-        ),
-    ] = "namespace",
+    prometheus_namespace_label: PrometheusNamespaceLabel = "namespace",
+    prometheus_auth_type: PrometheusAuthType = "none",
+    prometheus_auth_dir: PrometheusAuthDir = None,
+    prometheus_ca_file: PrometheusCaFile = None,
+    prometheus_insecure_skip_verify: PrometheusInsecureSkipVerify = False,
     output: Annotated[
         Path | None,
         typer.Option(
@@ -471,20 +475,37 @@ def report_command(
     stable), predictions and confidence, latency, the timeline from status.history
     with the canary's analysis rounds (replayed from Prometheus with the operator's
     statistics) and the last analysis' verdicts; a rolled-back revision's failing
-    checks first.
-    Needs modeldeploy's `report` extra (plotly).
+    checks first. Needs modeldeploy's `report` extra (plotly). Prometheus is read
+    as the operator reads its default one: same flags and environment variables
+    for credentials and TLS.
     """
     from modeldeploy.analysis.config import QueryPlan, collect
-    from modeldeploy.analysis.prometheus import PrometheusProvider
+    from modeldeploy.measure import (
+        AnalysisSettings,
+        auth_type,
+        prometheus_connector,
+    )
     from modeldeploy.report.model import build, report_plan
     from modeldeploy.report.page import render
     from modeldeploy.report.timeline import replay_plan, replayed_rounds
 
+    try:
+        settings = AnalysisSettings(
+            prometheus_url=prometheus_url,
+            auth_type=auth_type(prometheus_auth_type),
+            auth_dir=prometheus_auth_dir,
+            namespace_label=prometheus_namespace_label,
+            ca_file=prometheus_ca_file,
+            insecure_skip_verify=prometheus_insecure_skip_verify,
+        )
+        auth = settings.default_auth()
+    except ValueError as err:  # CredentialsError too
+        raise CliError(ExitCode.USAGE, f"cannot read Prometheus: {err}") from err
     obj = _read(target, name)
     now = _now()
     plan = report_plan(obj, now, prometheus_namespace_label)
     replay = replay_plan(obj, plan)
-    with PrometheusProvider(prometheus_url) as prometheus:
+    with closing(prometheus_connector(settings)(prometheus_url, auth)) as prometheus:
         answers = collect(prometheus, QueryPlan(plan.queries), plan.at.timestamp())
         # Each replayed round's queries at its own instant, as the operator asked them.
         rounds = (
