@@ -218,6 +218,7 @@ PRINTER_COLUMNS = (
     _column("Stable", "string", ".status.stableRevision", "Revision serving as stable"),
     _column("Canary", "string", ".status.canaryRevision", "Revision being rolled out"),
     _column("Weight", "integer", ".status.canaryWeight", "Canary share of traffic, percent"),
+    _column("Requested", "integer", ".status.requestedWeight", "Share the step asks for, percent"),
     _column("Age", "date", ".metadata.creationTimestamp", "Time since creation"),
     _column("Version", "string", ".spec.model.version", "Model version in the spec", 1),
     _column("Step", "integer", ".status.step", "Current canary step (0-based)", 1),

@@ -112,7 +112,7 @@ def test_printer_columns_show(cluster: KwokCluster) -> None:
     assert apply(cluster, example("minimal.yaml")).returncode == 0
     table = cluster.kubectl("get", "mdep", "-n", NAMESPACE)
     header = table.stdout.splitlines()[0].split()
-    assert header == ["NAME", "PHASE", "STABLE", "CANARY", "WEIGHT", "AGE"]
+    assert header == ["NAME", "PHASE", "STABLE", "CANARY", "WEIGHT", "REQUESTED", "AGE"]
     wide = cluster.kubectl("get", "mdep", "-n", NAMESPACE, "-o", "wide").stdout.splitlines()[0]
     assert wide.split()[-3:] == ["VERSION", "STEP", "MESSAGE"]
 

@@ -200,6 +200,7 @@ def test_wire_form_leaves_out_empty_lists_and_maps() -> None:
         "phase": "Pending",
         "message": "",
         "canaryWeight": 0,
+        "requestedWeight": 0,
         "consecutiveFailures": 0,
     }
     template = ModelDeployment.model_validate(load("minimal.yaml")).spec.template

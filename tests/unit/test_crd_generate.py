@@ -61,7 +61,7 @@ def test_identity_subresource_and_columns() -> None:
     assert version["storage"]
     assert version["subresources"] == {"status": {}}
     columns = [c["name"] for c in version["additionalPrinterColumns"] if "priority" not in c]
-    assert columns == ["Phase", "Stable", "Canary", "Weight", "Age"]
+    assert columns == ["Phase", "Stable", "Canary", "Weight", "Requested", "Age"]
 
 
 def nodes(schema: dict[str, Any], path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:

@@ -37,6 +37,7 @@ from modeldeploy.rollout import (
     observe,
     plan,
 )
+from modeldeploy.rollout.sizing import replica_ratio_weight, stable_replicas_for
 
 pytestmark = pytest.mark.unit
 
@@ -904,3 +905,41 @@ def test_plan_needs_an_aware_clock() -> None:
     subject = Subject(NAME, "ml", UID, 1, d.spec, d.status)
     with pytest.raises(ValueError, match="timezone-aware"):
         plan(subject, World(), NO_ANALYSIS, datetime(2026, 1, 1))
+
+
+def test_a_coarse_replica_ratio_is_shown_and_warned_once_per_step() -> None:
+    """Steps [10, 50] beside 2 stable pods: the 10% step gives the canary 1 pod of 3 (33%),
+    more than twice what it asks: status shows both weights, the Progressing condition says
+    what to change, and one Warning Event says so when the step starts; 50% is exact."""
+    d = stable_driver()
+    d.change(image=V2)
+    d.run(3)
+    assert (d.status.requested_weight, d.status.canary_weight) == (10, 33)
+    assert d.events().count("CoarseTrafficSplit") == 1
+    warning = next(e for p in d.plans for e in p.events if e.reason == "CoarseTrafficSplit")
+    assert warning.type == "Warning"
+    assert "33% of requests for a 10% step (2 stable pods)" in warning.message
+    assert "4 or more stable pods (replicas.minWarm)" in warning.message
+    progressing = next(c for c in d.status.conditions if c.type == "Progressing")
+    assert "gives the canary 33% of requests for a 10% step" in progressing.message
+    d.run(20)
+    assert d.events().count("CoarseTrafficSplit") == 1  # not again while the step lasts
+    d.run(10)  # stepInterval 30s
+    assert d.status.step == 1
+    assert (d.status.requested_weight, d.status.canary_weight) == (50, 50)
+    assert d.events().count("CoarseTrafficSplit") == 1
+    progressing = next(c for c in d.status.conditions if c.type == "Progressing")
+    assert "replica ratio" not in progressing.message
+    d.until("Stable")
+    assert (d.status.requested_weight, d.status.canary_weight) == (0, 0)
+
+
+def test_replica_ratio_weights_and_the_stable_pods_a_step_needs() -> None:
+    assert replica_ratio_weight(2, 10, 10) == 33
+    assert replica_ratio_weight(2, 50, 10) == 50
+    assert replica_ratio_weight(9, 10, 10) == 10
+    assert replica_ratio_weight(2, 100, 10) == 100
+    assert [stable_replicas_for(p) for p in (1, 5, 10, 25, 50)] == [49, 9, 4, 1, 1]
+    # As many stable pods as it names bring a step within twice its share.
+    for percent in (1, 5, 10, 25, 50):
+        assert replica_ratio_weight(stable_replicas_for(percent), percent, 100) <= 2 * percent

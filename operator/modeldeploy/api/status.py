@@ -171,6 +171,10 @@ class ModelDeploymentStatus(ApiModel):
     revision, or annotation modeldeploy.io/retry=<revision>, is needed)."""
     canary_weight: Annotated[int, Field(ge=0, le=100)] = 0
     """Effective share of live traffic (percent, rounded) the canary serves."""
+    requested_weight: Annotated[int, Field(ge=0, le=100)] = 0
+    """Share of live traffic the current step asks for (percent; 0 outside a step). With
+    replica ratios canaryWeight can differ from it: the Progressing condition and a Warning
+    Event CoarseTrafficSplit say so when it is more than twice as much."""
     step: Annotated[int, Field(ge=0, le=MAX_STEPS - 1)] | None = None
     """0-based index of the current canary step (absent outside a rollout and while only
     shadowing)."""

@@ -56,10 +56,12 @@ from modeldeploy.rollout.layout import Layout, RevisionLayout, build, diff, fore
 from modeldeploy.rollout.plan import Event, EventType, Plan, Subject
 from modeldeploy.rollout.podstatus import NOT_READY, OOM_KILLED, PODS_CANNOT_START, describe
 from modeldeploy.rollout.report import (
+    COARSE_SPLIT,
     MAX_MESSAGE,
     NOT_OWNED,
     PRIVILEGED_NOT_ALLOWED,
     Facts,
+    coarse_split_message,
     privileges_refused,
     render,
 )
@@ -68,6 +70,7 @@ from modeldeploy.rollout.sizing import (
     canary_replicas,
     canary_steps,
     effective_weight,
+    replica_ratio_weight,
     shadow_replicas,
 )
 from modeldeploy.rollout.state import State
@@ -409,6 +412,7 @@ class _Reconcile:
         self.event("Normal", "RolloutStarted", f"{self.revision} ({why}); first: {first}")
         if self.analysis.disabled:
             self.event("Warning", "AnalysisDisabled", self.analysis.disabled)
+        self.warn_coarse_split()
 
     def abort_command(self) -> None:
         abort = self.commands.abort
@@ -450,6 +454,20 @@ class _Reconcile:
     def promotion_target(self) -> int:
         """Pods the canary needs before it takes over: the stable's current count."""
         return max(self.min_warm, min(self.stable_replicas(), self.spec.replicas.max))
+
+    def planned_weight(self) -> int:
+        """The share the replica ratio gives the current step once the canary is warm."""
+        maximum = self.spec.replicas.max
+        return replica_ratio_weight(self.stable_replicas(), self.stage_percent(), maximum)
+
+    def warn_coarse_split(self) -> None:
+        """A Warning Event when a step starts whose replica ratio gives the canary more than
+        twice the share it asks for (status and the Progressing condition say so too)."""
+        percent, planned = self.stage_percent(), self.planned_weight()
+        if percent > 0 and planned > 2 * percent:
+            self.event("Warning", COARSE_SPLIT, coarse_split_message(
+                percent, planned, self.stable_replicas()
+            ))  # fmt: skip
 
     def canary_wanted(self) -> int:
         if self.state.promoting:
@@ -521,6 +539,7 @@ class _Reconcile:
             st.step = 0 if st.step is None else st.step + 1
             st.step_started_at = self.now
             self.event("Normal", "StepAdvanced", f"{canary}: {self.stage_percent()}% of traffic")
+            self.warn_coarse_split()
         elif self.spec.rollout.require_approval:
             self.awaiting_approval = True
             if self.subject.status.phase != "Paused":
@@ -743,6 +762,7 @@ class _Reconcile:
             canary_ready=self.ready(st.canary),
             canary_wanted=layout.canary.replicas if layout.canary else 0,
             weight=self.weight(layout.client_selector),
+            requested=self.stage_percent() if st.canary is not None and not self.killed else 0,
             awaiting_approval=self.awaiting_approval,
             rollback_reason=self.last_rollback_reason() if st.failed else "",
             apply_error=self.apply_error,

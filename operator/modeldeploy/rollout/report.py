@@ -17,6 +17,7 @@ from modeldeploy.api import (
     PodProblem,
 )
 from modeldeploy.rollout.podstatus import PODS_CANNOT_START, describe
+from modeldeploy.rollout.sizing import stable_replicas_for
 from modeldeploy.rollout.state import PROMOTING_REASON, State
 
 MAX_MESSAGE = 1024
@@ -28,6 +29,17 @@ PRIVILEGED_NOT_ALLOWED = "PrivilegedNotAllowed"
 """Ready False, Degraded and Stalled True: the spec asks for privileged pods, which this
 operator does not run."""
 SHOWN_PROBLEMS = 3
+COARSE_SPLIT = "CoarseTrafficSplit"
+"""Warning: the replica ratio gives the canary more than twice its step's share."""
+
+
+def coarse_split_message(requested: int, effective: int, stable_pods: int) -> str:
+    """What the replica ratio does to a step, and what to change."""
+    return (
+        f"the replica ratio gives the canary {effective}% of requests for a {requested}% "
+        f"step ({stable_pods} stable pods); {stable_replicas_for(requested)} or more stable "
+        "pods (replicas.minWarm) bring it within twice the step"
+    )
 
 
 @dataclass(frozen=True)
@@ -48,6 +60,7 @@ class Facts:
     canary_ready: int
     canary_wanted: int
     weight: int
+    """The share of requests the canary serves (effective)."""
     awaiting_approval: bool
     rollback_reason: str
     apply_error: str | None
@@ -57,6 +70,8 @@ class Facts:
     """Reported problems of the canary's and the stable's pods (status.podProblems)."""
     not_owned: str = ""
     """Which wanted objects exist without being the ModelDeployment's ("" for none)."""
+    requested: int = 0
+    """The share the current step asks for (0 without a canary step)."""
 
     def problems_of(self, revision: str | None) -> tuple[PodProblem, ...]:
         return tuple(p for p in self.pod_problems if p.revision == revision)
@@ -196,8 +211,12 @@ def _progressing(
             message = f"{state.canary} pods are warming up{trouble}"
             return _Cond("Progressing", "True", "WarmingUp", message)
         reason = "Shadowing" if state.step is None else "StepInProgress"
-        message = f"{state.canary} at {_stage(state, facts)}{trouble}"
-        return _Cond("Progressing", "True", reason, message)
+        coarse = ""
+        if 0 < facts.requested < 100 and facts.weight > 2 * facts.requested:
+            split = coarse_split_message(facts.requested, facts.weight, facts.stable_ready)
+            coarse = f"; {split}"
+        message = f"{state.canary} at {_stage(state, facts)}{trouble}{coarse}"
+        return _Cond("Progressing", "True", reason, _short(message))
     if facts.waiting:
         return _Cond("Progressing", "Unknown", "RolloutPaused", "spec.rollout.paused")
     if phase == "Pending":
@@ -316,6 +335,7 @@ def render(
         previous_stable_revision=state.previous,
         failed_revision=state.failed,
         canary_weight=facts.weight,
+        requested_weight=facts.requested,
         step=state.step if state.canary is not None else None,
         step_started_at=state.step_started_at if state.canary is not None else None,
         consecutive_failures=state.consecutive_failures,

@@ -38,3 +38,18 @@ def effective_weight(stable_ready: int, canary_ready: int) -> int:
     """Percent of requests the canary serves when the Service selects both revisions."""
     total = stable_ready + canary_ready
     return round(100 * canary_ready / total) if total else 0
+
+
+def replica_ratio_weight(stable_replicas: int, percent: int, maximum: int) -> int:
+    """Percent of requests the canary will serve at a step of `percent` once its pods are
+    Ready: the share the replica ratio can give (`effective_weight` of the planned counts)."""
+    if percent >= 100:
+        return 100
+    canary = canary_replicas(stable_replicas, percent, maximum)
+    return effective_weight(max(stable_replicas, 1), canary)
+
+
+def stable_replicas_for(percent: int) -> int:
+    """The fewest stable pods beside which one canary pod serves at most twice `percent`:
+    1 / (s + 1) <= 2p / 100."""
+    return max(1, math.ceil(100 / (2 * percent) - 1))
