@@ -130,6 +130,7 @@ OWNER = {
     "contact": "ml-oncall@example.com",
     "runbook_url": "https://runbooks.example/churn",
 }
+KILLED_OWNER = 'team="fraud-squad", runbook_url="https://runbooks.example/fraud"'
 OWNER_LABELS = 'namespace="ml", name="churn", ' + ", ".join(f'{k}="{v}"' for k, v in OWNER.items())
 
 
@@ -174,6 +175,12 @@ def rule_tests() -> dict[str, Any]:
                 "series": 'kube_customresource_modeldeployment_condition{namespace="ml", '
                 'modeldeployment="churn", type="Killed", reason="NotEngaged"}',
                 "values": "0x130",
+            },
+            {
+                "series": 'kube_customresource_modeldeployment_condition{namespace="ml", '
+                'modeldeployment="fraud", type="Killed", reason="KillSwitchEngaged", '
+                f"{KILLED_OWNER}}}",
+                "values": "_x100 1x30",
             },
         ],
         "promql_expr_test": [
@@ -250,6 +257,17 @@ def expected_alerts() -> list[dict[str, Any]]:
             "summary": "ModelDeployment ml/fraud is Degraded (ObjectNotOwned)",
         },
     }  # fmt: skip
+    killed = {
+        "exp_labels": {
+            "namespace": "ml", "modeldeployment": "fraud", "type": "Killed",
+            "reason": "KillSwitchEngaged", "team": "fraud-squad",
+            "runbook_url": "https://runbooks.example/fraud", "severity": "info",
+        },
+        "exp_annotations": {
+            "summary": "The kill switch of ModelDeployment ml/fraud is engaged",
+            "owner": "fraud-squad", "runbook_url": "https://runbooks.example/fraud",
+        },
+    }  # fmt: skip
     down = {
         "exp_labels": {
             "namespace": NAMESPACE,
@@ -277,7 +295,8 @@ def expected_alerts() -> list[dict[str, Any]]:
             "exp_alerts": [degraded, unowned],
         },
         {"eval_time": "2h", "alertname": "ModelDeployOperatorDown", "exp_alerts": [down]},
-        {"eval_time": "2h", "alertname": "ModelDeploymentKilled", "exp_alerts": []},
+        {"eval_time": "1h", "alertname": "ModelDeploymentKilled", "exp_alerts": []},
+        {"eval_time": "2h", "alertname": "ModelDeploymentKilled", "exp_alerts": [killed]},
     ]
 
 
