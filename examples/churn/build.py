@@ -1,6 +1,6 @@
 """Trains the churn example model and writes a servable model directory.
 
-    python examples/churn/build.py OUT [--variant healthy|skewed|slow] [--version V]
+    python examples/churn/build.py OUT [--variant healthy|skewed|slow|warming] [--version V]
 
 writes
     OUT/model/   model.yaml, model.joblib, profile.json (with golden requests),
@@ -14,7 +14,8 @@ and data usage is unrecorded for some customers (missing values). Same seed, sam
 
 Variants differ only in the preprocessing the image runs (the model is trained the same
 way): `healthy` (v1, v3), `skewed` (v2: monthly charges scaled 100x at serving time) and
-`slow` (right answers, 60 ms late: a latency regression).
+`slow` (right answers, 60 ms late: a latency regression) and `warming` (healthy, 8 s slow to
+start: the traffic tests' slowly warming canary).
 """
 
 import argparse
@@ -46,7 +47,12 @@ TARGET = "churned"
 NUMERIC = ("tenure_months", "monthly_charges", "support_calls", "data_usage_gb")
 CATEGORICAL = churn_features.CATEGORICAL
 FEATURES = (*NUMERIC, *CATEGORICAL)
-PREPROCESS = {"healthy": "preprocess", "skewed": "preprocess_skewed", "slow": "preprocess_slow"}
+PREPROCESS = {
+    "healthy": "preprocess",
+    "skewed": "preprocess_skewed",
+    "slow": "preprocess_slow",
+    "warming": "preprocess_warming",
+}
 Columns = dict[str, npt.NDArray[Any]]
 
 

@@ -12,8 +12,13 @@ profile, which the runtime's feature bins expose.
 `preprocess_slow` is a latency regression: the right features, but every request waits
 `SLOW_SECONDS` first (say, a lookup that lost its cache). Warm-up still passes; the canary's
 latency percentiles do not.
+
+`preprocess_warming` is healthy but slow to start: the first call in a process waits
+`WARMUP_SECONDS` (a cache filled on first use), so its pods turn Ready that much later; the
+traffic tests use it for canaries that warm slowly.
 """
 
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -23,6 +28,8 @@ import numpy.typing as npt
 
 CATEGORICAL = ("contract", "payment_method")
 SLOW_SECONDS = 0.06
+WARMUP_SECONDS = 8.0
+_filled = threading.Event()
 Columns = Mapping[str, npt.NDArray[Any]]
 
 
@@ -46,4 +53,12 @@ def preprocess_skewed(columns: Columns) -> dict[str, npt.NDArray[Any]]:
 def preprocess_slow(columns: Columns) -> dict[str, npt.NDArray[Any]]:
     """Deliberately slow: the right features, `SLOW_SECONDS` late (see the module docstring)."""
     time.sleep(SLOW_SECONDS)
+    return preprocess(columns)
+
+
+def preprocess_warming(columns: Columns) -> dict[str, npt.NDArray[Any]]:
+    """Healthy, but the process' first call waits `WARMUP_SECONDS` (see the module docstring)."""
+    if not _filled.is_set():
+        time.sleep(WARMUP_SECONDS)
+        _filled.set()
     return preprocess(columns)

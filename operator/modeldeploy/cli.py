@@ -16,6 +16,13 @@ import typer
 
 from modeldeploy import contract
 from modeldeploy.console.commands import register as register_console_commands
+from modeldeploy.console.prometheus_options import (
+    PrometheusAuthDir,
+    PrometheusAuthType,
+    PrometheusCaFile,
+    PrometheusInsecureSkipVerify,
+    PrometheusNamespaceLabel,
+)
 from modeldeploy.contract import OPERATOR_METRICS_PORT
 from modeldeploy.serving.limits import ServerLimits
 
@@ -390,44 +397,11 @@ def operator(
             "a quarter of them.",
         ),
     ] = 8,
-    prometheus_auth_type: Annotated[
-        str,
-        typer.Option(
-            envvar="MODELDEPLOY_PROMETHEUS_AUTH_TYPE",
-            help="none, bearer (file `token`) or basic (files `username`, `password`).",
-        ),
-    ] = "none",
-    prometheus_auth_dir: Annotated[
-        Path | None,
-        typer.Option(
-            envvar="MODELDEPLOY_PROMETHEUS_AUTH_DIR",
-            help="Directory with the default Prometheus' credentials (a mounted Secret).",
-        ),
-    ] = None,
-    prometheus_namespace_label: Annotated[
-        str,
-        typer.Option(
-            envvar="MODELDEPLOY_PROMETHEUS_NAMESPACE_LABEL",
-            help="Label holding the pod's namespace on scraped series ('' if none).",
-        ),
-    ] = "namespace",
-    prometheus_ca_file: Annotated[
-        Path | None,
-        typer.Option(
-            envvar="MODELDEPLOY_PROMETHEUS_CA_FILE",
-            exists=True,
-            dir_okay=False,
-            help="PEM CA bundle that verifies the default Prometheus' certificate (https) "
-            "instead of the system CAs.",
-        ),
-    ] = None,
-    prometheus_insecure_skip_verify: Annotated[
-        bool,
-        typer.Option(
-            envvar="MODELDEPLOY_PROMETHEUS_INSECURE_SKIP_VERIFY",
-            help="Do not verify the default Prometheus' certificate (a test Prometheus only).",
-        ),
-    ] = False,
+    prometheus_auth_type: PrometheusAuthType = "none",
+    prometheus_auth_dir: PrometheusAuthDir = None,
+    prometheus_namespace_label: PrometheusNamespaceLabel = "namespace",
+    prometheus_ca_file: PrometheusCaFile = None,
+    prometheus_insecure_skip_verify: PrometheusInsecureSkipVerify = False,
     metrics_port: Annotated[
         int,
         typer.Option(
@@ -507,15 +481,10 @@ def operator(
     verbose: Annotated[bool, typer.Option(help="Debug logging.")] = False,
 ) -> None:
     """Run the operator (Kopf) against the cluster of KUBECONFIG or the in-cluster config."""
+    from modeldeploy.analysis.endpoints import parse_endpoint
     from modeldeploy.handlers import run_operator
     from modeldeploy.leader import LeaseSettings
-    from modeldeploy.measure import AUTH_TYPES, AnalysisSettings
-
-    auth_type = next((t for t in AUTH_TYPES if t == prometheus_auth_type), None)
-    if auth_type is None:
-        typer.secho(f"--prometheus-auth-type must be one of {', '.join(AUTH_TYPES)}", err=True)
-        raise typer.Exit(2)
-    from modeldeploy.analysis.endpoints import parse_endpoint
+    from modeldeploy.measure import AnalysisSettings, auth_type
 
     try:
         endpoints = dict(parse_endpoint(text) for text in prometheus_endpoint or [])
@@ -523,7 +492,7 @@ def operator(
             prometheus_url=prometheus_url or None,
             endpoints=endpoints,
             workers=analysis_workers,
-            auth_type=auth_type,
+            auth_type=auth_type(prometheus_auth_type),
             auth_dir=prometheus_auth_dir,
             namespace_label=prometheus_namespace_label,
             ca_file=prometheus_ca_file,

@@ -54,6 +54,16 @@ log = logging.getLogger("modeldeploy.measure")
 
 AuthType = Literal["none", "bearer", "basic"]
 AUTH_TYPES: tuple[AuthType, ...] = ("none", "bearer", "basic")
+
+
+def auth_type(text: str) -> AuthType:
+    """The `--prometheus-auth-type` flag's value; ValueError for another."""
+    found = next((t for t in AUTH_TYPES if t == text), None)
+    if found is None:
+        raise ValueError(f"--prometheus-auth-type must be one of {', '.join(AUTH_TYPES)}")
+    return found
+
+
 NO_PROMETHEUS = (
     "no Prometheus to analyse with (spec.prometheus, or the operator's --prometheus-url): "
     "rollout steps advance on time only"
@@ -98,6 +108,12 @@ class AnalysisSettings:
             raise ValueError(f"Prometheus auth type {self.auth_type} needs a credentials directory")
         if self.ca_file is not None and self.insecure_skip_verify:
             raise ValueError("give the Prometheus a CA file or skip its verification, not both")
+
+    def default_auth(self) -> "PrometheusAuth | None":
+        """The default Prometheus' credentials, read now (a rotated Secret applies)."""
+        if self.auth_type == "none" or self.auth_dir is None:
+            return None
+        return read_auth_dir(self.auth_type, self.auth_dir)
 
 
 class CredentialsError(ValueError):
@@ -275,9 +291,7 @@ class Measure:
         spec = subject.spec.prometheus
         if spec is not None and spec.auth is not None:
             return self.secret_auth(subject.namespace, spec.auth, endpoint)
-        if spec is not None or self.settings.auth_type == "none" or self.settings.auth_dir is None:
-            return None
-        return read_auth_dir(self.settings.auth_type, self.settings.auth_dir)
+        return None if spec is not None else self.settings.default_auth()
 
     def secret_auth(
         self, namespace: str, auth: PrometheusAuthSpec, endpoint: Endpoint

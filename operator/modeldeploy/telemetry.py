@@ -19,7 +19,7 @@ from wsgiref.simple_server import WSGIServer
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from modeldeploy import contract as c
-from modeldeploy.analysis.config import CUSTOM_PREFIX
+from modeldeploy.analysis.config import check_of
 from modeldeploy.api import ModelDeploymentStatus, Owner
 from modeldeploy.rollout import AnalysisSignal, Event
 
@@ -35,14 +35,6 @@ DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.
 def _name(metric: str) -> str:
     """prometheus-client adds `_total` to counters itself."""
     return metric.removesuffix("_total")
-
-
-def check_label(status_name: str) -> str:
-    """The check a status entry is about, without its subject (``feature-psi/age`` ->
-    ``feature-psi``): one series per check, however its worst feature changes."""
-    if status_name.startswith(CUSTOM_PREFIX):
-        return status_name
-    return status_name.partition("/")[0]
 
 
 class OperatorMetrics:
@@ -134,7 +126,7 @@ class OperatorMetrics:
         self.analysis_duration.observe(seconds)
         seen = self._checks.setdefault(key, set())
         for check in result.checks:
-            name = check_label(check.name)
+            name = check_of(check.name)
             self.verdicts.labels(*key, track, name, check.verdict).inc()
             value = check.value if check.value is not None else math.nan
             self.check_value.labels(*key, track, name).set(value)

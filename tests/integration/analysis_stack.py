@@ -96,11 +96,13 @@ V1 = _EXAMPLES[("healthy", "1")]
 SKEWED = _EXAMPLES[("skewed", "2")]
 V3 = _EXAMPLES[("healthy", "3")]
 SLOW = _digest("churn-slow-4")
+WARMING = _digest("churn-warming-5")
 BUILDS = {
     V1: ("healthy", "1"),
     SKEWED: ("skewed", "2"),
     V3: ("healthy", "3"),
     SLOW: ("slow", "4"),
+    WARMING: ("warming", "5"),
 }
 
 

@@ -130,3 +130,12 @@ def test_report_of_a_rolled_back_canary_renders_failing_checks_first(
     for key in ("feature-tenure_months", "prediction-", "confidence", "latency"):
         assert f'data-chart="{key}' in dom
     assert dom.count("main-svg") >= 4
+    # The canary's rounds, replayed from Prometheus with the operator's statistics up to
+    # the rollback: drawn, and the failing check fails in them as it did in the operator.
+    rounds = between(dom, 'data-chart="analysis-rounds"', "</section>")
+    assert "main-svg" in rounds
+    assert "feature-psi" in rounds  # a line of the failing check
+    table = between(dom, 'id="rounds-table"', "</table>")
+    assert table.count("<tr>") >= 3  # the header and at least two rounds
+    assert '<span class="fail">fail</span>' in table
+    assert FAILING_CHECK in table

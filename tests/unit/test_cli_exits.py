@@ -191,3 +191,35 @@ def test_unexpected_errors_are_reported_not_raised(
     assert "error: unexpected RuntimeError: kaputt" in result.stderr
     assert "MODELDEPLOY_DEBUG=1" in result.stderr
     assert "Traceback" not in result.output
+
+
+def test_reports_prometheus_options_are_the_operators_and_checked_before_any_read(
+    tmp_path: Path,
+) -> None:
+    """Wrong credentials options stop `report` with a usage error before it reads the cluster
+    (here: none is reachable) or asks Prometheus."""
+    base = ["report", "churn", "--prometheus-url", "http://127.0.0.1:9"]
+    base += ["--kubeconfig", str(tmp_path / "none")]
+    result = runner.invoke(app, [*base, "--prometheus-auth-type", "digest"])
+    assert result.exit_code == ExitCode.USAGE
+    assert "--prometheus-auth-type must be one of none, bearer, basic" in result.stderr
+    result = runner.invoke(
+        app, [*base, "--prometheus-auth-type", "bearer", "--prometheus-auth-dir", str(tmp_path)]
+    )
+    assert result.exit_code == ExitCode.USAGE
+    assert f"cannot read Prometheus: cannot read {tmp_path / 'token'}" in result.stderr
+    (tmp_path / "ca.pem").write_text("")
+    result = runner.invoke(
+        app,
+        [*base, "--prometheus-ca-file", str(tmp_path / "ca.pem"),
+         "--prometheus-insecure-skip-verify"],
+    )  # fmt: skip
+    assert result.exit_code == ExitCode.USAGE
+    assert "a CA file or skip its verification, not both" in result.stderr
+    # With readable credentials the options pass and the next step, the cluster, fails.
+    (tmp_path / "token").write_text("t0ken\n")
+    result = runner.invoke(
+        app, [*base, "--prometheus-auth-type", "bearer", "--prometheus-auth-dir", str(tmp_path)]
+    )
+    assert result.exit_code == ExitCode.CONFIG
+    assert "Traceback" not in result.output

@@ -381,15 +381,53 @@ def test_promotion_waits_until_the_new_revision_is_ready_at_full_size() -> None:
     assert ("Deployment", f"churn-{r1}") not in d.cluster.objects
 
 
-def test_full_step_sends_all_traffic_to_the_canary() -> None:
+def test_a_full_step_moves_traffic_only_once_the_canary_can_carry_it() -> None:
+    """Steps [100]: the canary is sized like the stable at once, but `<name>` selects it
+    alone only when that many of its pods are Ready; the driver checks after every reconcile
+    that minWarm Ready pods are behind `<name>`."""
     d = stable_driver(rollout={"canary": {"steps": [100]}, "stepInterval": "10s"})
+    r1, r2 = rev(), rev(V2)
+    d.cluster.unready[f"churn-{r2}"] = 0
     d.change(image=V2)
+    d.run(5)
+    assert d.cluster.get("Deployment", f"churn-{r2}")["spec"]["replicas"] == 2
+    assert d.client_selector() == {LABEL_NAME: NAME}  # the stable serves on
+    assert d.status.canary_weight == 0
+    d.cluster.unready[f"churn-{r2}"] = 1
+    d.cluster.settle()
+    d.run(5)
+    assert d.client_selector() == {LABEL_NAME: NAME}
+    assert d.status.canary_weight == 33  # 1 canary pod beside 2 stable ones
+    assert d.status.stable_revision == r1
+    del d.cluster.unready[f"churn-{r2}"]
+    d.cluster.settle()
     d.reconcile()
-    d.reconcile()
-    r2 = rev(V2)
     assert d.client_selector() == {LABEL_NAME: NAME, LABEL_REVISION: r2}
     assert d.status.canary_weight == 100
-    assert d.cluster.get("Deployment", f"churn-{r2}")["spec"]["replicas"] == 2
+
+
+def test_a_full_step_after_a_small_one_keeps_min_warm_pods_serving() -> None:
+    """Steps [10, 100] with minWarm 4: the one canary pod of the first step never serves
+    alone while the three it needs more warm up."""
+    d = stable_driver(
+        replicas={"minWarm": 4, "max": 10},
+        rollout={"canary": {"steps": [10, 100]}, "stepInterval": "10s", "bakeTime": "0s"},
+    )
+    r2 = rev(V2)
+    d.cluster.unready[f"churn-{r2}"] = 1
+    d.change(image=V2)
+    d.run(30)
+    assert d.status.step == 1
+    assert d.cluster.get("Deployment", f"churn-{r2}")["spec"]["replicas"] == 4
+    assert d.client_selector() == {LABEL_NAME: NAME}
+    assert d.cluster.serving(d.client_selector()) == 5
+    assert d.status.canary_weight == 20
+    del d.cluster.unready[f"churn-{r2}"]
+    d.cluster.settle()
+    d.reconcile()
+    assert d.client_selector() == {LABEL_NAME: NAME, LABEL_REVISION: r2}
+    d.until("Stable")
+    assert d.status.stable_revision == r2
 
 
 def test_a_step_waits_for_warm_canary_pods() -> None:

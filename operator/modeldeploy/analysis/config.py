@@ -24,6 +24,15 @@ CUSTOM_PREFIX = "custom/"
 """Custom checks are reported as `custom/<name>`."""
 
 
+def check_of(status_name: str) -> str:
+    """The check a status entry is about, without its subject (``feature-psi/age`` ->
+    ``feature-psi``; a custom check keeps its name): one series per check, however its worst
+    feature changes."""
+    if status_name.startswith(CUSTOM_PREFIX):
+        return status_name
+    return status_name.partition("/")[0]
+
+
 @dataclass(frozen=True)
 class CustomCheck:
     """A user PromQL template that must evaluate to one number within [minimum, maximum]."""

@@ -15,7 +15,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -26,6 +26,13 @@ from typer.exceptions import TyperException
 
 from modeldeploy.console.completion import complete_names
 from modeldeploy.console.exits import CliError, ExitCode, exit_codes_help
+from modeldeploy.console.prometheus_options import (
+    PrometheusAuthDir,
+    PrometheusAuthType,
+    PrometheusCaFile,
+    PrometheusInsecureSkipVerify,
+    PrometheusNamespaceLabel,
+)
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
@@ -479,14 +486,11 @@ def report_command(
             help="The Prometheus the operator analyses with (its --prometheus-url).",
         ),
     ],
-    prometheus_namespace_label: Annotated[
-        str,
-        typer.Option(
-            envvar="MODELDEPLOY_PROMETHEUS_NAMESPACE_LABEL",
-            help="Label holding the pod's namespace on scraped series ('' if none), as the "
-            "operator's.",
-        ),
-    ] = "namespace",
+    prometheus_namespace_label: PrometheusNamespaceLabel = "namespace",
+    prometheus_auth_type: PrometheusAuthType = "none",
+    prometheus_auth_dir: PrometheusAuthDir = None,
+    prometheus_ca_file: PrometheusCaFile = None,
+    prometheus_insecure_skip_verify: PrometheusInsecureSkipVerify = False,
     output: Annotated[
         Path | None,
         typer.Option(
@@ -499,21 +503,54 @@ def report_command(
 
     Per feature the serving histogram against the training profile (canary and
     stable), predictions and confidence, latency, the timeline from status.history
-    and the last analysis' verdicts; a rolled-back revision's failing checks first.
-    Needs modeldeploy's `report` extra (plotly).
+    with the canary's analysis rounds (replayed from Prometheus with the operator's
+    statistics) and the last analysis' verdicts; a rolled-back revision's failing
+    checks first. Needs modeldeploy's `report` extra (plotly). Prometheus is read
+    as the operator reads its default one: same flags and environment variables
+    for credentials and TLS.
     """
     from modeldeploy.analysis.config import QueryPlan, collect
-    from modeldeploy.analysis.prometheus import PrometheusProvider
+    from modeldeploy.measure import (
+        AnalysisSettings,
+        auth_type,
+        prometheus_connector,
+    )
     from modeldeploy.report.model import build, report_plan
     from modeldeploy.report.page import render
+    from modeldeploy.report.timeline import replay_plan, replayed_rounds
 
+    try:
+        settings = AnalysisSettings(
+            prometheus_url=prometheus_url,
+            auth_type=auth_type(prometheus_auth_type),
+            auth_dir=prometheus_auth_dir,
+            namespace_label=prometheus_namespace_label,
+            ca_file=prometheus_ca_file,
+            insecure_skip_verify=prometheus_insecure_skip_verify,
+        )
+        auth = settings.default_auth()
+    except ValueError as err:  # CredentialsError too
+        raise CliError(ExitCode.USAGE, f"cannot read Prometheus: {err}") from err
     obj = _read(target, name)
     now = _now()
     plan = report_plan(obj, now, prometheus_namespace_label)
-    with PrometheusProvider(prometheus_url) as prometheus:
+    replay = replay_plan(obj, plan)
+    with closing(prometheus_connector(settings)(prometheus_url, auth)) as prometheus:
         answers = collect(prometheus, QueryPlan(plan.queries), plan.at.timestamp())
+        # Each replayed round's queries at its own instant, as the operator asked them.
+        rounds = (
+            replayed_rounds(
+                replay,
+                [
+                    collect(prometheus, queries, at.timestamp())
+                    for at, queries in zip(replay.instants, replay.queries, strict=True)
+                ],
+            )
+            if replay is not None
+            else ()
+        )
     path = output or Path(f"{name}-report.html")
-    path.write_text(render(build(obj, plan, answers.results, now)), encoding="utf-8")
+    path.write_text(render(build(obj, plan, answers.results, now, rounds)), encoding="utf-8")
     typer.echo(str(path))
 
 

@@ -9,6 +9,7 @@ further lines, the checks are split by verdict and each says why in one line).
 from collections.abc import Mapping
 from typing import Any
 
+from modeldeploy.analysis.config import CUSTOM_PREFIX
 from modeldeploy.api import Analysis, parse_duration
 from modeldeploy.console.views import (
     Body,
@@ -19,8 +20,6 @@ from modeldeploy.console.views import (
     stage,
     summary,
 )
-
-CUSTOM_PREFIX = "custom/"
 
 
 def _fmt(value: float) -> str:

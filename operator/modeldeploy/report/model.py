@@ -61,6 +61,8 @@ class ReportPlan:
     since: datetime | None
     """The canary's first round: where the evidence the analysis weighed starts."""
     stable_window: Window
+    refs: Mapping[Track, RevisionRef]
+    """Which series are the canary's and the stable's (the analysis' own matchers)."""
     queries: Mapping[QueryKey, Query]
 
 
@@ -121,17 +123,24 @@ def report_plan(
     matchers = {namespace_label: namespace} if namespace_label else {}
 
     def ref(revision: str) -> RevisionRef:
-        return RevisionRef(model, revision, namespace=namespace, name=name, matchers=matchers)
+        # The version only fills a custom check's {{version}}: the one history recorded.
+        entry = _last_entry(obj, revision, ("Started", "Promoted")) or {}
+        version = str(entry.get("version") or "")
+        return RevisionRef(model, revision, version, namespace, name, matchers)
 
-    queries: dict[QueryKey, Query] = {}
-    if canary is not None:
-        # Judged on its whole life, as the analysis does: its counters' totals.
-        queries |= {(Track.CANARY, s): series_query(s, ref(canary), None) for s in REPORT_SERIES}
-    if stable is not None:
-        queries |= {
-            (Track.STABLE, s): series_query(s, ref(stable), stable_window) for s in REPORT_SERIES
-        }
-    return ReportPlan(canary, stable, rolled_back, at, since, stable_window, queries)
+    refs = {
+        track: ref(revision)
+        for track, revision in ((Track.CANARY, canary), (Track.STABLE, stable))
+        if revision is not None
+    }
+    # The canary is judged on its whole life, as the analysis does: its counters' totals.
+    windows = {Track.CANARY: None, Track.STABLE: stable_window}
+    queries = {
+        (track, s): series_query(s, revision, windows[track])
+        for track, revision in refs.items()
+        for s in REPORT_SERIES
+    }
+    return ReportPlan(canary, stable, rolled_back, at, since, stable_window, refs, queries)
 
 
 # --- the report ------------------------------------------------------------------------------
@@ -180,6 +189,28 @@ class CheckRow:
         """What the value belongs to: ``feature-psi/age`` -> ``age``."""
         return self.name.partition("/")[2]
 
+    @property
+    def ratio(self) -> float | None:
+        """The value as a share of its threshold (above 1: past it); None without either."""
+        if self.value is None or not self.threshold > 0:
+            return None
+        return self.value / self.threshold
+
+
+@dataclass(frozen=True)
+class Round:
+    """One analysis round of the canary, replayed (`modeldeploy.report.timeline`)."""
+
+    time: datetime
+    verdict: str
+    samples: int
+    checks: tuple[CheckRow, ...]
+
+    def worst(self) -> CheckRow | None:
+        """A failing check if any, else the one furthest past (or nearest to) its threshold."""
+        measured = [c for c in self.checks if c.ratio is not None]
+        return max(measured, key=lambda c: (c.verdict == "fail", c.ratio or 0.0), default=None)
+
 
 @dataclass(frozen=True)
 class Verdicts:
@@ -220,11 +251,13 @@ class Report:
     predictions: tuple[Chart, ...]
     latency: Chart
     quantiles: tuple[Quantiles, ...]
+    rounds: tuple[Round, ...]
+    """The canary's rounds, replayed from Prometheus (empty: none to replay)."""
     notes: tuple[str, ...]
     """Where data is missing, and why."""
 
 
-def _rows(checks: Iterable[Mapping[str, Any]]) -> tuple[CheckRow, ...]:
+def rows(checks: Iterable[Mapping[str, Any]]) -> tuple[CheckRow, ...]:
     return tuple(
         CheckRow(
             name=str(c.get("name", "?")),
@@ -424,13 +457,14 @@ def build(
     plan: ReportPlan,
     answers: Mapping[QueryKey, QueryResult],
     now: datetime,
+    rounds: tuple[Round, ...] = (),
 ) -> Report:
-    """The report's content (pure)."""
+    """The report's content (pure); `rounds`: the canary's, replayed."""
     # explain() judges by the analysis that matters now: for a rolled-back canary, the
     # round that failed it (status.failedAnalysis), else status.lastAnalysis.
     explanation = explain(obj)
     status = _status(obj)
-    checks = _rows([*explanation["failing"], *explanation["inconclusive"], *explanation["passing"]])
+    checks = rows([*explanation["failing"], *explanation["inconclusive"], *explanation["passing"]])
     analysed = explanation["revision"]
     verdicts = None
     if explanation["time"] is not None:
@@ -488,5 +522,6 @@ def build(
             any(c.name.startswith("latency-") for c in failing),
         ),
         quantiles=_quantiles(answered, latency),
+        rounds=rounds,
         notes=tuple(notes),
     )

@@ -8,8 +8,9 @@ import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
+from modeldeploy.analysis.config import check_of
 from modeldeploy.console.explain import unit
-from modeldeploy.report.model import LATENCY_QUANTILES, Chart, CheckRow, Report
+from modeldeploy.report.model import LATENCY_QUANTILES, Chart, CheckRow, Report, Round
 
 STYLE = """
 body { font-family: sans-serif; margin: 1.5em; color: #222; }
@@ -22,6 +23,8 @@ table { border-collapse: collapse; margin: 0.5em 0; } td, th { padding: 0.25em 0
 #failing-checks { background: #fdecee; padding: 0.8em; border-left: 6px solid #b00020; }
 """
 COLOURS = ("#1f77b4", "#aec7e8", "#ff7f0e", "#ffbb78")
+VERDICT_COLOURS = {"pass": "#1b7f3b", "inconclusive": "#d4a000", "fail": "#b00020"}
+TIME = "%Y-%m-%dT%H:%M:%SZ"
 
 
 def _fmt(value: float | None) -> str:
@@ -127,6 +130,78 @@ def _timeline(report: Report) -> str:
     return _table(("time", "event", "revision", "version", "reason"), rows, "timeline")
 
 
+def _rounds_figure(report: Report) -> go.Figure:
+    """Each check's value as a share of its threshold, round by round (one line per check,
+    markers coloured by verdict), with the rollout's events as vertical lines."""
+    figure = go.Figure()
+    lines: dict[str, list[tuple[Round, CheckRow]]] = {}
+    for round_ in report.rounds:
+        for check in round_.checks:
+            if check.ratio is not None:
+                lines.setdefault(check_of(check.name), []).append((round_, check))
+    for name, points in lines.items():
+        figure.add_trace(
+            go.Scatter(
+                x=[f"{r.time:{TIME}}" for r, _ in points],
+                y=[c.ratio for _, c in points],
+                name=name,
+                mode="lines+markers",
+                marker={"color": [VERDICT_COLOURS.get(c.verdict, "#888") for _, c in points]},
+                text=[
+                    f"{c.name}: {_fmt(c.value)}{unit(c.name)} of {_fmt(c.threshold)}"
+                    f"{unit(c.name)}, n={c.samples}, {c.verdict}"
+                    for _, c in points
+                ],
+                hovertemplate="%{x}<br>%{text}<extra></extra>",
+            )
+        )
+    figure.add_hline(y=1, line_dash="dash", line_color="#b00020")
+    first, last = report.rounds[0].time, report.rounds[-1].time
+    for entry in report.history:
+        when = str(entry.get("time") or "")
+        if f"{first:{TIME}}" <= when <= f"{last:{TIME}}":
+            figure.add_vline(x=when, line_dash="dot", line_color="#666")
+            figure.add_annotation(
+                x=when, y=1, yref="paper", text=str(entry.get("event") or ""), showarrow=False,
+                yanchor="bottom",
+            )  # fmt: skip
+    figure.update_layout(
+        title="analysis rounds: each check's value ÷ its threshold (above 1: past it)",
+        height=360, margin={"t": 70, "b": 40}, legend={"orientation": "h", "y": -0.2},
+    )  # fmt: skip
+    return figure
+
+
+def _rounds(report: Report) -> str:
+    if not report.rounds:
+        return '<p class="note">no rounds of a canary to replay</p>'
+    plot = _rounds_figure(report).to_html(
+        full_html=False, include_plotlyjs=False, div_id="analysis-rounds"
+    )
+    rows = []
+    for round_ in report.rounds:
+        worst = round_.worst()
+        rows.append(
+            [
+                f"{round_.time:{TIME}}",
+                f'<span class="{escape(round_.verdict)}">{escape(round_.verdict)}</span>',
+                str(round_.samples),
+                *(_check_rows([worst])[0][:5] if worst is not None else ["—"] * 5),
+            ]
+        )
+    table = _table(
+        ("time", "verdict", "samples", "worst check", "its verdict", "value", "threshold", "n"),
+        rows,
+        "rounds-table",
+    )
+    return (
+        f'<section class="chart" data-chart="analysis-rounds">{plot}</section>'
+        '<p class="note">verdicts replayed with the operator\'s statistics from the counts '
+        "Prometheus holds at each round's instant</p>"
+        f"{table}"
+    )
+
+
 def _quantiles(report: Report) -> str:
     head = ["track", "revision", *(f"p{q * 100:g}" for q in LATENCY_QUANTILES)]
     rows = [
@@ -155,6 +230,7 @@ def render(report: Report) -> str:
         _verdicts(report),
         "<h2>Timeline</h2>",
         _timeline(report),
+        _rounds(report),
         "<h2>Features: serving against the training profile</h2>",
         "".join(_chart(c) for c in report.features),
         "<h2>Predictions and confidence: canary against stable</h2>",

@@ -661,11 +661,17 @@ class _Reconcile:
         if self.removing() or self.foreign:
             return revision_selector(name, st.stable)
         percent = self.stage_percent() if st.canary is not None else 0
-        if st.canary is not None and percent >= 100:
+        if st.canary is not None and percent >= 100 and self.canary_carries_all():
             return revision_selector(name, st.canary)
         if st.canary is not None and percent > 0:
+            # A full step whose canary is still warming keeps the stable serving beside it.
             return model_selector(name)
         return revision_selector(name, st.stable)
+
+    def canary_carries_all(self) -> bool:
+        """The canary has the Ready pods to take all traffic: a full step's count (as many as
+        the stable has), and at least minWarm. Traffic never leaves the stable before."""
+        return self.ready(self.state.canary) >= max(self.min_warm, self.canary_wanted())
 
     def weight(self, selector: dict[str, str]) -> int:
         st, name = self.state, self.subject.name
