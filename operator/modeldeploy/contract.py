@@ -121,3 +121,11 @@ OPERATOR_PROMOTIONS_TOTAL: Final = OPERATOR_PREFIX + "promotions_total"  # {name
 # reason, e.g. AnalysisFailed when the stable drifts from its training profile), else 0.
 OPERATOR_DEGRADED: Final = OPERATOR_PREFIX + "degraded"
 OPERATOR_RECONCILE_DURATION_SECONDS: Final = OPERATOR_PREFIX + "reconcile_duration_seconds"
+# Info gauge {namespace, name, team, contact, runbook_url}, value 1, one series per
+# ModelDeployment (empty labels: spec.owner not set): alerts join it on (namespace, name) to
+# say who owns what fired (`group_left (team, contact, runbook_url)`), the Prometheus way of
+# attaching slow-changing facts without putting them on every series.
+OPERATOR_OWNER_INFO: Final = OPERATOR_PREFIX + "owner_info"
+LABEL_TEAM: Final = "team"
+LABEL_CONTACT: Final = "contact"
+LABEL_RUNBOOK_URL: Final = "runbook_url"

@@ -37,6 +37,7 @@ import functools
 import logging
 import os
 import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -46,6 +47,7 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
+from modeldeploy import audit
 from modeldeploy.api import (
     ANNOTATION_ABORT,
     ANNOTATION_PROMOTE,
@@ -269,8 +271,10 @@ class Reconciler:
             return
         self.reported.add((key, event.message))
         log.warning("%s/%s: %s", *key, event.message)
+        name = f"{key[1]}.{uuid.uuid4().hex[:16]}"
+        audit.write([audit.unrecorded(body, name, event, now)])
         try:
-            self.kube.post_event(body, event, now)
+            self.kube.post_event(body, event, now, name)
         except KubeError as err:
             log.warning("cannot post event on %s/%s: %s", *key, err)
 
@@ -405,7 +409,8 @@ class Reconciler:
         key = (subject.namespace, subject.name)
         namespace, name = key
         written: list[Written] = []
-        status = with_outbox(subject, decided, body["metadata"].get("resourceVersion", ""), now)
+        version = body["metadata"].get("resourceVersion", "")
+        status = with_outbox(subject, decided, version, now)
         wire = to_wire(status)
         latest = body  # the ModelDeployment as its last write left it
         if wire != body.get("status"):
@@ -417,6 +422,8 @@ class Reconciler:
             written.append(_version_of(latest))
             if decided.events:
                 exit_for_test(EXIT_AFTER_EVENTS_WRITTEN)
+        # Recorded in status (or nothing to record there): the plan's decisions are taken.
+        audit.write(audit.decisions(subject, decided, version, now))
         written += self.change_objects(key, body, decided.apply, decided.delete, now)
         if decided.remove_annotations:
             latest = self.kube.remove_annotations(namespace, name, decided.remove_annotations)
@@ -434,6 +441,7 @@ class Reconciler:
         if self.metrics is not None:
             seconds = time.monotonic() - started
             self.metrics.observe_plan(key, decided.events, decided.status, seconds)
+            self.metrics.observe_owner(key, subject.spec.owner)
         return written
 
     def post_pending(self, key: Key, body: Body, pending: list[PendingEvent]) -> None:
@@ -685,6 +693,7 @@ def run_operator(
         raise ValueError(f"{LOG_FORMAT_ENV}={log_format!r}: use plain or json")
     formats = {"plain": kopf.LogFormat.FULL, "json": kopf.LogFormat.JSON}
     kopf.configure(verbose=verbose, log_format=formats[log_format])
+    audit.install()
     if not verbose:
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     kopf.run(

@@ -10,7 +10,6 @@ outside; the operator's reads come from its watch cache (`watchcache`), not from
 import json
 import logging
 import threading
-import uuid
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any
@@ -238,10 +237,10 @@ class Kube:
         return result
 
     def post_event(
-        self, involved: Body, event: Event | PendingEvent, now: datetime, name: str | None = None
+        self, involved: Body, event: Event | PendingEvent, now: datetime, name: str
     ) -> None:
-        """Create an Event about `involved`; `name` None: a new random one. With a name, a
-        second post of it is refused (Conflict: AlreadyExists)."""
+        """Create the Event `name` about `involved`; a second post of the same name is
+        refused (Conflict: AlreadyExists)."""
         meta = involved["metadata"]
         stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
         self._request(
@@ -251,7 +250,7 @@ class Kube:
                 "apiVersion": "v1",
                 "kind": "Event",
                 "metadata": {
-                    "name": name or f"{meta['name']}.{uuid.uuid4().hex[:16]}",
+                    "name": name,
                     "namespace": meta["namespace"],
                 },
                 "involvedObject": {

@@ -4,6 +4,7 @@
     metrics.serve("0.0.0.0", 8090)           # /metrics; False (logged) when the port is taken
     metrics.observe_round(key, "canary", outcome, seconds)   # the analysis glue
     metrics.observe_plan(key, events, status, seconds)       # the reconcile glue
+    metrics.observe_owner(key, owner)        # spec.owner, as an info metric for alerts
     metrics.forget(key)                      # the ModelDeployment is gone
 
 Series per ModelDeployment carry `namespace` and `name`; check names leave out their subject
@@ -19,7 +20,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 
 from modeldeploy import contract as c
 from modeldeploy.analysis.config import check_of
-from modeldeploy.api import ModelDeploymentStatus
+from modeldeploy.api import ModelDeploymentStatus, Owner
 from modeldeploy.rollout import AnalysisSignal, Event
 
 log = logging.getLogger("modeldeploy.telemetry")
@@ -90,6 +91,13 @@ class OperatorMetrics:
             buckets=DURATION_BUCKETS,
             registry=self.registry,
         )
+        self.owner_info = Gauge(
+            c.OPERATOR_OWNER_INFO,
+            "1 per ModelDeployment, labelled with its spec.owner (empty when not set).",
+            (*md, c.LABEL_TEAM, c.LABEL_CONTACT, c.LABEL_RUNBOOK_URL),
+            registry=self.registry,
+        )
+        self._owner: dict[Key, tuple[str, str, str]] = {}
         self._degraded_reason: dict[Key, str] = {}
         self._checks: dict[Key, set[tuple[str, str]]] = {}  # (track, check) with a value
         self._server: WSGIServer | None = None
@@ -142,9 +150,25 @@ class OperatorMetrics:
         self._degraded_reason[key] = degraded.reason
         self.degraded.labels(*key, degraded.reason).set(1 if degraded.status == "True" else 0)
 
+    def observe_owner(self, key: Key, owner: Owner | None) -> None:
+        """The owner's series, one per ModelDeployment: a changed owner replaces it."""
+        labels = (
+            (owner.team, owner.contact or "", owner.runbook_url or "") if owner else ("", "", "")
+        )
+        old = self._owner.get(key)
+        if old == labels:
+            return
+        if old is not None:
+            self.owner_info.remove(*key, *old)
+        self._owner[key] = labels
+        self.owner_info.labels(*key, *labels).set(1)
+
     def forget(self, key: Key) -> None:
         """Remove the gauges of a ModelDeployment that is gone (counters stay: they are
         cumulative, and a new one of the same name carries on counting)."""
+        owner = self._owner.pop(key, None)
+        if owner is not None:
+            self.owner_info.remove(*key, *owner)
         reason = self._degraded_reason.pop(key, None)
         if reason is not None:
             self.degraded.remove(*key, reason)

@@ -263,6 +263,20 @@ def test_status_of_a_rolled_back_rollout_names_the_failing_check(cli: Cli) -> No
     assert events.index("RolloutStarted") < events.index(f"rolled back: {ROLLBACK_REASON}")
 
 
+def test_status_tree_of_what_exists_and_what_cannot_be_read(cli: Cli) -> None:
+    """Without the operator nothing is owned: the tree says so; a viewer who may not list
+    Deployments and Services sees that instead. (The tree of real objects: test_cli_operator.)"""
+    out = cli("status", "fraud", "-n", NAMESPACE).stdout
+    tree = out[out.index("ModelDeployment/fraud") :]
+    assert "traffic (replicas): canary requested 0%, effective 0%" in tree
+    assert "no Deployments" in tree
+    objects = cli("status", "fraud", "-n", NAMESPACE, "-o", "json").json()["objects"]
+    assert (objects["revisions"], objects["services"]) == ([], [])
+    viewer = cli("status", "fraud", "-n", NAMESPACE, "--as", VIEWER).stdout
+    assert "Deployments: not readable (no permission to list them)" in viewer
+    assert "Services: not readable" in viewer
+
+
 def test_status_for_scripts(cli: Cli) -> None:
     view = cli("status", "churn", "-n", NAMESPACE, "-o", "json").json()
     assert view["phase"] == "Progressing"
@@ -286,6 +300,19 @@ def test_history(cli: Cli) -> None:
     assert ROLLBACK_REASON in run.stdout
     items = cli("history", "churn", "-n", NAMESPACE, "-o", "json").json()["items"]
     assert [i["event"] for i in items] == ["RolledBack", "Promoted", "Started"]
+    # The Events the apiserver holds come after the (older) history, with their names.
+    trail = cli("history", "fraud", "-n", NAMESPACE, "-o", "json").json()
+    assert trail["eventsRead"] is True
+    assert [(i["source"], i["event"], i["key"]) for i in trail["items"]] == [
+        ("history", "Started", None), ("history", "RolledBack", None),
+        ("event", "RolloutStarted", "fraud.a1"), ("event", "RolledBack", "fraud.a2"),
+    ]  # fmt: skip
+    events = [ln for ln in run.stdout.splitlines() if ln.rstrip().endswith(" event")]
+    assert [ln.split()[2] for ln in events] == ["RolloutStarted", "RolledBack"]
+    viewer = cli("history", "fraud", "-n", NAMESPACE, "--as", VIEWER)
+    assert viewer.code == ExitCode.OK
+    assert "Events: not readable (no permission to list events); history only" in viewer.stderr
+    assert viewer.stdout.count(" history\n") == 2
 
 
 def test_explain_verdict(cli: Cli) -> None:

@@ -114,7 +114,7 @@ def test_printer_columns_show(cluster: KwokCluster) -> None:
     header = table.stdout.splitlines()[0].split()
     assert header == ["NAME", "PHASE", "STABLE", "CANARY", "WEIGHT", "REQUESTED", "AGE"]
     wide = cluster.kubectl("get", "mdep", "-n", NAMESPACE, "-o", "wide").stdout.splitlines()[0]
-    assert wide.split()[-3:] == ["VERSION", "STEP", "MESSAGE"]
+    assert wide.split()[-4:] == ["VERSION", "STEP", "OWNER", "MESSAGE"]
 
 
 def test_status_written_by_the_operator_reads_back_unchanged(cluster: KwokCluster) -> None:

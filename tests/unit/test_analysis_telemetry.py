@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from modeldeploy import contract
-from modeldeploy.api import CheckResult, Condition, ModelDeploymentStatus
+from modeldeploy.api import CheckResult, Condition, ModelDeploymentStatus, Owner
 from modeldeploy.rollout import AnalysisSignal, Event
 from modeldeploy.telemetry import OperatorMetrics
 
@@ -85,3 +85,18 @@ def test_metrics_are_served_and_a_taken_port_is_not_fatal() -> None:
     finally:
         metrics.close()
     assert f'{contract.OPERATOR_PROMOTIONS_TOTAL}{{name="churn",namespace="ml"}} 1.0' in text
+
+
+def test_owner_info_is_one_series_per_model_deployment() -> None:
+    metrics = OperatorMetrics()
+    sample = metrics.registry.get_sample_value
+    metrics.observe_owner(KEY, None)
+    unowned = MD | {"team": "", "contact": "", "runbook_url": ""}
+    assert sample(contract.OPERATOR_OWNER_INFO, unowned) == 1
+    owner = Owner(team="retention", runbook_url="https://runbooks.example/churn")
+    metrics.observe_owner(KEY, owner)
+    owned = MD | {"team": "retention", "contact": "", "runbook_url": owner.runbook_url}
+    assert sample(contract.OPERATOR_OWNER_INFO, owned) == 1
+    assert sample(contract.OPERATOR_OWNER_INFO, unowned) is None
+    metrics.forget(KEY)
+    assert sample(contract.OPERATOR_OWNER_INFO, owned) is None

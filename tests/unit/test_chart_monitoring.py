@@ -125,6 +125,13 @@ def test_promtool_accepts_the_rules(rule_groups: dict[str, Any], tmp_path: Path)
 
 IDENTITY = 'namespace="ml", model="churn", version="7", revision="9a1b2c3d4e"'
 OPERATOR_LABELS = 'namespace="ml", name="churn", reason="RolledBack"'
+OWNER = {
+    "team": "retention",
+    "contact": "ml-oncall@example.com",
+    "runbook_url": "https://runbooks.example/churn",
+}
+KILLED_OWNER = 'team="fraud-squad", runbook_url="https://runbooks.example/fraud"'
+OWNER_LABELS = 'namespace="ml", name="churn", ' + ", ".join(f'{k}="{v}"' for k, v in OWNER.items())
 
 
 def rule_tests() -> dict[str, Any]:
@@ -156,10 +163,24 @@ def rule_tests() -> dict[str, Any]:
                 "series": f"{contract.OPERATOR_DEGRADED}{{{OPERATOR_LABELS}}}",
                 "values": "1x130",
             },
+            # churn's spec.owner; fraud names none (and has no info series: an operator
+            # before 0.2, say), so its alert comes without owner labels.
+            {"series": f"{contract.OPERATOR_OWNER_INFO}{{{OWNER_LABELS}}}", "values": "1x130"},
+            {
+                "series": f'{contract.OPERATOR_DEGRADED}{{namespace="ml", name="fraud", '
+                'reason="ObjectNotOwned"}',
+                "values": "1x130",
+            },
             {
                 "series": 'kube_customresource_modeldeployment_condition{namespace="ml", '
                 'modeldeployment="churn", type="Killed", reason="NotEngaged"}',
                 "values": "0x130",
+            },
+            {
+                "series": 'kube_customresource_modeldeployment_condition{namespace="ml", '
+                'modeldeployment="fraud", type="Killed", reason="KillSwitchEngaged", '
+                f"{KILLED_OWNER}}}",
+                "values": "_x100 1x30",
             },
         ],
         "promql_expr_test": [
@@ -208,10 +229,12 @@ def expected_alerts() -> list[dict[str, Any]]:
             "description": "Revision 9a1b2c3d4e in ml, over 5m (threshold 0.05).",
         },
     }
-    operator = {"namespace": "ml", "name": "churn", "reason": "RolledBack"}
+    operator = {"namespace": "ml", "name": "churn", "reason": "RolledBack", **OWNER}
+    owned = {"owner": "retention (ml-oncall@example.com)", "runbook_url": OWNER["runbook_url"]}
     rolled_back = {
         "exp_labels": {**operator, "severity": "warning"},
         "exp_annotations": {
+            **owned,
             "summary": "ModelDeployment ml/churn rolled its canary back",
             "description": "The new revision failed its analysis (or its warm-up, or its bake "
             "time) and the stable serves; `kubectl describe modeldeployment` names the failed "
@@ -220,8 +243,31 @@ def expected_alerts() -> list[dict[str, Any]]:
     }
     degraded = {
         "exp_labels": {**operator, "severity": "warning"},
-        "exp_annotations": {"summary": "ModelDeployment ml/churn is Degraded (RolledBack)"},
+        "exp_annotations": {
+            **owned,
+            "summary": "ModelDeployment ml/churn is Degraded (RolledBack)",
+        },
     }
+    unowned = {
+        "exp_labels": {
+            "namespace": "ml", "name": "fraud", "reason": "ObjectNotOwned", "severity": "warning",
+        },
+        "exp_annotations": {
+            "owner": "", "runbook_url": "",
+            "summary": "ModelDeployment ml/fraud is Degraded (ObjectNotOwned)",
+        },
+    }  # fmt: skip
+    killed = {
+        "exp_labels": {
+            "namespace": "ml", "modeldeployment": "fraud", "type": "Killed",
+            "reason": "KillSwitchEngaged", "team": "fraud-squad",
+            "runbook_url": "https://runbooks.example/fraud", "severity": "info",
+        },
+        "exp_annotations": {
+            "summary": "The kill switch of ModelDeployment ml/fraud is engaged",
+            "owner": "fraud-squad", "runbook_url": "https://runbooks.example/fraud",
+        },
+    }  # fmt: skip
     down = {
         "exp_labels": {
             "namespace": NAMESPACE,
@@ -243,9 +289,14 @@ def expected_alerts() -> list[dict[str, Any]]:
         {"eval_time": "59m", "alertname": "ModelDeploymentRolledBack", "exp_alerts": []},
         {"eval_time": "65m", "alertname": "ModelDeploymentRolledBack", "exp_alerts": [rolled_back]},
         {"eval_time": "2h", "alertname": "ModelDeploymentRolledBack", "exp_alerts": []},
-        {"eval_time": "2h", "alertname": "ModelDeploymentDegraded", "exp_alerts": [degraded]},
+        {
+            "eval_time": "2h",
+            "alertname": "ModelDeploymentDegraded",
+            "exp_alerts": [degraded, unowned],
+        },
         {"eval_time": "2h", "alertname": "ModelDeployOperatorDown", "exp_alerts": [down]},
-        {"eval_time": "2h", "alertname": "ModelDeploymentKilled", "exp_alerts": []},
+        {"eval_time": "1h", "alertname": "ModelDeploymentKilled", "exp_alerts": []},
+        {"eval_time": "2h", "alertname": "ModelDeploymentKilled", "exp_alerts": [killed]},
     ]
 
 

@@ -239,13 +239,13 @@ def test_list_and_history_tables() -> None:
     items = [views.summary(progressing()), views.summary(rolled_back())]
     text = render.text(render.list_view(items, NOW, namespaces=True))
     assert row(text, "ml") == (
-        "ml churn Progressing 5% 5d8f7c9b2a 9a1b2c3d4e step 2 of 4 (5%) fail 19d"
+        "ml churn Progressing 5% 5d8f7c9b2a 9a1b2c3d4e step 2 of 4 (5%) fail 19d retention"
     )
-    assert row(text, "fraud-ml") == "fraud-ml churn RolledBack - 5d8f7c9b2a - - fail"
-    history = render.text(render.history_table(views.history_view(rolled_back()), NOW))
+    assert row(text, "fraud-ml") == "fraud-ml churn RolledBack - 5d8f7c9b2a - - fail -"
+    history = render.text(render.history_table(views.trail_view(rolled_back(), None), NOW))
     assert row(history, "2026-11-20T12:03:00Z") == (
         "2026-11-20T12:03:00Z 2m RolledBack b7c8d9e0f1 2026-11-20 failure 3 of 3: feature-psi of "
-        "monthly_charges: 3.91 > max 0.1, n=640"
+        "monthly_charges: 3.91 > max 0.1, n=640 history"
     )
 
 

@@ -139,3 +139,13 @@ watched namespace). Every rule is a call the operator makes; see the chart READM
   verbs: [get, list, create, patch, delete]
 {{- end }}
 {{- end }}
+
+{{/*
+Alert annotations naming the owner of the ModelDeployment (labels joined from
+modeldeploy_operator_owner_info; empty when spec.owner is not set). runbook_url is the
+annotation Alertmanager receivers and Grafana link to.
+*/}}
+{{- define "modeldeploy.ownerAnnotations" -}}
+owner: '{{ "{{" }} with $labels.team {{ "}}" }}{{ "{{" }} . {{ "}}" }}{{ "{{" }} with $labels.contact {{ "}}" }} ({{ "{{" }} . {{ "}}" }}){{ "{{" }} end {{ "}}" }}{{ "{{" }} end {{ "}}" }}'
+runbook_url: '{{ "{{" }} $labels.runbook_url {{ "}}" }}'
+{{- end }}

@@ -155,6 +155,41 @@ def _cel_pinned(image: str) -> str:
     return f"{image}.contains('{DIGEST_MARKER}')"
 
 
+RUNBOOK_URL_PATTERN = (
+    "^https?://[-a-zA-Z0-9.]+(:[0-9]{1,5})?(/[-a-zA-Z0-9._~%/!$&()*+,;=:@]*)?"
+    "([?][-a-zA-Z0-9._~%/!$&()*+,;=:@?]*)?(#[-a-zA-Z0-9._~%/!$&()*+,;=:@?]*)?$"
+)
+MAX_CONTACT = 256
+
+
+class Owner(ApiModel):
+    """Who answers for this model: shown by `modeldeploy status`, in the operator's Events
+    and audit log, and on its alerts (the `modeldeploy_operator_owner_info` metric)."""
+
+    team: LabelValue
+    """The team that owns the model, e.g. retention (also a label value of the owner metric)."""
+    contact: Annotated[str, Field(min_length=1, max_length=MAX_CONTACT)] | None = None
+    """How to reach the owner: an email address, a chat channel, a pager alias (free text)."""
+    runbook_url: (
+        Annotated[
+            str,
+            Field(min_length=1, max_length=2048),
+            pattern_rule(
+                RUNBOOK_URL_PATTERN,
+                "must be an http:// or https:// URL without spaces or quotes, e.g. "
+                "https://runbooks.example/churn",
+            ),
+        ]
+        | None
+    ) = None
+    """What to do when this model's rollout fails or it degrades: the runbook's http(s) URL
+    (the `runbook_url` of its alerts)."""
+
+    def summary(self) -> str:
+        """ "owner: retention (ml-oncall@example.com)": for Events and one-line views."""
+        return f"owner: {self.team}" + (f" ({self.contact})" if self.contact else "")
+
+
 class ModelDeploymentSpec(ApiModel):
     """What should serve (one image = model + code + training profile) and how it may change."""
 
@@ -211,6 +246,8 @@ class ModelDeploymentSpec(ApiModel):
     kill_switch: KillSwitch = KillSwitch()
     fallback: Fallback | None = None
     prometheus: Prometheus | None = None
+    owner: Owner | None = None
+    """Who owns the model (none when absent)."""
 
     def privileges(self) -> tuple[str, ...]:
         """What the pod templates ask for that only an operator started with

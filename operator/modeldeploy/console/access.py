@@ -20,6 +20,9 @@ from modeldeploy.console.views import Body
 
 REQUEST_TIMEOUT = (5.0, 30.0)
 """Seconds to connect, to read."""
+COMPLETION_TIMEOUT = (1.0, 2.0)
+"""Shell completion waits no longer: a slow cluster must not hang the prompt."""
+HTTP_ROUTE = ("gateway.networking.k8s.io", "v1", "httproutes")
 RETRIES = 1
 CONFLICT_ATTEMPTS = 3
 IN_CLUSTER_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
@@ -112,11 +115,18 @@ def _namespace_and_name(obj: Body) -> tuple[str, str]:
 class Cluster:
     """ModelDeployments (and their Events) of one kubeconfig context."""
 
-    def __init__(self, target: Target, version: str = VERSION) -> None:
+    def __init__(
+        self,
+        target: Target,
+        version: str = VERSION,
+        timeout: tuple[float, float] = REQUEST_TIMEOUT,
+        retries: int = RETRIES,
+    ) -> None:
         from kubernetes import client
 
         configuration, self.context, default_namespace = _configure(target)
-        configuration.retries = RETRIES
+        configuration.retries = retries
+        self.timeout = timeout
         self.server: str = configuration.host
         self.namespace = target.namespace or default_namespace
         self.version = version
@@ -127,6 +137,17 @@ class Cluster:
             )
         self._objects: Any = client.CustomObjectsApi(self._client)
         self._core: Any = client.CoreV1Api(self._client)
+        self._listers: dict[str, Callable[..., Any]] = {
+            "Deployment": client.AppsV1Api(self._client).list_namespaced_deployment,
+            "Service": self._core.list_namespaced_service,
+            "HorizontalPodAutoscaler": client.AutoscalingV2Api(
+                self._client
+            ).list_namespaced_horizontal_pod_autoscaler,
+            "PodDisruptionBudget": client.PolicyV1Api(
+                self._client
+            ).list_namespaced_pod_disruption_budget,
+            "Pod": self._core.list_namespaced_pod,
+        }
 
     def __enter__(self) -> Self:
         return self
@@ -143,7 +164,7 @@ class Cluster:
         from urllib3.exceptions import HTTPError
 
         try:
-            return call(*args, **kw, _request_timeout=REQUEST_TIMEOUT)
+            return call(*args, **kw, _request_timeout=self.timeout)
         except ApiException as err:
             api = f"{GROUP}/{self.version}"
             raise api_error(err.status or 0, err.body, what=what, where=where, api=api) from err
@@ -194,24 +215,67 @@ class Cluster:
     def events(self, obj: Body) -> list[Body] | None:
         """Events about `obj` (None when they cannot be read, e.g. no permission: the
         status view then says so instead of failing)."""
-        meta = obj.get("metadata") or {}
-        namespace, name, uid = meta.get("namespace"), meta.get("name"), meta.get("uid")
-        try:
-            listed = self._call(
-                "events",
-                self.where(namespace),
-                self._core.list_namespaced_event,
-                namespace,
-                field_selector=f"involvedObject.kind={KIND},involvedObject.name={name}",
-            )
-        except CliError as err:
-            if err.code is ExitCode.UNREACHABLE:
-                raise
+        namespace, name = _namespace_and_name(obj)
+        uid = (obj.get("metadata") or {}).get("uid")
+        listed = self._readable(
+            "events",
+            namespace,
+            self._core.list_namespaced_event,
+            namespace,
+            field_selector=f"involvedObject.kind={KIND},involvedObject.name={name}",
+        )
+        if listed is None:
             return None
         items: list[Body] = self._client.sanitize_for_serialization(listed).get("items") or []
         return [
             e for e in items if not uid or (e.get("involvedObject") or {}).get("uid") in (uid, None)
         ]
+
+    def _readable(
+        self, what: str, namespace: str, call: Callable[..., Any], *args: Any, **kw: Any
+    ) -> Any:
+        """The answer, or None when it cannot be read (no permission, not served): the
+        views show the rest. An unreachable cluster still fails the command."""
+        try:
+            return self._call(what, self.where(namespace), call, *args, **kw)
+        except CliError as err:
+            if err.code is ExitCode.UNREACHABLE:
+                raise
+            return None
+
+    def owned(self, obj: Body) -> dict[str, list[Body] | None]:
+        """The objects `obj` owns, by kind (views.objects.KINDS), found by the labels the
+        operator puts on them (fallback pods carry `modeldeploy.io/fallback` instead); None
+        for a kind that cannot be listed."""
+        from modeldeploy.resources.names import LABEL_FALLBACK, LABEL_NAME
+
+        namespace, name = _namespace_and_name(obj)
+        found: dict[str, list[Body] | None] = {}
+        for kind, lister in self._listers.items():
+            selectors = [f"{LABEL_NAME}={name}"]
+            if kind == "Pod":
+                selectors.append(f"{LABEL_FALLBACK}={name}")
+            items: list[Body] | None = []
+            for selector in selectors:
+                listed = self._readable(kind, namespace, lister, namespace, label_selector=selector)
+                if listed is None or items is None:
+                    items = None
+                    continue
+                items += self._client.sanitize_for_serialization(listed).get("items") or []
+            found[kind] = items
+        return found
+
+    def http_route(self, namespace: str, name: str) -> Body | None:
+        """The HTTPRoute `name` (None when absent or not readable)."""
+        route: Body | None = self._readable(
+            f"httproute {name}", namespace, self._objects.get_namespaced_custom_object,
+            HTTP_ROUTE[0], HTTP_ROUTE[1], namespace, HTTP_ROUTE[2], name,
+        )  # fmt: skip
+        return route
+
+    def names(self) -> list[str]:
+        """Names of the ModelDeployments in the namespace (for shell completion)."""
+        return [_namespace_and_name(obj)[1] for obj in self.model_deployments()]
 
     def patch(self, name: str, patch: Body) -> Body:
         body: Body = self._call(

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from typer.exceptions import TyperException
 
+from modeldeploy.console.completion import complete_names
 from modeldeploy.console.exits import CliError, ExitCode, exit_codes_help
 from modeldeploy.console.prometheus_options import (
     PrometheusAuthDir,
@@ -72,7 +73,13 @@ class KillMode(StrEnum):
 
 
 Name = Annotated[
-    str, typer.Argument(help="Name of the ModelDeployment.", metavar="NAME", show_default=False)
+    str,
+    typer.Argument(
+        help="Name of the ModelDeployment.",
+        metavar="NAME",
+        show_default=False,
+        autocompletion=complete_names,
+    ),
 ]
 OutputOption = Annotated[
     Output, typer.Option("--output", "-o", help="table for people; json or yaml for scripts.")
@@ -323,11 +330,23 @@ class Follow:
     output: Output
 
 
+def _read_status(cluster: "Cluster", obj: dict[str, Any]) -> dict[str, Any]:
+    """The status summary with its Events and the tree of what the object owns."""
+    from modeldeploy.console import views
+    from modeldeploy.console.objects import objects_view
+
+    view = views.summary(obj, cluster.events(obj))
+    route_name = views.rollout_of(obj).traffic.http_route
+    namespace = str((obj.get("metadata") or {}).get("namespace", ""))
+    route = cluster.http_route(namespace, route_name) if route_name else None
+    view["objects"] = objects_view(obj, cluster.owned(obj), route)
+    return view
+
+
 def _follow(cluster: "Cluster", name: str, how: Follow) -> None:
     """Read every `interval` seconds until the phase is reached (or the rollout settled
     otherwise) or `timeout` passes. Watching shows every state; only waiting says what it
     waits for on stderr and shows the last state."""
-    from modeldeploy.console import views
     from modeldeploy.console.exits import wait_outcome
 
     deadline = time.monotonic() + how.timeout
@@ -335,7 +354,7 @@ def _follow(cluster: "Cluster", name: str, how: Follow) -> None:
     with _Follower(how.output) as follower:
         while True:
             obj = cluster.get(name)
-            view = views.summary(obj, cluster.events(obj))
+            view = _read_status(cluster, obj)
             code, why = wait_outcome(view, how.wait_for) if how.wait_for else (None, "")
             if how.watch:
                 follower.show(view, obj)
@@ -382,15 +401,15 @@ def status_command(
     output: OutputOption = Output.table,
     target: "Target",
 ) -> None:
-    """Show a rollout: phase, traffic, checks, conditions, events.
+    """Show a rollout: phase, traffic, checks, conditions, owned objects, events.
 
-    Phase and message, traffic split, stable/canary/previous/failed revisions,
-    the step, the last analysis (each check with value, threshold, samples and
-    verdict), conditions and recent Events.
+    Phase and message, owner, traffic split, stable/canary/previous/failed
+    revisions, the step, the last analysis (each check with value, threshold,
+    samples and verdict), conditions, a tree of the objects it owns (Deployments
+    with Ready/total pods, pods, HPA, PDB, Services with their selectors, route
+    weights) and recent Events.
     -w follows it live; --wait-for PHASE waits for a phase, e.g. in CI.
     """
-    from modeldeploy.console import views
-
     seconds = parse_timeout(timeout)
     with connected(target) as cluster:
         if watch or wait_for:
@@ -398,7 +417,7 @@ def status_command(
             _follow(cluster, name, Follow(watch, phase, seconds, interval, output))
             return
         obj = cluster.get(name)
-        view = views.summary(obj, cluster.events(obj))
+        view = _read_status(cluster, obj)
     _show(view, obj, output)
 
 
@@ -409,19 +428,30 @@ def _read(target: "Target", name: str) -> dict[str, Any]:
 
 @targeted
 def history_command(name: Name, *, output: OutputOption = Output.table, target: "Target") -> None:
-    """Show the rollout history (the last 20 events, oldest first).
+    """Show the audit trail: status.history merged with the object's Events, oldest first.
 
-    Started, Promoted, RolledBack, Aborted, KillSwitchEngaged/Released,
-    each with revision, model version and reason.
+    status.history keeps the last 20 transitions (Started, Promoted, RolledBack,
+    Aborted, KillSwitchEngaged/Released) with revision, model version and reason;
+    the Events add what the apiserver still holds (by default for 1 h): verdicts,
+    refusals, ignored commands. Older decisions are in the operator's audit log.
     """
     from modeldeploy.console import render, views
 
-    obj = _read(target, name)
-    entries = views.history_view(obj)
+    with connected(target) as cluster:
+        obj = cluster.get(name)
+        events = cluster.events(obj)
+    entries = views.trail_view(obj, events)
     if output is not Output.table:
         namespace = (obj.get("metadata") or {}).get("namespace")
-        emit({"name": name, "namespace": namespace, "items": entries}, output)
-    elif not entries:
+        emit(
+            {"name": name, "namespace": namespace, "eventsRead": events is not None,
+             "items": entries},
+            output,
+        )  # fmt: skip
+        return
+    if events is None:
+        typer.echo("Events: not readable (no permission to list events); history only", err=True)
+    if not entries:
         typer.echo(f"{name} has no history yet.", err=True)
     else:
         render.console().print(render.history_table(entries, _now()))

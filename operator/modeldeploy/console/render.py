@@ -11,9 +11,11 @@ from rich import box
 from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
+from rich.tree import Tree
 
 from modeldeploy.api import Analysis
 from modeldeploy.console.explain import bounds, unit
+from modeldeploy.console.objects import MAX_PODS_SHOWN
 from modeldeploy.console.views import Body, age, stage
 
 PHASE_STYLES = {
@@ -103,6 +105,16 @@ def checks_table(last: Mapping[str, Any], analysis: Analysis) -> Table:
     return table
 
 
+def owner_text(owner: Mapping[str, Any]) -> str:
+    """ "retention · ml-oncall@example.com · runbook https://...": spec.owner in one line."""
+    parts = [str(owner.get("team", ""))]
+    if owner.get("contact"):
+        parts.append(str(owner["contact"]))
+    if owner.get("runbookUrl"):
+        parts.append(f"runbook {owner['runbookUrl']}")
+    return " · ".join(parts)
+
+
 def _facts(view: Body, now: datetime) -> Table:
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
@@ -129,6 +141,8 @@ def _facts(view: Body, now: datetime) -> Table:
             f"{view['failedRevision']} (not rolled out again by itself: "
             f"modeldeploy retry {view['name']})",
         )
+    if view.get("owner"):
+        grid.add_row("owner", owner_text(view["owner"]))
     model = view["model"]
     grid.add_row("model", f"{model.get('name', '?')} {model.get('version', '?')}  {view['image']}")
     observed = _fmt(view["observedGeneration"]) or "never"
@@ -198,7 +212,7 @@ def events_table(events: Iterable[Mapping[str, Any]], now: datetime) -> Table:
             age(e.get("time"), now) + (f" (x{count})" if count > 1 else ""),
             Text(str(e.get("type", "")), style=EVENT_STYLES.get(str(e.get("type")), "")),
             str(e.get("reason", "")),
-            str(e.get("message", "")),
+            Text(str(e.get("message", ""))),  # free text: brackets are not markup
         )
     return table
 
@@ -229,6 +243,8 @@ def status_view(view: Body, analysis: Analysis, now: datetime) -> RenderableType
         parts.append(Text("No analysis recorded yet.", style="dim"))
     if view["conditions"]:
         parts += [Text(""), conditions_table(view["conditions"], now)]
+    if "objects" in view:
+        parts += [Text(""), objects_tree(view["name"], view["objects"], now)]
     parts.append(Text(""))
     if "events" not in view:
         parts.append(Text("Events: not readable (no permission to list events)", style="dim"))
@@ -240,7 +256,7 @@ def status_view(view: Body, analysis: Analysis, now: datetime) -> RenderableType
 
 
 def list_view(views: Iterable[Body], now: datetime, namespaces: bool) -> Table:
-    headers = ["NAME", "PHASE", "CANARY %", "STABLE", "CANARY", "STAGE", "ANALYSIS", "AGE"]
+    headers = ["NAME", "PHASE", "CANARY %", "STABLE", "CANARY", "STAGE", "ANALYSIS", "AGE", "OWNER"]
     table = _table(*(["NAMESPACE", *headers] if namespaces else headers))
     for v in views:
         last = v["lastAnalysis"] or {}
@@ -254,25 +270,111 @@ def list_view(views: Iterable[Body], now: datetime, namespaces: bool) -> Table:
             stage(v["step"], v["steps"]) if v["canaryRevision"] else "-",
             Text(verdict or "-", style=VERDICT_STYLES.get(verdict, "")),
             age(v["created"], now),
+            str((v.get("owner") or {}).get("team") or "-"),
         ]
         table.add_row(*([v["namespace"], *row] if namespaces else row))
     return table
 
 
 def history_table(entries: Iterable[Mapping[str, Any]], now: datetime) -> Table:
-    table = _table("TIME", "AGE", "EVENT", "REVISION", "VERSION", "REASON")
+    """The merged trail (`views.trail_view`): history entries and Events, oldest first."""
+    table = _table("TIME", "AGE", "EVENT", "REVISION", "VERSION", "REASON", "SOURCE")
     for h in entries:
         event = str(h.get("event", ""))
+        warning = h.get("type") == "Warning"
         style = "red" if event in ("RolledBack", "Aborted", "KillSwitchEngaged") else ""
+        count = int(h.get("count") or 1)
         table.add_row(
             str(h.get("time", "")),
             age(h.get("time"), now),
-            Text(event, style=style),
+            Text(event, style=style or (EVENT_STYLES["Warning"] if warning else "")),
             str(h.get("revision", "")),
             str(h.get("version", "")),
-            str(h.get("reason", "")),
+            Text(str(h.get("reason", "")) + (f" (x{count})" if count > 1 else "")),
+            str(h.get("source", "")),
         )
     return table
+
+
+def _replicas(value: Any) -> str:
+    return "?" if value is None else str(value)
+
+
+def _selector(selector: Mapping[str, Any]) -> str:
+    return ",".join(f"{k}={v}" for k, v in selector.items()) or "(none)"
+
+
+def _pods_node(node: Tree, pods: list[Body] | None, now: datetime) -> None:
+    if pods is None:
+        node.add(Text("pods: not readable", style="dim"))
+        return
+    for pod in pods[:MAX_PODS_SHOWN]:
+        line = Text(f"pod {pod['name']}  ")
+        line.append(pod["phase"], style="green" if pod["ready"] else "yellow")
+        line.append(f"  ready {'1' if pod['ready'] else '0'}/1")
+        line.append(f"  restarts {pod['restarts']}  age {age(pod['created'], now)}")
+        node.add(line)
+    if len(pods) > MAX_PODS_SHOWN:
+        node.add(Text(f"... and {len(pods) - MAX_PODS_SHOWN} more pods", style="dim"))
+
+
+def _revision_node(root: Tree, revision: Body, now: datetime) -> None:
+    deployment = revision["deployment"]
+    ready, replicas = deployment["ready"], deployment["replicas"]
+    full = replicas is not None and ready >= replicas
+    head = Text(f"{revision['track'] or '?'} ", style="bold")
+    head.append(f"{revision['revision']}  ")
+    head.append(f"Deployment/{deployment['name']}  ")
+    head.append(f"{ready}/{_replicas(replicas)} Ready", style="green" if full else "yellow")
+    node = root.add(head)
+    if revision["hpa"]:
+        h = revision["hpa"]
+        node.add(
+            Text(
+                f"HorizontalPodAutoscaler/{h['name']}  current {_replicas(h['current'])}, "
+                f"desired {_replicas(h['desired'])}, min {_replicas(h['min'])}, "
+                f"max {_replicas(h['max'])}"
+            )
+        )
+    if revision["pdb"]:
+        d = revision["pdb"]
+        node.add(
+            Text(
+                f"PodDisruptionBudget/{d['name']}  minAvailable {_replicas(d['minAvailable'])}, "
+                f"healthy {_replicas(d['currentHealthy'])}, "
+                f"disruptions allowed {_replicas(d['disruptionsAllowed'])}"
+            )
+        )
+    _pods_node(node, revision["pods"], now)
+
+
+def objects_tree(name: str, objects: Body, now: datetime) -> Tree:
+    """`objects.objects_view` as a tree: revisions with their Deployment, HPA, PDB and pods;
+    the Services with their selectors; the traffic split."""
+    root = Tree(Text(f"ModelDeployment/{name}", style="bold"))
+    traffic = objects["traffic"]
+    split = f"traffic ({traffic['mode']}): canary requested {traffic['requested']}%, "
+    split += f"effective {traffic['effective']}%"
+    weights = traffic["routeWeights"]
+    if traffic["httpRoute"]:
+        shown = (
+            ", ".join(f"{w['service']}={w['weight']}" for w in weights)
+            if weights is not None
+            else "not readable"
+        )
+        split += f"; HTTPRoute/{traffic['httpRoute']} weights {shown}"
+    root.add(Text(split))
+    if objects["revisions"] is None:
+        root.add(Text("Deployments: not readable (no permission to list them)", style="dim"))
+    elif not objects["revisions"]:
+        root.add(Text("no Deployments", style="dim"))
+    for revision in objects["revisions"] or []:
+        _revision_node(root, revision, now)
+    if objects["services"] is None:
+        root.add(Text("Services: not readable", style="dim"))
+    for service in objects["services"] or []:
+        root.add(Text(f"Service/{service['name']}  selector {_selector(service['selector'])}"))
+    return root
 
 
 def explanation(expl: Body) -> RenderableType:

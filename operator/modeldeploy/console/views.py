@@ -121,6 +121,7 @@ def summary(obj: Mapping[str, Any], events: Iterable[Mapping[str, Any]] | None =
         "upToDate": observed is not None and generation is not None and observed >= generation,
         "created": meta.get("creationTimestamp"),
         "model": _mapping(spec.get("model")),
+        "owner": _mapping(spec.get("owner")) or None,
         "image": spec.get("image", ""),
         "phase": status.get("phase") or "",
         "message": status.get("message") or "",
@@ -153,6 +154,44 @@ def summary(obj: Mapping[str, Any], events: Iterable[Mapping[str, Any]] | None =
 def history_view(obj: Mapping[str, Any]) -> list[Body]:
     """status.history, oldest first."""
     return [dict(entry) for entry in _mapping(obj.get("status")).get("history") or []]
+
+
+def trail_view(obj: Mapping[str, Any], events: Iterable[Mapping[str, Any]] | None) -> list[Body]:
+    """What `modeldeploy history` shows: status.history (the last HISTORY_LIMIT transitions,
+    kept across operator restarts) merged with every Event the apiserver still holds about
+    the object (for its --event-ttl: transitions older than the history, verdicts, refusals,
+    ignored commands), oldest first. An Event's `key` is its name, the `key` of the
+    operator's audit log line about it."""
+    rows: list[Body] = [
+        {
+            "time": str(h.get("time") or ""),
+            "source": "history",
+            "type": "",
+            "event": str(h.get("event") or ""),
+            "revision": h.get("revision") or "",
+            "version": h.get("version") or "",
+            "reason": str(h.get("reason") or ""),
+            "count": 1,
+            "key": None,
+        }
+        for h in history_view(obj)
+    ]
+    rows += [
+        {
+            "time": event_time(e),
+            "source": "event",
+            "type": str(e.get("type") or ""),
+            "event": str(e.get("reason") or ""),
+            "revision": "",
+            "version": "",
+            "reason": str(e.get("message") or e.get("note") or ""),
+            "count": e.get("count") or _mapping(e.get("series")).get("count") or 1,
+            "key": _mapping(e.get("metadata")).get("name"),
+        }
+        for e in events or ()
+    ]
+    rows.sort(key=lambda row: str(row["time"]))  # stable: history first within a second
+    return rows
 
 
 def parse_time(text: str | None) -> datetime | None:

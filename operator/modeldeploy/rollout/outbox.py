@@ -16,17 +16,33 @@ from modeldeploy.api import (
     MAX_EVENT_MESSAGE,
     MAX_PENDING_EVENTS,
     ModelDeploymentStatus,
+    Owner,
     PendingEvent,
 )
 from modeldeploy.rollout.plan import Plan, Subject
 
 
-def event_name(subject: Subject, version: str, index: int) -> str:
-    """The name of the `index`th Event of the transition written over `version` (the
-    ModelDeployment's resourceVersion the status write is conditioned on): at most one write
-    succeeds on a given version, so two transitions never share a name."""
-    digest = hashlib.sha256(f"{subject.uid}/{version}/{index}".encode()).hexdigest()
+def decision_key(subject: Subject, version: str, part: str) -> str:
+    """`<name>.` + 16 hex of sha256 over uid, `version` (the ModelDeployment's
+    resourceVersion the status write is conditioned on) and `part` (which decision of that
+    write): at most one write succeeds on a given version, so two decisions never share a
+    key, and the same decision computed again (after a restart) gets the same one."""
+    digest = hashlib.sha256(f"{subject.uid}/{version}/{part}".encode()).hexdigest()
     return f"{subject.name}.{digest[:16]}"
+
+
+def event_name(subject: Subject, version: str, index: int) -> str:
+    """The name of the `index`th Event of the transition written over `version`."""
+    return decision_key(subject, version, str(index))
+
+
+def event_message(message: str, owner: Owner | None) -> str:
+    """An Event's text, at most MAX_EVENT_MESSAGE characters, ending with the owning team
+    when the spec names one: a long message is cut before it, so who to call survives."""
+    suffix = f" [owner: {owner.team}]" if owner is not None else ""
+    room = MAX_EVENT_MESSAGE - len(suffix)
+    body = message if len(message) <= room else message[: room - 3] + "..."
+    return body + suffix
 
 
 def with_outbox(
@@ -39,7 +55,7 @@ def with_outbox(
             name=event_name(subject, version, index),
             type=event.type,
             reason=event.reason,
-            message=event.message[:MAX_EVENT_MESSAGE],
+            message=event_message(event.message, subject.spec.owner),
             time=now.replace(microsecond=0),
         )
         for index, event in enumerate(decided.events)
