@@ -277,11 +277,11 @@ class _Reconcile:
             # again (the world's note about it is logged and posted by the caller).
             return Plan(status=self.subject.status)
         self.record_analysis()
-        self.record_gate_answers()
         self.kill_switch()
         self.retry_command()
         self.target_revision()
         self.abort_command()
+        self.record_gate_answers()  # about the canary as the spec has it now
         self.foreign = foreign_in(build(self.owner, self.spec, self.layout()), self.world)
         if not self.killed:
             self.progress()
