@@ -39,7 +39,7 @@ import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -350,8 +350,10 @@ class Reconciler:
         decided = plan(subject, world, measured, now, self.errors.get(key))
         answers: tuple[GateAnswer, ...] = ()
         if decided.asks and self.webhooks is not None:
-            # The gates this plan waits for, asked; the plan made again with their answers.
-            answers = self.webhooks.ask(subject, decided.asks, now.replace(microsecond=0))
+            # The gates this plan waits for, asked (with the analysis it just recorded); the
+            # plan made again with their answers.
+            asking = replace(subject, status=decided.status)
+            answers = self.webhooks.ask(asking, decided.asks, now.replace(microsecond=0))
             decided = plan(subject, world, measured, now, self.errors.get(key), answers=answers)
         if destructive(subject, decided):
             # The same measurements, on the world as it is now: a cache that missed a
@@ -371,8 +373,9 @@ class Reconciler:
         # A status write refused (Conflict) writes nothing; a failed write is in `errors`.
         status_landed = bool(written) or to_wire(decided.status) == snapshot.body.get("status")
         taken = self.held.get(key, set())
-        # A name someone else holds is not watched: read again at the next pass.
-        unfinished = bool(taken) or key in self.errors or not status_landed
+        # A name someone else holds is not watched: read again at the next pass. A gate the
+        # plan made with the answers still waits for is asked at the next pass too.
+        unfinished = bool(taken) or key in self.errors or not status_landed or bool(decided.asks)
         return Reconciled(written, now if unfinished else decided.due, again=taken != held_before)
 
     def observe_round(self, key: Key, measured: Measured, decided: Plan) -> None:

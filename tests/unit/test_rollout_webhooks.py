@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+from test_rollout_glue import FakeApiserver, model_deployment
 from test_rollout_machine import NAME, UID, V2, Driver, rev, stable_driver
 
 from modeldeploy.api import (
@@ -17,7 +18,9 @@ from modeldeploy.api import (
     ModelDeploymentStatus,
     PendingNotification,
     Webhook,
+    to_wire,
 )
+from modeldeploy.handlers import Reconciler
 from modeldeploy.resources.names import model_selector, revision_selector
 from modeldeploy.rollout import AnalysisInput, AnalysisSignal, Plan, Subject
 from modeldeploy.rollout.outbox import with_outbox
@@ -36,6 +39,7 @@ from modeldeploy.rollout.webhooks import (
     secret_allowed,
     webhook_url,
 )
+from modeldeploy.watchcache import Snapshot
 from modeldeploy.webhooks import Response, Webhooks, WebhookSettings
 
 pytestmark = pytest.mark.unit
@@ -465,3 +469,70 @@ def test_a_webhook_outside_the_rules_is_refused_and_never_called(
     assert "not called" in answer.message
     assert why in answer.message
     assert transport.sent == []
+
+
+# --- the glue: asked between two plans, delivered after the status write ------------------
+
+
+class FakeWebhooks(Webhooks):
+    def __init__(self, approve: bool = True, fail: bool = False) -> None:
+        super().__init__(None, WebhookSettings())
+        self.approve, self.fail = approve, fail
+        self.asked: list[GateAsk] = []
+        self.delivered: list[PendingNotification] = []
+
+    def ask(self, subject: Subject, asks: Any, now: datetime) -> tuple[GateAnswer, ...]:
+        self.asked += asks
+        message = "HTTP 200" if self.approve else "HTTP 403: no"
+        return tuple(gate_answer(a, self.approve, message, now) for a in asks)
+
+    def deliver(self, subject: Subject, items: Any, now: datetime) -> dict[str, str]:
+        self.delivered += items
+        return {n.name: "HTTP 503" for n in items} if self.fail else {}
+
+
+def glue(d: Driver, webhooks: FakeWebhooks) -> tuple[FakeApiserver, Reconciler, Snapshot]:
+    body = model_deployment(d.spec_raw, to_wire(d.status))
+    body["metadata"]["generation"] = d.generation
+    objects = tuple(d.cluster.objects.values())
+    api = FakeApiserver(body, list(objects))
+    return api, Reconciler(kube=api, webhooks=webhooks), Snapshot(body, objects)  # type: ignore[arg-type]
+
+
+def test_the_operator_asks_between_two_plans_and_writes_the_answer_once() -> None:
+    d, _ = gated(hook("eval", "preRollout"), eval=True)
+    d.change(image=V2)
+    webhooks = FakeWebhooks(approve=False)
+    api, reconciler, snapshot = glue(d, webhooks)
+    reconciler.reconcile(("ml", NAME), snapshot)
+    assert [(a.webhook.name, a.revision) for a in webhooks.asked] == [("eval", rev(V2))]
+    written = api.statuses[0]
+    assert written["canaryRevision"] == rev(V2)
+    assert [(g["webhook"], g["approved"]) for g in written["gates"]] == [("eval", False)]
+    assert [e["reason"] for e in written["pendingEvents"]] == ["RolloutStarted", "GateRefused"]
+    services = [b for b in api.applied if b["kind"] == "Service"]
+    assert all(b["spec"]["selector"] != model_selector(NAME) for b in services)
+    assert any(b["metadata"]["name"] == f"churn-{rev(V2)}" for b in api.applied)  # warms up
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_a_notification_is_written_with_its_transition_then_delivered(fails: bool) -> None:
+    d, _ = gated(hook("chat", "notify", events=["KillSwitchEngaged"]))
+    d.change(killSwitch={"engaged": True})
+    webhooks = FakeWebhooks(fail=fails)
+    api, reconciler, snapshot = glue(d, webhooks)
+    reconciler.reconcile(("ml", NAME), snapshot)
+    with_it, after = api.statuses
+    [written] = with_it["pendingNotifications"]
+    assert (written["event"], written["webhook"]) == ("KillSwitchEngaged", "chat")
+    events = {e["name"] for e in with_it["pendingEvents"]}
+    assert written["name"].endswith(".chat")
+    assert written["name"].removesuffix(".chat") not in events  # a name of its own
+    assert [n.name for n in webhooks.delivered] == [written["name"]]
+    if fails:
+        [kept] = after["pendingNotifications"]
+        assert (kept["name"], kept["attempts"]) == (written["name"], 1)
+        assert "nextAttemptAt" in kept
+    else:
+        assert "pendingNotifications" not in after
+    assert "pendingEvents" not in after
