@@ -9,7 +9,10 @@ In order (the second test goes on with the first one's canary):
   analysis.interval; once it approves, the canary gets traffic;
 - that canary (the `slow` image: 60 ms late) breaches latency and is rolled back, and the
   receiver gets the RolledBack notification naming the failing check with its value,
-  threshold and samples.
+  threshold and samples;
+- a healthy canary approved at once keeps its approval across an operator restart (no new
+  ask: it is in status);
+- engaging and releasing the kill switch are notified.
 """
 
 import base64
@@ -25,11 +28,12 @@ from analysis_stack import (
     ROLLOUT,
     SLOW,
     V1,
+    V3,
     AnalysisStack,
     Traffic,
     rolled_back,
 )
-from operator_harness import apply_object, ensure_namespace, wait_for
+from operator_harness import apply_object, ensure_namespace, patch_model_deployment, wait_for
 
 from modeldeploy.devenv.cluster import KwokCluster
 from modeldeploy.devenv.prometheus import PrometheusServer
@@ -98,7 +102,7 @@ def webhooks_spec() -> Body:
             {"name": "offline-eval", "type": "preRollout", "urlFrom": ref("gate"),
              "timeout": "2s", "retries": 0},
             {"name": "on-call", "type": "notify", "urlFrom": ref("notify"),
-             "events": ["RolledBack", "Promoted"]},
+             "events": ["RolledBack", "KillSwitchEngaged", "KillSwitchReleased"]},
         ],
     }  # fmt: skip
 
@@ -216,3 +220,50 @@ def test_the_rollback_of_that_canary_is_notified_with_its_failing_check(
     keys = [b["idempotencyKey"] for b in receiver.bodies("/notify")]
     assert keys.count(note["idempotencyKey"]) == 1
     print(f"\nnotified: {note['message']}")
+
+
+def test_a_restarted_operator_does_not_ask_an_answered_gate_again(
+    stack: AnalysisStack, traffic: Traffic, receiver: Receiver
+) -> None:
+    receiver.gate_status = 200
+    asked = len(receiver.bodies("/gate"))
+    with stack.timeline() as timeline:
+        stack.deploy(V3, "3", rollout=webhooks_spec())
+        started = timeline.wait(lambda s: s.canary is not None, 30, "a canary")
+        timeline.wait(lambda s: s.weight > 0, 60, "traffic to the approved canary")
+    canary = started.canary
+    assert len(receiver.bodies("/gate")) == asked + 1
+    stack.operator.stop()
+    receiver.gate_status = 403  # were it asked again, the canary would lose its traffic
+    stack.operator.start()
+
+    def analysed_again() -> bool:
+        # A round of the restarted operator, with the canary still under way.
+        status = stack.status()
+        last = status.get("lastAnalysis") or {}
+        return last.get("revision") == canary and last.get("time", "") > before
+
+    before = stack.status()["lastAnalysis"]["time"]
+    wait_for(analysed_again, timeout=60, what="a round of the restarted operator")
+    status = stack.status()
+    assert status["canaryRevision"] == canary
+    assert status["canaryWeight"] > 0
+    assert len(receiver.bodies("/gate")) == asked + 1
+
+
+def test_the_kill_switch_is_notified_when_engaged_and_released(
+    stack: AnalysisStack, receiver: Receiver
+) -> None:
+    def told(event: str) -> Body | None:
+        return next((b for b in receiver.bodies("/notify") if b["event"] == event), None)
+
+    patch_model_deployment(
+        stack.kube, NAMESPACE, "churn", {"spec": {"killSwitch": {"engaged": True}}}
+    )
+    engaged: Body = wait_for(lambda: told("KillSwitchEngaged"), timeout=30, what="engaged")
+    assert engaged["message"] == "traffic taken from the model (scaleToZero)"
+    patch_model_deployment(
+        stack.kube, NAMESPACE, "churn", {"spec": {"killSwitch": {"engaged": False}}}
+    )
+    released: Body = wait_for(lambda: told("KillSwitchReleased"), timeout=30, what="released")
+    assert released["revision"] == engaged["revision"] == stack.status()["stableRevision"]
