@@ -4,6 +4,7 @@ again; a refusal is asked again at analysis.interval, which `Plan.due` says), th
 the URL rules, delivery bookkeeping, and the shell's requests against a fake transport."""
 
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -22,7 +23,7 @@ from modeldeploy.api import (
 )
 from modeldeploy.handlers import Reconciler
 from modeldeploy.resources.names import model_selector, revision_selector
-from modeldeploy.rollout import AnalysisInput, AnalysisSignal, Plan, Subject
+from modeldeploy.rollout import AnalysisInput, AnalysisSignal, Plan, Subject, refuse_privileges
 from modeldeploy.rollout.outbox import with_outbox
 from modeldeploy.rollout.webhooks import (
     DELIVERY_BACKOFF,
@@ -251,6 +252,21 @@ def test_promotion_kill_switch_and_degraded_are_noticed_once_each() -> None:
     events = [n.event for n in notices(d)]
     assert events == ["Promoted", "KillSwitchEngaged", "KillSwitchReleased", "Degraded"]
     assert "InsufficientReplicas" in notices(d)[-1].message
+
+
+def test_a_refused_privileged_spec_is_noticed_as_degraded_once() -> None:
+    d, _ = gated(hook("chat", "notify"))
+    spec = ModelDeploymentSpec.model_validate(
+        {**d.spec_raw, "template": {"securityProfile": "privileged",
+                                    "securityContext": {"privileged": True}}}
+    )  # fmt: skip
+    subject = Subject(NAME, "ml", UID, d.generation + 1, spec, d.status, {})
+    first = refuse_privileges(subject, spec.privileges(), d.now)
+    [notice] = first.notices
+    assert (notice.event, notice.revision) == ("Degraded", rev())
+    assert notice.message.startswith("PrivilegedNotAllowed: spec.template.")
+    again = replace(subject, status=first.status)
+    assert refuse_privileges(again, spec.privileges(), d.now).notices == ()
 
 
 def subject_of(d: Driver) -> Subject:

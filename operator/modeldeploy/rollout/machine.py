@@ -157,9 +157,12 @@ def refuse_privileges(subject: Subject, privileges: tuple[str, ...], now: dateti
         found = next((c for c in conditions if c.type == "Degraded"), None)
         return (found.status, found.reason, found.message) if found else None
 
-    said = degraded(subject.status.conditions) == degraded(status.conditions)
+    before = degraded(subject.status.conditions)
+    said = before == degraded(status.conditions)
     events = () if said else (Event("Warning", PRIVILEGED_NOT_ALLOWED, why),)
-    return Plan(status=status, events=events)
+    turned = before is None or before[0] != "True"
+    notice = Notice("Degraded", subject.status.stable_revision, f"{PRIVILEGED_NOT_ALLOWED}: {why}")
+    return Plan(status=status, events=events, notices=(notice,) if turned else ())
 
 
 class _Reconcile:

@@ -231,11 +231,6 @@ def deliverable(status: ModelDeploymentStatus, now: datetime) -> list[PendingNot
     ]
 
 
-def next_delivery(status: ModelDeploymentStatus) -> datetime | None:
-    times = [n.next_attempt_at for n in status.pending_notifications if n.next_attempt_at]
-    return min(times, default=None)
-
-
 def delivered(
     status: ModelDeploymentStatus, failures: Mapping[str, str], tried: Sequence[str], now: datetime
 ) -> tuple[ModelDeploymentStatus, list[tuple[PendingNotification, str]]]:
