@@ -393,6 +393,7 @@ FLAGS_AS_ARGS = {
     "liveness": "healthPort",
     "verbose": "logLevel",
     "prometheus_endpoint": "prometheus.endpoints",
+    "webhook_host": "webhooks.allowedHosts",
 }
 
 
@@ -410,6 +411,7 @@ def test_every_operator_flag_is_reachable_from_values() -> None:
             "auth": {"type": "bearer", "secretName": "prometheus-token"},
             "tls": {"caBundle": {"configMap": "prometheus-ca"}},
         },
+        "webhooks": {"allowedHosts": ["hooks.slack.com"]},
     }
     objects = render(values)
     rendered_env, args = env(objects), container(objects)["args"]
