@@ -25,8 +25,8 @@ from typing import Any
 import requests
 
 from modeldeploy.api import GateAnswer, PendingNotification, Webhook, parse_duration
-from modeldeploy.kube import Kube, KubeError
-from modeldeploy.measure import CredentialsError, decode_secret_data
+from modeldeploy.kube import Kube
+from modeldeploy.measure import CredentialsError, read_secret
 from modeldeploy.rollout import Subject
 from modeldeploy.rollout.webhooks import (
     GateAsk,
@@ -183,18 +183,14 @@ class Webhooks:
 
     def url(self, subject: Subject, webhook: Webhook) -> str:
         ref = webhook.url_from.secret_key_ref
-        where = f"Secret {subject.namespace}/{ref.name}"
-        if self.kube is None:
-            raise WebhookRefused(f"{where}: no Kubernetes client")
         try:
-            secret = self.kube.get(f"/api/v1/namespaces/{subject.namespace}/secrets/{ref.name}")
-            values = decode_secret_data((secret or {}).get("data") or {}, where)
-        except (KubeError, CredentialsError) as err:
-            raise WebhookRefused(f"cannot read {where}: {err}") from err
-        if not values.get(ref.key):
-            raise WebhookRefused(f"{where} has no key {ref.key}")
-        url, host = webhook_url(values[ref.key], self.settings.allowed_hosts)
-        secret_allowed(((secret or {}).get("metadata") or {}).get("labels") or {}, host, where)
+            secret = read_secret(self.kube, subject.namespace, ref.name)
+        except CredentialsError as err:
+            raise WebhookRefused(str(err)) from err
+        if not secret.values.get(ref.key):
+            raise WebhookRefused(f"{secret.where} has no key {ref.key}")
+        url, host = webhook_url(secret.values[ref.key], self.settings.allowed_hosts)
+        secret_allowed(secret.labels, host, secret.where)
         return url
 
 
