@@ -12,8 +12,8 @@ The standard variables configure it (the SDK's own names and meanings): on when
 `OTEL_EXPORTER_OTLP_ENDPOINT` (a base URL; `/v1/traces` is appended) is set, unless
 `OTEL_SDK_DISABLED=true` or `OTEL_TRACES_EXPORTER=none`. Spans go over OTLP/HTTP with protobuf
 bodies (`OTEL_EXPORTER_OTLP_PROTOCOL` may only say `http/protobuf`): the exporter rides on
-requests, which the operator has already, where the gRPC one brings grpcio (tens of MB of
-native code) into every image that traces. The SDK reads the rest itself:
+requests, which the operator has already, where the gRPC one brings grpcio (a compiled
+extension) into every image that traces. The SDK reads the rest itself:
 `OTEL_SERVICE_NAME` (else the caller's default), `OTEL_RESOURCE_ATTRIBUTES`,
 `OTEL_TRACES_SAMPLER` and its argument (default: parent-based, always on),
 `OTEL_EXPORTER_OTLP_HEADERS`, `..._TIMEOUT`, `..._CERTIFICATE`, `OTEL_BSP_*` (batching),
@@ -104,7 +104,7 @@ class Span(Protocol):
 
 
 class _Off:
-    """The span of tracing off, or of no current span: does nothing, costs nothing."""
+    """The span of tracing off, or of no current span: does nothing."""
 
     def set(self, attributes: Attributes) -> None:
         pass

@@ -23,7 +23,7 @@ import threading
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -354,7 +354,6 @@ class AnalysisStack:
         workdir: Path,
         *,
         operator_args: Sequence[str] = (),
-        operator_env: Mapping[str, str] | None = None,
     ) -> None:
         self.kube = kube
         self.prometheus_url = prometheus_url
@@ -382,7 +381,6 @@ class AnalysisStack:
                 "--metrics-address", "127.0.0.1", "--metrics-port", str(self.metrics_port),
                 *operator_args,
             ],
-            env=operator_env,
         )  # fmt: skip
         launch = self.images.launch(V1)
         assert launch.model_dir is not None

@@ -1,7 +1,8 @@
 """Traces, found in a real OpenTelemetry Collector on 127.0.0.1 (built by hack/testenv.sh):
 an inference of a real `modeldeploy serve` process continuing its caller's W3C trace, with
 its stages as children; a malformed request's span with its 4xx outcome; then the operator
-on the real cluster and Prometheus, whose reconciles and analysis rounds are spans."""
+on the real cluster with a real Prometheus, whose reconciles and analysis rounds are
+spans."""
 
 import secrets
 from collections.abc import Iterator
@@ -10,7 +11,15 @@ from typing import get_args
 
 import httpx
 import pytest
-from analysis_stack import NAME, V1, AnalysisStack, write_image_map
+from analysis_stack import NAME, V1, manifest, write_image_map
+from operator_harness import (
+    ClusterReader,
+    OperatorProcess,
+    apply_object,
+    ensure_crd,
+    ensure_namespace,
+    wait_for,
+)
 
 from modeldeploy import contract as c
 from modeldeploy.api import Phase
@@ -147,15 +156,22 @@ def test_reconciles_and_analysis_rounds_are_spans(
     kube: KwokCluster,
     prometheus: PrometheusServer,
     collector: Collector,
+    reader: ClusterReader,
     tmp_path: Path,
 ) -> None:
+    """kwok turns the pods Ready by itself: the stable's drift monitor then runs a round every
+    analysis interval, without data (no model server serves here), which its span says too.
+    (Model servers are left out so that hack/lowest-deps.sh can run this on the lowest
+    OpenTelemetry SDK: the example's model is built by the dev environment's scikit-learn.)"""
+    ensure_crd(kube)
+    ensure_namespace(kube, NAMESPACE)
     otel = {"OTEL_EXPORTER_OTLP_ENDPOINT": collector.http_url, **FAST_EXPORT}
-    stack = AnalysisStack(
-        kube, prometheus.url, prometheus.targets_dir, NAMESPACE, tmp_path, operator_env=otel
+    operator = OperatorProcess(
+        kube, NAMESPACE, tmp_path, extra_args=["--prometheus-url", prometheus.url], env=otel
     )
-    with stack:
-        stack.deploy(V1, "1")
-        stack.wait_stable()
+    with operator:
+        apply_object(kube, manifest(NAMESPACE, V1, "1"))
+        wait_for(lambda: reader.is_true(NAMESPACE, NAME, "Ready"), timeout=60, what="Ready")
 
         def of_mine(spans: list[ExportedSpan], name: str) -> list[ExportedSpan]:
             return [
@@ -166,16 +182,18 @@ def test_reconciles_and_analysis_rounds_are_spans(
                 and s.attributes.get("modeldeploy.name") == NAME
             ]
 
-        # The stable's drift monitor runs a round every analysis interval (no traffic: no
-        # verdict, which is what the round's span says too).
-        rounds = collector.wait_for(lambda spans: of_mine(spans, "analysis round"), timeout=90)
+        rounds = collector.wait_for(lambda spans: of_mine(spans, "analysis round"), timeout=60)
         analysed = rounds[0]
         assert analysed.service == "modeldeploy-operator"
         assert analysed.attributes["modeldeploy.track"] == "stable"
-        assert analysed.attributes["modeldeploy.revision"] == stack.status()["stableRevision"]
-        assert analysed.attributes["modeldeploy.verdict"] in ("pass", "fail", "inconclusive")
-        assert isinstance(analysed.attributes["modeldeploy.samples"], int)
-        assert analysed.attributes["modeldeploy.checks"]  # each check named, with its verdict
+        stable = reader.status(NAMESPACE, NAME)["stableRevision"]
+        assert analysed.attributes["modeldeploy.revision"] == stable
+        assert analysed.attributes["modeldeploy.verdict"] == "inconclusive"
+        assert analysed.attributes["modeldeploy.outcome"] == "no_data"
+        assert analysed.attributes["modeldeploy.samples"] == 0
+        assert analysed.attributes["modeldeploy.rollback"] is False
+        checks = analysed.attributes["modeldeploy.checks"]
+        assert any(check.startswith("feature-psi inconclusive") for check in checks), checks
 
         def parent(spans: list[ExportedSpan]) -> list[ExportedSpan]:
             return [s for s in of_mine(spans, "reconcile") if s.span_id == analysed.parent_span_id]
@@ -190,7 +208,5 @@ def test_reconciles_and_analysis_rounds_are_spans(
     reconciles = of_mine(collector.spans(), "reconcile")
     first = next(s for s in reconciles if s.attributes["modeldeploy.phase.before"] == "")
     assert first.attributes["modeldeploy.writes"] > 0
-    assert first.attributes["modeldeploy.events"] == len(
-        first.attributes["modeldeploy.event_reasons"]
-    )
-    assert first.attributes["modeldeploy.event_reasons"]
+    assert first.attributes["modeldeploy.event_reasons"] == ["Deploying"]
+    assert first.attributes["modeldeploy.events"] == 1
