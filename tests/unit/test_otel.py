@@ -4,6 +4,7 @@ tracing off costing nothing (tests/integration/test_tracing.py exports to a real
 import subprocess
 import sys
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -164,3 +165,66 @@ def test_round_span_attributes_name_every_check() -> None:
     }
     no_data = AnalysisSignal("abc", "inconclusive", T0, waiting="no-data")
     assert round_attributes(("ml", "churn"), "canary", no_data)["modeldeploy.outcome"] == "no_data"
+
+
+# --- on: the same calls over the SDK, spans kept in memory ---------------------------------
+
+
+@pytest.fixture
+def exported(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Tracing on for one test, over a provider of its own (not the global one)."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    monkeypatch.setattr(tracing, "_tracer", tracing._Tracer(provider.get_tracer("test")))
+    return exporter
+
+
+CALLER_TRACE = 0x0AF7651916CD43DD8448EB211C80319C
+CALLER_SPAN = 0xB7AD6B7169203331
+TRACEPARENT = f"00-{CALLER_TRACE:032x}-{CALLER_SPAN:016x}-01"
+
+
+def test_a_request_span_continues_the_callers_trace(exported: Any) -> None:
+    from opentelemetry.trace import SpanKind, StatusCode
+
+    with tracing.span("request", {"a": 1}, headers={"traceparent": TRACEPARENT}) as span:
+        with tracing.stage("predict") as stage:
+            stage.set({"rows": 2})
+        tracing.annotate({"b": "x"})
+        span.fail(ValueError("no"))
+    predict, request = exported.get_finished_spans()
+    assert request.kind == SpanKind.SERVER
+    assert request.context.trace_id == CALLER_TRACE
+    assert request.parent.span_id == CALLER_SPAN
+    assert dict(request.attributes) == {"a": 1, "b": "x"}
+    assert request.status.status_code == StatusCode.ERROR
+    assert request.status.description == "ValueError: no"
+    assert [e.name for e in request.events] == ["exception"]
+    assert predict.parent.span_id == request.context.span_id
+    assert predict.kind == SpanKind.INTERNAL
+    assert dict(predict.attributes) == {"rows": 2}
+
+
+def test_stages_outside_a_span_are_not_traced(exported: Any) -> None:
+    assert tracing.stage("predict") is tracing.OFF  # warm-up, `modeldeploy profile`
+    with tracing.span("reconcile"):
+        tracing.record("analysis round", 0.5, {"verdict": "pass"})
+    analysed, reconcile = exported.get_finished_spans()
+    assert analysed.parent.span_id == reconcile.context.span_id
+    assert analysed.end_time - analysed.start_time == 500_000_000
+    assert reconcile.parent is None
+
+
+def test_an_exception_leaving_a_span_marks_it_failed(exported: Any) -> None:
+    from opentelemetry.trace import StatusCode
+
+    with pytest.raises(KeyError), tracing.span("reconcile"):
+        raise KeyError("gone")
+    [failed] = exported.get_finished_spans()
+    assert failed.status.status_code == StatusCode.ERROR
+    assert [e.name for e in failed.events] == ["exception"]
