@@ -6,6 +6,7 @@
         with tracing.stage("predict"):         # a child of the current span, if one records
             ...
     tracing.record("analysis round", seconds, {...})  # a finished span for work timed already
+    headers = tracing.outgoing()               # the current context for a request sent on
 
 The standard variables configure it (the SDK's own names and meanings): on when
 `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` (the traces URL, used as is) or
@@ -173,6 +174,13 @@ class _Tracer:
 
         trace.get_current_span().set_attributes(attributes)
 
+    def outgoing(self) -> dict[str, str]:
+        from opentelemetry import propagate
+
+        headers: dict[str, str] = {}
+        propagate.inject(headers)
+        return headers
+
     def record(self, name: str, seconds: float, attributes: Attributes) -> None:
         end = time.time_ns()
         done = self._tracer.start_span(
@@ -250,3 +258,11 @@ def record(name: str, seconds: float, attributes: Attributes) -> None:
     known only once it was concluded (an analysis round: measured, then concluded purely)."""
     if _tracer is not None:
         _tracer.record(name, seconds, attributes)
+
+
+def outgoing() -> dict[str, str]:
+    """The current context as headers (W3C `traceparent`) for a request made on its behalf
+    (a mirrored request); none when off."""
+    if _tracer is None:
+        return {}
+    return _tracer.outgoing()

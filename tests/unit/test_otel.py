@@ -88,6 +88,10 @@ def test_off_every_call_is_the_shared_no_op() -> None:
     assert span is tracing.OFF
 
 
+def test_off_no_context_goes_out() -> None:
+    assert tracing.outgoing() == {}
+
+
 def test_off_the_sdk_is_never_imported() -> None:
     code = (
         "import sys; from modeldeploy import tracing; from modeldeploy.serving import app;"
@@ -208,6 +212,13 @@ def test_a_request_span_continues_the_callers_trace(exported: Any) -> None:
     assert predict.parent.span_id == request.context.span_id
     assert predict.kind == SpanKind.INTERNAL
     assert dict(predict.attributes) == {"rows": 2}
+
+
+def test_requests_made_on_behalf_of_a_span_carry_its_context(exported: Any) -> None:
+    with tracing.span("request", headers={"traceparent": TRACEPARENT}):
+        headers = tracing.outgoing()
+    [request] = exported.get_finished_spans()
+    assert headers["traceparent"] == f"00-{CALLER_TRACE:032x}-{request.context.span_id:016x}-01"
 
 
 def test_stages_outside_a_span_are_not_traced(exported: Any) -> None:
