@@ -47,7 +47,7 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
-from modeldeploy import audit
+from modeldeploy import audit, tracing
 from modeldeploy.api import (
     ANNOTATION_ABORT,
     ANNOTATION_PROMOTE,
@@ -80,7 +80,12 @@ from modeldeploy.rollout import (
 from modeldeploy.rollout.outbox import posted, with_outbox
 from modeldeploy.rollout.webhooks import DELIVERY_ROUNDS, deliverable, delivered
 from modeldeploy.rollout.world import essentials
-from modeldeploy.telemetry import OperatorMetrics
+from modeldeploy.telemetry import (
+    OperatorMetrics,
+    plan_attributes,
+    reconcile_attributes,
+    round_attributes,
+)
 from modeldeploy.watchcache import (
     MODEL_DEPLOYMENT_KIND,
     MODEL_DEPLOYMENTS_INDEX,
@@ -117,6 +122,8 @@ sequential), not on this process' CPU: at 4, creating 1,000 ModelDeployments que
 Ready condition p50 116 s); at 16 the operator's writes slowed the user's own apply of them
 on 2 cores (bench/README.md, bench_scale)."""
 COMMANDS = (ANNOTATION_PROMOTE, ANNOTATION_ABORT, ANNOTATION_RETRY)
+OPERATOR_SERVICE = "modeldeploy-operator"
+"""The operator's service.name in traces, unless OTEL_SERVICE_NAME says otherwise."""
 Key = tuple[str, str]  # (namespace, name)
 Body = dict[str, Any]
 
@@ -261,7 +268,9 @@ class Reconciler:
         if snapshot is None:
             return
         try:
-            reconciled = await loop.run_in_executor(self.threads, self.reconcile, key, snapshot)
+            reconciled = await loop.run_in_executor(
+                self.threads, self.traced_reconcile, key, snapshot
+            )
         except NotLeader:
             log.info("%s/%s: lost the lease while reconciling; left to the leader", *key)
             return
@@ -327,6 +336,14 @@ class Reconciler:
             return None
         return Snapshot(body, tuple(self.kube.list_owned(*key)))
 
+    def traced_reconcile(self, key: Key, snapshot: Snapshot) -> Reconciled:
+        """`reconcile` in a span (with tracing on): phases before and after, Events, writes,
+        and the analysis round as a child."""
+        with tracing.span("reconcile", reconcile_attributes(key, snapshot.body)) as span:
+            reconciled = self.reconcile(key, snapshot)
+            span.set({"modeldeploy.writes": len(reconciled.written)})
+            return reconciled
+
     def reconcile(self, key: Key, snapshot: Snapshot) -> Reconciled:
         """One reconcile (in a worker thread): what it wrote, and when it is due again."""
         started = time.monotonic()
@@ -383,7 +400,8 @@ class Reconciler:
         return Reconciled(written, now if unfinished else decided.due, again=taken != held_before)
 
     def observe_round(self, key: Key, measured: Measured, decided: Plan) -> None:
-        """The round this reconcile ran, in the log and the operator's metrics."""
+        """The round this reconcile ran, in the log, the operator's metrics and a span (the
+        time of its queries, with the verdict the plan concluded)."""
         signal, request = decided.round, measured.request
         if signal is None or request is None:
             return
@@ -395,6 +413,7 @@ class Reconciler:
         )  # fmt: skip
         if self.metrics is not None:
             self.metrics.observe_round(key, track, signal, measured.seconds)
+        tracing.record("analysis round", measured.seconds, round_attributes(key, track, signal))
 
     def read_held(self, key: Key) -> list[Body]:
         """The objects holding the names a create found taken, listed by name (a field
@@ -425,6 +444,7 @@ class Reconciler:
         outbox), objects, consumed commands, then post the pending Events and clear them."""
         key = (subject.namespace, subject.name)
         namespace, name = key
+        tracing.annotate(plan_attributes(decided))
         written: list[Written] = []
         version = body["metadata"].get("resourceVersion", "")
         status = with_outbox(subject, decided, version, now)
@@ -741,6 +761,7 @@ def run_operator(
     formats = {"plain": kopf.LogFormat.FULL, "json": kopf.LogFormat.JSON}
     kopf.configure(verbose=verbose, log_format=formats[log_format])
     audit.install()
+    tracing.setup(OPERATOR_SERVICE)
     if not verbose:
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     kopf.run(
