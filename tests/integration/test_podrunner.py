@@ -12,6 +12,7 @@ is ever dialled.
 
 import json
 import os
+import re
 import signal
 import subprocess
 import uuid
@@ -180,8 +181,7 @@ def test_pods_are_served_scraped_loaded_restarted_and_stopped(
 
 def served_and_ready(kube: KwokCluster, namespace: str, runner: RunnerProcess) -> list[Endpoint]:
     """Three real servers, Ready once warm (the runner owns the pods' Ready condition),
-    started with the pod's env resolved: fieldRef to the pod's name; no pod IP, secret or
-    shadow URL (an in-cluster name)."""
+    started with the pod's env resolved (see `assert_pod_env`)."""
     served: list[Endpoint] = wait_for(
         lambda: (e := runner.endpoints()) and len(e) == 3 and all(x.ready for x in e) and e,
         timeout=120, what="3 ready local servers",
@@ -197,10 +197,17 @@ def served_and_ready(kube: KwokCluster, namespace: str, runner: RunnerProcess) -
     assert sorted(e.pod for e in served) == names
     assert all(e.address.startswith("127.0.0.1:") for e in served)
     env = process_env(served[0].pid)
-    assert env[c.ENV_REVISION] == REVISION
-    assert env["POD_NAME"] == served[0].pod
-    assert not {"POD_IP", "API_KEY", c.ENV_SHADOW_URL} & set(env)
+    assert_pod_env(env, {served[0].pod})
     return served
+
+
+def assert_pod_env(env: dict[str, str], pods: set[str]) -> None:
+    """fieldRef to the pod's name resolved; no pod IP or secret; the shadow URL (an
+    in-cluster name) on the runner's local forwarder of that Service."""
+    assert env[c.ENV_REVISION] == REVISION
+    assert env["POD_NAME"] in pods
+    assert not {"POD_IP", "API_KEY"} & set(env)
+    assert re.fullmatch(r"http://127\.0\.0\.1:\d+", env[c.ENV_SHADOW_URL]), env[c.ENV_SHADOW_URL]
 
 
 def unknown_image_starts_nothing(kube: KwokCluster, namespace: str, runner: RunnerProcess) -> None:
@@ -459,15 +466,13 @@ def test_container_mode_runs_the_pods_images_and_reports_failures_like_a_kubelet
                         for s in container_status(kube, namespace, "churn")),
             timeout=30, what="churn containers running and ready on the pods",
         )  # fmt: skip
-        # The container got the pod's env (fieldRefs resolved; no pod IP, secret or shadow URL).
+        # The container got the pod's env.
         (inspected,) = json.loads(subprocess.run(
             ["podman", "inspect", runner_containers(state)[0]["Id"]],
             capture_output=True, text=True, timeout=60, check=True,
         ).stdout)  # fmt: skip
         env = dict(item.split("=", 1) for item in inspected["Config"]["Env"])
-        assert env[c.ENV_REVISION] == REVISION
-        assert env["POD_NAME"] in {e.pod for e in served}
-        assert not {"POD_IP", "API_KEY", c.ENV_SHADOW_URL} & set(env)
+        assert_pod_env(env, {e.pod for e in served})
         assert inspected["Config"]["User"] == "65532:65532"
         assert inspected["HostConfig"]["ReadonlyRootfs"] is True
         source = EndpointSource(state / ENDPOINTS_FILE, namespace, "churn")

@@ -21,6 +21,9 @@ from modeldeploy.devenv.pods import (
     READY_REASON,
     ContainerReport,
     PodKey,
+    ServiceRef,
+    ServiceURL,
+    cluster_service_url,
     non_loopback_url,
     plan_processes,
     pod_view,
@@ -91,7 +94,7 @@ def view(**kwargs: Any) -> Any:
 
 
 def test_env_plain_values_and_field_refs_to_the_pods_own_metadata() -> None:
-    env, skipped = resolve_env(
+    resolved = resolve_env(
         [
             {"name": c.ENV_MODEL_NAME, "value": "churn"},
             {"name": "EMPTY"},
@@ -106,7 +109,7 @@ def test_env_plain_values_and_field_refs_to_the_pods_own_metadata() -> None:
         ],
         pod(),
     )
-    assert env == {
+    assert resolved.env == {
         c.ENV_MODEL_NAME: "churn",
         "EMPTY": "",
         "POD": "churn-abc-1",
@@ -115,11 +118,12 @@ def test_env_plain_values_and_field_refs_to_the_pods_own_metadata() -> None:
         "TEAM": "risk",
         "OWNER": "ana",
     }
-    assert skipped == ()
+    assert resolved.skipped == ()
+    assert resolved.services == {}
 
 
-def test_env_never_carries_addresses_secrets_or_cluster_urls() -> None:
-    env, skipped = resolve_env(
+def test_env_never_carries_addresses_secrets_or_other_hosts() -> None:
+    resolved = resolve_env(
         [
             {"name": "IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
             {"name": "HOST", "valueFrom": {"fieldRef": {"fieldPath": "status.hostIP"}}},
@@ -127,20 +131,58 @@ def test_env_never_carries_addresses_secrets_or_cluster_urls() -> None:
             {"name": "CPU", "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu"}}},
             {"name": "NOLABEL", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['x']"}}},
             {"name": c.ENV_SHADOW_URL, "value": "http://churn-canary.ml.svc"},
+            {"name": "ELSEWHERE", "value": "https://10.0.0.7:8443/x"},
             {"name": "LOCAL", "value": "http://127.0.0.1:9000/x"},
             {"name": "TEXT", "value": "see http docs"},
         ],
         pod(),
     )
-    assert env == {"LOCAL": "http://127.0.0.1:9000/x", "TEXT": "see http docs"}
-    assert skipped == (
+    assert resolved.env == {"LOCAL": "http://127.0.0.1:9000/x", "TEXT": "see http docs"}
+    # The cluster Service's URL is set apart, for its local forwarder.
+    assert resolved.services == {c.ENV_SHADOW_URL: ServiceURL(ServiceRef("ml", "churn-canary"), "")}
+    assert resolved.skipped == (
         "IP (fieldRef status.podIP)",
         "HOST (fieldRef status.hostIP)",
         "KEY (secretKeyRef)",
         "CPU (resourceFieldRef)",
         "NOLABEL (fieldRef metadata.labels['x'])",
-        f"{c.ENV_SHADOW_URL} (non-loopback URL)",
+        "ELSEWHERE (non-loopback URL)",
     )
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("http://churn-canary.ml.svc", ("ml", "churn-canary", "")),
+        ("http://churn-canary.ml.svc:80/", ("ml", "churn-canary", "/")),
+        ("http://a.ml.svc.cluster.local./v2?x=1", ("ml", "a", "/v2?x=1")),
+        ("https://churn-canary.ml.svc", None),  # its certificate names the Service
+        ("http://churn-canary.ml", None),  # may as well be a host elsewhere
+        ("http://churn-canary", None),
+        ("http://1st.ml.svc", None),  # not a Service name
+        ("http://u:p@a.ml.svc", None),
+        ("http://10.0.0.7", None),
+        ("plain", None),
+    ],
+)
+def test_cluster_service_url(value: str, expected: tuple[str, str, str] | None) -> None:
+    found = cluster_service_url(value)
+    if expected is None:
+        assert found is None
+    else:
+        namespace, name, target = expected
+        assert found == ServiceURL(ServiceRef(namespace, name), target)
+        assert found.on("127.0.0.1:4100") == f"http://127.0.0.1:4100{target}"
+
+
+def test_pod_view_sets_cluster_service_urls_apart() -> None:
+    shadow = {"name": c.ENV_SHADOW_URL, "value": "http://churn-canary.ml.svc"}
+    served = view(env=[shadow, {"name": c.ENV_SHADOW_PERCENT, "value": "50"}])
+    assert served.env == {c.ENV_SHADOW_PERCENT: "50"}
+    assert served.service_env == {
+        c.ENV_SHADOW_URL: ServiceURL(ServiceRef("ml", "churn-canary"), "")
+    }
+    assert served.skipped_env == ()
 
 
 @pytest.mark.parametrize(
@@ -160,7 +202,8 @@ def test_non_loopback_url(value: str, expected: bool) -> None:
 
 def test_process_env_drops_the_runners_own_modeldeploy_settings() -> None:
     served = view(env=[{"name": c.ENV_REVISION, "value": "abc"}])
-    env = process_env(served, {"PATH": "/bin", c.ENV_SHADOW_URL: "x", c.ENV_REVISION: "old"})
+    base = {"PATH": "/bin", c.ENV_SHADOW_URL: "x", c.ENV_REVISION: "old"}
+    env = process_env(served.env, base)
     assert env == {"PATH": "/bin", c.ENV_REVISION: "abc"}
 
 

@@ -26,6 +26,11 @@ matches Pending pods, so the condition sticks.
     with runner:                      # prepares images, starts watching
         runner.endpoints()            # what runs: [Endpoint(pod, address, ready, ...)]
 
+A pod env value naming a cluster Service by its DNS name (the stable's shadow URL,
+`http://<name>-canary.<namespace>.svc`) is given to the process as the address of a local
+forwarder of that Service (`devenv.forwarder`), which spreads the requests over the Ready
+local endpoints behind it; the forwarder lives while a served pod names its Service.
+
 Traffic only ever goes to 127.0.0.1: the pod's addresses are never read.
 """
 
@@ -36,7 +41,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -54,6 +59,7 @@ from modeldeploy.devenv.containers import (
     runner_label,
 )
 from modeldeploy.devenv.endpoints import Endpoint, Published, write_published
+from modeldeploy.devenv.forwarder import Forwarders
 from modeldeploy.devenv.imagemap import (
     DEFAULT_READY_PATH,
     LOOPBACK,
@@ -148,11 +154,11 @@ class _Served:
         return f"http://{self.address}{path}"
 
 
-def process_env(view: PodView, base: dict[str, str]) -> dict[str, str]:
+def process_env(pod_env: Mapping[str, str], base: Mapping[str, str]) -> dict[str, str]:
     """The runner's environment without its own MODELDEPLOY_* settings, plus the pod's."""
     return {
         **{k: v for k, v in base.items() if not k.startswith("MODELDEPLOY_")},
-        **view.env,
+        **pod_env,
     }
 
 
@@ -188,6 +194,10 @@ class PodRunner:
         self._patched: dict[PodKey, tuple[ContainerReport, float]] = {}  # last written, when
         self._reported: set[str] = set()  # one-time messages already logged
         self._published: tuple[Published, list[Any]] | None = None
+        # Read by the forwarders' threads without the lock: the tuple is replaced whole.
+        self._forwarders = Forwarders(
+            lambda: self._published[0] if self._published else Published(), say
+        )
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stopped = threading.Event()
@@ -264,6 +274,7 @@ class PodRunner:
                 remove_containers(self._label)
             self._served.clear()
             self._stopping.clear()
+            self._forwarders.close()
             self._publish([], force=True)
         (self.config.state_dir / CHILDREN_FILE).unlink(missing_ok=True)
         self._http.close()
@@ -351,6 +362,9 @@ class PodRunner:
         if self.config.reflect_readiness:
             self._reflect(views, {v.key for v in plan.refused})
         self._reap_stopping()
+        self._forwarders.retain(
+            {url.service for s in self._served.values() for url in s.view.service_env.values()}
+        )
         self._publish(services)
 
     def _report_unknown(self, views: list[PodView]) -> None:
@@ -441,13 +455,19 @@ class PodRunner:
                 self._say(f"pulling {launch.image} for {key}")
             else:
                 served.port = free_port()
-                served.child = self._spawn_server(served, logs)
+                pod_env = self._pod_env(served.view)
+                served.child = self._spawn_server(served, pod_env, logs)
                 served.started_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
                 served.next_probe = now + 0.5
-                skipped = f"; env left out: {', '.join(served.view.skipped_env)}"
+                notes = [
+                    f"{name}={pod_env[name]} (Service {url.service})"
+                    for name, url in sorted(served.view.service_env.items())
+                ]
+                if served.view.skipped_env:
+                    notes.append(f"env left out: {', '.join(served.view.skipped_env)}")
                 self._say(
                     f"serving {key} ({served.view.image}) on {served.address}, pid "
-                    f"{served.child.pid}{skipped if served.view.skipped_env else ''}"
+                    f"{served.child.pid}{''.join(f'; {n}' for n in notes)}"
                 )
             warming += 1
             spawned = True
@@ -460,7 +480,15 @@ class PodRunner:
     def _termination_file(self, key: PodKey) -> Path:
         return self.config.state_dir / "termination" / _log_name(key)
 
-    def _spawn_server(self, served: _Served, logs: Path) -> Child:
+    def _pod_env(self, view: PodView) -> dict[str, str]:
+        """The pod's env with each value naming a cluster Service on its local forwarder."""
+        local = {
+            name: url.on(self._forwarders.address(url.service))
+            for name, url in view.service_env.items()
+        }
+        return {**view.env, **local}
+
+    def _spawn_server(self, served: _Served, pod_env: dict[str, str], logs: Path) -> Child:
         launch, view = served.launch, served.view
         termination = self._termination_file(view.key)
         termination.parent.mkdir(parents=True, exist_ok=True)
@@ -469,9 +497,9 @@ class PodRunner:
         if isinstance(launch, ContainerLaunch):
             name = container_name(view.key.namespace, view.key.name, view.key.uid)
             mount = (termination, view.termination_message_path)
-            argv = launch.run_argv(name, served.port, view.env, self._label, mount)
+            argv = launch.run_argv(name, served.port, pod_env, self._label, mount)
             return Child.spawn(argv, dict(os.environ), launch.cwd, logs)
-        env = {**process_env(view, dict(os.environ)), ENV_TERMINATION_LOG: str(termination)}
+        env = {**process_env(pod_env, os.environ), ENV_TERMINATION_LOG: str(termination)}
         return Child.spawn(launch.command(served.port), env, launch.cwd, logs)
 
     def _probe(self, now: float) -> None:

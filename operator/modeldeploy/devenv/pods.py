@@ -38,6 +38,12 @@ _FIELD_PATHS = {
     "spec.serviceAccountName": ("spec", "serviceAccountName"),
 }
 _MAP_FIELD = re.compile(r"^metadata\.(labels|annotations)\['([^']+)'\]$")
+# `<service>.<namespace>.svc[.cluster.local]`: a Service (a DNS-1035 label) by its cluster
+# DNS name; shorter forms are left out (`a.b` may as well be a host elsewhere).
+_SERVICE_HOST = re.compile(
+    r"^(?P<name>[a-z]([-a-z0-9]*[a-z0-9])?)\.(?P<namespace>[a-z0-9]([-a-z0-9]*[a-z0-9])?)"
+    r"\.svc(\.cluster\.local)?\.?$"
+)
 
 
 @dataclass(frozen=True, order=True)
@@ -48,6 +54,43 @@ class PodKey:
 
     def __str__(self) -> str:
         return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True, order=True)
+class ServiceRef:
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class ServiceURL:
+    """An env value naming a cluster Service by its DNS name; a local process gets it
+    rewritten to a local forwarder of that Service (`devenv.forwarder`)."""
+
+    service: ServiceRef
+    target: str  # path, query and fragment, after the host
+
+    def on(self, address: str) -> str:
+        """The same URL on a local address (127.0.0.1:port)."""
+        return f"http://{address}{self.target}"
+
+
+def cluster_service_url(value: str) -> ServiceURL | None:
+    """The Service an http URL names by its cluster DNS name (any port: the forwarder stands
+    for the Service, whatever port it listens on); None for anything else (https, whose
+    certificate names the Service, cannot be forwarded as is)."""
+    try:
+        parts = urllib.parse.urlsplit(value.strip())
+    except ValueError:
+        return None
+    match = _SERVICE_HOST.match(parts.hostname or "")
+    if parts.scheme != "http" or match is None or parts.username is not None:
+        return None
+    target = urllib.parse.urlunsplit(("", "", parts.path, parts.query, parts.fragment))
+    return ServiceURL(ServiceRef(match["namespace"], match["name"]), target)
 
 
 @dataclass(frozen=True)
@@ -64,6 +107,7 @@ class PodView:
     ready: bool  # condition Ready is True
     terminating: bool
     env: Mapping[str, str] = field(default_factory=dict)
+    service_env: Mapping[str, ServiceURL] = field(default_factory=dict)  # name -> its Service
     skipped_env: tuple[str, ...] = ()  # names left out, with why
     ready_path: str | None = None  # the container's readiness probe path, if HTTP
     ready_reason: str | None = None
@@ -117,14 +161,21 @@ def _field_value(pod: Pod, path: str) -> str | None:
     return None
 
 
-def resolve_env(
-    env: Iterable[Mapping[str, Any]], pod: Pod
-) -> tuple[dict[str, str], tuple[str, ...]]:
+@dataclass(frozen=True)
+class ResolvedEnv:
+    env: dict[str, str]
+    services: dict[str, ServiceURL]  # values naming a cluster Service, given locally
+    skipped: tuple[str, ...]  # names left out, with the reason
+
+
+def resolve_env(env: Iterable[Mapping[str, Any]], pod: Pod) -> ResolvedEnv:
     """The container's env as a local process gets it: plain values, and fieldRefs to the
     pod's own metadata/spec; secrets, config maps, resource fields and status fields (pod
-    and host IPs) are left out, and so is any value naming a non-loopback URL (the shadow
-    Service's in-cluster name, say). Returns (env, skipped names with the reason)."""
+    and host IPs) are left out. A URL naming a cluster Service by its DNS name (the shadow's
+    `<name>-canary`) is set apart, to be given the Service's local forwarder; any other
+    non-loopback URL is left out."""
     resolved: dict[str, str] = {}
+    services: dict[str, ServiceURL] = {}
     skipped: list[str] = []
     for entry in env:
         name = str(entry.get("name", ""))
@@ -143,11 +194,14 @@ def resolve_env(
         else:
             skipped.append(f"{name} ({', '.join(sorted(source))})")
             continue
-        if non_loopback_url(value):
+        service = cluster_service_url(value)
+        if service is not None:
+            services[name] = service
+        elif non_loopback_url(value):
             skipped.append(f"{name} (non-loopback URL)")
-            continue
-        resolved[name] = value
-    return resolved, tuple(skipped)
+        else:
+            resolved[name] = value
+    return ResolvedEnv(resolved, services, tuple(skipped))
 
 
 def pod_view(pod: Pod, images: Container[str]) -> PodView | None:
@@ -159,7 +213,7 @@ def pod_view(pod: Pod, images: Container[str]) -> PodView | None:
     container = _served_container(pod, images)
     if not md_name or container is None:
         return None
-    env, skipped = resolve_env(container.get("env") or [], pod)
+    env = resolve_env(container.get("env") or [], pod)
     ready = _condition(pod, "Ready")
     probe = (container.get("readinessProbe") or {}).get("httpGet") or {}
     image = str(container.get("image", ""))
@@ -173,8 +227,9 @@ def pod_view(pod: Pod, images: Container[str]) -> PodView | None:
         running=pod.get("status", {}).get("phase") == "Running",
         ready=ready.get("status") == "True",
         terminating=meta.get("deletionTimestamp") is not None,
-        env=env,
-        skipped_env=skipped,
+        env=env.env,
+        service_env=env.services,
+        skipped_env=env.skipped,
         ready_path=probe.get("path"),
         ready_reason=ready.get("reason"),
         labels=dict(labels),
