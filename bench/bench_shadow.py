@@ -1,0 +1,150 @@
+"""The stable's latency with and without the shadow mirror, side by side.
+
+    python bench/bench_shadow.py [--rounds 4] [--seconds 8] [--rate 40] [--percent 100]
+
+Trains the churn example into a temporary directory and starts three `modeldeploy serve`
+processes on 127.0.0.1: a stable without a mirror, the same stable mirroring `--percent` of
+its requests, and the shadow they go to, behind the pod runner's local Service forwarder
+(`devenv.forwarder`, as in the local environment). Alternates paced rounds (open loop at
+`--rate` requests/s, 4 keep-alive connections) between the two stables (ABBA order, so that
+background load hits both alike) and prints p50/p95/p99 of each side by side, with what the
+mirror sent. Everything shares the machine's cores (in a cluster the shadow has its own), so
+this is an upper bound of the mirror's cost. Asserts nothing.
+"""
+
+import argparse
+import http.client
+import re
+import statistics
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from bench_serving import INFER, build_example, request_body, summary
+
+from modeldeploy import contract
+from modeldeploy.devenv.endpoints import Endpoint, Published, ServiceMembers
+from modeldeploy.devenv.forwarder import ServiceForwarder
+from modeldeploy.devenv.pods import ServiceRef
+from modeldeploy.serving.process import LOOPBACK, ServerProcess
+
+CONNECTIONS = 4
+
+
+def paced(port: int, body: bytes, rate: float, seconds: float) -> dict[str, Any]:
+    """Open-loop load: request i is due at i / rate, over CONNECTIONS keep-alive
+    connections (connection k takes every k-th request); bounded by `seconds`."""
+    count = int(rate * seconds)
+    latencies: list[float] = []
+    lock = threading.Lock()
+    began = time.perf_counter()
+    headers = {"content-type": "application/json"}
+
+    def worker(k: int) -> None:
+        connection = http.client.HTTPConnection(LOOPBACK, port, timeout=10)
+        mine = []
+        for i in range(k, count, CONNECTIONS):
+            wait = began + i / rate - time.perf_counter()
+            if wait > 0:
+                time.sleep(wait)
+            start = time.perf_counter()
+            connection.request("POST", INFER, body, headers)
+            response = connection.getresponse()
+            response.read()
+            if response.status != 200:
+                raise RuntimeError(f"status {response.status}")
+            mine.append(time.perf_counter() - start)
+        connection.close()
+        with lock:
+            latencies.extend(mine)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(CONNECTIONS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return {"n": len(latencies), "seconds": time.perf_counter() - began, "latencies": latencies}
+
+
+def shadow_counts(server: ServerProcess) -> dict[str, float]:
+    """The stable's shadow_requests_total by result, from its /metrics."""
+    with urllib.request.urlopen(f"{server.url}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    found: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith(contract.SHADOW_REQUESTS_TOTAL + "{"):
+            result = re.search(r'result="(\w+)"', line)
+            if result:
+                found[result.group(1)] = float(line.rpartition(" ")[2])
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--seconds", type=float, default=8.0, help="per round and server")
+    parser.add_argument("--rate", type=float, default=40.0, help="requests/s, at most 200")
+    parser.add_argument("--percent", type=float, default=100.0, help="share mirrored")
+    args = parser.parse_args()
+    if not (0 < args.rate <= 200 and 1 <= args.rounds <= 20 and 0 < args.seconds <= 60):
+        parser.error("rate in (0, 200], rounds in 1..20, seconds in (0, 60]")
+    with tempfile.TemporaryDirectory(prefix="bench-shadow-") as tmp:
+        model_dir = build_example(Path(tmp))
+        body = request_body(model_dir, 1)
+        shadow = ServerProcess(model_dir)
+        service = ServiceRef("bench", "churn-canary")
+        members = Published(
+            [Endpoint("bench", "shadow", "churn", "r2", "churn",
+                      f"{LOOPBACK}:{shadow.port}", True, 0, "")],
+            [ServiceMembers("bench", "churn-canary", ("shadow",))],
+        )  # fmt: skip
+        forwarder = ServiceForwarder(service, lambda: members).start()
+        mirror = {
+            contract.ENV_SHADOW_URL: f"http://{forwarder.address}",
+            contract.ENV_SHADOW_PERCENT: f"{args.percent:g}",
+        }
+        stables = {
+            "mirror off": ServerProcess(model_dir),
+            "mirror on": ServerProcess(model_dir, env=mirror),
+        }
+        results: dict[str, list[dict[str, Any]]] = {name: [] for name in stables}
+        servers = [shadow, *stables.values()]
+        try:
+            for server in servers:
+                server.start()
+            for server in servers:
+                server.wait_ready(60)
+            for server in stables.values():  # warm both (and the mirror's connections)
+                paced(server.port, body, args.rate, 2)
+            order = list(stables)
+            for _ in range(args.rounds):
+                for name in order:
+                    run = paced(stables[name].port, body, args.rate, args.seconds)
+                    results[name].append(run)
+                order.reverse()  # ABBA
+            time.sleep(1)  # the last mirrored requests finish (each has a 0.5 s timeout)
+            sent = shadow_counts(stables["mirror on"])
+        finally:
+            for server in servers:
+                server.stop()
+            forwarder.close()
+    figures = {name: summary(runs) for name, runs in results.items()}
+    print(
+        f"churn example, {args.rate:g} requests/s open loop over {CONNECTIONS} connections, "
+        f"{args.rounds} alternating rounds of {args.seconds:g}s, mirror {args.percent:g}% to a "
+        f"shadow behind the local Service forwarder, 127.0.0.1"
+    )
+    print(f"{'':12}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'requests':>10}")
+    for name, f in figures.items():
+        print(f"{name:12}{f['p50']:9.2f}{f['p95']:9.2f}{f['p99']:9.2f}{f['n']:10.0f}")
+    print("mirrored by the stable: " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(sent.items())))
+    for name, runs in results.items():
+        medians = [statistics.median(r["latencies"]) * 1000 for r in runs]
+        print(f"p50 ms per round, {name}: " + ", ".join(f"{m:.2f}" for m in medians))
+
+
+if __name__ == "__main__":
+    main()
