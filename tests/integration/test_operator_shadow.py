@@ -9,8 +9,11 @@ forwarder of that Service (127.0.0.1).
   analysis of those rolls it back in the shadow phase (feature drift against its profile),
   before it ever took live traffic;
 - a healthy v3, shadow 100%: it passes the shadow phase on a passing round of its mirrored
-  requests and goes on into its first live step. Before it, the stable's client latency is
-  measured with the mirror off, then with it on (printed, not asserted).
+  requests and goes on into its first live step. The stable's client latency is measured
+  with the mirror off (before the rollout) and on (in the shadow phase, every answered
+  request offered to the mirror): the same bounded load, the only client load then, printed
+  side by side and not asserted. The shadow's servers share the machine's cores with the
+  stable's here (in a cluster they have their own), so the difference is an upper bound.
 """
 
 import statistics
@@ -35,7 +38,7 @@ from operator_harness import wait_for
 
 from modeldeploy import contract
 from modeldeploy.devenv.cluster import KwokCluster
-from modeldeploy.devenv.loadgen import LoadReport, LoadSpec, run_load
+from modeldeploy.devenv.loadgen import NONE_REVISION, LoadReport, LoadSpec, run_load
 from modeldeploy.devenv.prometheus import PrometheusServer
 from modeldeploy.resources.names import canary_name
 
@@ -72,6 +75,11 @@ def requests(prometheus: PrometheusServer, revision: str) -> float:
 
 def mirrored(prometheus: PrometheusServer, revision: str, result: str) -> float:
     return counted(prometheus, contract.SHADOW_REQUESTS_TOTAL, revision=revision, result=result)
+
+
+def offered(prometheus: PrometheusServer, revision: str) -> float:
+    """Requests the revision's pods handed to their mirror: sent, failed or dropped."""
+    return sum(mirrored(prometheus, revision, r) for r in ("sent", "failed", "dropped"))
 
 
 def shadow_phase(timeline: Timeline, after: float, until: float) -> list[Sample]:
@@ -143,14 +151,18 @@ def test_a_skewed_canary_is_rolled_back_in_the_shadow_phase_on_mirrored_requests
         lines.append(f"rolled back after {back.t - started.t:.1f}s: {back.last_history}")
         lines.append(f"failing checks: {sorted(back.checks('fail'))}")
         lines.append(f"client requests by revision (load generator): {dict(load.counts())}")
+        assert load.report is not None
+        lines.append(f"client load: {load.report.summary()}")
         lines.append(
             f"canary {canary} served {served:.0f} requests (Prometheus); the stable mirrored "
             f"{sent:.0f} sent, {failed:.0f} failed, {dropped:.0f} dropped"
         )
-    # Clients only ever reached the stable; the canary served mirrored requests only.
+    # Clients only ever reached the stable; the canary served mirrored requests only. (While
+    # the stable's pods are replaced to mirror, and back, a moment with no Ready pod behind
+    # `<name>` can show as no_endpoint: kwok reports a new pod Ready before the pod runner
+    # takes its readiness over, so the old pods may go before the new servers are warm.)
     assert set(load.counts()) == {stable}, load.counts()
-    assert load.report is not None
-    assert set(load.report.by_revision) == {stable}, load.report.summary()
+    assert set(load.report.by_revision) - {NONE_REVISION} == {stable}, load.report.summary()
     assert served <= sent + failed + 20, (served, sent, failed)  # 20: the last scrape's lag
     # The whole rollout stayed in the shadow phase: no step, no live weight.
     assert phase, "no sample of the shadow phase"
@@ -173,36 +185,40 @@ def test_a_healthy_canary_passes_the_shadow_phase_into_its_steps_and_the_mirror_
     wait_for(lambda: stack.status().get("canaryRevision") is None, timeout=60, what="no canary")
     wait_for(lambda: mirror_off(stack), timeout=120, what="no pod behind the Service mirroring")
     stable = stack.status()["stableRevision"]
+    # The two measurements are the only client load then: same rate, rows and seed.
     off = client_latency(stack, seed=11)
     # A shadow phase long enough to measure in (the stable's pods roll first, to mirror).
-    rollout = {**ROLLOUT, "stepInterval": "60s", "shadow": {"percent": 100}}
+    rollout = {**ROLLOUT, "stepInterval": "90s", "shadow": {"percent": 100}}
     with printed_section("healthy canary through the shadow phase") as lines:
-        with stack.timeline() as timeline, stack.traffic(RATE, seed=12) as load:
+        with stack.timeline() as timeline:
             stack.deploy(V3, "3", rollout=rollout, analysis=ROOMY)
             started = timeline.wait(lambda s: s.canary is not None, 30, "a canary")
             canary = started.canary
             assert canary is not None
             wait_for(lambda: mirror_on(stack), timeout=120, what="the mirror on")
             assert timeline.latest().step is None, "the shadow phase ended before measuring"
-            before = mirrored(prometheus, stable, "sent")
+            before = offered(prometheus, stable)
             on = client_latency(stack, seed=11)
             still_shadowing = timeline.latest().step is None
-            stepped = timeline.wait(
-                lambda s: s.canary == canary and s.step == 0, 240, "the first step",
-                after=started.t,
+            # Every request of the window the stable answered was offered to the mirror (100%).
+            answered = on.by_code.get("200", 0)
+            window = wait_for(
+                lambda: (n := offered(prometheus, stable) - before) >= answered and n,
+                timeout=30, what="the window's requests offered to the mirror",
             )  # fmt: skip
-            wait_for(lambda: load.count(canary) > 0, timeout=60, what="live traffic to it")
+            with stack.traffic(RATE, seed=12) as load:
+                stepped = timeline.wait(
+                    lambda s: s.canary == canary and s.step == 0, 240, "the first step",
+                    after=started.t,
+                )  # fmt: skip
+                wait_for(lambda: load.count(canary) > 0, timeout=60, what="live traffic to it")
         phase = shadow_phase(timeline, started.t, stepped.t)
         passed = [s for s in phase if s.step is None and s.analysed(canary, "pass")]
-        after = wait_for(
-            lambda: (n := mirrored(prometheus, stable, "sent")) > before and n,
-            timeout=30, what="mirrored requests during the measurement",
-        )  # fmt: skip
         lines.append(f"first step after {stepped.t - started.t:.1f}s in the shadow phase; "
-                     f"client requests by revision: {dict(load.counts())}")  # fmt: skip
+                     f"client requests by revision after it: {dict(load.counts())}")  # fmt: skip
         lines.append(f"stable {stable}: client latency, {RATE:g} requests/s for "
-                     f"{LATENCY_WINDOW:g}s each, mirror at 100% to {canary} "
-                     f"({after - before:.0f} mirrored during the second):")  # fmt: skip
+                     f"{LATENCY_WINDOW:g}s each (the only client load), mirror at 100% to "
+                     f"{canary} ({window:.0f} offered to it during the second):")  # fmt: skip
         lines.append(latency_line("mirror off", off))
         lines.append(latency_line("mirror on", on))
     for report in (off, on):  # a slow answer on a busy machine may time out; never a 5xx

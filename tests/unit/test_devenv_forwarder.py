@@ -148,3 +148,16 @@ def test_forwarders_open_once_per_service_and_close_when_no_pod_names_it() -> No
     finally:
         forwarders.close()
     assert [m.split()[0] for m in said] == ["forwarding", "forwarding", "closing", "closing"]
+
+
+def test_a_forwarder_at_its_connection_limit_closes_further_connections_at_once() -> None:
+    forwarder = ServiceForwarder(CANARY, Published, max_connections=1).start()
+    try:
+        url = f"http://{forwarder.address}/"
+        with httpx.Client(trust_env=False, timeout=5) as holder:
+            assert holder.get(url).status_code == 503  # its keep-alive connection holds the slot
+            with pytest.raises(httpx.TransportError):
+                httpx.get(url, timeout=5, trust_env=False)
+            assert holder.get(url).status_code == 503  # the held connection still works
+    finally:
+        forwarder.close()

@@ -102,7 +102,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         if "chunked" in self.headers.get("transfer-encoding", "").lower():
-            self._answer(411, b"a Content-Length is required\n")
+            self._answer(411, b"a Content-Length is required\n", close=True)  # body unread
             return
         try:
             length = int(self.headers.get("content-length") or 0)
@@ -161,7 +161,7 @@ class ServiceForwarder:
         service: ServiceRef,
         members: Callable[[], Published],
         *,
-        max_connections: int = 16,
+        max_connections: int = 64,  # a mirror opens 4 per stable process
         timeout: float = 2.0,
         idle_timeout: float = 10.0,
         rng: random.Random | None = None,
