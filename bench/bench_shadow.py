@@ -5,15 +5,17 @@
 Trains the churn example into a temporary directory and starts three `modeldeploy serve`
 processes on 127.0.0.1: a stable without a mirror, the same stable mirroring `--percent` of
 its requests, and the shadow they go to, behind the pod runner's local Service forwarder
-(`devenv.forwarder`, as in the local environment). Alternates paced rounds (open loop at
-`--rate` requests/s, 4 keep-alive connections) between the two stables (ABBA order, so that
-background load hits both alike) and prints p50/p95/p99 of each side by side, with what the
-mirror sent. Everything shares the machine's cores (in a cluster the shadow has its own), so
-this is an upper bound of the mirror's cost. Asserts nothing.
+(`devenv.forwarder`, in a process of its own as in the local environment). Alternates paced
+rounds (open loop at `--rate` requests/s, 4 keep-alive connections) between the two stables
+(ABBA order, so that background load hits both alike) and prints p50/p95/p99 of each side by
+side, with what the mirror sent. Everything shares the machine's cores (in a cluster the
+shadow has its own), so this is an upper bound of the mirror's cost. Asserts nothing.
 """
 
 import argparse
 import http.client
+import multiprocessing
+import multiprocessing.process
 import re
 import statistics
 import tempfile
@@ -69,6 +71,27 @@ def paced(port: int, body: bytes, rate: float, seconds: float) -> dict[str, Any]
     return {"n": len(latencies), "seconds": time.perf_counter() - began, "latencies": latencies}
 
 
+def forward(shadow_port: int, addresses: "multiprocessing.Queue[str]") -> None:
+    """The local Service forwarder in front of the shadow, in a process of its own (as in
+    the pod runner's): in this one it would share the load generator's GIL."""
+    members = Published(
+        [Endpoint("bench", "shadow", "churn", "r2", "churn",
+                  f"{LOOPBACK}:{shadow_port}", True, 0, "")],
+        [ServiceMembers("bench", "churn-canary", ("shadow",))],
+    )  # fmt: skip
+    forwarder = ServiceForwarder(ServiceRef("bench", "churn-canary"), lambda: members).start()
+    addresses.put(forwarder.address)
+    threading.Event().wait()  # until terminated
+
+
+def start_forwarder(shadow_port: int) -> tuple[multiprocessing.process.BaseProcess, str]:
+    context = multiprocessing.get_context("spawn")
+    addresses: multiprocessing.Queue[str] = context.Queue()
+    process = context.Process(target=forward, args=(shadow_port, addresses), daemon=True)
+    process.start()
+    return process, addresses.get(timeout=60)
+
+
 def shadow_counts(server: ServerProcess) -> dict[str, float]:
     """The stable's shadow_requests_total by result, from its /metrics."""
     with urllib.request.urlopen(f"{server.url}/metrics", timeout=10) as response:
@@ -95,15 +118,9 @@ def main() -> None:
         model_dir = build_example(Path(tmp))
         body = request_body(model_dir, 1)
         shadow = ServerProcess(model_dir)
-        service = ServiceRef("bench", "churn-canary")
-        members = Published(
-            [Endpoint("bench", "shadow", "churn", "r2", "churn",
-                      f"{LOOPBACK}:{shadow.port}", True, 0, "")],
-            [ServiceMembers("bench", "churn-canary", ("shadow",))],
-        )  # fmt: skip
-        forwarder = ServiceForwarder(service, lambda: members).start()
+        forwarding, address = start_forwarder(shadow.port)
         mirror = {
-            contract.ENV_SHADOW_URL: f"http://{forwarder.address}",
+            contract.ENV_SHADOW_URL: f"http://{address}",
             contract.ENV_SHADOW_PERCENT: f"{args.percent:g}",
         }
         stables = {
@@ -130,7 +147,8 @@ def main() -> None:
         finally:
             for server in servers:
                 server.stop()
-            forwarder.close()
+            forwarding.terminate()
+            forwarding.join(10)
     figures = {name: summary(runs) for name, runs in results.items()}
     print(
         f"churn example, {args.rate:g} requests/s open loop over {CONNECTIONS} connections, "
