@@ -678,6 +678,7 @@ class _Reconcile:
             stable_ready=self.ready(st.stable),
             canary_ready=self.ready(st.canary),
             carries=st.canary is not None and self.canary_carries(percent),
+            carried=self.carried_percent(),
             hold=self.removing() or bool(self.foreign),
             killed=self.killed,
             fallback=self.spec.kill_switch.mode == "fallback" and self.spec.fallback is not None,
@@ -695,6 +696,14 @@ class _Reconcile:
         return self.ready(self.state.canary) >= self.router.canary_replicas(
             self.stable_replicas(), percent, maximum
         )
+
+    def carried_percent(self) -> int:
+        """The largest step share, up to the current one, that the canary's Ready pods carry."""
+        step = self.state.step
+        if self.state.canary is None or step is None or not self.steps:
+            return 0
+        reached = self.steps[: min(step, len(self.steps) - 1) + 1]
+        return next((p for p in reversed(reached) if self.canary_carries(p)), 0)
 
     def canary_carries_all(self) -> bool:
         """The canary has the Ready pods to take all traffic: a full step's count (as many as

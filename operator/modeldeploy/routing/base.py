@@ -24,6 +24,9 @@ class Split:
     """The canary has the Ready pods for `percent`: for a share, the pods this router
     sizes for it; for a full step, as many as the stable has (at least minWarm). No router
     sends requests to a canary before."""
+    carried: int = 0
+    """The largest share up to `percent` the canary's Ready pods carry now: the step's, else
+    an earlier step's (while the pods for a larger step warm up), else 0."""
     hold: bool = False
     """The stable alone (a removed revision still has pods, or a wanted object is foreign)."""
     killed: bool = False

@@ -156,10 +156,11 @@ class GatewayRouter:
         return revision_selector(split.name, split.stable)
 
     def canary_weight(self, split: Split) -> int:
-        """What the route should give the canary: the step's share once it carries it."""
-        if split.canary is None or split.killed or split.hold or not split.carries:
+        """What the route should give the canary: the step's share once it carries it (an
+        earlier step's while the pods for this one warm up)."""
+        if split.canary is None or split.killed or split.hold:
             return 0
-        return max(0, min(split.percent, 100))
+        return max(0, min(split.carried, 100))
 
     def route_patch(self, split: Split, route: ObservedRoute | None) -> RoutePatch | None:
         if route is None or route_problem(route, route.name, split.name):
