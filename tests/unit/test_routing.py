@@ -14,6 +14,7 @@ from modeldeploy.resources.names import (
 from modeldeploy.routing import RoutePatch, Split, router_for
 from modeldeploy.routing.gateway_api import (
     GATEWAY_API,
+    backend_weights,
     carried_weight,
     observe_route,
     route_problem,
@@ -204,6 +205,8 @@ def test_gateway_leaves_a_route_alone_that_cannot_carry_exact_weights() -> None:
 def test_gateway_weight_unset_counts_as_the_apis_default_of_one() -> None:
     body = user_route({"backendRefs": [backend("churn-stable"), backend("churn-canary")]})
     assert carried_weight(observe_route(body), NAME) == 50
+    assert backend_weights(observe_route(body), NAME) == (("churn-stable", 1), ("churn-canary", 1))
+    assert backend_weights(None, NAME) == ()
 
 
 def test_gateway_client_service_and_sizing_follow_the_load() -> None:

@@ -125,14 +125,18 @@ def desired_refs(rule: Mapping[str, Any], name: str, canary_weight: int) -> list
 
 def carried_weight(route: ObservedRoute | None, name: str) -> int:
     """The canary's percent of the first managed rule's weights (0 without one)."""
-    if route is None:
-        return 0
-    managed = managed_rules(route, name)
-    if not managed:
-        return 0
-    weights = {r.get("name"): _weight(r) for r in _refs(route.rules[managed[0]])}
+    weights = dict(backend_weights(route, name))
     total = sum(weights.values())
     return round(100 * weights.get(canary_name(name), 0) / total) if total else 0
+
+
+def backend_weights(route: ObservedRoute | None, name: str) -> tuple[tuple[str, int], ...]:
+    """(Service, weight) of the first managed rule: what a gateway splits that rule's
+    requests by (the local load generator follows it)."""
+    managed = managed_rules(route, name) if route is not None else ()
+    if route is None or not managed:
+        return ()
+    return tuple((str(r.get("name")), _weight(r)) for r in _refs(route.rules[managed[0]]))
 
 
 def _weight(ref: Mapping[str, Any]) -> int:
