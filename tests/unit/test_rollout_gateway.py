@@ -9,7 +9,7 @@ from test_rollout_machine import V2, Driver, FakeCluster, rev, stable_driver
 from test_routing import backend, patched, user_route, weights
 
 from modeldeploy.api import ANNOTATION_ABORT
-from modeldeploy.resources.names import LABEL_NAME, LABEL_REVISION
+from modeldeploy.resources.names import LABEL_FALLBACK, LABEL_NAME, LABEL_REVISION
 from modeldeploy.rollout import Plan
 
 pytestmark = pytest.mark.unit
@@ -146,3 +146,18 @@ def test_a_replica_mode_plan_never_writes_a_route() -> None:
     d.run(3)
     assert all(p.route is None for p in d.plans)
     assert d.status.canary_weight > 0
+
+
+def test_the_kill_switch_fallback_takes_the_stable_backends_place() -> None:
+    fallback = {"image": "registry.example/static@sha256:" + "f" * 64, "replicas": 1}
+    d = Driver(rollout={"traffic": TRAFFIC}, fallback=fallback)
+    d.cluster = RouteCluster()
+    d.until("Stable")
+    stable = d.cluster.get("Service", "churn-stable")["spec"]["selector"]
+    d.change(killSwitch={"engaged": True, "mode": "fallback"})
+    d.reconcile()
+    assert d.cluster.get("Service", "churn-stable")["spec"]["selector"] == {LABEL_FALLBACK: "churn"}
+    assert route_weights(d) == {"churn-stable": 100, "churn-canary": 0}
+    d.change(killSwitch={"engaged": False, "mode": "fallback"})
+    d.reconcile()
+    assert d.cluster.get("Service", "churn-stable")["spec"]["selector"] == stable
