@@ -176,3 +176,31 @@ def test_rollback_takes_the_weight_from_the_canary_in_one_reconcile(
     assert not [w for w in between if "/status" in w], between
     wait_for(lambda: status(reader).get("phase") == "RolledBack", timeout=15)
     assert status(reader)["canaryWeight"] == 0
+
+
+def test_a_route_that_cannot_carry_the_weights_is_left_alone_and_reported(
+    kube: KwokCluster, operator: OperatorProcess, reader: ClusterReader
+) -> None:
+    other = "web-route"  # the user's route to another app: no backendRef to ours
+    web = user_route()
+    web["metadata"]["name"] = other
+    web["spec"]["rules"][0]["backendRefs"] = [{"name": "web", "port": 80}]
+    apply_object(kube, web)
+    before = kube.get_json("httproute", other, "-n", NAMESPACE)
+    rollout = {"canary": {"steps": [50]}, "traffic": {"mode": "gatewayAPI", "httpRoute": other}}
+    apply_object(
+        kube, model_deployment("web", NAMESPACE, "registry.example/web:1", rollout=rollout)
+    )
+    wait_for(lambda: reader.is_true(NAMESPACE, "web", "Ready"), timeout=60)
+
+    def reported() -> list[dict[str, Any]]:
+        selector = "reason=RouteNotUsable,involvedObject.name=web"
+        items = kube.get_json("events", "-n", NAMESPACE, "--field-selector", selector)["items"]
+        return list(items)
+
+    events = wait_for(reported, timeout=30, what="RouteNotUsable Event")
+    assert "no rule with a backendRef to Service web-stable" in events[0]["message"]
+    route_spec = kube.get_json("httproute", other, "-n", NAMESPACE)
+    assert route_spec["spec"] == before["spec"]
+    assert route_spec["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+    kube.kubectl("delete", "mdep", "web", "-n", NAMESPACE, "--wait=false")
