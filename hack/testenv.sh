@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds, caches and checks the local test cluster's components (no downloads of prebuilt
 # binaries): Kubernetes control plane + kubectl from Go modules, etcd, kwok, kwokctl, helm, the
-# CNCF Distribution registry, actionlint (checks .github/workflows/), the Gateway API CRDs
-# (standard channel, from the sigs.k8s.io/gateway-api module); Prometheus and the
+# CNCF Distribution registry, actionlint (checks .github/workflows/), an OpenTelemetry Collector
+# (OTLP in, OTLP JSON files out: the traces tests read), the Gateway API CRDs (standard
+# channel, from the sigs.k8s.io/gateway-api module); Prometheus and the
 # container tools (buildah, podman, runc, skopeo, mmdebstrap) from Debian, with their
 # configuration under the cache (overlay storage where it mounts, else vfs; runc; no rlimits:
 # what works without a Docker daemon). Idempotent: a stamp file per tool version.
@@ -19,6 +20,9 @@ KWOK_VERSION="${KWOK_VERSION:-v0.8.0}"
 HELM_VERSION="${HELM_VERSION:-v3.21.4}"
 REGISTRY_VERSION="${REGISTRY_VERSION:-v3.1.2}"
 ACTIONLINT_VERSION="${ACTIONLINT_VERSION:-v1.7.12}"
+# The collector's core modules (otelcol, otlpreceiver) and contrib's fileexporter are released
+# together under one v0 number.
+OTELCOL_VERSION="${OTELCOL_VERSION:-v0.165.0}"
 # The newest on the proxy, v1.7.0, declares go 1.27: `go mod download` refuses it with
 # GOTOOLCHAIN=local on go1.26. v1.6.3 is the newest that a go1.26 toolchain downloads.
 GATEWAY_API_VERSION="${GATEWAY_API_VERSION:-v1.6.3}"
@@ -33,6 +37,7 @@ KWOK_BIN="$BIN_ROOT/kwok-$KWOK_VERSION"
 HELM_BIN="$BIN_ROOT/helm-$HELM_VERSION"
 REGISTRY_BIN="$BIN_ROOT/registry-$REGISTRY_VERSION"
 ACTIONLINT_BIN="$BIN_ROOT/actionlint-$ACTIONLINT_VERSION"
+OTELCOL_BIN="$BIN_ROOT/otelcol-$OTELCOL_VERSION"
 GATEWAY_API_CRDS="$CACHE/manifests/gateway-api-$GATEWAY_API_VERSION"
 CONTAINERS="$CACHE/containers"
 
@@ -120,6 +125,97 @@ GO
   (cd "$src" && go mod tidy && go build -ldflags "-s -w" -o "$ETCD_BIN/etcd" .)
   stamp "$ETCD_BIN"
   say "etcd: done"
+}
+
+# An OpenTelemetry Collector with only what the tests use: the OTLP receiver (gRPC and HTTP) and
+# contrib's file exporter (OTLP JSON lines a test can parse). The distributions (otelcol,
+# otelcol-contrib) are made by the collector's builder from a manifest; this is the program the
+# builder would generate for that manifest, written out (the builder itself would be one more
+# tool to build and run).
+build_otelcol() {
+  stamped "$OTELCOL_BIN" && return
+  say "otelcol $OTELCOL_VERSION: building (OTLP receiver + file exporter)"
+  local src="$CACHE/src/otelcol-$OTELCOL_VERSION"
+  mkdir -p "$src" "$OTELCOL_BIN"
+  cat > "$src/go.mod" <<GO
+module modeldeploy.local/otelcol-wrapper
+
+go 1.26
+
+require (
+	go.opentelemetry.io/collector/otelcol $OTELCOL_VERSION
+	go.opentelemetry.io/collector/receiver/otlpreceiver $OTELCOL_VERSION
+	github.com/open-telemetry/opentelemetry-collector-contrib/exporter/fileexporter $OTELCOL_VERSION
+)
+GO
+  cat > "$src/main.go" <<GO
+// An OpenTelemetry Collector: OTLP receiver, file exporter, configuration from a file
+// (--config file:PATH) with \${env:NAME} expansions.
+package main
+
+import (
+	"os"
+
+	"github.com/open-telemetry/opentelemetry-collector-contrib/exporter/fileexporter"
+	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/confmap"
+	"go.opentelemetry.io/collector/confmap/provider/envprovider"
+	"go.opentelemetry.io/collector/confmap/provider/fileprovider"
+	"go.opentelemetry.io/collector/exporter"
+	"go.opentelemetry.io/collector/otelcol"
+	"go.opentelemetry.io/collector/receiver"
+	"go.opentelemetry.io/collector/receiver/otlpreceiver"
+	"go.opentelemetry.io/collector/service/telemetry/otelconftelemetry"
+)
+
+func components() (otelcol.Factories, error) {
+	receivers, err := otelcol.MakeFactoryMap[receiver.Factory](otlpreceiver.NewFactory())
+	if err != nil {
+		return otelcol.Factories{}, err
+	}
+	exporters, err := otelcol.MakeFactoryMap[exporter.Factory](fileexporter.NewFactory())
+	if err != nil {
+		return otelcol.Factories{}, err
+	}
+	return otelcol.Factories{
+		Telemetry: otelconftelemetry.NewFactory(),
+		Receivers: receivers,
+		Exporters: exporters,
+	}, nil
+}
+
+func main() {
+	settings := otelcol.CollectorSettings{
+		BuildInfo: component.BuildInfo{
+			Command:     "otelcol",
+			Description: "OpenTelemetry Collector for modeldeploy's tests",
+			Version:     "$OTELCOL_VERSION",
+		},
+		Factories: components,
+		ConfigProviderSettings: otelcol.ConfigProviderSettings{
+			ResolverSettings: confmap.ResolverSettings{
+				ProviderFactories: []confmap.ProviderFactory{
+					envprovider.NewFactory(), fileprovider.NewFactory(),
+				},
+				DefaultScheme: "env", // \${NAME} in a configuration file (as in otelcol's)
+			},
+		},
+	}
+	if err := otelcol.NewCommand(settings).Execute(); err != nil {
+		os.Exit(1) // cobra has printed the error
+	}
+}
+GO
+  say "otelcol: resolving dependencies (go get)"
+  # Not `go mod tidy`: it also resolves the test imports of every package, and one of
+  # fileexporter's (contrib's otlpencodingextension v0.165.0) is refused by the module proxy
+  # here (403). `go get .` resolves what the build imports, and nothing else.
+  (cd "$src" && go get .)
+  say "otelcol: compiling"
+  (cd "$src" && go build -tags grpcnotrace -ldflags "-s -w" -o "$OTELCOL_BIN/otelcol" .)
+  "$OTELCOL_BIN/otelcol" --version | grep -q "${OTELCOL_VERSION#v}"
+  stamp "$OTELCOL_BIN"
+  say "otelcol: done"
 }
 
 install_go_tool() {  # dir version module-path...
@@ -235,6 +331,7 @@ print_env() {
   echo "export MODELDEPLOY_K8S_BIN=\"$K8S_BIN\" MODELDEPLOY_ETCD_BIN=\"$ETCD_BIN\""
   echo "export MODELDEPLOY_KWOK_BIN=\"$KWOK_BIN\" MODELDEPLOY_HELM_BIN=\"$HELM_BIN\""
   echo "export MODELDEPLOY_K8S_VERSION=\"$K8S_VERSION\" MODELDEPLOY_REGISTRY_BIN=\"$REGISTRY_BIN\""
+  echo "export MODELDEPLOY_OTELCOL_BIN=\"$OTELCOL_BIN\""
   echo "export MODELDEPLOY_GATEWAY_API_CRDS=\"$GATEWAY_API_CRDS\""
   echo "export CONTAINERS_CONF=\"$CONTAINERS/containers.conf\""
   echo "export CONTAINERS_STORAGE_CONF=\"$CONTAINERS/storage.conf\""
@@ -253,6 +350,7 @@ case "${1:-install}" in
     install_go_tool "$REGISTRY_BIN" "$REGISTRY_VERSION" \
       github.com/distribution/distribution/v3/cmd/registry
     install_go_tool "$ACTIONLINT_BIN" "$ACTIONLINT_VERSION" github.com/rhysd/actionlint/cmd/actionlint
+    build_otelcol
     install_gateway_api_crds
     build_etcd
     build_kubernetes

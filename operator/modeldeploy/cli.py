@@ -522,6 +522,14 @@ def operator(
             "without it they get a Warning Event PrivilegedNotAllowed and are left alone.",
         ),
     ] = False,
+    webhook_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--webhook-host",
+            help="A host webhook URLs may point at (repeatable; *.domain: its subdomains). "
+            "Without any, no webhook is called: gates refuse, notifications fail.",
+        ),
+    ] = None,
     verbose: Annotated[bool, typer.Option(help="Debug logging.")] = False,
 ) -> None:
     """Run the operator (Kopf) against the cluster of KUBECONFIG or the in-cluster config."""
@@ -529,6 +537,7 @@ def operator(
     from modeldeploy.handlers import run_operator
     from modeldeploy.leader import LeaseSettings
     from modeldeploy.measure import AnalysisSettings, auth_type
+    from modeldeploy.webhooks import WebhookSettings
 
     try:
         endpoints = dict(parse_endpoint(text) for text in prometheus_endpoint or [])
@@ -542,6 +551,7 @@ def operator(
             ca_file=prometheus_ca_file,
             insecure_skip_verify=prometheus_insecure_skip_verify,
         )
+        webhooks = WebhookSettings(tuple(webhook_host or ()))
         lease = None
         if leader_elect:
             if not lease_namespace:
@@ -571,6 +581,7 @@ def operator(
         metrics_address=metrics_address,
         metrics_port=metrics_port,
         allow_privileged_models=allow_privileged_models,
+        webhooks=webhooks,
     )
 
 

@@ -40,14 +40,14 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 import kopf
 from pydantic import ValidationError
 
-from modeldeploy import audit
+from modeldeploy import audit, tracing
 from modeldeploy.api import (
     ANNOTATION_ABORT,
     ANNOTATION_PROMOTE,
@@ -55,9 +55,11 @@ from modeldeploy.api import (
     GROUP,
     PLURAL,
     VERSION,
+    GateAnswer,
     ModelDeploymentSpec,
     ModelDeploymentStatus,
     PendingEvent,
+    PendingNotification,
     to_wire,
 )
 from modeldeploy.kube import Conflict, Kube, KubeError, NotLeader
@@ -76,9 +78,15 @@ from modeldeploy.rollout import (
     refuse_privileges,
 )
 from modeldeploy.rollout.outbox import posted, with_outbox
+from modeldeploy.rollout.webhooks import DELIVERY_ROUNDS, deliverable, delivered
 from modeldeploy.rollout.world import essentials
 from modeldeploy.routing.gateway_api import HTTP_ROUTE, observe_route, route_problem
-from modeldeploy.telemetry import OperatorMetrics
+from modeldeploy.telemetry import (
+    OperatorMetrics,
+    plan_attributes,
+    reconcile_attributes,
+    round_attributes,
+)
 from modeldeploy.watchcache import (
     MODEL_DEPLOYMENT_KIND,
     MODEL_DEPLOYMENTS_INDEX,
@@ -88,6 +96,7 @@ from modeldeploy.watchcache import (
     WatchCache,
     without_managed_fields,
 )
+from modeldeploy.webhooks import Webhooks, WebhookSettings
 from modeldeploy.workqueue import WorkQueue
 
 log = logging.getLogger("modeldeploy.operator")
@@ -114,6 +123,8 @@ sequential), not on this process' CPU: at 4, creating 1,000 ModelDeployments que
 Ready condition p50 116 s); at 16 the operator's writes slowed the user's own apply of them
 on 2 cores (bench/README.md, bench_scale)."""
 COMMANDS = (ANNOTATION_PROMOTE, ANNOTATION_ABORT, ANNOTATION_RETRY)
+OPERATOR_SERVICE = "modeldeploy-operator"
+"""The operator's service.name in traces, unless OTEL_SERVICE_NAME says otherwise."""
 ROUTE_NOT_USABLE = "RouteNotUsable"
 """Warning Event: the HTTPRoute of traffic.mode gatewayAPI is missing or cannot carry exact
 weights (`routing.gateway_api.route_problem`)."""
@@ -196,8 +207,13 @@ class Reconciler:
     allow_privileged_models: bool = False
     """Run pods whose template has securityProfile privileged and asks for privileges."""
     workers: int = DEFAULT_WORKERS
+    webhooks: Webhooks | None = None
+    """Asks the gates and delivers the notifications (None: one that may call no host, so
+    gates refuse and notifications fail, saying why)."""
 
     def __post_init__(self) -> None:
+        if self.webhooks is None:
+            self.webhooks = Webhooks(self.kube, WebhookSettings())
         self.queue: WorkQueue[Key] = WorkQueue(self.run, workers=self.workers)
         # Its own threads: asyncio's default executor has min(32, cores + 4), 6 on 2 cores.
         self.threads = ThreadPoolExecutor(self.workers, thread_name_prefix="reconcile")
@@ -256,7 +272,9 @@ class Reconciler:
         if snapshot is None:
             return
         try:
-            reconciled = await loop.run_in_executor(self.threads, self.reconcile, key, snapshot)
+            reconciled = await loop.run_in_executor(
+                self.threads, self.traced_reconcile, key, snapshot
+            )
         except NotLeader:
             log.info("%s/%s: lost the lease while reconciling; left to the leader", *key)
             return
@@ -322,6 +340,14 @@ class Reconciler:
             return None
         return Snapshot(body, tuple(self.kube.list_owned(*key)))
 
+    def traced_reconcile(self, key: Key, snapshot: Snapshot) -> Reconciled:
+        """`reconcile` in a span (with tracing on): phases before and after, Events, writes,
+        and the analysis round as a child."""
+        with tracing.span("reconcile", reconcile_attributes(key, snapshot.body)) as span:
+            reconciled = self.reconcile(key, snapshot)
+            span.set({"modeldeploy.writes": len(reconciled.written)})
+            return reconciled
+
     def reconcile(self, key: Key, snapshot: Snapshot) -> Reconciled:
         """One reconcile (in a worker thread): what it wrote, and when it is due again."""
         started = time.monotonic()
@@ -344,6 +370,13 @@ class Reconciler:
         held_before = set(self.held.get(key, ()))
         measured = self.measure(subject, world, now)
         decided = plan(subject, world, measured, now, self.errors.get(key))
+        answers: tuple[GateAnswer, ...] = ()
+        if decided.asks and self.webhooks is not None:
+            # The gates this plan waits for, asked (with the analysis it just recorded); the
+            # plan made again with their answers.
+            asking = replace(subject, status=decided.status)
+            answers = self.webhooks.ask(asking, decided.asks, now.replace(microsecond=0))
+            decided = plan(subject, world, measured, now, self.errors.get(key), answers=answers)
         if destructive(subject, decided):
             # The same measurements, on the world as it is now: a cache that missed a
             # change (a pod gone, a newer status) must not delete or roll back on its own.
@@ -354,7 +387,7 @@ class Reconciler:
                 return Reconciled([], now)
             snapshot, subject = fresh, fresh_subject
             world = observe(subject.uid, (*snapshot.owned, *held))
-            decided = plan(subject, world, measured, now, self.errors.get(key))
+            decided = plan(subject, world, measured, now, self.errors.get(key), answers=answers)
         for text in world.notes:
             self.report_once(key, snapshot.body, Event("Warning", "OddObject", text), now)
         self.observe_round(key, measured, decided)
@@ -363,13 +396,15 @@ class Reconciler:
         status_landed = bool(written) or to_wire(decided.status) == snapshot.body.get("status")
         taken = self.held.get(key, set())
         # A name someone else holds is not watched, nor is the HTTPRoute (its weights just
-        # written are read back into status.canaryWeight): read again at the next pass.
-        unfinished = bool(taken) or key in self.errors or not status_landed
+        # written are read back into status.canaryWeight): read again at the next pass. A
+        # gate the plan made with the answers still waits for is asked at the next pass too.
+        unfinished = bool(taken) or key in self.errors or not status_landed or bool(decided.asks)
         unfinished = unfinished or decided.route is not None
         return Reconciled(written, now if unfinished else decided.due, again=taken != held_before)
 
     def observe_round(self, key: Key, measured: Measured, decided: Plan) -> None:
-        """The round this reconcile ran, in the log and the operator's metrics."""
+        """The round this reconcile ran, in the log, the operator's metrics and a span (the
+        time of its queries, with the verdict the plan concluded)."""
         signal, request = decided.round, measured.request
         if signal is None or request is None:
             return
@@ -381,6 +416,7 @@ class Reconciler:
         )  # fmt: skip
         if self.metrics is not None:
             self.metrics.observe_round(key, track, signal, measured.seconds)
+        tracing.record("analysis round", measured.seconds, round_attributes(key, track, signal))
 
     def read_held(self, key: Key) -> list[Body]:
         """The objects holding the names a create found taken, listed by name (a field
@@ -433,6 +469,7 @@ class Reconciler:
         outbox), objects, consumed commands, then post the pending Events and clear them."""
         key = (subject.namespace, subject.name)
         namespace, name = key
+        tracing.annotate(plan_attributes(decided))
         written: list[Written] = []
         version = body["metadata"].get("resourceVersion", "")
         status = with_outbox(subject, decided, version, now)
@@ -453,21 +490,48 @@ class Reconciler:
         if decided.remove_annotations:
             latest = self.kube.remove_annotations(namespace, name, decided.remove_annotations)
             written.append(_version_of(latest))
-        if status.pending_events:
-            self.post_pending(key, body, status.pending_events)
-            exit_for_test(EXIT_AFTER_EVENTS_POSTED)
+        due = deliverable(status, now)
+        if status.pending_events or due:
+            if status.pending_events:
+                self.post_pending(key, body, status.pending_events)
+                exit_for_test(EXIT_AFTER_EVENTS_POSTED)
+            final = self.notify(subject, body, posted(status), due, now)
             try:
-                written.append(
-                    _version_of(self.kube.replace_status(latest, to_wire(posted(status))))
-                )
+                written.append(_version_of(self.kube.replace_status(latest, to_wire(final))))
             except Conflict:
-                # Posted; the next reconcile posts them again (AlreadyExists) and clears them.
+                # Posted and delivered; the next reconcile posts them again (AlreadyExists)
+                # and delivers them again (the same idempotency key), then clears them.
                 log.info("%s/%s changed before its posted Events left status", *key)
         if self.metrics is not None:
             seconds = time.monotonic() - started
             self.metrics.observe_plan(key, decided.events, decided.status, seconds)
             self.metrics.observe_owner(key, subject.spec.owner)
         return written
+
+    def notify(
+        self,
+        subject: Subject,
+        body: Body,
+        status: ModelDeploymentStatus,
+        due: list[PendingNotification],
+        now: datetime,
+    ) -> ModelDeploymentStatus:
+        """Deliver the notifications due; the status without those delivered or given up (a
+        Warning Event says which), the others to be tried again later."""
+        if not due or self.webhooks is None:
+            return status
+        failures = self.webhooks.deliver(subject, due, now)
+        status, given_up = delivered(status, failures, [n.name for n in due], now)
+        key = (subject.namespace, subject.name)
+        for item, why in given_up:
+            message = (
+                f"{item.webhook}: {item.event} of {item.revision} not delivered in "
+                f"{DELIVERY_ROUNDS} rounds: {why}"
+            )
+            self.report_once(key, body, Event("Warning", "NotificationFailed", message), now)
+        for name, why in failures.items():
+            log.warning("%s/%s notification %s failed: %s", *key, name, why)
+        return status
 
     def post_pending(self, key: Key, body: Body, pending: list[PendingEvent]) -> None:
         """Post the outbox' Events; one already there (AlreadyExists) was posted before a
@@ -564,6 +628,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     reconciler = Reconciler(
         kube,
         measure=measure,
+        webhooks=Webhooks(kube, memo.get("webhooks") or WebhookSettings()),
         metrics=metrics,
         allow_privileged_models=bool(memo.get("allow_privileged_models")),
         workers=workers,
@@ -713,6 +778,7 @@ def run_operator(
     metrics_address: str = "0.0.0.0",
     metrics_port: int = 0,
     allow_privileged_models: bool = False,
+    webhooks: WebhookSettings | None = None,
 ) -> None:
     """Run the operator in this process until interrupted (the `modeldeploy operator`
     command). `interval`: seconds between passes over what is due; `resync`: between passes
@@ -720,13 +786,15 @@ def run_operator(
     the defaults). Kopf standalone (no peering objects): `lease` set, the replicas elect a
     leader over a coordination.k8s.io Lease; else this is the only replica. `analysis`: the
     default Prometheus and how to query it; `metrics_port` 0: no metrics endpoint;
-    `allow_privileged_models`: run pod templates with securityProfile privileged."""
+    `allow_privileged_models`: run pod templates with securityProfile privileged;
+    `webhooks`: the hosts webhooks may call."""
     log_format = os.environ.get(LOG_FORMAT_ENV, "plain").strip().lower()
     if log_format not in ("plain", "json"):
         raise ValueError(f"{LOG_FORMAT_ENV}={log_format!r}: use plain or json")
     formats = {"plain": kopf.LogFormat.FULL, "json": kopf.LogFormat.JSON}
     kopf.configure(verbose=verbose, log_format=formats[log_format])
     audit.install()
+    tracing.setup(OPERATOR_SERVICE)
     if not verbose:
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     kopf.run(
@@ -743,5 +811,6 @@ def run_operator(
             metrics_address=metrics_address,
             metrics_port=metrics_port,
             allow_privileged_models=allow_privileged_models,
+            webhooks=webhooks or WebhookSettings(),
         ),
     )

@@ -144,6 +144,29 @@ def decode_secret_data(data: Mapping[str, Any], where: str) -> dict[str, str]:
     return values
 
 
+@dataclass(frozen=True)
+class SecretValues:
+    where: str
+    """"Secret <namespace>/<name>", for messages."""
+    labels: Mapping[str, str]
+    values: dict[str, str]
+    """Its data, decoded."""
+
+
+def read_secret(kube: Kube | None, namespace: str, name: str) -> SecretValues:
+    """A Secret's labels and decoded data, read now (a rotated Secret applies); a
+    CredentialsError naming it when it cannot be read."""
+    where = f"Secret {namespace}/{name}"
+    if kube is None:
+        raise CredentialsError(f"{where}: no Kubernetes client")
+    try:
+        secret = kube.get(f"/api/v1/namespaces/{namespace}/secrets/{name}") or {}
+    except KubeError as err:
+        raise CredentialsError(f"cannot read {where}: {err}") from err
+    labels = (secret.get("metadata") or {}).get("labels") or {}
+    return SecretValues(where, labels, decode_secret_data(secret.get("data") or {}, where))
+
+
 def read_auth_dir(kind: str, directory: Path) -> PrometheusAuth:
     keys = ("token",) if kind == "bearer" else ("username", "password")
     values = {}
@@ -296,17 +319,9 @@ class Measure:
     def secret_auth(
         self, namespace: str, auth: PrometheusAuthSpec, endpoint: Endpoint
     ) -> PrometheusAuth:
-        name = auth.secret_ref.name
-        where = f"Secret {namespace}/{name}"
-        if self.kube is None:
-            raise CredentialsError(f"{where}: no Kubernetes client")
-        try:
-            secret = self.kube.get(f"/api/v1/namespaces/{namespace}/secrets/{name}")
-        except KubeError as err:
-            raise CredentialsError(f"cannot read {where}: {err}") from err
-        secret_allowed(((secret or {}).get("metadata") or {}).get("labels") or {}, endpoint, where)
-        values = decode_secret_data((secret or {}).get("data") or {}, where)
-        return auth_from_values(auth.type, values, where)
+        secret = read_secret(self.kube, namespace, auth.secret_ref.name)
+        secret_allowed(secret.labels, endpoint, secret.where)
+        return auth_from_values(auth.type, secret.values, secret.where)
 
     def collect(
         self, owner: Key, provider: QueryProvider, plan: QueryPlan, at: float

@@ -9,7 +9,9 @@
 across rounds from status, the Event when rounds start giving no verdict) and hands its
 signal to the rollout state machine, which records it in status and acts on it (rollback,
 step, promotion, Degraded). Every Event of the reconcile is in the one Plan, and `Plan.due`
-is the earliest of the machine's timers and the next analysis round.
+is the earliest of the machine's timers and the next analysis round. A plan that waits for a
+gate due to be asked says so (`Plan.asks`); the shell asks it and plans again with its
+answers (`rollout.webhooks`).
 """
 
 from dataclasses import replace
@@ -22,6 +24,7 @@ from modeldeploy.analysis.rounds import (
     measurements_needed,
     next_round_at,
 )
+from modeldeploy.api import GateAnswer
 from modeldeploy.rollout import Plan, Subject, World
 from modeldeploy.rollout import plan as plan_rollout
 
@@ -34,13 +37,16 @@ def plan(
     measured: Measured,
     now: datetime,
     apply_error: str | None = None,
+    *,
+    answers: tuple[GateAnswer, ...] = (),
 ) -> Plan:
-    """The Plan of one reconcile from what was observed and measured."""
+    """The Plan of one reconcile from what was observed and measured, and what the gates of
+    an earlier plan of it (`Plan.asks`) answered."""
     if now.tzinfo is None:
         raise ValueError("plan() needs a timezone-aware `now`")
     now = now.replace(microsecond=0)
     analysis, events = conclude(subject, measured, now)
-    decided = plan_rollout(subject, world, analysis, now, apply_error)
+    decided = plan_rollout(subject, world, analysis, now, apply_error, answers=answers)
     due = decided.due
     if measured.gated:  # else no round ever runs: no checks, or analysis off
         after = replace(subject, status=decided.status)

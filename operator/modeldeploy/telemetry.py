@@ -1,4 +1,5 @@
-"""The operator's own metrics (prometheus-client), names from `modeldeploy.contract`.
+"""The operator's own metrics (prometheus-client), names from `modeldeploy.contract`, and the
+attributes of its spans (`modeldeploy.tracing`).
 
     metrics = OperatorMetrics()              # its own registry: no process/GC collectors mixed
     metrics.serve("0.0.0.0", 8090)           # /metrics; False (logged) when the port is taken
@@ -8,12 +9,14 @@
     metrics.forget(key)                      # the ModelDeployment is gone
 
 Series per ModelDeployment carry `namespace` and `name`; check names leave out their subject
-(`feature-psi`, not `feature-psi/age`), so that label values stay few.
+(`feature-psi`, not `feature-psi/age`), so that label values stay few. Spans have no such
+limit: a round's span names every check with its subject, value and verdict.
 """
 
 import logging
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -21,7 +24,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from modeldeploy import contract as c
 from modeldeploy.analysis.config import check_of
 from modeldeploy.api import ModelDeploymentStatus, Owner
-from modeldeploy.rollout import AnalysisSignal, Event
+from modeldeploy.rollout import AnalysisSignal, Event, Plan
 
 log = logging.getLogger("modeldeploy.telemetry")
 Key = tuple[str, str]  # (namespace, name)
@@ -35,6 +38,49 @@ DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.
 def _name(metric: str) -> str:
     """prometheus-client adds `_total` to counters itself."""
     return metric.removesuffix("_total")
+
+
+def round_outcome(signal: AnalysisSignal) -> str:
+    """pass | fail | inconclusive, or no_data: inconclusive for lack of data."""
+    return "no_data" if signal.waiting == "no-data" else signal.verdict
+
+
+def reconcile_attributes(key: Key, body: Mapping[str, Any]) -> dict[str, str]:
+    """A reconcile span's attributes known before it runs."""
+    return {
+        "k8s.namespace.name": key[0],
+        "modeldeploy.name": key[1],
+        "modeldeploy.phase.before": str((body.get("status") or {}).get("phase", "")),
+    }
+
+
+def plan_attributes(decided: Plan) -> dict[str, str | int | list[str]]:
+    """A reconcile span's attributes from the plan it made."""
+    return {
+        "modeldeploy.phase.after": decided.status.phase,
+        "modeldeploy.events": len(decided.events),
+        "modeldeploy.event_reasons": [e.reason for e in decided.events],
+    }
+
+
+def round_attributes(key: Key, track: str, signal: AnalysisSignal) -> dict[str, Any]:
+    """An analysis round span's attributes: its verdict and every check's."""
+    return {
+        "k8s.namespace.name": key[0],
+        "modeldeploy.name": key[1],
+        "modeldeploy.track": track,
+        "modeldeploy.revision": signal.revision,
+        "modeldeploy.verdict": signal.verdict,
+        "modeldeploy.outcome": round_outcome(signal),
+        "modeldeploy.rollback": signal.rollback,
+        "modeldeploy.samples": signal.samples,
+        "modeldeploy.reason": signal.reason,
+        "modeldeploy.checks": [
+            f"{check.name} {check.verdict} value={check.value} "
+            f"threshold={check.threshold} samples={check.samples}"
+            for check in signal.checks
+        ],
+    }
 
 
 class OperatorMetrics:
@@ -121,8 +167,7 @@ class OperatorMetrics:
 
     def observe_round(self, key: Key, track: str, result: AnalysisSignal, seconds: float) -> None:
         """One analysis round, as the plan concluded it."""
-        outcome = "no_data" if result.waiting == "no-data" else result.verdict
-        self.analyses.labels(*key, track, outcome).inc()
+        self.analyses.labels(*key, track, round_outcome(result)).inc()
         self.analysis_duration.observe(seconds)
         seen = self._checks.setdefault(key, set())
         for check in result.checks:

@@ -302,6 +302,16 @@ def test_metrics_port_off() -> None:
     assert not {"Service", "ServiceMonitor"} & {o["kind"] for o in objects}
 
 
+def test_tracing_sets_the_otlp_endpoint_and_service_name() -> None:
+    assert not {"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_SERVICE_NAME"} & set(env(render()))
+    endpoint = "http://otel-collector.observability:4318"
+    rendered = env(render({"tracing": {"otlpEndpoint": endpoint}}))
+    assert rendered["OTEL_EXPORTER_OTLP_ENDPOINT"] == endpoint
+    assert rendered["OTEL_SERVICE_NAME"] == "modeldeploy-operator"
+    named = {"tracing": {"otlpEndpoint": endpoint, "serviceName": "operator-eu"}}
+    assert env(render(named))["OTEL_SERVICE_NAME"] == "operator-eu"
+
+
 EXTRAS: Body = {
     "extraArgs": ["--prometheus-namespace-label=kubernetes_namespace"],
     "extraEnv": [
@@ -393,6 +403,7 @@ FLAGS_AS_ARGS = {
     "liveness": "healthPort",
     "verbose": "logLevel",
     "prometheus_endpoint": "prometheus.endpoints",
+    "webhook_host": "webhooks.allowedHosts",
 }
 
 
@@ -410,6 +421,7 @@ def test_every_operator_flag_is_reachable_from_values() -> None:
             "auth": {"type": "bearer", "secretName": "prometheus-token"},
             "tls": {"caBundle": {"configMap": "prometheus-ca"}},
         },
+        "webhooks": {"allowedHosts": ["hooks.slack.com"]},
     }
     objects = render(values)
     rendered_env, args = env(objects), container(objects)["args"]
@@ -479,6 +491,8 @@ def test_restricted_pod_security() -> None:
         ({"topologySpreadConstraints": [{"maxSkew": 1}]}, "topologyKey"),
         ({"priorityClassName": "Critical_Pods"}, "/priorityClassName"),
         ({"metricsAddress": ""}, "/metricsAddress"),
+        ({"tracing": {"otlpEndpoint": "collector:4318"}}, "/tracing/otlpEndpoint"),
+        ({"tracing": {"endpoint": "http://collector:4318"}}, "'endpoint' not allowed"),
         ({"prometheus": {"namespaceLabel": "k8s-namespace"}}, "/prometheus/namespaceLabel"),
         (
             {"prometheus": {"tls": {"caBundle": {"configMap": "ca", "secret": "ca"}}}},

@@ -99,6 +99,15 @@ def row(text: str, first: str) -> str:
     return " ".join(line.split())
 
 
+def row_of(text: str, *words: str) -> str:
+    """The row whose first words are `words`, single-spaced."""
+    return next(
+        " ".join(line.split())
+        for line in text.splitlines()
+        if line.split()[: len(words)] == list(words)
+    )
+
+
 def test_status_example_shows_phase_traffic_step_and_every_check() -> None:
     text = status_text(progressing())
     assert text.startswith("churn in ml: Progressing")
@@ -111,6 +120,15 @@ def test_status_example_shows_phase_traffic_step_and_every_check() -> None:
     # complete.yaml's custom accuracy check has a minimum: shown as such, without data
     assert row(text, "custom/accuracy") == "custom/accuracy no data min 0.8 0 inconclusive"
     assert row(text, "Progressing").startswith("Progressing True StepAdvanced at step 2 of 4")
+    assert row_of(text, "gate", "offline-eval") == (
+        "gate offline-eval (preRollout): approved 2026-11-20T11:55:00Z (10m ago): HTTP 200: "
+        '{"approved": true}'
+    )
+    assert row_of(text, "gate", "sign-off") == (
+        "gate sign-off (step) at step 2: refused 2026-11-20T12:04:00Z (1m ago): HTTP 403: "
+        "waiting for the model owner"
+    )
+    assert row(text, "notifying") == "notifying 1 pending (status.pendingNotifications)"
 
 
 def test_rolled_back_status_names_the_failing_checks_with_value_threshold_and_samples() -> None:

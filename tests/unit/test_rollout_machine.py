@@ -14,6 +14,7 @@ from modeldeploy.api import (
     ANNOTATION_PROMOTE,
     ANNOTATION_RETRY,
     HISTORY_LIMIT,
+    GateAnswer,
     ModelDeploymentSpec,
     ModelDeploymentStatus,
     to_wire,
@@ -38,10 +39,12 @@ from modeldeploy.rollout import (
     plan,
 )
 from modeldeploy.rollout.sizing import replica_ratio_weight, stable_replicas_for
+from modeldeploy.rollout.webhooks import GateAsk
 
 pytestmark = pytest.mark.unit
 
 Measure = Callable[[Subject, World, datetime], Measured]
+Gates = Callable[[tuple[GateAsk, ...], datetime], tuple[GateAnswer, ...]]
 
 UID = "uid-1"
 NAME = "churn"
@@ -142,6 +145,9 @@ class Driver:
         self.measure: Measure | None = None
         """When set, each reconcile measures and concludes the analysis itself, as the
         operator does (`modeldeploy.reconcile.plan`), instead of taking a signal."""
+        self.gates: Gates | None = None
+        """When set, answers a plan's gate asks; the plan is made again with the answers, as
+        the operator does."""
 
     @property
     def spec(self) -> ModelDeploymentSpec:
@@ -159,12 +165,16 @@ class Driver:
             NAME, "ml", UID, self.generation, self.spec, self.status, dict(self.annotations)
         )
         world = self.cluster.world()
-        if self.measure is not None:
-            result = plan_reconcile(
-                subject, world, self.measure(subject, world, self.now), self.now
-            )
-        else:
-            result = plan(subject, world, analysis, self.now)
+        measured = self.measure(subject, world, self.now) if self.measure else None
+
+        def decide(answers: tuple[GateAnswer, ...] = ()) -> Plan:
+            if measured is not None:
+                return plan_reconcile(subject, world, measured, self.now, answers=answers)
+            return plan(subject, world, analysis, self.now, answers=answers)
+
+        result = decide()
+        if result.asks and self.gates is not None:
+            result = decide(self.gates(result.asks, self.now))
         # Through the wire form, as the apiserver stores it.
         self.status = ModelDeploymentStatus.model_validate(to_wire(result.status))
         self.cluster.apply(result)

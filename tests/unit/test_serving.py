@@ -548,7 +548,7 @@ def test_runtime_modules_import_none_of_the_operators_libraries() -> None:
     code = (
         "import sys, modeldeploy.cli, modeldeploy.serving.server, modeldeploy.serving.monitor;"
         "print(sorted({m.split('.')[0] for m in sys.modules} & {'kopf', 'kubernetes', 'scipy',"
-        " 'sklearn', 'pandas', 'prometheus_api_client'}"
+        " 'sklearn', 'pandas', 'prometheus_api_client', 'opentelemetry'}"
         " | {m for m in sys.modules if m.startswith('modeldeploy.profiling')}))"
     )
     result = subprocess.run(

@@ -5,9 +5,10 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from modeldeploy.api.base import ApiModel, Rule, not_stored_default
+from modeldeploy.api.base import ApiModel, ListMapKey, Rule, not_stored_default
 from modeldeploy.api.duration import Duration, PositiveDuration
 from modeldeploy.api.types import ObjectName
+from modeldeploy.api.webhooks import MAX_WEBHOOKS, Webhook
 
 MAX_STEPS = 10
 DEFAULT_CANARY_PERCENT = 10
@@ -115,3 +116,8 @@ class Rollout(ApiModel):
     paused: bool = False
     """Freeze the rollout where it is (traffic and replicas stay; analysis keeps reporting).
     Rollbacks on failed analysis still happen while paused."""
+    webhooks: Annotated[list[Webhook], Field(max_length=MAX_WEBHOOKS), ListMapKey("name")] = Field(
+        default_factory=list
+    )
+    """Gates the rollout waits for (preRollout, step) and receivers of notifications
+    (notify), each with its URL from a Secret."""

@@ -13,6 +13,7 @@ from pydantic import Field
 from modeldeploy.api.base import ApiModel, ListMapKey
 from modeldeploy.api.rollout import MAX_STEPS
 from modeldeploy.api.types import Timestamp
+from modeldeploy.api.webhooks import MAX_WEBHOOKS, NotifyEvent, WebhookName
 
 HISTORY_LIMIT = 20
 MAX_CHECKS = 256
@@ -20,6 +21,8 @@ MAX_POD_PROBLEMS = 10
 MAX_POD_MESSAGE = 256
 MAX_PENDING_EVENTS = 32
 MAX_EVENT_MESSAGE = 1024
+MAX_PENDING_NOTIFICATIONS = 16
+MAX_NOTIFIED_CHECKS = 16
 
 Phase = Literal[
     "Pending", "Progressing", "Paused", "Promoting", "Stable", "RolledBack", "Killed", "Degraded"
@@ -149,6 +152,52 @@ class PendingEvent(ApiModel):
     """When the transition was decided."""
 
 
+class GateAnswer(ApiModel):
+    """The last answer of a gate webhook about the canary revision."""
+
+    webhook: WebhookName
+    """The webhook (spec.rollout.webhooks[].name)."""
+    revision: Revision
+    """The revision it was asked about."""
+    step: Annotated[int, Field(ge=0, le=MAX_STEPS - 1)] | None = None
+    """The step it was asked about (absent: a preRollout gate, or a step gate about the
+    shadow phase)."""
+    approved: bool
+    """A 2xx answer; anything else refused."""
+    message: Annotated[str, Field(max_length=MAX_EVENT_MESSAGE)] = ""
+    """What it answered (HTTP status and the start of its body), or why it could not be
+    asked (the webhook refused by the operator's rules is never called)."""
+    time: Timestamp
+    """When it was asked; a refusal is asked again analysis.interval later."""
+
+
+class PendingNotification(ApiModel):
+    """A notification written into status with the transition it reports, until a receiver
+    took it (2xx) or it failed its last delivery round."""
+
+    name: Annotated[str, Field(min_length=1, max_length=253)]
+    """Idempotency key, sent in the payload: the same on every attempt, also after an
+    operator restart, so a receiver can drop a duplicate."""
+    webhook: WebhookName
+    """The notify webhook it goes to."""
+    event: NotifyEvent
+    """Promoted, RolledBack, Degraded, KillSwitchEngaged or KillSwitchReleased."""
+    revision: Revision | None = None
+    """The revision concerned."""
+    message: Annotated[str, Field(max_length=MAX_EVENT_MESSAGE)] = ""
+    """What happened, for people."""
+    checks: Annotated[list[CheckResult], Field(max_length=MAX_NOTIFIED_CHECKS)] = Field(
+        default_factory=list
+    )
+    """For RolledBack: the failing checks with value, threshold and samples."""
+    time: Timestamp
+    """When the transition was decided."""
+    attempts: Count = 0
+    """Delivery rounds that failed so far."""
+    next_attempt_at: Timestamp | None = None
+    """When the next delivery round is due (absent: at once)."""
+
+
 class ModelDeploymentStatus(ApiModel):
     """Observed state, written by the operator."""
 
@@ -208,3 +257,13 @@ class ModelDeploymentStatus(ApiModel):
     )
     """Events of the last transition not yet known to be posted: written with it, posted right
     after, then cleared. An operator stopped in between posts them when it starts again."""
+    gates: Annotated[list[GateAnswer], Field(max_length=MAX_WEBHOOKS), ListMapKey("webhook")] = (
+        Field(default_factory=list)
+    )
+    """The last answer of each gate webhook about the canary (cleared when the rollout
+    ends): an approval is never asked again for the same revision and step."""
+    pending_notifications: Annotated[
+        list[PendingNotification], Field(max_length=MAX_PENDING_NOTIFICATIONS)
+    ] = Field(default_factory=list)
+    """Notifications not yet delivered: written with the transition, delivered right after,
+    retried (at most 5 rounds, 30s apart and doubling), so an operator restart loses none."""

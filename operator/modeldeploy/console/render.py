@@ -154,6 +154,18 @@ def _facts(view: Body, now: datetime) -> Table:
     if view["killSwitch"]["engaged"]:
         spec.append(f"KILL SWITCH ENGAGED ({view['killSwitch']['mode']})")
     grid.add_row("spec", " · ".join(spec))
+    for gate in view["gates"]:
+        at = f" at step {gate['step'] + 1}" if gate.get("step") is not None else ""
+        verdict = "approved" if gate.get("approved") else "refused"
+        grid.add_row(
+            "gate",
+            f"{gate.get('webhook')} ({gate['type']}){at}: {verdict} "
+            f"{_when(gate.get('time'), now)}: {gate.get('message', '')}",
+        )
+    if view["pendingNotifications"]:
+        grid.add_row(
+            "notifying", f"{view['pendingNotifications']} pending (status.pendingNotifications)"
+        )
     for key, revision in view["pendingCommands"].items():
         grid.add_row("pending", f"{key}={revision} (not yet acted on by the operator)")
     return grid

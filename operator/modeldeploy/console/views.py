@@ -111,6 +111,7 @@ def summary(obj: Mapping[str, Any], events: Iterable[Mapping[str, Any]] | None =
     analysis = analysis_of(obj)
     kill = kill_switch_of(obj)
     annotations = _mapping(meta.get("annotations"))
+    types = {w.name: w.type for w in rollout.webhooks}
     generation = meta.get("generation")
     observed = status.get("observedGeneration")
     view: Body = {
@@ -143,6 +144,12 @@ def summary(obj: Mapping[str, Any], events: Iterable[Mapping[str, Any]] | None =
         "lastAnalysis": status.get("lastAnalysis"),
         "failedAnalysis": status.get("failedAnalysis"),
         "podProblems": [p for p in status.get("podProblems") or [] if isinstance(p, dict)],
+        "gates": [
+            {**g, "type": types.get(str(g.get("webhook")), "?")}
+            for g in status.get("gates") or []
+            if isinstance(g, dict)
+        ],
+        "pendingNotifications": len(status.get("pendingNotifications") or []),
         "conditions": list(status.get("conditions") or []),
         "pendingCommands": {k: v for k, v in annotations.items() if k in COMMAND_ANNOTATIONS},
     }

@@ -64,6 +64,11 @@ def prometheus_binary() -> Path:
     return Path(prometheus)
 
 
+def otelcol_binary() -> Path:
+    """The OpenTelemetry Collector that tests export traces to (devenv.collector)."""
+    return _env_dir("MODELDEPLOY_OTELCOL_BIN") / "otelcol"
+
+
 def toolchain() -> Toolchain:
     kwok_dir = _env_dir("MODELDEPLOY_KWOK_BIN")
     return Toolchain(

@@ -36,9 +36,14 @@ from modeldeploy.api import (
     MAX_POD_PROBLEMS,
     AnalysisResult,
     Condition,
+    GateAnswer,
     HistoryEntry,
     HistoryEvent,
+    ModelDeploymentStatus,
+    NotifyEvent,
     PodProblem,
+    Webhook,
+    WebhookType,
     parse_duration,
 )
 from modeldeploy.resources.common import Body, Owner
@@ -56,6 +61,7 @@ from modeldeploy.rollout.report import (
     COARSE_SPLIT,
     MAX_MESSAGE,
     NOT_OWNED,
+    PODS_FAILING_REASON,
     PRIVILEGED_NOT_ALLOWED,
     Facts,
     coarse_split_message,
@@ -65,6 +71,7 @@ from modeldeploy.rollout.report import (
 from modeldeploy.rollout.signal import NO_ANALYSIS, AnalysisInput
 from modeldeploy.rollout.sizing import canary_steps, shadow_replicas
 from modeldeploy.rollout.state import State
+from modeldeploy.rollout.webhooks import GateAsk, Notice, answered, failing_checks
 from modeldeploy.rollout.world import ForeignObject, ObservedDeployment, World
 from modeldeploy.routing import Split, router_for
 
@@ -115,14 +122,18 @@ def plan(
     analysis: AnalysisInput = NO_ANALYSIS,
     now: datetime | None = None,
     apply_error: str | None = None,
+    *,
+    answers: tuple[GateAnswer, ...] = (),
 ) -> Plan:
     """Decide one reconcile. `now` must be timezone-aware (required; the default only
     exists to make the signature read well and raises). `apply_error` is the last failure
-    to apply objects, if any, surfaced in status. `modeldeploy.reconcile.plan` concludes
-    the analysis round first and calls this."""
+    to apply objects, if any, surfaced in status. `answers`: what the gates of this plan's
+    `asks` answered (the shell asked them; `rollout.webhooks`).
+    `modeldeploy.reconcile.plan` concludes the analysis round first and calls this."""
     if now is None or now.tzinfo is None:
         raise ValueError("plan() needs a timezone-aware `now`")
-    return _Reconcile(subject, world, analysis, now.replace(microsecond=0), apply_error).run()
+    now = now.replace(microsecond=0)
+    return _Reconcile(subject, world, analysis, now, apply_error, answers=answers).run()
 
 
 def refuse_privileges(subject: Subject, privileges: tuple[str, ...], now: datetime) -> Plan:
@@ -141,9 +152,12 @@ def refuse_privileges(subject: Subject, privileges: tuple[str, ...], now: dateti
         found = next((c for c in conditions if c.type == "Degraded"), None)
         return (found.status, found.reason, found.message) if found else None
 
-    said = degraded(subject.status.conditions) == degraded(status.conditions)
+    before = degraded(subject.status.conditions)
+    said = before == degraded(status.conditions)
     events = () if said else (Event("Warning", PRIVILEGED_NOT_ALLOWED, why),)
-    return Plan(status=status, events=events)
+    turned = before is None or before[0] != "True"
+    notice = Notice("Degraded", subject.status.stable_revision, f"{PRIVILEGED_NOT_ALLOWED}: {why}")
+    return Plan(status=status, events=events, notices=(notice,) if turned else ())
 
 
 class _Reconcile:
@@ -154,6 +168,8 @@ class _Reconcile:
         analysis: AnalysisInput,
         now: datetime,
         apply_error: str | None,
+        *,
+        answers: tuple[GateAnswer, ...] = (),
     ) -> None:
         self.subject = subject
         self.spec = subject.spec
@@ -174,6 +190,12 @@ class _Reconcile:
         self.waiting = False
         self.awaiting_approval = False
         self.foreign: tuple[ForeignObject, ...] = ()
+        self.answers = answers
+        self.asks: list[GateAsk] = []
+        self.notices: list[Notice] = []
+        self.gate_hold = ""
+        """Which gate the canary waits for, and its answer ("" for none)."""
+        self.gate_refused = False
 
     # --- observations -----------------------------------------------------------------
 
@@ -231,6 +253,15 @@ class _Reconcile:
         )
         self.state.history = [*self.state.history, entry][-HISTORY_LIMIT:]
 
+    def notify(
+        self,
+        event: NotifyEvent,
+        revision: str | None,
+        message: str,
+        analysis: AnalysisResult | None = None,
+    ) -> None:
+        self.notices.append(Notice(event, revision, message, failing_checks(analysis)))
+
     def consume(self, annotation: str, acted: bool, why: str) -> None:
         self.consumed.append(annotation)
         if not acted:
@@ -249,6 +280,7 @@ class _Reconcile:
         self.retry_command()
         self.target_revision()
         self.abort_command()
+        self.record_gate_answers()  # about the canary as the spec has it now
         self.foreign = foreign_in(build(self.owner, self.spec, self.layout()), self.world)
         if not self.killed:
             self.progress()
@@ -320,9 +352,11 @@ class _Reconcile:
         if self.killed and not was_killed:
             self.event("Warning", "KillSwitchEngaged", f"traffic taken from the model ({mode})")
             self.history("KillSwitchEngaged", about, f"mode {mode}")
+            self.notify("KillSwitchEngaged", about, f"traffic taken from the model ({mode})")
         elif was_killed and not self.killed:
             self.event("Normal", "KillSwitchReleased", "serving the model again")
             self.history("KillSwitchReleased", about, "kill switch released")
+            self.notify("KillSwitchReleased", about, "serving the model again")
             if self.state.canary is not None:
                 # No live traffic reached the canary meanwhile: its step starts over.
                 self.state.step_started_at = self.now
@@ -405,7 +439,8 @@ class _Reconcile:
         self.event("Normal", "RolloutStarted", f"{self.revision} ({why}); first: {first}")
         if self.analysis.disabled:
             self.event("Warning", "AnalysisDisabled", self.analysis.disabled)
-        self.warn_coarse_split()
+        if self.pre_rollout_approved():  # else its first traffic comes with the approval
+            self.warn_coarse_split()
 
     def abort_command(self) -> None:
         abort = self.commands.abort
@@ -433,6 +468,8 @@ class _Reconcile:
         self.history(event, canary, why)
         reason = "Aborted" if event == "Aborted" else "RolledBack"
         self.event("Warning", reason, f"{canary} rolled back, {st.stable} serves: {why}")
+        if event == "RolledBack":
+            self.notify("RolledBack", canary, f"rolled back, {st.stable} serves: {why}", last)
         st.end_rollout()
 
     # --- progress of a canary ---------------------------------------------------------
@@ -524,9 +561,13 @@ class _Reconcile:
             return
         if self.spec.rollout.paused or st.step_started_at is None:
             return
+        if not self.gate_open("preRollout", None):
+            return  # no traffic yet: its pods warm up meanwhile
         interval = parse_duration(self.spec.rollout.step_interval)
         warm = observed is not None and observed.ready >= self.canary_wanted()
         if not (warm and self.now >= st.step_started_at + interval and self.analysis_allows()):
+            return
+        if not self.gate_open("step", st.step):
             return
         if not self.at_last_step():
             st.step = 0 if st.step is None else st.step + 1
@@ -541,6 +582,76 @@ class _Reconcile:
             st.promoting = True
             st.step_started_at = self.now
             self.event("Normal", "Promoting", f"{canary} passed every step")
+
+    # --- gates --------------------------------------------------------------------------
+
+    def gates_of(self, type_: WebhookType) -> list[Webhook]:
+        return [w for w in self.spec.rollout.webhooks if w.type == type_]
+
+    def pre_rollout_approved(self) -> bool:
+        """Every preRollout gate approved the canary (no canary: nothing to approve)."""
+        canary = self.state.canary
+        return canary is None or all(
+            (answer := answered(self.state.gates, w.name, canary, None)) is not None
+            and answer.approved
+            for w in self.gates_of("preRollout")
+        )
+
+    def record_gate_answers(self) -> None:
+        """The answers the shell got for the last plan's asks, into status; an Event when an
+        answer differs from the one before. The first step's clock starts when the
+        preRollout gates approve: that is when the canary gets its first traffic."""
+        st = self.state
+        gates = {w.name for w in self.spec.rollout.webhooks if w.gate}
+        if st.canary is None or not self.answers:
+            return
+        before = self.pre_rollout_approved()
+        for answer in self.answers:
+            if answer.revision != st.canary or answer.webhook not in gates:
+                continue
+            old = next((a for a in st.gates if a.webhook == answer.webhook), None)
+            st.gates = [*(a for a in st.gates if a.webhook != answer.webhook), answer]
+            said = (answer.revision, answer.step, answer.approved, answer.message)
+            if old is not None and (old.revision, old.step, old.approved, old.message) == said:
+                continue
+            at = "" if answer.step is None else f" at step {answer.step + 1}"
+            if answer.approved:
+                self.event("Normal", "GateApproved", f"{answer.webhook} approved {st.canary}{at}")
+            else:
+                self.event(
+                    "Warning",
+                    "GateRefused",
+                    f"{answer.webhook} refused {st.canary}{at}: {answer.message}",
+                )
+        if not before and self.pre_rollout_approved():
+            st.step_started_at = self.now
+            self.warn_coarse_split()
+
+    def gate_open(self, type_: WebhookType, step: int | None) -> bool:
+        """Every gate webhook of `type_` approved the canary at `step`. Those that did not
+        are asked (`Plan.asks`) when they never answered about it, or refused it at least
+        analysis.interval ago (as Flagger asks again at each analysis interval)."""
+        st = self.state
+        canary = st.canary
+        assert canary is not None
+        reask = parse_duration(self.spec.analysis.interval)
+        approved = True
+        for webhook in self.gates_of(type_):
+            answer = answered(st.gates, webhook.name, canary, step)
+            if answer is not None and answer.approved:
+                continue
+            approved = False
+            if answer is None or self.now >= answer.time + reask:
+                percent = self.stage_percent() if type_ == "step" else 0
+                self.asks.append(GateAsk(webhook, canary, step, percent))
+            if not self.gate_hold:
+                what = "preRollout gate" if type_ == "preRollout" else "step gate"
+                if answer is None:
+                    self.gate_hold = f"{canary} waits for {what} {webhook.name}"
+                else:
+                    self.gate_hold = f"{what} {webhook.name} refused {canary}: {answer.message}"
+                    self.gate_refused = True
+        return approved
 
     def switch_when_ready(self) -> None:
         st = self.state
@@ -562,6 +673,7 @@ class _Reconcile:
         self.history("Promoted", canary, f"{observed.ready} Ready pods took over from {old}")
         kept = f"; {old} stays warm until {st.bake_until:%H:%M:%S}" if st.previous else ""
         self.event("Normal", "Promoted", f"{canary} is stable{kept}")
+        self.notify("Promoted", canary, f"stable, took over from {old}{kept}")
 
     # --- after promotion ----------------------------------------------------------------
 
@@ -586,6 +698,9 @@ class _Reconcile:
                 why = signal.reason or "analysis failed within bakeTime"
                 self.history("RolledBack", failed, why)
                 self.event("Warning", "RolledBack", f"{failed} rolled back to {st.stable}: {why}")
+                self.notify(
+                    "RolledBack", failed, f"rolled back to {st.stable}: {why}", st.last_analysis
+                )
             return
         if self.now >= st.bake_until:
             self.event("Normal", "BakeComplete", f"{st.previous} removed after bakeTime")
@@ -595,7 +710,8 @@ class _Reconcile:
 
     def due(self) -> datetime | None:
         """The earliest moment after now at which one of this machine's clock comparisons
-        flips for the new state (`Plan.due`): the step's interval ends (`progress`), the bake
+        flips for the new state (`Plan.due`): the step's interval ends (`progress`), a refused
+        gate is asked again (`gate_open`), a notification's next delivery round, the bake
         ends (`bake`; also where the stable's analysis stops being a bake test), a canary or
         stable pod's readiness grace ends (`pod_problems`). Everything else moves on a change:
         pods turning Ready, the warm-up timeout (the Deployment controller's condition),
@@ -605,6 +721,16 @@ class _Reconcile:
         stepping = st.canary is not None and not st.promoting and not self.killed
         if stepping and st.step_started_at is not None and not self.spec.rollout.paused:
             times.append(st.step_started_at + parse_duration(self.spec.rollout.step_interval))
+        if stepping and not self.spec.rollout.paused:
+            reask = parse_duration(self.spec.analysis.interval)
+            times += (
+                g.time + reask for g in st.gates if not g.approved and g.revision == st.canary
+            )
+        times += (
+            n.next_attempt_at
+            for n in self.subject.status.pending_notifications
+            if n.next_attempt_at
+        )
         if st.previous is not None and st.bake_until is not None:
             times.append(st.bake_until)
         times += (
@@ -640,7 +766,8 @@ class _Reconcile:
         observed_stable = self.observed(st.stable)
         stable_count = max(observed_stable.replicas if observed_stable else 0, self.min_warm)
         shadow = None
-        if st.canary is not None and st.step is None and self.spec.rollout.shadow.percent > 0:
+        mirrors = self.spec.rollout.shadow.percent > 0 and self.pre_rollout_approved()
+        if st.canary is not None and st.step is None and mirrors:
             shadow = ShadowTarget(
                 shadow_url(name, self.subject.namespace), self.spec.rollout.shadow.percent
             )
@@ -679,7 +806,7 @@ class _Reconcile:
             canary_ready=self.ready(st.canary),
             carries=st.canary is not None and self.canary_carries(percent),
             carried=self.carried_percent(),
-            hold=self.removing() or bool(self.foreign),
+            hold=self.removing() or bool(self.foreign) or not self.pre_rollout_approved(),
             killed=self.killed,
             fallback=self.spec.kill_switch.mode == "fallback" and self.spec.fallback is not None,
         )
@@ -777,8 +904,13 @@ class _Reconcile:
             stable_timed_out=bool(stable and stable.timed_out),
             pod_problems=pod_problems,
             not_owned=not_owned,
+            gate_hold=self.gate_hold,
+            gate_refused=self.gate_refused,
         )
+        gates = {w.name for w in self.spec.rollout.webhooks if w.gate}
+        st.gates = [g for g in st.gates if g.revision == st.canary and g.webhook in gates]
         status = render(self.subject.status, st, facts, self.kill_target(), self.now)
+        self.notify_degraded(status)
         return Plan(
             status=status,
             apply=apply,
@@ -786,5 +918,20 @@ class _Reconcile:
             events=tuple(self.events),
             remove_annotations=tuple(dict.fromkeys(self.consumed)),
             due=self.due(),
+            asks=tuple(self.asks),
+            notices=tuple(self.notices),
             route=self.router.route_patch(split, self.world.route),
         )
+
+    def notify_degraded(self, status: ModelDeploymentStatus) -> None:
+        """Degraded turned True, for another reason than a rollback (which is its own
+        notification)."""
+
+        def degraded(conditions: list[Condition]) -> Condition | None:
+            return next((c for c in conditions if c.type == "Degraded"), None)
+
+        new, old = degraded(status.conditions), degraded(self.subject.status.conditions)
+        if new is None or new.status != "True" or (old is not None and old.status == "True"):
+            return
+        if new.reason not in ("RolledBack", PODS_FAILING_REASON):
+            self.notify("Degraded", self.state.stable, f"{new.reason}: {new.message}")

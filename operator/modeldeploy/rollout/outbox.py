@@ -7,6 +7,9 @@ Each pending Event carries its Event object's name, fixed when it was written: p
 second time (it was posted, but not yet cleared, before the kill) is refused by the
 apiserver as AlreadyExists, which counts as posted. So no Event is lost or duplicated, and
 a reconcile without Events writes nothing more than before.
+
+The plan's notices go the same way (`status.pendingNotifications`, `rollout.webhooks`),
+named after the Events' names, so a notification's idempotency key is fixed with it.
 """
 
 import hashlib
@@ -15,11 +18,13 @@ from datetime import datetime
 from modeldeploy.api import (
     MAX_EVENT_MESSAGE,
     MAX_PENDING_EVENTS,
+    MAX_PENDING_NOTIFICATIONS,
     ModelDeploymentStatus,
     Owner,
     PendingEvent,
 )
 from modeldeploy.rollout.plan import Plan, Subject
+from modeldeploy.rollout.webhooks import notifications
 
 
 def decision_key(subject: Subject, version: str, part: str) -> str:
@@ -49,7 +54,8 @@ def with_outbox(
     subject: Subject, decided: Plan, version: str, now: datetime
 ) -> ModelDeploymentStatus:
     """The status to write: the plan's, with what the stored status still had pending (an
-    earlier process' Events, not known to be posted) and the plan's own Events after them."""
+    earlier process' Events, not known to be posted; notifications not yet delivered) and
+    the plan's own Events and notifications after them."""
     made = [
         PendingEvent(
             name=event_name(subject, version, index),
@@ -61,7 +67,15 @@ def with_outbox(
         for index, event in enumerate(decided.events)
     ]
     pending = [*subject.status.pending_events, *made][-MAX_PENDING_EVENTS:]
-    return decided.status.model_copy(update={"pending_events": pending})
+    offset = len(decided.events)
+    names = [event_name(subject, version, offset + i) for i in range(len(decided.notices))]
+    told = notifications(
+        subject.spec.rollout.webhooks, decided.notices, names, now.replace(microsecond=0)
+    )
+    notified = [*subject.status.pending_notifications, *told][-MAX_PENDING_NOTIFICATIONS:]
+    return decided.status.model_copy(
+        update={"pending_events": pending, "pending_notifications": notified}
+    )
 
 
 def posted(status: ModelDeploymentStatus) -> ModelDeploymentStatus:

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from modeldeploy.api import ModelDeploymentSpec, ModelDeploymentStatus
 from modeldeploy.rollout.signal import AnalysisSignal
+from modeldeploy.rollout.webhooks import GateAsk, Notice
 from modeldeploy.routing import RoutePatch
 
 Body = dict[str, Any]
@@ -75,5 +76,11 @@ class Plan:
     due: datetime | None = None
     """When to plan again on time alone: the earliest moment after this plan's `now` at which
     a decision that reads the clock can come out differently (a step's interval ends, the
-    bake ends, a pod's readiness grace ends, the next analysis round). None: only a change
-    (a watch event) can move this ModelDeployment on."""
+    bake ends, a pod's readiness grace ends, the next analysis round, a refused gate's next
+    ask, a notification's next delivery round). None: only a change (a watch event) can move
+    this ModelDeployment on."""
+    asks: tuple[GateAsk, ...] = ()
+    """Gates this plan waits for that are due to be asked: the shell asks them and plans
+    again with their answers (`rollout.webhooks`)."""
+    notices: tuple[Notice, ...] = ()
+    """What the notify webhooks are told of (written into status with the Events)."""

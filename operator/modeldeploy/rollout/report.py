@@ -72,6 +72,10 @@ class Facts:
     """Which wanted objects exist without being the ModelDeployment's ("" for none)."""
     requested: int = 0
     """The share the current step asks for (0 without a canary step)."""
+    gate_hold: str = ""
+    """Which gate webhook the canary waits for, and its answer ("" for none)."""
+    gate_refused: bool = False
+    """That gate refused (else it has not answered yet)."""
 
     def problems_of(self, revision: str | None) -> tuple[PodProblem, ...]:
         return tuple(p for p in self.pod_problems if p.revision == revision)
@@ -150,9 +154,11 @@ def _message(phase: Phase, state: State, facts: Facts, kill_target: str) -> str:
             )
         case "Paused" | "Progressing":
             held = " (paused)" if phase == "Paused" else ""
+            gate = f"; {facts.gate_hold}" if facts.gate_hold else ""
             return (
                 f"{_stage(state, facts)}{held}: {canary} has {facts.canary_ready} of "
-                f"{facts.canary_wanted} pods Ready, {facts.weight}% of traffic; stable {stable}"
+                f"{facts.canary_wanted} pods Ready, {facts.weight}% of traffic; stable "
+                f"{stable}{gate}"
             )
         case "RolledBack":
             return f"{state.failed} rolled back ({facts.rollback_reason}); serving {stable}"
@@ -207,6 +213,9 @@ def _progressing(
             )
         problems = facts.problems_of(state.canary)
         trouble = f"; pod problems: {_problems(problems)}" if problems else ""
+        if facts.gate_hold:
+            reason = "GateRefused" if facts.gate_refused else "AwaitingGate"
+            return _Cond("Progressing", "True", reason, f"{facts.gate_hold}{trouble}")
         if facts.canary_ready < facts.canary_wanted:
             message = f"{state.canary} pods are warming up{trouble}"
             return _Cond("Progressing", "True", "WarmingUp", message)
@@ -350,6 +359,7 @@ def render(
         failed_analysis=state.failed_analysis,
         pod_problems=list(facts.pod_problems),
         history=state.history,
+        gates=state.gates,
     )
 
 

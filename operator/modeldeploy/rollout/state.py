@@ -11,6 +11,7 @@ from datetime import datetime
 
 from modeldeploy.api import (
     AnalysisResult,
+    GateAnswer,
     HistoryEntry,
     ModelDeploymentStatus,
 )
@@ -33,6 +34,7 @@ class State:
     consecutive_failures: int = 0
     no_data_since: datetime | None = None
     history: list[HistoryEntry] = field(default_factory=list)
+    gates: list[GateAnswer] = field(default_factory=list)
 
     @classmethod
     def of(cls, status: ModelDeploymentStatus) -> "State":
@@ -55,6 +57,7 @@ class State:
             consecutive_failures=status.consecutive_failures,
             no_data_since=status.no_data_since,
             history=list(status.history),
+            gates=list(status.gates),
         )
 
     def end_rollout(self) -> None:

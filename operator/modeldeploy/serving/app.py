@@ -5,10 +5,15 @@ own threads, so the event loop stays free for health, readiness and /metrics how
 the bodies or slow the model. Client faults are 4xx with a short message and a reason; a
 client hanging up is 499; anything failing past validation is a 500 "inference failed",
 whose exception is logged here and never sent to the client.
+
+With tracing on (`modeldeploy.tracing`), each inference is a server span continuing the
+caller's W3C trace context, with the stages decode, validate, preprocess, predict and encode
+as its children (run in the inference thread, under the request's context).
 """
 
 import asyncio
 import contextlib
+import contextvars
 import json
 import logging
 import time
@@ -24,6 +29,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from modeldeploy import tracing
 from modeldeploy.contract import CLIENT_CLOSED_REQUEST_CODE, SHADOW_HEADER
 from modeldeploy.profile_schema import ClassificationOutput, Profile
 from modeldeploy.serving.config import ModelConfig
@@ -51,6 +57,8 @@ from modeldeploy.serving.warmup import Readiness, warm_up
 log = logging.getLogger(__name__)
 SERVER_NAME = "modeldeploy"
 INFERENCE_FAILED = "inference failed"
+INFER_ROUTE = "/v2/models/{model}/infer"
+INFER_VERSION_ROUTE = "/v2/models/{model}/versions/{version}/infer"
 
 
 @dataclass
@@ -138,6 +146,41 @@ def model_metadata(runtime: Runtime) -> dict[str, Any]:
     }
 
 
+def outcome(status: int) -> str:
+    """What became of a request, in a word (the span attribute `modeldeploy.outcome`)."""
+    if status < 400:
+        return "ok"
+    if status == CLIENT_CLOSED_REQUEST_CODE:
+        return "disconnected"
+    if status == 503:
+        return "not_ready"
+    return "invalid" if status < 500 else "error"
+
+
+def request_attributes(identity: Identity, route: str) -> dict[str, str]:
+    """An inference span's attributes known before it runs (HTTP semantic conventions)."""
+    return {
+        "http.request.method": "POST",
+        "http.route": route,
+        "modeldeploy.model": identity.model,
+        "modeldeploy.version": identity.version,
+        "modeldeploy.revision": identity.revision,
+    }
+
+
+def response_attributes(status: int, reason: str | None) -> dict[str, str | int]:
+    """An inference span's attributes once answered; `reason` of a refused request."""
+    attributes: dict[str, str | int] = {
+        "http.response.status_code": status,
+        "modeldeploy.outcome": outcome(status),
+    }
+    if status >= 500:
+        attributes["error.type"] = str(status)
+    if reason is not None:
+        attributes["modeldeploy.reason"] = reason
+    return attributes
+
+
 class _Endpoints:
     """The request handlers of one runtime."""
 
@@ -189,17 +232,24 @@ class _Endpoints:
     async def infer(self, request: Request) -> Response:
         start = time.perf_counter()
         monitor = self.runtime.monitor
-        try:
-            response = await self._infer(request)
-        except InvalidRequest as err:
-            monitor.observe_invalid(err.reason)
-            response = _error(err.message, err.status)
-        except ClientDisconnect:  # nobody reads this answer; it is counted, not an error
-            log.info("client disconnected before its request body arrived")
-            response = _error("client disconnected", CLIENT_CLOSED_REQUEST_CODE)
-        except Exception:  # the model or preprocessing failed (ModelError), or a bug of ours
-            log.exception(INFERENCE_FAILED)
-            response = _error(INFERENCE_FAILED, 500)
+        route = INFER_VERSION_ROUTE if "version" in request.path_params else INFER_ROUTE
+        attributes = request_attributes(self.runtime.identity, route)
+        with tracing.span(f"POST {route}", attributes, headers=request.headers) as span:
+            reason = None
+            try:
+                response = await self._infer(request)
+            except InvalidRequest as err:
+                monitor.observe_invalid(err.reason)
+                reason = err.reason.value
+                response = _error(err.message, err.status)
+            except ClientDisconnect:  # nobody reads this answer; it is counted, not an error
+                log.info("client disconnected before its request body arrived")
+                response = _error("client disconnected", CLIENT_CLOSED_REQUEST_CODE)
+            except Exception as err:  # the model or preprocessing failed (ModelError), or a bug
+                log.exception(INFERENCE_FAILED)
+                span.fail(err)
+                response = _error(INFERENCE_FAILED, 500)
+            span.set(response_attributes(response.status_code, reason))
         monitor.observe_request(response.status_code, time.perf_counter() - start)
         return response
 
@@ -215,7 +265,12 @@ class _Endpoints:
         if runtime.mirror is not None and SHADOW_HEADER not in request.headers:
             runtime.mirror.offer(request.url.path, raw)
         loop = asyncio.get_running_loop()
-        inference, response = await loop.run_in_executor(self._inference_pool, self._answer, raw)
+        # run_in_executor does not carry context variables: the request's span would not be
+        # the current one in the inference thread, and the stages would not be traced.
+        context = contextvars.copy_context()
+        inference, response = await loop.run_in_executor(
+            self._inference_pool, context.run, self._answer, raw
+        )
         if runtime.prediction_log is not None:  # written from the event loop only: one writer
             runtime.prediction_log.maybe_record(
                 inference.request.id, inference.request.inputs, inference.outputs
@@ -225,17 +280,21 @@ class _Endpoints:
     def _answer(self, raw: bytes) -> tuple[Inference, Response]:
         """Decodes, validates, infers, encodes and counts (on an inference thread)."""
         runtime = self.runtime
-        inference = runtime.pipeline.infer(decode_json(raw))
+        with tracing.stage("decode"):
+            body = decode_json(raw)
+        inference = runtime.pipeline.infer(body)
+        tracing.annotate({"modeldeploy.rows": inference.request.rows})
         payload = {
             "model_name": runtime.identity.model,
             "model_version": runtime.identity.version,
             "id": inference.request.id,
             "outputs": inference.outputs,
         }
-        try:
-            response = _json(payload)
-        except ValueError as err:
-            raise ModelError("the model produced NaN or infinite outputs") from err
+        with tracing.stage("encode"):
+            try:
+                response = _json(payload)
+            except ValueError as err:
+                raise ModelError("the model produced NaN or infinite outputs") from err
         runtime.monitor.observe_features(inference.features)
         prediction = inference.prediction
         runtime.monitor.observe_predictions(prediction.values, prediction.confidence)

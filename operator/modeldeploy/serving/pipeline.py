@@ -1,6 +1,7 @@
 """The inference path shared by the server, its warm-up and the profile builder:
 validated request -> preprocess -> model -> V2 response. One path, so golden outputs
-recorded at build time are exactly what the image answers."""
+recorded at build time are exactly what the image answers. Its stages are traced inside a
+request's span only (`tracing.stage`): warm-up and the profile builder make no spans."""
 
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -9,6 +10,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from modeldeploy import tracing
 from modeldeploy.profile_schema import FeatureProfile
 from modeldeploy.serving.model import Columns, Model, Prediction, Preprocess
 from modeldeploy.serving.protocol import InferRequest, InvalidRequest, Reason, RequestParser
@@ -50,21 +52,24 @@ class InferencePipeline:
         rows = len(next(iter(columns.values())))
         features = dict(columns)
         if self._preprocess is not None:
+            with tracing.stage("preprocess"):
+                try:
+                    produced = self._preprocess(features)
+                except Exception as err:
+                    raise ModelError(f"preprocessing failed: {err!r}") from err
+                features = {f.name: _as_column(f, produced.get(f.name)) for f in self.features}
+        with tracing.stage("predict"):
             try:
-                produced = self._preprocess(features)
+                prediction = self._model.predict(features)
             except Exception as err:
-                raise ModelError(f"preprocessing failed: {err!r}") from err
-            features = {f.name: _as_column(f, produced.get(f.name)) for f in self.features}
-        try:
-            prediction = self._model.predict(features)
-        except Exception as err:
-            raise ModelError(f"prediction failed: {err!r}") from err
+                raise ModelError(f"prediction failed: {err!r}") from err
         if len(prediction.values) != rows:
             raise ModelError(f"model returned {len(prediction.values)} predictions for {rows} rows")
         return features, prediction
 
     def infer(self, body: Any) -> Inference:
-        request = self.parser.parse(body)
+        with tracing.stage("validate"):
+            request = self.parser.parse(body)
         features, prediction = self.predict(request.columns)
         return Inference(request, features, prediction, output_tensors(prediction, request.outputs))
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from modeldeploy import tracing
 from modeldeploy.contract import SERVING_PORT
 from modeldeploy.profile_schema import Profile
 from modeldeploy.serving.app import Runtime, create_app
@@ -121,6 +122,8 @@ def serve(
     except ModelDirError as err:
         write_termination_message(termination_log, f"cannot serve {model_dir}: {err}")
         raise
+    # Traces (when OTEL_* asks for them) name the model's service after the model.
+    tracing.setup(runtime.identity.model, version=runtime.identity.version)
 
     def stop_broken(reason: str) -> None:
         write_termination_message(termination_log, reason)

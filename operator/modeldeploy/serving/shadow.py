@@ -3,7 +3,9 @@
 The caller's response never waits for the shadow: `offer` only puts the body in a bounded
 queue (dropping it when full), and a few background workers post it with short timeouts.
 Results are counted in `shadow_requests_total{result}`; the shadow's answers are ignored
-(it exports its own metrics, which is what the operator compares).
+(it exports its own metrics, which is what the operator compares). With tracing on, a
+mirrored request carries the trace context of the request it copies: the shadow's span is a
+child of the original's.
 """
 
 import asyncio
@@ -15,6 +17,7 @@ from collections.abc import Mapping
 
 import httpx
 
+from modeldeploy import tracing
 from modeldeploy.contract import ENV_SHADOW_PERCENT, ENV_SHADOW_URL, SHADOW_HEADER
 from modeldeploy.serving.config import ModelDirError
 from modeldeploy.serving.monitor import Monitor
@@ -37,7 +40,10 @@ class Mirror:
         self.url = url.rstrip("/")
         self.percent = percent
         self._monitor = monitor
-        self._queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue(maxsize=queue_size)
+        # (path, body, trace context headers)
+        self._queue: asyncio.Queue[tuple[str, bytes, dict[str, str]]] = asyncio.Queue(
+            maxsize=queue_size
+        )
         self._worker_count = workers
         self._timeout = httpx.Timeout(timeout_s, connect=min(timeout_s, 0.25))
         self._random = (rng or random.Random()).random
@@ -66,7 +72,7 @@ class Mirror:
         if self.percent <= 0 or self._random() * 100 >= self.percent:
             return
         try:
-            self._queue.put_nowait((path, body))
+            self._queue.put_nowait((path, body, tracing.outgoing()))
         except asyncio.QueueFull:
             self._monitor.observe_shadow("dropped")
 
@@ -88,9 +94,11 @@ class Mirror:
         assert self._client is not None
         headers = {"content-type": "application/json", SHADOW_HEADER: "1"}
         while True:
-            path, body = await self._queue.get()
+            path, body, context = await self._queue.get()
             try:
-                await self._client.post(self.url + path, content=body, headers=headers)
+                await self._client.post(
+                    self.url + path, content=body, headers={**headers, **context}
+                )
             except httpx.HTTPError as err:
                 self._monitor.observe_shadow("failed")
                 log.debug("shadow request failed: %r", err)
