@@ -2,7 +2,8 @@
 # Builds, caches and checks the local test cluster's components (no downloads of prebuilt
 # binaries): Kubernetes control plane + kubectl from Go modules, etcd, kwok, kwokctl, helm, the
 # CNCF Distribution registry, actionlint (checks .github/workflows/), an OpenTelemetry Collector
-# (OTLP in, OTLP JSON files out: the traces tests read); Prometheus and the
+# (OTLP in, OTLP JSON files out: the traces tests read), the Gateway API CRDs (standard
+# channel, from the sigs.k8s.io/gateway-api module); Prometheus and the
 # container tools (buildah, podman, runc, skopeo, mmdebstrap) from Debian, with their
 # configuration under the cache (overlay storage where it mounts, else vfs; runc; no rlimits:
 # what works without a Docker daemon). Idempotent: a stamp file per tool version.
@@ -22,6 +23,9 @@ ACTIONLINT_VERSION="${ACTIONLINT_VERSION:-v1.7.12}"
 # The collector's core modules (otelcol, otlpreceiver) and contrib's fileexporter are released
 # together under one v0 number.
 OTELCOL_VERSION="${OTELCOL_VERSION:-v0.165.0}"
+# The newest on the proxy, v1.7.0, declares go 1.27: `go mod download` refuses it with
+# GOTOOLCHAIN=local on go1.26. v1.6.3 is the newest that a go1.26 toolchain downloads.
+GATEWAY_API_VERSION="${GATEWAY_API_VERSION:-v1.6.3}"
 
 CACHE="${MODELDEPLOY_CACHE:-$HOME/.cache/modeldeploy}"
 export GOMODCACHE="$CACHE/go/mod" GOCACHE="$CACHE/go/build" GOTOOLCHAIN=local CGO_ENABLED=0
@@ -34,6 +38,7 @@ HELM_BIN="$BIN_ROOT/helm-$HELM_VERSION"
 REGISTRY_BIN="$BIN_ROOT/registry-$REGISTRY_VERSION"
 ACTIONLINT_BIN="$BIN_ROOT/actionlint-$ACTIONLINT_VERSION"
 OTELCOL_BIN="$BIN_ROOT/otelcol-$OTELCOL_VERSION"
+GATEWAY_API_CRDS="$CACHE/manifests/gateway-api-$GATEWAY_API_VERSION"
 CONTAINERS="$CACHE/containers"
 
 START=$(date +%s)
@@ -224,6 +229,20 @@ install_go_tool() {  # dir version module-path...
   stamp "$dir"
 }
 
+install_gateway_api_crds() {
+  # The official standard-channel manifests (HTTPRoute, Gateway, GatewayClass, ...), as
+  # published in the sigs.k8s.io/gateway-api module; every test cluster gets them.
+  stamped "$GATEWAY_API_CRDS" && return
+  say "gateway-api $GATEWAY_API_VERSION: standard-channel CRDs from the Go module"
+  local dir
+  dir="$(cd "$CACHE" && go mod download -json "sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION" \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')"
+  mkdir -p "$GATEWAY_API_CRDS"
+  cp "$dir"/config/crd/standard/*.yaml "$GATEWAY_API_CRDS/"
+  chmod u+w "$GATEWAY_API_CRDS"/*.yaml
+  stamp "$GATEWAY_API_CRDS"
+}
+
 apt_install() {  # package...
   say "$*: apt-get install (Debian)"
   export DEBIAN_FRONTEND=noninteractive
@@ -313,6 +332,7 @@ print_env() {
   echo "export MODELDEPLOY_KWOK_BIN=\"$KWOK_BIN\" MODELDEPLOY_HELM_BIN=\"$HELM_BIN\""
   echo "export MODELDEPLOY_K8S_VERSION=\"$K8S_VERSION\" MODELDEPLOY_REGISTRY_BIN=\"$REGISTRY_BIN\""
   echo "export MODELDEPLOY_OTELCOL_BIN=\"$OTELCOL_BIN\""
+  echo "export MODELDEPLOY_GATEWAY_API_CRDS=\"$GATEWAY_API_CRDS\""
   echo "export CONTAINERS_CONF=\"$CONTAINERS/containers.conf\""
   echo "export CONTAINERS_STORAGE_CONF=\"$CONTAINERS/storage.conf\""
   echo "export CONTAINERS_REGISTRIES_CONF=\"$CONTAINERS/registries.conf\""
@@ -331,6 +351,7 @@ case "${1:-install}" in
       github.com/distribution/distribution/v3/cmd/registry
     install_go_tool "$ACTIONLINT_BIN" "$ACTIONLINT_VERSION" github.com/rhysd/actionlint/cmd/actionlint
     build_otelcol
+    install_gateway_api_crds
     build_etcd
     build_kubernetes
     say "all components ready in $BIN_ROOT ($(du -sh "$CACHE" | cut -f1) cache)"

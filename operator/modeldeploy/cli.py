@@ -7,7 +7,7 @@ and model images need not install the operator's libraries.
 import secrets
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
@@ -271,8 +271,14 @@ def dev_load(
     ] = 0.0,
     via: Annotated[
         str,
-        typer.Option(help="service: the pods Service NAME selects; pods: all pods of NAME."),
+        typer.Option(
+            help="service: the pods Service NAME selects; pods: all pods of NAME; route: "
+            "through a Gateway, by the weights of --http-route (read from the cluster)."
+        ),
     ] = "service",
+    http_route: Annotated[
+        str | None, typer.Option(help="With --via route: the HTTPRoute of NAME's traffic.")
+    ] = None,
     endpoints: Annotated[
         Path | None, typer.Option(help="The pod runner's endpoints.json (default its own).")
     ] = None,
@@ -284,14 +290,22 @@ def dev_load(
     """Send steady V2 infer requests to the local servers of NAME's Ready pods (bounded)."""
     import json
 
+    from modeldeploy.devenv.endpoints import Endpoint
     from modeldeploy.devenv.loadgen import (
         EndpointSource,
         LoadSpec,
+        RouteSource,
         default_profile,
         run_load,
     )
     from modeldeploy.devenv.podrunner import ENDPOINTS_FILE, default_state_dir
-    from modeldeploy.devenv.traffic import Drift, parse_assignments, read_rows
+    from modeldeploy.devenv.traffic import (
+        Drift,
+        Router,
+        choose_uniform,
+        parse_assignments,
+        read_rows,
+    )
     from modeldeploy.profile_schema import Profile
 
     try:
@@ -306,27 +320,57 @@ def dev_load(
         )
         drift.validate(features)
         spec = LoadSpec(rate, count, duration, batch, seed, workers=workers)
-        if via not in ("service", "pods"):
-            raise ValueError(f"--via must be service or pods, not {via!r}")
+        if via not in ("service", "pods", "route"):
+            raise ValueError(f"--via must be service, pods or route, not {via!r}")
+        if (via == "route") != (http_route is not None):
+            raise ValueError("--http-route goes with --via route, and only with it")
+        if http_route is not None and namespace is None:
+            raise ValueError("--via route needs --namespace (the HTTPRoute's)")
     except (OSError, ValueError) as err:
         typer.secho(f"cannot load: {err}", err=True, fg=typer.colors.RED)
         raise typer.Exit(2) from err
-    source = EndpointSource(
-        endpoints or default_state_dir() / ENDPOINTS_FILE,
-        namespace,
-        name,
-        via="pods" if via == "pods" else "service",
-    )
+    published = endpoints or default_state_dir() / ENDPOINTS_FILE
+    source: Callable[[], Sequence[Endpoint]]
+    router: Router = choose_uniform
+    if http_route is not None and namespace is not None:
+        weights = _route_weights(namespace, http_route, name)
+        through = RouteSource(published, namespace, weights)
+        source, router = through, through.choose
+    else:
+        source = EndpointSource(
+            published, namespace, name, via="pods" if via == "pods" else "service"
+        )
     report = run_load(
         spec,
         rows,
         features,
         source,
         drift=drift,
+        router=router,
         progress=(lambda r: _say(r.summary().splitlines()[0])) if progress else None,
         progress_every=progress or 5.0,
     )
     typer.echo(json.dumps(report.to_dict(), indent=1) if json_output else report.summary())
+
+
+def _route_weights(
+    namespace: str, route: str, name: str
+) -> Callable[[], tuple[tuple[str, int], ...]]:
+    """The HTTPRoute's (Service, weight) pairs, read from the cluster at each call (the
+    load generator's refresh); none while it cannot be read."""
+    from modeldeploy.kube import Kube, KubeError
+    from modeldeploy.routing.gateway_api import backend_weights, observe_route
+
+    kube = Kube()
+
+    def read() -> tuple[tuple[str, int], ...]:
+        try:
+            body = kube.get_route(namespace, route)
+        except KubeError:
+            return ()
+        return backend_weights(observe_route(body) if body else None, name)
+
+    return read
 
 
 # --- commands (one small function each; the logic lives in its own module) ---------------

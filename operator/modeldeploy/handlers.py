@@ -80,6 +80,7 @@ from modeldeploy.rollout import (
 from modeldeploy.rollout.outbox import posted, with_outbox
 from modeldeploy.rollout.webhooks import DELIVERY_ROUNDS, deliverable, delivered
 from modeldeploy.rollout.world import essentials
+from modeldeploy.routing.gateway_api import HTTP_ROUTE, observe_route, route_problem
 from modeldeploy.telemetry import (
     OperatorMetrics,
     plan_attributes,
@@ -124,6 +125,9 @@ on 2 cores (bench/README.md, bench_scale)."""
 COMMANDS = (ANNOTATION_PROMOTE, ANNOTATION_ABORT, ANNOTATION_RETRY)
 OPERATOR_SERVICE = "modeldeploy-operator"
 """The operator's service.name in traces, unless OTEL_SERVICE_NAME says otherwise."""
+ROUTE_NOT_USABLE = "RouteNotUsable"
+"""Warning Event: the HTTPRoute of traffic.mode gatewayAPI is missing or cannot carry exact
+weights (`routing.gateway_api.route_problem`)."""
 Key = tuple[str, str]  # (namespace, name)
 Body = dict[str, Any]
 
@@ -356,11 +360,8 @@ class Reconciler:
         if refused is not None:
             # Only a change (the spec, or an operator allowing privileges) moves it.
             return Reconciled(self.execute(subject, snapshot.body, refused, now, started), None)
-        if subject.spec.rollout.traffic.mode != "replicas":
-            why = "traffic.mode gatewayAPI is not implemented yet: traffic follows replica ratios"
-            self.report_once(key, snapshot.body, Event("Warning", "Unsupported", why), now)
         try:
-            held = self.read_held(key)
+            held = self.read_held(key) + self.read_route(key, subject, snapshot.body, now)
         except KubeError as err:
             log.warning("%s/%s: cannot read names others hold: %s; again next time", *key, err)
             return Reconciled([], now)
@@ -394,9 +395,11 @@ class Reconciler:
         # A status write refused (Conflict) writes nothing; a failed write is in `errors`.
         status_landed = bool(written) or to_wire(decided.status) == snapshot.body.get("status")
         taken = self.held.get(key, set())
-        # A name someone else holds is not watched: read again at the next pass. A gate the
-        # plan made with the answers still waits for is asked at the next pass too.
+        # A name someone else holds is not watched, nor is the HTTPRoute (its weights just
+        # written are read back into status.canaryWeight): read again at the next pass. A
+        # gate the plan made with the answers still waits for is asked at the next pass too.
         unfinished = bool(taken) or key in self.errors or not status_landed or bool(decided.asks)
+        unfinished = unfinished or decided.route is not None
         return Reconciled(written, now if unfinished else decided.due, again=taken != held_before)
 
     def observe_round(self, key: Key, measured: Measured, decided: Plan) -> None:
@@ -427,6 +430,28 @@ class Reconciler:
             for item in listed.get("items") or []:
                 found.append({**item, "apiVersion": OWNED_KINDS[kind].api_version, "kind": kind})
         return found
+
+    def read_route(self, key: Key, subject: Subject, body: Body, now: datetime) -> list[Body]:
+        """The user's HTTPRoute of `traffic.httpRoute` (traffic.mode gatewayAPI): read at
+        every reconcile, as it is not the operator's and carries none of its labels; why it
+        cannot carry the weights is reported once."""
+        traffic = subject.spec.rollout.traffic
+        if traffic.mode != "gatewayAPI" or traffic.http_route is None:
+            return []
+        self.fresh_reads += 1
+        try:
+            route = self.kube.get_route(key[0], traffic.http_route)
+        except NotLeader:
+            raise
+        except KubeError as err:  # e.g. forbidden: the chart's rbac.gatewayAPI is off
+            why = f"cannot read HTTPRoute {traffic.http_route}: {err}"
+            self.report_once(key, body, Event("Warning", ROUTE_NOT_USABLE, why), now)
+            return []
+        observed = None if route is None else observe_route(route)
+        problem = route_problem(observed, traffic.http_route, subject.name)
+        if problem:
+            self.report_once(key, body, Event("Warning", ROUTE_NOT_USABLE, problem), now)
+        return [] if route is None else [route]
 
     def release_held(self, key: Key, world: World) -> None:
         """Forget the held names that are free again (the plan creates them) or turned out
@@ -461,7 +486,7 @@ class Reconciler:
                 exit_for_test(EXIT_AFTER_EVENTS_WRITTEN)
         # Recorded in status (or nothing to record there): the plan's decisions are taken.
         audit.write(audit.decisions(subject, decided, version, now))
-        written += self.change_objects(key, body, decided.apply, decided.delete, now)
+        written += self.change_objects(key, body, decided, now)
         if decided.remove_annotations:
             latest = self.kube.remove_annotations(namespace, name, decided.remove_annotations)
             written.append(_version_of(latest))
@@ -523,16 +548,16 @@ class Reconciler:
             except KubeError as err:
                 log.warning("cannot post event on %s/%s: %s", *key, err)
 
-    def change_objects(
-        self, key: Key, body: Body, apply: tuple[Body, ...], delete: Any, now: datetime
-    ) -> list[Written]:
-        """Create or apply, then delete; carry on past a failure (the next reconcile retries
-        it) and surface the first one in status (Degraded, ApplyFailed) and once as an Event.
+    def change_objects(self, key: Key, body: Body, decided: Plan, now: datetime) -> list[Written]:
+        """Create or apply, patch the HTTPRoute's weights, then delete; carry on past a
+        failure (the next reconcile retries it) and surface the first one in status
+        (Degraded, ApplyFailed) and once as an Event.
         A create whose name is taken stops the rest: nothing after it (the Services come
         after the Deployments they send traffic to) is written before the plan is made again
         knowing what holds the name."""
         failures: list[str] = []
         written: list[Written] = []
+        apply, route, delete = decided.apply, decided.route, decided.delete
         for obj in apply:
             kind, name = obj["kind"], obj["metadata"]["name"]
             new = isinstance(obj, NewObject)
@@ -546,6 +571,14 @@ class Reconciler:
                     self.held.setdefault(key, set()).add((kind, name))
                     return written
                 failures.append(f"apply {kind}/{name}: {err}")
+        if route is not None:
+            try:
+                # Not in `written`: no watch shows the route, so no expectation awaits it.
+                self.kube.patch_route(key[0], route)
+            except NotLeader:
+                raise
+            except KubeError as err:  # a route changed since it was read fails its test
+                failures.append(f"patch {HTTP_ROUTE.kind}/{route.name}: {err}")
         for ref in delete:
             try:
                 self.kube.delete(key[0], ref)
@@ -558,7 +591,7 @@ class Reconciler:
             error = failures[0][:512]
             self.errors[key] = error
             self.report_once(key, body, Event("Warning", "ApplyFailed", error), now)
-        elif apply or delete:
+        elif apply or delete or route:
             self.errors.pop(key, None)
         return written
 

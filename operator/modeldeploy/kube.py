@@ -18,6 +18,7 @@ from modeldeploy.api import GROUP, PLURAL, VERSION, PendingEvent
 from modeldeploy.resources.kinds import LISTED_KINDS, OWNED_KINDS
 from modeldeploy.resources.names import FIELD_MANAGER, LABEL_NAME
 from modeldeploy.rollout.plan import Event, ObjectRef
+from modeldeploy.routing.gateway_api import HTTP_ROUTE, RoutePatch
 
 log = logging.getLogger("modeldeploy.kube")
 Body = dict[str, Any]
@@ -195,6 +196,28 @@ class Kube:
         create; no object has version 1 (etcd's revision before its first write)."""
         meta = {**body["metadata"], "resourceVersion": CREATE_ONLY}
         return self.apply({**body, "metadata": meta})
+
+    def get_route(self, namespace: str, name: str) -> Body | None:
+        """The HTTPRoute `name` (None when there is none, or no Gateway API in the cluster)."""
+        try:
+            body: Body = self._request("GET", f"{HTTP_ROUTE.collection(namespace)}/{name}")
+        except KubeError as err:
+            if err.status == 404:
+                return None
+            raise
+        return {**body, "apiVersion": HTTP_ROUTE.api_version, "kind": HTTP_ROUTE.kind}
+
+    def patch_route(self, namespace: str, patch: RoutePatch) -> Body:
+        """A JSON patch of the user's HTTPRoute (its `test` operations make a route changed
+        since it was read refuse it whole: 422), as field manager `modeldeploy`."""
+        result: Body = self._request(
+            "PATCH",
+            f"{HTTP_ROUTE.collection(namespace)}/{patch.name}",
+            query={"fieldManager": FIELD_MANAGER},
+            body=list(patch.operations),
+            content_type="application/json-patch+json",
+        )
+        return result
 
     def delete(self, namespace: str, ref: ObjectRef) -> None:
         try:

@@ -548,9 +548,8 @@ def test_rules_cover_every_kind_the_operator_writes() -> None:
     assert verbs(rules, GROUP, f"{PLURAL}/finalizers") == {"update"}
     assert verbs(rules, "", "events") == {"create"}
     assert verbs(rules, "", "secrets") == {"get"}
-    assert verbs(rules, "gateway.networking.k8s.io", "httproutes") == {
-        "get", "list", "create", "patch", "delete",
-    }  # fmt: skip
+    # The user's route: read by name and patched, never created, listed or deleted.
+    assert verbs(rules, "gateway.networking.k8s.io", "httproutes") == {"get", "patch"}
 
 
 def test_no_wildcards_and_nothing_dangerous() -> None:

@@ -1,7 +1,6 @@
 """Load generator, pure parts: typed rows, sampling, drift transforms, V2 bodies (checked by
 the runtime's own request parser), uniform and weighted pod choice, and the report."""
 
-import functools
 import random
 import statistics
 from collections import Counter
@@ -10,14 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from modeldeploy.devenv.endpoints import Endpoint
-from modeldeploy.devenv.loadgen import LoadReport, LoadSpec, default_profile
+from modeldeploy.devenv.endpoints import Endpoint, Published, ServiceMembers, write_published
+from modeldeploy.devenv.loadgen import LoadReport, LoadSpec, RouteSource, default_profile
 from modeldeploy.devenv.traffic import (
     UNSEEN_CATEGORY,
     Drift,
     DriftInjector,
+    choose_backend,
     choose_uniform,
-    choose_weighted,
     infer_body,
     malformed,
     parse_assignments,
@@ -207,22 +206,47 @@ def test_uniform_choice_spreads_evenly_like_kube_proxy() -> None:
     assert choose_uniform([], rng) is None
 
 
-def test_weighted_choice_splits_by_revision_then_uniformly() -> None:
-    pods = [endpoint("s1", "stable"), endpoint("s2", "stable"), endpoint("c1", "canary")]
-    router = functools.partial(choose_weighted, weights={"stable": 90, "canary": 10})
+def test_gateway_choice_splits_by_backend_weight_then_uniformly() -> None:
+    stable = [endpoint("s1", "stable"), endpoint("s2", "stable")]
+    canary = [endpoint("c1", "canary")]
     rng = random.Random(0)
-    counts = Counter(router(pods, rng) for _ in range(10000))
-    assert counts[pods[2]] == pytest.approx(1000, abs=150)
-    assert counts[pods[0]] == pytest.approx(4500, abs=250)
-    assert counts[pods[1]] == pytest.approx(4500, abs=250)
+    counts = Counter(choose_backend([(90, stable), (10, canary)], rng) for _ in range(10000))
+    assert counts[canary[0]] == pytest.approx(1000, abs=150)
+    assert counts[stable[0]] == pytest.approx(4500, abs=250)
+    assert counts[stable[1]] == pytest.approx(4500, abs=250)
 
 
-def test_weighted_choice_skips_revisions_without_endpoints_or_weight() -> None:
+def test_gateway_choice_answers_nothing_for_a_backend_without_ready_pods() -> None:
     stable = [endpoint("s1", "stable")]
     rng = random.Random(0)
-    weights = {"stable": 0, "canary": 100}
-    assert choose_weighted(stable, rng, weights) is None
-    assert choose_weighted(stable, rng, {"stable": 1, "canary": 99}) == stable[0]
+    # The canary's share is lost (a gateway answers 503), not spread over the stable.
+    counts = Counter(choose_backend([(50, stable), (50, [])], rng) for _ in range(4000))
+    assert counts[None] == pytest.approx(2000, abs=200)
+    assert choose_backend([(0, stable), (100, [])], rng) is None
+    assert choose_backend([(0, stable)], rng) is None
+    assert choose_backend([(1, stable), (0, [])], rng) == stable[0]
+
+
+def test_route_source_follows_the_routes_weights_over_the_services_pods(tmp_path: Path) -> None:
+    stable, canary = endpoint("s1", "r1"), endpoint("c1", "r2")
+    published = tmp_path / "endpoints.json"
+    write_published(published, Published(
+        endpoints=[stable, canary],
+        services=[
+            ServiceMembers("ml", "churn", ("s1",)),
+            ServiceMembers("ml", "churn-stable", ("s1",)),
+            ServiceMembers("ml", "churn-canary", ("c1",)),
+        ],
+    ))  # fmt: skip
+    weights = [("churn-stable", 75), ("churn-canary", 25)]
+    source = RouteSource(published, "ml", lambda: weights, refresh=0)
+    assert sorted(e.pod for e in source()) == ["c1", "s1"]
+    rng = random.Random(0)
+    counts = Counter(source.choose(source(), rng) for _ in range(8000))
+    assert counts[canary] == pytest.approx(2000, abs=200)
+    weights = [("churn-stable", 100), ("churn-canary", 0)]  # a rollback
+    source()
+    assert {source.choose(source(), rng) for _ in range(200)} == {stable}
 
 
 # --- spec and report ----------------------------------------------------------------------

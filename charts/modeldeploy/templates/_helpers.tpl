@@ -133,10 +133,11 @@ watched namespace). Every rule is a call the operator makes; see the chart READM
   verbs: [get]
 {{- end }}
 {{- if .Values.rbac.gatewayAPI }}
-# traffic.mode gatewayAPI: the canary's weight on the HTTPRoute's backendRefs.
+# traffic.mode gatewayAPI: the weights on the user's HTTPRoute's backendRefs (read by name
+# each reconcile, JSON-patched; never created, listed or deleted: it is the user's).
 - apiGroups: [gateway.networking.k8s.io]
   resources: [httproutes]
-  verbs: [get, list, create, patch, delete]
+  verbs: [get, patch]
 {{- end }}
 {{- end }}
 

@@ -164,6 +164,20 @@ class KwokCluster:
             raise RuntimeError(f"kwokctl create cluster failed:\n{result.stdout}\n{result.stderr}")
         self.apply_objects([fake_node(f"kwok-node-{i}") for i in range(nodes)])
         self.wait_nodes_ready(nodes)
+        self.install_gateway_api()
+
+    def install_gateway_api(self, timeout: float = 60) -> None:
+        """The Gateway API CRDs (HTTPRoute, Gateway, GatewayClass...: the official standard
+        channel), as a cluster with a Gateway controller has them; no controller runs."""
+        manifests = sorted(self.tools.gateway_api_crds.glob("*.yaml"))
+        documents = [d for m in manifests for d in yaml.safe_load_all(m.read_text()) if d]
+        self.apply_objects(documents, server_side=True)
+        names = [
+            f"crd/{d['metadata']['name']}"
+            for d in documents
+            if d.get("kind") == "CustomResourceDefinition"
+        ]
+        self.kubectl("wait", "--for=condition=Established", *names, f"--timeout={int(timeout)}s")
 
     def delete(self) -> None:
         self._kwokctl("delete", "cluster", "--name", self.name)
@@ -200,9 +214,12 @@ class KwokCluster:
             raise KubectlError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
         return result
 
-    def apply_objects(self, objects: Sequence[dict[str, Any]]) -> None:
+    def apply_objects(self, objects: Sequence[dict[str, Any]], server_side: bool = False) -> None:
+        """`kubectl apply`; `server_side` for objects too large for the client-side apply's
+        last-applied annotation (CRDs such as the Gateway API's)."""
         self.kubectl(
             "apply",
+            *(["--server-side"] if server_side else []),
             "-f",
             "-",
             input=json.dumps({"kind": "List", "apiVersion": "v1", "items": list(objects)}),

@@ -37,6 +37,7 @@ from modeldeploy.devenv.traffic import (
     DriftInjector,
     Router,
     Row,
+    choose_backend,
     choose_uniform,
     infer_body,
     malformed,
@@ -150,8 +151,7 @@ class EndpointSource:
     `via="service"`: the pods the client Service `<name>` selects (the operator's routing:
     stable only, both tracks during a canary, the fallback under the kill switch), as
     kube-proxy balances them. `via="pods"`: every pod of the ModelDeployment (no operator,
-    no Service). Gateway API weights would be a third source: a router over the
-    `<name>-stable`/`<name>-canary` Services with the HTTPRoute's weights (`choose_weighted`).
+    no Service). Through a Gateway (traffic.mode gatewayAPI): `RouteSource`.
     """
 
     def __init__(
@@ -184,6 +184,46 @@ class EndpointSource:
                     else published.ready_pods(self._namespace, self._name)
                 )
         return self._endpoints
+
+
+class RouteSource:
+    """The Ready endpoints behind an HTTPRoute's weighted backends, as a Gateway sends a
+    ModelDeployment's traffic (traffic.mode gatewayAPI): `weights()` gives the route's
+    `(Service, weight)` pairs (e.g. `route_weights`, from the cluster), the pod runner's
+    file the Ready pods each Service selects; both re-read at most every `refresh` seconds.
+    Call it for the endpoints, and route with `choose`: a backend by weight, then a pod."""
+
+    def __init__(
+        self,
+        path: Path,
+        namespace: str | None,
+        weights: Callable[[], Sequence[tuple[str, int]]],
+        *,
+        refresh: float = 1.0,
+    ) -> None:
+        self._path = path
+        self._namespace = namespace
+        self._weights = weights
+        self._refresh = refresh
+        self._read_at = -float("inf")
+        self._backends: list[tuple[int, list[Endpoint]]] = []
+
+    def __call__(self) -> list[Endpoint]:
+        now = time.monotonic()
+        if now - self._read_at >= self._refresh:
+            self._read_at = now
+            # A broken read keeps the last good split until the next refresh.
+            with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+                published = read_published(self._path)
+                self._backends = [
+                    (weight, published.ready_behind(self._namespace, service))
+                    for service, weight in self._weights()
+                ]
+        return [e for _, endpoints in self._backends for e in endpoints]
+
+    def choose(self, endpoints: Sequence[Endpoint], rng: random.Random) -> Endpoint | None:
+        """A `Router` over the backends as last read (`endpoints` is their union)."""
+        return choose_backend(self._backends, rng)
 
 
 def _send(client: httpx.Client, endpoint: Endpoint, body: Row) -> tuple[str, float | None]:

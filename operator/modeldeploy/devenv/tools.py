@@ -21,6 +21,8 @@ class Toolchain:
     helm: Path
     prometheus: Path
     kube_version: str
+    gateway_api_crds: Path
+    """The Gateway API's standard-channel CRD manifests (a directory of YAML files)."""
 
     @property
     def kubectl(self) -> Path:
@@ -77,6 +79,7 @@ def toolchain() -> Toolchain:
         helm=_env_dir("MODELDEPLOY_HELM_BIN") / "helm",
         prometheus=prometheus_binary(),
         kube_version=os.environ.get("MODELDEPLOY_K8S_VERSION", ""),
+        gateway_api_crds=_env_dir("MODELDEPLOY_GATEWAY_API_CRDS"),
     )
 
 

@@ -10,7 +10,6 @@ malformed (the runtime answers 400 and counts them).
 import csv
 import math
 import random
-from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -160,22 +159,18 @@ def choose_uniform(endpoints: Sequence[Endpoint], rng: random.Random) -> Endpoin
     return endpoints[rng.randrange(len(endpoints))] if endpoints else None
 
 
-def choose_weighted(
-    endpoints: Sequence[Endpoint], rng: random.Random, weights: Mapping[str, float]
+def choose_backend(
+    backends: Sequence[tuple[int, Sequence[Endpoint]]], rng: random.Random
 ) -> Endpoint | None:
-    """A revision by weight (as an HTTPRoute's backendRefs split traffic between the
-    stable and canary Services), then one of its endpoints uniformly. Revisions with no
-    endpoint or no weight get nothing. Bind the weights with functools.partial; reading
-    them from an HTTPRoute is the seam for Gateway API routing."""
-    by_revision: dict[str, list[Endpoint]] = defaultdict(list)
-    for endpoint in endpoints:
-        if weights.get(endpoint.revision, 0) > 0:
-            by_revision[endpoint.revision].append(endpoint)
-    if not by_revision:
+    """A backend by weight, as a gateway's data plane splits an HTTPRoute rule's weighted
+    backendRefs (`(weight, Ready endpoints of its Service)`), then one of its endpoints
+    uniformly. A backend chosen without Ready endpoints gives None: the gateway answers
+    503 for its share, it does not spread it over the others. All weights 0: None."""
+    weighted = [(weight, endpoints) for weight, endpoints in backends if weight > 0]
+    if not weighted:
         return None
-    revisions = sorted(by_revision)
-    (revision,) = rng.choices(revisions, weights=[weights[r] for r in revisions])
-    return choose_uniform(by_revision[revision], rng)
+    (chosen,) = rng.choices([e for _, e in weighted], weights=[w for w, _ in weighted])
+    return choose_uniform(chosen, rng)
 
 
 def parse_assignments(values: Sequence[str], what: str) -> dict[str, float]:

@@ -27,6 +27,7 @@ from modeldeploy.resources.names import (
     Track,
     canary_name,
     deployment_name,
+    fallback_selector,
     revision_selector,
     stable_name,
 )
@@ -119,8 +120,11 @@ def _track_services(owner: Owner, spec: ModelDeploymentSpec, layout: Layout) -> 
     name, stable = owner.name, layout.stable.revision
     canary = layout.canary.revision if layout.canary is not None else stable
     if spec.rollout.traffic.mode == "gatewayAPI":
+        # The kill switch's fallback takes the stable backend's place (no weight moves).
+        killed_to_fallback = layout.client_selector == fallback_selector(name)
+        stable_pods = layout.client_selector if killed_to_fallback else None
         return [
-            service(owner, stable_name(name), revision_selector(name, stable)),
+            service(owner, stable_name(name), stable_pods or revision_selector(name, stable)),
             service(owner, canary_name(name), revision_selector(name, canary)),
         ]
     if layout.canary is not None and spec.rollout.shadow.percent > 0:

@@ -52,9 +52,6 @@ from modeldeploy.resources.names import (
     Track,
     deployment_name,
     fallback_name,
-    fallback_selector,
-    model_selector,
-    revision_selector,
 )
 from modeldeploy.resources.revision import RevisionSource
 from modeldeploy.rollout.layout import Layout, RevisionLayout, build, diff, foreign_in
@@ -72,16 +69,11 @@ from modeldeploy.rollout.report import (
     render,
 )
 from modeldeploy.rollout.signal import NO_ANALYSIS, AnalysisInput
-from modeldeploy.rollout.sizing import (
-    canary_replicas,
-    canary_steps,
-    effective_weight,
-    replica_ratio_weight,
-    shadow_replicas,
-)
+from modeldeploy.rollout.sizing import canary_steps, shadow_replicas
 from modeldeploy.rollout.state import State
 from modeldeploy.rollout.webhooks import GateAsk, Notice, answered, failing_checks
 from modeldeploy.rollout.world import ForeignObject, ObservedDeployment, World
+from modeldeploy.routing import Split, router_for
 
 UNPULLABLE_IMAGE = frozenset({"ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"})
 """Certain at once. A lone ErrImagePull is not: the kubelet's first failed pull may be a
@@ -189,6 +181,7 @@ class _Reconcile:
         self.spec_source = RevisionSource.of(subject.spec)
         self.revision = self.spec_source.revision
         self.steps = canary_steps(subject.spec.rollout)
+        self.router = router_for(subject.spec.rollout.traffic.mode)
         self.state = State.of(subject.status)
         self.commands = Commands.of(dict(subject.annotations))
         self.events: list[Event] = []
@@ -493,9 +486,9 @@ class _Reconcile:
         return max(self.min_warm, min(self.stable_replicas(), self.spec.replicas.max))
 
     def planned_weight(self) -> int:
-        """The share the replica ratio gives the current step once the canary is warm."""
+        """The share the router gives the current step once the canary is warm."""
         maximum = self.spec.replicas.max
-        return replica_ratio_weight(self.stable_replicas(), self.stage_percent(), maximum)
+        return self.router.planned_weight(self.stable_replicas(), self.stage_percent(), maximum)
 
     def warn_coarse_split(self) -> None:
         """A Warning Event when a step starts whose replica ratio gives the canary more than
@@ -512,7 +505,7 @@ class _Reconcile:
         maximum, stable = self.spec.replicas.max, self.stable_replicas()
         if self.state.step is None:
             return shadow_replicas(stable, max(self.spec.rollout.shadow.percent, 1), maximum)
-        return canary_replicas(stable, self.stage_percent(), maximum)
+        return self.router.canary_replicas(stable, self.stage_percent(), maximum)
 
     def analysis_allows(self) -> bool:
         if not self.analysis.gated:
@@ -799,36 +792,50 @@ class _Reconcile:
             autoscaled=not to_zero,
         )
 
-    def client_selector(self) -> dict[str, str]:
-        st, name = self.state, self.subject.name
-        if self.killed and self.spec.kill_switch.mode == "fallback" and self.spec.fallback:
-            return fallback_selector(name)
+    def split(self) -> Split:
+        """Where traffic should go, and what the pods can carry, for the router."""
+        st = self.state
         assert st.stable is not None
-        if self.removing() or self.foreign or not self.pre_rollout_approved():
-            return revision_selector(name, st.stable)
         percent = self.stage_percent() if st.canary is not None else 0
-        if st.canary is not None and percent >= 100 and self.canary_carries_all():
-            return revision_selector(name, st.canary)
-        if st.canary is not None and percent > 0:
-            # A full step whose canary is still warming keeps the stable serving beside it.
-            return model_selector(name)
-        return revision_selector(name, st.stable)
+        return Split(
+            name=self.subject.name,
+            stable=st.stable,
+            canary=st.canary,
+            percent=percent,
+            stable_ready=self.ready(st.stable),
+            canary_ready=self.ready(st.canary),
+            carries=st.canary is not None and self.canary_carries(percent),
+            carried=self.carried_percent(),
+            hold=self.removing() or bool(self.foreign) or not self.pre_rollout_approved(),
+            killed=self.killed,
+            fallback=self.spec.kill_switch.mode == "fallback" and self.spec.fallback is not None,
+        )
+
+    def client_selector(self) -> dict[str, str]:
+        return self.router.client_selector(self.split())
+
+    def canary_carries(self, percent: int) -> bool:
+        """The canary has the Ready pods for `percent`: the count the router sizes for that
+        share (kept while a promotion scales it further), all of it at a full step."""
+        if percent >= 100:
+            return self.canary_carries_all()
+        maximum = self.spec.replicas.max
+        return self.ready(self.state.canary) >= self.router.canary_replicas(
+            self.stable_replicas(), percent, maximum
+        )
+
+    def carried_percent(self) -> int:
+        """The largest step share, up to the current one, that the canary's Ready pods carry."""
+        step = self.state.step
+        if self.state.canary is None or step is None or not self.steps:
+            return 0
+        reached = self.steps[: min(step, len(self.steps) - 1) + 1]
+        return next((p for p in reversed(reached) if self.canary_carries(p)), 0)
 
     def canary_carries_all(self) -> bool:
         """The canary has the Ready pods to take all traffic: a full step's count (as many as
         the stable has), and at least minWarm. Traffic never leaves the stable before."""
         return self.ready(self.state.canary) >= max(self.min_warm, self.canary_wanted())
-
-    def weight(self, selector: dict[str, str]) -> int:
-        st, name = self.state, self.subject.name
-        if st.canary is None or self.killed:
-            return 0
-        canary_ready = self.ready(st.canary)
-        if selector == revision_selector(name, st.canary):
-            return 100 if canary_ready else 0
-        if selector == model_selector(name):
-            return effective_weight(self.ready(st.stable), canary_ready)
-        return 0
 
     def last_rollback_reason(self) -> str:
         failed = self.state.failed
@@ -871,6 +878,7 @@ class _Reconcile:
     def finish(self) -> Plan:
         pod_problems = self.report_pod_problems()
         layout = self.layout()
+        split = self.split()
         desired = build(self.owner, self.spec, layout)
         not_owned = self.report_foreign(desired)
         apply, delete = diff(desired, self.world)
@@ -888,7 +896,7 @@ class _Reconcile:
             stable_ready=self.ready(st.stable),
             canary_ready=self.ready(st.canary),
             canary_wanted=layout.canary.replicas if layout.canary else 0,
-            weight=self.weight(layout.client_selector),
+            weight=self.router.effective_weight(split, self.world.route),
             requested=self.stage_percent() if st.canary is not None and not self.killed else 0,
             awaiting_approval=self.awaiting_approval,
             rollback_reason=self.last_rollback_reason() if st.failed else "",
@@ -912,6 +920,7 @@ class _Reconcile:
             due=self.due(),
             asks=tuple(self.asks),
             notices=tuple(self.notices),
+            route=self.router.route_patch(split, self.world.route),
         )
 
     def notify_degraded(self, status: ModelDeploymentStatus) -> None:

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from modeldeploy.api import ModelDeploymentSpec, ModelDeploymentStatus
 from modeldeploy.rollout.signal import AnalysisSignal
 from modeldeploy.rollout.webhooks import GateAsk, Notice
+from modeldeploy.routing import RoutePatch
 
 Body = dict[str, Any]
 EventType = Literal["Normal", "Warning"]
@@ -66,6 +67,9 @@ class Plan:
     events: tuple[Event, ...] = ()
     remove_annotations: tuple[str, ...] = ()
     """One-shot commands consumed (acted on, or ignored as stale)."""
+    route: RoutePatch | None = None
+    """The HTTPRoute's weights to write (traffic.mode gatewayAPI), after `apply` (the
+    Services it points at) and before `delete` (a rolled-back canary's Deployment)."""
     round: AnalysisSignal | None = None
     """The analysis round this reconcile concluded, if one ran (for logs and metrics; what
     it decided is in `status` and `events`)."""

@@ -24,6 +24,7 @@ from modeldeploy.resources.names import (
 )
 from modeldeploy.resources.revision import RevisionSource
 from modeldeploy.rollout.podstatus import ObservedPod, observe_pod
+from modeldeploy.routing.gateway_api import HTTP_ROUTE, ObservedRoute, observe_route
 
 Body = dict[str, Any]
 POD_KIND = "Pod"
@@ -79,6 +80,8 @@ class World:
     """Objects of the owned kinds not controlled by this ModelDeployment, by (kind, name)."""
     strays: frozenset[str] = frozenset()
     """Revisions with running pods but no Deployment of ours."""
+    route: ObservedRoute | None = None
+    """The HTTPRoute of `traffic.httpRoute` (the user's: read by name, never owned)."""
 
     def deployment(self, name: str) -> ObservedDeployment | None:
         return self.deployments.get(name)
@@ -185,8 +188,12 @@ def observe(owner_uid: str, bodies: Iterable[Body]) -> World:
     foreign: dict[tuple[str, str], ForeignObject] = {}
     notes: list[str] = []
     pods: list[ObservedPod] = []
+    route = None
     for body in bodies:
         kind = body.get("kind")
+        if kind == HTTP_ROUTE.kind:
+            route = observe_route(body)
+            continue
         if kind == POD_KIND:
             pod = observe_pod(body, notes)
             if pod is not None:
@@ -208,4 +215,4 @@ def observe(owner_uid: str, bodies: Iterable[Body]) -> World:
     ours = {d.revision for d in deployments.values() if d.revision}
     attributed = sorted((p for p in pods if p.revision in ours), key=lambda p: p.name)
     strays = frozenset(p.revision for p in pods if p.revision not in ours)
-    return World(deployments, objects, tuple(notes), tuple(attributed), foreign, strays)
+    return World(deployments, objects, tuple(notes), tuple(attributed), foreign, strays, route)
