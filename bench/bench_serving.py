@@ -48,13 +48,23 @@ def request_body(model_dir: Path, batch: int) -> bytes:
     return json.dumps({"inputs": inputs}).encode()
 
 
+def timed_infer(connection: http.client.HTTPConnection, body: bytes) -> float:
+    """Seconds of one inference over a keep-alive connection (RuntimeError unless 200)."""
+    start = time.perf_counter()
+    connection.request("POST", INFER, body, {"content-type": "application/json"})
+    response = connection.getresponse()
+    response.read()
+    if response.status != 200:
+        raise RuntimeError(f"status {response.status}")
+    return time.perf_counter() - start
+
+
 def load(port: int, body: bytes, requests: int, seconds: float, workers: int) -> dict[str, Any]:
     """Closed-loop load: `workers` keep-alive connections, bounded in count and time."""
     latencies: list[float] = []
     lock = threading.Lock()
     remaining = [requests]
     deadline = time.monotonic() + seconds
-    headers = {"content-type": "application/json"}
 
     def worker() -> None:
         connection = http.client.HTTPConnection(LOOPBACK, port, timeout=10)
@@ -64,13 +74,7 @@ def load(port: int, body: bytes, requests: int, seconds: float, workers: int) ->
                 if remaining[0] <= 0:
                     break
                 remaining[0] -= 1
-            start = time.perf_counter()
-            connection.request("POST", INFER, body, headers)
-            response = connection.getresponse()
-            response.read()
-            if response.status != 200:
-                raise RuntimeError(f"status {response.status}")
-            mine.append(time.perf_counter() - start)
+            mine.append(timed_infer(connection, body))
         connection.close()
         with lock:
             latencies.extend(mine)

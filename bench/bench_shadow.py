@@ -25,7 +25,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from bench_serving import INFER, build_example, request_body, summary
+from bench_serving import build_example, request_body, summary, timed_infer
 
 from modeldeploy import contract
 from modeldeploy.devenv.endpoints import Endpoint, Published, ServiceMembers
@@ -43,7 +43,6 @@ def paced(port: int, body: bytes, rate: float, seconds: float) -> dict[str, Any]
     latencies: list[float] = []
     lock = threading.Lock()
     began = time.perf_counter()
-    headers = {"content-type": "application/json"}
 
     def worker(k: int) -> None:
         connection = http.client.HTTPConnection(LOOPBACK, port, timeout=10)
@@ -52,13 +51,7 @@ def paced(port: int, body: bytes, rate: float, seconds: float) -> dict[str, Any]
             wait = began + i / rate - time.perf_counter()
             if wait > 0:
                 time.sleep(wait)
-            start = time.perf_counter()
-            connection.request("POST", INFER, body, headers)
-            response = connection.getresponse()
-            response.read()
-            if response.status != 200:
-                raise RuntimeError(f"status {response.status}")
-            mine.append(time.perf_counter() - start)
+            mine.append(timed_infer(connection, body))
         connection.close()
         with lock:
             latencies.extend(mine)
