@@ -38,8 +38,8 @@ from modeldeploy.rollout import (
     observe,
     plan,
 )
-from modeldeploy.rollout.sizing import replica_ratio_weight, stable_replicas_for
 from modeldeploy.rollout.webhooks import GateAsk
+from modeldeploy.routing.replicas import replica_ratio_weight, stable_replicas_for
 
 pytestmark = pytest.mark.unit
 

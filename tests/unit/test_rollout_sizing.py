@@ -3,12 +3,9 @@
 import pytest
 
 from modeldeploy.api import Rollout
-from modeldeploy.rollout.sizing import (
-    canary_replicas,
-    canary_steps,
-    effective_weight,
-    shadow_replicas,
-)
+from modeldeploy.rollout.sizing import canary_steps
+from modeldeploy.routing.base import load_replicas
+from modeldeploy.routing.replicas import canary_replicas, effective_weight
 
 pytestmark = pytest.mark.unit
 
@@ -34,10 +31,10 @@ def test_canary_replicas_capped_by_maximum() -> None:
     assert canary_replicas(10, 90, maximum=10) == 10
 
 
-def test_shadow_replicas() -> None:
-    assert shadow_replicas(2, 10, 10) == 1
-    assert shadow_replicas(10, 50, 10) == 5
-    assert shadow_replicas(0, 50, 10) == 1
+def test_load_replicas_for_mirrored_traffic() -> None:
+    assert load_replicas(2, 10, 10) == 1
+    assert load_replicas(10, 50, 10) == 5
+    assert load_replicas(0, 50, 10) == 1
 
 
 @pytest.mark.parametrize(

@@ -69,11 +69,12 @@ from modeldeploy.rollout.report import (
     render,
 )
 from modeldeploy.rollout.signal import NO_ANALYSIS, AnalysisInput
-from modeldeploy.rollout.sizing import canary_steps, shadow_replicas
+from modeldeploy.rollout.sizing import canary_steps
 from modeldeploy.rollout.state import State
 from modeldeploy.rollout.webhooks import GateAsk, Notice, answered, failing_checks
 from modeldeploy.rollout.world import ForeignObject, ObservedDeployment, World
 from modeldeploy.routing import Split, router_for
+from modeldeploy.routing.base import load_replicas
 
 UNPULLABLE_IMAGE = frozenset({"ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"})
 """Certain at once. A lone ErrImagePull is not: the kubelet's first failed pull may be a
@@ -504,7 +505,7 @@ class _Reconcile:
             return self.promotion_target()
         maximum, stable = self.spec.replicas.max, self.stable_replicas()
         if self.state.step is None:
-            return shadow_replicas(stable, max(self.spec.rollout.shadow.percent, 1), maximum)
+            return load_replicas(stable, max(self.spec.rollout.shadow.percent, 1), maximum)
         return self.router.canary_replicas(stable, self.stage_percent(), maximum)
 
     def analysis_allows(self) -> bool:

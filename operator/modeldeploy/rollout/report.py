@@ -17,8 +17,8 @@ from modeldeploy.api import (
     PodProblem,
 )
 from modeldeploy.rollout.podstatus import PODS_CANNOT_START, describe
-from modeldeploy.rollout.sizing import stable_replicas_for
 from modeldeploy.rollout.state import PROMOTING_REASON, State
+from modeldeploy.routing.replicas import stable_replicas_for
 
 MAX_MESSAGE = 1024
 PODS_FAILING_REASON = "PodsFailing"
