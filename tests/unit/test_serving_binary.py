@@ -67,6 +67,12 @@ def test_a_binary_input_stands_for_its_json_values(datatype: str, values: list[A
     assert [type(v) for v in decoded["inputs"][0]["data"]] == [type(v) for v in values]
 
 
+def test_nan_is_a_missing_value_and_infinity_is_left_to_the_parser() -> None:
+    entry, data = _binary_input("x", "FP32", [1.5, float("nan"), float("inf")])
+    raw, length = _body({"inputs": [entry]}, data)
+    assert decode_request(raw, length)["inputs"][0]["data"] == [1.5, None, float("inf")]
+
+
 def test_the_layout_is_little_endian_with_length_prefixed_bytes() -> None:
     assert tensor_bytes("INT32", [1, 256]) == b"\x01\x00\x00\x00\x00\x01\x00\x00"
     assert tensor_bytes("BOOL", [True, False]) == b"\x01\x00"

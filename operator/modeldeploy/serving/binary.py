@@ -6,7 +6,9 @@ carries, after it, the bytes of every input whose `parameters.binary_data_size` 
 input order: little-endian, row-major, no padding; BOOL one byte (0 or 1); BYTES each element
 a 4-byte little-endian length and then its bytes. `decode_request` turns such a body into the
 JSON request it stands for (each binary input's values as a `data` list), so that it takes the
-JSON requests' path from there on: the same validation, reasons, metrics and drift bins.
+JSON requests' path from there on: the same validation, reasons, metrics and drift bins. A
+NaN in a binary FP tensor is a missing value, JSON's null (so refused unless the feature is
+nullable); binary BYTES tensors have no missing value.
 
 Outputs are binary when the request's `parameters.binary_data_output` is true, unless an
 output's `parameters.binary_data` says otherwise (and then as that says). A response with a
@@ -15,9 +17,9 @@ binary output is the JSON header (each binary output without `data`, with
 length in `Inference-Header-Content-Length`.
 """
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from math import prod
 from typing import Any
 
 import numpy as np
@@ -55,6 +57,7 @@ _FIXED_DTYPES: dict[str, np.dtype[Any]] = {
         "FP64": "<f8",
     }.items()
 }
+_FLOAT_DATATYPES = frozenset({"FP16", "FP32", "FP64"})
 _LENGTH_PREFIX = 4  # bytes before each BYTES element
 
 
@@ -149,7 +152,7 @@ def _values(index: int, entry: dict[str, Any], data: memoryview) -> list[Any]:
         raise InvalidRequest(
             Reason.BAD_SHAPE, f"{where}: shape must be a list of non-negative integers"
         )
-    count = prod(shape)
+    count = math.prod(shape)
     if datatype == "BYTES":
         return _strings(where, count, data)
     dtype = _FIXED_DTYPES[datatype]
@@ -164,7 +167,10 @@ def _values(index: int, entry: dict[str, Any], data: memoryview) -> list[Any]:
         if np.any(array > 1):
             raise InvalidRequest(Reason.BAD_VALUE, f"{where}: a BOOL byte is neither 0 nor 1")
         return array.astype(bool).tolist()  # type: ignore[no-any-return]
-    return array.tolist()  # type: ignore[no-any-return]
+    values: list[Any] = array.tolist()
+    if array.dtype.kind == "f":  # NaN is how a binary tensor says missing (JSON's null)
+        return [None if math.isnan(v) else v for v in values]
+    return values
 
 
 def _strings(where: str, count: int, data: memoryview) -> list[Any]:
@@ -257,6 +263,8 @@ def encode_response(payload: Mapping[str, Any], encoding: OutputEncoding) -> Enc
         if not encoding.is_binary(tensor["name"]):
             tensors.append(tensor)
             continue
+        if tensor["datatype"] in _FLOAT_DATATYPES and not np.all(np.isfinite(tensor["data"])):
+            raise ValueError(f"output {tensor['name']!r} has NaN or infinite values")
         data = tensor_bytes(tensor["datatype"], tensor["data"])
         header = {key: value for key, value in tensor.items() if key != "data"}
         header["parameters"] = {**tensor.get("parameters", {}), BINARY_DATA_SIZE: len(data)}
@@ -269,11 +277,9 @@ def encode_response(payload: Mapping[str, Any], encoding: OutputEncoding) -> Enc
 
 
 def tensor_bytes(datatype: str, values: list[Any]) -> bytes:
-    """A tensor's flat values in the extension's layout (for requests too: tests, clients)."""
+    """A tensor's flat values in the extension's layout (NaN as is: for requests it is a
+    missing value)."""
     if datatype == "BYTES":
         encoded = [v if isinstance(v, bytes) else str(v).encode() for v in values]
         return b"".join(len(v).to_bytes(_LENGTH_PREFIX, "little") + v for v in encoded)
-    array = np.asarray(values, dtype=_FIXED_DTYPES[datatype])
-    if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
-        raise ValueError(f"NaN or infinite {datatype} values")
-    return array.tobytes()
+    return np.asarray(values, dtype=_FIXED_DTYPES[datatype]).tobytes()
