@@ -121,6 +121,8 @@ MALFORMED: list[tuple[str, bytes, str | None, Reason, str]] = [
     ("header negative", b"{}", "-1", Reason.BAD_BINARY_HEADER, "number of bytes"),
     ("header not ASCII digits", b"{}", "\u00b2", Reason.BAD_BINARY_HEADER, "number of bytes"),
     ("header past the body", b"{}", "3", Reason.BAD_BINARY_HEADER, "exceeds the body's 2"),
+    ("header of 5000 digits", b"{}", "9" * 5000, Reason.BAD_BINARY_HEADER, "exceeds the body"),
+    ("header with leading zeros", b"{}", "0003", Reason.BAD_BINARY_HEADER, "exceeds the body"),
     ("header splits the JSON", *_body({"inputs": []})[:1], "5", Reason.BAD_JSON, "not valid"),
     (
         "size past the end",
@@ -390,3 +392,41 @@ def test_a_binary_flag_must_be_a_boolean(body: dict[str, Any]) -> None:
 def test_a_mirrored_binary_body_keeps_its_framing() -> None:
     assert framing_headers(None) == {}
     assert framing_headers("12") == {HEADER_LENGTH: "12", "content-type": BINARY_CONTENT_TYPE}
+
+
+def test_leading_zeros_are_a_length_still() -> None:
+    raw = b'{"id": "1"}'
+    assert decode_request(raw, "000" + str(len(raw))) == {"id": "1"}
+
+
+def test_mangled_binary_bodies_are_decoded_or_refused_never_crash() -> None:
+    """A seeded fuzz: a byte changed (JSON or binary part), the body cut, the header length
+    moved. What comes out goes to protocol.RequestParser; here only InvalidRequest (a 400)
+    may escape."""
+    parts = [
+        _binary_input("n", "FP64", [1.0, 2.5]),
+        _binary_input("i", "INT64", [3, 4]),
+        _binary_input("b", "BOOL", [True, False]),
+        _binary_input("s", "BYTES", ["one-year", "ü"]),
+    ]
+    raw, length = _body({"inputs": [e for e, _ in parts]}, *(d for _, d in parts))
+    rng = np.random.default_rng(20)
+    decoded, statuses = 0, set()
+    for _ in range(2000):
+        mangled, header = bytearray(raw), int(length)
+        how = rng.integers(4)
+        if how == 0:  # a byte of the binary part
+            mangled[rng.integers(header, len(raw))] = int(rng.integers(256))
+        elif how == 1:  # a byte of the JSON part
+            mangled[rng.integers(header)] = int(rng.integers(256))
+        elif how == 2:
+            del mangled[rng.integers(len(raw)) :]
+        else:
+            header += int(rng.choice([-2, -1, 1, 2]))
+        try:
+            decode_request(bytes(mangled), str(header))
+            decoded += 1
+        except InvalidRequest as refusal:
+            statuses.add(refusal.status)
+    assert statuses == {400}
+    assert decoded > 100  # the binary part decoded, other values
