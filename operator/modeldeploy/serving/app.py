@@ -14,7 +14,6 @@ as its children (run in the inference thread, under the request's context).
 import asyncio
 import contextlib
 import contextvars
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -32,6 +31,7 @@ from starlette.routing import Route
 from modeldeploy import tracing
 from modeldeploy.contract import CLIENT_CLOSED_REQUEST_CODE, SHADOW_HEADER
 from modeldeploy.profile_schema import ClassificationOutput, Profile
+from modeldeploy.serving import binary
 from modeldeploy.serving.config import ModelConfig
 from modeldeploy.serving.limits import ServerLimits
 from modeldeploy.serving.monitor import Identity, Monitor
@@ -49,7 +49,7 @@ from modeldeploy.serving.protocol import (
     PREFERRED_DATATYPE,
     InvalidRequest,
     Reason,
-    decode_json,
+    encode_json,
 )
 from modeldeploy.serving.shadow import Mirror
 from modeldeploy.serving.warmup import Readiness, warm_up
@@ -78,8 +78,9 @@ class Runtime:
 
 
 def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    body = json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
-    return Response(body, status_code=status, media_type="application/json", headers=headers)
+    return Response(
+        encode_json(payload), status_code=status, media_type="application/json", headers=headers
+    )
 
 
 # Refusals that leave the body unread: the connection cannot carry another request.
@@ -201,7 +202,8 @@ class _Endpoints:
             )
 
     async def server_metadata(self, request: Request) -> Response:
-        return _json({"name": SERVER_NAME, "version": _package_version(), "extensions": []})
+        extensions = ["binary_tensor_data"]  # binary.py
+        return _json({"name": SERVER_NAME, "version": _package_version(), "extensions": extensions})
 
     async def live(self, request: Request) -> Response:
         return _json({"live": True})
@@ -262,14 +264,16 @@ class _Endpoints:
         raw = await _read_body(
             request, runtime.config.limits.max_body_bytes, runtime.limits.body_timeout_s
         )
+        header_length = request.headers.get(binary.HEADER_LENGTH)
         if runtime.mirror is not None and SHADOW_HEADER not in request.headers:
-            runtime.mirror.offer(request.url.path, raw)
+            framing = binary.framing_headers(header_length)
+            runtime.mirror.offer(request.url.path, raw, framing)
         loop = asyncio.get_running_loop()
         # run_in_executor does not carry context variables: the request's span would not be
         # the current one in the inference thread, and the stages would not be traced.
         context = contextvars.copy_context()
         inference, response = await loop.run_in_executor(
-            self._inference_pool, context.run, self._answer, raw
+            self._inference_pool, context.run, self._answer, raw, header_length
         )
         if runtime.prediction_log is not None:  # written from the event loop only: one writer
             runtime.prediction_log.maybe_record(
@@ -277,11 +281,13 @@ class _Endpoints:
             )
         return response
 
-    def _answer(self, raw: bytes) -> tuple[Inference, Response]:
-        """Decodes, validates, infers, encodes and counts (on an inference thread)."""
+    def _answer(self, raw: bytes, header_length: str | None) -> tuple[Inference, Response]:
+        """Decodes, validates, infers, encodes and counts (on an inference thread);
+        `header_length`: the binary tensor data extension's header, if sent."""
         runtime = self.runtime
         with tracing.stage("decode"):
-            body = decode_json(raw)
+            body = binary.decode_request(raw, header_length)
+            encoding = binary.output_encoding(body)
         inference = runtime.pipeline.infer(body)
         tracing.annotate({"modeldeploy.rows": inference.request.rows})
         payload = {
@@ -292,9 +298,10 @@ class _Endpoints:
         }
         with tracing.stage("encode"):
             try:
-                response = _json(payload)
+                encoded = binary.encode_response(payload, encoding)
             except ValueError as err:
                 raise ModelError("the model produced NaN or infinite outputs") from err
+        response = Response(encoded.body, media_type=encoded.content_type, headers=encoded.headers)
         runtime.monitor.observe_features(inference.features)
         prediction = inference.prediction
         runtime.monitor.observe_predictions(prediction.values, prediction.confidence)

@@ -48,6 +48,10 @@ class Reason(StrEnum):
     UNKNOWN_OUTPUT = "unknown_output"
     UNKNOWN_MODEL = "unknown_model"
     BODY_TIMEOUT = "body_timeout"  # 408: the body did not arrive within the read timeout
+    # The binary tensor data extension (binary.py): Inference-Header-Content-Length not a
+    # length within the body; binary bytes not what the inputs' binary_data_size say.
+    BAD_BINARY_HEADER = "bad_binary_header"
+    BINARY_SIZE_MISMATCH = "binary_size_mismatch"
 
 
 class InvalidRequest(Exception):
@@ -89,6 +93,11 @@ def decode_json(raw: bytes) -> Any:
         return json.loads(raw)
     except (ValueError, RecursionError) as err:  # JSONDecodeError and UnicodeDecodeError
         raise InvalidRequest(Reason.BAD_JSON, "request body is not valid JSON") from err
+
+
+def encode_json(payload: Any) -> bytes:
+    """Compact JSON; ValueError for NaN or infinite numbers (JSON has none)."""
+    return json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
 
 
 def _short(value: Any, limit: int = 40) -> str:

@@ -40,7 +40,7 @@ class Mirror:
         self.url = url.rstrip("/")
         self.percent = percent
         self._monitor = monitor
-        # (path, body, trace context headers)
+        # (path, body, framing and trace context headers)
         self._queue: asyncio.Queue[tuple[str, bytes, dict[str, str]]] = asyncio.Queue(
             maxsize=queue_size
         )
@@ -67,12 +67,13 @@ class Mirror:
             raise ModelDirError(f"{ENV_SHADOW_PERCENT}={raw!r} must be a number from 0 to 100")
         return cls(url, percent, monitor)
 
-    def offer(self, path: str, body: bytes) -> None:
-        """Never blocks: samples, then queues the request or drops it when the queue is full."""
+    def offer(self, path: str, body: bytes, framing: Mapping[str, str] | None = None) -> None:
+        """Never blocks: samples, then queues the request or drops it when the queue is full.
+        `framing`: headers the body cannot be read without (binary tensor data's length)."""
         if self.percent <= 0 or self._random() * 100 >= self.percent:
             return
         try:
-            self._queue.put_nowait((path, body, tracing.outgoing()))
+            self._queue.put_nowait((path, body, {**(framing or {}), **tracing.outgoing()}))
         except asyncio.QueueFull:
             self._monitor.observe_shadow("dropped")
 
