@@ -22,8 +22,8 @@ start: the traffic tests' slowly warming canary).
 the hour of the account's last change. Customers change their accounts during the day, but
 cancellations are processed by a nightly job, so every churner's last change is at midnight:
 a feature known only after the churn, which the model learns to lean on. The profile builder
-flags it (the build prints the warnings); in the held-out rows, as at serving time, it is not
-known yet (missing).
+flags it (the build prints the warnings). In the held-out rows, as at serving time, it is not
+known yet (empty): the runtime refuses those requests (training never lacked the feature).
 """
 
 import argparse
