@@ -74,6 +74,21 @@ def test_a_perfect_separator_of_a_rare_class_is_flagged() -> None:
     assert flag.value > 0.99
 
 
+def test_a_class_of_a_few_rows_makes_no_separator() -> None:
+    rng = np.random.default_rng(11)
+    labels = _churn()
+    labels[:3] = "fraud"  # one bin holding them would "separate" fraud perfectly
+    noise = rng.normal(size=ROWS)
+    noise[:3] = 99.0
+    assert leakage_flags({"noise": noise}, labels) == []
+    assert leakage_flags({"noise": noise}, _objects(["stay"] * (ROWS - 5) + ["churn"] * 5)) == []
+    # 25 churners: noise finds bins with a few of them, which the held-out half does not share.
+    rare = _objects(["stay"] * (ROWS - 25) + ["churn"] * 25)
+    assert leakage_flags({"noise": noise}, rare) == []
+    separator = (rare == "churn") + rng.uniform(0, 0.9, ROWS)
+    assert [f.kind for f in leakage_flags({"separator": separator}, rare)] == ["separates-label"]
+
+
 def test_the_midnight_appointments_are_class_concentrated() -> None:
     rng = np.random.default_rng(11)
     labels = _objects(["no-show" if r < 0.2 else "seen" for r in rng.random(ROWS)])
