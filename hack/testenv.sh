@@ -39,6 +39,7 @@ REGISTRY_BIN="$BIN_ROOT/registry-$REGISTRY_VERSION"
 ACTIONLINT_BIN="$BIN_ROOT/actionlint-$ACTIONLINT_VERSION"
 OTELCOL_BIN="$BIN_ROOT/otelcol-$OTELCOL_VERSION"
 GATEWAY_API_CRDS="$CACHE/manifests/gateway-api-$GATEWAY_API_VERSION"
+KWOK_STAGES="$CACHE/manifests/kwok-stages-$KWOK_VERSION"
 CONTAINERS="$CACHE/containers"
 
 START=$(date +%s)
@@ -243,6 +244,23 @@ install_gateway_api_crds() {
   stamp "$GATEWAY_API_CRDS"
 }
 
+install_kwok_stages() {
+  # kwok's own default Stages (node initialise and heartbeat, pod ready/complete/delete), as
+  # its module publishes them: test clusters serve Stages from the API (devenv/kwokstages.py)
+  # so that a pod runner can add its own, and then kwok loads none of its built-in ones.
+  stamped "$KWOK_STAGES" && return
+  say "kwok $KWOK_VERSION: default Stage manifests from the Go module"
+  local dir
+  dir="$(cd "$CACHE" && go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')"
+  mkdir -p "$KWOK_STAGES"
+  cp "$dir"/kustomize/stage/node/fast/node-initialize.yaml \
+    "$dir"/kustomize/stage/node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
+    "$dir"/kustomize/stage/pod/fast/pod-{ready,complete,delete}.yaml "$KWOK_STAGES/"
+  chmod u+w "$KWOK_STAGES"/*.yaml
+  stamp "$KWOK_STAGES"
+}
+
 apt_install() {  # package...
   say "$*: apt-get install (Debian)"
   export DEBIAN_FRONTEND=noninteractive
@@ -333,6 +351,7 @@ print_env() {
   echo "export MODELDEPLOY_K8S_VERSION=\"$K8S_VERSION\" MODELDEPLOY_REGISTRY_BIN=\"$REGISTRY_BIN\""
   echo "export MODELDEPLOY_OTELCOL_BIN=\"$OTELCOL_BIN\""
   echo "export MODELDEPLOY_GATEWAY_API_CRDS=\"$GATEWAY_API_CRDS\""
+  echo "export MODELDEPLOY_KWOK_STAGES=\"$KWOK_STAGES\""
   echo "export CONTAINERS_CONF=\"$CONTAINERS/containers.conf\""
   echo "export CONTAINERS_STORAGE_CONF=\"$CONTAINERS/storage.conf\""
   echo "export CONTAINERS_REGISTRIES_CONF=\"$CONTAINERS/registries.conf\""
@@ -346,6 +365,7 @@ case "${1:-install}" in
     command -v chromium >/dev/null || apt_install chromium
     install_container_tools
     install_go_tool "$KWOK_BIN" "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok sigs.k8s.io/kwok/cmd/kwokctl
+    install_kwok_stages
     install_go_tool "$HELM_BIN" "$HELM_VERSION" helm.sh/helm/v3/cmd/helm
     install_go_tool "$REGISTRY_BIN" "$REGISTRY_VERSION" \
       github.com/distribution/distribution/v3/cmd/registry

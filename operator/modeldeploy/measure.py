@@ -257,6 +257,9 @@ class Measure:
             return Measured(gated=True)
 
     def measure(self, subject: Subject, world: World, now: datetime) -> Measured:
+        # A round is asked at the whole second status records it at (`time`), so that the
+        # report's replay of it asks Prometheus the very same questions at the same instant.
+        now = now.replace(microsecond=0)
         needed = measurements_needed(
             subject, world, now, namespace_label=self.settings.namespace_label
         )

@@ -413,8 +413,7 @@ class AnalysisStack:
 
     def wait_stable(self, timeout: float = 120) -> Body:
         """Until the spec's revision is stable (Ready condition) and minWarm of its pods are
-        Ready as served: kwok reports a new pod Ready at once, the runner takes its readiness
-        over once the pod's model server runs, and on a loaded machine that can be later."""
+        Ready and answering in the runner's endpoints file (which the load reads)."""
         wait_for(
             lambda: self.reader.is_true(self.namespace, NAME, "Ready"),
             timeout=timeout,

@@ -9,6 +9,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from operator_harness import wait_for
+
 from modeldeploy.devenv.cluster import KwokCluster
 from modeldeploy.devenv.containers import RUNNER_LABEL, runner_label
 from modeldeploy.devenv.endpoints import Endpoint, read_endpoints
@@ -80,6 +82,13 @@ class RunnerProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def wait_started(self, timeout: float = 300) -> None:
+        """Until it watches pods (its images prepared, its kwok Stage made)."""
+        wait_for(
+            lambda: self.process.poll() is None and "watching pods with" in self.log(),
+            timeout=timeout, what=f"the pod runner started:\n{self.log()}",
+        )  # fmt: skip
 
     def endpoints(self, md_name: str = "churn") -> list[Endpoint]:
         assert self.process.poll() is None, f"pod runner exited:\n{self.log()}"

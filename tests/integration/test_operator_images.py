@@ -105,8 +105,7 @@ def test_broken_model_images_are_rolled_back_with_the_pods_reason(
             rollout={"canary": {"steps": [50]}, "stepInterval": "10m"},
         ),
     )  # fmt: skip
-    # kwok marks a new pod Ready at once, for the moment until the runner owns its readiness:
-    # what counts is the v1 container passing its golden requests.
+    # What counts is the v1 container passing its golden requests.
     wait_for(
         lambda: [e.ready for e in stack.runner.endpoints(NAME)] == [True],
         timeout=180, what="the v1 container Ready",

@@ -10,11 +10,13 @@ registry by digest, and failures show on the pods as a kubelet shows them. Only 
 is ever dialled.
 """
 
+import functools
 import json
 import os
 import re
 import signal
 import subprocess
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -153,9 +155,48 @@ def service(name: str, selector: dict[str, str]) -> Body:
     }
 
 
+class ReadyHistory:
+    """Every Ready status each pod of `md_name` had, in order, as a watch delivers them
+    (consecutive repeats folded)."""
+
+    def __init__(self, kube: KwokCluster, namespace: str, md_name: str) -> None:
+        from kubernetes import client, config, watch
+
+        api = client.CoreV1Api(config.new_client_from_config(str(kube.kubeconfig)))
+        self._watch = watch.Watch()
+        self._events = functools.partial(
+            self._watch.stream, api.list_namespaced_pod, namespace,
+            label_selector=f"{LABEL_NAME}={md_name}", timeout_seconds=240,
+        )  # fmt: skip
+        self.statuses: dict[str, list[str]] = {}
+        self._stopped = threading.Event()
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        try:
+            for event in self._events():
+                pod = event["object"]
+                conditions = pod.status.conditions or ()
+                ready = next((c.status for c in conditions if c.type == "Ready"), None)
+                seen = self.statuses.setdefault(pod.metadata.name, [])
+                if ready is not None and (not seen or seen[-1] != ready):
+                    seen.append(ready)
+        except Exception:
+            # Stopped, the stream ends whenever the next event or the apiserver's end comes.
+            if not self._stopped.is_set():
+                raise
+
+    def stop(self) -> dict[str, list[str]]:
+        self._stopped.set()
+        self._watch.stop()
+        return {name: list(seen) for name, seen in self.statuses.items()}
+
+
 def test_pods_are_served_scraped_loaded_restarted_and_stopped(
     kube: KwokCluster, prometheus: PrometheusServer, namespace: str, runner: RunnerProcess
 ) -> None:
+    runner.wait_started()
+    history = ReadyHistory(kube, namespace, "churn")
     kubectl(kube, "apply", "-n", namespace, "-f", "-", input=json.dumps(
         {"apiVersion": "v1", "kind": "List", "items": [
             deployment("churn-v1rev", "churn", V1, 3, MODEL_ENV),
@@ -164,6 +205,11 @@ def test_pods_are_served_scraped_loaded_restarted_and_stopped(
             service("churn-lane-a", {LABEL_NAME: "churn", "lane": "a"}),
         ]}))  # fmt: skip
     served = served_and_ready(kube, namespace, runner)
+    # The runner's kwok Stage starts its pods unready: Ready only once the server answers,
+    # never the moment kwok starts the pod (a ReplicaSet would count that one).
+    statuses = history.stop()
+    assert len(statuses) == 3, statuses
+    assert all(seen == ["False", "True"] for seen in statuses.values()), statuses
     unknown_image_starts_nothing(kube, namespace, runner)
     scraped_with_pod_labels(prometheus, namespace, runner, served)
     example = example_rows()

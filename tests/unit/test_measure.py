@@ -51,11 +51,13 @@ class FakePrometheus:
             contract.REQUEST_DURATION_SECONDS: dict(latency),
         }
         self.asked: list[str] = []
+        self.instants: set[float | None] = set()
         self.gate: threading.Event | None = None
         self.closed = False
 
     def query(self, promql: str, by: Sequence[str] = (), at: float | None = None) -> QueryResult:
         self.asked.append(promql)
+        self.instants.add(at)
         if self.gate is not None:
             self.gate.wait(5)
         for metric, values in self.answers.items():
@@ -212,6 +214,16 @@ def test_queries_select_the_revision_and_namespace() -> None:
     assert signal.verdict == "pass"
     assert provider.asked
     assert all('revision="c"' in q and 'kubernetes_namespace="ml"' in q for q in provider.asked)
+
+
+def test_a_round_is_asked_at_the_whole_second_status_records_it_at() -> None:
+    provider = FakePrometheus(FAST)
+    judge, _ = judge_with(provider)
+    now = T0 + timedelta(seconds=3, microseconds=870_000)
+    signal = judge(canary_subject(), WORLD, now).signal
+    assert signal is not None
+    # The report replays the round at its recorded `time`: the same instant, not 0.87 s earlier.
+    assert provider.instants == {(T0 + timedelta(seconds=3)).timestamp()}
 
 
 def test_a_round_waits_for_prometheus_at_most_round_timeout() -> None:

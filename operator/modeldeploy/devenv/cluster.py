@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from modeldeploy.devenv.kwokstages import default_stages
 from modeldeploy.devenv.tools import Toolchain
 
 NODE_CAPACITY = {"cpu": "32", "memory": "256Gi", "pods": "110"}
@@ -40,6 +41,8 @@ def kwokctl_configuration(tools: Toolchain, audit_policy: Path | None = None) ->
             # RBAC on, so that the chart's least-privilege roles can be tested by impersonation.
             "kubeAuthorization": True,
             "disableQPSLimits": True,
+            # Stages from the API, so that a pod runner can add its own (devenv.kwokstages).
+            "enableCRDs": ["Stage"],
         },
         "componentsPatches": [
             component_args("kube-apiserver", {
@@ -162,6 +165,8 @@ class KwokCluster:
         result = self._kwokctl(*self._create_args(timeout), timeout=timeout + 60)
         if result.returncode != 0:
             raise RuntimeError(f"kwokctl create cluster failed:\n{result.stdout}\n{result.stderr}")
+        self.kubectl("wait", "--for=condition=Established", "crd/stages.kwok.x-k8s.io")
+        self.apply_objects(default_stages(self.tools.kwok_stages))
         self.apply_objects([fake_node(f"kwok-node-{i}") for i in range(nodes)])
         self.wait_nodes_ready(nodes)
         self.install_gateway_api()

@@ -16,10 +16,13 @@ file (mounted at a container's terminationMessagePath; a process gets its path i
 MODELDEPLOY_TERMINATION_LOG) and reads it after the exit; left empty after a failed exit,
 FallbackToLogsOnError takes the end of that run's log instead.
 
-With `reflect_readiness` (the default) it also owns the pods' Ready condition: kwok marks a
-pod Ready at once, the runner sets it False until the process answers its readiness path
-(the pod's readiness probe path) with 200, as a kubelet would. kwok's `pod-ready` stage only
-matches Pending pods, so the condition sticks.
+With `reflect_readiness` (the default) it also owns the pods' Ready condition: Ready is True
+only while the process answers its readiness path (the pod's readiness probe path) with 200,
+as a kubelet would. While it runs, a kwok Stage of its own (`devenv.kwokstages`) starts the
+pods it serves Running but not Ready, where kwok's default would mark them Ready at once;
+on a cluster whose kwok has only its built-in Stages the runner sets Ready back to False as
+soon as it sees the pod. kwok's `pod-ready` Stage only matches Pending pods, so the runner's
+condition sticks.
 
     runner = PodRunner(RunnerConfig(ImageMap.load(path), state_dir, namespace="ml",
                                     targets_dir=prometheus.targets_dir))
@@ -45,13 +48,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 import httpx
 
 from modeldeploy.contract import ENV_TERMINATION_LOG
 from modeldeploy.devenv.children import Child, reap_recorded, record_children, stop_all
 from modeldeploy.devenv.containers import (
+    LOOPBACK_REGISTRY,
     ContainerImages,
     ContainerLaunch,
     container_name,
@@ -68,6 +72,14 @@ from modeldeploy.devenv.imagemap import (
     default_build_root,
 )
 from modeldeploy.devenv.kubewatch import ObjectWatcher, core_api
+from modeldeploy.devenv.kwokstages import (
+    DEFAULT_POD_READY,
+    STAGE_GROUP,
+    STAGE_PLURAL,
+    STAGE_VERSION,
+    ImageRule,
+    served_pods_stage,
+)
 from modeldeploy.devenv.pods import (
     FALLBACK_LOG_BYTES,
     MAX_TERMINATION_MESSAGE_BYTES,
@@ -194,6 +206,7 @@ class PodRunner:
         self._patched: dict[PodKey, tuple[ContainerReport, float]] = {}  # last written, when
         self._reported: set[str] = set()  # one-time messages already logged
         self._published: tuple[Published, list[Any]] | None = None
+        self._stage_api: Any = None  # a CustomObjectsApi, once this runner made its Stage
         # Read by the forwarders' threads without the lock: the tuple is replaced whole.
         self._forwarders = Forwarders(
             lambda: self._published[0] if self._published else Published(), say
@@ -228,6 +241,7 @@ class PodRunner:
         if isinstance(config.image_map, ImageMap):
             self._launches = config.image_map.prepare(config.build_root, self._say)
         self._publish([], force=True)
+        self._start_pods_unready()
         for watcher in self._watchers:
             watcher.start()
         self._loop.start()
@@ -242,6 +256,63 @@ class PodRunner:
             f"{self.endpoints_path}"
         )
         return self
+
+    @property
+    def _stage_name(self) -> str:
+        return f"modeldeploy-pod-runner-{self._label}"
+
+    def _start_pods_unready(self) -> None:
+        """The Stage that starts the pods this runner serves Running but not Ready, made
+        from the cluster's own `pod-ready` Stage (none when kwok serves built-in Stages)."""
+        if not self.config.reflect_readiness:
+            return
+        from kubernetes.client import CustomObjectsApi
+        from kubernetes.client.exceptions import ApiException
+
+        custom = CustomObjectsApi(self._api.api_client)
+        stages = (STAGE_GROUP, STAGE_VERSION, STAGE_PLURAL)
+        try:
+            pod_ready = cast(
+                dict[str, Any], custom.get_cluster_custom_object(*stages, DEFAULT_POD_READY)
+            )
+        except ApiException as err:
+            if err.status != 404:
+                raise
+            self._say(
+                "kwok serves its built-in Stages: the pods are Ready for a moment before the "
+                "runner sees them and sets Ready to False until their server answers"
+            )
+            return
+        images = (
+            ImageRule.matching(LOOPBACK_REGISTRY)
+            if self.containers
+            else ImageRule.listed(self._launches)
+        )
+        labels = (LABEL_NAME, LABEL_FALLBACK)
+        body = served_pods_stage(pod_ready, self._stage_name, self.config.namespace, labels, images)
+        try:
+            custom.create_cluster_custom_object(*stages, body)
+        except ApiException as err:
+            if err.status != 409:
+                raise
+            custom.patch_cluster_custom_object(*stages, self._stage_name, body)
+        self._stage_api = custom
+
+    def _remove_stage(self) -> None:
+        if self._stage_api is None:
+            return
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            self._stage_api.delete_cluster_custom_object(
+                STAGE_GROUP, STAGE_VERSION, STAGE_PLURAL, self._stage_name
+            )
+        except ApiException as err:
+            if err.status != 404:
+                log.warning("could not remove Stage %s: %s", self._stage_name, err.reason)
+        except Exception as err:  # the cluster may be gone first; stopping goes on
+            log.warning("could not remove Stage %s: %s", self._stage_name, err)
+        self._stage_api = None
 
     @property
     def containers(self) -> bool:
@@ -276,6 +347,7 @@ class PodRunner:
             self._stopping.clear()
             self._forwarders.close()
             self._publish([], force=True)
+        self._remove_stage()
         (self.config.state_dir / CHILDREN_FILE).unlink(missing_ok=True)
         self._http.close()
         self._state_lock.close()  # releases the claim

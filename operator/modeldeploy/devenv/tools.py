@@ -23,6 +23,8 @@ class Toolchain:
     kube_version: str
     gateway_api_crds: Path
     """The Gateway API's standard-channel CRD manifests (a directory of YAML files)."""
+    kwok_stages: Path
+    """kwok's default Stage manifests (a directory of YAML files; devenv.kwokstages)."""
 
     @property
     def kubectl(self) -> Path:
@@ -80,6 +82,7 @@ def toolchain() -> Toolchain:
         prometheus=prometheus_binary(),
         kube_version=os.environ.get("MODELDEPLOY_K8S_VERSION", ""),
         gateway_api_crds=_env_dir("MODELDEPLOY_GATEWAY_API_CRDS"),
+        kwok_stages=_env_dir("MODELDEPLOY_KWOK_STAGES"),
     )
 
 
