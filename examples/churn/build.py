@@ -1,6 +1,7 @@
 """Trains the churn example model and writes a servable model directory.
 
-    python examples/churn/build.py OUT [--variant healthy|skewed|slow|warming] [--version V]
+    python examples/churn/build.py OUT [--variant healthy|skewed|slow|warming|leaky]
+                                      [--version V]
 
 writes
     OUT/model/   model.yaml, model.joblib, profile.json (with golden requests),
@@ -16,6 +17,13 @@ Variants differ only in the preprocessing the image runs (the model is trained t
 way): `healthy` (v1, v3), `skewed` (v2: monthly charges scaled 100x at serving time) and
 `slow` (right answers, 60 ms late: a latency regression) and `warming` (healthy, 8 s slow to
 start: the traffic tests' slowly warming canary).
+
+`leaky` differs in its training table instead: it has one more column, `last_change_hour`,
+the hour of the account's last change. Customers change their accounts during the day, but
+cancellations are processed by a nightly job, so every churner's last change is at midnight:
+a feature known only after the churn, which the model learns to lean on. The profile builder
+flags it (the build prints the warnings). In the held-out rows, as at serving time, it is not
+known yet (empty): the runtime refuses those requests (training never lacked the feature).
 """
 
 import argparse
@@ -41,18 +49,19 @@ sys.path.insert(0, str(HERE))
 import churn_features  # noqa: E402  (the module the image will run)
 
 from modeldeploy.profiling.io import profile_model_dir  # noqa: E402
+from modeldeploy.profiling.leakage import LeakageCheck  # noqa: E402
 
 MODEL_NAME = "churn"
 TARGET = "churned"
-NUMERIC = ("tenure_months", "monthly_charges", "support_calls", "data_usage_gb")
 CATEGORICAL = churn_features.CATEGORICAL
-FEATURES = (*NUMERIC, *CATEGORICAL)
 PREPROCESS = {
     "healthy": "preprocess",
     "skewed": "preprocess_skewed",
     "slow": "preprocess_slow",
     "warming": "preprocess_warming",
+    "leaky": "preprocess",
 }
+LEAKY_FEATURE = "last_change_hour"
 Columns = dict[str, npt.NDArray[Any]]
 
 
@@ -63,8 +72,9 @@ def _cut(values: npt.NDArray[np.float64], shares: list[float], names: list[str])
     return column
 
 
-def make_dataset(rows: int, seed: int) -> tuple[Columns, npt.NDArray[Any]]:
-    """Churn-like columns and labels ("churn"/"stay"), deterministic for a seed."""
+def make_dataset(rows: int, seed: int, leaky: bool = False) -> tuple[Columns, npt.NDArray[Any]]:
+    """Churn-like columns and labels ("churn"/"stay"), deterministic for a seed; `leaky`
+    adds `LEAKY_FEATURE` (see the module docstring)."""
     latent, label = make_classification(
         n_samples=rows,
         n_features=6,
@@ -93,17 +103,22 @@ def make_dataset(rows: int, seed: int) -> tuple[Columns, npt.NDArray[Any]]:
         "payment_method": _cut(latent[:, 5], [0.45, 0.35, 0.2], ["card", "bank", "check"]),
     }
     labels = np.where(label == 1, "churn", "stay").astype(object)
+    if leaky:
+        daytime = rng.integers(7, 22, rows).astype(np.float64)
+        columns[LEAKY_FEATURE] = np.where(label == 1, 0.0, daytime)
     return columns, labels
 
 
 def train(columns: Columns, labels: npt.NDArray[Any]) -> Pipeline:
-    """The estimator sees a 2-D array in feature order, as the runtime feeds it."""
-    matrix = np.empty((len(labels), len(FEATURES)), dtype=object)
+    """The estimator sees a 2-D array in feature order (the columns'), as the runtime feeds
+    it."""
+    names = list(columns)
+    matrix = np.empty((len(labels), len(names)), dtype=object)
     consumed = churn_features.preprocess(columns)
-    for j, name in enumerate(FEATURES):
+    for j, name in enumerate(names):
         matrix[:, j] = consumed[name]
-    numeric = list(range(len(NUMERIC)))
-    categorical = list(range(len(NUMERIC), len(FEATURES)))
+    numeric = [j for j, name in enumerate(names) if name not in CATEGORICAL]
+    categorical = [j for j, name in enumerate(names) if name in CATEGORICAL]
     scale = make_pipeline(SimpleImputer(strategy="median"), StandardScaler())
     encode = OneHotEncoder(handle_unknown="ignore")
     features = ColumnTransformer(
@@ -116,9 +131,9 @@ def train(columns: Columns, labels: npt.NDArray[Any]) -> Pipeline:
 def write_csv(path: Path, columns: Columns, labels: npt.NDArray[Any]) -> None:
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow([*FEATURES, TARGET])
+        writer.writerow([*columns, TARGET])
         for i in range(len(labels)):
-            row = [columns[n][i] for n in FEATURES]
+            row = [column[i] for column in columns.values()]
             writer.writerow(
                 ["" if isinstance(v, float) and np.isnan(v) else v for v in row] + [labels[i]]
             )
@@ -128,10 +143,12 @@ def build(
     out: Path, variant: str = "healthy", version: str = "1", rows: int = 6000, seed: int = 7
 ) -> Path:
     """Writes OUT/model and OUT/data; returns the model directory."""
-    columns, labels = make_dataset(rows, seed)
+    columns, labels = make_dataset(rows, seed, leaky=variant == "leaky")
     split = int(rows * 0.8)
     train_cols = {k: v[:split] for k, v in columns.items()}
     hold_cols = {k: v[split:] for k, v in columns.items()}
+    if LEAKY_FEATURE in hold_cols:  # not known yet when the model is asked
+        hold_cols[LEAKY_FEATURE] = np.full(rows - split, np.nan)
     model_dir, data_dir = out / "model", out / "data"
     model_dir.mkdir(parents=True, exist_ok=True)
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -147,8 +164,16 @@ def build(
         "warmup": {"max_latency_ms": 200},
     }
     (model_dir / "model.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    # The profile records the training columns as the model consumed them in training.
-    profile_model_dir(model_dir, churn_features.preprocess(train_cols), seed=seed)
+    # The profile records the training columns as the model consumed them in training, and
+    # checks them against the training labels for leakage.
+    _, profile = profile_model_dir(
+        model_dir,
+        churn_features.preprocess(train_cols),
+        seed=seed,
+        leakage=LeakageCheck(labels[:split], TARGET),
+    )
+    for flag in profile.leakage or ():
+        print(f"warning: leakage: {flag.reason}", file=sys.stderr)
     write_csv(data_dir / "train.csv", train_cols, labels[:split])
     write_csv(data_dir / "holdout.csv", hold_cols, labels[split:])
     return model_dir

@@ -679,7 +679,10 @@ def profile(
     *,
     model_dir: Annotated[Path, typer.Option(help="Model directory with its model.yaml.")],
     data: Annotated[Path, typer.Option(help="Training data: .csv, .parquet, .npy or .npz.")],
-    target: Annotated[str | None, typer.Option(help="Label column to leave out.")] = None,
+    target: Annotated[
+        str | None,
+        typer.Option(help="Label column: left out of the features, checked for leakage."),
+    ] = None,
     drop: Annotated[list[str] | None, typer.Option(help="Column to leave out.")] = None,
     names: Annotated[
         str | None, typer.Option(help="Comma-separated column names of a 2-D .npy.")
@@ -693,18 +696,40 @@ def profile(
     bins: Annotated[int, typer.Option(min=2, max=50, help="Bins per numeric feature.")] = 10,
     golden: Annotated[int, typer.Option(min=1, max=100, help="Golden rows.")] = 8,
     seed: Annotated[int, typer.Option(help="Seed for picking golden rows.")] = 0,
+    leakage_threshold: Annotated[
+        float,
+        typer.Option(
+            min=0.5, max=1.0, help="Flag a feature that alone predicts --target this well (0-1)."
+        ),
+    ] = 0.95,
+    refuse_leaky: Annotated[
+        bool,
+        typer.Option(
+            "--refuse-leaky", help="Write no profile, exit 3, if a feature leaks --target."
+        ),
+    ] = False,
 ) -> None:
-    """Write the model's profile.json: schema, bins, baselines and golden requests."""
+    """Write the model's profile.json: schema, bins, baselines and golden requests; with
+    --target, flag features that leak the label."""
     from modeldeploy.profiling.io import profile_model_dir, read_table
+    from modeldeploy.profiling.leakage import REFUSED_EXIT_CODE, LeakageCheck, LeakyTrainingData
     from modeldeploy.serving.config import ModelDirError
     from modeldeploy.serving.pipeline import ModelError
 
     try:
+        if refuse_leaky and target is None:
+            raise ValueError("--refuse-leaky needs --target (the label to check against)")
         columns = read_table(data, names.split(",") if names else ())
-        for column in [*(drop or ()), *([target] if target else [])]:
+        for column in drop or ():
             if columns.pop(column, None) is None:
                 raise ValueError(f"{data} has no column {column!r}")
-        path = profile_model_dir(
+        leakage = None
+        if target is not None:
+            labels = columns.pop(target, None)
+            if labels is None:
+                raise ValueError(f"{data} has no column {target!r}")
+            leakage = LeakageCheck(labels, target, leakage_threshold, refuse_leaky)
+        path, written = profile_model_dir(
             model_dir,
             columns,
             types=dict.fromkeys(categorical or (), "string"),
@@ -712,10 +737,18 @@ def profile(
             n_bins=bins,
             golden=golden,
             seed=seed,
+            leakage=leakage,
         )
+    except LeakyTrainingData as err:
+        for flag in err.flags:
+            typer.secho(f"leakage: {flag.reason}", err=True, fg=typer.colors.RED)
+        typer.secho(f"not profiling {model_dir}: {err}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(REFUSED_EXIT_CODE) from err
     except (ModelDirError, ModelError, ValueError, OSError) as err:
         typer.secho(f"cannot profile {model_dir}: {err}", err=True, fg=typer.colors.RED)
         raise typer.Exit(2) from err
+    for flag in written.leakage or ():
+        typer.secho(f"warning: leakage: {flag.reason}", err=True, fg=typer.colors.YELLOW)
     typer.echo(f"wrote {path}")
 
 

@@ -86,12 +86,28 @@ class GoldenRequest(_Document):
     expected: dict[str, list[Any]]  # output name -> flattened data
 
 
+LeakageKind = Literal["separates-label", "class-concentrated"]
+
+
+class LeakageFlag(_Document):
+    """A training feature suspected of leaking the label (`profiling.leakage`)."""
+
+    feature: str
+    kind: LeakageKind
+    value: float  # the figure: separability (0-1), or the share of one class at one value
+    threshold: float  # the figure at or above which the feature is flagged
+    reason: str  # one plain sentence: what the feature does with the label, and why it leaks
+
+
 class Profile(_Document):
     format_version: Literal[1] = FORMAT_VERSION
     rows: int = Field(ge=1)
     features: list[FeatureProfile] = Field(min_length=1)
     output: OutputProfile
     golden: list[GoldenRequest] = Field(default_factory=list)
+    # Absent (None) when nothing was flagged or no label was given: profiles without leakage
+    # flags stay readable by runtimes that predate the field (documents forbid extra keys).
+    leakage: list[LeakageFlag] | None = None
 
     @model_validator(mode="after")
     def _unique_feature_names(self) -> "Profile":

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from modeldeploy.analysis.checks import evaluate
+from modeldeploy.analysis.checks import Degenerate, degenerate_feature, evaluate
 from modeldeploy.analysis.config import (
     AnalysisConfig,
     CustomCheck,
@@ -380,6 +380,84 @@ def test_a_feature_few_requests_carry_drops_out_instead_of_blocking() -> None:
     assert check.verdict is Verdict.PASS
     assert "too few values to judge, left out: age" in check.reason
     assert aggregate([check]).verdict is Verdict.PASS
+
+
+TRAINING_DECILES = {**dict.fromkeys(DECILES, 0.1), "missing": 0.0}
+
+
+def test_degenerate_features_are_named_for_what_they_are() -> None:
+    constant = {**dict.fromkeys(DECILES, 0.0), "3": 40.0, "missing": 0.0}
+    assert degenerate_feature("tenure", constant, TRAINING_DECILES) == Degenerate(
+        "feature tenure is constant at serving (all 40 values in bin 3; training had 10 bins)",
+        all_missing=False,
+    )
+    none_present = {**dict.fromkeys(DECILES, 0.0), "missing": 25.0}
+    with_missing = {**TRAINING_DECILES, "missing": 0.04}
+    assert degenerate_feature("usage", none_present, with_missing) == Degenerate(
+        "feature usage is all missing at serving (25 values; training had 4.0% missing)",
+        all_missing=True,
+    )
+    spread = {**dict.fromkeys(DECILES, 4.0), "missing": 1.0}
+    assert degenerate_feature("tenure", spread, TRAINING_DECILES) is None
+
+
+def test_a_few_values_or_a_training_shape_alike_are_not_called_degenerate() -> None:
+    two = {"3": 2.0, "missing": 0.0}  # 10 x 0.1^2: one bin by chance 10% of the time
+    assert degenerate_feature("x", two, TRAINING_DECILES) is None
+    assert degenerate_feature("x", {**two, "3": 5.0}, TRAINING_DECILES) is not None  # 1e-4
+    nearly_constant = {"0": 0.995, "1": 0.005, "missing": 0.0}
+    assert degenerate_feature("x", {"0": 500.0, "1": 0.0}, nearly_constant) is None
+    assert degenerate_feature("x", {"0": 5.0}, {"0": 1.0}) is None  # constant in training too
+    # All missing: 0.04^2 is over the 1e-3 chance, 0.04^3 under it; mostly missing in training.
+    often = {**TRAINING_DECILES, "missing": 0.04}
+    assert degenerate_feature("x", {"missing": 2.0}, often) is None
+    assert degenerate_feature("x", {"missing": 3.0}, often) is not None
+    assert degenerate_feature("x", {"missing": 50.0}, {"0": 0.1, "missing": 0.9}) is None
+
+
+def test_a_constant_feature_fails_named_as_constant() -> None:
+    results = healthy()
+    values = dict(features(1000).values)
+    for label in DECILES:
+        values[("income", label)] = 1000.0 if label == "3" else 0.0
+    results[(Track.CANARY, Series.FEATURES)] = ok(values)
+    psi = run(results)["feature-psi"]
+    assert (psi.verdict, psi.subject) == (Verdict.FAIL, "income")
+    assert psi.reason.startswith(
+        "feature income is constant at serving (all 1000 values in bin 3; training had 10 "
+        "bins); feature-psi of income: psi "
+    )
+
+
+def test_an_all_missing_feature_fails_the_missing_rate_named_as_such() -> None:
+    results = healthy()
+    values = dict(features(1000).values)
+    for label in DECILES:
+        values[("age", label)] = 0.0
+    values[("age", "missing")] = 1000.0
+    results[(Track.CANARY, Series.FEATURES)] = ok(values)
+    checks = run(results)
+    missing = checks["missing-rate"]
+    assert (missing.verdict, missing.subject) == (Verdict.FAIL, "age")
+    assert missing.reason.startswith(
+        "feature age is all missing at serving (1000 values; training had 1.0% missing); "
+        "missing-rate of age: 1 vs 0.01"
+    )
+    assert checks["feature-psi"].verdict is Verdict.PASS  # age dropped out: missing-rate judges
+
+
+def test_an_all_missing_feature_cannot_drop_out_when_nothing_else_judges_it() -> None:
+    results = healthy()
+    values = dict(features(5000).values)
+    for label in DECILES:
+        values[("age", label)] = 0.0
+    values[("age", "missing")] = 5000.0
+    results[(Track.CANARY, Series.FEATURES)] = ok(values)
+    config = AnalysisConfig(features=EffectLimits.of(psi=0.1))  # no missing-rate check
+    (check,) = evaluate(config, Observations(results))
+    assert (check.verdict, check.subject, check.blocking) == (Verdict.INCONCLUSIVE, "age", True)
+    assert check.reason.startswith("feature age is all missing at serving (5000 values;")
+    assert aggregate([check]).verdict is Verdict.INCONCLUSIVE  # not a pass with age left out
 
 
 def test_the_budget_is_split_across_every_test() -> None:

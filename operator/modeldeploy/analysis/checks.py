@@ -32,6 +32,15 @@ shared by all checks). Otherwise it is inconclusive: thin data is "not yet", nev
 the canary's requests drops out of the round (reported, not blocking a pass). Custom
 checks are plain bounds on the current value (``failureLimit`` applies to them).
 
+Degenerate features: a feature whose served values are all missing, or all in one bin
+(constant), where training would have done that only by a tiny chance, is named as such at
+the head of its checks' reasons ("feature tenure_months is constant at serving ..."), rather
+than left to a large PSI; it does not drop out of the round (an all-missing one does when
+the missing-rate check judges it), so it cannot let a round pass unjudged. A
+feature that leaked into the training data (known only after the outcome) typically shows
+this way at serving: not known yet, so missing or a default. ``modeldeploy profile`` flags
+leakage in the training data itself.
+
 Canary vs stable (predictions, confidence, invalid inputs) needs a stable revision; without
 one (first rollout) those checks are skipped, and invalid inputs compare with none.
 Confidence is skipped when neither side observed any (models without a confidence).
@@ -83,6 +92,9 @@ the test's mixture: healthy canaries sit there, and it passes them with ~15% few
 (any fixed prior keeps the set valid)."""
 DROP_OUT_SHARE = 0.1
 """A feature with values in fewer than this share of the requests drops out of the round."""
+DEGENERATE_CHANCE = 1e-3
+"""A feature is called degenerate at serving only when training data would be that
+degenerate with at most this chance: a handful of values is never "constant" by bad luck."""
 
 # Series whose label values exist only after the first event: absent means zero.
 _CREATED_ON_FIRST_USE = frozenset(
@@ -502,6 +514,55 @@ def _aligned(
     )
 
 
+@dataclass(frozen=True)
+class Degenerate:
+    """What is wrong with a feature's served values, named for what it is."""
+
+    description: str  # e.g. "feature age is all missing at serving (...)"
+    all_missing: bool  # else constant
+
+
+def degenerate_feature(
+    feature: str, counts: Mapping[str, float], baseline: Mapping[str, float]
+) -> Degenerate | None:
+    """A feature whose served values (counts per bin) are all missing, or all in one bin,
+    where training (ratios per bin) had few missing, or spread its values over several bins,
+    so that values that degenerate had at most `DEGENERATE_CHANCE` under training."""
+    missing = counts.get(contract.MISSING_BIN, 0.0)
+    present = {b: c for b, c in counts.items() if b != contract.MISSING_BIN and c > 0}
+    served = sum(present.values())
+    trained = {b: r for b, r in baseline.items() if b != contract.MISSING_BIN and r > 0}
+    training_missing = baseline.get(contract.MISSING_BIN, 0.0)
+    if not present and missing > 0 and training_missing**missing <= DEGENERATE_CHANCE:
+        return Degenerate(
+            f"feature {feature} is all missing at serving ({_count(missing)} values; training "
+            f"had {training_missing:.1%} missing)",
+            all_missing=True,
+        )
+    if len(present) != 1 or len(trained) < 2:
+        return None
+    total = sum(trained.values())
+    chance = sum((r / total) ** served for r in trained.values())
+    if chance > DEGENERATE_CHANCE:
+        return None
+    (bin_label,) = present
+    return Degenerate(
+        f"feature {feature} is constant at serving (all {_count(served)} values in bin "
+        f"{bin_label}; training had {len(trained)} bins)",
+        all_missing=False,
+    )
+
+
+def _named(test: Test, degenerate: Degenerate) -> Test:
+    """The test's verdict, its reason headed by what is degenerate about the feature."""
+
+    def named(levels: Levels) -> CheckResult:
+        result = test(levels)
+        return replace(result, reason=f"{degenerate.description}; {result.reason}")
+
+    return named
+
+
 def _feature_tests(
     config: AnalysisConfig, features: QueryResult, baseline: QueryResult, requests: float
 ) -> list[tuple[str, list[Test]]]:
@@ -525,16 +586,22 @@ def _feature_tests(
                 )
             continue
         present, expected, ordered = _aligned(counts, profile[feature])
+        degenerate = degenerate_feature(feature, counts, profile[feature])
         if FEATURE_PSI in wanted:
             # A feature few requests carry cannot vouch for the round; it may still fail it.
-            blocking = float(present.sum()) >= DROP_OUT_SHARE * requests
-
+            # A degenerate one cannot drop out, unless the missing-rate check judges it.
+            missing_judged = (
+                degenerate is not None and degenerate.all_missing and (MISSING_RATE in wanted)
+            )
+            blocking = float(present.sum()) >= DROP_OUT_SHARE * requests or (
+                degenerate is not None and not missing_judged
+            )
             drift = _test(
                 distribution_verdict, name=FEATURE_PSI, limits=config.features,
                 observed=present, reference=expected, reference_is_counts=False,
                 ordered=ordered, subject=feature, blocking=blocking,
             )  # fmt: skip
-            per_check[FEATURE_PSI].append(drift)
+            per_check[FEATURE_PSI].append(_named(drift, degenerate) if degenerate else drift)
         if MISSING_RATE in wanted:
             missing = counts.get(contract.MISSING_BIN, 0.0)
             total = missing + float(present.sum())
@@ -543,6 +610,8 @@ def _feature_tests(
                 increase_verdict, name=MISSING_RATE, events=missing, trials=total,
                 reference=base, tolerance=wanted[MISSING_RATE], subject=feature,
             )  # fmt: skip
+            if degenerate and degenerate.all_missing:
+                missing_rate = _named(missing_rate, degenerate)
             per_check[MISSING_RATE].append(missing_rate)
     return list(per_check.items())
 

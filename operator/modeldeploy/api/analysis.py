@@ -76,10 +76,12 @@ class Tolerances(ApiModel):
 
 class FeatureDrift(Tolerances):
     """Input features of the new revision compared with its own training profile (bundled in
-    its image): catches training/serving skew, leakage and preprocessing version skew.
-    A feature fails on evidence of a change (an anytime-valid test, see analysis) whose size
-    exceeds every tolerance set here; it passes once the change is shown to be within one of
-    them."""
+    its image): catches training/serving skew and preprocessing version skew, and names a
+    feature that is constant or all missing at serving, as one that leaked into training
+    (known only after the outcome) often is. Leakage in the training data itself is flagged
+    by modeldeploy profile --target. A feature fails on evidence of a change (an anytime-valid
+    test, see analysis) whose size exceeds every tolerance set here; it passes once the change
+    is shown to be within one of them."""
 
     psi: Tolerance = 0.05
     """Tolerance of the population stability index (Jeffreys divergence). 0.05 is about a

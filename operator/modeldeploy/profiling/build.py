@@ -8,6 +8,7 @@ import numpy as np
 import numpy.typing as npt
 
 from modeldeploy.profile_schema import FeatureProfile, FeatureType, GoldenRequest, Profile
+from modeldeploy.profiling.leakage import LeakageCheck, LeakyTrainingData, leakage_flags
 from modeldeploy.profiling.stats import (
     DEFAULT_BINS,
     column_type,
@@ -98,12 +99,28 @@ def build_profile(
     n_bins: int = DEFAULT_BINS,
     golden: int = DEFAULT_GOLDEN,
     seed: int = 0,
+    leakage: LeakageCheck | None = None,
 ) -> Profile:
     """The profile of a model: its training columns, and its predictions on them through
-    the same serving path (preprocessing included) that the image will run."""
+    the same serving path (preprocessing included) that the image will run.
+
+    With a `leakage` check, features that leak the training labels are flagged in the
+    profile; if it refuses, any flag raises `LeakyTrainingData` before the model runs."""
     if not columns or len(next(iter(columns.values()))) == 0:
         raise ValueError("the training data has no rows")
     features, normalised = profile_features(columns, types=types, nullable=nullable, n_bins=n_bins)
+    flags = []
+    if leakage is not None:
+        table_rows = len(next(iter(normalised.values())))
+        if len(leakage.labels) != table_rows:
+            raise ValueError(
+                f"{leakage.label_name} has {len(leakage.labels)} values for {table_rows} rows"
+            )
+        flags = leakage_flags(
+            normalised, leakage.labels, label_name=leakage.label_name, threshold=leakage.threshold
+        )
+        if flags and leakage.refuse:
+            raise LeakyTrainingData(flags)
     pipeline = make_pipeline(features)
     prediction = predict_all(pipeline, normalised)
     has_missing = np.zeros(len(prediction.values), dtype=bool)
@@ -115,4 +132,5 @@ def build_profile(
         features=features,
         output=output_profile(prediction, n_bins),
         golden=golden_requests(pipeline, normalised, rows),
+        leakage=flags or None,
     )

@@ -9,6 +9,7 @@ import numpy.typing as npt
 
 from modeldeploy.profile_schema import FeatureProfile, FeatureType, Profile
 from modeldeploy.profiling.build import DEFAULT_GOLDEN, build_profile
+from modeldeploy.profiling.leakage import LeakageCheck
 from modeldeploy.profiling.stats import DEFAULT_BINS
 from modeldeploy.serving.config import load_config
 from modeldeploy.serving.model import load_model, load_preprocess
@@ -68,8 +69,10 @@ def profile_model_dir(
     n_bins: int = DEFAULT_BINS,
     golden: int = DEFAULT_GOLDEN,
     seed: int = 0,
-) -> Path:
-    """Profiles the model in `model_dir` (its model.yaml) and writes its profile there."""
+    leakage: LeakageCheck | None = None,
+) -> tuple[Path, Profile]:
+    """Profiles the model in `model_dir` (its model.yaml) and writes its profile there
+    (nothing when the build refuses leaky training data, see `build_profile`)."""
     config = load_config(model_dir)
 
     def make_pipeline(features: list[FeatureProfile]) -> InferencePipeline:
@@ -84,7 +87,8 @@ def profile_model_dir(
         n_bins=n_bins,
         golden=golden,
         seed=seed,
+        leakage=leakage,
     )
     path = model_dir / config.profile
     write_profile(profile, path)
-    return path
+    return path, profile
