@@ -17,7 +17,7 @@ import contextvars
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
@@ -300,7 +300,7 @@ class _Endpoints:
         self.path.check_model(request.path_params["model"], request.path_params.get("version"))
 
     async def server_metadata(self, request: Request) -> Response:
-        return _json({"name": SERVER_NAME, "version": _package_version(), "extensions": []})
+        return _json({"name": SERVER_NAME, "version": package_version(), "extensions": []})
 
     async def live(self, request: Request) -> Response:
         return _json({"live": True})
@@ -376,11 +376,18 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 OnBroken = Callable[[str], None]
 """Called with the reason when warm-up finds the image broken (`Readiness.broken`)."""
+Service = Callable[[InferencePath], AbstractAsyncContextManager[None]]
+"""Another transport on the same inference path (the gRPC service), run by the lifespan."""
 
 
 def _lifespan(
-    runtime: Runtime, inference_pool: ThreadPoolExecutor, on_broken: OnBroken | None
+    path: InferencePath,
+    inference_pool: ThreadPoolExecutor,
+    on_broken: OnBroken | None,
+    services: Sequence[Service],
 ) -> Callable[[Starlette], AbstractAsyncContextManager[None]]:
+    runtime = path.runtime
+
     async def warm() -> None:
         await warm_up(
             runtime.pipeline,
@@ -398,7 +405,10 @@ def _lifespan(
             await runtime.mirror.start()
         warming = asyncio.create_task(warm())
         try:
-            yield
+            async with contextlib.AsyncExitStack() as running:
+                for service in services:
+                    await running.enter_async_context(service(path))
+                yield
         finally:
             warming.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -412,12 +422,16 @@ def _lifespan(
     return lifespan
 
 
-def create_app(runtime: Runtime, on_broken: OnBroken | None = None) -> Starlette:
-    """The runtime's app; without `on_broken` a broken image stays up, answering 503."""
+def create_app(
+    runtime: Runtime, on_broken: OnBroken | None = None, services: Sequence[Service] = ()
+) -> Starlette:
+    """The runtime's app; without `on_broken` a broken image stays up, answering 503.
+    `services` start before it serves and stop after it (a failed start stops it)."""
     inference_pool = ThreadPoolExecutor(
         max_workers=runtime.limits.inference_threads, thread_name_prefix="inference"
     )
-    api = _Endpoints(InferencePath(runtime, inference_pool))
+    path = InferencePath(runtime, inference_pool)
+    api = _Endpoints(path)
     routes = [
         Route("/v2", api.server_metadata, methods=["GET"]),
         Route("/v2/health/live", api.live, methods=["GET"]),
@@ -433,11 +447,11 @@ def create_app(runtime: Runtime, on_broken: OnBroken | None = None) -> Starlette
     return Starlette(
         routes=routes,
         exception_handlers={HTTPException: _http_error},
-        lifespan=_lifespan(runtime, inference_pool, on_broken),
+        lifespan=_lifespan(path, inference_pool, on_broken, services),
     )
 
 
-def _package_version() -> str:
+def package_version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
     try:
