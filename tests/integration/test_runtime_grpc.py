@@ -12,7 +12,18 @@ import httpx
 import numpy as np
 import pytest
 import tritonclient.grpc as triton
-from test_runtime import IDENTITY_ENV, INFER, churn, healthy, holdout, profile, scrape, value
+from test_runtime import (
+    IDENTITY_ENV,
+    INFER,
+    churn,
+    copy_model,
+    healthy,
+    holdout,
+    profile,
+    python_model,
+    scrape,
+    value,
+)
 from tritonclient.utils import InferenceServerException
 
 from modeldeploy import contract as c
@@ -192,6 +203,48 @@ def test_errors_have_their_status_and_are_counted(
             before, c.REQUESTS_TOTAL, code=code
         )
         assert counted == count, code
+
+
+FAILING_ROWS = 17
+FAILING_MODEL = """
+from pathlib import Path
+
+import joblib
+
+from modeldeploy.serving.model import SklearnModel
+
+_model = SklearnModel(joblib.load(Path(__file__).with_name("model.joblib")), {features!r})
+
+
+def predict(columns):
+    if len(next(iter(columns.values()))) == {rows}:
+        raise RuntimeError("a batch this model cannot take")
+    return _model.predict(columns)
+"""
+
+
+def test_a_model_failure_is_internal_and_counted_as_its_500(
+    healthy: Path, profile: Profile, complete_rows: dict[str, np.ndarray], tmp_path: Path
+) -> None:
+    model_dir = copy_model(healthy, tmp_path / "failing")
+    source = FAILING_MODEL.format(features=[f.name for f in profile.features], rows=FAILING_ROWS)
+    python_model(model_dir, "failing_model", source)
+    grpc_port = free_port()
+    with (
+        ServerProcess(model_dir, env=IDENTITY_ENV, args=["--grpc-port", str(grpc_port)]) as server,
+        triton.InferenceServerClient(f"{LOOPBACK}:{grpc_port}") as grpc_client,
+    ):
+        server.wait_ready()
+        rows = {name: column[:FAILING_ROWS] for name, column in complete_rows.items()}
+        _expect_error(
+            lambda: grpc_client.infer(MODEL, grpc_inputs(profile, rows)),
+            "INTERNAL",
+            "inference failed",
+        )
+        samples = scrape(server.url)
+        assert value(samples, c.REQUESTS_TOTAL, code="500") == 1
+        assert value(samples, c.INVALID_REQUESTS_TOTAL) == 0
+        assert "a batch this model cannot take" in server.output()  # logged, never sent
 
 
 def test_not_ready_is_unavailable(

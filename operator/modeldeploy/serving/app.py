@@ -1,4 +1,5 @@
-"""The Starlette application: V2 REST endpoints, /metrics, readiness after warm-up.
+"""The Starlette application: V2 REST endpoints, /metrics, readiness after warm-up, and the
+inference path that REST and the gRPC service (`v2grpc`, run by the lifespan) share.
 
 Inference (JSON decoding, validation, the model, encoding) runs on a bounded pool of its
 own threads, so the event loop stays free for health, readiness and /metrics however large
