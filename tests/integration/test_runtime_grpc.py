@@ -4,6 +4,7 @@ tritonclient: the same model, readiness, validation and metrics as its REST side
 Only tritonclient's stubs are imported here (never the runtime's own), as any client would.
 """
 
+import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,8 @@ from test_runtime import (
 from tritonclient.utils import InferenceServerException
 
 from modeldeploy import contract as c
-from modeldeploy.devenv.tools import free_port
+from modeldeploy.devenv.collector import SPAN_KIND_SERVER, Collector, ExportedSpan
+from modeldeploy.devenv.tools import free_port, otelcol_binary
 from modeldeploy.profile_schema import FeatureProfile, Profile
 from modeldeploy.serving.process import LOOPBACK, ServerProcess
 from modeldeploy.serving.protocol import PREFERRED_DATATYPE, Reason, input_tensor
@@ -276,3 +278,68 @@ def test_grpc_port_taken_fails_the_start(healthy: Path) -> None:
         with ServerProcess(healthy, env=IDENTITY_ENV, args=["--grpc-port", str(port)]) as second:
             assert second.wait_exited() == 3  # uvicorn's exit when its startup fails
             assert f"Failed to bind to address {LOOPBACK}:{port}" in second.output()
+
+
+STAGES = {"decode", "validate", "preprocess", "predict", "encode"}
+
+
+def test_model_infer_is_a_span_continuing_the_callers_trace(
+    healthy: Path,
+    profile: Profile,
+    complete_rows: dict[str, np.ndarray],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """gRPC metadata carries W3C trace context as HTTP headers do: the server span continues
+    it, with the inference stages as children; a refusal's span carries its code and reason."""
+    grpc_port = free_port()
+    with Collector(otelcol_binary(), tmp_path_factory.mktemp("otelcol")) as collector:
+        env = {
+            **IDENTITY_ENV,
+            "OTEL_EXPORTER_OTLP_ENDPOINT": collector.http_url,
+            "OTEL_BSP_SCHEDULE_DELAY": "100",  # export within 0.1 s
+        }
+        with (
+            ServerProcess(healthy, env=env, args=["--grpc-port", str(grpc_port)]) as server,
+            triton.InferenceServerClient(f"{LOOPBACK}:{grpc_port}") as grpc_client,
+        ):
+            server.wait_ready()
+            spans_of: dict[str, tuple[str, str]] = {}
+            for case in ("ok", "invalid"):
+                trace_id, caller = secrets.token_hex(16), secrets.token_hex(8)
+                spans_of[case] = trace_id, caller
+                headers = {"traceparent": f"00-{trace_id}-{caller}-01"}
+                inputs = grpc_inputs(profile, complete_rows)
+                if case == "ok":
+                    grpc_client.infer(MODEL, inputs, headers=headers)
+                else:
+                    with pytest.raises(InferenceServerException):
+                        grpc_client.infer(MODEL, inputs[1:], headers=headers)
+
+            def request_span(trace_id: str, stages: set[str]) -> Callable[..., list[Any]]:
+                def found(spans: list[ExportedSpan]) -> list[Any]:
+                    mine = [s for s in spans if s.trace_id == trace_id]
+                    server_spans = [s for s in mine if s.kind == SPAN_KIND_SERVER]
+                    done = server_spans and {s.name for s in mine} >= stages
+                    return [(server_spans[0], mine)] if done else []
+
+                return found
+
+            trace_id, caller = spans_of["ok"]
+            [(request, spans)] = collector.wait_for(request_span(trace_id, STAGES))
+            assert request.name == "inference.GRPCInferenceService/ModelInfer"
+            assert request.parent_span_id == caller
+            assert request.attributes["rpc.system"] == "grpc"
+            assert request.attributes["rpc.method"] == "ModelInfer"
+            assert request.attributes["rpc.grpc.status_code"] == 0
+            assert request.attributes["modeldeploy.outcome"] == "ok"
+            assert request.attributes["modeldeploy.revision"] == IDENTITY_ENV[c.ENV_REVISION]
+            assert request.attributes["modeldeploy.rows"] == ROWS
+            children = {s.name for s in spans if s.parent_span_id == request.span_id}
+            assert children == STAGES
+
+            trace_id, caller = spans_of["invalid"]
+            [(refused, _)] = collector.wait_for(request_span(trace_id, {"decode", "validate"}))
+            assert refused.parent_span_id == caller
+            assert refused.attributes["rpc.grpc.status_code"] == 3  # INVALID_ARGUMENT
+            assert refused.attributes["modeldeploy.outcome"] == "invalid"
+            assert refused.attributes["modeldeploy.reason"] == Reason.MISSING_INPUT
