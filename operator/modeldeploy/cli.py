@@ -597,6 +597,15 @@ def serve(
     port: Annotated[
         int, typer.Option(envvar=contract.ENV_SERVE_PORT, help="Port to listen on.")
     ] = contract.SERVING_PORT,
+    grpc_port: Annotated[
+        int | None,
+        typer.Option(
+            envvar=contract.ENV_SERVE_GRPC_PORT,
+            min=1,
+            max=65535,
+            help="Also serve V2 gRPC on this port (needs the grpc extra); off unless set.",
+        ),
+    ] = None,
     prediction_log: Annotated[
         str | None, typer.Option(help="Sampled prediction log file ('-' = stdout).")
     ] = None,
@@ -634,7 +643,7 @@ def serve(
         ),
     ] = None,
 ) -> None:
-    """Serve a model directory: Open Inference Protocol V2 REST and /metrics.
+    """Serve a model directory: Open Inference Protocol V2 REST (and gRPC) and /metrics.
 
     Exits 2 when the directory cannot be served, 3 when the server cannot start, 4 when
     warm-up finds the image broken (wrong golden outputs, model errors, no golden requests);
@@ -662,6 +671,7 @@ def serve(
                 max_header_bytes=max_header_bytes,
             ),
             termination_log=resolve_termination_log(termination_log),
+            grpc_port=grpc_port,
         )
     except ModelDirError as err:
         typer.secho(f"cannot serve {model_dir}: {err}", err=True, fg=typer.colors.RED)
