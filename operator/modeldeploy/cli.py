@@ -530,6 +530,15 @@ def operator(
             "Without any, no webhook is called: gates refuse, notifications fail.",
         ),
     ] = None,
+    watch_http_routes: Annotated[
+        bool,
+        typer.Option(
+            envvar="MODELDEPLOY_WATCH_HTTP_ROUTES",
+            help="Watch HTTPRoutes (needs list and watch on them), so that a change to a "
+            "traffic.httpRoute's weights by someone else is undone at once; without it, at "
+            "the next reconcile (the resync when nothing else happens).",
+        ),
+    ] = False,
     verbose: Annotated[bool, typer.Option(help="Debug logging.")] = False,
 ) -> None:
     """Run the operator (Kopf) against the cluster of KUBECONFIG or the in-cluster config."""
@@ -582,6 +591,7 @@ def operator(
         metrics_port=metrics_port,
         allow_privileged_models=allow_privileged_models,
         webhooks=webhooks,
+        http_routes=watch_http_routes,
     )
 
 
