@@ -16,10 +16,11 @@ import contextlib
 import contextvars
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from starlette.applications import Starlette
@@ -33,6 +34,7 @@ from modeldeploy.contract import CLIENT_CLOSED_REQUEST_CODE, SHADOW_HEADER
 from modeldeploy.profile_schema import ClassificationOutput, Profile
 from modeldeploy.serving import binary
 from modeldeploy.serving.config import ModelConfig
+from modeldeploy.serving.labels import LabelOutcomes, Receipt, parse_labels
 from modeldeploy.serving.limits import ServerLimits
 from modeldeploy.serving.monitor import Identity, Monitor
 from modeldeploy.serving.pipeline import (
@@ -49,6 +51,7 @@ from modeldeploy.serving.protocol import (
     PREFERRED_DATATYPE,
     InvalidRequest,
     Reason,
+    decode_json,
     encode_json,
 )
 from modeldeploy.serving.shadow import Mirror
@@ -75,6 +78,23 @@ class Runtime:
     prediction_log: PredictionLog | None = None
     readiness: Readiness = field(default_factory=Readiness)
     limits: ServerLimits = field(default_factory=ServerLimits)
+    labels: LabelOutcomes | None = None  # None: made from the above (`__post_init__`)
+
+    def __post_init__(self) -> None:
+        if self.labels is None:
+            self.labels = LabelOutcomes(
+                self.profile,
+                self.identity.values(),
+                self.monitor.registry,
+                max_rows=self.config.limits.label_memory_rows,
+                max_abs_error=self.config.labels.max_abs_error,
+                enabled=self.monitor.enabled,
+            )
+
+    @property
+    def label_outcomes(self) -> LabelOutcomes:
+        assert self.labels is not None  # __post_init__
+        return self.labels
 
 
 def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -281,6 +301,35 @@ class _Endpoints:
             )
         return response
 
+    async def labels(self, request: Request) -> Response:
+        """Delayed labels of earlier predictions (`labels.py`); not inference requests, so
+        counted apart from them (`invalid_label_requests_total`, never `requests_total`)."""
+        outcomes = self.runtime.label_outcomes
+        try:
+            self.check_model(request)
+            raw = await _read_body(
+                request,
+                self.runtime.config.limits.max_body_bytes,
+                self.runtime.limits.body_timeout_s,
+            )
+            loop = asyncio.get_running_loop()
+            receipt = await loop.run_in_executor(self._inference_pool, self._label, raw)
+        except InvalidRequest as err:
+            outcomes.observe_invalid(err.reason.value)
+            return _error(err.message, err.status)
+        except ClientDisconnect:
+            return _error("client disconnected", CLIENT_CLOSED_REQUEST_CODE)
+        return _json(receipt.payload())
+
+    def _label(self, raw: bytes) -> Receipt:
+        outcomes = self.runtime.label_outcomes
+        entries = parse_labels(
+            decode_json(raw),
+            classification=outcomes.classification,
+            max_labels=self.runtime.config.limits.label_memory_rows,
+        )
+        return outcomes.receive(entries)
+
     def _answer(self, raw: bytes, header_length: str | None) -> tuple[Inference, Response]:
         """Decodes, validates, infers, encodes and counts (on an inference thread);
         `header_length`: the binary tensor data extension's header, if sent."""
@@ -289,6 +338,8 @@ class _Endpoints:
             body = binary.decode_request(raw, header_length)
             encoding = binary.output_encoding(body)
         inference = runtime.pipeline.infer(body)
+        if inference.request.id is None:  # labels need an id to name the prediction by
+            inference = replace(inference, request=replace(inference.request, id=uuid.uuid4().hex))
         tracing.annotate({"modeldeploy.rows": inference.request.rows})
         payload = {
             "model_name": runtime.identity.model,
@@ -305,6 +356,8 @@ class _Endpoints:
         runtime.monitor.observe_features(inference.features)
         prediction = inference.prediction
         runtime.monitor.observe_predictions(prediction.values, prediction.confidence)
+        assert inference.request.id is not None
+        runtime.label_outcomes.remember(inference.request.id, prediction.values)
         return inference, response
 
 
@@ -368,6 +421,7 @@ def create_app(runtime: Runtime, on_broken: OnBroken | None = None) -> Starlette
             Route(base, api.metadata, methods=["GET"]),
             Route(base + "/ready", api.model_ready, methods=["GET"]),
             Route(base + "/infer", api.infer, methods=["POST"]),
+            Route(base + "/labels", api.labels, methods=["POST"]),
         ]
     return Starlette(
         routes=routes,
