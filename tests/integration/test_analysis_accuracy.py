@@ -17,6 +17,7 @@ from analysis_stack import (
     MISLABELLED,
     AnalysisStack,
     Body,
+    Sample,
     Traffic,
     breach_timing,
     printed_section,
@@ -71,11 +72,12 @@ def test_a_less_accurate_canary_is_rolled_back_on_accuracy(
         lines.extend(breach_timing(stack, traffic, timeline, canary, after=started.t).lines(what))
         lines.append(f"  failing checks: {back.checks('fail')}")
         lines.append(f"  history: {back.last_history.get('reason')}")
+        drift_verdicts = timeline.seen(_drift_verdicts, after=started.t)
+        lines.append(f"  drift checks seen (worst subject per check): {drift_verdicts}")
     assert back.status["failedRevision"] == canary
     assert back.stable == stable, "the stable revision must not change"
     assert back.last_history["event"] == "RolledBack"
 
-    checks = back.checks()
     failing = back.checks("fail")
     assert set(failing) == {"accuracy"}, failing
     accuracy = failing["accuracy"]
@@ -84,11 +86,17 @@ def test_a_less_accurate_canary_is_rolled_back_on_accuracy(
     reason = back.last_history["reason"]
     assert "accuracy: canary" in reason
     assert "labels) vs stable" in reason
-    # Its inputs look like training: every feature drift check passed (or, for a feature
-    # few requests carry, was still gathering evidence), none failed.
-    features = {name: c["verdict"] for name, c in checks.items() if name.startswith("feature-")}
-    assert features, checks
-    assert "fail" not in features.values(), features
-    assert "pass" in features.values(), features
+    # Its inputs look like training: no feature drift check failed in any round (status
+    # shows each check by its worst feature: passing, or still gathering evidence).
+    assert any(drift_verdicts), "no feature drift check was seen"
+    assert all("fail" not in seen.values() for seen in drift_verdicts), drift_verdicts
     assert stack.messages("RolledBack", canary)
-    assert traffic.report is None or traffic.report.labels.get("error", 0) == 0
+
+
+def _drift_verdicts(sample: Sample) -> dict[str, str]:
+    """The verdicts of a round's feature drift checks (feature-psi, missing-rate)."""
+    return {
+        name: check["verdict"]
+        for name, check in sample.checks().items()
+        if name.startswith(("feature-", "missing-rate"))
+    }

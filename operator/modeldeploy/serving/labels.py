@@ -167,7 +167,9 @@ class PredictionMemory:
 
 
 def regression_tolerance(output: RegressionOutput, max_abs_error: float | None) -> float:
-    """The absolute error within which a regressor's value counts as correct."""
+    """The absolute error within which a regressor's value counts as correct: the model's
+    setting, else a share of its training predictions' spread (1 when they have none: a
+    constant model's scale is unknown)."""
     if max_abs_error is not None:
         return max_abs_error
     spread = output.edges[-1] - output.edges[0] if output.edges else 0.0
