@@ -1,6 +1,6 @@
 """Trains the churn example model and writes a servable model directory.
 
-    python examples/churn/build.py OUT [--variant healthy|skewed|slow|warming|leaky]
+    python examples/churn/build.py OUT [--variant healthy|skewed|slow|warming|leaky|mislabelled]
                                       [--version V]
 
 writes
@@ -24,6 +24,12 @@ cancellations are processed by a nightly job, so every churner's last change is 
 a feature known only after the churn, which the model learns to lean on. The profile builder
 flags it (the build prints the warnings). In the held-out rows, as at serving time, it is not
 known yet (empty): the runtime refuses those requests (training never lacked the feature).
+
+`mislabelled` differs in its training labels only: a broken labelling job shuffled 60% of
+them among the rows (`MISLABELLED_SHARE`). Same columns, same preprocessing, so its inputs
+look exactly like the healthy model's (no feature drift), but it answers worse: about 77%
+right on the held-out rows against 86.5%, which only ground truth shows (the accuracy check,
+with labels posted back). Unsure, it also predicts `churn` less often.
 """
 
 import argparse
@@ -60,7 +66,9 @@ PREPROCESS = {
     "slow": "preprocess_slow",
     "warming": "preprocess_warming",
     "leaky": "preprocess",
+    "mislabelled": "preprocess",
 }
+MISLABELLED_SHARE = 0.6
 LEAKY_FEATURE = "last_change_hour"
 Columns = dict[str, npt.NDArray[Any]]
 
@@ -109,6 +117,15 @@ def make_dataset(rows: int, seed: int, leaky: bool = False) -> tuple[Columns, np
     return columns, labels
 
 
+def shuffle_labels(labels: npt.NDArray[Any], share: float, seed: int) -> npt.NDArray[Any]:
+    """`labels` with a random `share` of them shuffled among those rows (class counts kept)."""
+    rng = np.random.default_rng(seed)
+    shuffled = labels.copy()
+    picked = rng.random(len(labels)) < share
+    shuffled[picked] = rng.permutation(shuffled[picked])
+    return shuffled
+
+
 def train(columns: Columns, labels: npt.NDArray[Any]) -> Pipeline:
     """The estimator sees a 2-D array in feature order (the columns'), as the runtime feeds
     it."""
@@ -149,10 +166,13 @@ def build(
     hold_cols = {k: v[split:] for k, v in columns.items()}
     if LEAKY_FEATURE in hold_cols:  # not known yet when the model is asked
         hold_cols[LEAKY_FEATURE] = np.full(rows - split, np.nan)
+    trained_on = labels[:split]
+    if variant == "mislabelled":
+        trained_on = shuffle_labels(trained_on, MISLABELLED_SHARE, seed)
     model_dir, data_dir = out / "model", out / "data"
     model_dir.mkdir(parents=True, exist_ok=True)
     data_dir.mkdir(parents=True, exist_ok=True)
-    joblib.dump(train(train_cols, labels[:split]), model_dir / "model.joblib")
+    joblib.dump(train(train_cols, trained_on), model_dir / "model.joblib")
     shutil.copy(HERE / "churn_features.py", model_dir / "churn_features.py")
     config = {
         "name": MODEL_NAME,
@@ -170,11 +190,11 @@ def build(
         model_dir,
         churn_features.preprocess(train_cols),
         seed=seed,
-        leakage=LeakageCheck(labels[:split], TARGET),
+        leakage=LeakageCheck(trained_on, TARGET),
     )
     for flag in profile.leakage or ():
         print(f"warning: leakage: {flag.reason}", file=sys.stderr)
-    write_csv(data_dir / "train.csv", train_cols, labels[:split])
+    write_csv(data_dir / "train.csv", train_cols, trained_on)
     write_csv(data_dir / "holdout.csv", hold_cols, labels[split:])
     return model_dir
 

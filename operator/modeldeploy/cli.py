@@ -283,6 +283,13 @@ def dev_load(
         Path | None, typer.Option(help="The pod runner's endpoints.json (default its own).")
     ] = None,
     workers: Annotated[int, typer.Option(min=1, max=32, help="Sending threads.")] = 8,
+    labels: Annotated[
+        str | None,
+        typer.Option(help="Post each answered row's label (this --data column) back, by id."),
+    ] = None,
+    labels_after: Annotated[
+        float, typer.Option(min=0, max=600, help="With --labels: seconds until a label is sent.")
+    ] = 5.0,
     seed: Annotated[int, typer.Option(help="Seed of row sampling and drift.")] = 0,
     progress: Annotated[float, typer.Option(min=0, help="Seconds between progress lines.")] = 5,
     json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
@@ -304,14 +311,18 @@ def dev_load(
         Router,
         choose_uniform,
         parse_assignments,
+        read_labels,
         read_rows,
     )
-    from modeldeploy.profile_schema import Profile
+    from modeldeploy.profile_schema import Profile, RegressionOutput
 
     try:
         profile_path = profile or default_profile(data)
-        features = Profile.model_validate_json(profile_path.read_bytes()).features
+        model_profile = Profile.model_validate_json(profile_path.read_bytes())
+        features = model_profile.features
         rows = read_rows(data, features)
+        numeric = isinstance(model_profile.output, RegressionOutput)
+        truth = read_labels(data, labels, numeric=numeric) if labels is not None else None
         drift = Drift(
             shift=parse_assignments(shift or (), "--shift"),
             missing=parse_assignments(missing or (), "--missing"),
@@ -319,7 +330,10 @@ def dev_load(
             malformed=malformed,
         )
         drift.validate(features)
-        spec = LoadSpec(rate, count, duration, batch, seed, workers=workers)
+        spec = LoadSpec(
+            rate, count, duration, batch, seed, workers=workers,
+            label_delay=labels_after if labels is not None else None,
+        )  # fmt: skip
         if via not in ("service", "pods", "route"):
             raise ValueError(f"--via must be service, pods or route, not {via!r}")
         if (via == "route") != (http_route is not None):
@@ -346,6 +360,7 @@ def dev_load(
         features,
         source,
         drift=drift,
+        labels=truth,
         router=router,
         progress=(lambda r: _say(r.summary().splitlines()[0])) if progress else None,
         progress_every=progress or 5.0,

@@ -43,6 +43,21 @@ MODEL_INFO: Final = PREFIX + "model_info"  # gauge, value 1
 # Requests mirrored to the shadow: result = sent | failed | dropped (queue full).
 SHADOW_REQUESTS_TOTAL: Final = PREFIX + "shadow_requests_total"  # {result}
 LABEL_RESULT: Final = "result"
+# Ground truth (serving/labels.py): labels posted for earlier predictions, scored once each.
+LABEL_OUTCOME: Final = "outcome"
+OUTCOME_CORRECT: Final = "correct"
+OUTCOME_WRONG: Final = "wrong"
+LABEL_OUTCOMES: Final = (OUTCOME_CORRECT, OUTCOME_WRONG)
+LABEL_ACTUAL: Final = "actual"
+LABEL_PREDICTED: Final = "predicted"
+LABELLED_TOTAL: Final = PREFIX + "labelled_total"  # {outcome}
+LABEL_CONFUSION_TOTAL: Final = PREFIX + "label_confusion_total"  # {actual, predicted}
+LABEL_ABSOLUTE_ERROR: Final = PREFIX + "label_absolute_error"  # histogram (regressors)
+# Labels that matched no remembered prediction: reason = unknown | out_of_range | duplicate.
+LABELS_UNMATCHED_TOTAL: Final = PREFIX + "labels_unmatched_total"  # {reason}
+# Label requests refused (4xx), by protocol.Reason: apart from invalid_requests_total,
+# which counts inference requests only (the invalid-input-rate check divides by those).
+INVALID_LABEL_REQUESTS_TOTAL: Final = PREFIX + "invalid_label_requests_total"  # {reason}
 
 # Latency buckets (seconds): fine around typical p95/p99 thresholds of online models.
 LATENCY_BUCKETS: Final = (
@@ -68,6 +83,9 @@ LATENCY_BUCKETS: Final = (
     5.0,
     10.0,
 )
+# Absolute-error buckets of a regressor, as multiples of its tolerance (the error within
+# which a value counts as correct: 1.0 is the correct/wrong boundary).
+ABSOLUTE_ERROR_TOLERANCE_MULTIPLES: Final = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 10.0)
 # Confidence buckets (probability of the predicted class).
 CONFIDENCE_BUCKETS: Final = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 

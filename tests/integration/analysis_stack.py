@@ -50,13 +50,14 @@ from modeldeploy.devenv.loadgen import EndpointSource, LoadReport, LoadSpec, run
 from modeldeploy.devenv.podrunner import PodRunner, RunnerConfig
 from modeldeploy.devenv.prometheus import PrometheusServer
 from modeldeploy.devenv.tools import free_port
-from modeldeploy.devenv.traffic import Drift, Row, choose_uniform, read_rows
+from modeldeploy.devenv.traffic import Drift, Row, choose_uniform, read_labels, read_rows
 from modeldeploy.profile_schema import FeatureProfile, Profile
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "churn"
 NAME = "churn"
 MIN_WARM = 2
+LABEL_COLUMN = "churned"  # the held-out rows' label (examples/churn/build.py TARGET)
 Body = dict[str, Any]
 
 # Test settings: honest statistics at a test's pace. The sequential tests need no sample
@@ -95,6 +96,7 @@ _EXAMPLES = _example_images()
 V1 = _EXAMPLES[("healthy", "1")]
 SKEWED = _EXAMPLES[("skewed", "2")]
 V3 = _EXAMPLES[("healthy", "3")]
+MISLABELLED = _EXAMPLES[("mislabelled", "6")]
 SLOW = _digest("churn-slow-4")
 WARMING = _digest("churn-warming-5")
 BUILDS = {
@@ -103,6 +105,7 @@ BUILDS = {
     V3: ("healthy", "3"),
     SLOW: ("slow", "4"),
     WARMING: ("warming", "5"),
+    MISLABELLED: ("mislabelled", "6"),
 }
 
 
@@ -285,6 +288,8 @@ class Traffic:
     drift: Drift | None = None
     seed: int = 0
     duration: float = 900.0
+    labels: Sequence[Any] | None = None  # the rows' labels, posted back after label_delay
+    label_delay: float | None = None
     sent: dict[str, list[float]] = field(default_factory=dict)
     report: LoadReport | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -300,14 +305,16 @@ class Traffic:
 
     def _run(self) -> None:
         spec = LoadSpec(
-            self.rate, int(self.rate * self.duration), self.duration, seed=self.seed, workers=8
-        )
+            self.rate, int(self.rate * self.duration), self.duration, seed=self.seed, workers=8,
+            label_delay=self.label_delay,
+        )  # fmt: skip
         self.report = run_load(
             spec,
             self.rows,
             self.features,
             self.source,
             drift=self.drift,
+            labels=self.labels,
             router=self._route,
             stop=self._stop,
         )
@@ -432,11 +439,26 @@ class AnalysisStack:
     def timeline(self) -> Timeline:
         return Timeline(self.reader, self.namespace)
 
-    def traffic(self, rate: float, drift: Drift | None = None, seed: int = 0) -> Traffic:
+    def traffic(
+        self,
+        rate: float,
+        drift: Drift | None = None,
+        seed: int = 0,
+        *,
+        label_delay: float | None = None,
+    ) -> Traffic:
+        """Client load; with `label_delay`, each answered row's label (the held-out rows'
+        `churned`) is posted back to the pod that answered, that many seconds later."""
         profile = Profile.model_validate_json(self._profile.read_bytes())
         rows = read_rows(self._holdout, profile.features)
         source = EndpointSource(self.runner.endpoints_path, self.namespace, NAME, refresh=0.5)
-        return Traffic(source, rows, profile.features, rate, drift, seed)
+        labels = None
+        if label_delay is not None:
+            labels = read_labels(self._holdout, LABEL_COLUMN, numeric=False)
+        return Traffic(
+            source, rows, profile.features, rate, drift, seed, labels=labels,
+            label_delay=label_delay,
+        )  # fmt: skip
 
     def events(self, reason: str) -> list[Body]:
         listed = self.reader.api.get(

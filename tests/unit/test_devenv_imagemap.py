@@ -136,13 +136,14 @@ def test_build_keys_are_readable_and_depend_on_image_and_args(tmp_path: Path) ->
     assert all(k.startswith("churn-") for k in keys)
 
 
-def test_the_churn_example_maps_three_versions_to_builds() -> None:
+def test_the_churn_example_maps_its_versions_to_builds() -> None:
     images = ImageMap.load(ROOT / "examples" / "churn" / "images.yaml")
     builds = [e.build for e in images.entries.values()]
     assert [b.args if b else None for b in builds] == [
         ["--variant", "healthy", "--version", "1"],
         ["--variant", "skewed", "--version", "2"],
         ["--variant", "healthy", "--version", "3"],
+        ["--variant", "mislabelled", "--version", "6"],
     ]
     minimal = yaml.safe_load((ROOT / "examples/modeldeployments/minimal.yaml").read_text())
     assert minimal["spec"]["image"] in images

@@ -57,6 +57,7 @@ from modeldeploy import contract
 from modeldeploy.analysis import sequential, statistics
 from modeldeploy.analysis.config import (
     CUSTOM_PREFIX,
+    AccuracyLimits,
     AnalysisConfig,
     CustomCheck,
     EffectLimits,
@@ -82,6 +83,7 @@ FEATURE_PSI = "feature-psi"
 MISSING_RATE = "missing-rate"
 PREDICTION_PSI = "prediction-psi"
 CONFIDENCE_PSI = "confidence-psi"
+ACCURACY = "accuracy"
 
 PASS_RISK = 0.05
 """Chance that a pass vouches wrongly for some check (a change over tolerance promoted),
@@ -171,6 +173,8 @@ def evaluate(config: AnalysisConfig, observations: Observations) -> list[CheckRe
         )
     if config.checks_predictions and reader.has(Track.STABLE):
         groups += _prediction_tests(config, reader)
+    if config.accuracy is not None and reader.has(Track.STABLE):
+        groups.append((ACCURACY, [_accuracy_test(config.accuracy, reader)]))
     count = max(1, sum(len(tests) for _, tests in groups))
     levels = Levels(config.false_positive_rate / count, PASS_RISK / count, config.min_samples)
     results = [combine(name, [test(levels) for test in tests]) for name, tests in groups if tests]
@@ -476,6 +480,44 @@ def _invalid_input_test(limit: float, reader: _Reader) -> Test:
         increase_verdict, name=INVALID_INPUT_RATE, events=events, trials=trials,
         reference=reference, tolerance=limit,
     )  # fmt: skip
+
+
+def _accuracy_test(limits: AccuracyLimits, reader: _Reader) -> Test:
+    """The canary's wrong-answer share against the stable's on the same window: the
+    invalid-input-rate check's two-sample test (`increase_verdict`) on labelled outcomes."""
+    counts: list[tuple[float, float]] = []
+    for track in (Track.CANARY, Track.STABLE):
+        labelled = reader.get(track, Series.LABELLED)
+        if not labelled.ok:
+            return _missing(ACCURACY, limits.max_drop, f"{labelled.describe()} ({track})")
+        wrong = labelled.values.get((contract.OUTCOME_WRONG,), 0.0)
+        counts.append((wrong, sum(labelled.values.values())))
+    (wrong, total), stable = counts
+    head = (
+        f"{ACCURACY}: canary {_accuracy(wrong, total)} ({_count(total)} labels) vs stable "
+        f"{_accuracy(*stable)} ({_count(stable[1])} labels)"
+    )
+    if min(total, stable[1]) < limits.min_labels:
+        drop = statistics.ratio(wrong, total) - statistics.ratio(*stable)
+        thin = CheckResult(
+            ACCURACY, Verdict.INCONCLUSIVE, drop, limits.max_drop, _count(total),
+            f"{head}; {limits.min_labels} labels needed on each", sequential=True,
+        )  # fmt: skip
+        return lambda _: thin
+
+    def test(levels: Levels) -> CheckResult:
+        result = increase_verdict(
+            levels, ACCURACY, events=wrong, trials=total, reference=stable,
+            tolerance=limits.max_drop,
+        )  # fmt: skip
+        detail = result.reason.removeprefix(f"{ACCURACY}: ")
+        return replace(result, reason=f"{head}; wrong share {detail}")
+
+    return test
+
+
+def _accuracy(wrong: float, total: float) -> str:
+    return f"{1 - wrong / total:.1%}" if total > 0 else "-"
 
 
 # --- drift ----------------------------------------------------------------------------------

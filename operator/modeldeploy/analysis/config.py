@@ -94,6 +94,22 @@ NO_LIMITS = EffectLimits()
 
 
 @dataclass(frozen=True)
+class AccuracyLimits:
+    """The canary's share of wrong answers on labelled predictions may exceed the stable's
+    by at most `max_drop` (a fraction: 0.05 = 5 percentage points of accuracy), judged only
+    once each side has `min_labels` labels."""
+
+    max_drop: float
+    min_labels: int = 1
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.max_drop < 1:
+            raise ValueError("max_drop must be in [0, 1)")
+        if self.min_labels < 1:
+            raise ValueError("min_labels must be at least 1")
+
+
+@dataclass(frozen=True)
 class AnalysisConfig:
     """Thresholds as plain numbers; None switches a check off. Latency in milliseconds,
     rates as fractions (0.01 = 1%)."""
@@ -112,6 +128,7 @@ class AnalysisConfig:
     predictions: EffectLimits = NO_LIMITS
     ignored_features: frozenset[str] = frozenset()
     custom: tuple[CustomCheck, ...] = field(default_factory=tuple)
+    accuracy: AccuracyLimits | None = None  # canary vs stable on labelled predictions
 
     def __post_init__(self) -> None:
         if self.min_samples < 0:
@@ -179,6 +196,9 @@ def plan_queries(
     if config.checks_predictions and stable is not None:
         canary_series += [Series.PREDICTIONS, Series.CONFIDENCE]
         stable_series += [Series.PREDICTIONS, Series.CONFIDENCE]
+    if config.accuracy is not None and stable is not None:
+        canary_series.append(Series.LABELLED)
+        stable_series.append(Series.LABELLED)
     own = None if canary_totals else window
     queries = {(Track.CANARY, s): series_query(s, canary, own) for s in canary_series}
     if stable is not None and stable_series:

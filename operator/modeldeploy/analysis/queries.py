@@ -113,6 +113,7 @@ class Series(StrEnum):
     BASELINE = "baseline"  # training-profile ratios by feature, bin
     PREDICTIONS = "predictions"  # increase by output, bin
     CONFIDENCE = "confidence"  # histogram buckets by le
+    LABELLED = "labelled"  # labelled predictions, increase by outcome (correct | wrong)
 
 
 def series_query(series: Series, ref: RevisionRef, window: Window | None) -> Query:
@@ -146,6 +147,8 @@ def series_query(series: Series, ref: RevisionRef, window: Window | None) -> Que
             )
         case Series.CONFIDENCE:
             return histogram_increase(contract.PREDICTION_CONFIDENCE, ref, window)
+        case Series.LABELLED:
+            return counter_increase(contract.LABELLED_TOTAL, (contract.LABEL_OUTCOME,), ref, window)
 
 
 # --- user query templates ------------------------------------------------------------------

@@ -26,6 +26,7 @@ from enum import StrEnum
 from modeldeploy.analysis.config import (
     CUSTOM_PREFIX,
     NO_LIMITS,
+    AccuracyLimits,
     AnalysisConfig,
     CustomCheck,
     EffectLimits,
@@ -127,6 +128,11 @@ def map_spec(analysis: Analysis) -> MappedAnalysis:
         ),
         predictions=effect_limits(predictions) if drift.enabled else NO_LIMITS,
         custom=tuple(custom),
+        accuracy=(
+            AccuracyLimits(analysis.accuracy.max_drop, analysis.accuracy.min_labels)
+            if analysis.accuracy.enabled
+            else None
+        ),
     )  # fmt: skip
     return MappedAnalysis(
         config=config,
@@ -142,7 +148,7 @@ def map_spec(analysis: Analysis) -> MappedAnalysis:
 def bake_config(config: AnalysisConfig) -> AnalysisConfig:
     """The new stable inside bakeTime: every check but those comparing with another
     revision's traffic (the previous revision serves none any more)."""
-    return replace(config, max_invalid_increase=None, predictions=NO_LIMITS)
+    return replace(config, max_invalid_increase=None, predictions=NO_LIMITS, accuracy=None)
 
 
 def has_checks(config: AnalysisConfig, rejected: Sequence[RejectedCheck] = ()) -> bool:
@@ -157,6 +163,7 @@ def has_checks(config: AnalysisConfig, rejected: Sequence[RejectedCheck] = ()) -
         or config.checks_predictions
         or any(t is not None for t in thresholds)
         or bool(config.custom)
+        or config.accuracy is not None
         or bool(rejected)
     )
 

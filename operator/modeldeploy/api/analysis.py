@@ -48,6 +48,23 @@ class InvalidInputRate(ApiModel):
     increase of more than this (0-1)."""
 
 
+class Accuracy(ApiModel):
+    """Ground truth: the new revision's accuracy on labelled predictions (labels posted to
+    the runtime for earlier answers, POST /v2/models/{model}/labels) compared with the
+    stable revision's over the same period. Catches concept drift, which input drift cannot:
+    inputs look as in training while answers get worse. Off unless enabled: it needs clients
+    that send labels back; enabled, too few labels keep it inconclusive (never a pass)."""
+
+    enabled: bool = False
+    """Run the check (the canary is not promoted before both sides have minLabels labels)."""
+    max_drop: Annotated[float, Field(gt=0, lt=1)] = 0.05
+    """Fail on evidence that the new revision's share of wrong answers is above the
+    stable's by an estimated increase of more than this: a fraction of the labels, so 0.05
+    is an accuracy drop of 5 percentage points (0-1)."""
+    min_labels: Annotated[int, Field(ge=1, le=1_000_000_000)] = 200
+    """No verdict before each side has this many labelled predictions."""
+
+
 Tolerance = Annotated[float, Field(gt=0, le=100)]
 Distance = Annotated[float, Field(gt=0, le=1)]
 
@@ -250,6 +267,7 @@ class Analysis(ApiModel):
     error_rate: ErrorRate = ErrorRate()
     invalid_input_rate: InvalidInputRate = InvalidInputRate()
     drift: Drift = Drift()
+    accuracy: Accuracy = Accuracy()
     custom: Annotated[
         list[CustomCheck],
         Field(max_length=MAX_CUSTOM_CHECKS),

@@ -14,6 +14,12 @@ Open loop: request i is due at start + i/rate whatever the answers; when 4 reque
 worker are already waiting, a due one is counted as `dropped` instead of queued (the servers
 or this machine cannot keep the rate). It ends after `count` requests or
 `duration` seconds, whichever comes first (both bounded). Only 127.0.0.1 is ever dialled.
+
+Ground truth (`labels`, the rows' true labels, with `LoadSpec.label_delay`): `label_delay`
+seconds after a request was answered (200), its rows' labels are posted to the pod that
+answered it (`POST .../labels`, by the request id), from a thread of their own; at most
+`traffic.MAX_PENDING_LABELS` rows wait, more are dropped (counted). At the end the labels
+still waiting are sent once due, unless `stop` is set.
 """
 
 import contextlib
@@ -35,13 +41,14 @@ from modeldeploy.devenv.prometheus import is_loopback_address
 from modeldeploy.devenv.traffic import (
     Drift,
     DriftInjector,
+    LabelQueue,
     Router,
     Row,
     choose_backend,
     choose_uniform,
     infer_body,
     malformed,
-    sample_rows,
+    sample_indices,
 )
 from modeldeploy.profile_schema import FeatureProfile
 
@@ -50,6 +57,7 @@ MAX_COUNT = 1_000_000
 MAX_DURATION = 3600.0  # seconds
 MAX_BATCH = 64
 MAX_WORKERS = 32
+MAX_LABEL_DELAY = 600.0  # seconds
 NO_ENDPOINT = "no_endpoint"  # no Ready pod: what a client of an empty Service sees
 DROPPED = "dropped"  # too many requests in flight: the rate could not be kept
 ERROR = "error"  # connection refused, reset or timed out
@@ -66,6 +74,7 @@ class LoadSpec:
     seed: int = 0
     timeout: float = 2.0  # per request
     workers: int = 8  # threads sending; up to 4 requests each wait for one
+    label_delay: float | None = None  # seconds until labels are posted back; None: never
 
     def __post_init__(self) -> None:
         if not 0 < self.rate <= MAX_RATE:
@@ -80,6 +89,8 @@ class LoadSpec:
             raise ValueError(f"workers must be in 1..{MAX_WORKERS}")
         if not 0 < self.timeout <= 30:
             raise ValueError("timeout must be in (0, 30] s")
+        if self.label_delay is not None and not 0 <= self.label_delay <= MAX_LABEL_DELAY:
+            raise ValueError(f"label_delay must be in [0, {MAX_LABEL_DELAY:g}] s")
 
 
 @dataclass
@@ -89,6 +100,9 @@ class LoadReport:
     by_revision: dict[str, Counter[str]] = field(default_factory=dict)  # revision -> code -> n
     by_pod: dict[str, Counter[str]] = field(default_factory=dict)  # namespace/pod -> code -> n
     latencies_ms: list[float] = field(default_factory=list)
+    # Label rows posted back: matched | unknown | out_of_range | duplicate (the runtime's
+    # answer), dropped (too many waiting), error (refused or not answered).
+    labels: Counter[str] = field(default_factory=Counter)
 
     @property
     def sent(self) -> int:
@@ -124,6 +138,7 @@ class LoadReport:
             "by_revision": _sorted_counts(self.by_revision),
             "by_pod": _sorted_counts(self.by_pod),
             "latency_ms": {k: round(v, 2) for k, v in self.latency_quantiles().items()},
+            "labels": dict(sorted(self.labels.items())),
         }
 
     def summary(self) -> str:
@@ -134,6 +149,8 @@ class LoadReport:
         lines = [f"{self.sent} requests in {self.elapsed:.1f}s ({rate:.1f}/s): "
                  f"{codes(self.by_code)}"]  # fmt: skip
         lines += [f"  revision {r}: {codes(c)}" for r, c in sorted(self.by_revision.items())]
+        if self.labels:
+            lines.append(f"  labels: {codes(self.labels)}")
         latency = self.latency_quantiles()
         if latency:
             lines.append("  latency ms: " + " ".join(f"{k} {v:.1f}" for k, v in latency.items()))
@@ -237,6 +254,95 @@ def _send(client: httpx.Client, endpoint: Endpoint, body: Row) -> tuple[str, flo
     return str(response.status_code), (time.perf_counter() - started) * 1000
 
 
+def _send_labels(client: httpx.Client, endpoint: Endpoint, body: Row) -> Counter[str]:
+    """Posts one label request; what became of its rows."""
+    if not is_loopback_address(endpoint.address):
+        raise ValueError(f"refusing non-loopback endpoint {endpoint.address}")
+    rows = len(body["labels"])
+    try:
+        response = client.post(f"{endpoint.url}/v2/models/{endpoint.model}/labels", json=body)
+        receipt = response.json() if response.status_code == 200 else None
+    except (httpx.HTTPError, ValueError):
+        receipt = None
+    if not isinstance(receipt, dict):
+        return Counter({ERROR: rows})
+    outcome = Counter({"matched": int(receipt.get("matched", 0))})
+    outcome.update({str(k): int(v) for k, v in dict(receipt.get("unmatched", {})).items()})
+    return +outcome
+
+
+class _LabelSender:
+    """Posts due labels from a thread of its own (see the module doc)."""
+
+    def __init__(self, client: httpx.Client, queue: LabelQueue, report: LoadReport,
+                 lock: threading.Lock) -> None:  # fmt: skip
+        self._client, self._queue, self._report, self._lock = client, queue, report, lock
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="load-labels")
+
+    @classmethod
+    def started(
+        cls,
+        client: httpx.Client,
+        spec: LoadSpec,
+        labels: Sequence[Any] | None,
+        report: LoadReport,
+        lock: threading.Lock,
+    ) -> "_LabelSender | None":
+        """A running sender when labels are to be posted back, else None."""
+        if labels is None or spec.label_delay is None:
+            return None
+        sender = cls(client, LabelQueue(spec.label_delay), report, lock)
+        sender._thread.start()
+        return sender
+
+    def offer(self, endpoint: Endpoint, request_id: str, labels: Sequence[Any]) -> None:
+        with self._lock:
+            if not self._queue.add(time.monotonic(), endpoint, request_id, labels):
+                self._report.labels[DROPPED] += len(labels)
+
+    def finish(self, stop: threading.Event, timeout: float) -> None:
+        """Waits until every waiting label was sent (or `stop`, or `timeout`), then ends."""
+        deadline = time.monotonic() + timeout
+        while not stop.is_set() and time.monotonic() < deadline:
+            with self._lock:
+                if not self._queue:
+                    break
+            stop.wait(0.05)
+        self._done.set()
+        self._thread.join(timeout=timeout)
+
+    def _run(self) -> None:
+        while True:
+            finished = self._done.wait(0.05)
+            with self._lock:
+                due = self._queue.due(time.monotonic())
+            for endpoint, body in due:
+                outcome = _send_labels(self._client, endpoint, body)
+                with self._lock:
+                    self._report.labels.update(outcome)
+            if finished:
+                return
+
+
+def _request(
+    request_id: str,
+    spec: LoadSpec,
+    *,
+    rows: Sequence[Row],
+    features: Sequence[FeatureProfile],
+    labels: Sequence[Any] | None,
+    injector: DriftInjector,
+    rng: random.Random,
+) -> tuple[Row, list[Any] | None]:
+    """One request's body (drifted, maybe malformed) and its rows' labels."""
+    picked = sample_indices(len(rows), spec.batch, rng)
+    batch = [injector.apply(dict(rows[j]), rng) for j in picked]
+    body = infer_body(batch, features, request_id)
+    truth = [labels[j] for j in picked] if labels is not None else None
+    return (malformed(body) if injector.malformed(rng) else body), truth
+
+
 def run_load(
     spec: LoadSpec,
     rows: Sequence[Row],
@@ -244,11 +350,14 @@ def run_load(
     endpoints: Callable[[], Sequence[Endpoint]],
     *,
     drift: Drift | None = None,
+    labels: Sequence[Any] | None = None,
     router: Router = choose_uniform,
     progress: Callable[[LoadReport], None] | None = None,
     progress_every: float = 5.0,
     stop: threading.Event | None = None,
 ) -> LoadReport:
+    if labels is not None and len(labels) != len(rows):
+        raise ValueError(f"{len(labels)} labels for {len(rows)} rows")
     rng = random.Random(spec.seed)
     injector = DriftInjector(drift or Drift(), features, rows)
     report = LoadReport()
@@ -256,11 +365,13 @@ def run_load(
     in_flight = threading.BoundedSemaphore(spec.workers * 4)
     stop = stop or threading.Event()
 
-    def deliver(endpoint: Endpoint, body: Row) -> None:
+    def deliver(endpoint: Endpoint, body: Row, truth: list[Any] | None) -> None:
         try:
             code, latency = _send(client, endpoint, body)
             with lock:
                 report.record(endpoint, code, latency)
+            if sender is not None and truth is not None and code == "200":
+                sender.offer(endpoint, body["id"], truth)
         finally:
             in_flight.release()
 
@@ -271,6 +382,7 @@ def run_load(
         httpx.Client(timeout=spec.timeout, trust_env=False) as client,
         ThreadPoolExecutor(spec.workers, thread_name_prefix="load") as pool,
     ):
+        sender = _LabelSender.started(client, spec, labels, report, lock)
         for i in range(spec.count):
             due = start + i / spec.rate
             if due >= deadline or stop.wait(max(0.0, due - time.monotonic())):
@@ -283,15 +395,20 @@ def run_load(
                 with lock:
                     report.record(endpoint, DROPPED, None)
             else:
-                batch = [injector.apply(r, rng) for r in sample_rows(rows, spec.batch, rng)]
-                body = infer_body(batch, features, f"load-{i}")
-                pool.submit(deliver, endpoint, malformed(body) if injector.malformed(rng) else body)
+                body, truth = _request(
+                    f"load-{i}", spec, rows=rows, features=features, labels=labels,
+                    injector=injector, rng=rng,
+                )  # fmt: skip
+                pool.submit(deliver, endpoint, body, truth)
             if progress is not None and time.monotonic() >= next_progress:
                 next_progress += progress_every
                 with lock:
                     report.elapsed = time.monotonic() - start
                     progress(report)
-    report.elapsed = time.monotonic() - start
+        pool.shutdown(wait=True)  # every answer in, so every label is queued
+        report.elapsed = time.monotonic() - start
+        if sender is not None:
+            sender.finish(stop, (spec.label_delay or 0.0) + 2 * spec.timeout)
     return report
 
 

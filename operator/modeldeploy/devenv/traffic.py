@@ -4,12 +4,14 @@ Rows come from a real data file (the example's held-out rows), typed by the mode
 profile. Drift is injected per row: a numeric feature shifted by k training-data standard
 deviations, a share of a feature's values set missing, a share of a categorical feature's
 values replaced by a category never seen in training; a share of requests can be made
-malformed (the runtime answers 400 and counts them).
+malformed (the runtime answers 400 and counts them). Ground truth: the rows' labels, read
+from the same file, posted back after a delay to the pod that answered (`LabelQueue`).
 """
 
 import csv
 import math
 import random
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +25,7 @@ Row = dict[str, Any]  # feature -> value; None = missing
 UNSEEN_CATEGORY = "__unseen__"
 MAX_ROWS = 100_000
 MAX_SHIFT_SD = 20.0
+MAX_PENDING_LABELS = 10_000  # rows whose labels wait for their delay; more are dropped
 
 # --- rows ---------------------------------------------------------------------------------
 
@@ -58,9 +61,35 @@ def read_rows(path: Path, features: Sequence[FeatureProfile], limit: int = MAX_R
     return rows
 
 
+def read_labels(
+    path: Path, column: str, *, numeric: bool, limit: int = MAX_ROWS
+) -> list[str | float]:
+    """The file's `column`, row for row with `read_rows`: classes as text (the runtime
+    compares classes by their text), or numbers for a regressor."""
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        if column not in (reader.fieldnames or []):
+            raise ValueError(f"{path} has no label column {column!r}")
+        labels: list[str | float] = []
+        for line, record in enumerate(reader, start=2):
+            if len(labels) >= limit:
+                break
+            text = record[column] or ""
+            try:
+                labels.append(float(text) if numeric else text)
+            except ValueError as err:
+                raise ValueError(f"{path}:{line}: label {text!r} is not a number") from err
+    return labels
+
+
+def sample_indices(rows: int, count: int, rng: random.Random) -> list[int]:
+    """`count` row numbers drawn uniformly with replacement."""
+    return [rng.randrange(rows) for _ in range(count)]
+
+
 def sample_rows(rows: Sequence[Row], count: int, rng: random.Random) -> list[Row]:
     """`count` rows drawn uniformly with replacement (copies: drift may change them)."""
-    return [dict(rows[rng.randrange(len(rows))]) for _ in range(count)]
+    return [dict(rows[i]) for i in sample_indices(len(rows), count, rng)]
 
 
 # --- drift --------------------------------------------------------------------------------
@@ -147,6 +176,47 @@ def malformed(body: Row) -> Row:
     inputs = [dict(tensor) for tensor in body["inputs"]]
     inputs[0]["shape"] = [-1]
     return {**body, "inputs": inputs}
+
+
+def labels_body(request_id: str, labels: Sequence[Any]) -> Row:
+    """A label request for every row of one answered request (serving/labels.py)."""
+    return {
+        "labels": [
+            {"id": request_id, "index": index, "label": label} for index, label in enumerate(labels)
+        ]
+    }
+
+
+class LabelQueue:
+    """Labels of answered requests waiting `delay` seconds before they are posted back to
+    the endpoint that answered (its pod remembers the prediction), at most `max_rows` rows
+    waiting (pure: the caller tells the time)."""
+
+    def __init__(self, delay: float, max_rows: int = MAX_PENDING_LABELS) -> None:
+        self.delay = delay
+        self.max_rows = max_rows
+        self._waiting: deque[tuple[float, Endpoint, Row]] = deque()
+        self._rows = 0
+
+    def __len__(self) -> int:
+        return len(self._waiting)
+
+    def add(self, now: float, endpoint: Endpoint, request_id: str, labels: Sequence[Any]) -> bool:
+        """Queues the labels of one request; False (dropped) when too many wait already."""
+        if self._rows + len(labels) > self.max_rows:
+            return False
+        self._waiting.append((now + self.delay, endpoint, labels_body(request_id, labels)))
+        self._rows += len(labels)
+        return True
+
+    def due(self, now: float) -> list[tuple[Endpoint, Row]]:
+        """The label requests whose delay is over, oldest first (they leave the queue)."""
+        ready = []
+        while self._waiting and self._waiting[0][0] <= now:
+            _, endpoint, body = self._waiting.popleft()
+            self._rows -= len(body["labels"])
+            ready.append((endpoint, body))
+        return ready
 
 
 # --- where each request goes --------------------------------------------------------------

@@ -17,10 +17,11 @@ import contextlib
 import contextvars
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar
 
 from starlette.applications import Starlette
@@ -34,6 +35,7 @@ from modeldeploy.contract import CLIENT_CLOSED_REQUEST_CODE, SHADOW_HEADER
 from modeldeploy.profile_schema import ClassificationOutput, Profile
 from modeldeploy.serving import binary
 from modeldeploy.serving.config import ModelConfig
+from modeldeploy.serving.labels import LabelOutcomes, Receipt, parse_labels
 from modeldeploy.serving.limits import ServerLimits
 from modeldeploy.serving.monitor import Identity, Monitor
 from modeldeploy.serving.pipeline import (
@@ -50,6 +52,7 @@ from modeldeploy.serving.protocol import (
     PREFERRED_DATATYPE,
     InvalidRequest,
     Reason,
+    decode_json,
     encode_json,
 )
 from modeldeploy.serving.shadow import Mirror
@@ -78,6 +81,23 @@ class Runtime:
     prediction_log: PredictionLog | None = None
     readiness: Readiness = field(default_factory=Readiness)
     limits: ServerLimits = field(default_factory=ServerLimits)
+    labels: LabelOutcomes | None = None  # None: made from the above (`__post_init__`)
+
+    def __post_init__(self) -> None:
+        if self.labels is None:
+            self.labels = LabelOutcomes(
+                self.profile,
+                self.identity.values(),
+                self.monitor.registry,
+                max_rows=self.config.limits.label_memory_rows,
+                max_abs_error=self.config.labels.max_abs_error,
+                enabled=self.monitor.enabled,
+            )
+
+    @property
+    def label_outcomes(self) -> LabelOutcomes:
+        assert self.labels is not None  # __post_init__
+        return self.labels
 
 
 def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -282,13 +302,41 @@ class InferencePath:
         with tracing.stage("decode"):
             body = decode(received)
         inference = runtime.pipeline.infer(body)
+        if inference.request.id is None:  # labels need an id to name the prediction by
+            inference = replace(inference, request=replace(inference.request, id=uuid.uuid4().hex))
         tracing.annotate({"modeldeploy.rows": inference.request.rows})
         with tracing.stage("encode"):
             result = encode(inference)
         runtime.monitor.observe_features(inference.features)
         prediction = inference.prediction
         runtime.monitor.observe_predictions(prediction.values, prediction.confidence)
+        assert inference.request.id is not None
+        runtime.label_outcomes.remember(inference.request.id, prediction.values)
         return inference, result
+
+    async def labels(
+        self, model: str, version: str | None, receive: Callable[[], Awaitable[bytes]]
+    ) -> Receipt:
+        """Scores a label request's labels (`labels.py`) on an inference thread; raises
+        InvalidRequest, counted apart from inference (`invalid_label_requests_total`)."""
+        outcomes = self.runtime.label_outcomes
+        try:
+            self.check_model(model, version)
+            raw = await receive()
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._inference_pool, self._label, raw)
+        except InvalidRequest as err:
+            outcomes.observe_invalid(err.reason.value)
+            raise
+
+    def _label(self, raw: bytes) -> Receipt:
+        outcomes = self.runtime.label_outcomes
+        entries = parse_labels(
+            decode_json(raw),
+            classification=outcomes.classification,
+            max_labels=self.runtime.config.limits.label_memory_rows,
+        )
+        return outcomes.receive(entries)
 
 
 class _Endpoints:
@@ -367,6 +415,25 @@ class _Endpoints:
         if answer.result is None:
             return _error(answer.message, answer.status)
         return answer.result
+
+    async def labels(self, request: Request) -> Response:
+        """Delayed labels of earlier predictions; not inference requests, so never in
+        `requests_total`."""
+        runtime = self.runtime
+
+        async def receive() -> bytes:
+            limits = runtime.config.limits
+            return await _read_body(request, limits.max_body_bytes, runtime.limits.body_timeout_s)
+
+        try:
+            receipt = await self.path.labels(
+                request.path_params["model"], request.path_params.get("version"), receive
+            )
+        except InvalidRequest as err:
+            return _error(err.message, err.status)
+        except ClientDisconnect:
+            return _error("client disconnected", CLIENT_CLOSED_REQUEST_CODE)
+        return _json(receipt.payload())
 
     def _encode(self, inference: Inference, encoding: binary.OutputEncoding) -> Response:
         identity = self.runtime.identity
@@ -457,6 +524,7 @@ def create_app(
             Route(base, api.metadata, methods=["GET"]),
             Route(base + "/ready", api.model_ready, methods=["GET"]),
             Route(base + "/infer", api.infer, methods=["POST"]),
+            Route(base + "/labels", api.labels, methods=["POST"]),
         ]
     return Starlette(
         routes=routes,

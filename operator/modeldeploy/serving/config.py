@@ -8,7 +8,8 @@
     profile: profile.json
     warmup: {max_latency_ms: 200, rounds: 10}
     prediction_log: {path: predictions.jsonl, sample_rate: 0.01, redact: [email]}
-    limits: {max_body_bytes: 1048576, max_batch: 1024}
+    limits: {max_body_bytes: 1048576, max_batch: 1024, label_memory_rows: 10000}
+    labels: {max_abs_error: 2.5}    # regressors: a value this close to its label is correct
 
 Modules named by `entrypoint` and `preprocess` are imported from the model directory.
 """
@@ -46,6 +47,15 @@ class PredictionLogConfig(_Config):
 class LimitsConfig(_Config):
     max_body_bytes: int = Field(default=1 << 20, ge=1024)
     max_batch: int = Field(default=1024, ge=1)
+    # Rows whose predictions are remembered for delayed labels (labels.py), oldest forgotten
+    # first; also the most labels one label request may carry.
+    label_memory_rows: int = Field(default=10_000, ge=1, le=10_000_000)
+
+
+class LabelsConfig(_Config):
+    # A regressor's value within this absolute error of its label counts as correct;
+    # None: 10% of the spread of its training predictions (labels.regression_tolerance).
+    max_abs_error: float | None = Field(default=None, gt=0)
 
 
 class ModelConfig(_Config):
@@ -60,6 +70,7 @@ class ModelConfig(_Config):
     warmup: WarmupConfig = WarmupConfig()
     prediction_log: PredictionLogConfig = PredictionLogConfig()
     limits: LimitsConfig = LimitsConfig()
+    labels: LabelsConfig = LabelsConfig()
 
     @model_validator(mode="after")
     def _python_needs_entrypoint(self) -> "ModelConfig":

@@ -52,6 +52,13 @@ class Reason(StrEnum):
     # length within the body; binary bytes not what the inputs' binary_data_size say.
     BAD_BINARY_HEADER = "bad_binary_header"
     BINARY_SIZE_MISMATCH = "binary_size_mismatch"
+    # Label requests (labels.py): no 'labels' list, an entry not {id, index, label}, a row
+    # index not a non-negative integer, a label not a class / finite number, too many.
+    NO_LABELS = "no_labels"
+    BAD_LABEL = "bad_label"
+    BAD_LABEL_INDEX = "bad_label_index"
+    BAD_LABEL_VALUE = "bad_label_value"
+    TOO_MANY_LABELS = "too_many_labels"
 
 
 class InvalidRequest(Exception):
