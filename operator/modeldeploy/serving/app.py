@@ -33,6 +33,7 @@ from modeldeploy.contract import CLIENT_CLOSED_REQUEST_CODE, SHADOW_HEADER
 from modeldeploy.profile_schema import ClassificationOutput, Profile
 from modeldeploy.serving import binary
 from modeldeploy.serving.config import ModelConfig
+from modeldeploy.serving.golden import GoldenReplays
 from modeldeploy.serving.limits import ServerLimits
 from modeldeploy.serving.monitor import Identity, Monitor
 from modeldeploy.serving.pipeline import (
@@ -75,6 +76,7 @@ class Runtime:
     prediction_log: PredictionLog | None = None
     readiness: Readiness = field(default_factory=Readiness)
     limits: ServerLimits = field(default_factory=ServerLimits)
+    golden: GoldenReplays = field(default_factory=GoldenReplays)
 
 
 def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -206,6 +208,9 @@ class _Endpoints:
         return _json({"name": SERVER_NAME, "version": _package_version(), "extensions": extensions})
 
     async def live(self, request: Request) -> Response:
+        stalled = self.runtime.golden.stalled()  # the rule: serving/golden.py
+        if stalled is not None:
+            return _json({"live": False, "reason": stalled}, 503)
         return _json({"live": True})
 
     async def ready(self, request: Request) -> Response:
@@ -330,6 +335,14 @@ def _lifespan(
         )
         if runtime.readiness.broken and on_broken is not None:
             on_broken(runtime.readiness.reason)
+        if runtime.readiness.ready:
+            await runtime.golden.run(
+                runtime.pipeline,
+                runtime.profile.golden,
+                runtime.monitor,
+                runtime.readiness,
+                inference_pool,
+            )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
