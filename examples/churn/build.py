@@ -1,6 +1,6 @@
 """Trains the churn example model and writes a servable model directory.
 
-    python examples/churn/build.py OUT [--variant healthy|skewed|slow|warming|leaky]
+    python examples/churn/build.py OUT [--variant healthy|skewed|slow|warming|turning|leaky]
                                       [--version V]
 
 writes
@@ -16,7 +16,8 @@ and data usage is unrecorded for some customers (missing values). Same seed, sam
 Variants differ only in the preprocessing the image runs (the model is trained the same
 way): `healthy` (v1, v3), `skewed` (v2: monthly charges scaled 100x at serving time) and
 `slow` (right answers, 60 ms late: a latency regression) and `warming` (healthy, 8 s slow to
-start: the traffic tests' slowly warming canary).
+start: the traffic tests' slowly warming canary) and `turning` (healthy, then skewed from
+`CHURN_TURN_SECONDS`, default 30, after warm-up: what the golden replays catch).
 
 `leaky` differs in its training table instead: it has one more column, `last_change_hour`,
 the hour of the account's last change. Customers change their accounts during the day, but
@@ -59,6 +60,7 @@ PREPROCESS = {
     "skewed": "preprocess_skewed",
     "slow": "preprocess_slow",
     "warming": "preprocess_warming",
+    "turning": "preprocess_turning",
     "leaky": "preprocess",
 }
 LEAKY_FEATURE = "last_change_hour"

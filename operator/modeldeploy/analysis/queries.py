@@ -113,6 +113,7 @@ class Series(StrEnum):
     BASELINE = "baseline"  # training-profile ratios by feature, bin
     PREDICTIONS = "predictions"  # increase by output, bin
     CONFIDENCE = "confidence"  # histogram buckets by le
+    GOLDEN = "golden"  # golden replays' increase by result
 
 
 def series_query(series: Series, ref: RevisionRef, window: Window | None) -> Query:
@@ -146,6 +147,10 @@ def series_query(series: Series, ref: RevisionRef, window: Window | None) -> Que
             )
         case Series.CONFIDENCE:
             return histogram_increase(contract.PREDICTION_CONFIDENCE, ref, window)
+        case Series.GOLDEN:
+            return counter_increase(
+                contract.GOLDEN_CHECKS_TOTAL, (contract.LABEL_RESULT,), ref, window
+            )
 
 
 # --- user query templates ------------------------------------------------------------------
