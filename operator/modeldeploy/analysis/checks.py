@@ -41,6 +41,9 @@ feature that leaked into the training data (known only after the outcome) typica
 this way at serving: not known yet, so missing or a default. ``modeldeploy profile`` flags
 leakage in the training data itself.
 
+Golden answers (`golden`): a count of the revision's replayed golden requests that did not
+match, not a test (no share of the budget; `analysis/golden.py`).
+
 Canary vs stable (predictions, confidence, invalid inputs) needs a stable revision; without
 one (first rollout) those checks are skipped, and invalid inputs compare with none.
 Confidence is skipped when neither side observed any (models without a confidence).
