@@ -97,12 +97,14 @@ SKEWED = _EXAMPLES[("skewed", "2")]
 V3 = _EXAMPLES[("healthy", "3")]
 SLOW = _digest("churn-slow-4")
 WARMING = _digest("churn-warming-5")
+TURNING = _digest("churn-turning-6")
 BUILDS = {
     V1: ("healthy", "1"),
     SKEWED: ("skewed", "2"),
     V3: ("healthy", "3"),
     SLOW: ("slow", "4"),
     WARMING: ("warming", "5"),
+    TURNING: ("turning", "6"),
 }
 
 
