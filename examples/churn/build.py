@@ -18,7 +18,8 @@ way): `healthy` (v1, v3), `skewed` (v2: monthly charges scaled 100x at serving t
 `slow` (right answers, 60 ms late: a latency regression) and `warming` (healthy, 8 s slow to
 start: the traffic tests' slowly warming canary) and `turning` (healthy, then skewed from
 `CHURN_TURN_SECONDS`, default 30, after warm-up: what the golden replays catch; its
-model.yaml replays them every 3 s rather than 30).
+model.yaml replays them every 3 s rather than 30, and turns unready after 5 replays that do
+not match rather than 3).
 
 `leaky` differs in its training table instead: it has one more column, `last_change_hour`,
 the hour of the account's last change. Customers change their accounts during the day, but
@@ -65,7 +66,9 @@ PREPROCESS = {
     "leaky": "preprocess",
 }
 LEAKY_FEATURE = "last_change_hour"
-TURNING_REPLAY_INTERVAL_S = 3.0
+# Replays often enough for a test to see the turn (default every 30 s), and 5 mismatching
+# replays in a row (default 3) before readiness turns: the operator's rounds see it first.
+TURNING_GOLDEN = {"interval_s": 3.0, "mismatch_limit": 5}
 Columns = dict[str, npt.NDArray[Any]]
 
 
@@ -167,8 +170,8 @@ def build(
         "profile": "profile.json",
         "warmup": {"max_latency_ms": 200},
     }
-    if variant == "turning":  # replays often enough for a test to see it turn (default 30 s)
-        config["golden"] = {"interval_s": TURNING_REPLAY_INTERVAL_S}
+    if variant == "turning":
+        config["golden"] = TURNING_GOLDEN
     (model_dir / "model.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     # The profile records the training columns as the model consumed them in training, and
     # checks them against the training labels for leakage.

@@ -66,7 +66,7 @@ def test_answers_that_change_after_warm_up_mismatch_and_take_readiness_away(
     with ServerProcess(model_dir, env=env) as server:
         server.wait_ready()
         wait_for(lambda: _golden_counts(server.url)[c.GOLDEN_MISMATCH] > 0, timeout=30)
-        # The default limit: 3 replays in a row that did not match.
+        # The variant's model.yaml limit: 5 replays in a row that did not match.
         wait_for(lambda: state(server.url)["state"] == "mismatching", timeout=30)
         ready = httpx.get(server.url + "/v2/models/churn/ready", timeout=5)
         request = _profile(model_dir).golden[0].request
@@ -74,7 +74,7 @@ def test_answers_that_change_after_warm_up_mismatch_and_take_readiness_away(
         live = _live(server.url)
         counts = _golden_counts(server.url)
     assert ready.status_code == 503
-    assert "3 golden replays in a row did not match (limit 3)" in ready.json()["reason"]
+    assert "5 golden replays in a row did not match (limit 5)" in ready.json()["reason"]
     assert infer.status_code == 503
     assert live == (200, {"live": True})  # wrong answers are no stall: readiness says so
     assert counts[c.GOLDEN_MATCH] > 0  # before it turned
