@@ -530,6 +530,15 @@ def operator(
             "Without any, no webhook is called: gates refuse, notifications fail.",
         ),
     ] = None,
+    watch_http_routes: Annotated[
+        bool,
+        typer.Option(
+            envvar="MODELDEPLOY_WATCH_HTTP_ROUTES",
+            help="Watch HTTPRoutes (needs list and watch on them), so that a change to a "
+            "traffic.httpRoute's weights by someone else is undone at once; without it, at "
+            "the next reconcile (the resync when nothing else happens).",
+        ),
+    ] = False,
     verbose: Annotated[bool, typer.Option(help="Debug logging.")] = False,
 ) -> None:
     """Run the operator (Kopf) against the cluster of KUBECONFIG or the in-cluster config."""
@@ -582,6 +591,7 @@ def operator(
         metrics_port=metrics_port,
         allow_privileged_models=allow_privileged_models,
         webhooks=webhooks,
+        http_routes=watch_http_routes,
     )
 
 
@@ -597,6 +607,15 @@ def serve(
     port: Annotated[
         int, typer.Option(envvar=contract.ENV_SERVE_PORT, help="Port to listen on.")
     ] = contract.SERVING_PORT,
+    grpc_port: Annotated[
+        int | None,
+        typer.Option(
+            envvar=contract.ENV_SERVE_GRPC_PORT,
+            min=1,
+            max=65535,
+            help="Also serve V2 gRPC on this port (needs the grpc extra); off unless set.",
+        ),
+    ] = None,
     prediction_log: Annotated[
         str | None, typer.Option(help="Sampled prediction log file ('-' = stdout).")
     ] = None,
@@ -634,7 +653,7 @@ def serve(
         ),
     ] = None,
 ) -> None:
-    """Serve a model directory: Open Inference Protocol V2 REST and /metrics.
+    """Serve a model directory: Open Inference Protocol V2 REST (and gRPC) and /metrics.
 
     Exits 2 when the directory cannot be served, 3 when the server cannot start, 4 when
     warm-up finds the image broken (wrong golden outputs, model errors, no golden requests);
@@ -662,6 +681,7 @@ def serve(
                 max_header_bytes=max_header_bytes,
             ),
             termination_log=resolve_termination_log(termination_log),
+            grpc_port=grpc_port,
         )
     except ModelDirError as err:
         typer.secho(f"cannot serve {model_dir}: {err}", err=True, fg=typer.colors.RED)

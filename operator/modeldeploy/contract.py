@@ -93,6 +93,7 @@ ENV_GOLDEN_INTERVAL_S: Final = "MODELDEPLOY_GOLDEN_INTERVAL_S"
 # containerPort; the local pod runner gives each container on the host network its own port.
 ENV_SERVE_HOST: Final = "MODELDEPLOY_HOST"
 ENV_SERVE_PORT: Final = "MODELDEPLOY_PORT"
+ENV_SERVE_GRPC_PORT: Final = "MODELDEPLOY_GRPC_PORT"  # the V2 gRPC service's; off when unset
 # Where `modeldeploy serve` writes why it exited (a kubelet reads the container's
 # terminationMessagePath, by default /dev/termination-log, the runtime's default too); the
 # local pod runner points it at a file of its own for each process.

@@ -202,6 +202,9 @@ class Reconciler:
     only). Missing: never planned, or skipped since (the next pass reconciles it)."""
     errors: dict[Key, str] = field(default_factory=dict)
     reported: set[tuple[Key, str]] = field(default_factory=set)
+    route_writes: dict[tuple[str, str], str] = field(default_factory=dict)
+    """(namespace, HTTPRoute) -> the resourceVersion this operator's last patch of it made:
+    the watch event of that write is no change by someone else."""
     reconciles: int = 0
     fresh_reads: int = 0
     allow_privileged_models: bool = False
@@ -573,8 +576,12 @@ class Reconciler:
                 failures.append(f"apply {kind}/{name}: {err}")
         if route is not None:
             try:
-                # Not in `written`: no watch shows the route, so no expectation awaits it.
-                self.kube.patch_route(key[0], route)
+                # Not in `written`: a route carries no label of the operator's, so no
+                # expectation awaits it; it is read fresh at every reconcile.
+                patched = self.kube.patch_route(key[0], route)
+                version = (patched.get("metadata") or {}).get("resourceVersion")
+                if version:
+                    self.route_writes[key[0], route.name] = str(version)
             except NotLeader:
                 raise
             except KubeError as err:  # a route changed since it was read fails its test
@@ -742,6 +749,35 @@ async def on_owned_event(
     reconciler.schedule(key)
 
 
+async def on_route_event(
+    event: kopf.RawEvent,
+    body: kopf.Body,
+    *,
+    namespace: str | None,
+    name: str,
+    memo: kopf.Memo,
+    **kwargs: Any,
+) -> None:
+    """Someone changed or deleted an HTTPRoute (by hand, GitOps): the ModelDeployments that
+    put their weights on it are reconciled at once, not at the next resync. The operator's
+    own patch (known by the resourceVersion it made) changes nothing."""
+    reconciler = _attach(memo, kwargs)
+    version = body.get("metadata", {}).get("resourceVersion")
+    route = (namespace or "", name)
+    if event.get("type") != "DELETED" and reconciler.route_writes.get(route) == version:
+        return
+    if reconciler.cache is not None:
+        for key in reconciler.cache.routed_through(*route):
+            reconciler.schedule(key)
+
+
+def watch_http_routes() -> None:
+    """Watch HTTPRoutes (list + watch on them: the chart's rbac.gatewayAPI); without it a
+    hand edit of a route's weights is undone only at the next resync."""
+    resource = (HTTP_ROUTE.group, HTTP_ROUTE.version, HTTP_ROUTE.plural)
+    kopf.on.event(*resource, id="changed_httproutes")(on_route_event)
+
+
 for _watched in OWNED:
     _resource = (_watched.group, _watched.version, _watched.plural)
     _labels = {LABEL_NAME: kopf.PRESENT}
@@ -779,6 +815,7 @@ def run_operator(
     metrics_port: int = 0,
     allow_privileged_models: bool = False,
     webhooks: WebhookSettings | None = None,
+    http_routes: bool = False,
 ) -> None:
     """Run the operator in this process until interrupted (the `modeldeploy operator`
     command). `interval`: seconds between passes over what is due; `resync`: between passes
@@ -787,7 +824,7 @@ def run_operator(
     leader over a coordination.k8s.io Lease; else this is the only replica. `analysis`: the
     default Prometheus and how to query it; `metrics_port` 0: no metrics endpoint;
     `allow_privileged_models`: run pod templates with securityProfile privileged;
-    `webhooks`: the hosts webhooks may call."""
+    `webhooks`: the hosts webhooks may call; `http_routes`: watch HTTPRoutes."""
     log_format = os.environ.get(LOG_FORMAT_ENV, "plain").strip().lower()
     if log_format not in ("plain", "json"):
         raise ValueError(f"{LOG_FORMAT_ENV}={log_format!r}: use plain or json")
@@ -797,6 +834,8 @@ def run_operator(
     tracing.setup(OPERATOR_SERVICE)
     if not verbose:
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    if http_routes:
+        watch_http_routes()
     kopf.run(
         standalone=True,
         clusterwide=not namespaces,

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from modeldeploy.resources.kinds import LISTED_KINDS, Kind
+from modeldeploy.routing.gateway_api import route_of
 
 Body = dict[str, Any]
 Key = tuple[str, str]  # (namespace, ModelDeployment name)
@@ -89,6 +90,14 @@ class WatchCache:
 
     def __contains__(self, key: object) -> bool:
         return key in self.model_deployments
+
+    def routed_through(self, namespace: str, route: str) -> list[Key]:
+        """The ModelDeployments of `namespace` that put their weights on HTTPRoute `route`."""
+        return sorted(
+            key
+            for key, store in self.model_deployments.items()
+            if key[0] == namespace and any(route_of(body) == route for body in store)
+        )
 
     def snapshot(self, key: Key) -> Snapshot | None:
         body = next(iter(self.model_deployments.get(key, ())), None)

@@ -443,21 +443,27 @@ def printed(label: str, seconds: float) -> None:
 
 
 @contextmanager
-def operator_in(kube: KwokCluster, namespace: str, workdir: Path) -> Iterator["OperatorProcess"]:
+def operator_in(
+    kube: KwokCluster, namespace: str, workdir: Path, extra_args: Sequence[str] = ()
+) -> Iterator["OperatorProcess"]:
     """An operator watching `namespace` (created, with the CRD, when missing)."""
     ensure_crd(kube)
     ensure_namespace(kube, namespace)
-    with OperatorProcess(kube, namespace, workdir) as op:
+    with OperatorProcess(kube, namespace, workdir, extra_args=extra_args) as op:
         yield op
 
 
 @contextmanager
 def operator_with(
-    kube: KwokCluster, reader: "ClusterReader", body: Body, workdir: Path
+    kube: KwokCluster,
+    reader: "ClusterReader",
+    body: Body,
+    workdir: Path,
+    extra_args: Sequence[str] = (),
 ) -> Iterator["OperatorProcess"]:
     """An operator watching `body`'s namespace, with `body` applied and Ready."""
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
-    with operator_in(kube, namespace, workdir) as op:
+    with operator_in(kube, namespace, workdir, extra_args) as op:
         apply_object(kube, body)
         wait_for(lambda: reader.is_true(namespace, name, "Ready"), timeout=60)
         yield op

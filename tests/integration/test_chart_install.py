@@ -289,7 +289,7 @@ def operator_calls(namespace: str) -> list[Call]:
         calls += [(verb, kind.group, kind.plural, None, namespace) for verb in ("list", "watch")]
     calls += [
         (verb, "gateway.networking.k8s.io", "httproutes", None, namespace)
-        for verb in ("get", "patch")
+        for verb in ("get", "list", "watch", "patch")
     ]
     return calls
 

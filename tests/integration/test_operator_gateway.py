@@ -4,6 +4,7 @@ the route carries, leaves everything else of the route alone, leaves all weight 
 stable after promotion, and takes the weight from the canary in the reconcile that rolls it
 back. No Gateway controller runs and nothing is dialled: the route's spec is the contract."""
 
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -61,7 +62,10 @@ def operator(
     rollout = {"canary": {"steps": [10, 50]}, "stepInterval": "6s", "bakeTime": "2s",
                "traffic": TRAFFIC}  # fmt: skip
     body = model_deployment(NAME, NAMESPACE, "registry.example/churn:1", rollout=rollout)
-    with operator_with(kube, reader, body, tmp_path_factory.mktemp(NAMESPACE)) as op:
+    workdir = tmp_path_factory.mktemp(NAMESPACE)
+    # A resync of an hour: what corrects a hand edit of the route below is its watch.
+    args = ["--watch-http-routes", "--resync", "3600"]
+    with operator_with(kube, reader, body, workdir, args) as op:
         yield op
 
 
@@ -204,3 +208,28 @@ def test_a_route_that_cannot_carry_the_weights_is_left_alone_and_reported(
     assert route_spec["spec"] == before["spec"]
     assert route_spec["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
     kube.kubectl("delete", "mdep", "web", "-n", NAMESPACE, "--wait=false")
+
+
+def test_a_hand_edit_of_the_weights_is_undone_at_once(
+    kube: KwokCluster, operator: OperatorProcess, reader: ClusterReader
+) -> None:
+    stable = status(reader)["stableRevision"]
+    set_image(kube, "2")  # back to the stable's image (the aborted 3 stays rolled back)
+    wait_for(lambda: status(reader).get("phase") == "Stable", timeout=60, what="Stable")
+    assert status(reader)["stableRevision"] == stable
+    wait_for(lambda: weights(kube) == split(0), timeout=15, what="100 on the stable")
+    # Idle: nothing is due, and the next resync is an hour away.
+    mark = operator.mark()
+    start = time.monotonic()
+    edit = [
+        {"op": "replace", "path": "/spec/rules/0/backendRefs", "value": [
+            {"name": f"{NAME}-stable", "port": 80, "weight": 40},
+            {"name": f"{NAME}-canary", "port": 80, "weight": 60},
+        ]},
+    ]  # fmt: skip
+    kubectl(kube, "patch", "httproute", ROUTE, "-n", NAMESPACE, "--type=json",
+            "-p", json.dumps(edit))  # fmt: skip
+    wait_for(lambda: weights(kube) == split(0), timeout=20, what="the hand edit undone")
+    printed("hand edit of the route -> undone", time.monotonic() - start)
+    patches = [w for w in operator.writes(mark) if f"httproutes/{ROUTE}" in w]
+    assert len(patches) == 1, operator.writes(mark)

@@ -86,7 +86,7 @@ def test_wheel_holds_the_package_and_nothing_else(wheel: Path) -> None:
         names = set(archive.namelist())
     package = {
         path.relative_to(PACKAGE.parent).as_posix()
-        for path in [*PACKAGE.rglob("*.py"), PACKAGE / "py.typed"]
+        for path in [*PACKAGE.rglob("*.py"), *PACKAGE.rglob("*.pyi"), PACKAGE / "py.typed"]
         if "__pycache__" not in path.parts
     }
     assert {n for n in names if not n.startswith(f"{DIST_INFO}/")} == package
@@ -112,7 +112,7 @@ def test_wheel_metadata(wheel: Path) -> None:
     assert "Programming Language :: Python :: 3.11" in classifiers
     assert "Typing :: Typed" in classifiers
     assert set(metadata.get_all("Provides-Extra") or []) == {
-        "operator", "serve", "sklearn", "profile", "report", "otel", "dev", "bench"
+        "operator", "serve", "grpc", "sklearn", "profile", "report", "otel", "dev", "bench"
     }  # fmt: skip
     assert "modeldeploy = modeldeploy.cli:main" in entry_points
     assert "kubectl-modeldeploy = modeldeploy.cli:main" in entry_points

@@ -256,6 +256,7 @@ def test_values_map_to_args_env_and_mounts() -> None:
         "MODELDEPLOY_LOG_FORMAT": "json",
         "MODELDEPLOY_METRICS_PORT": "8090",
         "MODELDEPLOY_METRICS_ADDRESS": "0.0.0.0",
+        "MODELDEPLOY_WATCH_HTTP_ROUTES": "true",
         "MODELDEPLOY_ANALYSIS_WORKERS": "8",
         "MODELDEPLOY_PROMETHEUS_NAMESPACE_LABEL": "namespace",
         "MODELDEPLOY_PROMETHEUS_URL": "http://prometheus.monitoring:9090",
@@ -548,8 +549,10 @@ def test_rules_cover_every_kind_the_operator_writes() -> None:
     assert verbs(rules, GROUP, f"{PLURAL}/finalizers") == {"update"}
     assert verbs(rules, "", "events") == {"create"}
     assert verbs(rules, "", "secrets") == {"get"}
-    # The user's route: read by name and patched, never created, listed or deleted.
-    assert verbs(rules, "gateway.networking.k8s.io", "httproutes") == {"get", "patch"}
+    # The user's route: read, watched and patched, never created or deleted.
+    assert verbs(rules, "gateway.networking.k8s.io", "httproutes") == {
+        "get", "list", "watch", "patch"
+    }  # fmt: skip
 
 
 def test_no_wildcards_and_nothing_dangerous() -> None:
@@ -571,6 +574,7 @@ def test_toggles_remove_secrets_gateway_and_observers() -> None:
     rules = operator_rules(objects, "ClusterRole")
     assert verbs(rules, "", "secrets") == set()
     assert verbs(rules, "gateway.networking.k8s.io", "httproutes") == set()
+    assert env(objects)["MODELDEPLOY_WATCH_HTTP_ROUTES"] == "false"  # nothing to watch with
     assert not [o for o in objects if o["metadata"]["name"].endswith("-observer")]
 
 

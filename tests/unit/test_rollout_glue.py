@@ -2,16 +2,18 @@
 rollback again on a fresh read when the watch cache may be stale, a create that finds its
 name taken, what the periodic pass reconciles."""
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from unittest.mock import Mock
 
+import kopf
 import pytest
 from test_rollout_machine import NAME, UID, base_spec, rev
 from test_rollout_pods import kubelet_pod, rolling_out, waiting
 
 from modeldeploy.api import GROUP, VERSION, ModelDeploymentSpec, PendingEvent, to_wire
-from modeldeploy.handlers import Reconciler, read_status
+from modeldeploy.handlers import Reconciler, on_route_event, read_status
 from modeldeploy.kube import Conflict, KubeError
 from modeldeploy.resources.kinds import OWNED_KINDS
 from modeldeploy.rollout import Event, Subject, refuse_privileges
@@ -365,3 +367,33 @@ def test_a_restarted_operator_posts_what_was_left_pending_once(
     assert api.event_names == [left["pendingEvents"][0]["name"]]
     (cleared,) = api.statuses
     assert "pendingEvents" not in cleared
+
+
+# --- a user's HTTPRoute changed ----------------------------------------------------------
+
+
+def test_a_route_changed_by_someone_else_reconciles_its_model_deployments_at_once() -> None:
+    def routed(route: str) -> dict[str, Any]:
+        traffic = {"mode": "gatewayAPI", "httpRoute": route}
+        return {"spec": {"rollout": {"traffic": traffic}}}
+
+    reconciler = Reconciler(kube=Mock())
+    reconciler.cache = WatchCache(
+        {("ml", "churn"): [routed("web")], ("ml", "api"): [routed("api")]}, ()
+    )
+    scheduled: list[tuple[str, str]] = []
+    reconciler.schedule = scheduled.append  # type: ignore[method-assign]
+    memo = kopf.Memo(reconciler=reconciler)
+
+    def event(kind: str, version: str) -> None:
+        body = kopf.Body({"metadata": {"name": "web", "resourceVersion": version}})
+        raw = kopf.RawEvent(type=kind, object=dict(body))  # type: ignore[typeddict-item]
+        asyncio.run(on_route_event(raw, body, namespace="ml", name="web", memo=memo))
+
+    event("MODIFIED", "7")  # a hand edit
+    assert scheduled == [("ml", "churn")]
+    reconciler.route_writes["ml", "web"] = "8"  # the operator's own patch made version 8
+    event("MODIFIED", "8")
+    assert scheduled == [("ml", "churn")]  # nothing to do for its own write
+    event("DELETED", "8")  # gone, whoever deleted it
+    assert scheduled == [("ml", "churn"), ("ml", "churn")]

@@ -15,13 +15,15 @@ from starlette.types import Message
 from test_serving import FEATURES, _golden, _profile, _samples, classify
 
 from modeldeploy import contract as c
-from modeldeploy.serving.app import Runtime, create_app
+from modeldeploy.serving.app import InferencePath, Runtime, create_app
 from modeldeploy.serving.config import ModelConfig, ModelDirError
 from modeldeploy.serving.golden import GoldenReplays, GoldenSchedule
 from modeldeploy.serving.model import CallableModel, Prediction
 from modeldeploy.serving.monitor import Identity, Monitor
 from modeldeploy.serving.pipeline import InferencePipeline
 from modeldeploy.serving.protocol import Reason
+from modeldeploy.serving.v2grpc import grpc_predict_v2_pb2 as pb
+from modeldeploy.serving.v2grpc.service import InferenceServicer
 from modeldeploy.serving.warmup import Readiness, State, check_golden, mismatch
 
 pytestmark = pytest.mark.unit
@@ -185,6 +187,12 @@ def test_live_is_503_once_a_replay_outlasts_its_deadline_on_a_stalled_pool() -> 
 
     async def scenario() -> list[tuple[int, Any]]:
         with ThreadPoolExecutor(1) as pool:
+            servicer = InferenceServicer(InferencePath(runtime, pool))
+
+            async def grpc_live() -> bool:
+                answer = await servicer.ServerLive(pb.ServerLiveRequest(), None)
+                return bool(answer.live)
+
             blocked = pool.submit(release.wait)  # the one thread completes nothing
             replay = asyncio.create_task(
                 replays.replay(pipeline, monitor.profile.golden, monitor, readiness, pool)
@@ -195,10 +203,12 @@ def test_live_is_503_once_a_replay_outlasts_its_deadline_on_a_stalled_pool() -> 
             answers.append(await _get(runtime, c.LIVE_PATH))  # at the deadline: still live
             clock.now += 1
             answers.append(await _get(runtime, c.LIVE_PATH))
+            assert not await grpc_live()  # the same rule on both transports
             release.set()
             blocked.result()
             await replay
             answers.append(await _get(runtime, c.LIVE_PATH))  # moving again
+            assert await grpc_live()
         return answers
 
     first, at_deadline, stalled, moving = asyncio.run(scenario())

@@ -42,6 +42,29 @@ def test_snapshot_joins_the_indexes_of_one_model_deployment() -> None:
     assert cache.keys() == [KEY, ("ml", "fraud")]
 
 
+def routed(mode: str, route: str | None) -> dict[str, Any]:
+    traffic = {"mode": mode, **({"httpRoute": route} if route else {})}
+    return {"kind": "ModelDeployment", "spec": {"rollout": {"traffic": traffic}}}
+
+
+def test_the_model_deployments_a_route_carries_the_weights_of() -> None:
+    cache = WatchCache(
+        {
+            KEY: [routed("gatewayAPI", "web")],
+            ("ml", "fraud"): [routed("gatewayAPI", "web")],
+            ("ml", "other"): [routed("gatewayAPI", "api")],
+            ("ml", "plain"): [routed("replicas", None)],
+            ("ml", "bare"): [{"kind": "ModelDeployment"}],
+            ("prod", "churn"): [routed("gatewayAPI", "web")],  # a route of that name elsewhere
+        },
+        (),
+    )
+    assert cache.routed_through("ml", "web") == [KEY, ("ml", "fraud")]
+    assert cache.routed_through("ml", "api") == [("ml", "other")]
+    assert cache.routed_through("ml", "nothing") == []
+    assert cache.routed_through("prod", "web") == [("prod", "churn")]
+
+
 def test_essentials_keep_what_observe_reads_and_drop_the_bulk() -> None:
     pod: dict[str, Any] = {
         "apiVersion": "v1",

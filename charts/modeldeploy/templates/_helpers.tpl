@@ -134,10 +134,11 @@ watched namespace). Every rule is a call the operator makes; see the chart READM
 {{- end }}
 {{- if .Values.rbac.gatewayAPI }}
 # traffic.mode gatewayAPI: the weights on the user's HTTPRoute's backendRefs (read by name
-# each reconcile, JSON-patched; never created, listed or deleted: it is the user's).
+# each reconcile, JSON-patched; never created or deleted: it is the user's), and a watch
+# (--watch-http-routes) so that someone else's change to them is undone at once.
 - apiGroups: [gateway.networking.k8s.io]
   resources: [httproutes]
-  verbs: [get, patch]
+  verbs: [get, list, watch, patch]
 {{- end }}
 {{- end }}
 

@@ -36,6 +36,13 @@ HTTP_ROUTE = Kind("HTTPRoute", "gateway.networking.k8s.io", "v1", "httproutes")
 Body = dict[str, Any]
 
 
+def route_of(model_deployment: Mapping[str, Any]) -> str | None:
+    """The HTTPRoute a ModelDeployment (as stored) puts its weights on, if any."""
+    traffic = ((model_deployment.get("spec") or {}).get("rollout") or {}).get("traffic") or {}
+    route = traffic.get("httpRoute")
+    return route if traffic.get("mode") == "gatewayAPI" and isinstance(route, str) else None
+
+
 @dataclass(frozen=True)
 class ObservedRoute:
     """The HTTPRoute named by the spec, as read."""

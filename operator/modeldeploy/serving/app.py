@@ -1,4 +1,5 @@
-"""The Starlette application: V2 REST endpoints, /metrics, readiness after warm-up.
+"""The Starlette application: V2 REST endpoints, /metrics, readiness after warm-up, and the
+inference path that REST and the gRPC service (`v2grpc`, run by the lifespan) share.
 
 Inference (JSON decoding, validation, the model, encoding) runs on a bounded pool of its
 own threads, so the event loop stays free for health, readiness and /metrics however large
@@ -16,11 +17,11 @@ import contextlib
 import contextvars
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -60,6 +61,8 @@ SERVER_NAME = "modeldeploy"
 INFERENCE_FAILED = "inference failed"
 INFER_ROUTE = "/v2/models/{model}/infer"
 INFER_VERSION_ROUTE = "/v2/models/{model}/versions/{version}/infer"
+B = TypeVar("B")  # a request as its transport received it
+R = TypeVar("R")  # an answer as its transport sends it
 
 
 @dataclass
@@ -184,17 +187,29 @@ def response_attributes(status: int, reason: str | None) -> dict[str, str | int]
     return attributes
 
 
-class _Endpoints:
-    """The request handlers of one runtime."""
+@dataclass(frozen=True)
+class Answer(Generic[R]):
+    """What became of one inference request, whichever transport carried it: an HTTP status
+    (REST sends it, gRPC maps it to its codes; metrics count it), with the transport's
+    encoded result when it is 200, else the client's message and the reason of a refusal."""
+
+    status: int
+    result: R | None = None
+    message: str = ""
+    reason: Reason | None = None
+
+
+class InferencePath:
+    """The one inference path of REST and gRPC: the model check, readiness, decoding and
+    validation, the model, encoding, metrics, drift bins and the prediction log."""
 
     def __init__(self, runtime: Runtime, inference_pool: ThreadPoolExecutor) -> None:
         self.runtime = runtime
         self._inference_pool = inference_pool
 
-    def check_model(self, request: Request) -> None:
+    def check_model(self, model: str, version: str | None) -> None:
         identity = self.runtime.identity
-        model = request.path_params["model"]
-        version = request.path_params.get("version", identity.version)
+        version = version or identity.version
         if model != identity.model or version != identity.version:
             raise InvalidRequest(
                 Reason.UNKNOWN_MODEL,
@@ -203,9 +218,94 @@ class _Endpoints:
                 status=404,
             )
 
+    async def answer(
+        self,
+        model: str,
+        version: str | None,
+        receive: Callable[[], Awaitable[B]],
+        decode: Callable[[B], Any],
+        encode: Callable[[Inference], R],
+        *,
+        span: tracing.Span,
+    ) -> Answer[R]:
+        """Checks the model and readiness, then `receive`s the request; `decode` (to a V2
+        request body as plain data) and `encode` (the outputs, to the transport's answer)
+        run on an inference thread. Never raises: a refusal or failure is its Answer,
+        counted, and a failure marks `span` (the request's)."""
+        start = time.perf_counter()
+        monitor = self.runtime.monitor
+        try:
+            answer = await self._answer(model, version, receive, decode, encode)
+        except InvalidRequest as err:
+            monitor.observe_invalid(err.reason)
+            answer = Answer(err.status, message=err.message, reason=err.reason)
+        except ClientDisconnect:  # nobody reads this answer; it is counted, not an error
+            log.info("client disconnected before its request body arrived")
+            answer = Answer(CLIENT_CLOSED_REQUEST_CODE, message="client disconnected")
+        except Exception as err:  # the model or preprocessing failed (ModelError), or a bug
+            log.exception(INFERENCE_FAILED)
+            span.fail(err)
+            answer = Answer(500, message=INFERENCE_FAILED)
+        monitor.observe_request(answer.status, time.perf_counter() - start)
+        return answer
+
+    async def _answer(
+        self,
+        model: str,
+        version: str | None,
+        receive: Callable[[], Awaitable[B]],
+        decode: Callable[[B], Any],
+        encode: Callable[[Inference], R],
+    ) -> Answer[R]:
+        runtime = self.runtime
+        self.check_model(model, version)
+        if not runtime.readiness.ready:
+            message = f"model {runtime.identity.model!r} is not ready: {runtime.readiness.reason}"
+            return Answer(503, message=message)
+        received = await receive()
+        loop = asyncio.get_running_loop()
+        # run_in_executor does not carry context variables: the request's span would not be
+        # the current one in the inference thread, and the stages would not be traced.
+        context = contextvars.copy_context()
+        inference, result = await loop.run_in_executor(
+            self._inference_pool, context.run, self._infer, received, decode, encode
+        )
+        if runtime.prediction_log is not None:  # written from the event loop only: one writer
+            runtime.prediction_log.maybe_record(
+                inference.request.id, inference.request.inputs, inference.outputs
+            )
+        return Answer(200, result)
+
+    def _infer(
+        self, received: B, decode: Callable[[B], Any], encode: Callable[[Inference], R]
+    ) -> tuple[Inference, R]:
+        """Decodes, validates, infers, encodes and counts (on an inference thread)."""
+        runtime = self.runtime
+        with tracing.stage("decode"):
+            body = decode(received)
+        inference = runtime.pipeline.infer(body)
+        tracing.annotate({"modeldeploy.rows": inference.request.rows})
+        with tracing.stage("encode"):
+            result = encode(inference)
+        runtime.monitor.observe_features(inference.features)
+        prediction = inference.prediction
+        runtime.monitor.observe_predictions(prediction.values, prediction.confidence)
+        return inference, result
+
+
+class _Endpoints:
+    """The REST request handlers of one runtime."""
+
+    def __init__(self, path: InferencePath) -> None:
+        self.path = path
+        self.runtime = path.runtime
+
+    def check_model(self, request: Request) -> None:
+        self.path.check_model(request.path_params["model"], request.path_params.get("version"))
+
     async def server_metadata(self, request: Request) -> Response:
         extensions = ["binary_tensor_data"]  # binary.py
-        return _json({"name": SERVER_NAME, "version": _package_version(), "extensions": extensions})
+        return _json({"name": SERVER_NAME, "version": package_version(), "extensions": extensions})
 
     async def live(self, request: Request) -> Response:
         stalled = self.runtime.golden.stalled()  # the rule: serving/golden.py
@@ -237,80 +337,55 @@ class _Endpoints:
         return Response(body, media_type=content_type)
 
     async def infer(self, request: Request) -> Response:
-        start = time.perf_counter()
-        monitor = self.runtime.monitor
+        runtime = self.runtime
         route = INFER_VERSION_ROUTE if "version" in request.path_params else INFER_ROUTE
-        attributes = request_attributes(self.runtime.identity, route)
-        with tracing.span(f"POST {route}", attributes, headers=request.headers) as span:
-            reason = None
-            try:
-                response = await self._infer(request)
-            except InvalidRequest as err:
-                monitor.observe_invalid(err.reason)
-                reason = err.reason.value
-                response = _error(err.message, err.status)
-            except ClientDisconnect:  # nobody reads this answer; it is counted, not an error
-                log.info("client disconnected before its request body arrived")
-                response = _error("client disconnected", CLIENT_CLOSED_REQUEST_CODE)
-            except Exception as err:  # the model or preprocessing failed (ModelError), or a bug
-                log.exception(INFERENCE_FAILED)
-                span.fail(err)
-                response = _error(INFERENCE_FAILED, 500)
-            span.set(response_attributes(response.status_code, reason))
-        monitor.observe_request(response.status_code, time.perf_counter() - start)
-        return response
+        attributes = request_attributes(runtime.identity, route)
 
-    async def _infer(self, request: Request) -> Response:
-        runtime = self.runtime
-        self.check_model(request)
-        if not runtime.readiness.ready:
-            message = f"model {runtime.identity.model!r} is not ready: {runtime.readiness.reason}"
-            return _error(message, 503)
-        raw = await _read_body(
-            request, runtime.config.limits.max_body_bytes, runtime.limits.body_timeout_s
-        )
         header_length = request.headers.get(binary.HEADER_LENGTH)
-        if runtime.mirror is not None and SHADOW_HEADER not in request.headers:
-            framing = binary.framing_headers(header_length)
-            runtime.mirror.offer(request.url.path, raw, framing)
-        loop = asyncio.get_running_loop()
-        # run_in_executor does not carry context variables: the request's span would not be
-        # the current one in the inference thread, and the stages would not be traced.
-        context = contextvars.copy_context()
-        inference, response = await loop.run_in_executor(
-            self._inference_pool, context.run, self._answer, raw, header_length
-        )
-        if runtime.prediction_log is not None:  # written from the event loop only: one writer
-            runtime.prediction_log.maybe_record(
-                inference.request.id, inference.request.inputs, inference.outputs
-            )
-        return response
+        # What the request asks its outputs to be sent as: known once it is decoded, used
+        # when they are encoded (both on the same inference thread, in that order).
+        asked: list[binary.OutputEncoding] = []
 
-    def _answer(self, raw: bytes, header_length: str | None) -> tuple[Inference, Response]:
-        """Decodes, validates, infers, encodes and counts (on an inference thread);
-        `header_length`: the binary tensor data extension's header, if sent."""
-        runtime = self.runtime
-        with tracing.stage("decode"):
+        async def receive() -> bytes:
+            raw = await _read_body(
+                request, runtime.config.limits.max_body_bytes, runtime.limits.body_timeout_s
+            )
+            if runtime.mirror is not None and SHADOW_HEADER not in request.headers:
+                runtime.mirror.offer(request.url.path, raw, binary.framing_headers(header_length))
+            return raw
+
+        def decode(raw: bytes) -> Any:
             body = binary.decode_request(raw, header_length)
-            encoding = binary.output_encoding(body)
-        inference = runtime.pipeline.infer(body)
-        tracing.annotate({"modeldeploy.rows": inference.request.rows})
+            asked.append(binary.output_encoding(body))
+            return body
+
+        with tracing.span(f"POST {route}", attributes, headers=request.headers) as span:
+            answer = await self.path.answer(
+                request.path_params["model"],
+                request.path_params.get("version"),
+                receive,
+                decode,
+                lambda inference: self._encode(inference, asked[0]),
+                span=span,
+            )
+            span.set(response_attributes(answer.status, answer.reason and answer.reason.value))
+        if answer.result is None:
+            return _error(answer.message, answer.status)
+        return answer.result
+
+    def _encode(self, inference: Inference, encoding: binary.OutputEncoding) -> Response:
+        identity = self.runtime.identity
         payload = {
-            "model_name": runtime.identity.model,
-            "model_version": runtime.identity.version,
+            "model_name": identity.model,
+            "model_version": identity.version,
             "id": inference.request.id,
             "outputs": inference.outputs,
         }
-        with tracing.stage("encode"):
-            try:
-                encoded = binary.encode_response(payload, encoding)
-            except ValueError as err:
-                raise ModelError("the model produced NaN or infinite outputs") from err
-        response = Response(encoded.body, media_type=encoded.content_type, headers=encoded.headers)
-        runtime.monitor.observe_features(inference.features)
-        prediction = inference.prediction
-        runtime.monitor.observe_predictions(prediction.values, prediction.confidence)
-        return inference, response
+        try:
+            encoded = binary.encode_response(payload, encoding)
+        except ValueError as err:
+            raise ModelError("the model produced NaN or infinite outputs") from err
+        return Response(encoded.body, media_type=encoded.content_type, headers=encoded.headers)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -320,11 +395,18 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 OnBroken = Callable[[str], None]
 """Called with the reason when warm-up finds the image broken (`Readiness.broken`)."""
+Service = Callable[[InferencePath], AbstractAsyncContextManager[None]]
+"""Another transport on the same inference path (the gRPC service), run by the lifespan."""
 
 
 def _lifespan(
-    runtime: Runtime, inference_pool: ThreadPoolExecutor, on_broken: OnBroken | None
+    path: InferencePath,
+    inference_pool: ThreadPoolExecutor,
+    on_broken: OnBroken | None,
+    services: Sequence[Service],
 ) -> Callable[[Starlette], AbstractAsyncContextManager[None]]:
+    runtime = path.runtime
+
     async def warm() -> None:
         await warm_up(
             runtime.pipeline,
@@ -350,7 +432,10 @@ def _lifespan(
             await runtime.mirror.start()
         warming = asyncio.create_task(warm())
         try:
-            yield
+            async with contextlib.AsyncExitStack() as running:
+                for service in services:
+                    await running.enter_async_context(service(path))
+                yield
         finally:
             warming.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -364,12 +449,16 @@ def _lifespan(
     return lifespan
 
 
-def create_app(runtime: Runtime, on_broken: OnBroken | None = None) -> Starlette:
-    """The runtime's app; without `on_broken` a broken image stays up, answering 503."""
+def create_app(
+    runtime: Runtime, on_broken: OnBroken | None = None, services: Sequence[Service] = ()
+) -> Starlette:
+    """The runtime's app; without `on_broken` a broken image stays up, answering 503.
+    `services` start before it serves and stop after it (a failed start stops it)."""
     inference_pool = ThreadPoolExecutor(
         max_workers=runtime.limits.inference_threads, thread_name_prefix="inference"
     )
-    api = _Endpoints(runtime, inference_pool)
+    path = InferencePath(runtime, inference_pool)
+    api = _Endpoints(path)
     routes = [
         Route("/v2", api.server_metadata, methods=["GET"]),
         Route("/v2/health/live", api.live, methods=["GET"]),
@@ -385,11 +474,11 @@ def create_app(runtime: Runtime, on_broken: OnBroken | None = None) -> Starlette
     return Starlette(
         routes=routes,
         exception_handlers={HTTPException: _http_error},
-        lifespan=_lifespan(runtime, inference_pool, on_broken),
+        lifespan=_lifespan(path, inference_pool, on_broken, services),
     )
 
 
-def _package_version() -> str:
+def package_version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
     try:

@@ -93,15 +93,27 @@ def serve(
     log_level: str = "info",
     limits: ServerLimits = DEFAULT_LIMITS,
     termination_log: Path | None = None,
+    grpc_port: int | None = None,
 ) -> None:
-    """Serve until told to stop. A model directory that cannot be served (ModelDirError) and
-    an image that warm-up finds broken (WarmupFailed, after a graceful shutdown) end it with
-    an exception, whose reason is also written to `termination_log` for the kubelet."""
+    """Serve until told to stop; with `grpc_port`, the V2 gRPC service too (on `host`). A
+    model directory that cannot be served (ModelDirError) and an image that warm-up finds
+    broken (WarmupFailed, after a graceful shutdown) end it with an exception, whose reason
+    is also written to `termination_log` for the kubelet."""
     import uvicorn
 
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
+    if grpc_port is not None:
+        try:
+            from modeldeploy.serving.v2grpc.service import grpc_service
+        except ImportError as err:
+            message = (
+                f"--grpc-port {grpc_port} needs the grpc extra "
+                f"(pip install 'modeldeploy[serve,grpc]'): {err}"
+            )
+            write_termination_message(termination_log, message)
+            raise StartupFailed(message) from err
     try:
         config = load_config(model_dir)
         log_config = config.prediction_log.model_copy(
@@ -131,9 +143,13 @@ def serve(
         write_termination_message(termination_log, reason)
         server.should_exit = True
 
+    services = []
+    if grpc_port is not None:
+        address = f"[{host}]:{grpc_port}" if ":" in host else f"{host}:{grpc_port}"
+        services.append(grpc_service(address, runtime.config.limits.max_body_bytes))
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(runtime, on_broken=stop_broken),
+            create_app(runtime, on_broken=stop_broken, services=services),
             host=host,
             port=port,
             log_level=log_level,
@@ -148,4 +164,5 @@ def serve(
     if runtime.readiness.broken:
         raise WarmupFailed(runtime.readiness.reason)
     if not server.started:
-        raise StartupFailed(f"the server did not start on {host}:{port}")
+        ports = f"{port}" if grpc_port is None else f"{port} (gRPC {grpc_port})"
+        raise StartupFailed(f"the server did not start on {host}:{ports}")
