@@ -1,7 +1,7 @@
 """Trains the churn example model and writes a servable model directory.
 
-    python examples/churn/build.py OUT [--variant healthy|skewed|slow|warming|leaky|mislabelled]
-                                      [--version V]
+    python examples/churn/build.py OUT
+        [--variant healthy|skewed|slow|warming|turning|leaky|mislabelled] [--version V]
 
 writes
     OUT/model/   model.yaml, model.joblib, profile.json (with golden requests),
@@ -16,7 +16,10 @@ and data usage is unrecorded for some customers (missing values). Same seed, sam
 Variants differ only in the preprocessing the image runs (the model is trained the same
 way): `healthy` (v1, v3), `skewed` (v2: monthly charges scaled 100x at serving time) and
 `slow` (right answers, 60 ms late: a latency regression) and `warming` (healthy, 8 s slow to
-start: the traffic tests' slowly warming canary).
+start: the traffic tests' slowly warming canary) and `turning` (healthy, then skewed from
+`CHURN_TURN_SECONDS`, default 30, after warm-up: what the golden replays catch; its
+model.yaml replays them every 3 s rather than 30, and turns unready after 5 replays that do
+not match rather than 3).
 
 `leaky` differs in its training table instead: it has one more column, `last_change_hour`,
 the hour of the account's last change. Customers change their accounts during the day, but
@@ -65,11 +68,15 @@ PREPROCESS = {
     "skewed": "preprocess_skewed",
     "slow": "preprocess_slow",
     "warming": "preprocess_warming",
+    "turning": "preprocess_turning",
     "leaky": "preprocess",
     "mislabelled": "preprocess",
 }
 MISLABELLED_SHARE = 0.6
 LEAKY_FEATURE = "last_change_hour"
+# Replays often enough for a test to see the turn (default every 30 s), and 5 mismatching
+# replays in a row (default 3) before readiness turns: the operator's rounds see it first.
+TURNING_GOLDEN = {"interval_s": 3.0, "mismatch_limit": 5}
 Columns = dict[str, npt.NDArray[Any]]
 
 
@@ -183,6 +190,8 @@ def build(
         "profile": "profile.json",
         "warmup": {"max_latency_ms": 200},
     }
+    if variant == "turning":
+        config["golden"] = TURNING_GOLDEN
     (model_dir / "model.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     # The profile records the training columns as the model consumed them in training, and
     # checks them against the training labels for leakage.

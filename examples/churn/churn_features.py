@@ -16,8 +16,14 @@ latency percentiles do not.
 `preprocess_warming` is healthy but slow to start: the first call in a process waits
 `WARMUP_SECONDS` (a cache filled on first use), so its pods turn Ready that much later; the
 traffic tests use it for canaries that warm slowly.
+
+`preprocess_turning` is healthy at first and turns into `preprocess_skewed` `TURN_SECONDS`
+after the process' first call (its warm-up), `CHURN_TURN_SECONDS` in the environment, else
+30: a model that degrades after start-up (a cache poisoned, a dependency drifting), which
+only the golden requests replayed after warm-up catch.
 """
 
+import os
 import threading
 import time
 from collections.abc import Mapping
@@ -29,7 +35,9 @@ import numpy.typing as npt
 CATEGORICAL = ("contract", "payment_method")
 SLOW_SECONDS = 0.06
 WARMUP_SECONDS = 8.0
+TURN_SECONDS = float(os.environ.get("CHURN_TURN_SECONDS", "30"))
 _filled = threading.Event()
+_first_call: list[float] = []  # monotonic time of the process' first call to turning
 Columns = Mapping[str, npt.NDArray[Any]]
 
 
@@ -61,4 +69,13 @@ def preprocess_warming(columns: Columns) -> dict[str, npt.NDArray[Any]]:
     if not _filled.is_set():
         time.sleep(WARMUP_SECONDS)
         _filled.set()
+    return preprocess(columns)
+
+
+def preprocess_turning(columns: Columns) -> dict[str, npt.NDArray[Any]]:
+    """Healthy, then skewed from `TURN_SECONDS` after the first call (see the module doc)."""
+    if not _first_call:
+        _first_call.append(time.monotonic())
+    if time.monotonic() - _first_call[0] >= TURN_SECONDS:
+        return preprocess_skewed(columns)
     return preprocess(columns)

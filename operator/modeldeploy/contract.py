@@ -58,6 +58,15 @@ LABELS_UNMATCHED_TOTAL: Final = PREFIX + "labels_unmatched_total"  # {reason}
 # Label requests refused (4xx), by protocol.Reason: apart from invalid_requests_total,
 # which counts inference requests only (the invalid-input-rate check divides by those).
 INVALID_LABEL_REQUESTS_TOTAL: Final = PREFIX + "invalid_label_requests_total"  # {reason}
+# The image's golden requests replayed after warm-up (serving/golden.py), one count per golden
+# request: result = match | mismatch (outputs differ from the expected ones) | error (the
+# model or preprocessing raised). Never counted in requests_total or the drift bins.
+GOLDEN_CHECKS_TOTAL: Final = PREFIX + "golden_checks_total"  # {result}
+GOLDEN_CHECK_DURATION_SECONDS: Final = PREFIX + "golden_check_duration_seconds"  # histogram
+GOLDEN_MATCH: Final = "match"
+GOLDEN_MISMATCH: Final = "mismatch"
+GOLDEN_ERROR: Final = "error"
+GOLDEN_RESULTS: Final = (GOLDEN_MATCH, GOLDEN_MISMATCH, GOLDEN_ERROR)
 
 # Latency buckets (seconds): fine around typical p95/p99 thresholds of online models.
 LATENCY_BUCKETS: Final = (
@@ -96,6 +105,8 @@ ENV_REVISION: Final = "MODELDEPLOY_REVISION"
 ENV_SHADOW_URL: Final = "MODELDEPLOY_SHADOW_URL"
 ENV_SHADOW_PERCENT: Final = "MODELDEPLOY_SHADOW_PERCENT"
 ENV_WARMUP_MAX_LATENCY_MS: Final = "MODELDEPLOY_WARMUP_MAX_LATENCY_MS"
+# Seconds between golden replays (overrides model.yaml golden.interval_s).
+ENV_GOLDEN_INTERVAL_S: Final = "MODELDEPLOY_GOLDEN_INTERVAL_S"
 # Where `modeldeploy serve` listens when not told by flags: model images set 0.0.0.0 and the
 # containerPort; the local pod runner gives each container on the host network its own port.
 ENV_SERVE_HOST: Final = "MODELDEPLOY_HOST"
@@ -109,6 +120,8 @@ ENV_TERMINATION_LOG: Final = "MODELDEPLOY_TERMINATION_LOG"
 # The runtime's port and readiness path (the operator's readiness probe uses these).
 SERVING_PORT: Final = 8080
 READY_PATH_TEMPLATE: Final = "/v2/models/{model}/ready"
+# 503 once the serving loop has stalled (serving/golden.py): the operator's liveness probe.
+LIVE_PATH: Final = "/v2/health/live"
 
 # Marks a mirrored request, so a shadow never mirrors it again (no loops between versions).
 SHADOW_HEADER: Final = "x-modeldeploy-shadow"

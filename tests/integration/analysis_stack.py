@@ -99,6 +99,7 @@ V3 = _EXAMPLES[("healthy", "3")]
 MISLABELLED = _EXAMPLES[("mislabelled", "6")]
 SLOW = _digest("churn-slow-4")
 WARMING = _digest("churn-warming-5")
+TURNING = _digest("churn-turning-7")
 BUILDS = {
     V1: ("healthy", "1"),
     SKEWED: ("skewed", "2"),
@@ -106,6 +107,7 @@ BUILDS = {
     SLOW: ("slow", "4"),
     WARMING: ("warming", "5"),
     MISLABELLED: ("mislabelled", "6"),
+    TURNING: ("turning", "7"),
 }
 
 

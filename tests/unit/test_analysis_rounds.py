@@ -92,6 +92,7 @@ def test_defaults_map_to_the_documented_checks() -> None:
         features=EffectLimits.of(psi=0.05),
         max_missing_increase=0.05,
         predictions=EffectLimits.of(psi=0.1),
+        golden_max_mismatches=0,
     )
     assert (mapped.failure_limit, mapped.on_no_data) == (2, OnNoData.HOLD)
     assert (mapped.interval, mapped.no_data_timeout, mapped.window) == (
@@ -126,6 +127,7 @@ def test_every_field_maps() -> None:
                 "predictions": {"psi": 0.3, "ks": 0.1, "kl": 0.2, "js": 0.03, "wasserstein": 0.05},
                 "missingRate": {"maxIncrease": 0.07},
             },
+            golden={"enabled": True, "maxMismatches": 2},
             custom=[{"name": "accuracy", "query": OWN_QUERY, "min": 0.8}],
         ).analysis
     )
@@ -140,6 +142,7 @@ def test_every_field_maps() -> None:
         ignored_features=frozenset({"data_usage_gb"}),
         max_missing_increase=0.07,
         predictions=EffectLimits.of(psi=0.3, ks=0.1, kl=0.2, js=0.03, wasserstein=0.05),
+        golden_max_mismatches=2,
         custom=(CustomCheck("accuracy", OWN_QUERY, minimum=0.8),),
     )
     assert (mapped.failure_limit, mapped.on_no_data, mapped.window) == (
@@ -156,11 +159,15 @@ def test_every_field_maps() -> None:
 def test_bounds_of_one_and_disabled_drift_switch_checks_off() -> None:
     mapped = map_spec(
         spec(
-            errorRate={"max": 1}, invalidInputRate={"maxIncrease": 1}, drift={"enabled": False}
+            errorRate={"max": 1},
+            invalidInputRate={"maxIncrease": 1},
+            drift={"enabled": False},
+            golden={"enabled": False},
         ).analysis
     )
     assert mapped.config == AnalysisConfig()
     assert not has_checks(mapped.config)
+    assert has_checks(map_spec(spec(drift={"enabled": False}).analysis).config)  # golden
     assert has_checks(map_spec(spec(latency={"p99Ms": 100}).analysis).config)
 
 
@@ -198,6 +205,7 @@ def test_inside_bake_time_no_check_compares_with_other_traffic() -> None:
     config = map_spec(spec(latency={"p95Ms": 80}).analysis).config
     baked = bake_config(config)
     assert (baked.predictions, baked.max_invalid_increase) == (NO_LIMITS, None)
+    assert baked.golden_max_mismatches == 0
     assert (baked.latency_p95_ms, baked.features, baked.max_error_rate) == (
         80,
         EffectLimits.of(psi=0.05),
@@ -236,14 +244,18 @@ def test_the_stable_is_judged_on_drift_after_bake_and_on_everything_within() -> 
     assert not over.in_bake
 
 
-def test_nothing_is_judged_when_killed_unready_or_without_drift_checks() -> None:
+def test_nothing_is_judged_when_killed_unready_or_without_drift_or_golden_checks() -> None:
     stable = ModelDeploymentStatus(stable_revision="s", phase="Stable")
     mapped = map_spec(spec().analysis)
     assert choose_target(subject(stable), world(s=0), mapped, T0) is None
     killed = subject(stable.model_copy(update={"phase": "Killed"}))
     assert choose_target(killed, world(s=2), mapped, T0) is None
-    no_drift = map_spec(spec(drift={"enabled": False}).analysis)
+    no_drift = map_spec(spec(drift={"enabled": False}, golden={"enabled": False}).analysis)
     assert choose_target(subject(stable), world(s=2), no_drift, T0) is None
+    golden_only = map_spec(spec(drift={"enabled": False}).analysis)
+    target = choose_target(subject(stable), world(s=2), golden_only, T0)
+    assert target is not None
+    assert target.config == AnalysisConfig(golden_max_mismatches=0)  # its answers, watched
 
 
 def test_a_round_is_due_after_the_interval_or_for_another_revision() -> None:

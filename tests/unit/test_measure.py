@@ -111,6 +111,7 @@ ANALYSIS = {
     "errorRate": {"max": 1},
     "invalidInputRate": {"maxIncrease": 1},
     "drift": {"enabled": False},
+    "golden": {"enabled": False},
 }
 
 
@@ -184,6 +185,7 @@ def test_without_any_prometheus_analysis_is_off_and_said_once() -> None:
             canary_subject(
                 analysis={
                     "drift": {"enabled": False},
+                    "golden": {"enabled": False},
                     "errorRate": {"max": 1},
                     "invalidInputRate": {"maxIncrease": 1},
                 }

@@ -21,6 +21,7 @@ ANALYSIS = {
     "errorRate": {"max": 1},
     "invalidInputRate": {"maxIncrease": 1},
     "drift": {"enabled": False},
+    "golden": {"enabled": False},
 }
 FAST = {"0.025": 900.0, "0.05": 1000.0, "+Inf": 1000.0}
 SLOW = {"0.025": 0.0, "0.05": 300.0, "0.1": 1000.0, "+Inf": 1000.0}

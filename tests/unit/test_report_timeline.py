@@ -88,6 +88,8 @@ def counts_at(replay: ReplayPlan, k: int) -> Observations:
             values[key] = QueryResult.of({("label", "0"): 0.7 * n, ("label", "1"): 0.3 * n})
         elif series is Series.CONFIDENCE:
             values[key] = QueryResult.of({("0.5",): 0.1 * n, ("1.0",): n, ("+Inf",): n})
+        elif series is Series.GOLDEN:
+            values[key] = QueryResult.of({("match",): float(k), ("mismatch",): 0.0})
         else:
             values[key] = base[key]
     return Observations(values, {})

@@ -122,6 +122,10 @@ def test_revision_deployment_shape() -> None:
     probe = container["readinessProbe"]["httpGet"]
     assert probe["path"] == contract.READY_PATH_TEMPLATE.format(model="churn")
     assert probe["port"] == "http"
+    liveness = container["livenessProbe"]
+    assert liveness["httpGet"] == {"path": contract.LIVE_PATH, "port": "http"}
+    # Generous: a minute of failed probes after the runtime's own deadline.
+    assert liveness["periodSeconds"] * liveness["failureThreshold"] >= 60
     # The runtime's own reason for exiting (else the end of its log) reaches the pod status.
     assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
     assert env_of(body) == {

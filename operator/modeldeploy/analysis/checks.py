@@ -41,6 +41,9 @@ feature that leaked into the training data (known only after the outcome) typica
 this way at serving: not known yet, so missing or a default. ``modeldeploy profile`` flags
 leakage in the training data itself.
 
+Golden answers (`golden`): a count of the revision's replayed golden requests that did not
+match, not a test (no share of the budget; `analysis/golden.py`).
+
 Canary vs stable (predictions, confidence, invalid inputs) needs a stable revision; without
 one (first rollout) those checks are skipped, and invalid inputs compare with none.
 Confidence is skipped when neither side observed any (models without a confidence).
@@ -65,6 +68,7 @@ from modeldeploy.analysis.config import (
     Track,
 )
 from modeldeploy.analysis.data import LabelValues, QueryResult, QueryStatus
+from modeldeploy.analysis.golden import golden_check
 from modeldeploy.analysis.queries import Series
 from modeldeploy.analysis.verdicts import (
     CheckResult,
@@ -178,6 +182,9 @@ def evaluate(config: AnalysisConfig, observations: Observations) -> list[CheckRe
     count = max(1, sum(len(tests) for _, tests in groups))
     levels = Levels(config.false_positive_rate / count, PASS_RISK / count, config.min_samples)
     results = [combine(name, [test(levels) for test in tests]) for name, tests in groups if tests]
+    if config.golden_max_mismatches is not None:  # a count, not a test: no share of the budget
+        golden = reader.get(Track.CANARY, Series.GOLDEN)
+        results.append(golden_check(config.golden_max_mismatches, golden))
     for check in config.custom:
         answer = observations.custom.get(check.name, _NOT_QUERIED)
         results.append(_custom_check(config, check, answer, requests, request_count))

@@ -127,6 +127,8 @@ class AnalysisConfig:
     max_missing_increase: float | None = None
     predictions: EffectLimits = NO_LIMITS
     ignored_features: frozenset[str] = frozenset()
+    golden_max_mismatches: int | None = None
+    """Golden answers that may fail to match before the golden check fails (None: off)."""
     custom: tuple[CustomCheck, ...] = field(default_factory=tuple)
     accuracy: AccuracyLimits | None = None  # canary vs stable on labelled predictions
 
@@ -140,13 +142,15 @@ class AnalysisConfig:
             raise ValueError(f"custom check names must be unique: {names}")
 
     def drift_only(self) -> "AnalysisConfig":
-        """Only the checks of a revision against its own training profile."""
+        """Only the checks of a revision against its own image: its training profile and
+        its golden answers."""
         return AnalysisConfig(
             false_positive_rate=self.false_positive_rate,
             min_samples=self.min_samples,
             features=self.features,
             max_missing_increase=self.max_missing_increase,
             ignored_features=self.ignored_features,
+            golden_max_mismatches=self.golden_max_mismatches,
         )
 
     @property
@@ -193,6 +197,8 @@ def plan_queries(
         stable_series += [Series.REQUESTS, Series.INVALID]
     if config.checks_features:
         canary_series += [Series.FEATURES, Series.BASELINE]
+    if config.golden_max_mismatches is not None:
+        canary_series.append(Series.GOLDEN)
     if config.checks_predictions and stable is not None:
         canary_series += [Series.PREDICTIONS, Series.CONFIDENCE]
         stable_series += [Series.PREDICTIONS, Series.CONFIDENCE]

@@ -114,6 +114,7 @@ class Series(StrEnum):
     PREDICTIONS = "predictions"  # increase by output, bin
     CONFIDENCE = "confidence"  # histogram buckets by le
     LABELLED = "labelled"  # labelled predictions, increase by outcome (correct | wrong)
+    GOLDEN = "golden"  # golden replays' increase by result
 
 
 def series_query(series: Series, ref: RevisionRef, window: Window | None) -> Query:
@@ -149,6 +150,10 @@ def series_query(series: Series, ref: RevisionRef, window: Window | None) -> Que
             return histogram_increase(contract.PREDICTION_CONFIDENCE, ref, window)
         case Series.LABELLED:
             return counter_increase(contract.LABELLED_TOTAL, (contract.LABEL_OUTCOME,), ref, window)
+        case Series.GOLDEN:
+            return counter_increase(
+                contract.GOLDEN_CHECKS_TOTAL, (contract.LABEL_RESULT,), ref, window
+            )
 
 
 # --- user query templates ------------------------------------------------------------------

@@ -7,9 +7,9 @@ which checks, and how its outcome becomes the state machine's `AnalysisSignal`.
 - The round's subject (`choose_target`): the canary while a rollout runs (its checks
   against the stable on the same window); otherwise the stable: inside bakeTime every check
   that needs no reference traffic (a failure there rolls back to the still-warm previous
-  revision), after it only drift against its own training profile (Degraded, never a
-  rollback). Nothing while the kill switch is engaged, and nothing on a revision without a
-  Ready pod (nothing to measure: warm-up is the machine's business).
+  revision), after it only drift against its own training profile and its golden answers
+  (Degraded, never a rollback). Nothing while the kill switch is engaged, and nothing on a
+  revision without a Ready pod (nothing to measure: warm-up is the machine's business).
 - A round is due when the last one of that revision is `analysis.interval` old
   (`round_due`, from `status.lastAnalysis.time`).
 - The memory across rounds (consecutive failures, since when without a verdict) lives in
@@ -112,7 +112,7 @@ def map_spec(analysis: Analysis) -> MappedAnalysis:
         except ValueError as err:
             bound = check.max if check.max is not None else check.min
             rejected.append(RejectedCheck(check.name, bound or 0.0, f"bad query template: {err}"))
-    latency = analysis.latency
+    latency, golden = analysis.latency, analysis.golden
     features, predictions = drift.features, drift.predictions
     config = AnalysisConfig(
         false_positive_rate=analysis.false_positive_rate,
@@ -127,6 +127,7 @@ def map_spec(analysis: Analysis) -> MappedAnalysis:
             _below_one(drift.missing_rate.max_increase) if drift.enabled else None
         ),
         predictions=effect_limits(predictions) if drift.enabled else NO_LIMITS,
+        golden_max_mismatches=golden.max_mismatches if golden.enabled else None,
         custom=tuple(custom),
         accuracy=(
             AccuracyLimits(analysis.accuracy.max_drop, analysis.accuracy.min_labels)
@@ -157,6 +158,7 @@ def has_checks(config: AnalysisConfig, rejected: Sequence[RejectedCheck] = ()) -
         config.latency_p99_ms,
         config.max_error_rate,
         config.max_invalid_increase,
+        config.golden_max_mismatches,
     )
     return (
         config.checks_features

@@ -139,6 +139,23 @@ class Drift(ApiModel):
     missing_rate: MissingRate = MissingRate()
 
 
+class Golden(ApiModel):
+    """The image's golden requests (profile.json golden), replayed by every pod of the
+    revision after warm-up (modeldeploy serve, every 30 s by default): their answers must
+    stay the ones the image was built with (labels exactly, numbers within 1e-6). A canary
+    whose golden answers stop matching fails (rolls back); a stable after bakeTime is marked
+    Degraded. Not counting as client traffic, it needs no requests; before the first replay it
+    does not hold up a round."""
+
+    enabled: bool = True
+    """Run the golden check (images whose runtime does not replay golden requests give it no
+    data: it then waits without holding up a round)."""
+    max_mismatches: Annotated[int, Field(ge=0, le=1_000_000)] = 0
+    """Fail once more golden answers than this did not match (or failed): the canary's since
+    its first round, the stable's over analysis.window. Golden answers are deterministic, so
+    any mismatch is a change of the model's behaviour."""
+
+
 CHECK_NAME_PATTERN = "^[a-z]([-a-z0-9]*[a-z0-9])?$"
 
 QUERY_PLACEHOLDERS = (
@@ -268,6 +285,7 @@ class Analysis(ApiModel):
     invalid_input_rate: InvalidInputRate = InvalidInputRate()
     drift: Drift = Drift()
     accuracy: Accuracy = Accuracy()
+    golden: Golden = Golden()
     custom: Annotated[
         list[CustomCheck],
         Field(max_length=MAX_CUSTOM_CHECKS),

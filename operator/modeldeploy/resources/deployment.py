@@ -137,6 +137,15 @@ def _container(pods: _Pods) -> dict[str, Any]:
             "timeoutSeconds": 2,
             "failureThreshold": 3,
         },
+        # 503 once a golden replay outlasts its deadline (60 s by default: the inference
+        # pool has stalled, serving/golden.py); a minute of failures more before a restart,
+        # so a slow node is never mistaken for a stalled server. Warm-up answers 200.
+        "livenessProbe": {
+            "httpGet": {"path": contract.LIVE_PATH, "port": HTTP_PORT_NAME},
+            "periodSeconds": 10,
+            "timeoutSeconds": 5,
+            "failureThreshold": 6,
+        },
         # What the runtime writes to /dev/termination-log when it exits (a golden request
         # that failed, say), else its log's end on an error, becomes the pod's
         # lastState.terminated.message: the reason the operator reports and rolls back with.

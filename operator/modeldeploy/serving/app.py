@@ -35,6 +35,7 @@ from modeldeploy.contract import CLIENT_CLOSED_REQUEST_CODE, SHADOW_HEADER
 from modeldeploy.profile_schema import ClassificationOutput, Profile
 from modeldeploy.serving import binary
 from modeldeploy.serving.config import ModelConfig
+from modeldeploy.serving.golden import GoldenReplays
 from modeldeploy.serving.labels import LabelOutcomes, Receipt, parse_labels
 from modeldeploy.serving.limits import ServerLimits
 from modeldeploy.serving.monitor import Identity, Monitor
@@ -82,6 +83,7 @@ class Runtime:
     readiness: Readiness = field(default_factory=Readiness)
     limits: ServerLimits = field(default_factory=ServerLimits)
     labels: LabelOutcomes | None = None  # None: made from the above (`__post_init__`)
+    golden: GoldenReplays = field(default_factory=GoldenReplays)
 
     def __post_init__(self) -> None:
         if self.labels is None:
@@ -354,6 +356,9 @@ class _Endpoints:
         return _json({"name": SERVER_NAME, "version": package_version(), "extensions": extensions})
 
     async def live(self, request: Request) -> Response:
+        stalled = self.runtime.golden.stalled()  # the rule: serving/golden.py
+        if stalled is not None:
+            return _json({"live": False, "reason": stalled}, 503)
         return _json({"live": True})
 
     async def ready(self, request: Request) -> Response:
@@ -479,6 +484,14 @@ def _lifespan(
         )
         if runtime.readiness.broken and on_broken is not None:
             on_broken(runtime.readiness.reason)
+        if runtime.readiness.ready:
+            await runtime.golden.run(
+                runtime.pipeline,
+                runtime.profile.golden,
+                runtime.monitor,
+                runtime.readiness,
+                inference_pool,
+            )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

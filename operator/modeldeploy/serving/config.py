@@ -7,6 +7,7 @@
     preprocess: churn_features:preprocess   # optional module:callable on the model's inputs
     profile: profile.json
     warmup: {max_latency_ms: 200, rounds: 10}
+    golden: {interval_s: 30, deadline_s: 60, mismatch_limit: 3}   # replays after warm-up
     prediction_log: {path: predictions.jsonl, sample_rate: 0.01, redact: [email]}
     limits: {max_body_bytes: 1048576, max_batch: 1024, label_memory_rows: 10000}
     labels: {max_abs_error: 2.5}    # regressors: a value this close to its label is correct
@@ -22,7 +23,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from modeldeploy.contract import ENV_WARMUP_MAX_LATENCY_MS
+from modeldeploy.contract import ENV_GOLDEN_INTERVAL_S, ENV_WARMUP_MAX_LATENCY_MS
 
 MODEL_FILE = "model.yaml"
 CALLABLE_PATTERN = r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$"
@@ -36,6 +37,16 @@ class WarmupConfig(_Config):
     max_latency_ms: float = Field(default=500.0, gt=0)
     # Rounds of golden requests tried before giving up on the latency bound (bounded).
     rounds: int = Field(default=10, ge=1, le=1000)
+
+
+class GoldenConfig(_Config):
+    """Golden requests replayed after warm-up (serving/golden.py)."""
+
+    interval_s: float = Field(default=30.0, ge=1, le=86400)  # jittered by +-20%
+    # A replay still running after this long means the serving loop has stalled (liveness).
+    deadline_s: float = Field(default=60.0, gt=0, le=3600)
+    # Replays in a row that did not match before readiness turns false.
+    mismatch_limit: int = Field(default=3, ge=1, le=1000)
 
 
 class PredictionLogConfig(_Config):
@@ -68,6 +79,7 @@ class ModelConfig(_Config):
     preprocess: str | None = Field(default=None, pattern=CALLABLE_PATTERN)
     profile: str = "profile.json"
     warmup: WarmupConfig = WarmupConfig()
+    golden: GoldenConfig = GoldenConfig()
     prediction_log: PredictionLogConfig = PredictionLogConfig()
     limits: LimitsConfig = LimitsConfig()
     labels: LabelsConfig = LabelsConfig()
@@ -95,15 +107,24 @@ def load_config(model_dir: Path) -> ModelConfig:
         raise ModelDirError(f"invalid {path}: {err}") from err
 
 
-def warmup_max_latency_ms(config: ModelConfig, env: Mapping[str, str] = os.environ) -> float:
-    """The operator's bound (spec.warmup.maxLatencyMs, via the pod's env) wins."""
-    raw = env.get(ENV_WARMUP_MAX_LATENCY_MS)
+def _positive_env(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
     if not raw:
-        return config.warmup.max_latency_ms
+        return default
     try:
         value = float(raw)
     except ValueError:
         value = -1.0
     if not value > 0:
-        raise ModelDirError(f"{ENV_WARMUP_MAX_LATENCY_MS}={raw!r} is not a positive number")
+        raise ModelDirError(f"{name}={raw!r} is not a positive number")
     return value
+
+
+def warmup_max_latency_ms(config: ModelConfig, env: Mapping[str, str] = os.environ) -> float:
+    """The operator's bound (spec.warmup.maxLatencyMs, via the pod's env) wins."""
+    return _positive_env(env, ENV_WARMUP_MAX_LATENCY_MS, config.warmup.max_latency_ms)
+
+
+def golden_interval_s(config: ModelConfig, env: Mapping[str, str] = os.environ) -> float:
+    """Seconds between golden replays: the pod's env (e.g. a podTemplate env) wins."""
+    return _positive_env(env, ENV_GOLDEN_INTERVAL_S, config.golden.interval_s)

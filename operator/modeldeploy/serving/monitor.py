@@ -169,6 +169,19 @@ class Monitor:
             buckets=c.LATENCY_BUCKETS,
             registry=self.registry,
         )
+        golden = Counter(
+            c.GOLDEN_CHECKS_TOTAL,
+            "Golden requests replayed after warm-up, by result.",
+            [*labels, c.LABEL_RESULT],
+            registry=self.registry,
+        )
+        golden_duration = Histogram(
+            c.GOLDEN_CHECK_DURATION_SECONDS,
+            "Latency of golden requests replayed after warm-up.",
+            labels,
+            buckets=c.LATENCY_BUCKETS,
+            registry=self.registry,
+        )
         info = Gauge(
             c.MODEL_INFO, "The model revision this process serves.", labels, registry=self.registry
         )
@@ -179,6 +192,8 @@ class Monitor:
         self._invalid_family = invalid
         self._shadow = {r: shadow.labels(*ident, r) for r in SHADOW_RESULTS}
         self._duration = duration.labels(*ident)
+        self._golden = {r: golden.labels(*ident, r) for r in c.GOLDEN_RESULTS}
+        self._golden_duration = golden_duration.labels(*ident)
 
     # --- observations -------------------------------------------------------------------
 
@@ -209,6 +224,12 @@ class Monitor:
     def observe_shadow(self, result: str) -> None:
         if self.enabled:
             self._shadow[result].inc()
+
+    def observe_golden(self, result: str, seconds: float) -> None:
+        """One golden request replayed (`contract.GOLDEN_RESULTS`), never a client's."""
+        if self.enabled:
+            self._golden[result].inc()
+            self._golden_duration.observe(seconds)
 
     def observe_features(self, columns: Mapping[str, Column]) -> None:
         """A batch of model inputs, one column per feature (None/NaN = missing).

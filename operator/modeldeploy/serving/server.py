@@ -17,6 +17,7 @@ from modeldeploy.serving.config import (
     load_config,
     warmup_max_latency_ms,
 )
+from modeldeploy.serving.golden import GoldenReplays, GoldenSchedule
 from modeldeploy.serving.limits import DEFAULT_LIMITS, ServerLimits
 from modeldeploy.serving.model import load_model, load_preprocess
 from modeldeploy.serving.monitor import Identity, Monitor
@@ -64,6 +65,7 @@ def load_runtime(
         mirror=Mirror.from_env(monitor, env),
         prediction_log=PredictionLog.open(prediction_log or config.prediction_log, identity),
         limits=limits,
+        golden=GoldenReplays(GoldenSchedule.of(config, env)),
     )
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from modeldeploy.contract import GOLDEN_ERROR, GOLDEN_MATCH, GOLDEN_MISMATCH
 from modeldeploy.profile_schema import GoldenRequest
 from modeldeploy.serving.pipeline import InferencePipeline, ModelError
 from modeldeploy.serving.protocol import InvalidRequest
@@ -32,6 +33,9 @@ class State(StrEnum):
     WARMING = "warming"
     READY = "ready"
     FAILED = "failed"
+    MISMATCHING = "mismatching"
+    """Ready once, then golden replays kept not matching (serving/golden.py); ready again
+    after one that matches."""
 
 
 @dataclass
@@ -73,16 +77,29 @@ def mismatch(expected: Mapping[str, list[Any]], outputs: Sequence[Mapping[str, A
     return None
 
 
-def check_golden(pipeline: InferencePipeline, golden: GoldenRequest) -> tuple[str | None, float]:
-    """Runs one golden request; returns (problem or None, latency in milliseconds)."""
+@dataclass(frozen=True)
+class GoldenCheck:
+    """One golden request answered: its result (`contract.GOLDEN_RESULTS`), why it did not
+    match (None when it did) and how long it took."""
+
+    result: str
+    problem: str | None
+    latency_ms: float
+
+
+def check_golden(pipeline: InferencePipeline, golden: GoldenRequest) -> GoldenCheck:
+    """Runs one golden request and compares its outputs with the expected ones."""
     start = time.perf_counter()
     try:
         outputs = pipeline.infer(golden.request).outputs
     except (InvalidRequest, ModelError) as err:
-        return f"{golden.name}: {err}", (time.perf_counter() - start) * 1000
+        latency_ms = (time.perf_counter() - start) * 1000
+        return GoldenCheck(GOLDEN_ERROR, f"{golden.name}: {err}", latency_ms)
     latency_ms = (time.perf_counter() - start) * 1000
     problem = mismatch(golden.expected, outputs)
-    return (None if problem is None else f"{golden.name}: {problem}"), latency_ms
+    if problem is None:
+        return GoldenCheck(GOLDEN_MATCH, None, latency_ms)
+    return GoldenCheck(GOLDEN_MISMATCH, f"{golden.name}: {problem}", latency_ms)
 
 
 async def warm_up(
@@ -100,11 +117,11 @@ async def warm_up(
     for round_number in range(1, rounds + 1):
         slowest = 0.0
         for request in golden:
-            problem, latency_ms = await asyncio.to_thread(check_golden, pipeline, request)
-            if problem is not None:
-                readiness.fail(f"golden request failed: {problem}", broken=True)
+            check = await asyncio.to_thread(check_golden, pipeline, request)
+            if check.problem is not None:
+                readiness.fail(f"golden request failed: {check.problem}", broken=True)
                 return
-            slowest = max(slowest, latency_ms)
+            slowest = max(slowest, check.latency_ms)
         if slowest <= max_latency_ms:
             readiness.state = State.READY
             readiness.reason = (

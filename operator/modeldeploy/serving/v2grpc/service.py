@@ -71,7 +71,8 @@ class InferenceServicer:
     async def ServerLive(
         self, request: pb.ServerLiveRequest, context: Any
     ) -> pb.ServerLiveResponse:
-        return pb.ServerLiveResponse(live=True)
+        # REST's /v2/health/live rule (serving/golden.py): one process, one inference pool.
+        return pb.ServerLiveResponse(live=self.runtime.golden.stalled() is None)
 
     async def ServerReady(
         self, request: pb.ServerReadyRequest, context: Any
