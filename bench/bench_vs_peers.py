@@ -12,7 +12,7 @@ a local process on the cluster's kubeconfig and that Prometheus, the first versi
 deployed and Ready, then for each run and scenario a new version:
 
 - healthy: the healthy variant again (it must be promoted; a rollback is a false one);
-- slow: the same model 60 ms late (latency p95 over 40 ms: must be rolled back);
+- slow: the same model 60 ms late (latency p95 over 50 ms: must be rolled back);
 - skewed: monthly_charges preprocessed 100x (feature PSI over 0.15: must be rolled back).
 
 The same policy in each tool's terms (`modeldeploy.devenv.peers.Rules`): 4 replicas, steps
@@ -212,6 +212,10 @@ class ToolStack:
         """The revision label the pod runner's endpoints carry for that version's pods."""
         return f"v{version}"
 
+    def why(self) -> str:
+        """Why the last version was rolled back, in the tool's words (for the run's line)."""
+        raise NotImplementedError
+
     def traffic_services(self) -> list[tuple[str, float]]:
         """(Service, share of `--rate`) that the bench's clients send to."""
         return [(NAME, 1.0)]
@@ -301,6 +305,21 @@ class ArgoStack(PeerStack):
             self.progressed = True
         return "rolled back" if status.get("abort") and self.progressed else None
 
+    def why(self) -> str:
+        listed = self.kube.kubectl(
+            "get", "analysisruns.argoproj.io", "-n", self.namespace, "-o", "json"
+        )
+        runs = sorted(
+            json.loads(listed.stdout)["items"], key=lambda r: r["metadata"]["creationTimestamp"]
+        )
+        results = (runs[-1].get("status") or {}).get("metricResults", []) if runs else []
+        failed = [
+            f"{m['name']} {m.get('measurements', [{}])[-1].get('value', '?')}"
+            for m in results
+            if m.get("phase") == "Failed"
+        ]
+        return ", ".join(failed) or "no failed metric"
+
 
 class FlaggerStack(PeerStack):
     tool: Tool = "flagger"
@@ -346,6 +365,18 @@ class FlaggerStack(PeerStack):
             return None
         return {"Succeeded": "promoted", "Failed": "rolled back"}.get(phase)  # type: ignore[return-value]
 
+    def why(self) -> str:
+        listed = self.kube.kubectl(
+            "get", "events", "-n", self.namespace, "-o", "json",
+            "--field-selector", "involvedObject.kind=Canary",
+        )  # fmt: skip
+        events = sorted(
+            json.loads(listed.stdout)["items"],
+            key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "",
+        )
+        halts = [e["message"] for e in events if "Halt" in e.get("message", "")]
+        return halts[-1] if halts else "no halted advancement"
+
     def traffic_services(self) -> list[tuple[str, float]]:
         # Blue/Green: clients reach the primary; a load tester calls the canary's Service.
         return [(NAME, 1.0), (f"{NAME}-canary", self.rules.steps[0] / 100)]
@@ -380,6 +411,10 @@ class ModeldeployStack(ToolStack):
         if status.get("phase") == "Stable" and status.get("stableRevision") == self.canary:
             return "promoted"
         return None
+
+    def why(self) -> str:
+        history = self.stack.status().get("history") or [{}]
+        return str(history[-1].get("reason", ""))
 
     def revision(self, version: str) -> str:
         """The new version's revision, once the operator has made it the canary."""
@@ -455,7 +490,8 @@ def one_run(
         seconds = decided - span[0]
     result = RunResult(stack.tool, scenario.name, scenario.bad, outcome or "stuck", seconds)
     shown = "-" if seconds is None else f"{seconds:.1f}s"
-    say(f"{stack.tool} {scenario.name} v{version}: {result.outcome} ({shown})")
+    why = f": {stack.why()[:200]}" if outcome == "rolled back" else ""
+    say(f"{stack.tool} {scenario.name} v{version}: {result.outcome} ({shown}){why}")
     return result
 
 

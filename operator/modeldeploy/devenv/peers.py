@@ -432,7 +432,9 @@ def target_lines(results: Sequence[RunResult]) -> list[str]:
                 f"peer's (≤ 0.5x: {verdict})"
             )
         else:
-            lines.append(f"target {scenario}: not comparable (a tool never rolled it back)")
+            lines.append(
+                f"target {scenario}: not comparable (no rollback by modeldeploy or by either peer)"
+            )
     false_rates = {
         tool: (
             sum(1 for r in results if r.tool == tool and not r.bad and r.outcome == "rolled back"),
