@@ -392,17 +392,22 @@ class ModeldeployStack(ToolStack):
                 self.workdir,
             )
         )  # fmt: skip
-        self.deploy(V1, "1")
+        self._apply(V1, "1")
         self.stack.wait_stable(180)
         self.canary: str | None = None
+        self.previous: str | None = None
         process = self.stack.operator.process
         assert process is not None
         return process.pid
 
+    def _apply(self, image: str, version: str) -> None:
+        spec = modeldeploy_spec(self.rules)
+        apply_object(self.kube, manifest(self.namespace, image, version, **spec))
+
     def deploy(self, image: str, version: str) -> None:
-        apply_object(
-            self.kube, manifest(self.namespace, image, version, **modeldeploy_spec(self.rules))
-        )
+        # A canary left from a stuck run is not this version's.
+        self.previous = self.stack.status().get("canaryRevision")
+        self._apply(image, version)
 
     def outcome(self, version: str) -> Outcome | None:
         status = self.stack.status()
@@ -416,12 +421,13 @@ class ModeldeployStack(ToolStack):
         history = self.stack.status().get("history") or [{}]
         return str(history[-1].get("reason", ""))
 
+    def _new_canary(self) -> str | None:
+        canary = self.stack.status().get("canaryRevision")
+        return None if canary == self.previous else canary
+
     def revision(self, version: str) -> str:
         """The new version's revision, once the operator has made it the canary."""
-        self.canary = wait_for(
-            lambda: self.stack.status().get("canaryRevision"), timeout=60, interval=0.2,
-            what="a canary revision",
-        )  # fmt: skip
+        self.canary = wait_for(self._new_canary, timeout=60, interval=0.2, what="a new canary")
         assert self.canary is not None
         return self.canary
 
