@@ -39,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -185,7 +186,7 @@ class Controller:
 # --- one tool's stack -----------------------------------------------------------------------
 
 
-class ToolStack:
+class ToolStack(ABC):
     """Deploys versions and reads the outcome in one tool's terms."""
 
     tool: Tool
@@ -198,30 +199,33 @@ class ToolStack:
         self.rules = Rules()
         self.exits = ExitStack()
 
-    # Subclasses: start (runner + controller, v1 Ready), deploy, outcome, endpoint sources.
+    @abstractmethod
     def start(self) -> int:
-        raise NotImplementedError
+        """Pod runner, controller, the first version Ready and served; the controller's pid."""
 
+    @abstractmethod
     def deploy(self, image: str, version: str) -> None:
-        raise NotImplementedError
+        """Roll out `version` of `image` in the tool's terms."""
 
+    @abstractmethod
     def outcome(self, version: str) -> Outcome | None:
-        raise NotImplementedError
+        """What the controller says of `version` so far (None: undecided)."""
 
     def revision(self, version: str) -> str:
         """The revision label the pod runner's endpoints carry for that version's pods."""
         return f"v{version}"
 
+    @abstractmethod
     def why(self) -> str:
         """Why the last version was rolled back, in the tool's words (for the run's line)."""
-        raise NotImplementedError
 
     def traffic_services(self) -> list[tuple[str, float]]:
         """(Service, share of `--rate`) that the bench's clients send to."""
         return [(NAME, 1.0)]
 
+    @abstractmethod
     def endpoints_path(self) -> Path:
-        raise NotImplementedError
+        """The pod runner's endpoints file the clients read."""
 
     def close(self) -> None:
         self.exits.close()
