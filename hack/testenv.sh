@@ -10,6 +10,9 @@
 #
 #   hack/testenv.sh install   build/install everything missing (default)
 #   hack/testenv.sh env       print shell exports (PATH, MODELDEPLOY_*, CONTAINERS_*) for the tools
+#   hack/testenv.sh peers     build Argo Rollouts' controller and Flagger, copy their CRDs, and
+#                             print their exports (for bench/bench_vs_peers.py; not in `install`)
+#   hack/testenv.sh peers-env print those exports only (the paths may not be built yet)
 # The offline guard (kwokctl must plan no download) runs before every cluster creation, in
 # modeldeploy.devenv.cluster.
 set -euo pipefail
@@ -344,6 +347,83 @@ CONF
   done
 }
 
+# --- progressive-delivery peers (bench/bench_vs_peers.py only; not part of `install`) ---
+ARGO_ROLLOUTS_VERSION="${ARGO_ROLLOUTS_VERSION:-v1.10.1}"
+FLAGGER_VERSION="${FLAGGER_VERSION:-v1.44.0}"
+ARGO_ROLLOUTS_BIN="$BIN_ROOT/argo-rollouts-$ARGO_ROLLOUTS_VERSION"
+FLAGGER_BIN="$BIN_ROOT/flagger-$FLAGGER_VERSION"
+PEER_CRDS="$CACHE/manifests/peers-argo-rollouts-$ARGO_ROLLOUTS_VERSION-flagger-$FLAGGER_VERSION"
+
+module_dir() {  # module@version -> its directory in the module cache
+  (cd "$CACHE" && go mod download -json "$1") \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])'
+}
+
+build_argo_rollouts() {
+  # Argo Rollouts' go.mod pins its k8s.io modules with replace directives, so `go install
+  # ...@version` is refused. A wrapper module requires it and repeats those replaces (none is a
+  # local path). v1.10.1, not the newest v1.10.2: that one declares a go newer than ours.
+  stamped "$ARGO_ROLLOUTS_BIN" && return
+  say "argo-rollouts $ARGO_ROLLOUTS_VERSION: building the controller (wrapper module)"
+  local src="$CACHE/src/argo-rollouts-$ARGO_ROLLOUTS_VERSION" dir
+  dir="$(module_dir "github.com/argoproj/argo-rollouts@$ARGO_ROLLOUTS_VERSION")"
+  mkdir -p "$src" "$ARGO_ROLLOUTS_BIN"
+  {
+    echo "module modeldeploy.local/argo-rollouts-wrapper"
+    echo
+    grep '^go ' "$dir/go.mod"
+    echo
+    echo "require github.com/argoproj/argo-rollouts $ARGO_ROLLOUTS_VERSION"
+    echo
+    sed -n '/^replace (/,/^)/p' "$dir/go.mod"
+  } > "$src/go.mod"
+  cat > "$src/tools.go" <<GO
+//go:build tools
+
+// Keeps the controller's main package in this module's requirements.
+package tools
+
+import _ "github.com/argoproj/argo-rollouts/cmd/rollouts-controller"
+GO
+  say "argo-rollouts: resolving dependencies (go get)"
+  (cd "$src" && go get "github.com/argoproj/argo-rollouts/cmd/rollouts-controller@$ARGO_ROLLOUTS_VERSION")
+  say "argo-rollouts: compiling"
+  (cd "$src" && go build -ldflags "-s -w \
+      -X github.com/argoproj/argo-rollouts/utils/version.version=${ARGO_ROLLOUTS_VERSION#v}" \
+    -o "$ARGO_ROLLOUTS_BIN/rollouts-controller" github.com/argoproj/argo-rollouts/cmd/rollouts-controller)
+  stamp "$ARGO_ROLLOUTS_BIN"
+  say "argo-rollouts: done"
+}
+
+install_peer_crds() {
+  # Both tools' CRDs as their modules publish them (Argo: manifests/crds; Flagger:
+  # artifacts/flagger/crd.yaml), applied by the bench to its cluster.
+  stamped "$PEER_CRDS" && return
+  say "peers: CRDs from the Argo Rollouts and Flagger modules"
+  local argo flagger
+  argo="$(module_dir "github.com/argoproj/argo-rollouts@$ARGO_ROLLOUTS_VERSION")"
+  flagger="$(module_dir "github.com/fluxcd/flagger@$FLAGGER_VERSION")"
+  mkdir -p "$PEER_CRDS"
+  for f in "$argo"/manifests/crds/*-crd.yaml; do cp "$f" "$PEER_CRDS/argo-rollouts-${f##*/}"; done
+  cp "$flagger/artifacts/flagger/crd.yaml" "$PEER_CRDS/flagger-crd.yaml"
+  chmod u+w "$PEER_CRDS"/*.yaml
+  stamp "$PEER_CRDS"
+}
+
+install_peers() {
+  mkdir -p "$CACHE"
+  build_argo_rollouts
+  install_go_tool "$FLAGGER_BIN" "$FLAGGER_VERSION" github.com/fluxcd/flagger/cmd/flagger
+  install_peer_crds
+  print_peers_env  # on stdout, for the bench (progress went to stderr)
+}
+
+print_peers_env() {
+  echo "export MODELDEPLOY_ARGO_ROLLOUTS=\"$ARGO_ROLLOUTS_BIN/rollouts-controller\""
+  echo "export MODELDEPLOY_FLAGGER=\"$FLAGGER_BIN/flagger\""
+  echo "export MODELDEPLOY_PEER_CRDS=\"$PEER_CRDS\""
+}
+
 print_env() {
   echo "export PATH=\"$K8S_BIN:$ETCD_BIN:$KWOK_BIN:$HELM_BIN:$ACTIONLINT_BIN:\$PATH\""
   echo "export MODELDEPLOY_K8S_BIN=\"$K8S_BIN\" MODELDEPLOY_ETCD_BIN=\"$ETCD_BIN\""
@@ -377,5 +457,7 @@ case "${1:-install}" in
     say "all components ready in $BIN_ROOT ($(du -sh "$CACHE" | cut -f1) cache)"
     ;;
   env) print_env ;;
-  *) echo "usage: $0 [install|env]" >&2; exit 2 ;;
+  peers) install_peers ;;
+  peers-env) print_peers_env ;;
+  *) echo "usage: $0 [install|env|peers|peers-env]" >&2; exit 2 ;;
 esac
