@@ -232,6 +232,13 @@ class ToolStack(ABC):
 
 
 class PeerStack(ToolStack):
+    """A peer's controller (`binary`) beside a pod runner of its own."""
+
+    def __init__(self, binary: str, *args: Any) -> None:
+        self.binary = binary
+        super().__init__(*args)
+        self.progressed = False  # the current version was seen under way (not a past abort)
+
     def start_runner(self) -> None:
         ensure_namespace(self.kube, self.namespace)
         self.runner = PodRunner(
@@ -263,11 +270,6 @@ class PeerStack(ToolStack):
 
 class ArgoStack(PeerStack):
     tool: Tool = "argo"
-
-    def __init__(self, binary: str, *args: Any) -> None:
-        self.binary = binary
-        super().__init__(*args)
-        self.progressed = False
 
     def start(self) -> int:
         self.start_runner()
@@ -327,11 +329,6 @@ class ArgoStack(PeerStack):
 
 class FlaggerStack(PeerStack):
     tool: Tool = "flagger"
-
-    def __init__(self, binary: str, *args: Any) -> None:
-        self.binary = binary
-        super().__init__(*args)
-        self.progressed = False
 
     def start(self) -> int:
         self.start_runner()
