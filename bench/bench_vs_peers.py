@@ -83,6 +83,7 @@ from modeldeploy.devenv.peers import (  # noqa: E402
     flagger_metric_templates,
     footprint_rows,
     modeldeploy_spec,
+    parse_exports,
     summary_rows,
     target_lines,
 )
@@ -117,11 +118,7 @@ def peer_binaries() -> dict[str, str]:
         [str(ROOT / "hack" / "testenv.sh"), "peers"],
         check=True, capture_output=True, text=True, timeout=3600,
     ).stdout  # fmt: skip
-    found = {}
-    for line in printed.splitlines():
-        name, _, value = line.removeprefix("export ").partition("=")
-        found[name] = value.strip('"')
-    return found
+    return parse_exports(printed)
 
 
 def proc_sample(pid: int) -> ProcessSample:

@@ -19,6 +19,7 @@ from modeldeploy.devenv.peers import (
     flagger_canary,
     flagger_deployment,
     flagger_metric_templates,
+    parse_exports,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,11 +33,7 @@ def _peers() -> dict[str, Path]:
         [str(ROOT / "hack" / "testenv.sh"), "peers-env"],
         check=True, capture_output=True, text=True, timeout=30,
     ).stdout  # fmt: skip
-    found = {}
-    for line in printed.splitlines():
-        name, _, value = line.removeprefix("export ").partition("=")
-        found[name] = Path(value.strip('"'))
-    return found
+    return {name: Path(value) for name, value in parse_exports(printed).items()}
 
 
 PEERS = _peers()

@@ -21,6 +21,7 @@ from modeldeploy.devenv.peers import (
     footprint_rows,
     latency_p95_query,
     modeldeploy_spec,
+    parse_exports,
     summary_rows,
     target_lines,
 )
@@ -142,3 +143,8 @@ def test_targets_are_ratios_to_the_faster_peer_and_false_rollback_rates() -> Non
 def test_footprint_rows() -> None:
     rows = footprint_rows({"argo": Footprint(3.0, 60.0, 50 * 2**20)})
     assert rows == [["argo", "3.0", "5.0", "50"]]
+
+
+def test_the_peers_paths_are_read_from_the_scripts_exports() -> None:
+    printed = 'export ARGO_ROLLOUTS_BIN="/c/argo"\nexport FLAGGER_BIN="/c/flagger"\n'
+    assert parse_exports(printed) == {"ARGO_ROLLOUTS_BIN": "/c/argo", "FLAGGER_BIN": "/c/flagger"}

@@ -69,6 +69,15 @@ class Rules:
 # --- PromQL, over the runtime's series ------------------------------------------------------
 
 
+def parse_exports(printed: str) -> dict[str, str]:
+    """`export NAME="value"` lines (what `hack/testenv.sh peers` prints) as a dict."""
+    found = {}
+    for line in printed.splitlines():
+        name, _, value = line.removeprefix("export ").partition("=")
+        found[name] = value.strip('"')
+    return found
+
+
 def _guarded(expression: str, selector: str, window: str, min_samples: int) -> str:
     """The value once the window holds `min_samples` requests, else 0 (pass); NaN (no
     requests) and no series at all read as 0 too. A careful user's guards: without them both
