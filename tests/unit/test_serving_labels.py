@@ -85,6 +85,8 @@ MALFORMED: list[tuple[str, Any, Reason, str]] = [
     ("labels an object", {"labels": {"id": "a"}}, Reason.NO_LABELS, "non-empty list"),
     ("entry a string", {"labels": ["a"]}, Reason.BAD_LABEL, "labels[0] must be an object"),
     ("unknown field", {"labels": [{"id": "a", "label": "no", "x": 1}]}, Reason.BAD_LABEL, "'x'"),
+    ("a long unknown field, quoted short", {"labels": [{"id": "a", "label": "no", "y" * 5000: 1}]},
+     Reason.BAD_LABEL, "'" + "y" * 36 + "..."),
     ("no id", {"labels": [{"label": "no"}]}, Reason.BAD_ID, "'id' must be"),
     ("id a number", {"labels": [{"id": 3, "label": "no"}]}, Reason.BAD_ID, "labels[0]"),
     ("no label", {"labels": [{"id": "a"}]}, Reason.BAD_LABEL, "has no 'label'"),
@@ -109,6 +111,7 @@ def test_malformed_label_requests_are_refused_with_a_reason(
         parse_labels(body, classification=True, max_labels=3)
     assert refused.value.reason is reason
     assert message in refused.value.message
+    assert len(refused.value.message) < 200  # client values are quoted truncated
     assert refused.value.status == 400
 
 

@@ -35,7 +35,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from modeldeploy import contract as c
 from modeldeploy.profile_schema import ClassificationOutput, Profile, RegressionOutput
 from modeldeploy.serving.bins import category_label
-from modeldeploy.serving.protocol import InvalidRequest, Reason
+from modeldeploy.serving.protocol import InvalidRequest, Reason, short_value
 
 UNKNOWN: Final = "unknown"
 OUT_OF_RANGE: Final = "out_of_range"
@@ -70,7 +70,8 @@ def _entry(position: int, item: Any, classification: bool) -> LabelEntry:
         raise InvalidRequest(Reason.BAD_LABEL, f"{where} must be an object with id, index, label")
     unknown = sorted(set(item) - {"id", "index", "label"})
     if unknown:
-        raise InvalidRequest(Reason.BAD_LABEL, f"{where} has unknown field(s): {unknown[:3]}")
+        named = ", ".join(short_value(name) for name in unknown[:3])
+        raise InvalidRequest(Reason.BAD_LABEL, f"{where} has unknown field(s): {named}")
     request_id = item.get("id")
     if not isinstance(request_id, str):
         raise InvalidRequest(Reason.BAD_ID, f"{where}: 'id' must be the request's id (a string)")

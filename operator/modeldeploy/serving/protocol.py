@@ -107,7 +107,7 @@ def encode_json(payload: Any) -> bytes:
     return json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
 
 
-def _short(value: Any, limit: int = 40) -> str:
+def short_value(value: Any, limit: int = 40) -> str:
     """A client value for a message, truncated: scalars and flat lists quoted, objects and
     nested lists only named, so a message never serialises whatever nesting was sent."""
     if isinstance(value, dict):
@@ -227,14 +227,14 @@ class RequestParser:
         if feature is None:
             raise InvalidRequest(
                 Reason.UNKNOWN_INPUT,
-                f"unknown input {_short(name)}; the model takes: {_names(self._features)}",
+                f"unknown input {short_value(name)}; the model takes: {_names(self._features)}",
             )
         _check_parameters(entry.get("parameters"), f"input {name!r}: ")
         datatype = entry.get("datatype")
         if not isinstance(datatype, str) or datatype not in ALL_DATATYPES:
             raise InvalidRequest(
                 Reason.BAD_DATATYPE,
-                f"input {name!r}: datatype {_short(datatype)} is not a V2 datatype",
+                f"input {name!r}: datatype {short_value(datatype)} is not a V2 datatype",
             )
         if datatype not in DATATYPES[feature.type]:
             raise InvalidRequest(
@@ -251,7 +251,7 @@ class RequestParser:
         ):
             raise InvalidRequest(
                 Reason.BAD_SHAPE,
-                f"input {name!r}: shape {_short(shape)} must be [batch] or [batch, 1]",
+                f"input {name!r}: shape {short_value(shape)} must be [batch] or [batch, 1]",
             )
         rows = shape[0]
         if rows == 0:
@@ -264,15 +264,15 @@ class RequestParser:
         if len(data) != rows:
             raise InvalidRequest(
                 Reason.SHAPE_MISMATCH,
-                f"input {name!r}: shape {_short(shape)} holds {_short(rows)} value(s) but data "
-                f"has {len(data)}",
+                f"input {name!r}: shape {short_value(shape)} holds {short_value(rows)} value(s) "
+                f"but data has {len(data)}",
             )
         if datatype in INTEGER_DATATYPES:
             for i, value in enumerate(data):
                 if type(value) is float:
                     raise InvalidRequest(
                         Reason.BAD_VALUE,
-                        f"input {name!r}: data[{i}] = {_short(value)} is not an integer "
+                        f"input {name!r}: data[{i}] = {short_value(value)} is not an integer "
                         f"({datatype})",
                     )
         return name, rows, data
@@ -293,7 +293,7 @@ class RequestParser:
             elif type(value) not in allowed:
                 raise InvalidRequest(
                     Reason.BAD_VALUE,
-                    f"input {name!r}: data[{i}] = {_short(value)} is not "
+                    f"input {name!r}: data[{i}] = {short_value(value)} is not "
                     f"{_TYPE_WORDS[feature.type]}",
                 )
         if not feature.numeric:
