@@ -285,10 +285,16 @@ class Reconciler:
         if reconciled.again:
             self.schedule(key)
         now_cached = self.cache.snapshot(key)
+        versions: dict[tuple[str, str], list[str | None]] = {}
         for kind, name, version in reconciled.written:
+            versions.setdefault((kind, name), []).append(version)
+        for (kind, name), written in versions.items():
             cached = now_cached.resource_version(kind, name) if now_cached else None
             read = snapshot.resource_version(kind, name)
-            self.expectations.expect(key, kind, name, version, read=read, cached=cached)
+            earlier = [v for v in written[:-1] if v is not None]
+            self.expectations.expect(
+                key, kind, name, written[-1], read=read, cached=cached, earlier=earlier
+            )
 
     def report_once(self, key: Key, body: Body, event: Event, now: datetime) -> None:
         """Post an Event about an odd situation once per operator process, not per tick."""

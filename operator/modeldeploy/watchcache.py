@@ -10,7 +10,7 @@ destructive step (deleting a revision, a rollback).
 """
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -118,7 +118,9 @@ class Expectations:
 
     timeout: float = 5.0
     clock: Callable[[], float] = time.monotonic
-    _awaited: dict[Key, dict[ObjectKey, tuple[str | None, float]]] = field(default_factory=dict)
+    _awaited: dict[Key, dict[ObjectKey, tuple[str | None, float, frozenset[str]]]] = field(
+        default_factory=dict
+    )
 
     def expect(
         self,
@@ -129,14 +131,18 @@ class Expectations:
         *,
         read: str | None,
         cached: str | None,
+        earlier: Collection[str] = (),
     ) -> None:
-        """After a write answered with `version`; `read`: the version the reconcile read
-        (None: none), `cached`: what the cache holds now. The watch event may have come in
-        first (the cache holds another version than the one read: ours, or a later one
-        such as a controller's status update): then there is nothing to wait for."""
-        if version == cached or cached != read:
+        """After the reconcile's last write of an object answered with `version`; `read`: the
+        version it read (None: none), `cached`: what the cache holds now, `earlier`: the
+        versions its earlier writes of that object made (status is written twice when the
+        outbox is emptied). The watch event may have come in first (the cache holds another
+        version than the one read and than its own earlier writes: ours, or a later one such
+        as a controller's status update): then there is nothing to wait for."""
+        if version == cached or (cached != read and cached not in earlier):
             return
-        self._awaited.setdefault(key, {})[(kind, name)] = (version, self.clock() + self.timeout)
+        deadline = self.clock() + self.timeout
+        self._awaited.setdefault(key, {})[(kind, name)] = (version, deadline, frozenset(earlier))
 
     def seen(self, key: Key, kind: str, name: str, version: str | None) -> bool:
         """A watch event showed the object (`version` None: its deletion). True when it was
@@ -149,6 +155,8 @@ class Expectations:
             return False
         if version is not None and awaited[(kind, name)][0] is None:
             return False  # a deletion is awaited: only the DELETED event shows it
+        if version is not None and version in awaited[(kind, name)][2]:
+            return False  # an earlier write of the same reconcile: its last is still to come
         del awaited[(kind, name)]
         if awaited:
             return False
@@ -160,7 +168,7 @@ class Expectations:
         if not awaited:
             return False
         now = self.clock()
-        for obj in [obj for obj, (_, deadline) in awaited.items() if deadline <= now]:
+        for obj in [obj for obj, (_, deadline, _) in awaited.items() if deadline <= now]:
             del awaited[obj]
         if not awaited:
             del self._awaited[key]
@@ -170,7 +178,7 @@ class Expectations:
     def remaining(self, key: Key) -> float:
         """Seconds until nothing of `key` is awaited any more, whatever the watches show
         (0 when nothing is)."""
-        deadlines = [deadline for _, deadline in self._awaited.get(key, {}).values()]
+        deadlines = [deadline for _, deadline, _ in self._awaited.get(key, {}).values()]
         return max(0.0, max(deadlines, default=0.0) - self.clock())
 
     def forget(self, key: Key) -> None:

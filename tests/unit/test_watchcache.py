@@ -117,6 +117,24 @@ def test_writes_are_awaited_until_an_event_shows_each_object() -> None:
     assert not expectations.seen(KEY, "Service", "churn", None)  # nothing awaited any more
 
 
+def test_a_status_written_twice_is_awaited_until_its_last_write_shows() -> None:
+    """The outbox: status with the pending Events and notifications (version 5), then
+    status without them (6). A cache that shows 5 must not let a reconcile deliver them
+    again: 6 is still to come, and the event of 5 does not count for it."""
+    expectations = Expectations()
+    model = "ModelDeployment"
+    expectations.expect(KEY, model, "churn", "6", read="4", cached="5", earlier=["5"])
+    assert expectations.pending(KEY)
+    assert not expectations.seen(KEY, model, "churn", "5")
+    assert expectations.pending(KEY)
+    assert expectations.seen(KEY, model, "churn", "7")  # the last write or a later one
+    assert not expectations.pending(KEY)
+    # Already shown, or a later change by someone else (not one of the earlier writes).
+    expectations.expect(KEY, model, "churn", "6", read="4", cached="6", earlier=["5"])
+    expectations.expect(KEY, model, "churn", "6", read="4", cached="8", earlier=["5"])
+    assert not expectations.pending(KEY)
+
+
 def test_an_expectation_not_met_in_time_is_dropped() -> None:
     clock = Clock()
     expectations = Expectations(timeout=5, clock=clock)
