@@ -12,9 +12,9 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
+from test_serving import FEATURES  # the REST parser's features: one request, two transports
 
 from modeldeploy import contract as c
-from modeldeploy.profiling.stats import profile_feature
 from modeldeploy.serving.pipeline import ModelError
 from modeldeploy.serving.protocol import InvalidRequest, Reason, RequestParser
 from modeldeploy.serving.v2grpc import convert
@@ -24,18 +24,6 @@ from modeldeploy.serving.v2grpc.service import status_code, trace_headers
 pytestmark = pytest.mark.unit
 
 
-def _strings(*values: Any) -> np.ndarray:
-    column = np.empty(len(values), dtype=object)
-    column[:] = list(values)
-    return column
-
-
-FEATURES = [
-    profile_feature("age", np.arange(1.0, 101.0), "int"),
-    profile_feature("income", np.array([10.0, 20.0, np.nan, 40.0]), "float"),
-    profile_feature("plan", _strings("a", "b", "b", "c"), "string"),
-    profile_feature("vip", _strings(True, False, False, False), "bool"),
-]
 PARSER = RequestParser(FEATURES, max_batch=16)
 # One tensor per feature, as (datatype, values); two rows.
 TENSORS: dict[str, tuple[str, list[Any]]] = {
