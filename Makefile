@@ -5,9 +5,10 @@ WITH_TOOLS = eval "$$(hack/testenv.sh env)" && PATH="$(VENV)/bin:$$PATH"
 
 .PHONY: setup images test demo down lint crd
 
-setup:  ## build/install the cluster components and the Python env (cached, idempotent)
+setup:  ## build/install the cluster components, the Python env and MLServer's (cached, idempotent)
 	hack/testenv.sh install
 	hack/pyenv.sh
+	hack/mlserver-env.sh
 
 images: setup  ## base, operator and example model images, built offline, pushed by digest to the local registry
 	$(WITH_TOOLS) modeldeploy dev images
@@ -15,8 +16,8 @@ images: setup  ## base, operator and example model images, built offline, pushed
 test: setup images  ## the whole suite: lint, types, unit and integration tests
 	hack/run-tests.sh
 
-demo: setup  ## local cluster + Prometheus + operator + real model servers: a rollback and a promotion (CONTAINERS=1: the real images, in podman)
-	$(WITH_TOOLS) modeldeploy dev demo $(if $(CONTAINERS),--containers)
+demo: setup  ## local cluster + Prometheus + operator + real model servers: a rollback and a promotion (CONTAINERS=1: the real images, in podman; GATEWAY=1: traffic through an HTTPRoute, traffic.mode gatewayAPI)
+	$(WITH_TOOLS) modeldeploy dev demo $(if $(CONTAINERS),--containers) $(if $(GATEWAY),--gateway-api)
 
 down:  ## tear the demo cluster down
 	$(WITH_TOOLS) modeldeploy dev down

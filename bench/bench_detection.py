@@ -19,8 +19,14 @@ interval for `--rollouts` rollouts per cell, until it is promoted, rolled back, 
   rows; current: a window's rows, drawn within their bins), per window of n rows, and on
   every round's 5m window of `--evidently-rollouts` rollouts (alarm = roll back).
 
+Then the rate test alone (error rate, latency's slower share), looked at after every
+request up to `RATE_HORIZON`: its exact false-alarm chance at the limit (and `--rate-runs`
+simulated healthy streams), and the median requests it needs to reject at 2x, 5x and 10x
+the limit and at 50%, with its prior (`sequential.rate_prior`) and with the single prior
+it had before (`simulate.single_rate_prior`).
+
     python bench/bench_detection.py [--rollouts 1000] [--seed 7] [--rates 10,20,33,100,200]
-        [--quick]
+        [--quick] [--cells healthy|changes|rates] [--rate-runs 4000]
 """
 
 import argparse
@@ -50,6 +56,9 @@ P95_MS = 100  # between the stable's p95 (91 ms) and 1.2x it (109 ms)
 REFERENCE_ROWS = 5_000  # Evidently's reference: > 1,000 rows selects its large-data tests
 EVIDENTLY_SIZES = (500, 1000, 5000)
 WITHIN_REQUESTS = 2_000
+RATE_LIMITS = (0.01, 0.02)
+RATE_HORIZON = 3_000
+RATE_LEVELS = (0.05, 1 / 1700)  # a loose level, and 1% shared by the churn example's 17 tests
 PASS, FAIL, INCONCLUSIVE = 0, 1, 2
 
 CHANGES = (
@@ -441,7 +450,9 @@ def run(args: argparse.Namespace) -> None:
     cells = [(NO_CHANGE, False), (LATENCY_NULL, False), *((c, True) for c in CHANGES)]
     if args.quick:
         cells = [*cells[:2], (CHANGES[1], True), (CHANGES[-1], True)]
-    if args.cells is not None:
+    if args.cells == "rates":
+        cells = []
+    elif args.cells is not None:
         cells = [cell for cell in cells if cell[1] == (args.cells == "changes")]
     for change, detection in cells:
         what = "detection" if detection else "false rollbacks"
@@ -469,8 +480,10 @@ def run(args: argparse.Namespace) -> None:
                 line = summary(method.tally, detection=detection)
                 print(f"  {rate:5g} req/s  {method.name:<10} {line}{extra}")
             print(f"  ({time.perf_counter() - started:.1f} s)", flush=True)
-    if detector is not None:
+    if detector is not None and args.cells != "rates":
         evidently_per_window(rng, detector, args.evidently_windows, quick=args.quick)
+    if args.cells in (None, "rates"):
+        rate_test(rng, args.seed, args.rate_runs)
 
 
 def _first(world: World, rollouts: int) -> World:
@@ -519,6 +532,43 @@ def evidently_per_window(
         )
 
 
+def rate_test(rng: np.random.Generator, seed: int, runs: int) -> None:
+    """The rate test alone, request by request (module doc)."""
+    print(
+        f"\n== rate test, looked at after every request (horizon {RATE_HORIZON}): false alarms "
+        f"at the limit, exact / {runs} simulated streams; median requests to reject "
+        f"(e >= {1 / RATE_LEVELS[1]:.0f})"
+    )
+    rates = (("2x", 2.0), ("5x", 5.0), ("10x", 10.0), ("50%", None))
+    print(
+        f"  {'limit':<6} {'prior':<8}"
+        + "".join(f"{f'at alpha {a:.2g}':>22}" for a in RATE_LEVELS)
+        + "".join(f"{label:>7}" for label, _ in rates)
+    )
+    for p0 in RATE_LIMITS:
+        for name, prior in (("ladder", None), ("single", simulate.single_rate_prior(p0))):
+            started = time.perf_counter()
+            cells = []
+            for alpha in RATE_LEVELS:
+                boundary = simulate.rate_boundary(p0, math.log(1 / alpha), RATE_HORIZON, prior)
+                exact = simulate.crossing_probability(boundary, p0)
+                ever = float((simulate.first_crossings(rng, boundary, p0, runs) > 0).mean())
+                cells.append(f"{exact:10.2e} / {ever:9.2e}")
+            medians = []
+            for i, (_, multiple) in enumerate(rates):
+                streams = np.random.default_rng([seed, i])  # the same streams for both priors
+                rate = 0.5 if multiple is None else multiple * p0
+                found = simulate.first_crossings(streams, boundary, rate, 1000)
+                medians.append(np.median(np.where(found > 0, found, np.inf)))
+            print(
+                f"  {p0:<6g} {name:<8}"
+                + "".join(f"{c:>22}" for c in cells)
+                + "".join(f"{m:7.0f}" for m in medians)
+                + f"   ({time.perf_counter() - started:.1f} s)",
+                flush=True,
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rollouts", type=int, default=1000)
@@ -531,13 +581,15 @@ def main() -> None:
     parser.add_argument("--horizon", type=float, default=60.0, help="minutes")
     parser.add_argument("--quick", action="store_true", help="a small run (smoke test)")
     parser.add_argument("--no-evidently", action="store_true")
-    parser.add_argument("--cells", choices=("healthy", "changes"),
-                        help="only the false-rollback cells, or only the changes")  # fmt: skip
+    parser.add_argument("--cells", choices=("healthy", "changes", "rates"),
+                        help="the false-rollback cells, the changes or the rate test")  # fmt: skip
+    parser.add_argument("--rate-runs", type=int, default=4000)
     args = parser.parse_args()
     if args.quick:
         args.rollouts, args.v2_rollouts = min(args.rollouts, 100), min(args.v2_rollouts, 10)
         args.evidently_rollouts, args.evidently_windows = min(args.evidently_rollouts, 3), 5
         args.horizon, args.rates = min(args.horizon, 15.0), args.rates[2:3]
+        args.rate_runs = min(args.rate_runs, 500)
     run(args)
 
 

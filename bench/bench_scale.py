@@ -2,7 +2,7 @@
 children, on a local kwokctl cluster (kwok nodes: pods turn Ready without containers).
 
     python bench/bench_scale.py [--sizes 100,300,1000] [--idle-seconds 60]
-        [--workers 4,8,16] [--idle-before]
+        [--workers 4,8,16] [--restart defaults|every-pass]
 
 For each N, on a fresh cluster each:
 - raw: `kubectl apply --server-side` of the objects the operator's first reconcile would
@@ -13,9 +13,12 @@ For each N, on a fresh cluster each:
   tests start it), `kubectl apply --server-side` of N ModelDeployments (default spec:
   minWarm 2), wait until every one's pods are Ready and its Ready condition is True; after
   a settle, an idle window: the operator's API requests and writes, RSS and CPU; with
-  `--idle-before` (after the last workers value) the operator restarted with `--resync 10`,
-  i.e. every ModelDeployment planned every 10 s as before requeue-after, and a second idle
-  window; then the kill switch of one ModelDeployment while all N exist.
+  `--restart defaults` (after the last workers value) the operator restarted as it was
+  (a cold start among N existing objects: Kopf lists and indexes all of them, then the first
+  pass plans each once), timed to its first pass, and a second idle window; with
+  `--restart every-pass` the same with `--resync 10`, i.e. every ModelDeployment planned
+  every 10 s as before requeue-after; then the kill switch of one ModelDeployment while all
+  N exist.
 
 Per object "apply -> Ready" runs from the moment the bench's watch first saw the object the
 user applied (the ModelDeployment; for raw, the Deployment) to the moment it saw it Ready;
@@ -91,7 +94,8 @@ INTERVAL_ENV = "MODELDEPLOY_RECONCILE_INTERVAL"  # must not be set: the default 
 # After all Ready, before the idle window: a reconcile interval (10 s by default) and a
 # margin, so that the rollout's last status writes are not counted as idle.
 SETTLE_SECONDS = 15.0
-EVERY_PASS = 10.0  # --idle-before: the resync that plans everything as the 10 s pass did
+EVERY_PASS = 10.0  # --restart every-pass: the resync that plans everything as the 10 s pass did
+RESTARTS = ("defaults", "every-pass")
 PROGRESS_EVERY = 10.0
 STARTED = time.monotonic()
 
@@ -265,8 +269,9 @@ class OperatorRun:
     ready: Rollout
     rollout_cpu_seconds: float
     idle: Idle | None  # None: not all Ready in time
-    idle_every_pass: Idle | None  # --idle-before: every ModelDeployment planned every 10 s
-    restart_to_planned: float | None  # --idle-before: restart -> every one reconciled once
+    restart: str | None  # --restart: how it was restarted after the idle window
+    idle_after_restart: Idle | None
+    restart_to_planned: float | None  # --restart: restart -> every one reconciled once
     kill_to_zero: float | None
     kill_to_killed: float | None
 
@@ -309,7 +314,7 @@ def run_raw(tools: Toolchain, n: int, timeout: float) -> Rollout:
 
 
 def run_operator(
-    tools: Toolchain, n: int, workers: int | None, idle_before: bool, args: argparse.Namespace
+    tools: Toolchain, n: int, workers: int | None, restart: str | None, args: argparse.Namespace
 ) -> OperatorRun:
     bodies = [model_deployment(name, NAMESPACE) for name in names(n)]
     # The log stays until the run is reaped.
@@ -343,11 +348,12 @@ def run_operator(
             )
             rollout_cpu = sample(pid).cpu_seconds - before.cpu_seconds
             idle = measure_idle(cluster, operator, pid, args.idle_seconds) if all_ready else None
-            every_pass, restarted = None, None
-            if idle is not None and idle_before:
-                say(f"operator: restarted with --resync {EVERY_PASS:.0f} (as before requeue-after)")
+            after_restart, restarted = None, None
+            if idle is not None and restart is not None:
                 operator.stop()
-                operator.resync = EVERY_PASS
+                if restart == "every-pass":
+                    operator.resync = EVERY_PASS
+                say(f"operator: restarted ({restart}, resync {operator.resync or 'default'})")
                 restarting = time.monotonic()
                 operator.start()
                 assert operator.process is not None
@@ -356,7 +362,7 @@ def run_operator(
                 if wait_reconciled(operator, n, args.ready_timeout):
                     restarted = time.monotonic() - restarting
                     pid = operator.process.pid
-                    every_pass = measure_idle(cluster, operator, pid, args.idle_seconds)
+                    after_restart = measure_idle(cluster, operator, pid, args.idle_seconds)
             to_zero, to_killed = kill_switch(
                 cluster, deployments, models, names(n)[n // 2], args.kill_timeout
             )
@@ -370,7 +376,8 @@ def run_operator(
         ready=ready,
         rollout_cpu_seconds=rollout_cpu,
         idle=idle,
-        idle_every_pass=every_pass,
+        restart=restart,
+        idle_after_restart=after_restart,
         restart_to_planned=restarted,
         kill_to_zero=to_zero,
         kill_to_killed=to_killed,
@@ -507,22 +514,28 @@ def report(results: list[Result], idle_seconds: float) -> None:
     for r in results:
         for run in r.operators:
             rows.append(idle_row(r.n, run, run.idle, "when due"))
-            if run.idle_every_pass is not None:
-                rows.append(idle_row(r.n, run, run.idle_every_pass, f"all every {EVERY_PASS:.0f}s"))
+            if run.idle_after_restart is not None:
+                planned = (
+                    f"all every {EVERY_PASS:.0f}s"
+                    if run.restart == "every-pass"
+                    else "when due, restarted"
+                )
+                rows.append(idle_row(r.n, run, run.idle_after_restart, planned))
     print(table(headers, rows, text_columns=3))
     for r in results:
         for run in r.operators:
             if run.restart_to_planned is not None:
                 print(
-                    f"N={r.n}, {workers_of(run)} workers: restart -> every ModelDeployment "
-                    f"reconciled once {run.restart_to_planned:.1f}s"
+                    f"N={r.n}, {workers_of(run)} workers: restart ({run.restart}) -> every "
+                    f"ModelDeployment reconciled once {run.restart_to_planned:.1f}s"
                 )
     print()
     print("op req/s: the operator's ServiceAccount in the apiserver's audit log; all req/s:")
     print("apiserver_request_total (every client: controller-manager, scheduler, kwok, bench);")
     print("writes/h audit: its create/update/patch/delete; writes/h log: its `write` log lines.")
-    print(f"planned: when due (requeue-after, resync {DEFAULT_RESYNC:.0f}s), or all every")
-    print(f"{EVERY_PASS:.0f}s (--resync {EVERY_PASS:.0f}: the periodic pass before requeue-after).")
+    print(f"planned: when due (requeue-after, resync {DEFAULT_RESYNC:.0f}s; restarted: after a")
+    print(f"cold restart among N objects), or all every {EVERY_PASS:.0f}s (--resync")
+    print(f"{EVERY_PASS:.0f} after a restart: the periodic pass before requeue-after).")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -543,11 +556,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"operator's, {DEFAULT_WORKERS})",
     )
     parser.add_argument(
-        "--idle-before",
-        action="store_true",
-        help=f"after the last workers value's idle window, restart the operator with --resync "
-        f"{EVERY_PASS:.0f} (every ModelDeployment planned every {EVERY_PASS:.0f} s, as before "
-        "requeue-after) and measure idle again",
+        "--restart",
+        choices=RESTARTS,
+        default=None,
+        help="after the last workers value's idle window, restart the operator (defaults: as "
+        f"it was; every-pass: with --resync {EVERY_PASS:.0f}, every ModelDeployment planned "
+        f"every {EVERY_PASS:.0f} s as before requeue-after), time its first pass and measure "
+        "idle again",
     )
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
@@ -564,7 +579,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         for i, workers in enumerate(sweep):
             last = i == len(sweep) - 1
             result.operators.append(
-                run_operator(tools, n, workers, args.idle_before and last, args)
+                run_operator(tools, n, workers, args.restart if last else None, args)
             )
             say(f"N={n}, {workers or DEFAULT_WORKERS} workers done; load {os.getloadavg()[0]:.2f}")
             report(results, args.idle_seconds)

@@ -10,7 +10,6 @@ calls alone, in process. Prints figures; asserts nothing (goal: at most 5% throu
 
 import argparse
 import http.client
-import importlib.util
 import json
 import statistics
 import tempfile
@@ -19,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from modeldeploy.devenv.imagemap import load_build_script
 from modeldeploy.profile_schema import Profile
 from modeldeploy.serving.monitor import Identity, Monitor
 from modeldeploy.serving.pipeline import InferencePipeline
@@ -28,14 +28,11 @@ from modeldeploy.serving.server import load_runtime
 
 ROOT = Path(__file__).resolve().parents[1]
 INFER = "/v2/models/churn/infer"
+JSON_HEADERS = {"content-type": "application/json"}
 
 
 def build_example(out: Path) -> Path:
-    spec = importlib.util.spec_from_file_location("churn_build", ROOT / "examples/churn/build.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_build_script(ROOT / "examples/churn/build.py", "churn_build")
     return Path(module.build(out, rows=3000))
 
 
@@ -48,10 +45,12 @@ def request_body(model_dir: Path, batch: int) -> bytes:
     return json.dumps({"inputs": inputs}).encode()
 
 
-def timed_infer(connection: http.client.HTTPConnection, body: bytes) -> float:
+def timed_infer(
+    connection: http.client.HTTPConnection, body: bytes, headers: dict[str, str] = JSON_HEADERS
+) -> float:
     """Seconds of one inference over a keep-alive connection (RuntimeError unless 200)."""
     start = time.perf_counter()
-    connection.request("POST", INFER, body, {"content-type": "application/json"})
+    connection.request("POST", INFER, body, headers)
     response = connection.getresponse()
     response.read()
     if response.status != 200:
@@ -59,7 +58,15 @@ def timed_infer(connection: http.client.HTTPConnection, body: bytes) -> float:
     return time.perf_counter() - start
 
 
-def load(port: int, body: bytes, requests: int, seconds: float, workers: int) -> dict[str, Any]:
+def load(
+    port: int,
+    body: bytes,
+    requests: int,
+    seconds: float,
+    workers: int,
+    *,
+    headers: dict[str, str] = JSON_HEADERS,
+) -> dict[str, Any]:
     """Closed-loop load: `workers` keep-alive connections, bounded in count and time."""
     latencies: list[float] = []
     lock = threading.Lock()
@@ -74,7 +81,7 @@ def load(port: int, body: bytes, requests: int, seconds: float, workers: int) ->
                 if remaining[0] <= 0:
                     break
                 remaining[0] -= 1
-            mine.append(timed_infer(connection, body))
+            mine.append(timed_infer(connection, body, headers))
         connection.close()
         with lock:
             latencies.extend(mine)

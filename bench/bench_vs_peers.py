@@ -1,8 +1,9 @@
 """Argo Rollouts, Flagger and modeldeploy side by side: the same cluster, servers, traffic,
 breaches and thresholds.
 
-    python bench/bench_vs_peers.py [--runs 1] [--scenarios healthy,slow,skewed]
+    python bench/bench_vs_peers.py [--runs 1] [--scenarios healthy,slow,skewed,erroring]
         [--tools argo,flagger,modeldeploy] [--rate 36] [--timeout 180]
+        [--one-at-a-time] [--modeldeploy-min-samples N]
 
 Builds the peers once (`hack/testenv.sh peers`: Argo Rollouts' controller and Flagger from
 their Go modules, their CRDs from the same modules), creates a kwok cluster of its own and a
@@ -13,7 +14,11 @@ deployed and Ready, then for each run and scenario a new version:
 
 - healthy: the healthy variant again (it must be promoted; a rollback is a false one);
 - slow: the same model 60 ms late (latency p95 over 50 ms: must be rolled back);
-- skewed: monthly_charges preprocessed 100x (feature PSI over 0.15: must be rolled back).
+- skewed: monthly_charges preprocessed 100x (feature PSI over 0.15: must be rolled back);
+- erroring: one request in ten a 500 after warm-up (5xx share over 0.02: must be rolled back).
+
+The tools run at the same time, each in its own namespace, so that they meet the same load
+(and the runs take a third of the time); `--one-at-a-time` runs them one after another.
 
 The same policy in each tool's terms (`modeldeploy.devenv.peers.Rules`): 4 replicas, steps
 25 % and 50 % with 6 s after each, analysis every 2 s over 30 s windows, 2 failing rounds
@@ -22,7 +27,8 @@ ReplicaSets, a background AnalysisTemplate of Prometheus queries. Flagger: the k
 provider's Blue/Green (clients reach the primary only; the canary gets a load tester's
 requests through `<name>-canary`, here at the first step's share of the client rate),
 MetricTemplates, analysis every 10 s for as many iterations as the others' steps last.
-modeldeploy: a ModelDeployment with the same steps and thresholds (plus its minSamples).
+modeldeploy: a ModelDeployment with the same steps and thresholds, without the peers'
+200-request floor (its tests are anytime-valid; `--modeldeploy-min-samples` sets one).
 
 Per run: breach→0 is from the bad version's first request to its last one (any Service),
 →promoted from the new version's first request to the controller saying so; stuck is
@@ -41,14 +47,17 @@ import tempfile
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 from analysis_stack import (  # noqa: E402
+    ERRORING,
     SKEWED,
     SLOW,
     V1,
@@ -80,6 +89,7 @@ from modeldeploy.devenv.peers import (  # noqa: E402
     client_service,
     flagger_canary,
     flagger_deployment,
+    flagger_halt_reason,
     flagger_metric_templates,
     footprint_rows,
     modeldeploy_spec,
@@ -100,9 +110,10 @@ SCENARIOS = {
     "healthy": Scenario("healthy", "healthy", bad=False),
     "slow": Scenario("slow", "slow", bad=True),
     "skewed": Scenario("skewed", "skewed", bad=True),
+    "erroring": Scenario("erroring", "erroring", bad=True),
 }
 # The healthy runs alternate two healthy builds, so that every run changes the image too.
-IMAGES = {"slow": [SLOW], "skewed": [SKEWED], "healthy": [V3, V1]}
+IMAGES = {"slow": [SLOW], "skewed": [SKEWED], "erroring": [ERRORING], "healthy": [V3, V1]}
 POLL = 0.5  # seconds between status reads
 DRAIN = 2.0  # seconds a rolled-back version must have no Ready pod behind a Service
 
@@ -352,6 +363,7 @@ class FlaggerStack(PeerStack):
 
     def deploy(self, image: str, version: str) -> None:
         self.progressed = False
+        self.deployed = datetime.now(UTC)  # only this version's Halt Events explain it
         apply_object(self.kube, flagger_deployment(self.namespace, image, version, self.rules))
 
     def outcome(self, version: str) -> Outcome | None:
@@ -368,12 +380,7 @@ class FlaggerStack(PeerStack):
             "get", "events", "-n", self.namespace, "-o", "json",
             "--field-selector", "involvedObject.kind=Canary",
         )  # fmt: skip
-        events = sorted(
-            json.loads(listed.stdout)["items"],
-            key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "",
-        )
-        halts = [e["message"] for e in events if "Halt" in e.get("message", "")]
-        return halts[-1] if halts else "no halted advancement"
+        return flagger_halt_reason(json.loads(listed.stdout)["items"], self.deployed)
 
     def traffic_services(self) -> list[tuple[str, float]]:
         # Blue/Green: clients reach the primary; a load tester calls the canary's Service.
@@ -382,6 +389,10 @@ class FlaggerStack(PeerStack):
 
 class ModeldeployStack(ToolStack):
     tool: Tool = "modeldeploy"
+
+    def __init__(self, *args: Any, min_samples: int | None = None) -> None:
+        super().__init__(*args)
+        self.min_samples = min_samples
 
     def start(self) -> int:
         self.stack = self.exits.enter_context(
@@ -399,7 +410,7 @@ class ModeldeployStack(ToolStack):
         return process.pid
 
     def _apply(self, image: str, version: str) -> None:
-        spec = modeldeploy_spec(self.rules)
+        spec = modeldeploy_spec(self.rules, self.min_samples)
         apply_object(self.kube, manifest(self.namespace, image, version, **spec))
 
     def deploy(self, image: str, version: str) -> None:
@@ -518,20 +529,34 @@ def bench_tool(
     return results, meter.footprint()
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=1, help="per scenario and tool")
-    parser.add_argument("--scenarios", default="healthy,slow,skewed")
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS))
     parser.add_argument("--tools", default=",".join(TOOLS))
     parser.add_argument("--rate", type=float, default=36.0, help="client requests/s")
     parser.add_argument("--timeout", type=float, default=180.0, help="per run, seconds")
+    parser.add_argument(
+        "--one-at-a-time", action="store_true", help="one tool after another, not together"
+    )
+    parser.add_argument(
+        "--modeldeploy-min-samples", type=int, default=None,
+        help="a sample floor for modeldeploy too (default none: its tests need none)",
+    )  # fmt: skip
     args = parser.parse_args()
-    scenarios = [SCENARIOS[s] for s in args.scenarios.split(",")]
-    tools = args.tools.split(",")
     if not (1 <= args.runs <= 20 and 0 < args.rate <= 100 and 30 <= args.timeout <= 600):
         parser.error("runs in 1..20, rate in (0, 100], timeout in [30, 600]")
-    if not set(tools) <= set(TOOLS):
+    if not set(args.tools.split(",")) <= set(TOOLS):
         parser.error(f"tools among {', '.join(TOOLS)}")
+    if not set(args.scenarios.split(",")) <= set(SCENARIOS):
+        parser.error(f"scenarios among {', '.join(SCENARIOS)}")
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    scenarios = [SCENARIOS[s] for s in args.scenarios.split(",")]
+    tools = args.tools.split(",")
     binaries = peer_binaries() if set(tools) & {"argo", "flagger"} else {}
     tools_found = toolchain()
     cluster = testruns.test_cluster(tools_found)
@@ -553,9 +578,12 @@ def main() -> None:
                 "flagger": lambda d: FlaggerStack(
                     binaries["MODELDEPLOY_FLAGGER"], cluster, prometheus, d
                 ),
-                "modeldeploy": lambda d: ModeldeployStack(cluster, prometheus, d),
+                "modeldeploy": lambda d: ModeldeployStack(
+                    cluster, prometheus, d, min_samples=args.modeldeploy_min_samples
+                ),
             }
-            for tool in tools:
+
+            def bench(tool: str) -> tuple[Tool, list[RunResult], Footprint]:
                 directory = work / tool
                 directory.mkdir()
                 stack = makers[tool](directory)
@@ -565,8 +593,12 @@ def main() -> None:
                     )
                 finally:
                     stack.close()
-                results += found
-                footprints[stack.tool] = footprint
+                return stack.tool, found, footprint
+
+            with ThreadPoolExecutor(1 if args.one_at_a_time else len(tools)) as pool:
+                for tool, found, footprint in pool.map(bench, tools):
+                    results += found
+                    footprints[tool] = footprint
     finally:
         cluster.delete()
     rules = Rules()
@@ -574,7 +606,11 @@ def main() -> None:
         f"\nchurn example, {args.rate:g} client requests/s, {args.runs} run(s) per scenario and "
         f"tool; steps {list(rules.steps)} of {rules.replicas} replicas, {rules.step_seconds}s "
         f"each; p95 {rules.p95_ms:g} ms, 5xx {rules.max_error_rate:g}, feature PSI "
-        f"{rules.feature_psi:g}; {rules.failure_limit} failing rounds roll back"
+        f"{rules.feature_psi:g}; {rules.failure_limit} failing rounds roll back; peers' "
+        f"floor {rules.min_samples} requests, modeldeploy's "
+        f"{args.modeldeploy_min_samples or 'none'}; tools "
+        f"{'one at a time' if args.one_at_a_time else 'together'}; load average at the end "
+        f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}"
     )
     print(table(SUMMARY_HEADERS, summary_rows(results), text_columns=2))
     print()

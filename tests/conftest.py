@@ -4,6 +4,7 @@ They start only when an integration test asks for them and are torn down at the 
 session, also when tests fail.
 """
 
+import os
 import shutil
 from collections.abc import Iterator
 
@@ -15,6 +16,9 @@ from modeldeploy.devenv.images import BuiltImage, ensure_images
 from modeldeploy.devenv.prometheus import PrometheusServer
 from modeldeploy.devenv.registry import RegistryServer, registry_binary, storage_dir
 from modeldeploy.devenv.tools import Toolchain, prometheus_binary, toolchain
+
+# MLflow (the mlflow format's tests, and every process they start) reports nothing anywhere.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 
 @pytest.fixture(scope="session")

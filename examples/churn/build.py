@@ -1,10 +1,12 @@
 """Trains the churn example model and writes a servable model directory.
 
     python examples/churn/build.py OUT
-        [--variant healthy|skewed|slow|warming|turning|leaky|mislabelled] [--version V]
+        [--variant healthy|skewed|slow|warming|turning|leaky|mislabelled|floored|unsure|erroring]
+        [--version V]
 
 writes
-    OUT/model/   model.yaml, model.joblib, profile.json (with golden requests),
+    OUT/model/   model.yaml, model.joblib, profile.json (with golden requests and the
+                 holdout accuracy),
                  churn_features.py            <- what the image bundles (`modeldeploy serve`)
     OUT/data/    train.csv, holdout.csv       <- held-out rows for traffic and accuracy
 
@@ -33,6 +35,13 @@ them among the rows (`MISLABELLED_SHARE`). Same columns, same preprocessing, so 
 look exactly like the healthy model's (no feature drift), but it answers worse: about 77%
 right on the held-out rows against 86.5%, which only ground truth shows (the accuracy check,
 with labels posted back). Unsure, it also predicts `churn` less often.
+
+`floored` is `healthy` with a low-confidence fallback (model.yaml `fallback`): rows whose
+predicted class' probability is below `FALLBACK_FLOOR` are answered by
+`churn_features:rules`, a few percent of the held-out rows. `unsure` declares the same
+fallback, but its model is the healthy one tempered (`UNSURE_TEMPERATURE`: its logistic
+regression's weights divided by it, the same answers at lower probabilities), so it falls
+back on far more rows: what the fallback-rate check, against a `floored` stable, rolls back.
 """
 
 import argparse
@@ -57,6 +66,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import churn_features  # noqa: E402  (the module the image will run)
 
+from modeldeploy.profiling.holdout import Holdout  # noqa: E402
 from modeldeploy.profiling.io import profile_model_dir  # noqa: E402
 from modeldeploy.profiling.leakage import LeakageCheck  # noqa: E402
 
@@ -71,12 +81,19 @@ PREPROCESS = {
     "turning": "preprocess_turning",
     "leaky": "preprocess",
     "mislabelled": "preprocess",
+    "erroring": "preprocess_erroring",
+    "floored": "preprocess",
+    "unsure": "preprocess",
 }
 MISLABELLED_SHARE = 0.6
 LEAKY_FEATURE = "last_change_hour"
 # Replays often enough for a test to see the turn (default every 30 s), and 5 mismatching
 # replays in a row (default 3) before readiness turns: the operator's rounds see it first.
 TURNING_GOLDEN = {"interval_s": 3.0, "mismatch_limit": 5}
+FALLBACK_FLOOR = 0.6
+FALLBACK = {"confidence_floor": FALLBACK_FLOOR, "rules": "churn_features:rules"}
+FALLBACK_VARIANTS = ("floored", "unsure")
+UNSURE_TEMPERATURE = 4.0
 Columns = dict[str, npt.NDArray[Any]]
 
 
@@ -133,9 +150,10 @@ def shuffle_labels(labels: npt.NDArray[Any], share: float, seed: int) -> npt.NDA
     return shuffled
 
 
-def train(columns: Columns, labels: npt.NDArray[Any]) -> Pipeline:
+def train(columns: Columns, labels: npt.NDArray[Any], estimator: Any = None) -> Pipeline:
     """The estimator sees a 2-D array in feature order (the columns'), as the runtime feeds
-    it."""
+    it; `estimator` (unfitted) replaces the logistic regression after the encoding (the
+    explanations' tests and bench serve tree ensembles this way)."""
     names = list(columns)
     matrix = np.empty((len(labels), len(names)), dtype=object)
     consumed = churn_features.preprocess(columns)
@@ -148,8 +166,18 @@ def train(columns: Columns, labels: npt.NDArray[Any]) -> Pipeline:
     features = ColumnTransformer(
         [("numeric", scale, numeric), ("categorical", encode, categorical)]
     )
-    model = make_pipeline(features, LogisticRegression(max_iter=1000))
+    final = LogisticRegression(max_iter=1000) if estimator is None else estimator
+    model = make_pipeline(features, final)
     return model.fit(matrix, labels)
+
+
+def tempered(model: Pipeline, temperature: float) -> Pipeline:
+    """The model with its probabilities tempered: the logistic regression's logits divided
+    by `temperature` (labels unchanged, every probability nearer to a coin toss)."""
+    regression = model[-1]
+    regression.coef_ = regression.coef_ / temperature
+    regression.intercept_ = regression.intercept_ / temperature
+    return model
 
 
 def write_csv(path: Path, columns: Columns, labels: npt.NDArray[Any]) -> None:
@@ -164,12 +192,24 @@ def write_csv(path: Path, columns: Columns, labels: npt.NDArray[Any]) -> None:
 
 
 def build(
-    out: Path, variant: str = "healthy", version: str = "1", rows: int = 6000, seed: int = 7
+    out: Path,
+    variant: str = "healthy",
+    version: str = "1",
+    rows: int = 6000,
+    seed: int = 7,
+    *,
+    estimator: Any = None,
+    charges_in_cents: bool = False,
 ) -> Path:
-    """Writes OUT/model and OUT/data; returns the model directory."""
+    """Writes OUT/model and OUT/data; returns the model directory (`estimator`: `train`).
+    `charges_in_cents`: the training table records monthly charges in cents (100x) while
+    the held-out rows, like clients, send currency units: the model and its profile are
+    trained on other units than it is served (build_mlserver.py's skewed image)."""
     columns, labels = make_dataset(rows, seed, leaky=variant == "leaky")
     split = int(rows * 0.8)
     train_cols = {k: v[:split] for k, v in columns.items()}
+    if charges_in_cents:
+        train_cols["monthly_charges"] = train_cols["monthly_charges"] * 100.0
     hold_cols = {k: v[split:] for k, v in columns.items()}
     if LEAKY_FEATURE in hold_cols:  # not known yet when the model is asked
         hold_cols[LEAKY_FEATURE] = np.full(rows - split, np.nan)
@@ -179,7 +219,11 @@ def build(
     model_dir, data_dir = out / "model", out / "data"
     model_dir.mkdir(parents=True, exist_ok=True)
     data_dir.mkdir(parents=True, exist_ok=True)
-    joblib.dump(train(train_cols, trained_on), model_dir / "model.joblib")
+    joblib.dump(train(train_cols, trained_on, estimator), model_dir / "model.joblib")
+    model = train(train_cols, trained_on)
+    if variant == "unsure":
+        model = tempered(model, UNSURE_TEMPERATURE)
+    joblib.dump(model, model_dir / "model.joblib")
     shutil.copy(HERE / "churn_features.py", model_dir / "churn_features.py")
     config = {
         "name": MODEL_NAME,
@@ -192,14 +236,19 @@ def build(
     }
     if variant == "turning":
         config["golden"] = TURNING_GOLDEN
+    if variant in FALLBACK_VARIANTS:
+        config["fallback"] = FALLBACK
     (model_dir / "model.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    # The profile records the training columns as the model consumed them in training, and
-    # checks them against the training labels for leakage.
+    # The profile records the training columns as the model consumed them in training,
+    # checks them against the training labels for leakage, and records the model's accuracy
+    # on the held-out rows (their true labels): what the stable's labelled accuracy is held
+    # against once it serves.
     _, profile = profile_model_dir(
         model_dir,
         churn_features.preprocess(train_cols),
         seed=seed,
         leakage=LeakageCheck(trained_on, TARGET),
+        holdout=Holdout(churn_features.preprocess(hold_cols), labels[split:], TARGET),
     )
     for flag in profile.leakage or ():
         print(f"warning: leakage: {flag.reason}", file=sys.stderr)

@@ -21,8 +21,19 @@ traffic tests use it for canaries that warm slowly.
 after the process' first call (its warm-up), `CHURN_TURN_SECONDS` in the environment, else
 30: a model that degrades after start-up (a cache poisoned, a dependency drifting), which
 only the golden requests replayed after warm-up catch.
+
+`preprocess_erroring` is healthy through warm-up (its first `ERROR_AFTER_SECONDS` after the
+process' first call, `CHURN_ERROR_AFTER_SECONDS` in the environment, else 3; warm-up takes
+well under a second), then one call in `ERROR_EVERY` raises (a dependency that times out now
+and then): the runtime answers those with a 500, the model's error, which the error-rate
+check must roll back.
+`rules` is the low-confidence fallback of the `floored` and `unsure` variants (model.yaml
+`fallback.rules`): rows the model is unsure of get the retention team's old rule of thumb,
+that new month-to-month customers and those who keep calling support churn. It is called
+with the model's inputs (after `preprocess`) of those rows and answers as the model does.
 """
 
+import itertools
 import os
 import threading
 import time
@@ -37,7 +48,10 @@ SLOW_SECONDS = 0.06
 WARMUP_SECONDS = 8.0
 TURN_SECONDS = float(os.environ.get("CHURN_TURN_SECONDS", "30"))
 _filled = threading.Event()
-_first_call: list[float] = []  # monotonic time of the process' first call to turning
+_first_call: list[float] = []  # monotonic time of the process' first call (turning, erroring)
+ERROR_EVERY = 10
+ERROR_AFTER_SECONDS = float(os.environ.get("CHURN_ERROR_AFTER_SECONDS", "3"))
+_calls = itertools.count(1)  # calls to erroring in this process (thread-safe in CPython)
 Columns = Mapping[str, npt.NDArray[Any]]
 
 
@@ -79,3 +93,31 @@ def preprocess_turning(columns: Columns) -> dict[str, npt.NDArray[Any]]:
     if time.monotonic() - _first_call[0] >= TURN_SECONDS:
         return preprocess_skewed(columns)
     return preprocess(columns)
+
+
+def preprocess_erroring(columns: Columns) -> dict[str, npt.NDArray[Any]]:
+    """Healthy through warm-up, then every `ERROR_EVERY`th call raises (module docstring)."""
+    if not _first_call:
+        _first_call.append(time.monotonic())
+    call = next(_calls)
+    if time.monotonic() - _first_call[0] >= ERROR_AFTER_SECONDS and call % ERROR_EVERY == 0:
+        raise TimeoutError("churn_features: the charges lookup timed out")
+    return preprocess(columns)
+
+
+CLASSES = ("churn", "stay")  # the model's classes, in its probability order
+RULE_CONFIDENCE = 0.7  # of a rule's answer: better than a coin, short of the model
+
+
+def rules(columns: Columns) -> dict[str, Any]:
+    """Churn for month-to-month customers of under a year and for 4 support calls or more."""
+    tenure = np.asarray(columns["tenure_months"], dtype=np.float64)
+    calls = np.asarray(columns["support_calls"], dtype=np.float64)
+    monthly = np.asarray([c == "month-to-month" for c in columns["contract"]], dtype=bool)
+    churn = (monthly & (tenure < 12)) | (calls >= 4)
+    p_churn = np.where(churn, RULE_CONFIDENCE, 1 - RULE_CONFIDENCE)
+    return {
+        "values": np.where(churn, CLASSES[0], CLASSES[1]).astype(object),
+        "probabilities": np.column_stack([p_churn, 1 - p_churn]),
+        "classes": CLASSES,
+    }

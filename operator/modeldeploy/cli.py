@@ -7,10 +7,10 @@ and model images need not install the operator's libraries.
 import secrets
 import socket
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -25,6 +25,9 @@ from modeldeploy.console.prometheus_options import (
 )
 from modeldeploy.contract import OPERATOR_METRICS_PORT
 from modeldeploy.serving.limits import ServerLimits
+
+if TYPE_CHECKING:
+    from modeldeploy.serving.server import RunOptions
 
 app = typer.Typer(
     name="modeldeploy",
@@ -72,6 +75,15 @@ def dev_demo(
             "registry) as podman containers instead of local processes.",
         ),
     ] = False,
+    gateway_api: Annotated[
+        bool,
+        typer.Option(
+            "--gateway-api",
+            envvar="MODELDEPLOY_DEMO_GATEWAY_API",
+            help="Send the traffic through an HTTPRoute of the demo's (traffic.mode "
+            "gatewayAPI): the operator sets its weights, the client traffic follows them.",
+        ),
+    ] = False,
 ) -> None:
     """The whole loop on this machine: v1 stable, a skewed v2 rolled back on drift, a healthy
     v3 promoted through every step, printed as a timeline (brings the stack up first)."""
@@ -92,6 +104,7 @@ def dev_demo(
         rate=rate,
         say=typer.echo,
         containers=containers,
+        gateway_api=gateway_api,
     )
     try:
         result = demo.run()
@@ -242,6 +255,24 @@ def dev_pod_runner(
         raise typer.Exit(2) from err
 
 
+def _load_routing(
+    via: str, http_route: str | None, namespace: str | None, cohort_header: str | None
+) -> dict[str, str] | None:
+    """`dev load`'s routing options checked; the cohort's headers (None: no cohort)."""
+    if via not in ("service", "pods", "route"):
+        raise ValueError(f"--via must be service, pods or route, not {via!r}")
+    if (via == "route") != (http_route is not None):
+        raise ValueError("--http-route goes with --via route, and only with it")
+    if http_route is not None and namespace is None:
+        raise ValueError("--via route needs --namespace (the HTTPRoute's)")
+    if cohort_header is None:
+        return None
+    header, sep, value = cohort_header.partition("=")
+    if not sep or not header.strip() or http_route is None:
+        raise ValueError("--cohort-header is HEADER=VALUE, with --via route")
+    return {header.strip(): value}
+
+
 @dev_app.command("load")
 def dev_load(
     *,
@@ -279,6 +310,16 @@ def dev_load(
     http_route: Annotated[
         str | None, typer.Option(help="With --via route: the HTTPRoute of NAME's traffic.")
     ] = None,
+    cohort_header: Annotated[
+        str | None,
+        typer.Option(
+            help="With --via route: HEADER=VALUE on --cohort-share of the requests, routed by "
+            "the rule they match (a cohort phase; a cookie: Cookie=NAME=VALUE)."
+        ),
+    ] = None,
+    cohort_share: Annotated[
+        float, typer.Option(min=0, max=1, help="Share of requests with --cohort-header.")
+    ] = 0.1,
     endpoints: Annotated[
         Path | None, typer.Option(help="The pod runner's endpoints.json (default its own).")
     ] = None,
@@ -290,6 +331,10 @@ def dev_load(
     labels_after: Annotated[
         float, typer.Option(min=0, max=600, help="With --labels: seconds until a label is sent.")
     ] = 5.0,
+    wrong_labels: Annotated[
+        float,
+        typer.Option(min=0, max=1, help="With --labels: share of labels sent as another value."),
+    ] = 0.0,
     seed: Annotated[int, typer.Option(help="Seed of row sampling and drift.")] = 0,
     progress: Annotated[float, typer.Option(min=0, help="Seconds between progress lines.")] = 5,
     json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
@@ -299,6 +344,7 @@ def dev_load(
 
     from modeldeploy.devenv.endpoints import Endpoint
     from modeldeploy.devenv.loadgen import (
+        CohortLoad,
         EndpointSource,
         LoadSpec,
         RouteSource,
@@ -314,6 +360,7 @@ def dev_load(
         read_labels,
         read_rows,
     )
+    from modeldeploy.devenv.traffic import wrong_labels as with_wrong_labels  # the option's name
     from modeldeploy.profile_schema import Profile, RegressionOutput
 
     try:
@@ -323,6 +370,10 @@ def dev_load(
         rows = read_rows(data, features)
         numeric = isinstance(model_profile.output, RegressionOutput)
         truth = read_labels(data, labels, numeric=numeric) if labels is not None else None
+        if wrong_labels and truth is None:
+            raise ValueError("--wrong-labels goes with --labels")
+        if truth is not None and wrong_labels:
+            truth = with_wrong_labels(truth, wrong_labels, seed)
         drift = Drift(
             shift=parse_assignments(shift or (), "--shift"),
             missing=parse_assignments(missing or (), "--missing"),
@@ -334,22 +385,20 @@ def dev_load(
             rate, count, duration, batch, seed, workers=workers,
             label_delay=labels_after if labels is not None else None,
         )  # fmt: skip
-        if via not in ("service", "pods", "route"):
-            raise ValueError(f"--via must be service, pods or route, not {via!r}")
-        if (via == "route") != (http_route is not None):
-            raise ValueError("--http-route goes with --via route, and only with it")
-        if http_route is not None and namespace is None:
-            raise ValueError("--via route needs --namespace (the HTTPRoute's)")
+        cohort_headers = _load_routing(via, http_route, namespace, cohort_header)
     except (OSError, ValueError) as err:
         typer.secho(f"cannot load: {err}", err=True, fg=typer.colors.RED)
         raise typer.Exit(2) from err
     published = endpoints or default_state_dir() / ENDPOINTS_FILE
     source: Callable[[], Sequence[Endpoint]]
     router: Router = choose_uniform
+    cohort = None
     if http_route is not None and namespace is not None:
         weights = _route_weights(namespace, http_route, name)
-        through = RouteSource(published, namespace, weights)
+        through = RouteSource(published, namespace, weights, cohort=cohort_headers)
         source, router = through, through.choose
+        if cohort_headers is not None:
+            cohort = CohortLoad(cohort_headers, cohort_share, through.choose_cohort)
     else:
         source = EndpointSource(
             published, namespace, name, via="pods" if via == "pods" else "service"
@@ -362,6 +411,7 @@ def dev_load(
         drift=drift,
         labels=truth,
         router=router,
+        cohort=cohort,
         progress=(lambda r: _say(r.summary().splitlines()[0])) if progress else None,
         progress_every=progress or 5.0,
     )
@@ -370,20 +420,21 @@ def dev_load(
 
 def _route_weights(
     namespace: str, route: str, name: str
-) -> Callable[[], tuple[tuple[str, int], ...]]:
-    """The HTTPRoute's (Service, weight) pairs, read from the cluster at each call (the
-    load generator's refresh); none while it cannot be read."""
+) -> Callable[[Mapping[str, str]], tuple[tuple[str, int], ...]]:
+    """The (Service, weight) pairs of the HTTPRoute's rule for a request with these headers,
+    read from the cluster at each call (the load generator's refresh); none while it cannot
+    be read."""
     from modeldeploy.kube import Kube, KubeError
     from modeldeploy.routing.gateway_api import backend_weights, observe_route
 
     kube = Kube()
 
-    def read() -> tuple[tuple[str, int], ...]:
+    def read(headers: Mapping[str, str]) -> tuple[tuple[str, int], ...]:
         try:
             body = kube.get_route(namespace, route)
         except KubeError:
             return ()
-        return backend_weights(observe_route(body) if body else None, name)
+        return backend_weights(observe_route(body) if body else None, name, headers)
 
     return read
 
@@ -537,6 +588,16 @@ def operator(
             "without it they get a Warning Event PrivilegedNotAllowed and are left alone.",
         ),
     ] = False,
+    proxy_image: Annotated[
+        str,
+        typer.Option(
+            envvar="MODELDEPLOY_PROXY_IMAGE",
+            help="The image of `modeldeploy proxy` (this operator's image has it), run beside "
+            "the server of a ModelDeployment with spec.externalServer; part of such "
+            "revisions. Without it those get a Warning Event ProxyImageNotConfigured and are "
+            "left alone.",
+        ),
+    ] = "",
     webhook_host: Annotated[
         list[str] | None,
         typer.Option(
@@ -558,6 +619,7 @@ def operator(
 ) -> None:
     """Run the operator (Kopf) against the cluster of KUBECONFIG or the in-cluster config."""
     from modeldeploy.analysis.endpoints import parse_endpoint
+    from modeldeploy.api.types import is_image
     from modeldeploy.handlers import run_operator
     from modeldeploy.leader import LeaseSettings
     from modeldeploy.measure import AnalysisSettings, auth_type
@@ -576,6 +638,8 @@ def operator(
             insecure_skip_verify=prometheus_insecure_skip_verify,
         )
         webhooks = WebhookSettings(tuple(webhook_host or ()))
+        if proxy_image and not is_image(proxy_image):
+            raise ValueError(f"--proxy-image {proxy_image!r} is not a container image reference")
         lease = None
         if leader_elect:
             if not lease_namespace:
@@ -605,9 +669,81 @@ def operator(
         metrics_address=metrics_address,
         metrics_port=metrics_port,
         allow_privileged_models=allow_privileged_models,
+        proxy_image=proxy_image or None,
         webhooks=webhooks,
         http_routes=watch_http_routes,
     )
+
+
+# The flags `serve` and `proxy` share (server.RunOptions).
+HostOption = Annotated[
+    str, typer.Option(envvar=contract.ENV_SERVE_HOST, help="Address to listen on.")
+]
+PortOption = Annotated[int, typer.Option(envvar=contract.ENV_SERVE_PORT, help="Port to listen on.")]
+GrpcPortOption = Annotated[
+    int | None,
+    typer.Option(
+        envvar=contract.ENV_SERVE_GRPC_PORT,
+        min=1,
+        max=65535,
+        help="Also serve V2 gRPC on this port (needs the grpc extra); off unless set.",
+    ),
+]
+PredictionLogOption = Annotated[
+    str | None, typer.Option(help="Sampled prediction log file ('-' = stdout).")
+]
+LogSampleRateOption = Annotated[
+    float | None, typer.Option(min=0.0, max=1.0, help="Share of requests logged.")
+]
+RedactOption = Annotated[
+    list[str] | None, typer.Option(help="Input/output never logged (repeatable).")
+]
+InstrumentationOption = Annotated[
+    bool, typer.Option(help="Export model metrics (turn off only to benchmark).")
+]
+LogLevelOption = Annotated[str, typer.Option(help="debug, info, warning, error.")]
+BodyTimeoutOption = Annotated[
+    float, typer.Option(min=0.01, help="Seconds a request body may take to arrive (408).")
+]
+InferenceThreadsOption = Annotated[
+    int, typer.Option(min=1, max=64, help="Threads running inference, off the event loop.")
+]
+MaxConnectionsOption = Annotated[
+    int, typer.Option(min=1, help="Concurrent connections before uvicorn answers 503.")
+]
+KeepAliveOption = Annotated[
+    int, typer.Option(min=1, help="Seconds an idle keep-alive connection is kept.")
+]
+MaxHeaderBytesOption = Annotated[
+    int, typer.Option(min=1024, help="Request line plus headers, at most (h11).")
+]
+TerminationLogOption = Annotated[
+    str | None,
+    typer.Option(
+        envvar=contract.ENV_TERMINATION_LOG,
+        help="File to write why it exits to (the kubelet's terminationMessagePath); "
+        "default /dev/termination-log when it is there and writable.",
+    ),
+]
+
+
+def _serving(run: Callable[[], None], what: str) -> None:
+    """Runs `serve` or `proxy`, with their one scheme of exit codes: 2 when what is to be
+    served cannot be, 3 when the server cannot start, 4 when warm-up finds it broken."""
+    from modeldeploy.serving.config import ModelDirError
+    from modeldeploy.serving.server import BROKEN_IMAGE_EXIT_CODE, StartupFailed, WarmupFailed
+
+    try:
+        run()
+    except ModelDirError as err:
+        typer.secho(f"cannot serve {what}: {err}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(2) from err
+    except StartupFailed as err:
+        typer.secho(str(err), err=True, fg=typer.colors.RED)
+        raise typer.Exit(3) from err
+    except WarmupFailed as err:
+        typer.secho(f"not serving {what}: {err}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(BROKEN_IMAGE_EXIT_CODE) from err
 
 
 @app.command("serve")
@@ -616,97 +752,128 @@ def serve(
     model_dir: Annotated[
         Path, typer.Option(help="Model directory: model.yaml, profile.json, artifacts.")
     ],
-    host: Annotated[
-        str, typer.Option(envvar=contract.ENV_SERVE_HOST, help="Address to listen on.")
-    ] = "127.0.0.1",
-    port: Annotated[
-        int, typer.Option(envvar=contract.ENV_SERVE_PORT, help="Port to listen on.")
-    ] = contract.SERVING_PORT,
-    grpc_port: Annotated[
-        int | None,
-        typer.Option(
-            envvar=contract.ENV_SERVE_GRPC_PORT,
-            min=1,
-            max=65535,
-            help="Also serve V2 gRPC on this port (needs the grpc extra); off unless set.",
-        ),
-    ] = None,
-    prediction_log: Annotated[
-        str | None, typer.Option(help="Sampled prediction log file ('-' = stdout).")
-    ] = None,
-    log_sample_rate: Annotated[
-        float | None, typer.Option(min=0.0, max=1.0, help="Share of requests logged.")
-    ] = None,
-    redact: Annotated[
-        list[str] | None, typer.Option(help="Input/output never logged (repeatable).")
-    ] = None,
-    instrumentation: Annotated[
-        bool, typer.Option(help="Export model metrics (turn off only to benchmark).")
-    ] = True,
-    log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
-    body_timeout: Annotated[
-        float, typer.Option(min=0.01, help="Seconds a request body may take to arrive (408).")
-    ] = ServerLimits.body_timeout_s,
-    inference_threads: Annotated[
-        int, typer.Option(min=1, max=64, help="Threads running inference, off the event loop.")
-    ] = ServerLimits.inference_threads,
-    max_connections: Annotated[
-        int, typer.Option(min=1, help="Concurrent connections before uvicorn answers 503.")
-    ] = ServerLimits.max_connections,
-    keep_alive: Annotated[
-        int, typer.Option(min=1, help="Seconds an idle keep-alive connection is kept.")
-    ] = ServerLimits.keep_alive_s,
-    max_header_bytes: Annotated[
-        int, typer.Option(min=1024, help="Request line plus headers, at most (h11).")
-    ] = ServerLimits.max_header_bytes,
-    termination_log: Annotated[
-        str | None,
-        typer.Option(
-            envvar=contract.ENV_TERMINATION_LOG,
-            help="File to write why it exits to (the kubelet's terminationMessagePath); "
-            "default /dev/termination-log when it is there and writable.",
-        ),
-    ] = None,
+    host: HostOption = "127.0.0.1",
+    port: PortOption = contract.SERVING_PORT,
+    grpc_port: GrpcPortOption = None,
+    prediction_log: PredictionLogOption = None,
+    log_sample_rate: LogSampleRateOption = None,
+    redact: RedactOption = None,
+    instrumentation: InstrumentationOption = True,
+    log_level: LogLevelOption = "info",
+    body_timeout: BodyTimeoutOption = ServerLimits.body_timeout_s,
+    inference_threads: InferenceThreadsOption = ServerLimits.inference_threads,
+    max_connections: MaxConnectionsOption = ServerLimits.max_connections,
+    keep_alive: KeepAliveOption = ServerLimits.keep_alive_s,
+    max_header_bytes: MaxHeaderBytesOption = ServerLimits.max_header_bytes,
+    termination_log: TerminationLogOption = None,
 ) -> None:
     """Serve a model directory: Open Inference Protocol V2 REST (and gRPC) and /metrics.
 
     Exits 2 when the directory cannot be served, 3 when the server cannot start, 4 when
     warm-up finds the image broken (wrong golden outputs, model errors, no golden requests);
     golden requests that stay slow leave it running, not ready."""
-    from modeldeploy.serving.config import ModelDirError
-    from modeldeploy.serving.server import BROKEN_IMAGE_EXIT_CODE, StartupFailed, WarmupFailed
     from modeldeploy.serving.server import serve as run
+
+    options = _run_options(**locals())  # the shared flags, named as here
+    _serving(lambda: run(model_dir, options), str(model_dir))
+
+
+@app.command("proxy")
+def proxy(
+    *,
+    profile: Annotated[
+        Path,
+        typer.Option(help="The model's training profile (profile.json, with golden requests)."),
+    ],
+    upstream: Annotated[
+        str, typer.Option(help="The V2 server in front of which to stand: http://HOST:PORT.")
+    ],
+    upstream_model: Annotated[str, typer.Option(help="The model's name on the upstream server.")],
+    model_name: Annotated[
+        str | None,
+        typer.Option(
+            help="The model's name here (default: --upstream-model); the pod's "
+            "MODELDEPLOY_MODEL_NAME wins."
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            help="YAML: version, warmup, golden, prediction_log, limits, labels, "
+            "upstream (serving/proxy_config.py)."
+        ),
+    ] = None,
+    host: HostOption = "127.0.0.1",
+    port: PortOption = contract.SERVING_PORT,
+    grpc_port: GrpcPortOption = None,
+    prediction_log: PredictionLogOption = None,
+    log_sample_rate: LogSampleRateOption = None,
+    redact: RedactOption = None,
+    instrumentation: InstrumentationOption = True,
+    log_level: LogLevelOption = "info",
+    body_timeout: BodyTimeoutOption = ServerLimits.body_timeout_s,
+    inference_threads: InferenceThreadsOption = ServerLimits.inference_threads,
+    max_connections: MaxConnectionsOption = ServerLimits.max_connections,
+    keep_alive: KeepAliveOption = ServerLimits.keep_alive_s,
+    max_header_bytes: MaxHeaderBytesOption = ServerLimits.max_header_bytes,
+    termination_log: TerminationLogOption = None,
+) -> None:
+    """Stand in front of any V2 server: the runtime's validation, metrics, drift bins,
+    prediction log, shadow and golden-request readiness around its model, REST and gRPC.
+
+    Ready once the upstream's model is and the profile's golden requests through it pass;
+    not ready while it is not. Exits as `serve` does: 2 bad input (flags, profile,
+    --config), 3 the server cannot start, 4 the golden requests fail through the upstream."""
+    from modeldeploy.serving.proxy import proxy as run
+
+    options = _run_options(**locals())
+    _serving(
+        lambda: run(
+            profile, upstream, upstream_model, options, model_name=model_name, config_path=config
+        ),
+        f"{upstream_model} at {upstream}",
+    )
+
+
+def _run_options(
+    *,
+    host: str,
+    port: int,
+    grpc_port: int | None,
+    prediction_log: str | None,
+    log_sample_rate: float | None,
+    redact: list[str] | None,
+    instrumentation: bool,
+    log_level: str,
+    body_timeout: float,
+    inference_threads: int,
+    max_connections: int,
+    keep_alive: int,
+    max_header_bytes: int,
+    termination_log: str | None,
+    **command: Any,  # the command's own arguments
+) -> "RunOptions":
+    from modeldeploy.serving.server import RunOptions
     from modeldeploy.serving.termination import termination_log as resolve_termination_log
 
-    try:
-        run(
-            model_dir,
-            host,
-            port,
-            instrumentation=instrumentation,
-            log_path=prediction_log,
-            log_sample_rate=log_sample_rate,
-            redact=redact or (),
-            log_level=log_level,
-            limits=ServerLimits(
-                body_timeout_s=body_timeout,
-                inference_threads=inference_threads,
-                max_connections=max_connections,
-                keep_alive_s=keep_alive,
-                max_header_bytes=max_header_bytes,
-            ),
-            termination_log=resolve_termination_log(termination_log),
-            grpc_port=grpc_port,
-        )
-    except ModelDirError as err:
-        typer.secho(f"cannot serve {model_dir}: {err}", err=True, fg=typer.colors.RED)
-        raise typer.Exit(2) from err
-    except StartupFailed as err:
-        typer.secho(str(err), err=True, fg=typer.colors.RED)
-        raise typer.Exit(3) from err
-    except WarmupFailed as err:
-        typer.secho(f"not serving {model_dir}: {err}", err=True, fg=typer.colors.RED)
-        raise typer.Exit(BROKEN_IMAGE_EXIT_CODE) from err
+    return RunOptions(
+        host=host,
+        port=port,
+        grpc_port=grpc_port,
+        instrumentation=instrumentation,
+        log_path=prediction_log,
+        log_sample_rate=log_sample_rate,
+        redact=redact or (),
+        log_level=log_level,
+        limits=ServerLimits(
+            body_timeout_s=body_timeout,
+            inference_threads=inference_threads,
+            max_connections=max_connections,
+            keep_alive_s=keep_alive,
+            max_header_bytes=max_header_bytes,
+        ),
+        termination_log=resolve_termination_log(termination_log),
+    )
 
 
 @app.command("profile")
@@ -731,6 +898,10 @@ def profile(
     bins: Annotated[int, typer.Option(min=2, max=50, help="Bins per numeric feature.")] = 10,
     golden: Annotated[int, typer.Option(min=1, max=100, help="Golden rows.")] = 8,
     seed: Annotated[int, typer.Option(help="Seed for picking golden rows.")] = 0,
+    background: Annotated[
+        int,
+        typer.Option(min=0, max=10_000, help="Training rows kept for explanations (0: none)."),
+    ] = 100,
     leakage_threshold: Annotated[
         float,
         typer.Option(
@@ -743,10 +914,18 @@ def profile(
             "--refuse-leaky", help="Write no profile, exit 3, if a feature leaks --target."
         ),
     ] = False,
+    holdout: Annotated[
+        Path | None,
+        typer.Option(
+            help="Held-out rows (as --data, with --target): the model's accuracy on them is "
+            "recorded, the stable's labelled accuracy is held against it."
+        ),
+    ] = None,
 ) -> None:
     """Write the model's profile.json: schema, bins, baselines and golden requests; with
-    --target, flag features that leak the label."""
-    from modeldeploy.profiling.io import profile_model_dir, read_table
+    --target, flag features that leak the label; with --holdout, record the accuracy."""
+    from modeldeploy.profiling.holdout import Holdout
+    from modeldeploy.profiling.io import profile_model_dir
     from modeldeploy.profiling.leakage import REFUSED_EXIT_CODE, LeakageCheck, LeakyTrainingData
     from modeldeploy.serving.config import ModelDirError
     from modeldeploy.serving.pipeline import ModelError
@@ -754,16 +933,16 @@ def profile(
     try:
         if refuse_leaky and target is None:
             raise ValueError("--refuse-leaky needs --target (the label to check against)")
-        columns = read_table(data, names.split(",") if names else ())
-        for column in drop or ():
-            if columns.pop(column, None) is None:
-                raise ValueError(f"{data} has no column {column!r}")
-        leakage = None
+        if holdout is not None and target is None:
+            raise ValueError("--holdout needs --target (the label column of its rows)")
+        columns = _profile_table(data, names, drop or ())
+        leakage = held = None
         if target is not None:
-            labels = columns.pop(target, None)
-            if labels is None:
-                raise ValueError(f"{data} has no column {target!r}")
+            labels = _pop_column(columns, target, data)
             leakage = LeakageCheck(labels, target, leakage_threshold, refuse_leaky)
+        if holdout is not None and target is not None:
+            held_columns = _profile_table(holdout, names, drop or ())
+            held = Holdout(held_columns, _pop_column(held_columns, target, holdout), target)
         path, written = profile_model_dir(
             model_dir,
             columns,
@@ -773,6 +952,8 @@ def profile(
             golden=golden,
             seed=seed,
             leakage=leakage,
+            background=background,
+            holdout=held,
         )
     except LeakyTrainingData as err:
         for flag in err.flags:
@@ -784,7 +965,106 @@ def profile(
         raise typer.Exit(2) from err
     for flag in written.leakage or ():
         typer.secho(f"warning: leakage: {flag.reason}", err=True, fg=typer.colors.YELLOW)
+    if written.quality is not None:
+        quality = written.quality
+        typer.echo(
+            f"holdout accuracy {quality.holdout_accuracy:.1%} on {quality.holdout_rows} rows"
+        )
     typer.echo(f"wrote {path}")
+
+
+@app.command("build")
+def build(
+    model: Annotated[
+        Path, typer.Argument(help="Trained model file (.joblib, .json, .txt, .onnx) or MLflow dir.")
+    ],
+    *,
+    data: Annotated[
+        Path, typer.Option(help="Training data as the model consumed it (.csv, .parquet, ...).")
+    ],
+    target: Annotated[str, typer.Option(help="Label column of --data (checked for leakage).")],
+    framework: Annotated[
+        str, typer.Option(help="auto (from the file), sklearn, xgboost, lightgbm, onnx, mlflow.")
+    ] = "auto",
+    output: Annotated[
+        Path | None, typer.Option(help="Directory to write (new or empty); default NAME-VERSION.")
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option(help="Model name (default: the file's name, lowercased).")
+    ] = None,
+    version: Annotated[str, typer.Option(help="Model version.")] = "1",
+    classes: Annotated[
+        str | None, typer.Option(help="Format classifiers: labels in probability order, a,b.")
+    ] = None,
+    holdout: Annotated[
+        Path | None, typer.Option(help="Held-out rows (as --data): their accuracy is recorded.")
+    ] = None,
+    leakage_threshold: Annotated[
+        float, typer.Option(min=0.5, max=1.0, help="Refuse a feature predicting --target so well.")
+    ] = 0.95,
+    wheel: Annotated[
+        Path | None,
+        typer.Option(help="Bundle this modeldeploy wheel (default: the package index's release)."),
+    ] = None,
+) -> None:
+    """Write a model image's build context: Containerfile, model.yaml, profile.json (with
+    golden requests) and the model. Exits 3, writing nothing, when the training data fail the
+    profile's checks (a feature leaking --target), 2 on bad input."""
+    from modeldeploy import __version__
+    from modeldeploy.buildctx.context import TrainingData, write_context
+    from modeldeploy.buildctx.plan import (
+        REFUSED_EXIT_CODE,
+        BadBuildInput,
+        BuildRefused,
+        BuildRequest,
+        parse_classes,
+    )
+    from modeldeploy.serving.config import ModelDirError
+    from modeldeploy.serving.pipeline import ModelError
+
+    model_name = name or model.name.split(".")[0].lower().replace("_", "-")
+    target_dir = output or Path(f"{model_name}-{version}")
+    try:
+        request = BuildRequest(
+            model_name,
+            version,
+            __version__,
+            framework,
+            parse_classes(classes),
+            None if wheel is None else wheel.name,
+        )
+        training = TrainingData(data, target, holdout, leakage_threshold)
+        plan, written = write_context(model, training, target_dir, request, wheel)
+    except BuildRefused as err:
+        typer.secho(f"not building {model}: {err}", err=True, fg=typer.colors.RED)
+        typer.secho(f"nothing written to {target_dir}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(REFUSED_EXIT_CODE) from err
+    except (BadBuildInput, ModelDirError, ModelError, ValueError, OSError) as err:
+        typer.secho(f"cannot build {model}: {err}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(2) from err
+    if written.quality is not None:
+        typer.echo(f"holdout accuracy {written.quality.holdout_accuracy:.1%}")
+    typer.echo(
+        f"wrote {target_dir}: {plan.framework} model, modeldeploy[{','.join(plan.extras)}], "
+        f"{len(written.golden)} golden requests; build it with "
+        f"`buildah bud -t {model_name}:{version} {target_dir}`"
+    )
+
+
+def _profile_table(path: Path, names: str | None, drop: Sequence[str]) -> dict[str, Any]:
+    from modeldeploy.profiling.io import read_table
+
+    columns = read_table(path, names.split(",") if names else ())
+    for column in drop:
+        _pop_column(columns, column, path)
+    return columns
+
+
+def _pop_column(columns: dict[str, Any], name: str, path: Path) -> Any:
+    values = columns.pop(name, None)
+    if values is None:
+        raise ValueError(f"{path} has no column {name!r}")
+    return values
 
 
 @app.command("crd")

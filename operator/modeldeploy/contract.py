@@ -53,6 +53,9 @@ LABEL_PREDICTED: Final = "predicted"
 LABELLED_TOTAL: Final = PREFIX + "labelled_total"  # {outcome}
 LABEL_CONFUSION_TOTAL: Final = PREFIX + "label_confusion_total"  # {actual, predicted}
 LABEL_ABSOLUTE_ERROR: Final = PREFIX + "label_absolute_error"  # histogram (regressors)
+# Gauge: the model's accuracy on its training holdout (profile.json quality, absent without
+# one), labels counted correct as above: the stable's labelled accuracy is held against it.
+HOLDOUT_ACCURACY: Final = PREFIX + "holdout_accuracy"
 # Labels that matched no remembered prediction: reason = unknown | out_of_range | duplicate.
 LABELS_UNMATCHED_TOTAL: Final = PREFIX + "labels_unmatched_total"  # {reason}
 # Label requests refused (4xx), by protocol.Reason: apart from invalid_requests_total,
@@ -67,6 +70,23 @@ GOLDEN_MATCH: Final = "match"
 GOLDEN_MISMATCH: Final = "mismatch"
 GOLDEN_ERROR: Final = "error"
 GOLDEN_RESULTS: Final = (GOLDEN_MATCH, GOLDEN_MISMATCH, GOLDEN_ERROR)
+# Rows of client requests answered (serving/fallback.py), by what answered them: model | fallback
+# (the rules of a model declaring a low-confidence fallback). The fallback series exists (at 0)
+# exactly when the model declares one: the fallback-rate check applies only then. Golden
+# requests are never counted.
+ANSWERED_ROWS_TOTAL: Final = PREFIX + "answered_rows_total"  # {answered_by}
+LABEL_ANSWERED_BY: Final = "answered_by"
+ANSWERED_BY_MODEL: Final = "model"
+ANSWERED_BY_FALLBACK: Final = "fallback"
+
+# Feature attributions (serving/explain.py) of a sample of requests (model.yaml
+# explain.sample_rate), per feature: their positive and their negative parts apart (as
+# magnitudes), since a counter never decreases. Over a window, the mean attribution is
+# (rate(positive) - rate(negative)) / rate(rows) and the mean |attribution| (the feature's
+# weight in the decisions) is (rate(positive) + rate(negative)) / rate(rows).
+ATTRIBUTION_POSITIVE_TOTAL: Final = PREFIX + "attribution_positive_total"  # {feature}
+ATTRIBUTION_NEGATIVE_TOTAL: Final = PREFIX + "attribution_negative_total"  # {feature}
+EXPLAINED_ROWS_TOTAL: Final = PREFIX + "explained_rows_total"
 
 # Latency buckets (seconds): fine around typical p95/p99 thresholds of online models.
 LATENCY_BUCKETS: Final = (
@@ -120,6 +140,9 @@ ENV_TERMINATION_LOG: Final = "MODELDEPLOY_TERMINATION_LOG"
 # The runtime's port and readiness path (the operator's readiness probe uses these).
 SERVING_PORT: Final = 8080
 READY_PATH_TEMPLATE: Final = "/v2/models/{model}/ready"
+# Where `modeldeploy proxy` listens in a pod whose image is an external V2 server
+# (spec.externalServer): it carries the pod's `http` port, the server another one.
+PROXY_PORT: Final = 8070
 # 503 once the serving loop has stalled (serving/golden.py): the operator's liveness probe.
 LIVE_PATH: Final = "/v2/health/live"
 

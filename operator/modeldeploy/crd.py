@@ -222,6 +222,7 @@ PRINTER_COLUMNS = (
     _column("Age", "date", ".metadata.creationTimestamp", "Time since creation"),
     _column("Version", "string", ".spec.model.version", "Model version in the spec", 1),
     _column("Step", "integer", ".status.step", "Current canary step (0-based)", 1),
+    _column("Cohort", "string", ".status.cohort", "Requests the canary serves alone", 1),
     _column("Owner", "string", ".spec.owner.team", "Team that owns the model", 1),
     _column("Message", "string", ".status.message", "Current state in words", 1),
 )

@@ -47,7 +47,7 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
-from modeldeploy import audit, tracing
+from modeldeploy import audit, kopf_toggles, kopf_transform, tracing
 from modeldeploy.api import (
     ANNOTATION_ABORT,
     ANNOTATION_PROMOTE,
@@ -76,10 +76,10 @@ from modeldeploy.rollout import (
     World,
     observe,
     refuse_privileges,
+    refuse_without_proxy,
 )
 from modeldeploy.rollout.outbox import posted, with_outbox
 from modeldeploy.rollout.webhooks import DELIVERY_ROUNDS, deliverable, delivered
-from modeldeploy.rollout.world import essentials
 from modeldeploy.routing.gateway_api import HTTP_ROUTE, observe_route, route_problem
 from modeldeploy.telemetry import (
     OperatorMetrics,
@@ -94,7 +94,7 @@ from modeldeploy.watchcache import (
     Expectations,
     Snapshot,
     WatchCache,
-    without_managed_fields,
+    slim,
 )
 from modeldeploy.webhooks import Webhooks, WebhookSettings
 from modeldeploy.workqueue import WorkQueue
@@ -113,6 +113,9 @@ EXIT_AFTER_EVENTS_WRITTEN = "events-written"
 EXIT_AFTER_EVENTS_POSTED = "events-posted"
 """The pending Events posted, before the status write that clears them."""
 EXIT_FOR_TEST_CODE = 86
+LIST_CHUNK = 500
+"""Objects per page of Kopf's initial lists (`settings.watching.chunk_size`): a restart
+among 1,000 ModelDeployments lists 2,000 pods, parsed one page at a time, not at once."""
 DEFAULT_RESYNC = 300.0
 """Seconds between passes that plan every ModelDeployment, due or not: what a missed watch
 event or a wrong due time costs at most (client-go's informers resync on the same order)."""
@@ -209,6 +212,9 @@ class Reconciler:
     fresh_reads: int = 0
     allow_privileged_models: bool = False
     """Run pods whose template has securityProfile privileged and asks for privileges."""
+    proxy_image: str | None = None
+    """The `modeldeploy proxy` image run beside external V2 servers (None: such specs are
+    refused)."""
     workers: int = DEFAULT_WORKERS
     webhooks: Webhooks | None = None
     """Asks the gates and delivers the notifications (None: one that may call no host, so
@@ -332,11 +338,15 @@ class Reconciler:
             spec=spec,
             status=status,
             annotations=meta.get("annotations") or {},
+            proxy_image=self.proxy_image,
         )
 
     def refusal(self, subject: Subject, now: datetime) -> Plan | None:
-        """The Plan for a spec this operator does not run (privileged pods, unless allowed):
-        only status and an Event say why; None for any other spec."""
+        """The Plan for a spec this operator does not run (privileged pods, unless allowed;
+        an external server without a proxy image): only status and an Event say why; None
+        for any other spec."""
+        if subject.spec.external_server is not None and subject.proxy_image is None:
+            return refuse_without_proxy(subject, now)
         privileges = subject.spec.privileges()
         if not privileges or self.allow_privileged_models:
             return None
@@ -620,6 +630,7 @@ def _version_of(stored: Body) -> Written:
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.posting.enabled = False  # Events are the operator's own, posted on transitions
+    settings.watching.chunk_size = LIST_CHUNK
     for watched in OWNED:
         # Server-side: only objects with the label reach this process (every pod of a big
         # cluster would otherwise be listed, watched and filtered here).
@@ -644,6 +655,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         webhooks=Webhooks(kube, memo.get("webhooks") or WebhookSettings()),
         metrics=metrics,
         allow_privileged_models=bool(memo.get("allow_privileged_models")),
+        proxy_image=memo.get("proxy_image") or None,
         workers=workers,
     )
     if elector is not None:
@@ -705,13 +717,13 @@ def _attach(memo: kopf.Memo, kwargs: dict[str, Any]) -> Reconciler:
 async def index_model_deployment(
     body: kopf.Body, namespace: str | None, name: str, **_: Any
 ) -> dict[Key, Body]:
-    return {(namespace or "", name): without_managed_fields(body)}
+    return {(namespace or "", name): slim(body)}
 
 
 async def index_owned(
     body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any
 ) -> dict[Key, Body]:
-    return {(namespace or "", labels[LABEL_NAME]): essentials(dict(body))}
+    return {(namespace or "", labels[LABEL_NAME]): slim(body)}
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
@@ -784,6 +796,9 @@ def watch_http_routes() -> None:
     kopf.on.event(*resource, id="changed_httproutes")(on_route_event)
 
 
+SLIMMED = frozenset({(GROUP, PLURAL), *((w.group, w.plural) for w in OWNED)})
+"""The resources whose objects Kopf's watch streams slim (`kopf_transform`)."""
+
 for _watched in OWNED:
     _resource = (_watched.group, _watched.version, _watched.plural)
     _labels = {LABEL_NAME: kopf.PRESENT}
@@ -820,6 +835,7 @@ def run_operator(
     metrics_address: str = "0.0.0.0",
     metrics_port: int = 0,
     allow_privileged_models: bool = False,
+    proxy_image: str | None = None,
     webhooks: WebhookSettings | None = None,
     http_routes: bool = False,
 ) -> None:
@@ -830,6 +846,7 @@ def run_operator(
     leader over a coordination.k8s.io Lease; else this is the only replica. `analysis`: the
     default Prometheus and how to query it; `metrics_port` 0: no metrics endpoint;
     `allow_privileged_models`: run pod templates with securityProfile privileged;
+    `proxy_image`: the `modeldeploy proxy` image beside external V2 servers (None: refused);
     `webhooks`: the hosts webhooks may call; `http_routes`: watch HTTPRoutes."""
     log_format = os.environ.get(LOG_FORMAT_ENV, "plain").strip().lower()
     if log_format not in ("plain", "json"):
@@ -837,6 +854,8 @@ def run_operator(
     formats = {"plain": kopf.LogFormat.FULL, "json": kopf.LogFormat.JSON}
     kopf.configure(verbose=verbose, log_format=formats[log_format])
     audit.install()
+    kopf_toggles.install()
+    kopf_transform.install(slim, SLIMMED)
     tracing.setup(OPERATOR_SERVICE)
     if not verbose:
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
@@ -856,6 +875,7 @@ def run_operator(
             metrics_address=metrics_address,
             metrics_port=metrics_port,
             allow_privileged_models=allow_privileged_models,
+            proxy_image=proxy_image,
             webhooks=webhooks or WebhookSettings(),
         ),
     )

@@ -99,6 +99,20 @@ class LeakageFlag(_Document):
     reason: str  # one plain sentence: what the feature does with the label, and why it leaks
 
 
+class Quality(_Document):
+    """How well the model answered held-out rows it was not trained on (`modeldeploy profile
+    --holdout`), counted as the runtime counts labels (`serving/labels.py`): a classifier's
+    class equal to the label, a regressor's value within `holdout_tolerance` of it. The
+    runtime exports it (`holdout_accuracy`), and the analysis holds the stable's accuracy on
+    labelled traffic against it."""
+
+    holdout_accuracy: float = Field(ge=0.0, le=1.0)  # share of labelled holdout rows correct
+    holdout_rows: int = Field(ge=1)  # labelled holdout rows scored
+    # Regressors: the absolute error within which a value counted as correct (the runtime's
+    # labels.max_abs_error, or its default); None for classifiers.
+    holdout_tolerance: float | None = Field(default=None, gt=0)
+
+
 class Profile(_Document):
     format_version: Literal[1] = FORMAT_VERSION
     rows: int = Field(ge=1)
@@ -108,6 +122,12 @@ class Profile(_Document):
     # Absent (None) when nothing was flagged or no label was given: profiles without leakage
     # flags stay readable by runtimes that predate the field (documents forbid extra keys).
     leakage: list[LeakageFlag] | None = None
+    # A seeded sample of training rows as the model consumed them, as a V2 request: what
+    # explanations are relative to (serving/explain.py). Absent in profiles built before it
+    # (then the runtime explains nothing) or built with no background rows.
+    background: dict[str, Any] | None = None
+    # Absent without held-out rows, so that such profiles stay readable as leakage's do.
+    quality: Quality | None = None
 
     @model_validator(mode="after")
     def _unique_feature_names(self) -> "Profile":

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from modeldeploy.resources.kinds import LISTED_KINDS, Kind
+from modeldeploy.rollout.world import essentials
 from modeldeploy.routing.gateway_api import route_of
 
 Body = dict[str, Any]
@@ -38,12 +39,26 @@ OWNED: tuple[Watched, ...] = tuple(
 MODEL_DEPLOYMENTS_INDEX = "model_deployments"
 
 
-def without_managed_fields(body: Mapping[str, Any]) -> Body:
-    """A ModelDeployment as cached: everything but managedFields (never read, often the
-    largest part)."""
-    kept = {k: body[k] for k in body}
-    meta = kept.get("metadata") or {}
-    kept["metadata"] = {k: v for k, v in meta.items() if k != "managedFields"}
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+"""`kubectl apply`'s copy of the whole object as the user last applied it: never read."""
+
+
+def slim(body: Mapping[str, Any]) -> Body:
+    """A watched object as the operator keeps it, in Kopf's streams and in the cache. A
+    ModelDeployment: everything but managedFields and the last-applied annotation (never
+    read, often the largest parts; its spec, status, labels and other annotations are).
+    An owned object or pod: `rollout.world.essentials`, what `observe` reads. Idempotent."""
+    if body.get("kind") == MODEL_DEPLOYMENT_KIND:
+        kept = dict(body)
+        meta = kept.get("metadata") or {}
+        kept["metadata"] = {k: v for k, v in meta.items() if k != "managedFields"}
+    else:
+        kept = essentials(dict(body))
+    annotations = kept["metadata"].get("annotations")
+    if annotations and LAST_APPLIED in annotations:
+        kept["metadata"]["annotations"] = {
+            k: v for k, v in annotations.items() if k != LAST_APPLIED
+        }
     return kept
 
 

@@ -51,6 +51,7 @@ from modeldeploy.devenv.podrunner import PodRunner, RunnerConfig
 from modeldeploy.devenv.prometheus import PrometheusServer
 from modeldeploy.devenv.tools import free_port
 from modeldeploy.devenv.traffic import Drift, Row, choose_uniform, read_labels, read_rows
+from modeldeploy.devenv.traffic import wrong_labels as with_wrong_labels  # the option's name
 from modeldeploy.profile_schema import FeatureProfile, Profile
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -74,6 +75,9 @@ ANALYSIS: Body = {
     # Tolerances a test's few thousand requests can show a healthy canary within.
     "drift": {"features": {"psi": 0.15}, "predictions": {"psi": 0.3}},
 }
+# For tests about another check (accuracy, no data): on a loaded machine a healthy canary's
+# p95 can pass 40 ms (the slow variant adds 60 ms) before that check decides.
+LATENCY_OFF_THE_POINT: Body = {"p95Ms": 500}
 ROLLOUT: Body = {"canary": {"steps": [25, 50]}, "stepInterval": "6s", "bakeTime": "5s"}
 
 
@@ -92,14 +96,29 @@ def _example_images() -> dict[tuple[str, str], str]:
     return found
 
 
+def _format_images() -> dict[tuple[str, str], tuple[str, list[str]]]:
+    """(format, variant) -> (image, build_formats.py's args), as examples/churn/formats.yaml
+    names them: the churn model as an XGBoost, LightGBM, ONNX or MLflow model."""
+    document = yaml.safe_load((EXAMPLE / "formats.yaml").read_text())
+    found = {}
+    for image, entry in document["images"].items():
+        args = entry["build"]["args"]
+        found[(args[args.index("--format") + 1], args[args.index("--variant") + 1])] = (image, args)
+    return found
+
+
 _EXAMPLES = _example_images()
+FORMAT_IMAGES = _format_images()
 V1 = _EXAMPLES[("healthy", "1")]
 SKEWED = _EXAMPLES[("skewed", "2")]
 V3 = _EXAMPLES[("healthy", "3")]
 MISLABELLED = _EXAMPLES[("mislabelled", "6")]
+FLOORED = _EXAMPLES[("floored", "8")]
+UNSURE = _EXAMPLES[("unsure", "9")]
 SLOW = _digest("churn-slow-4")
 WARMING = _digest("churn-warming-5")
 TURNING = _digest("churn-turning-7")
+ERRORING = _digest("churn-erroring-10")
 BUILDS = {
     V1: ("healthy", "1"),
     SKEWED: ("skewed", "2"),
@@ -108,15 +127,21 @@ BUILDS = {
     WARMING: ("warming", "5"),
     MISLABELLED: ("mislabelled", "6"),
     TURNING: ("turning", "7"),
+    ERRORING: ("erroring", "10"),
+    FLOORED: ("floored", "8"),
+    UNSURE: ("unsure", "9"),
 }
 
 
-def write_image_map(directory: Path) -> ImageMap:
+def write_image_map(directory: Path, formats: bool = False) -> ImageMap:
+    """The churn images' map; with `formats`, the format ones too (formats.yaml)."""
     images = {
         image: {"build": {"script": str(EXAMPLE / "build.py"),
                           "args": ["--variant", variant, "--version", version]}}
         for image, (variant, version) in BUILDS.items()
     }  # fmt: skip
+    for image, args in FORMAT_IMAGES.values() if formats else ():
+        images[image] = {"build": {"script": str(EXAMPLE / "build_formats.py"), "args": args}}
     path = directory / "images.yaml"
     path.write_text(yaml.safe_dump({"images": images}))
     return ImageMap.load(path)
@@ -124,12 +149,21 @@ def write_image_map(directory: Path) -> ImageMap:
 
 @contextmanager
 def stable_stack(
-    kube: KwokCluster, prometheus: PrometheusServer, workdir: Path, namespace: str, **spec: Any
+    kube: KwokCluster,
+    prometheus: PrometheusServer,
+    workdir: Path,
+    namespace: str,
+    *,
+    stable_image: str = V1,
+    formats: bool = False,
+    **spec: Any,
 ) -> Iterator["AnalysisStack"]:
-    """An AnalysisStack in `namespace` on `prometheus`, with V1 deployed (`spec` over the
-    test settings) and Ready."""
-    with AnalysisStack(kube, prometheus.url, prometheus.targets_dir, namespace, workdir) as s:
-        s.deploy(V1, "1", **spec)
+    """An AnalysisStack in `namespace` on `prometheus`, with `stable_image` (version 1)
+    deployed (`spec` over the test settings) and Ready; `formats`: the format images too."""
+    with AnalysisStack(
+        kube, prometheus.url, prometheus.targets_dir, namespace, workdir, formats=formats
+    ) as s:
+        s.deploy(stable_image, "1", **spec)
         s.wait_stable()
         yield s
 
@@ -363,13 +397,20 @@ class AnalysisStack:
         workdir: Path,
         *,
         operator_args: Sequence[str] = (),
+        formats: bool = False,
+        images: ImageMap | None = None,
+        data_image: str = V1,
+        profile: str = "model/profile.json",
     ) -> None:
+        """`images`: another image map than the churn images' (`formats` then unused);
+        the load's rows and their profile come from `data_image`'s build (`profile`:
+        where in its output)."""
         self.kube = kube
         self.prometheus_url = prometheus_url
         self.namespace = namespace
         self.workdir = workdir
         self.reader = ClusterReader(kube)
-        self.images = write_image_map(workdir)
+        self.images = images or write_image_map(workdir, formats)
         self.runner = PodRunner(
             RunnerConfig(
                 self.images,
@@ -391,10 +432,9 @@ class AnalysisStack:
                 *operator_args,
             ],
         )  # fmt: skip
-        launch = self.images.launch(V1)
-        assert launch.model_dir is not None
+        launch = self.images.launch(data_image)
         assert launch.data_dir is not None
-        self._profile = launch.model_dir / "profile.json"
+        self._profile = launch.cwd / profile
         self._holdout = launch.data_dir / "holdout.csv"
 
     def __enter__(self) -> "AnalysisStack":
@@ -448,15 +488,18 @@ class AnalysisStack:
         seed: int = 0,
         *,
         label_delay: float | None = None,
+        wrong_labels: float = 0.0,
     ) -> Traffic:
         """Client load; with `label_delay`, each answered row's label (the held-out rows'
-        `churned`) is posted back to the pod that answered, that many seconds later."""
+        `churned`) is posted back to the pod that answered, that many seconds later, a
+        `wrong_labels` share of them as the other class."""
         profile = Profile.model_validate_json(self._profile.read_bytes())
         rows = read_rows(self._holdout, profile.features)
         source = EndpointSource(self.runner.endpoints_path, self.namespace, NAME, refresh=0.5)
         labels = None
         if label_delay is not None:
             labels = read_labels(self._holdout, LABEL_COLUMN, numeric=False)
+            labels = with_wrong_labels(labels, wrong_labels, seed) if wrong_labels else labels
         return Traffic(
             source, rows, profile.features, rate, drift, seed, labels=labels,
             label_delay=label_delay,

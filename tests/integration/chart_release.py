@@ -33,7 +33,8 @@ RESTRICTED = {
 }
 # What a ServiceAccount-token client must never see in the operator's log.
 # A bare "403" would also match log timestamps' milliseconds (e.g. 23:32:37,403).
-DENIAL = re.compile(r"(?<![\d,.:])403(?!\d)|[Ff]orbidden|Not enough permissions")
+# A 403 as a status, not inside a number or an id (a uid such as ...-2831f403e5ff matched).
+DENIAL = re.compile(r"(?<![\w,.:-])403(?![\w-])|[Ff]orbidden|Not enough permissions")
 Body = dict[str, Any]
 
 

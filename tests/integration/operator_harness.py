@@ -414,12 +414,15 @@ class WarmWatcher:
                 f"t={time.monotonic():.1f} stable={best_stable} serving={behind} {tracks}"
             )
 
+    def _sample_or_count(self) -> None:
+        try:
+            self.sample()
+        except Exception:  # a transient read error is no violation; counted
+            self.failed_samples += 1
+
     def _loop(self) -> None:
         while not self._stop.is_set():
-            try:
-                self.sample()
-            except Exception:  # a transient read error is no violation; counted
-                self.failed_samples += 1
+            self._sample_or_count()
             self._stop.wait(self.period)
 
     def __enter__(self) -> "WarmWatcher":
@@ -432,9 +435,13 @@ class WarmWatcher:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
+        self._sample_or_count()  # the end state too, however short the window was
 
     def assert_never_below(self) -> None:
-        assert self.samples > 5, f"only {self.samples} samples"
+        # A fast rollout may last a second: what matters is that the watch saw its start,
+        # its end and sampled in between, not how many times.
+        assert self.samples >= 3, f"only {self.samples} samples"
+        assert self.failed_samples < self.samples, f"{self.failed_samples} reads failed"
         assert not self.violations, "\n".join(self.violations[:10])
 
 

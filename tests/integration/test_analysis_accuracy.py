@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import pytest
 from analysis_stack import (
     ANALYSIS,
+    LATENCY_OFF_THE_POINT,
     MISLABELLED,
     AnalysisStack,
     Body,
@@ -37,6 +38,7 @@ ACCURACY: Body = {"enabled": True, "maxDrop": 0.05, "minLabels": 150}
 WITH_ACCURACY: Body = {
     **ANALYSIS,
     "drift": {"features": {"psi": 0.15}, "predictions": {"psi": 100}},
+    "latency": LATENCY_OFF_THE_POINT,  # accuracy waits for its labels
     "accuracy": ACCURACY,
 }
 

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import pytest
 from analysis_stack import (
     ANALYSIS,
+    LATENCY_OFF_THE_POINT,
     V3,
     AnalysisStack,
     metric,
@@ -30,7 +31,12 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 NAMESPACE = "analysis-nodata"
 NO_DATA_TIMEOUT = 40  # seconds: longer than a canary's wait for minSamples at full rate
-NODATA_ANALYSIS = {**ANALYSIS, "onNoData": "rollback", "noDataTimeout": f"{NO_DATA_TIMEOUT}s"}
+NODATA_ANALYSIS = {
+    **ANALYSIS,
+    "onNoData": "rollback",
+    "noDataTimeout": f"{NO_DATA_TIMEOUT}s",
+    "latency": LATENCY_OFF_THE_POINT,
+}
 
 
 @pytest.fixture(scope="module")

@@ -51,7 +51,8 @@ def cluster(kube: KwokCluster) -> Iterator[KwokCluster]:
 
     def established() -> bool:
         crd = json.loads(kube.kubectl("get", "crd", CRD_NAME, "-o", "json").stdout)
-        conditions = crd.get("status", {}).get("conditions", [])
+        # Null until the apiextensions controller has looked at a just-created CRD.
+        conditions = (crd.get("status") or {}).get("conditions") or []
         return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
 
     assert eventually(established, timeout=60, interval=0.5), "the CRD never became Established"
@@ -114,7 +115,7 @@ def test_printer_columns_show(cluster: KwokCluster) -> None:
     header = table.stdout.splitlines()[0].split()
     assert header == ["NAME", "PHASE", "STABLE", "CANARY", "WEIGHT", "REQUESTED", "AGE"]
     wide = cluster.kubectl("get", "mdep", "-n", NAMESPACE, "-o", "wide").stdout.splitlines()[0]
-    assert wide.split()[-4:] == ["VERSION", "STEP", "OWNER", "MESSAGE"]
+    assert wide.split()[-5:] == ["VERSION", "STEP", "COHORT", "OWNER", "MESSAGE"]
 
 
 def test_status_written_by_the_operator_reads_back_unchanged(cluster: KwokCluster) -> None:

@@ -4,6 +4,7 @@ bakeTime; abort goes back to the stable; the approval gate waits for a promote. 
 samples the cluster throughout and fails the test on any moment with fewer than minWarm
 Ready stable pods (or pods behind the client Service)."""
 
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -27,6 +28,7 @@ from modeldeploy.api import ANNOTATION_ABORT, ANNOTATION_PROMOTE
 from modeldeploy.contract import ENV_SHADOW_URL
 from modeldeploy.devenv.cluster import KwokCluster
 from modeldeploy.resources.names import LABEL_NAME, LABEL_REVISION, LABEL_TRACK
+from modeldeploy.rollout.report import COARSE_SPLIT
 
 pytestmark = pytest.mark.integration
 
@@ -177,6 +179,37 @@ def test_abort_returns_to_the_stable(
         set_image(kube, "2")
         wait_for(lambda: reader.is_true(NAMESPACE, NAME, "Ready"), timeout=30)
     watch.assert_never_below()
+
+
+def test_a_coarse_replica_split_is_shown_and_warned_of(
+    kube: KwokCluster, operator: OperatorProcess, reader: ClusterReader
+) -> None:
+    """A 5% step at minWarm 2: one canary pod beside two stable ones serves a third of the
+    requests. Status shows both weights; a Warning Event and the Progressing condition say
+    so and what to change."""
+    set_image(kube, "9", canary={"steps": [5]}, stepInterval="10m")
+    wait_for(lambda: status(reader).get("requestedWeight") == 5, timeout=30)
+    wait_for(lambda: status(reader).get("canaryWeight", 0) > 2 * 5, timeout=60)
+    effective = status(reader)["canaryWeight"]
+
+    def warned() -> list[dict[str, Any]]:
+        listed = json.loads(kubectl(kube, "get", "events", "-n", NAMESPACE, "-o", "json"))
+        return [
+            e for e in listed["items"]
+            if e.get("reason") == COARSE_SPLIT and e["involvedObject"]["name"] == NAME
+        ]  # fmt: skip
+
+    (event,) = wait_for(warned, timeout=30)
+    assert event["type"] == "Warning"
+    assert f"gives the canary {effective}% of requests for a 5% step" in event["message"]
+    assert "bring it within twice the step" in event["message"]  # what to change
+    progressing = reader.condition(NAMESPACE, NAME, "Progressing")
+    assert event["message"] in progressing["message"]
+    canary = status(reader)["canaryRevision"]
+    annotate(kube, NAMESPACE, NAME, ANNOTATION_ABORT, canary)
+    wait_for(lambda: status(reader)["phase"] == "RolledBack", timeout=30)
+    set_image(kube, "2", canary={"steps": [25, 50]}, stepInterval="3s")
+    wait_for(lambda: reader.is_true(NAMESPACE, NAME, "Ready"), timeout=30)
 
 
 def test_approval_gate_waits_for_promote(

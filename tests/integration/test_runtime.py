@@ -4,7 +4,6 @@ The churn example is trained once per session (a few seconds); each test starts 
 servers it needs on free ports and sends bounded traffic to them only.
 """
 
-import importlib.util
 import json
 import shutil
 import socket
@@ -13,7 +12,6 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import httpx
@@ -23,6 +21,7 @@ from operator_harness import wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
 from modeldeploy import contract as c
+from modeldeploy.devenv.imagemap import load_build_script
 from modeldeploy.profile_schema import Profile
 from modeldeploy.profiling.io import read_table
 from modeldeploy.profiling.stats import normalise
@@ -45,19 +44,10 @@ INFER = "/v2/models/churn/infer"
 # --- fixtures and helpers -----------------------------------------------------------------
 
 
-def _build_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("churn_build", ROOT / "examples/churn/build.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="session")
 def churn(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
     """Builds an example variant once per session; returns its OUT directory."""
-    module = _build_module()
+    module = load_build_script(ROOT / "examples/churn/build.py", "churn_build")
     built: dict[str, Path] = {}
 
     def build(variant: str) -> Path:
@@ -160,9 +150,10 @@ def test_profile_command_from_csv_matches_the_in_memory_build(
 ) -> None:
     model_dir = copy_model(healthy, tmp_path / "reprofiled")
     (model_dir / "profile.json").unlink()
-    train = healthy.parent / "data" / "train.csv"
+    data = healthy.parent / "data"
     command = [*modeldeploy_command(), "profile", "--model-dir", str(model_dir),
-               "--data", str(train), "--target", "churned", "--seed", "7"]  # fmt: skip
+               "--data", str(data / "train.csv"), "--target", "churned", "--seed", "7",
+               "--holdout", str(data / "holdout.csv")]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stderr
     assert json.loads((model_dir / "profile.json").read_text()) == json.loads(

@@ -4,7 +4,7 @@ stable's, from the spec to the queries to the verdict and its reason."""
 import pytest
 from test_analysis_checks import CANARY, STABLE, ok
 
-from modeldeploy.analysis.checks import ACCURACY, evaluate
+from modeldeploy.analysis.checks import ACCURACY, HOLDOUT_ACCURACY, evaluate
 from modeldeploy.analysis.config import (
     AccuracyLimits,
     AnalysisConfig,
@@ -134,3 +134,110 @@ def test_the_spec_maps_to_the_check_only_when_enabled() -> None:
 def test_accuracy_limits_are_checked(max_drop: float, min_labels: int) -> None:
     with pytest.raises(ValueError, match=r"max_drop|min_labels"):
         AccuracyLimits(max_drop, min_labels)
+
+
+# --- the stable after bakeTime against its training holdout ------------------------------
+
+DRIFT_MONITOR = CONFIG.drift_only()
+
+
+def monitored(labels: QueryResult, holdout: float | None = 0.865) -> dict[QueryKey, QueryResult]:
+    """A drift-monitor round of the stable (judged as the round's only revision)."""
+    return {
+        (Track.CANARY, Series.INFO): ok({(): 3}),
+        (Track.CANARY, Series.REQUESTS): ok({("200",): 5000}),
+        (Track.CANARY, Series.LABELLED): labels,
+        (Track.CANARY, Series.HOLDOUT): (
+            ok({(): holdout})
+            if holdout is not None
+            else QueryResult.failed(QueryStatus.NO_DATA, "empty")
+        ),
+    }
+
+
+def holdout_check(results: dict[QueryKey, QueryResult]) -> CheckResult | None:
+    checks = evaluate(DRIFT_MONITOR, Observations(results))
+    return next((c for c in checks if c.name == HOLDOUT_ACCURACY), None)
+
+
+def test_the_stable_monitor_holds_labels_against_the_holdout_with_the_accuracy_limits() -> None:
+    assert DRIFT_MONITOR.holdout_accuracy == CONFIG.accuracy
+    assert DRIFT_MONITOR.accuracy is None  # no other revision's traffic to compare with
+    assert CONFIG.holdout_accuracy is None  # the canary is compared with the stable instead
+    mapped = map_spec(Analysis.model_validate({"accuracy": {"enabled": True}})).config
+    assert bake_config(mapped).holdout_accuracy is None  # a bake's few labels: after it
+    assert has_checks(AnalysisConfig(holdout_accuracy=CONFIG.accuracy))
+    plan = plan_queries(DRIFT_MONITOR, canary=STABLE, window="5m")
+    assert set(plan.queries) == {
+        (Track.CANARY, Series.INFO), (Track.CANARY, Series.REQUESTS),
+        (Track.CANARY, Series.LABELLED), (Track.CANARY, Series.HOLDOUT),
+    }  # fmt: skip
+    assert plan.queries[(Track.CANARY, Series.HOLDOUT)].promql == (
+        'max by () (modeldeploy_holdout_accuracy{model="churn",revision="st4bl3"})'
+    )
+    assert plan.queries[(Track.CANARY, Series.LABELLED)].promql.endswith("[5m]))")
+
+
+def test_a_stable_as_accurate_as_its_holdout_passes() -> None:
+    check = holdout_check(monitored(labelled(8650, 1350)))
+    assert check is not None
+    assert check.verdict is Verdict.PASS, check.reason
+    assert check.reason.startswith(
+        "holdout-accuracy: labelled accuracy 86.5% (10000 labels) vs holdout 86.5% (max drop "
+        "0.05), wrong share: 0.135 of n=10000 (limit 0.185), at most "
+    )
+    assert check.value == pytest.approx(0.0)
+    assert check.samples == 10000
+
+
+def test_a_stable_whose_labels_turned_bad_fails_naming_both_accuracies_and_the_labels() -> None:
+    check = holdout_check(monitored(labelled(290, 110)))
+    assert check is not None
+    assert check.verdict is Verdict.FAIL, check.reason
+    assert check.reason.startswith(
+        "holdout-accuracy: labelled accuracy 72.5% (400 labels) vs holdout 86.5% (max drop "
+        "0.05), wrong share: 0.275 of n=400 (limit 0.185), e="
+    )
+    assert check.value == pytest.approx(0.14)
+    assert check.threshold == 0.05
+    assert check.sequential
+
+
+def test_a_drop_within_max_drop_never_fails() -> None:
+    check = holdout_check(monitored(labelled(8300, 1700)))  # 3.5 points below the holdout
+    assert check is not None
+    assert check.verdict is not Verdict.FAIL, check.reason
+
+
+def test_few_labels_are_inconclusive_and_say_how_many_there_were() -> None:
+    check = holdout_check(monitored(labelled(20, 60)))  # dreadful, but 80 labels of 100
+    assert check is not None
+    assert check.verdict is Verdict.INCONCLUSIVE
+    assert check.reason == (
+        "holdout-accuracy: labelled accuracy 25.0% (80 labels) vs holdout 86.5% (max drop "
+        "0.05); 100 labels needed"
+    )
+    assert check.samples == 80
+    none = holdout_check(monitored(labelled(0, 0)))
+    assert none is not None
+    assert none.verdict is Verdict.INCONCLUSIVE
+    assert "labelled accuracy - (0 labels)" in none.reason
+
+
+def test_a_profile_without_a_holdout_accuracy_has_no_such_check() -> None:
+    assert holdout_check(monitored(labelled(20, 980), holdout=None)) is None
+
+
+def test_an_unscraped_stable_has_no_data_rather_than_no_check() -> None:
+    results = monitored(labelled(900, 100))
+    results[(Track.CANARY, Series.INFO)] = QueryResult.failed(QueryStatus.NO_DATA, "empty")
+    check = holdout_check(results)
+    assert check is not None
+    assert check.verdict is Verdict.INCONCLUSIVE
+    assert check.reason.startswith("holdout-accuracy: no data (")
+
+
+def test_a_holdout_accuracy_near_zero_still_gives_a_verdict() -> None:
+    check = holdout_check(monitored(labelled(10, 990), holdout=0.02))  # limit above 1
+    assert check is not None
+    assert check.verdict is not Verdict.FAIL

@@ -15,13 +15,16 @@ from modeldeploy.analysis.config import (
     EffectLimits,
     Track,
 )
+from modeldeploy.analysis.queries import Series
 from modeldeploy.analysis.rounds import (
     RoundTarget,
     Waiting,
     bake_config,
     choose_target,
+    cohort_config,
     has_checks,
     map_spec,
+    measurements_needed,
     memory_of,
     revision_ref,
     round_due,
@@ -89,6 +92,7 @@ def test_defaults_map_to_the_documented_checks() -> None:
         min_samples=0,
         max_error_rate=0.01,
         max_invalid_increase=0.02,
+        max_fallback_increase=0.05,
         features=EffectLimits.of(psi=0.05),
         max_missing_increase=0.05,
         predictions=EffectLimits.of(psi=0.1),
@@ -115,6 +119,7 @@ def test_every_field_maps() -> None:
             latency={"p95Ms": 50, "p99Ms": 120},
             errorRate={"max": 0.05},
             invalidInputRate={"maxIncrease": 0.1},
+            fallbackRate={"maxIncrease": 0.08},
             drift={
                 "features": {
                     "psi": 0.15,
@@ -138,6 +143,7 @@ def test_every_field_maps() -> None:
         latency_p99_ms=120.0,
         max_error_rate=0.05,
         max_invalid_increase=0.1,
+        max_fallback_increase=0.08,
         features=EffectLimits.of(psi=0.15, ks=0.2, kl=0.15, js=0.02, wasserstein=0.04),
         ignored_features=frozenset({"data_usage_gb"}),
         max_missing_increase=0.07,
@@ -161,6 +167,7 @@ def test_bounds_of_one_and_disabled_drift_switch_checks_off() -> None:
         spec(
             errorRate={"max": 1},
             invalidInputRate={"maxIncrease": 1},
+            fallbackRate={"maxIncrease": 1},
             drift={"enabled": False},
             golden={"enabled": False},
         ).analysis
@@ -192,7 +199,10 @@ def test_a_custom_check_with_a_bad_template_is_kept_as_a_check_without_data() ->
     only_rejected = map_spec(
         with_stored_bad_query(
             spec(
-                errorRate={"max": 1}, invalidInputRate={"maxIncrease": 1}, drift={"enabled": False}
+                errorRate={"max": 1},
+                invalidInputRate={"maxIncrease": 1},
+                fallbackRate={"maxIncrease": 1},
+                drift={"enabled": False},
             ).analysis,
             "{{ nope }}",
             min=1,
@@ -224,6 +234,76 @@ def test_the_canary_is_judged_against_the_stable_once_it_has_a_ready_pod() -> No
     target = choose_target(md, world(s=2, c=1), mapped, T0)
     assert target == RoundTarget("c", Track.CANARY, mapped.config, reference="s")
     assert target.may_roll_back
+
+
+def cohort_subject(status: ModelDeploymentStatus, **analysis: Any) -> Subject:
+    """A ModelDeployment whose rollout has a cohort phase (Gateway API)."""
+    rollout = {
+        "traffic": {"mode": "gatewayAPI", "httpRoute": "churn"},
+        "canary": {"steps": [10], "cohort": {"header": {"name": "x-canary", "value": "1"}}},
+    }
+    analysis = analysis or {"latency": {"p95Ms": 80}, "accuracy": {"enabled": True}}
+    raw = {"model": {"name": "churn", "version": "3"}, "image": IMAGE, "rollout": rollout,
+           "analysis": analysis}  # fmt: skip
+    return Subject("churn", "ml", "uid", 1, ModelDeploymentSpec.model_validate(raw), status)
+
+
+IN_COHORT = ModelDeploymentStatus(
+    stable_revision="s", canary_revision="c", phase="Progressing", cohort="header x-canary=1"
+)
+
+
+def test_a_cohort_is_judged_on_its_own_checks_and_the_stable_ones_wait_for_the_steps() -> None:
+    md = cohort_subject(IN_COHORT)
+    mapped = map_spec(md.spec.analysis)
+    assert mapped.config.accuracy is not None
+    target = choose_target(md, world(s=2, c=1), mapped, T0)
+    assert target is not None
+    assert (target.cohort, target.after_cohort) == (True, False)
+    assert target.config == cohort_config(mapped.config)
+    assert (target.config.predictions, target.config.max_invalid_increase) == (NO_LIMITS, None)
+    assert target.config.accuracy is None
+    assert (target.config.latency_p95_ms, target.config.features) == (80, mapped.config.features)
+    outcome, decision = decided([latency(12.0)])
+    reason = signal_of(target, outcome, decision, T0).reason
+    assert reason.startswith("all 1 checks passed: latency-p95")
+    assert "checks against the stable (prediction drift, invalid-input increase, accuracy) " \
+        "wait for the weighted steps" in reason  # fmt: skip
+    # Its own requests are its counters' totals: it served no one else.
+    needed = measurements_needed(md, world(s=2, c=1), T0, namespace_label="")
+    assert needed.request is not None
+    own = needed.request.plan.queries[(Track.CANARY, Series.REQUESTS)].promql
+    assert "increase(" not in own
+    assert not [key for key in needed.request.plan.queries if key[0] is Track.STABLE]
+
+
+def test_after_a_cohort_the_weighted_steps_compare_the_same_window_on_both_sides() -> None:
+    status = IN_COHORT.model_copy(update={"cohort": None, "step": 0})
+    md = cohort_subject(status)
+    mapped = map_spec(md.spec.analysis)
+    target = choose_target(md, world(s=2, c=1), mapped, T0)
+    assert target is not None
+    assert (target.cohort, target.after_cohort) == (False, True)
+    assert target.config == mapped.config  # every check, the stable's too
+    needed = measurements_needed(md, world(s=2, c=1), T0, namespace_label="")
+    assert needed.request is not None
+    queries = needed.request.plan.queries
+    # Not the totals (which hold the cohort's requests): the increase over the stable's range.
+    own = queries[(Track.CANARY, Series.LABELLED)].promql
+    stable = queries[(Track.STABLE, Series.LABELLED)].promql
+    assert "increase(" in own
+    assert own.split("[")[1] == stable.split("[")[1]
+
+
+def test_a_cohort_with_only_checks_against_the_stable_lasts_its_step_interval_alone() -> None:
+    only_stable = {"errorRate": {"max": 1}, "drift": {"enabled": False},
+                   "golden": {"enabled": False}, "accuracy": {"enabled": True}}  # fmt: skip
+    md = cohort_subject(IN_COHORT, **only_stable)
+    needed = measurements_needed(md, world(s=2, c=1), T0, namespace_label="")
+    assert (needed.gated, needed.request) == (False, None)  # not held for a verdict
+    weighted = cohort_subject(IN_COHORT.model_copy(update={"cohort": None, "step": 0}),
+                              **only_stable)  # fmt: skip
+    assert measurements_needed(weighted, world(s=2, c=1), T0, namespace_label="").gated
 
 
 def test_the_stable_is_judged_on_drift_after_bake_and_on_everything_within() -> None:

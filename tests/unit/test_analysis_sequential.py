@@ -6,9 +6,9 @@ import math
 
 import numpy as np
 import pytest
-from scipy import stats
+from scipy import integrate, stats
 
-from modeldeploy.analysis import sequential
+from modeldeploy.analysis import sequential, simulate
 from modeldeploy.analysis.config import Effect
 
 pytestmark = pytest.mark.unit
@@ -135,3 +135,81 @@ def test_bad_input_is_refused() -> None:
         sequential.log_e_multinomial([1.0, -1.0], [0.5, 0.5], 10)
     with pytest.raises(ValueError, match="positive"):
         sequential.log_e_multinomial([1.0, 1.0], [1.0, 0.0], 10)
+
+
+# --- the error-rate test, looked at after every request --------------------------------------
+
+RATE_MULTIPLES = (("5x", 5.0), ("10x", 10.0), ("50%", None))
+
+
+@pytest.mark.parametrize("p0", [0.005, 0.02, 0.05, 0.3])
+def test_the_rate_test_keeps_its_level_looked_at_after_every_request(p0: float) -> None:
+    alpha = 0.05
+    boundary = simulate.rate_boundary(p0, math.log(1 / alpha), 1500)
+    # Exact (no sampling error): the chance a stream at the limit, or under it, ever rejects.
+    at_limit = simulate.crossing_probability(boundary, p0)
+    assert at_limit <= alpha
+    assert simulate.crossing_probability(boundary, p0 / 2) <= at_limit
+    # And 4,000 seeded healthy streams at the limit, each looked at after every request.
+    ever = (simulate.first_crossings(np.random.default_rng(21), boundary, p0, 4000) > 0).mean()
+    print(f"p0 {p0}: P(ever e >= {1 / alpha:g}) exact {at_limit:.4f}, simulated {ever:.4f}")
+    assert ever <= alpha
+
+
+@pytest.mark.parametrize("p0", [0.01, 0.02])
+def test_the_ladder_finds_large_rates_with_fewer_requests_than_one_prior(p0: float) -> None:
+    threshold = math.log(1700)  # a 1% budget over 17 tests, as the churn example's rounds
+    ladder = simulate.rate_boundary(p0, threshold, 3000)
+    single = simulate.rate_boundary(p0, threshold, 3000, simulate.single_rate_prior(p0))
+
+    def median_requests(boundary: np.ndarray, rate: float) -> float:
+        found = simulate.first_crossings(np.random.default_rng(22), boundary, rate, 400)
+        assert (found > 0).mean() > 0.95
+        return float(np.median(found[found > 0]))
+
+    for label, multiple in RATE_MULTIPLES:
+        rate = 0.5 if multiple is None else multiple * p0
+        new, old = median_requests(ladder, rate), median_requests(single, rate)
+        print(f"p0 {p0}, rate {label}: {new:.0f} requests (one prior: {old:.0f})")
+        assert new < old
+    # The price: a doubling (events at exactly twice the limit) costs at most ~10% more.
+    events = np.floor(2 * p0 * np.arange(1, 3001))
+    new, old = ((events >= b).argmax() + 1 for b in (ladder, single))
+    print(f"p0 {p0}, rate 2x exactly: {new} requests (one prior: {old})")
+    assert old < new <= 1.1 * old
+
+
+def test_the_rate_e_value_grows_with_events_and_shrinks_with_trials() -> None:
+    k, n = np.meshgrid(np.arange(0, 60), np.arange(60, 400, 20))
+    log_e = sequential.log_e_rate_above(k, n, 0.02, sequential.rate_concentration(0.02))
+    assert np.all(np.diff(log_e, axis=1) > 0)  # more events, more evidence
+    assert np.all(np.diff(log_e, axis=0) < 0)  # the same events among more trials, less
+    assert sequential.log_e_rate_above(0, 0, 0.02, 50.0) == pytest.approx(0.0)  # e = 1
+
+
+def test_the_rate_prior_is_a_mixture_over_rates_above_the_limit() -> None:
+    prior = sequential.rate_prior(0.02, sequential.rate_concentration(0.02))
+    assert sum(c.weight for c in prior) == pytest.approx(1.0)
+    centres = [c.a / (c.a + c.b) for c in prior]
+    assert centres[0] == pytest.approx(0.02)
+    assert max(centres) <= sequential.RATE_LADDER_TOP
+    (alone,) = sequential.rate_prior(0.9, 2.0)  # no room for a ladder above 0.8
+    assert (alone.weight, alone.a, alone.b) == pytest.approx((1.0, 1.8, 0.2))
+    # The closed form is the prior's mean likelihood ratio, by quadrature.
+    k, n = 7, 60
+
+    def density(p: float) -> float:
+        ratio = (p / 0.02) ** k * ((1 - p) / 0.98) ** (n - k)
+        return (
+            sum(
+                c.weight * stats.beta.pdf(p, c.a, c.b) / stats.beta.sf(0.02, c.a, c.b)
+                for c in prior
+            )
+            * ratio
+        )
+
+    expected = integrate.quad(density, 0.02, 1, points=centres, limit=200)[0]
+    log_e = float(sequential.log_e_rate_above(k, n, 0.02, sequential.rate_concentration(0.02)))
+    assert log_e == pytest.approx(math.log(expected), abs=1e-6)
+    with pytest.raises(ValueError, match="p0"):
+        sequential.rate_prior(1.0, 2.0)

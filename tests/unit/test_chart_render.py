@@ -253,6 +253,7 @@ def test_values_map_to_args_env_and_mounts() -> None:
         "MODELDEPLOY_RESYNC": "600",
         "MODELDEPLOY_RECONCILE_WORKERS": "8",
         "MODELDEPLOY_ALLOW_PRIVILEGED_MODELS": "false",
+        "MODELDEPLOY_PROXY_IMAGE": f"registry.example/ml/modeldeploy@{DIGEST}",
         "MODELDEPLOY_LOG_FORMAT": "json",
         "MODELDEPLOY_METRICS_PORT": "8090",
         "MODELDEPLOY_METRICS_ADDRESS": "0.0.0.0",

@@ -223,3 +223,9 @@ def test_reports_prometheus_options_are_the_operators_and_checked_before_any_rea
     )
     assert result.exit_code == ExitCode.CONFIG
     assert "Traceback" not in result.output
+
+
+def test_operator_refuses_a_proxy_image_that_is_no_image_reference() -> None:
+    result = CliRunner().invoke(app, ["operator", "--proxy-image", "Registry Example/Proxy:1"])
+    assert result.exit_code == 2
+    assert "--proxy-image 'Registry Example/Proxy:1' is not a container image" in result.output

@@ -296,3 +296,9 @@ def test_pod_problems_are_shown_with_pod_revision_reason_and_message() -> None:
     )
     assert views.summary(progressing())["podProblems"][0]["reason"] == "CrashLoopBackOff"
     assert "Pod problems" not in status_text(rolled_back())
+
+
+def test_the_stage_names_the_cohort_phase() -> None:
+    assert views.stage(None, [10, 50], "header x-canary=true") == "cohort (header x-canary=true)"
+    assert views.stage(None, [10, 50]) == "shadow"
+    assert views.stage(1, [10, 50]) == "step 2 of 2 (50%)"

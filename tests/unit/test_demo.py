@@ -11,15 +11,20 @@ from modeldeploy.devenv.demo import (
     DemoResult,
     Release,
     ReleaseOutcome,
+    canary_share,
     describe,
     describe_checks,
+    describe_route,
     load_story,
     release_manifest,
     snapshot,
     summary,
+    through_route,
+    user_route,
 )
 from modeldeploy.devenv.imagemap import ImageMap
 from modeldeploy.devenv.images import RECIPES
+from modeldeploy.routing.gateway_api import backend_weights, observe_route
 
 pytestmark = pytest.mark.unit
 
@@ -46,6 +51,32 @@ def test_release_manifest_is_a_valid_model_deployment_for_the_run() -> None:
     assert parsed.spec.prometheus.endpoint == PROMETHEUS_ENDPOINT
     assert manifest["metadata"]["namespace"] == "e2e"
     assert story.manifest["spec"]["image"] != skewed.image  # the base is left untouched
+
+
+def test_gateway_mode_releases_name_the_users_route_which_splits_to_the_stable() -> None:
+    story = load_story()
+    route = user_route("e2e")
+    assert route["metadata"] == {"name": "churn-route", "namespace": "e2e"}
+    routed = through_route(story, route["metadata"]["name"])
+    manifest = release_manifest(routed.manifest, routed.releases[1], "e2e")
+    traffic = ModelDeployment.model_validate(manifest).spec.rollout.traffic
+    assert (traffic.mode, traffic.http_route) == ("gatewayAPI", "churn-route")
+    assert (
+        routed.manifest["spec"]["rollout"]["canary"] == story.manifest["spec"]["rollout"]["canary"]
+    )
+    assert "traffic" not in story.manifest["spec"]["rollout"]  # the base is left untouched
+    # As the user wrote it: one backend, the stable Service, before the operator's weights.
+    split = backend_weights(observe_route(route), "churn")
+    assert split == (("churn-stable", 1),)
+    assert canary_share(split, "churn") == 0
+
+
+def test_canary_share_is_the_canary_backends_percent_of_the_routes_weight() -> None:
+    assert canary_share((("churn-stable", 75), ("churn-canary", 25)), "churn") == 25
+    assert canary_share((("churn-stable", 0), ("churn-canary", 0)), "churn") == 0
+    assert canary_share((), "churn") == 0
+    line = describe_route("churn-route", (("churn-stable", 75), ("churn-canary", 25)))
+    assert line.strip() == "route churn-route: churn-stable 75, churn-canary 25"
 
 
 def rolled_back() -> dict[str, Any]:

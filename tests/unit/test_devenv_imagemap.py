@@ -144,7 +144,19 @@ def test_the_churn_example_maps_its_versions_to_builds() -> None:
         ["--variant", "skewed", "--version", "2"],
         ["--variant", "healthy", "--version", "3"],
         ["--variant", "mislabelled", "--version", "6"],
+        ["--variant", "floored", "--version", "8"],
+        ["--variant", "unsure", "--version", "9"],
     ]
     minimal = yaml.safe_load((ROOT / "examples/modeldeployments/minimal.yaml").read_text())
     assert minimal["spec"]["image"] in images
     assert DEFAULT_READY_PATH == "/v2/health/ready"
+
+
+def test_the_churn_formats_map_builds_each_format_healthy_and_skewed() -> None:
+    images = ImageMap.load(ROOT / "examples" / "churn" / "formats.yaml")
+    builds = [(e.build.script, e.build.args) for e in images.entries.values() if e.build]
+    assert builds == [
+        ("build_formats.py", ["--format", fmt, "--variant", variant, "--version", version])
+        for fmt in ("xgboost", "lightgbm", "onnx", "mlflow")
+        for variant, version in (("healthy", "1"), ("skewed", "2"))
+    ]

@@ -1,6 +1,8 @@
 """The peers bench's pure parts: one policy in Argo Rollouts', Flagger's and modeldeploy's
 terms, the PromQL behind the peers' checks, and the results table."""
 
+from datetime import UTC, datetime
+
 import pytest
 
 from modeldeploy import contract
@@ -17,6 +19,7 @@ from modeldeploy.devenv.peers import (
     feature_psi_query,
     flagger_canary,
     flagger_deployment,
+    flagger_halt_reason,
     flagger_metric_templates,
     footprint_rows,
     latency_p95_query,
@@ -104,6 +107,16 @@ def test_modeldeploy_spec_is_accepted_by_the_api() -> None:
     spec = {"model": {"name": NAME, "version": "1"}, "image": IMAGE, **modeldeploy_spec(Rules())}
     parsed = ModelDeploymentSpec.model_validate(spec)
     assert parsed.rollout.canary is not None
+    assert parsed.analysis.min_samples is None  # anytime-valid tests: no floor of its own
+
+
+def test_modeldeploy_spec_takes_a_sample_floor_when_asked() -> None:
+    spec = {
+        "model": {"name": NAME, "version": "1"},
+        "image": IMAGE,
+        **modeldeploy_spec(Rules(), min_samples=200),
+    }
+    assert ModelDeploymentSpec.model_validate(spec).analysis.min_samples == 200
 
 
 def _run(tool: str, scenario: str, outcome: str, seconds: float | None) -> RunResult:
@@ -148,3 +161,18 @@ def test_footprint_rows() -> None:
 def test_the_peers_paths_are_read_from_the_scripts_exports() -> None:
     printed = 'export ARGO_ROLLOUTS_BIN="/c/argo"\nexport FLAGGER_BIN="/c/flagger"\n'
     assert parse_exports(printed) == {"ARGO_ROLLOUTS_BIN": "/c/argo", "FLAGGER_BIN": "/c/flagger"}
+
+
+def test_flaggers_reason_is_the_newest_halt_since_the_version_was_deployed() -> None:
+    deployed = datetime(2026, 12, 2, 12, 0, 30, 500_000, tzinfo=UTC)
+    halt = "Halt advancement "
+    events = [
+        # An earlier run's Event, folded: its lastTimestamp is before this deploy.
+        {"message": halt + "error-rate 0.1 > 0.02", "lastTimestamp": "2026-12-02T12:00:10Z"},
+        {"message": halt + "latency-p95 0.08 > 0.05", "lastTimestamp": "2026-12-02T12:00:30Z"},
+        {"message": halt + "latency-p95 0.09 > 0.05", "eventTime": "2026-12-02T12:00:41.000000Z"},
+        {"message": "Starting canary analysis", "lastTimestamp": "2026-12-02T12:00:50Z"},
+    ]
+    assert flagger_halt_reason(events, deployed) == halt + "latency-p95 0.09 > 0.05"
+    assert flagger_halt_reason(events[:2], deployed) == halt + "latency-p95 0.08 > 0.05"
+    assert flagger_halt_reason(events[:1], deployed) == "no halted advancement"

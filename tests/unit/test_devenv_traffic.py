@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 
 from modeldeploy.devenv.endpoints import Endpoint, Published, ServiceMembers, write_published
-from modeldeploy.devenv.loadgen import LoadReport, LoadSpec, RouteSource, default_profile
+from modeldeploy.devenv.loadgen import (
+    CohortLoad,
+    LoadReport,
+    LoadSpec,
+    RouteSource,
+    default_profile,
+)
 from modeldeploy.devenv.traffic import (
     UNSEEN_CATEGORY,
     Drift,
@@ -25,6 +31,7 @@ from modeldeploy.devenv.traffic import (
     standard_deviations,
 )
 from modeldeploy.profiling.stats import profile_feature
+from modeldeploy.routing.gateway_api import backend_weights, observe_route
 from modeldeploy.serving.protocol import InvalidRequest, Reason, RequestParser
 
 pytestmark = pytest.mark.unit
@@ -239,7 +246,7 @@ def test_route_source_follows_the_routes_weights_over_the_services_pods(tmp_path
         ],
     ))  # fmt: skip
     weights = [("churn-stable", 75), ("churn-canary", 25)]
-    source = RouteSource(published, "ml", lambda: weights, refresh=0)
+    source = RouteSource(published, "ml", lambda headers: weights, refresh=0)
     assert sorted(e.pod for e in source()) == ["c1", "s1"]
     rng = random.Random(0)
     counts = Counter(source.choose(source(), rng) for _ in range(8000))
@@ -247,6 +254,37 @@ def test_route_source_follows_the_routes_weights_over_the_services_pods(tmp_path
     weights = [("churn-stable", 100), ("churn-canary", 0)]  # a rollback
     source()
     assert {source.choose(source(), rng) for _ in range(200)} == {stable}
+
+
+def test_route_source_sends_the_cohort_where_its_rule_goes(tmp_path: Path) -> None:
+    stable, canary = endpoint("s1", "r1"), endpoint("c1", "r2")
+    published = tmp_path / "endpoints.json"
+    write_published(published, Published(
+        endpoints=[stable, canary],
+        services=[ServiceMembers("ml", "churn-stable", ("s1",)),
+                  ServiceMembers("ml", "churn-canary", ("c1",))],
+    ))  # fmt: skip
+    route = observe_route({"metadata": {"name": "r", "namespace": "ml"}, "spec": {"rules": [
+        {"name": "modeldeploy-cohort-churn-0",
+         "matches": [{"headers": [{"type": "Exact", "name": "x-canary", "value": "true"}]}],
+         "backendRefs": [{"name": "churn-canary", "port": 80, "weight": 1}]},
+        {"backendRefs": [{"name": "churn-stable", "port": 80, "weight": 100},
+                         {"name": "churn-canary", "port": 80, "weight": 0}]},
+    ]}})  # fmt: skip
+    source = RouteSource(
+        published, "ml", lambda headers: backend_weights(route, "churn", headers),
+        cohort={"x-canary": "true"}, refresh=0,
+    )  # fmt: skip
+    assert sorted(e.pod for e in source()) == ["c1", "s1"]
+    rng = random.Random(0)
+    assert {source.choose_cohort(source(), rng) for _ in range(200)} == {canary}
+    assert {source.choose(source(), rng) for _ in range(200)} == {stable}
+
+
+@pytest.mark.parametrize("share", [-0.1, 1.5])
+def test_a_cohorts_share_is_bounded(share: float) -> None:
+    with pytest.raises(ValueError, match="share"):
+        CohortLoad({"x-canary": "true"}, share, choose_uniform)
 
 
 # --- spec and report ----------------------------------------------------------------------

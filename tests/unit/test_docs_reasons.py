@@ -2,7 +2,8 @@
 
 The reasons are string literals where conditions and Events are made, so the operator's
 source is read with `ast`: every `Event(type, reason, ...)`, `.event(type, reason, ...)`,
-`_Cond(type, status, reason, ...)` and `Condition(reason=...)`, a reason written as a
+`_Cond(type, status, reason, ...)`, `Condition(reason=...)` and `refuse(subject, reason, ...)`
+(an Event and the conditions of a refused spec), a reason written as a
 variable followed to its assignments (in the function, else a module constant). A reason
 that cannot be followed must be one of the few known to be copied from elsewhere.
 """
@@ -28,7 +29,8 @@ NOT_THE_OPERATOR = ("devenv",)
 POD_REASONS = WAITING_REASONS | {OOM_KILLED, UNSCHEDULABLE, NOT_READY}
 """Degraded carries a stable pod problem's reason, as the kubelet or the scheduler wrote it."""
 COPIED_REASONS = {
-    "rollout/machine.py: reason": "`event()`'s parameter: its callers are read",
+    "rollout/machine.py: reason": "`event()`'s and `refuse()`'s parameter: their callers are read",
+    "rollout/report.py: reason": "`refused()`'s parameter: `refuse()`'s callers are read",
     "rollout/report.py: stable_problems[0].reason": "a pod problem's reason: POD_REASONS",
     "rollout/report.py: progressing.reason": "kstatus Reconciling mirrors Progressing",
     "rollout/report.py: degraded.reason": "kstatus Stalled mirrors Degraded",
@@ -144,6 +146,10 @@ def operator_reasons() -> Reasons:
             if found is not None:
                 kind, expr = found
                 getattr(reasons, kind).update(follower.strings(expr, scope))
+            if isinstance(call.func, ast.Name) and call.func.id == "refuse" and len(call.args) >= 2:
+                refusal = set(follower.strings(call.args[1], scope))
+                reasons.events |= refusal
+                reasons.conditions |= refusal
     return reasons
 
 

@@ -110,6 +110,7 @@ ANALYSIS = {
     "latency": {"p95Ms": 50},
     "errorRate": {"max": 1},
     "invalidInputRate": {"maxIncrease": 1},
+    "fallbackRate": {"maxIncrease": 1},
     "drift": {"enabled": False},
     "golden": {"enabled": False},
 }
@@ -188,6 +189,7 @@ def test_without_any_prometheus_analysis_is_off_and_said_once() -> None:
                     "golden": {"enabled": False},
                     "errorRate": {"max": 1},
                     "invalidInputRate": {"maxIncrease": 1},
+                    "fallbackRate": {"maxIncrease": 1},
                 }
             ),
             WORLD,

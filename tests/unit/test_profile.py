@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from modeldeploy.cli import app
 from modeldeploy.profile_schema import FeatureProfile, Profile, RegressionOutput
 from modeldeploy.profiling.build import build_profile
+from modeldeploy.profiling.holdout import Holdout, holdout_quality
 from modeldeploy.profiling.io import read_table, write_profile
 from modeldeploy.profiling.stats import (
     column_type,
@@ -188,3 +189,79 @@ def test_cli_commands_explain_bad_arguments(tmp_path: Path) -> None:
     serve = runner.invoke(app, ["serve", "--model-dir", str(tmp_path / "nowhere")])
     assert serve.exit_code == 2
     assert "nowhere/model.yaml" in serve.output
+
+
+# --- the holdout accuracy -------------------------------------------------------------------
+
+
+def _holdout(rows: int = 200) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Held-out rows and labels the model gets right but for every fourth row."""
+    columns = {k: v[:rows] for k, v in _columns(rows + 7).items()}
+    truth = _model(normalised_columns(columns)).values.astype(object)
+    truth[::4] = 1 - truth[::4]
+    return columns, truth
+
+
+def normalised_columns(columns: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    types = {"x": "float", "n": "int", "kind": "string"}
+    return {k: normalise(v, types[k]) for k, v in columns.items()}  # type: ignore[arg-type]
+
+
+def test_the_profile_records_the_accuracy_on_held_out_rows_as_the_runtime_counts_it() -> None:
+    columns, truth = _holdout()
+    labels = np.array([str(v) for v in truth], dtype=object)  # "1" is class 1, as labels.py
+    labels[1] = None  # unlabelled rows are left out, as the runtime never scores them
+    profile = build_profile(_columns(), _pipeline, holdout=Holdout(columns, labels, "y"))
+    assert profile.quality is not None
+    assert profile.quality.holdout_rows == 199
+    assert profile.quality.holdout_accuracy == pytest.approx(149 / 199)
+    assert profile.quality.holdout_tolerance is None
+    assert build_profile(_columns(), _pipeline).quality is None
+    assert Profile.model_validate_json(profile.model_dump_json()) == profile
+
+
+def test_a_regressor_is_right_within_the_runtimes_tolerance() -> None:
+    output = RegressionOutput(edges=[0.0, 10.0], baseline={})
+    prediction = Prediction(np.array([1.0, 2.0, 3.0, 4.0]))
+    labels = np.array([1.5, 2.0, 4.5, 14.0])
+    default = holdout_quality(prediction, labels, output)  # 10% of the spread: 1.0
+    assert (default.holdout_accuracy, default.holdout_tolerance) == (0.5, 1.0)
+    wide = holdout_quality(prediction, labels, output, max_abs_error=2.0)
+    assert (wide.holdout_accuracy, wide.holdout_rows, wide.holdout_tolerance) == (0.75, 4, 2.0)
+
+
+def test_a_holdout_must_have_the_training_features_and_some_labels() -> None:
+    columns, truth = _holdout()
+    other = {"x": columns["x"], "n": columns["n"], "extra": columns["kind"]}
+    with pytest.raises(ValueError, match=r"it lacks kind and has extra too"):
+        build_profile(_columns(), _pipeline, holdout=Holdout(other, truth))
+    empty = np.array([None] * len(truth), dtype=object)
+    with pytest.raises(ValueError, match="y has no values in the holdout"):
+        build_profile(_columns(), _pipeline, holdout=Holdout(columns, empty, "y"))
+    with pytest.raises(ValueError, match="not one value per label"):
+        build_profile(_columns(), _pipeline, holdout=Holdout(columns, truth[:-1]))
+
+
+def test_cli_profile_records_a_holdout_with_its_target(tmp_path: Path) -> None:
+    (tmp_path / "m.py").write_text(
+        "import numpy as np\n"
+        "from modeldeploy.serving.model import Prediction\n"
+        "def f(columns):\n"
+        "    return Prediction(np.where(columns['x'] > 0, 'up', 'down'), None, ('down', 'up'))\n"
+    )
+    (tmp_path / "model.yaml").write_text(
+        "name: m\nversion: '1'\nframework: python\nentrypoint: m:f\n"
+    )
+    (tmp_path / "train.csv").write_text("x,y\n" + "".join(f"{v},a\n" for v in range(-5, 5)))
+    (tmp_path / "holdout.csv").write_text("x,y\n1,up\n2,up\n-1,up\n-2,down\n3,\n")
+    runner = CliRunner()
+    base = ["profile", "--model-dir", str(tmp_path), "--data", str(tmp_path / "train.csv")]
+    held = ["--holdout", str(tmp_path / "holdout.csv")]
+    alone = runner.invoke(app, [*base, *held])
+    assert alone.exit_code == 2
+    assert "--holdout needs --target" in alone.output
+    result = runner.invoke(app, [*base, *held, "--target", "y"])
+    assert result.exit_code == 0, result.output
+    assert "holdout accuracy 75.0% on 4 rows" in result.output
+    document = json.loads((tmp_path / "profile.json").read_text())
+    assert document["quality"] == {"holdout_accuracy": 0.75, "holdout_rows": 4}

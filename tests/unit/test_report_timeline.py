@@ -90,6 +90,8 @@ def counts_at(replay: ReplayPlan, k: int) -> Observations:
             values[key] = QueryResult.of({("0.5",): 0.1 * n, ("1.0",): n, ("+Inf",): n})
         elif series is Series.GOLDEN:
             values[key] = QueryResult.of({("match",): float(k), ("mismatch",): 0.0})
+        elif series is Series.ANSWERED:  # a model without a fallback
+            values[key] = QueryResult.of({("model",): n})
         else:
             values[key] = base[key]
     return Observations(values, {})

@@ -11,6 +11,7 @@ from test_routing import backend, patched, user_route, weights
 from modeldeploy.api import ANNOTATION_ABORT
 from modeldeploy.resources.names import LABEL_FALLBACK, LABEL_NAME, LABEL_REVISION
 from modeldeploy.rollout import Plan
+from modeldeploy.rollout.state import State
 
 pytestmark = pytest.mark.unit
 
@@ -42,7 +43,11 @@ def gateway_driver(**rollout: Any) -> Driver:
 
 
 def route_weights(d: Driver) -> dict[str, int]:
-    return weights(d.cluster.get(*ROUTE))
+    """The weights of the route's weighted rule (the first that is no cohort rule)."""
+    body = d.cluster.get(*ROUTE)
+    rules = body["spec"]["rules"]
+    weighted = next(i for i, r in enumerate(rules) if "cohort" not in r.get("name", ""))
+    return weights(body, weighted)
 
 
 def scale_stable(d: Driver, replicas: int) -> None:
@@ -161,3 +166,85 @@ def test_the_kill_switch_fallback_takes_the_stable_backends_place() -> None:
     d.change(killSwitch={"engaged": False, "mode": "fallback"})
     d.reconcile()
     assert d.cluster.get("Service", "churn-stable")["spec"]["selector"] == stable
+
+
+# --- the cohort phase ----------------------------------------------------------------------
+
+COHORT = {"header": {"name": "x-canary", "value": "true"}}
+
+
+def cohort_driver(**rollout: Any) -> Driver:
+    return gateway_driver(canary={"steps": [10, 50], "cohort": COHORT}, **rollout)
+
+
+def route_rules(d: Driver) -> list[dict[str, Any]]:
+    return list(d.cluster.get(*ROUTE)["spec"]["rules"])
+
+
+def cohort_backends(d: Driver) -> list[list[str]]:
+    """The backends of the route's cohort rules."""
+    return [
+        [ref["name"] for ref in rule["backendRefs"]]
+        for rule in route_rules(d)
+        if rule.get("name", "").startswith("modeldeploy-cohort-")
+    ]
+
+
+def test_the_cohort_phase_comes_before_the_weighted_steps_and_survives_a_restart() -> None:
+    d = cohort_driver()
+    r2 = rev(V2)
+    d.change(image=V2)
+    d.reconcile()
+    assert (d.status.step, d.status.cohort) == (None, "header x-canary=true")
+    assert cohort_backends(d) == []  # the canary has no Ready pod yet
+    d.reconcile()
+    assert cohort_backends(d) == [["churn-canary"]]
+    assert route_weights(d) == {"churn-stable": 100, "churn-canary": 0}  # everyone else
+    assert (d.status.canary_weight, d.status.requested_weight) == (0, 0)
+    assert d.condition("Progressing") == ("True", "CohortPhase")
+    assert "cohort phase (header x-canary=true" in d.status.message
+    # What the operator remembers is in status: a new State from it is in the same phase.
+    assert State.of(d.status).cohort == "header x-canary=true"
+    assert State.of(d.status).step is None
+    d.run(28)
+    assert d.status.cohort is not None  # held for stepInterval
+    d.run(2)
+    assert (d.status.step, d.status.cohort) == (0, None)
+    assert cohort_backends(d) == []  # the rule went with the phase ...
+    assert route_weights(d) == {"churn-stable": 90, "churn-canary": 10}  # ... the weights came
+    assert len(route_rules(d)) == 1
+    d.until("Stable")
+    assert d.status.stable_revision == r2
+    assert d.status.cohort is None
+    assert route_rules(d)[0]["backendRefs"] == [backend("churn-stable", 100),
+                                                backend("churn-canary", 0)]  # fmt: skip
+    assert len(route_rules(d)) == 1
+
+
+def test_a_rollback_in_the_cohort_phase_removes_the_rule_in_the_same_plan() -> None:
+    d = cohort_driver()
+    r2 = rev(V2)
+    d.change(image=V2)
+    d.run(3)
+    assert cohort_backends(d) == [["churn-canary"]]
+    d.annotations[ANNOTATION_ABORT] = r2
+    result = d.reconcile()
+    assert result.route is not None
+    assert ("Deployment", f"churn-{r2}") in {(ref.kind, ref.name) for ref in result.delete}
+    assert cohort_backends(d) == []
+    assert route_weights(d) == {"churn-stable": 100, "churn-canary": 0}
+    assert d.phase() == "RolledBack"
+    assert d.status.cohort is None
+
+
+def test_the_cohort_phase_follows_the_shadow_phase() -> None:
+    d = cohort_driver(shadow={"percent": 20})
+    d.change(image=V2)
+    d.reconcile()
+    assert (d.status.step, d.status.cohort) == (None, None)  # shadowing first
+    d.run(32)
+    assert d.status.cohort == "header x-canary=true"
+    assert "CohortStarted" in d.events()
+    assert d.status.step is None
+    d.run(32)
+    assert d.status.step == 0

@@ -3,6 +3,7 @@ rollback again on a fresh read when the watch cache may be stale, a create that 
 name taken, what the periodic pass reconciles."""
 
 import asyncio
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from unittest.mock import Mock
@@ -12,12 +13,13 @@ import pytest
 from test_rollout_machine import NAME, UID, base_spec, rev
 from test_rollout_pods import kubelet_pod, rolling_out, waiting
 
+from modeldeploy import handlers
 from modeldeploy.api import GROUP, VERSION, ModelDeploymentSpec, PendingEvent, to_wire
 from modeldeploy.handlers import Reconciler, on_route_event, read_status
 from modeldeploy.kube import Conflict, KubeError
 from modeldeploy.resources.kinds import OWNED_KINDS
 from modeldeploy.rollout import Event, Subject, refuse_privileges
-from modeldeploy.watchcache import Snapshot, WatchCache
+from modeldeploy.watchcache import LAST_APPLIED, Snapshot, WatchCache, slim
 
 pytestmark = pytest.mark.unit
 
@@ -65,6 +67,8 @@ class FakeApiserver:
         self.event_names: list[str] = []
         self.created: list[tuple[str, str]] = []
         """Every create asked for, refused ones too."""
+        self.removed: list[str] = []
+        """Command annotations removed."""
 
     def get(self, path: str, query: dict[str, str]) -> dict[str, Any]:
         name = query["fieldSelector"].removeprefix("metadata.name=")
@@ -97,6 +101,11 @@ class FakeApiserver:
 
     def delete(self, namespace: str, ref: Any) -> None:
         self.writes += 1
+
+    def remove_annotations(self, namespace: str, name: str, keys: Any) -> dict[str, Any]:
+        self.writes += 1
+        self.removed.extend(keys)
+        return {**self.body, "metadata": {**self.body["metadata"], "resourceVersion": "8"}}
 
     def post_event(
         self,
@@ -310,6 +319,33 @@ def test_privileged_pods_are_refused_in_status_once_and_cleared_by_a_fixed_spec(
     assert [e.reason for e in api.events].count("PrivilegedNotAllowed") == 1
 
 
+def test_an_external_server_without_a_proxy_image_is_refused_never_half_built() -> None:
+    spec = {**base_spec(), "externalServer": {"port": 9000}}
+    body = model_deployment(spec, {})
+    api = FakeApiserver(body, [])
+    key = ("ml", NAME)
+    Reconciler(kube=api).reconcile(key, Snapshot(body, ()))  # type: ignore[arg-type]
+    written, status = api.statuses
+    assert [e["reason"] for e in written["pendingEvents"]] == ["ProxyImageNotConfigured"]
+    assert api.applied == []  # not the server without its proxy, nor anything else
+    assert conditions(status) == {
+        "Ready": ("False", "ProxyImageNotConfigured"),
+        "Degraded": ("True", "ProxyImageNotConfigured"),
+        "Stalled": ("True", "ProxyImageNotConfigured"),
+    }
+    assert "--proxy-image" in status["message"]
+    # An operator with a proxy image builds the server and the proxy in one pod.
+    proxy = "registry.example/modeldeploy/operator:0.1.0"
+    serving = Reconciler(kube=api, proxy_image=proxy)  # type: ignore[arg-type]
+    serving.reconcile(key, Snapshot(model_deployment(spec, status), ()))
+    deployment = next(b for b in api.applied if b["kind"] == "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    assert [(c["name"], c["image"]) for c in pod["containers"]] == [
+        ("model", spec["image"]), ("proxy", proxy),
+    ]  # fmt: skip
+    assert conditions(api.statuses[-1])["Stalled"] == ("False", "NotStalled")
+
+
 def test_a_refusal_keeps_the_rollout_it_interrupts() -> None:
     d, canary = rolling_out()
     spec = ModelDeploymentSpec.model_validate(privileged_body()["spec"])
@@ -397,3 +433,57 @@ def test_a_route_changed_by_someone_else_reconciles_its_model_deployments_at_onc
     assert scheduled == [("ml", "churn")]  # nothing to do for its own write
     event("DELETED", "8")  # gone, whoever deleted it
     assert scheduled == [("ml", "churn"), ("ml", "churn")]
+
+
+# --- what the watch streams keep is what a reconcile reads ---------------------------------
+
+
+def as_applied_by_kubectl(body: dict[str, Any]) -> dict[str, Any]:
+    """`body` as the apiserver serves it after a client-side `kubectl apply`: managedFields
+    and the last-applied copy, the parts `slim` drops."""
+    meta = body["metadata"]
+    annotations = {**(meta.get("annotations") or {}), LAST_APPLIED: json.dumps(body)}
+    managed = [{"manager": "kubectl", "operation": "Apply", "fieldsV1": {"f:spec": {}}}]
+    return {**body, "metadata": {**meta, "annotations": annotations, "managedFields": managed}}
+
+
+class Frozen(datetime):
+    """The reconcile's clock, at one instant for both runs."""
+
+    @classmethod
+    def now(cls, tz: Any = None) -> "Frozen":
+        return cls(2026, 11, 20, 12, 0, 30, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("pulls", [True, False])
+def test_a_reconcile_on_slimmed_objects_writes_what_it_writes_on_whole_ones(
+    pulls: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The watch streams hand Kopf `slim` objects (`kopf_transform`): the reconcile, its fresh
+    read on a destructive step, its status, Events and applies must not change."""
+    monkeypatch.setattr(handlers, "datetime", Frozen)
+    runs = []
+    for slimmed in (False, True):
+        d, r2 = rolling_out()
+        state = None if pulls else waiting("ImagePullBackOff", "not found")
+        pod = kubelet_pod(r2, f"churn-{r2}-x", state=state, ready=pulls)
+        pod["spec"] = {"containers": [{"name": "model", "image": "churn@sha256:2"}]}
+        body = model_deployment(d.spec_raw, to_wire(d.status))
+        body["metadata"]["generation"] = d.generation
+        body["metadata"]["annotations"] = {"modeldeploy.io/abort": "nothing-of-ours"}
+        served = [as_applied_by_kubectl(o) for o in (*d.cluster.objects.values(), pod)]
+        served_body = as_applied_by_kubectl(body)
+        cached = [slim(o) for o in served] if slimmed else served
+        cached_body = slim(served_body) if slimmed else served_body
+        assert slimmed == all("managedFields" not in o["metadata"] for o in cached)
+        api = FakeApiserver(served_body, served)
+        reconciler = Reconciler(kube=api)  # type: ignore[arg-type]
+        reconciled = reconciler.reconcile(("ml", NAME), Snapshot(cached_body, tuple(cached)))
+        writes = (api.statuses, api.applied, api.events, api.removed)
+        runs.append((reconciled, *writes, reconciler.fresh_reads))
+    assert runs[0] == runs[1]
+    _, statuses, _, events, removed, fresh_reads = runs[1]
+    assert removed == ["modeldeploy.io/abort"]
+    assert statuses  # it decided something: the stale abort was consumed at least
+    assert any(e.reason == "CommandIgnored" for e in events)
+    assert fresh_reads == (0 if pulls else 1)

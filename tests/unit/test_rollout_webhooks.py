@@ -254,6 +254,33 @@ def test_promotion_kill_switch_and_degraded_are_noticed_once_each() -> None:
     assert "InsufficientReplicas" in notices(d)[-1].message
 
 
+def test_a_stable_failing_its_holdout_accuracy_is_degraded_and_noticed_naming_it() -> None:
+    d, _ = gated(hook("chat", "notify"))
+    stable = rev()
+    failing = CheckResult(
+        name="holdout-accuracy", value=0.14, threshold=0.05, samples=400, verdict="fail"
+    )
+    passing = CheckResult(name="feature-psi/age", value=0.01, threshold=0.15, samples=900,
+                          verdict="pass")  # fmt: skip
+    reason = "holdout-accuracy: labelled accuracy 72.5% (400 labels) vs holdout 86.5%"
+    signal = AnalysisSignal(
+        stable, "fail", d.now, rollback=False, reason=reason, checks=(failing, passing),
+        samples=900,
+    )  # fmt: skip
+    d.reconcile(AnalysisInput(gated=True, signal=signal))
+    assert d.phase() == "Degraded"
+    assert d.status.stable_revision == stable  # never a rollback
+    degraded = next(c for c in d.status.conditions if c.type == "Degraded")
+    assert (degraded.status, degraded.reason) == ("True", "AnalysisFailed")
+    assert degraded.message == f"{stable} fails its analysis: holdout-accuracy"
+    [notice] = notices(d)
+    assert (notice.event, notice.revision) == ("Degraded", stable)
+    assert notice.message == f"AnalysisFailed: {stable} fails its analysis: holdout-accuracy"
+    assert [e.message for p in d.plans for e in p.events if e.reason == "AnalysisFailed"] == [
+        f"{stable}: {reason}"
+    ]
+
+
 def test_a_refused_privileged_spec_is_noticed_as_degraded_once() -> None:
     d, _ = gated(hook("chat", "notify"))
     spec = ModelDeploymentSpec.model_validate(

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from modeldeploy.api import Cohort
 from modeldeploy.resources.names import (
     LABEL_FALLBACK,
     LABEL_NAME,
@@ -16,6 +17,8 @@ from modeldeploy.routing.gateway_api import (
     GATEWAY_API,
     backend_weights,
     carried_weight,
+    cohort_request_headers,
+    managed_rules,
     observe_route,
     route_problem,
 )
@@ -116,16 +119,19 @@ def backend(name: str, weight: int | None = None, **more: Any) -> dict[str, Any]
 
 
 def patched(body: dict[str, Any], patch: RoutePatch) -> dict[str, Any]:
-    """RFC 6902 `test` and `replace` on /spec/rules/<i>/backendRefs, as the apiserver does."""
+    """RFC 6902 `test` and `replace` on /spec/rules/<i>/backendRefs or /spec/rules, as the
+    apiserver does."""
     result = copy.deepcopy(body)
     for op in patch.operations:
-        _, spec, rules, index, field = op["path"].split("/")
-        rule = result[spec][rules][int(index)]
+        *parents, field = op["path"].split("/")[1:]
+        node: Any = result
+        for key in parents:
+            node = node[int(key)] if isinstance(node, list) else node[key]
         if op["op"] == "test":
-            assert rule.get(field) == op["value"], "the route changed since it was read"
+            assert node.get(field) == op["value"], "the route changed since it was read"
         else:
             assert op["op"] == "replace"
-            rule[field] = copy.deepcopy(op["value"])
+            node[field] = copy.deepcopy(op["value"])
     return result
 
 
@@ -219,3 +225,108 @@ def test_gateway_client_service_and_sizing_follow_the_load() -> None:
     assert GATEWAY_API.canary_replicas(10, 100, 20) == 10
     assert GATEWAY_API.canary_replicas(10, 0, 20) == 0
     assert GATEWAY_API.planned_weight(2, 5, 20) == 5  # never coarse
+
+
+# --- Gateway API: the cohort phase ---------------------------------------------------------
+
+HEADER = Cohort.model_validate({"header": {"name": "x-canary", "value": "true"}})
+COOKIE = Cohort.model_validate({"cookie": {"name": "beta", "value": "1"}})
+STATIC = {"matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+          "backendRefs": [backend("static-site", 1)]}  # fmt: skip
+WEIGHTED = {
+    "name": "api",
+    "matches": [
+        {"path": {"type": "PathPrefix", "value": "/v2"}},
+        {"path": {"type": "Exact", "value": "/infer"}, "method": "POST",
+         "headers": [{"type": "Exact", "name": "x-tenant", "value": "acme"}]},
+    ],
+    "filters": [{"type": "RequestHeaderModifier",
+                 "requestHeaderModifier": {"set": [{"name": "x-via", "value": "gw"}]}}],
+    "backendRefs": [backend("churn-stable", 100, port=8080), backend("churn-canary", 0)],
+}  # fmt: skip
+
+
+def cohort_split(**overrides: Any) -> Split:
+    return split(**{"percent": 0, "carried": 0, "cohort": HEADER, **overrides})
+
+
+def test_the_cohort_rule_goes_before_the_weighted_one_with_the_canary_alone() -> None:
+    body = user_route(STATIC, WEIGHTED)
+    patch = GATEWAY_API.route_patch(cohort_split(), observe_route(body))
+    assert patch is not None
+    assert [op["path"] for op in patch.operations] == ["/spec/rules", "/spec/rules"]
+    after = patched(body, patch)
+    static, cohort, weighted = after["spec"]["rules"]
+    assert static == STATIC  # the user's other rule, untouched
+    assert weighted == WEIGHTED  # the default rule: all on the stable, as it was
+    assert cohort["name"] == "modeldeploy-cohort-churn-0"
+    assert cohort["backendRefs"] == [backend("churn-canary", 1)]
+    assert cohort["filters"] == WEIGHTED["filters"]  # the user's filters apply to it too
+    ours = {"type": "Exact", "name": "x-canary", "value": "true"}
+    assert cohort["matches"] == [
+        {"path": {"type": "PathPrefix", "value": "/v2"}, "headers": [ours]},
+        {**WEIGHTED["matches"][1], "headers": [*WEIGHTED["matches"][1]["headers"], ours]},
+    ]
+    route = observe_route(after)
+    assert managed_rules(route, NAME) == (2,)  # the cohort rule carries no weights
+    assert route_problem(route, "churn-route", NAME) == ""
+    assert GATEWAY_API.effective_weight(cohort_split(), route) == 0
+    assert GATEWAY_API.route_patch(cohort_split(), route) is None  # in place: no write
+
+
+def test_a_cookie_cohort_matches_the_cookie_header_by_regular_expression() -> None:
+    after = patched(user_route(), GATEWAY_API.route_patch(cohort_split(cohort=COOKIE),
+                                                          observe_route(user_route())))  # fmt: skip
+    (match,) = after["spec"]["rules"][0]["matches"]
+    (header,) = match["headers"]
+    assert header == {
+        "type": "RegularExpression",
+        "name": "Cookie",
+        "value": r"(^|;\s*)beta=1(;|$)",
+    }
+    route = observe_route(after)
+    assert cohort_request_headers(COOKIE) == {"Cookie": "beta=1"}
+    assert backend_weights(route, NAME, {"cookie": "a=b; beta=1"}) == (("churn-canary", 1),)
+    assert backend_weights(route, NAME, {"cookie": "beta=12"}) == (
+        ("churn-stable", 100), ("churn-canary", 0))  # fmt: skip
+
+
+def test_cohort_requests_reach_the_canary_and_the_others_the_weighted_rule() -> None:
+    body = patched(
+        user_route(), GATEWAY_API.route_patch(cohort_split(), observe_route(user_route()))
+    )
+    route = observe_route(body)
+    default = (("churn-stable", 100), ("churn-canary", 0))
+    assert backend_weights(route, NAME) == default
+    assert backend_weights(route, NAME, {"X-Canary": "true"}) == (("churn-canary", 1),)
+    assert backend_weights(route, NAME, {"x-canary": "false"}) == default
+    assert cohort_request_headers(HEADER) == {"x-canary": "true"}
+
+
+def test_no_cohort_rule_for_a_canary_that_cannot_serve_it() -> None:
+    for none in (cohort_split(canary_ready=0), cohort_split(killed=True),
+                 cohort_split(hold=True), cohort_split(canary=None)):  # fmt: skip
+        patch = GATEWAY_API.route_patch(none, observe_route(user_route()))
+        rules = (
+            patched(user_route(), patch)["spec"]["rules"]
+            if patch
+            else user_route()["spec"]["rules"]
+        )
+        assert len(rules) == 1
+        assert {r["name"] for r in rules[0]["backendRefs"]} <= {"churn-stable", "churn-canary"}
+
+
+def test_leaving_the_cohort_phase_removes_its_rule_and_keeps_the_users() -> None:
+    body = user_route(STATIC, WEIGHTED)
+    during = patched(body, GATEWAY_API.route_patch(cohort_split(), observe_route(body)))
+    assert len(during["spec"]["rules"]) == 3
+    # The first weighted step: the rule goes and the weights move, in one patch.
+    step = patched(during, GATEWAY_API.route_patch(split(), observe_route(during)))
+    assert step["spec"]["rules"][0] == STATIC
+    assert step["spec"]["rules"][1]["matches"] == WEIGHTED["matches"]
+    assert weights(step, 1) == {"churn-stable": 90, "churn-canary": 10}
+    assert len(step["spec"]["rules"]) == 2
+    # A rollback (no canary) or a promotion (the canary is the stable now): the same.
+    for ended in (split(canary=None, percent=0, carried=0), split(killed=True)):
+        after = patched(during, GATEWAY_API.route_patch(ended, observe_route(during)))
+        assert after["spec"]["rules"] == [STATIC, WEIGHTED]

@@ -7,11 +7,13 @@ import os
 import random
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
@@ -510,26 +512,88 @@ def test_shadow_configuration_from_env_is_checked() -> None:
 
 def test_shadow_offer_never_blocks_and_drops_when_full() -> None:
     monitor = Monitor(_profile(), Identity("m", "1", "r"))
-
-    async def offer_many() -> None:
-        mirror = Mirror("http://127.0.0.1:9", 100, monitor, queue_size=2)  # workers not started
-        for _ in range(5):
-            mirror.offer("/v2/models/m/infer", b"{}")
-
-    asyncio.run(offer_many())
+    mirror = Mirror("http://127.0.0.1:9", 100, monitor, queue_size=2)  # workers not started
+    for _ in range(5):
+        copy = mirror.copy("/v2/models/m/infer", b"{}")
+        assert copy is not None
+        mirror.offer(copy)
+    assert mirror._queue.qsize() == 2
     assert _samples(monitor)[_key(c.SHADOW_REQUESTS_TOTAL, result="dropped")] == 3
 
 
-def test_shadow_offer_samples_its_percent() -> None:
+def test_shadow_copy_samples_its_percent_and_keeps_the_framing() -> None:
     monitor = Monitor(_profile(), Identity("m", "1", "r"))
+    mirror = Mirror("http://127.0.0.1:9", 25, monitor, rng=random.Random(4))
+    framing = {"inference-header-content-length": "12"}
+    copies = [mirror.copy("/v2/models/m/infer", b"{}", framing) for _ in range(1000)]
+    taken = [copy for copy in copies if copy is not None]
+    assert 200 < len(taken) < 300
+    assert taken[0].headers == framing  # tracing off: no trace context
+    assert Mirror("http://127.0.0.1:9", 0, monitor).copy("/v2/models/m/infer", b"{}") is None
 
-    async def queued() -> int:
-        mirror = Mirror("http://127.0.0.1:9", 25, monitor, queue_size=1000, rng=random.Random(4))
-        for _ in range(1000):
-            mirror.offer("/v2/models/m/infer", b"{}")
-        return mirror._queue.qsize()
 
-    assert 200 < asyncio.run(queued()) < 300
+def test_shadow_stop_drops_what_is_queued_and_ends_its_workers() -> None:
+    monitor = Monitor(_profile(), Identity("m", "1", "r"))
+    mirror = Mirror("http://127.0.0.1:9", 100, monitor, queue_size=8, workers=2)
+    copy = mirror.copy("/v2/models/m/infer", b"{}")
+    assert copy is not None
+    for _ in range(3):  # queued before the workers start: nothing has taken them yet
+        mirror.offer(copy)
+    mirror.start()
+    mirror.stop()
+    assert not [t for t in threading.enumerate() if t.name.startswith("shadow-")]
+    samples = _samples(monitor)
+    dropped = samples[_key(c.SHADOW_REQUESTS_TOTAL, result="dropped")]
+    tried = sum(samples[_key(c.SHADOW_REQUESTS_TOTAL, result=r)] for r in ("sent", "failed"))
+    assert dropped + tried == 3  # each copy either posted (port 9 refuses: failed) or dropped
+    assert samples[_key(c.SHADOW_REQUESTS_TOTAL, result="sent")] == 0
+
+
+class _ClosingShadow(BaseHTTPRequestHandler):
+    """Answers each request, then closes the connection without saying so (as a server does
+    to an idle keep-alive connection): the next request on it finds it stale."""
+
+    protocol_version = "HTTP/1.1"
+    seen: ClassVar[list[tuple[str, str | None, str | None]]] = []
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["content-length"]))
+        self.seen.append((self.path, self.headers[c.SHADOW_HEADER], self.headers["x-framing"]))
+        self.send_response(200)
+        self.send_header("content-length", "0")
+        self.end_headers()
+        self.close_connection = True
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_shadow_workers_post_each_copy_and_reconnect_when_the_shadow_closed_the_connection() -> (
+    None
+):
+    monitor = Monitor(_profile(), Identity("m", "1", "r"))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _ClosingShadow)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/base"
+        mirror = Mirror(url, 100, monitor, workers=1)  # one connection, reused
+        mirror.start()
+        for i in range(3):
+            copy = mirror.copy(f"/v2/models/m/infer/{i}", b"{}", {"x-framing": "7"})
+            assert copy is not None
+            mirror.offer(copy)
+        deadline = time.monotonic() + 10
+        while len(_ClosingShadow.seen) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        mirror.stop()
+    finally:
+        server.shutdown()
+        server.server_close()
+    paths = [f"/base/v2/models/m/infer/{i}" for i in range(3)]
+    assert _ClosingShadow.seen == [(path, "1", "7") for path in paths]
+    samples = _samples(monitor)
+    assert samples[_key(c.SHADOW_REQUESTS_TOTAL, result="sent")] == 3
+    assert samples[_key(c.SHADOW_REQUESTS_TOTAL, result="failed")] == 0
 
 
 def test_regression_outputs_are_binned_by_prediction_deciles() -> None:
@@ -548,7 +612,7 @@ def test_runtime_modules_import_none_of_the_operators_libraries() -> None:
     code = (
         "import sys, modeldeploy.cli, modeldeploy.serving.server, modeldeploy.serving.monitor;"
         "print(sorted({m.split('.')[0] for m in sys.modules} & {'kopf', 'kubernetes', 'scipy',"
-        " 'sklearn', 'pandas', 'prometheus_api_client', 'opentelemetry'}"
+        " 'sklearn', 'pandas', 'prometheus_api_client', 'opentelemetry', 'shap'}"
         " | {m for m in sys.modules if m.startswith('modeldeploy.profiling')}))"
     )
     result = subprocess.run(

@@ -4,7 +4,7 @@ for a model failing, for hanging up and for stalling, and what is counted for ea
 import asyncio
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -20,6 +20,7 @@ from modeldeploy.serving.model import CallableModel, Prediction
 from modeldeploy.serving.monitor import Identity, Monitor
 from modeldeploy.serving.pipeline import InferencePipeline
 from modeldeploy.serving.protocol import Reason
+from modeldeploy.serving.shadow import Mirror
 from modeldeploy.serving.warmup import Readiness, State
 
 pytestmark = pytest.mark.unit
@@ -48,8 +49,11 @@ def _chunk(body: bytes, *, more: bool = False) -> Message:
     return {"type": "http.request", "body": body, "more_body": more}
 
 
-async def _call(runtime: Runtime, messages: list[Message]) -> tuple[int, dict[str, str], Any]:
-    """POSTs to the infer path; `messages` is what the client sends, after which it stalls."""
+async def _call(
+    runtime: Runtime, messages: list[Message], on_send: Callable[[Message], None] | None = None
+) -> tuple[int, dict[str, str], Any]:
+    """POSTs to the infer path; `messages` is what the client sends, after which it stalls.
+    `on_send` sees each message the app sends, as it sends it."""
     scope = {
         "type": "http",
         "asgi": {"version": "3.0"},
@@ -75,6 +79,8 @@ async def _call(runtime: Runtime, messages: list[Message]) -> tuple[int, dict[st
 
     async def send(message: Message) -> None:
         sent.append(message)
+        if on_send is not None:
+            on_send(message)
 
     await create_app(runtime)(scope, receive, send)
     start = sent[0]
@@ -211,3 +217,22 @@ def test_warm_up_hands_a_broken_image_to_on_broken_once() -> None:
     assert reasons == ["the profile has no golden requests"]
     assert runtime.readiness.state is State.FAILED
     assert [m["type"] for m in sent] == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+
+
+def test_the_mirrored_copy_is_queued_only_once_the_answer_is_sent() -> None:
+    runtime = _runtime()
+    mirror = Mirror("http://127.0.0.1:9", 100, runtime.monitor)  # no lifespan: no workers
+    runtime.mirror = mirror
+    queued_while_answering: list[int] = []
+
+    def on_send(message: Message) -> None:
+        if message["type"] == "http.response.body":
+            queued_while_answering.append(mirror._queue.qsize())
+
+    raw = json.dumps(_body()).encode()
+    status, _, _ = asyncio.run(_call(runtime, [_chunk(raw)], on_send))
+    assert status == 200
+    assert queued_while_answering == [0]
+    queued = mirror._queue.get_nowait()
+    assert queued is not None
+    assert queued.body == raw

@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry
 from test_serving import FEATURES, _body, _profile, classify
 
 from modeldeploy import contract as c
-from modeldeploy.profile_schema import Profile, RegressionOutput
+from modeldeploy.profile_schema import Profile, Quality, RegressionOutput
 from modeldeploy.serving.app import Runtime, create_app
 from modeldeploy.serving.config import LimitsConfig, ModelConfig
 from modeldeploy.serving.labels import (
@@ -167,6 +167,18 @@ def test_a_classifier_counts_outcomes_and_a_confusion_matrix_with_other() -> Non
     assert _value(registry, c.LABEL_CONFUSION_TOTAL, actual="other", predicted="no") == 1
     for reason in (UNKNOWN, OUT_OF_RANGE, DUPLICATE):
         assert _value(registry, c.LABELS_UNMATCHED_TOTAL, reason=reason) == 1
+
+
+def test_the_holdout_accuracy_is_exported_beside_the_labels_when_the_profile_has_one() -> None:
+    quality = Quality(holdout_accuracy=0.865, holdout_rows=1200)
+    registry = CollectorRegistry()
+    LabelOutcomes(_profile().model_copy(update={"quality": quality}), IDENTITY.values(),
+                  registry, max_rows=100)  # fmt: skip
+    assert _value(registry, c.HOLDOUT_ACCURACY) == 0.865
+    without = CollectorRegistry()
+    LabelOutcomes(_profile(), IDENTITY.values(), without, max_rows=100)
+    identity = dict(zip(c.IDENTITY_LABELS, IDENTITY.values(), strict=True))
+    assert without.get_sample_value(c.HOLDOUT_ACCURACY, identity) is None
 
 
 def _regression_profile() -> Profile:

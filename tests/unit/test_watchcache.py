@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from modeldeploy.rollout.world import essentials
-from modeldeploy.watchcache import Expectations, WatchCache, without_managed_fields
+from modeldeploy.watchcache import LAST_APPLIED, Expectations, WatchCache, slim
 
 pytestmark = pytest.mark.unit
 
@@ -87,12 +87,34 @@ def test_essentials_keep_what_observe_reads_and_drop_the_bulk() -> None:
         "status": {"readyReplicas": 2},
     }
     assert essentials(deployment)["spec"] == {"replicas": 3}
-    md = {"kind": "ModelDeployment", "metadata": {"name": "m", "managedFields": []}, "spec": {}}
-    assert without_managed_fields(md) == {
+    assert slim(pod) == kept  # an owned object or pod: its essentials
+    assert slim(kept) == kept  # idempotent: the streams slim, then the index
+
+
+def test_a_model_deployment_is_kept_but_its_managed_fields_and_last_applied_copy() -> None:
+    commands = {"modeldeploy.io/promote": "abc", "team": "ml"}
+    md = {
         "kind": "ModelDeployment",
-        "metadata": {"name": "m"},
-        "spec": {},
+        "metadata": {
+            "name": "m",
+            "generation": 3,
+            "managedFields": [{"manager": "kubectl"}],
+            "annotations": {**commands, LAST_APPLIED: '{"spec": {}}'},
+        },
+        "spec": {"image": "x"},
+        "status": {"phase": "Stable"},
     }
+    kept = slim(md)
+    assert kept == {
+        "kind": "ModelDeployment",
+        "metadata": {"name": "m", "generation": 3, "annotations": commands},
+        "spec": {"image": "x"},
+        "status": {"phase": "Stable"},
+    }
+    assert LAST_APPLIED in md["metadata"]["annotations"]  # the object itself is left alone
+    assert slim(kept) == kept
+    applied_by_kubectl = {"kind": "Service", "metadata": {"annotations": {LAST_APPLIED: "{}"}}}
+    assert slim(applied_by_kubectl)["metadata"] == {"annotations": {}}
 
 
 def test_a_write_already_in_the_cache_is_not_awaited() -> None:

@@ -44,9 +44,20 @@ leakage in the training data itself.
 Golden answers (`golden`): a count of the revision's replayed golden requests that did not
 match, not a test (no share of the budget; `analysis/golden.py`).
 
+Holdout accuracy (`holdout-accuracy`, the stable after bakeTime with `accuracy` set): its
+share of wrong answers on labelled predictions against the rate its profile's holdout
+accuracy implies, plus `max_drop` (a one-sample rate test, as latency's); skipped when the
+runtime exports no holdout accuracy (a profile built without one).
+
 Canary vs stable (predictions, confidence, invalid inputs) needs a stable revision; without
 one (first rollout) those checks are skipped, and invalid inputs compare with none.
 Confidence is skipped when neither side observed any (models without a confidence).
+
+Fallback answers (`fallback-rate`): the canary's share of rows answered by its
+low-confidence fallback against the stable's, only when the canary's model declares one
+(its `answered_rows_total{answered_by="fallback"}` series exists, at 0 from the start) and a
+stable exists; a stable declaring none falls back never (compared with 0). No fallback rows
+on either side is no evidence of an increase: the bound shrinks with the rows, so it passes.
 """
 
 import math
@@ -88,6 +99,8 @@ MISSING_RATE = "missing-rate"
 PREDICTION_PSI = "prediction-psi"
 CONFIDENCE_PSI = "confidence-psi"
 ACCURACY = "accuracy"
+HOLDOUT_ACCURACY = "holdout-accuracy"
+FALLBACK_RATE = "fallback-rate"
 
 PASS_RISK = 0.05
 """Chance that a pass vouches wrongly for some check (a change over tolerance promoted),
@@ -116,6 +129,10 @@ class _Reader:
 
     def __init__(self, observations: Observations) -> None:
         self._results = observations.results
+
+    def scraped(self, track: Track) -> QueryResult:
+        """The track's model_info answer (not ok: nothing of it can be read)."""
+        return self._results.get((track, Series.INFO), _NOT_QUERIED)
 
     def has(self, track: Track) -> bool:
         """Whether the round looked at this track at all (no stable on a first rollout)."""
@@ -179,6 +196,13 @@ def evaluate(config: AnalysisConfig, observations: Observations) -> list[CheckRe
         groups += _prediction_tests(config, reader)
     if config.accuracy is not None and reader.has(Track.STABLE):
         groups.append((ACCURACY, [_accuracy_test(config.accuracy, reader)]))
+    if config.holdout_accuracy is not None:
+        holdout = _holdout_accuracy_test(config.holdout_accuracy, reader)
+        groups += [(HOLDOUT_ACCURACY, [holdout])] if holdout is not None else []
+    if config.max_fallback_increase is not None and reader.has(Track.STABLE):
+        fallback = _fallback_test(config.max_fallback_increase, reader)
+        if fallback is not None:
+            groups.append((FALLBACK_RATE, [fallback]))
     count = max(1, sum(len(tests) for _, tests in groups))
     levels = Levels(config.false_positive_rate / count, PASS_RISK / count, config.min_samples)
     results = [combine(name, [test(levels) for test in tests]) for name, tests in groups if tests]
@@ -521,6 +545,91 @@ def _accuracy_test(limits: AccuracyLimits, reader: _Reader) -> Test:
         return replace(result, reason=f"{head}; wrong share {detail}")
 
     return test
+
+
+def _holdout_accuracy_test(limits: AccuracyLimits, reader: _Reader) -> Test | None:
+    """The revision's wrong-answer share on labelled predictions against its training
+    holdout's, a fixed rate: `rate_verdict` on "at most (1 - holdout accuracy) + max_drop".
+    None when its profile records no holdout accuracy (the runtime exports none)."""
+    holdout = reader.get(Track.CANARY, Series.HOLDOUT)
+    if holdout.status is QueryStatus.NO_DATA and reader.get(Track.CANARY, Series.INFO).ok:
+        return None
+    labelled = reader.get(Track.CANARY, Series.LABELLED)
+    broken = holdout if not holdout.ok else labelled
+    if not broken.ok:
+        return _missing(HOLDOUT_ACCURACY, limits.max_drop, broken.describe())
+    (expected,) = holdout.values.values()  # keyed by no label: exactly one value
+    wrong = labelled.values.get((contract.OUTCOME_WRONG,), 0.0)
+    total = sum(labelled.values.values())
+    drop = expected - (1 - statistics.ratio(wrong, total)) if total > 0 else 0.0
+    head = (
+        f"labelled accuracy {_accuracy(wrong, total)} ({_count(total)} labels) vs holdout "
+        f"{expected:.1%} (max drop {_fmt(limits.max_drop)})"
+    )
+    if total < limits.min_labels:
+        thin = CheckResult(
+            HOLDOUT_ACCURACY, Verdict.INCONCLUSIVE, drop, limits.max_drop, _count(total),
+            f"{HOLDOUT_ACCURACY}: {head}; {limits.min_labels} labels needed", sequential=True,
+        )  # fmt: skip
+        return lambda _: thin
+    # A limit of 1 or more cannot be exceeded: the test's null needs a rate below 1.
+    limit = min(1 - expected + limits.max_drop, 1 - sequential.RATIO_FLOOR)
+    return _test(
+        rate_verdict, name=HOLDOUT_ACCURACY, events=wrong, trials=total,
+        limit=max(limit, sequential.RATIO_FLOOR), value=drop, threshold=limits.max_drop,
+        shown=f"{head}, wrong share",
+    )  # fmt: skip
+
+
+def _answered_rows(result: QueryResult) -> tuple[float, float] | None:
+    """(rows answered by the fallback, all rows answered), or None for a model declaring
+    no fallback (or a runtime not counting answered rows: no series at all)."""
+    if result.status is QueryStatus.NO_DATA:
+        return None
+    fallback = result.values.get((contract.ANSWERED_BY_FALLBACK,))
+    if fallback is None:
+        return None
+    return max(0.0, fallback), max(0.0, sum(result.values.values()))
+
+
+def _fallback_test(limit: float, reader: _Reader) -> Test | None:
+    """The canary's share of fallback answers against the stable's (`increase_verdict`, as
+    invalid inputs); None when the canary's model declares no fallback."""
+    counts: list[tuple[float, float] | None] = []
+    for track in (Track.CANARY, Track.STABLE):
+        info = reader.scraped(track)
+        answered = reader.get(track, Series.ANSWERED)
+        # An absent series (NO_DATA) of a scraped revision: a model declaring no fallback.
+        broken = info if not info.ok else answered
+        if not info.ok or (not answered.ok and answered.status is not QueryStatus.NO_DATA):
+            return _missing(FALLBACK_RATE, limit, f"{broken.describe()} ({track})")
+        counts.append(_answered_rows(answered))
+    canary, stable = counts
+    if canary is None:
+        return None
+    (events, trials), reference = canary, stable if stable is not None and stable[1] > 0 else 0.0
+    stable_text = (
+        f"{_share(*stable)} ({_count(stable[0])} of {_count(stable[1])} rows)"
+        if stable is not None
+        else "no fallback"
+    )
+    head = (
+        f"{FALLBACK_RATE}: canary {_share(events, trials)} of rows from the fallback "
+        f"({_count(events)} of {_count(trials)}) vs stable {stable_text}"
+    )
+
+    def test(levels: Levels) -> CheckResult:
+        result = increase_verdict(
+            levels, FALLBACK_RATE, events=events, trials=trials, reference=reference,
+            tolerance=limit,
+        )  # fmt: skip
+        return replace(result, reason=f"{head}; {result.reason.removeprefix(FALLBACK_RATE + ': ')}")
+
+    return test
+
+
+def _share(events: float, total: float) -> str:
+    return f"{events / total:.1%}" if total > 0 else "-"
 
 
 def _accuracy(wrong: float, total: float) -> str:

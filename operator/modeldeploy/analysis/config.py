@@ -123,6 +123,7 @@ class AnalysisConfig:
     latency_p99_ms: float | None = None
     max_error_rate: float | None = None
     max_invalid_increase: float | None = None  # canary share minus stable share
+    max_fallback_increase: float | None = None  # of rows answered by the fallback, vs stable
     features: EffectLimits = NO_LIMITS
     max_missing_increase: float | None = None
     predictions: EffectLimits = NO_LIMITS
@@ -131,6 +132,9 @@ class AnalysisConfig:
     """Golden answers that may fail to match before the golden check fails (None: off)."""
     custom: tuple[CustomCheck, ...] = field(default_factory=tuple)
     accuracy: AccuracyLimits | None = None  # canary vs stable on labelled predictions
+    holdout_accuracy: AccuracyLimits | None = None
+    """The revision's labelled accuracy against its training holdout's (the profile's, when
+    it has one): the stable after bakeTime (`drift_only`), with `accuracy`'s limits."""
 
     def __post_init__(self) -> None:
         if self.min_samples < 0:
@@ -142,8 +146,8 @@ class AnalysisConfig:
             raise ValueError(f"custom check names must be unique: {names}")
 
     def drift_only(self) -> "AnalysisConfig":
-        """Only the checks of a revision against its own image: its training profile and
-        its golden answers."""
+        """Only the checks of a revision against its own image: its training profile (and
+        the holdout accuracy recorded there) and its golden answers."""
         return AnalysisConfig(
             false_positive_rate=self.false_positive_rate,
             min_samples=self.min_samples,
@@ -151,6 +155,7 @@ class AnalysisConfig:
             max_missing_increase=self.max_missing_increase,
             ignored_features=self.ignored_features,
             golden_max_mismatches=self.golden_max_mismatches,
+            holdout_accuracy=self.accuracy or self.holdout_accuracy,
         )
 
     @property
@@ -205,6 +210,11 @@ def plan_queries(
     if config.accuracy is not None and stable is not None:
         canary_series.append(Series.LABELLED)
         stable_series.append(Series.LABELLED)
+    if config.holdout_accuracy is not None:
+        canary_series += [s for s in (Series.LABELLED, Series.HOLDOUT) if s not in canary_series]
+    if config.max_fallback_increase is not None and stable is not None:
+        canary_series.append(Series.ANSWERED)
+        stable_series.append(Series.ANSWERED)
     own = None if canary_totals else window
     queries = {(Track.CANARY, s): series_query(s, canary, own) for s in canary_series}
     if stable is not None and stable_series:

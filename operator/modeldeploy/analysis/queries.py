@@ -115,6 +115,8 @@ class Series(StrEnum):
     CONFIDENCE = "confidence"  # histogram buckets by le
     LABELLED = "labelled"  # labelled predictions, increase by outcome (correct | wrong)
     GOLDEN = "golden"  # golden replays' increase by result
+    HOLDOUT = "holdout"  # the training holdout's accuracy (absent: the profile has none)
+    ANSWERED = "answered"  # rows answered, increase by answered_by (model | fallback)
 
 
 def series_query(series: Series, ref: RevisionRef, window: Window | None) -> Query:
@@ -150,9 +152,15 @@ def series_query(series: Series, ref: RevisionRef, window: Window | None) -> Que
             return histogram_increase(contract.PREDICTION_CONFIDENCE, ref, window)
         case Series.LABELLED:
             return counter_increase(contract.LABELLED_TOTAL, (contract.LABEL_OUTCOME,), ref, window)
+        case Series.HOLDOUT:
+            return gauge(contract.HOLDOUT_ACCURACY, (), ref)
         case Series.GOLDEN:
             return counter_increase(
                 contract.GOLDEN_CHECKS_TOTAL, (contract.LABEL_RESULT,), ref, window
+            )
+        case Series.ANSWERED:
+            return counter_increase(
+                contract.ANSWERED_ROWS_TOTAL, (contract.LABEL_ANSWERED_BY,), ref, window
             )
 
 

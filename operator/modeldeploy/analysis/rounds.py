@@ -7,9 +7,18 @@ which checks, and how its outcome becomes the state machine's `AnalysisSignal`.
 - The round's subject (`choose_target`): the canary while a rollout runs (its checks
   against the stable on the same window); otherwise the stable: inside bakeTime every check
   that needs no reference traffic (a failure there rolls back to the still-warm previous
-  revision), after it only drift against its own training profile and its golden answers
+  revision), after it only drift against its own training profile, its labelled accuracy
+  against the profile's holdout accuracy (with `analysis.accuracy`) and its golden answers
   (Degraded, never a rollback). Nothing while the kill switch is engaged, and nothing on a
   revision without a Ready pod (nothing to measure: warm-up is the machine's business).
+- A canary in its cohort phase (`rollout.canary.cohort`) serves the cohort alone while the
+  stable serves everyone else: two populations, so only the checks that need no reference
+  traffic judge it (`cohort_config`: latency, errors, feature drift against its training
+  profile, golden answers, custom checks); those against the stable (prediction drift,
+  invalid-input increase, accuracy) are deferred, and the round's reason says so. The
+  weighted steps after it are a new sequential test (the machine clears the cohort's
+  analysis), on evidence from their start for both sides: the canary's counters' increase
+  over the stable's range, not their totals, which hold the cohort's requests.
 - A round is due when the last one of that revision is `analysis.interval` old
   (`round_due`, from `status.lastAnalysis.time`).
 - The memory across rounds (consecutive failures, since when without a verdict) lives in
@@ -56,7 +65,6 @@ from modeldeploy.api import (
 )
 from modeldeploy.api import CheckResult as StatusCheck
 from modeldeploy.resources.names import deployment_name
-from modeldeploy.resources.revision import RevisionSource
 
 # Submodules, not the package: the rollout machine imports this module.
 from modeldeploy.rollout.plan import Event, Subject
@@ -121,6 +129,7 @@ def map_spec(analysis: Analysis) -> MappedAnalysis:
         latency_p99_ms=float(latency.p99_ms) if latency.p99_ms is not None else None,
         max_error_rate=_below_one(analysis.error_rate.max),
         max_invalid_increase=_below_one(analysis.invalid_input_rate.max_increase),
+        max_fallback_increase=_below_one(analysis.fallback_rate.max_increase),
         features=effect_limits(features) if drift.enabled else NO_LIMITS,
         ignored_features=frozenset(features.ignore) if drift.enabled else frozenset(),
         max_missing_increase=(
@@ -149,7 +158,25 @@ def map_spec(analysis: Analysis) -> MappedAnalysis:
 def bake_config(config: AnalysisConfig) -> AnalysisConfig:
     """The new stable inside bakeTime: every check but those comparing with another
     revision's traffic (the previous revision serves none any more)."""
-    return replace(config, max_invalid_increase=None, predictions=NO_LIMITS, accuracy=None)
+    return replace(
+        config,
+        max_invalid_increase=None,
+        max_fallback_increase=None,
+        predictions=NO_LIMITS,
+        accuracy=None,
+    )
+
+
+def cohort_config(config: AnalysisConfig) -> AnalysisConfig:
+    """The canary in its cohort phase: every check but those comparing it with the stable
+    (which serves another population meanwhile)."""
+    return bake_config(config)
+
+
+COHORT_DEFERRED = (
+    "checks against the stable (prediction drift, invalid-input increase, accuracy) wait "
+    "for the weighted steps: the cohort is another population than the stable's"
+)
 
 
 def has_checks(config: AnalysisConfig, rejected: Sequence[RejectedCheck] = ()) -> bool:
@@ -158,6 +185,7 @@ def has_checks(config: AnalysisConfig, rejected: Sequence[RejectedCheck] = ()) -
         config.latency_p99_ms,
         config.max_error_rate,
         config.max_invalid_increase,
+        config.max_fallback_increase,
         config.golden_max_mismatches,
     )
     return (
@@ -166,6 +194,7 @@ def has_checks(config: AnalysisConfig, rejected: Sequence[RejectedCheck] = ()) -
         or any(t is not None for t in thresholds)
         or bool(config.custom)
         or config.accuracy is not None
+        or config.holdout_accuracy is not None
         or bool(rejected)
     )
 
@@ -181,6 +210,11 @@ class RoundTarget:
     """The stable revision, for the canary's checks against it."""
     in_bake: bool = False
     rejected: tuple[RejectedCheck, ...] = ()
+    cohort: bool = False
+    """The canary in its cohort phase (`cohort_config`)."""
+    after_cohort: bool = False
+    """The canary in the weighted steps after a cohort phase: judged on evidence since they
+    started, its own counters too (not their totals)."""
 
     @property
     def sequential(self) -> bool:
@@ -188,6 +222,11 @@ class RoundTarget:
         bakeTime: one test from the first canary round to the end of the bake), rather than
         the drift monitor's sliding window."""
         return self.track is Track.CANARY or self.in_bake
+
+    @property
+    def deferred(self) -> str:
+        """Checks this round leaves for later, in words ("" for none)."""
+        return COHORT_DEFERRED if self.cohort else ""
 
     @property
     def may_roll_back(self) -> bool:
@@ -214,7 +253,13 @@ def choose_target(
     if canary is not None:
         if _ready(world, subject, canary) < 1:
             return None
-        return RoundTarget(canary, Track.CANARY, mapped.config, stable, rejected=rejected)
+        if status.cohort is not None:
+            config = cohort_config(mapped.config)
+            return RoundTarget(canary, Track.CANARY, config, stable, rejected=rejected, cohort=True)
+        after = subject.spec.rollout.canary.cohort is not None and status.step is not None
+        return RoundTarget(
+            canary, Track.CANARY, mapped.config, stable, rejected=rejected, after_cohort=after
+        )
     if stable is None or _ready(world, subject, stable) < 1:
         return None
     baking = (
@@ -295,7 +340,7 @@ def revision_ref(
     keeps apart two namespaces that run the same revision (same image, model, template);
     `namespace_label` is the label the scrape config attaches ("" when it attaches none)."""
     version = ""
-    if revision == RevisionSource.of(subject.spec).revision:
+    if revision == subject.source().revision:
         version = subject.spec.model.version
     else:
         observed = world.deployment(deployment_name(subject.name, revision))
@@ -374,7 +419,7 @@ def signal_of(
         verdict=outcome.verdict.value,
         time=now,
         rollback=rollback,
-        reason=signal_reason(outcome, decision),
+        reason="; ".join(r for r in (signal_reason(outcome, decision), target.deferred) if r),
         checks=tuple(status_check(c) for c in outcome.checks),
         samples=outcome.samples,
         consecutive_failures=decision.memory.consecutive_failures,
@@ -466,6 +511,8 @@ def measurements_needed(
     if not has_checks(mapped.config, mapped.rejected):
         return Needed()
     target = choose_target(subject, world, mapped, now)
+    if target is not None and target.cohort and not has_checks(target.config, target.rejected):
+        return Needed()  # nothing judges a cohort: its phase lasts stepInterval alone
     if target is None or not round_due(subject.status, target.revision, mapped.interval, now):
         return Needed(gated=True)
     since = evidence_since(subject.status, target, now)
@@ -480,7 +527,7 @@ def measurements_needed(
         custom_window=mapped.window,
         # Judged on its whole life: its counters' totals (a new revision's series start
         # with it); the stable's increase over the same period.
-        canary_totals=target.sequential,
+        canary_totals=target.sequential and not target.after_cohort,
     )
     return Needed(gated=True, request=RoundRequest(target, mapped, plan, since))
 
@@ -495,7 +542,7 @@ def next_round_at(subject: Subject, world: World, now: datetime) -> datetime | N
     if not has_checks(mapped.config, mapped.rejected):
         return None
     target = choose_target(subject, world, mapped, now)
-    if target is None:
+    if target is None or (target.cohort and not has_checks(target.config, target.rejected)):
         return None
     last = subject.status.last_analysis
     if last is None or round_due(subject.status, target.revision, mapped.interval, now):

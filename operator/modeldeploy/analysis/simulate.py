@@ -22,6 +22,12 @@ A `Change` alters the canary only. `observations` shapes one rollout's counts as
 Prometheus answers of `checks.evaluate` (keyed by (Track, Series), label-value tuples).
 `feature_rows` draws raw values consistent with a window's bins, for detectors that need
 rows (within a bin, from the true distribution conditioned on the bin: an exact sample).
+
+One rate test looked at after every request (the strictest monitoring: the operator looks
+once a round): `rate_boundary` is the fewest events at each request count at which the
+test rejects; `crossing_probability` the exact chance that a stream at a given rate ever
+reaches it within the horizon (its false-alarm rate at a rate within the limit), and
+`first_crossings` the request at which simulated streams do (samples to detect).
 """
 
 from dataclasses import dataclass, fields
@@ -32,6 +38,7 @@ import numpy.typing as npt
 from scipy import stats
 
 from modeldeploy import contract
+from modeldeploy.analysis import sequential
 from modeldeploy.analysis.config import Observations, QueryKey, Track
 from modeldeploy.analysis.data import LabelValues, QueryResult, QueryStatus
 from modeldeploy.analysis.queries import Series
@@ -317,3 +324,59 @@ def feature_rows(
         missing = np.full(int(per_bin[10]), np.nan)
         columns[feature.name] = np.concatenate([columns[feature.name], missing])
     return columns
+
+
+# --- one rate test, request by request --------------------------------------------------------
+
+
+def single_rate_prior(p0: float) -> tuple[sequential.BetaComponent, ...]:
+    """The rate test's prior before its ladder: one beta prior about p0 (for comparison)."""
+    c = sequential.rate_concentration(p0)
+    return (sequential.BetaComponent(1.0, c * p0, c * (1 - p0)),)
+
+
+def rate_boundary(
+    p0: float,
+    threshold: float,
+    horizon: int,
+    prior: tuple[sequential.BetaComponent, ...] | None = None,
+) -> IntArray:
+    """For n = 1..horizon trials, the fewest events whose log e-value against "rate at most
+    p0" reaches `threshold` (n + 1 where none does). The e-value grows with the events at a
+    fixed number of trials, so the test rejects at n exactly when the events reach it."""
+    n = np.arange(1, horizon + 1)
+    concentration = sequential.rate_concentration(p0)
+
+    def rejects(k: IntArray) -> npt.NDArray[np.bool_]:
+        log_e = sequential.log_e_rate_above(np.minimum(k, n), n, p0, concentration, prior)
+        return np.asarray((k <= n) & (log_e >= threshold))
+
+    low, high = np.zeros_like(n), n + 1  # invariant: low does not reject, high does (or n + 1)
+    while np.any(high - low > 1):
+        mid = (low + high) // 2
+        hit = rejects(mid)
+        low, high = np.where(hit, low, mid), np.where(hit, mid, high)
+    return np.asarray(high, dtype=np.int64)
+
+
+def crossing_probability(boundary: IntArray, p: float) -> float:
+    """The exact chance that the events among the first n trials (each an event with
+    chance p) reach boundary[n - 1] for some n within the boundary's horizon."""
+    horizon = len(boundary)
+    alive = np.zeros(horizon + 2)  # P(k events so far and no crossing yet)
+    alive[0] = 1.0
+    crossed = 0.0
+    for n in range(1, horizon + 1):
+        alive[1:] = alive[1:] * (1 - p) + alive[:-1] * p
+        alive[0] *= 1 - p
+        crossed += float(alive[boundary[n - 1] :].sum())
+        alive[boundary[n - 1] :] = 0.0
+    return crossed
+
+
+def first_crossings(rng: np.random.Generator, boundary: IntArray, p: float, runs: int) -> IntArray:
+    """Per simulated stream of trials at rate p, the trial at which its events first reach
+    the boundary (0: not within the boundary's horizon)."""
+    events = (rng.random((runs, len(boundary))) < p).cumsum(axis=1)
+    hit = events >= boundary
+    return np.asarray(np.where(hit.any(axis=1), hit.argmax(axis=1) + 1, 0), dtype=np.int64)

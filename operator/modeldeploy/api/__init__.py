@@ -14,6 +14,7 @@ from modeldeploy.api.analysis import (
     CustomCheck,
     Drift,
     ErrorRate,
+    FallbackRate,
     FeatureDrift,
     InvalidInputRate,
     Latency,
@@ -23,6 +24,7 @@ from modeldeploy.api.analysis import (
 )
 from modeldeploy.api.base import ApiModel, Rule
 from modeldeploy.api.duration import Duration, PositiveDuration, is_duration, parse_duration
+from modeldeploy.api.external import ExternalServer
 from modeldeploy.api.resource import (
     ANNOTATION_ABORT,
     ANNOTATION_PROMOTE,
@@ -38,7 +40,15 @@ from modeldeploy.api.resource import (
     ModelDeployment,
     to_wire,
 )
-from modeldeploy.api.rollout import Canary, Rollout, Shadow, Traffic
+from modeldeploy.api.rollout import (
+    Canary,
+    Cohort,
+    CookieCohort,
+    HeaderCohort,
+    Rollout,
+    Shadow,
+    Traffic,
+)
 from modeldeploy.api.spec import (
     Autoscaling,
     Fallback,
@@ -116,17 +126,22 @@ __all__ = [
     "Autoscaling",
     "Canary",
     "CheckResult",
+    "Cohort",
     "Condition",
     "ConditionStatus",
     "ConditionType",
+    "CookieCohort",
     "CustomCheck",
     "Drift",
     "Duration",
     "EnvVar",
     "ErrorRate",
+    "ExternalServer",
     "Fallback",
+    "FallbackRate",
     "FeatureDrift",
     "GateAnswer",
+    "HeaderCohort",
     "HistoryEntry",
     "HistoryEvent",
     "ImagePolicy",

@@ -48,21 +48,44 @@ class InvalidInputRate(ApiModel):
     increase of more than this (0-1)."""
 
 
+class FallbackRate(ApiModel):
+    """Share of rows the new revision answered from its low-confidence fallback (the rules
+    its image declares in model.yaml, below a confidence floor) compared with the stable
+    revision's on the same window: a less confident model falls back more. Applies only to a
+    new revision whose model declares a fallback (and only with a stable revision to compare
+    with); a stable without one counts as falling back never. With no fallback rows on
+    either side it passes once enough rows bound the increase within maxIncrease."""
+
+    max_increase: Fraction = 0.05
+    """Fail on evidence that the new revision's share of rows answered by the fallback is
+    above the stable's, by an estimated increase of more than this (0-1). 1 turns the check
+    off."""
+
+
 class Accuracy(ApiModel):
     """Ground truth: the new revision's accuracy on labelled predictions (labels posted to
     the runtime for earlier answers, POST /v2/models/{model}/labels) compared with the
     stable revision's over the same period. Catches concept drift, which input drift cannot:
     inputs look as in training while answers get worse. Off unless enabled: it needs clients
-    that send labels back; enabled, too few labels keep it inconclusive (never a pass)."""
+    that send labels back; enabled, too few labels keep it inconclusive (never a pass).
+    After bakeTime, the stable's accuracy on labels over analysis.window is held against
+    the accuracy its profile records on the training holdout (`modeldeploy profile
+    --holdout`; skipped for images whose profile has none), as check holdout-accuracy:
+    failing it marks the ModelDeployment Degraded (AnalysisFailed), never a rollback."""
 
     enabled: bool = False
-    """Run the check (the canary is not promoted before both sides have minLabels labels)."""
+    """Run the check (the canary is not promoted before both sides have minLabels labels),
+    and the stable's holdout-accuracy check after bakeTime."""
     max_drop: Annotated[float, Field(gt=0, lt=1)] = 0.05
     """Fail on evidence that the new revision's share of wrong answers is above the
     stable's by an estimated increase of more than this: a fraction of the labels, so 0.05
-    is an accuracy drop of 5 percentage points (0-1)."""
+    is an accuracy drop of 5 percentage points (0-1). For the stable after bakeTime: on
+    evidence that its share of wrong answers is above 1 - its holdout accuracy by more than
+    this."""
     min_labels: Annotated[int, Field(ge=1, le=1_000_000_000)] = 200
-    """No verdict before each side has this many labelled predictions."""
+    """No verdict before each side has this many labelled predictions (the stable after
+    bakeTime: this many over analysis.window; labels arrive late and partly, and every
+    verdict says how many it had)."""
 
 
 Tolerance = Annotated[float, Field(gt=0, le=100)]
@@ -283,6 +306,7 @@ class Analysis(ApiModel):
     latency: Latency = Latency()
     error_rate: ErrorRate = ErrorRate()
     invalid_input_rate: InvalidInputRate = InvalidInputRate()
+    fallback_rate: FallbackRate = FallbackRate()
     drift: Drift = Drift()
     accuracy: Accuracy = Accuracy()
     golden: Golden = Golden()

@@ -21,6 +21,69 @@ def _strictly_increasing(steps: list[int] | None) -> bool:
     return steps is None or all(a < b for a, b in pairwise(steps))
 
 
+TOKEN_PATTERN = r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$"
+"""An HTTP token (RFC 9110): a header's name (as Gateway API's HTTPHeaderName), a cookie's."""
+HeaderName = Annotated[str, Field(min_length=1, max_length=256, pattern=TOKEN_PATTERN)]
+HeaderValue = Annotated[str, Field(min_length=1, max_length=4096)]
+CookieValue = Annotated[str, Field(min_length=1, max_length=1024, pattern=r"^[!#-+\--:<-\[\]-~]+$")]
+"""RFC 6265 cookie-octets: no spaces, quotes, commas, semicolons or backslashes."""
+
+
+class HeaderCohort(ApiModel):
+    """Requests that carry header `name` with exactly `value` (Gateway API HTTPHeaderMatch,
+    type Exact; header names match case-insensitively)."""
+
+    name: HeaderName
+    """The header, e.g. x-canary."""
+    value: HeaderValue
+    """Its value, matched exactly, e.g. "true"."""
+
+
+class CookieCohort(ApiModel):
+    """Requests that carry cookie `name` with exactly `value`. Gateway API has no cookie
+    match: the cohort rule matches the Cookie header with a RegularExpression
+    (`(^|;\\s*)name=value(;|$)`), whose support is implementation-specific (Envoy-based
+    gateways, Istio and others take RE2)."""
+
+    name: HeaderName
+    """The cookie, e.g. beta."""
+    value: CookieValue
+    """Its value, matched exactly, e.g. "1"."""
+
+
+class Cohort(ApiModel):
+    """The requests the new revision serves alone before any weighted step (Argo Rollouts'
+    setHeaderRoute): a rule added to the HTTPRoute, in front of the weighted one, sends the
+    requests with `header` (or `cookie`, exactly one of the two) to <name>-canary only;
+    every other request stays on the stable. The cohort phase lasts like a step: at least
+    rollout.stepInterval, and until the analysis passes; then the rule goes and the weighted
+    steps start. Only with traffic.mode gatewayAPI. Analysed like with like: the canary's
+    own checks (latency, errors, feature drift against its training profile, golden
+    answers, custom checks) judge the cohort; the checks that compare it with the stable
+    (prediction drift, invalid-input increase, accuracy) would compare different
+    populations, and wait for the weighted steps, on evidence from their start."""
+
+    rules = (
+        Rule(
+            cel="has(self.header) != has(self.cookie)",
+            message="canary.cohort sets exactly one of header or cookie",
+            holds=lambda c: (c.header is None) != (c.cookie is None),
+        ),
+    )
+
+    header: HeaderCohort | None = None
+    """The cohort by a request header (Exact match)."""
+    cookie: CookieCohort | None = None
+    """The cohort by a cookie (a RegularExpression match on the Cookie header)."""
+
+    def describe(self) -> str:
+        """The cohort in words, as status.cohort says it: `header x-canary=true`."""
+        if self.header is not None:
+            return f"header {self.header.name}={self.header.value}"
+        assert self.cookie is not None
+        return f"cookie {self.cookie.name}={self.cookie.value}"
+
+
 class Canary(ApiModel):
     """How much live traffic the new revision gets before promotion: one `percent` or a list
     of `steps` (exactly one of the two). When absent: percent 10 (not filled in by the
@@ -48,6 +111,10 @@ class Canary(ApiModel):
     steps: Annotated[list[Step], Field(min_length=1, max_length=MAX_STEPS)] | None = None
     """Traffic percentages (1-100, strictly increasing) the new revision moves through, each
     held for at least rollout.stepInterval and until analysis passes, e.g. [1, 5, 25, 50]."""
+    cohort: Cohort | None = None
+    """A cohort phase before the first step (after the shadow phase, if any): only the
+    requests with this header or cookie go to the new revision. Only with traffic.mode
+    gatewayAPI."""
 
 
 class Traffic(ApiModel):
@@ -95,6 +162,15 @@ class Rollout(ApiModel):
             "new revision gets no traffic to analyse",
             holds=lambda r: r.canary.percent != 0 or r.shadow.percent > 0,
             field_path=".shadow.percent",
+        ),
+        Rule(
+            cel="!has(self.canary) || !has(self.canary.cohort) "
+            "|| self.traffic.mode == 'gatewayAPI'",
+            message="canary.cohort needs traffic.mode gatewayAPI: only a Gateway can send the "
+            "requests with a header or cookie to the new revision (replica ratios pick no "
+            "requests)",
+            holds=lambda r: r.canary.cohort is None or r.traffic.mode == "gatewayAPI",
+            field_path=".canary.cohort",
         ),
     )
 

@@ -7,6 +7,7 @@ from pydantic import Field
 from modeldeploy.api.analysis import Analysis
 from modeldeploy.api.base import ApiModel, Rule, pattern_rule
 from modeldeploy.api.duration import PositiveDuration, cel_not_shorter, parse_duration
+from modeldeploy.api.external import ExternalServer
 from modeldeploy.api.rollout import Rollout
 from modeldeploy.api.template import PodTemplate
 from modeldeploy.api.types import DIGEST_MARKER, Image, LabelValue, ObjectName, Passthrough
@@ -237,6 +238,10 @@ class ModelDeploymentSpec(ApiModel):
     image_policy: ImagePolicy = "requireDigest"
     """requireDigest: images must be pinned (@sha256:...), since a moved tag would silently
     mix versions between pods; allowTags: accept tags too."""
+    external_server: ExternalServer | None = None
+    """Set when the image is an external V2 server (e.g. MLServer) rather than the
+    modeldeploy runtime: the operator then runs `modeldeploy proxy` beside it in each pod
+    (none when absent)."""
     template: PodTemplate = PodTemplate()
     replicas: Replicas = Replicas()
     autoscaling: Autoscaling = Autoscaling()

@@ -225,10 +225,13 @@ class ModelDeploymentStatus(ApiModel):
     replica ratios canaryWeight can differ from it: the Progressing condition and a Warning
     Event CoarseTrafficSplit say so when it is more than twice as much."""
     step: Annotated[int, Field(ge=0, le=MAX_STEPS - 1)] | None = None
-    """0-based index of the current canary step (absent outside a rollout and while only
-    shadowing)."""
+    """0-based index of the current canary step (absent outside a rollout, while only
+    shadowing, and in the cohort phase)."""
     step_started_at: Timestamp | None = None
-    """When the current step (or shadow phase) started."""
+    """When the current step (or shadow or cohort phase) started."""
+    cohort: Annotated[str, Field(max_length=4400)] | None = None
+    """In the cohort phase (spec.rollout.canary.cohort): the requests the canary serves alone,
+    e.g. `header x-canary=true`; absent outside it."""
     consecutive_failures: Count = 0
     """Failed analyses in a row of the revision under test."""
     no_data_since: Timestamp | None = None

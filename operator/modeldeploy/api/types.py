@@ -58,6 +58,14 @@ Image = Annotated[
 ]
 """A container image reference: `[registry/]repository[:tag][@sha256:digest]`."""
 
+_is_image = full_match(IMAGE_PATTERN)
+
+
+def is_image(text: str) -> bool:
+    """Python twin of `Image`'s rule (for references outside the API: operator flags)."""
+    return len(text) <= 512 and _is_image(text)
+
+
 QUANTITY_PATTERN = (
     r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
     r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"

@@ -92,7 +92,7 @@ def _no_data(view: Body, analysis: Analysis) -> str:
 
 def _canary(view: Body, analysis: Analysis, last: Body | None) -> tuple[str, list[str]]:
     canary, name = view["canaryRevision"], view["name"]
-    where = stage(view["step"], view["steps"])
+    where = stage(view["step"], view["steps"], view.get("cohort"))
     ahead = remaining_steps(view["step"], view["steps"])
     details: list[str] = []
     if view["phase"] == "Promoting":

@@ -175,6 +175,7 @@ def objects_view(
     )
     rollout = rollout_of(obj)
     shadowing = status.get("canaryRevision") and status.get("step") is None
+    shadowing = shadowing and status.get("cohort") is None
     for revision in revisions or []:
         if shadowing and revision["track"] == "canary" and rollout.shadow.percent > 0:
             revision["track"] = "shadow"

@@ -127,7 +127,7 @@ def _facts(view: Body, now: datetime) -> Table:
         since = _when(view["stepStartedAt"], now)
         grid.add_row(
             "stage",
-            f"{stage(view['step'], view['steps'])}, steps {steps}"
+            f"{stage(view['step'], view['steps'], view.get('cohort'))}, steps {steps}"
             + (f", since {since}" if since else ""),
         )
     else:
@@ -279,7 +279,7 @@ def list_view(views: Iterable[Body], now: datetime, namespaces: bool) -> Table:
             f"{v['canaryWeight']}%" if v["canaryRevision"] else "-",
             v["stableRevision"] or "-",
             v["canaryRevision"] or "-",
-            stage(v["step"], v["steps"]) if v["canaryRevision"] else "-",
+            stage(v["step"], v["steps"], v.get("cohort")) if v["canaryRevision"] else "-",
             Text(verdict or "-", style=VERDICT_STYLES.get(verdict, "")),
             age(v["created"], now),
             str((v.get("owner") or {}).get("team") or "-"),

@@ -20,7 +20,7 @@ from typing import Any
 
 from modeldeploy.api import ANNOTATION_ABORT, ANNOTATION_PROMOTE, ANNOTATION_RETRY
 from modeldeploy.console.exits import CliError, ExitCode
-from modeldeploy.console.views import Body, remaining_steps, stage, summary
+from modeldeploy.console.views import Body, remaining_steps, stage_of, summary
 
 ACTED_ON = "the operator acts on it at its next reconcile"
 
@@ -82,7 +82,7 @@ def promote(obj: Mapping[str, Any], full: bool = False) -> Change:
     if ahead and not full:
         steps = ", ".join(f"{p}%" for p in ahead)
         raise _refuse(
-            f"{name}: {canary} is at {stage(view['step'], view['steps'])} with steps ahead "
+            f"{name}: {canary} is at {stage_of(view)} with steps ahead "
             f"({steps}); promoting now skips them",
             f"`modeldeploy promote {name} --full` promotes now, skipping the remaining steps",
         )
@@ -109,7 +109,7 @@ def approve(obj: Mapping[str, Any]) -> Change:
     ahead = remaining_steps(view["step"], view["steps"])
     if ahead:
         raise _refuse(
-            f"{name}: {canary} is at {stage(view['step'], view['steps'])}, not yet at the "
+            f"{name}: {canary} is at {stage_of(view)}, not yet at the "
             "approval gate after its last step",
             f"`modeldeploy promote {name} --full` promotes now, skipping the remaining steps",
         )

@@ -53,14 +53,22 @@ def kill_switch_of(obj: Mapping[str, Any]) -> KillSwitch:
         return KillSwitch()
 
 
-def stage(step: int | None, steps: list[int]) -> str:
-    """ "step 2 of 4 (5%)", or "shadow" while the new revision only gets mirrored traffic."""
+def stage(step: int | None, steps: list[int], cohort: str | None = None) -> str:
+    """ "step 2 of 4 (5%)", "cohort (header x-canary=true)" in the cohort phase, or "shadow"
+    while the new revision only gets mirrored traffic."""
+    if cohort is not None:
+        return f"cohort ({cohort})"
     if step is None:
         return "shadow"
     if not steps:
         return f"step {step + 1}"
     index = min(step, len(steps) - 1)
     return f"step {index + 1} of {len(steps)} ({steps[index]}%)"
+
+
+def stage_of(view: Mapping[str, Any]) -> str:
+    """`stage` of a ModelDeployment's view."""
+    return stage(view["step"], view["steps"], view.get("cohort"))
 
 
 def remaining_steps(step: int | None, steps: list[int]) -> list[int]:
@@ -132,6 +140,7 @@ def summary(obj: Mapping[str, Any], events: Iterable[Mapping[str, Any]] | None =
         "previousStableRevision": status.get("previousStableRevision"),
         "failedRevision": status.get("failedRevision"),
         "step": status.get("step"),
+        "cohort": status.get("cohort"),
         "steps": list(canary_steps(rollout)),
         "stepStartedAt": status.get("stepStartedAt"),
         "bakeUntil": status.get("bakeUntil"),

@@ -6,6 +6,13 @@ The releases come from `examples/churn/demo.yaml`; the operator runs as a child 
 pod runner and the load generator in this process. In container mode each release is its
 real image, built offline and pushed by digest to a local registry, and the pod runner runs
 the pods' images with podman; otherwise each image runs as a local process (the image map).
+
+In Gateway API mode (`gateway_api`) the ModelDeployment's traffic goes through an HTTPRoute
+the user owns (`traffic.mode: gatewayAPI`): the demo installs the Gateway API CRDs, creates
+the route with one backend, the stable Service, and the operator (with `--watch-http-routes`)
+sets its backends' weights at each step; the load generator splits requests by those
+weights, as a Gateway's data plane would (no Gateway controller runs), and the timeline
+shows them.
 """
 
 import json
@@ -13,7 +20,7 @@ import os
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -27,11 +34,12 @@ from modeldeploy.devenv.cluster import KwokCluster
 from modeldeploy.devenv.containers import ContainerImages
 from modeldeploy.devenv.imagemap import ImageMap
 from modeldeploy.devenv.images import ensure_images
-from modeldeploy.devenv.loadgen import EndpointSource, LoadReport, LoadSpec, run_load
+from modeldeploy.devenv.loadgen import EndpointSource, LoadReport, LoadSpec, RouteSource, run_load
 from modeldeploy.devenv.podrunner import CHILDREN_FILE, PodRunner, RunnerConfig
 from modeldeploy.devenv.registry import RegistryServer, registry_binary, storage_dir
-from modeldeploy.devenv.traffic import read_rows
+from modeldeploy.devenv.traffic import choose_uniform, read_rows
 from modeldeploy.profile_schema import Profile
+from modeldeploy.routing.gateway_api import backend_weights, observe_route
 from modeldeploy.serving.process import modeldeploy_command
 
 REPO = Path(__file__).resolve().parents[3]
@@ -64,6 +72,36 @@ def load_story(path: Path = EXAMPLE / "demo.yaml") -> Story:
 PROMETHEUS_ENDPOINT = "demo"
 """The operator's name for this run's Prometheus (`--prometheus-endpoint`), which the
 example's `spec.prometheus.endpoint` names: a spec picks a Prometheus, never a URL."""
+
+
+def user_route(namespace: str, path: Path = EXAMPLE / "httproute.yaml") -> dict[str, Any]:
+    """The HTTPRoute of Gateway API mode, as its user wrote it, in this run's namespace."""
+    route: dict[str, Any] = yaml.safe_load(path.read_text())
+    return {**route, "metadata": {**route["metadata"], "namespace": namespace}}
+
+
+def through_route(story: Story, route: str) -> Story:
+    """The story with its releases' traffic through the HTTPRoute `route`."""
+    spec = story.manifest["spec"]
+    rollout = {**spec["rollout"], "traffic": {"mode": "gatewayAPI", "httpRoute": route}}
+    manifest = {**story.manifest, "spec": {**spec, "rollout": rollout}}
+    return replace(story, manifest=manifest)
+
+
+RouteSplit = tuple[tuple[str, int], ...]
+"""An HTTPRoute's (Service, weight) pairs, as a gateway splits its requests by them."""
+
+
+def canary_share(split: RouteSplit, name: str) -> int:
+    """The canary Service's percent of the route's weight."""
+    total = sum(weight for _, weight in split)
+    canary = sum(weight for service, weight in split if service == f"{name}-canary")
+    return round(100 * canary / total) if total else 0
+
+
+def describe_route(route: str, split: RouteSplit) -> str:
+    backends = ", ".join(f"{service} {weight}" for service, weight in split)
+    return f"          route {route}: {backends or 'no backend of this model'}"
 
 
 def release_manifest(base: dict[str, Any], release: Release, namespace: str) -> dict[str, Any]:
@@ -162,6 +200,8 @@ class ReleaseOutcome:
     failing: list[str] = field(default_factory=list)  # failing checks of the last analysis
     first_traffic: float | None = None  # elapsed when the canary first took traffic
     weight_zero: float | None = None  # elapsed when its weight went back to 0 (rollback)
+    route_shares: list[int] = field(default_factory=list)  # gateway mode: the canary's
+    # percent of the HTTPRoute's weight, each change in order
 
     @property
     def breach_to_rollback(self) -> float | None:
@@ -196,7 +236,11 @@ def reap_leftovers(workdir: Path) -> list[int]:
 
 @contextmanager
 def operator_process(
-    kubeconfig: Path, namespace: str, workdir: Path, prometheus_url: str
+    kubeconfig: Path,
+    namespace: str,
+    workdir: Path,
+    prometheus_url: str,
+    extra_args: tuple[str, ...] = (),
 ) -> Iterator[None]:
     """The operator, as a child process, watching only the demo's namespace, with this run's
     Prometheus as its endpoint `demo`."""
@@ -213,6 +257,7 @@ def operator_process(
                 "127.0.0.1",
                 "--prometheus-endpoint",
                 f"{PROMETHEUS_ENDPOINT}={prometheus_url}",
+                *extra_args,
             ],
             env={**os.environ, "KUBECONFIG": str(kubeconfig)},
             stdout=sink,
@@ -251,6 +296,7 @@ class Demo:
         story: Story | None = None,
         after_release: Callable[[ReleaseOutcome], None] | None = None,
         containers: bool = False,
+        gateway_api: bool = False,
     ) -> None:
         self.cluster = cluster
         self.prometheus_url = prometheus_url
@@ -260,13 +306,21 @@ class Demo:
         self.rate = rate
         self.release_timeout = release_timeout
         self.say = say
-        self.story = story or load_story()
         self.after_release = after_release
         self.containers = containers
-        self.name: str = self.story.manifest["metadata"]["name"]
+        story = story or load_story()
+        self.name: str = story.manifest["metadata"]["name"]
+        # Gateway API mode: the user's route the operator sets the weights of.
+        self.route: dict[str, Any] | None = user_route(namespace) if gateway_api else None
+        self.story = story if self.route is None else through_route(story, self._route_name)
         self.min_warm: int = self.story.manifest["spec"]["replicas"]["minWarm"]
         self._min_stable_ready: int | None = None
         self._started = time.monotonic()
+
+    @property
+    def _route_name(self) -> str:
+        assert self.route is not None
+        return str(self.route["metadata"]["name"])
 
     def run(self) -> DemoResult:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -289,9 +343,14 @@ class Demo:
                 ),
                 str(self.cluster.kubeconfig),
             )
+            watch_routes = ("--watch-http-routes",) if self.route is not None else ()
             stack.enter_context(
                 operator_process(
-                    self.cluster.kubeconfig, self.namespace, self.workdir, self.prometheus_url
+                    self.cluster.kubeconfig,
+                    self.namespace,
+                    self.workdir,
+                    self.prometheus_url,
+                    watch_routes,
                 )
             )
             stack.enter_context(runner)
@@ -346,6 +405,29 @@ class Demo:
             "delete", f"{PLURAL}.{GROUP}", self.name, "-n", self.namespace,
             "--ignore-not-found", "--wait=true", "--timeout=90s",
         )  # fmt: skip
+        if self.route is not None:
+            self.cluster.install_gateway_api()  # a stack made before it had them
+            self.cluster.kubectl(
+                "delete", "httproute", self._route_name, "-n", self.namespace,
+                "--ignore-not-found",
+            )  # fmt: skip
+            self.cluster.apply_objects([self.route])
+            self.say(
+                f"Gateway API mode: HTTPRoute {self._route_name} is yours (one backend, "
+                f"{self.name}-stable); the operator only sets its backends' weights, and the "
+                "client traffic follows them as a gateway would"
+            )
+
+    def _route_split(self, headers: Mapping[str, str] | None = None) -> RouteSplit:
+        """The route's split as the cluster has it now, for a request with `headers` (the
+        load generator's question); none while it cannot be read."""
+        got = self.cluster.kubectl(
+            "get", "httproute", self._route_name, "-n", self.namespace, "-o", "json",
+            check=False,
+        )  # fmt: skip
+        if got.returncode != 0:
+            return ()
+        return backend_weights(observe_route(json.loads(got.stdout)), self.name, headers)
 
     def _start_load(
         self,
@@ -360,12 +442,21 @@ class Demo:
         profile = Profile.model_validate_json((launch.model_dir / "profile.json").read_bytes())
         rows = read_rows(launch.data_dir / "holdout.csv", profile.features)
         spec = LoadSpec(rate=self.rate, count=int(self.rate * 1800), duration=1800)
-        source = EndpointSource(runner.endpoints_path, self.namespace, self.name)
+        if self.route is None:
+            source: EndpointSource | RouteSource = EndpointSource(
+                runner.endpoints_path, self.namespace, self.name
+            )
+            router = choose_uniform
+            through = f"the `{self.name}` Service"
+        else:
+            source = RouteSource(runner.endpoints_path, self.namespace, self._route_split)
+            router = source.choose
+            through = f"HTTPRoute {self._route_name}, by its weights"
 
         def send() -> None:
-            result.append(run_load(spec, rows, profile.features, source, stop=stop))
+            result.append(run_load(spec, rows, profile.features, source, stop=stop, router=router))
 
-        self.say(f"client traffic: {self.rate:g} requests/s through the `{self.name}` Service")
+        self.say(f"client traffic: {self.rate:g} requests/s through {through}")
         thread = threading.Thread(target=send, name="demo-load", daemon=True)
         thread.start()
         return thread
@@ -390,6 +481,7 @@ class Demo:
         self.cluster.apply_objects([manifest])
         outcome = ReleaseOutcome(release, "", "", 0.0)
         last: Snapshot | None = None
+        split: RouteSplit | None = None
         deadline = time.monotonic() + self.release_timeout
         while time.monotonic() < deadline:
             snap = snapshot(self._read(), self._elapsed())
@@ -400,7 +492,11 @@ class Demo:
             if snap.analysis_time and (last is None or snap.analysis_time != last.analysis_time):
                 self.say(f"          checks: {describe_checks(snap)}")
             last = snap
-            if self._done(release, snap, before, outcome):
+            if self.route is not None:
+                split = self._follow_route(outcome, split)
+            # Gateway API mode: done once the route, too, has all the weight back on the stable.
+            route_settled = not outcome.route_shares or outcome.route_shares[-1] == 0
+            if self._done(release, snap, before, outcome) and route_settled:
                 outcome.reached = snap.phase
                 outcome.seconds = snap.elapsed - applied
                 outcome.reason = snap.reason
@@ -412,6 +508,16 @@ class Demo:
             f"{self.release_timeout:g}s (last: {describe(last) if last else 'no status'}); "
             f"see {self.workdir / 'operator.log'}"
         )
+
+    def _follow_route(self, outcome: ReleaseOutcome, last: RouteSplit | None) -> RouteSplit:
+        """Reads the route; says its weights and records the canary's share when they change."""
+        split = self._route_split()
+        if split != last:
+            self.say(describe_route(self._route_name, split))
+        share = canary_share(split, self.name)
+        if not outcome.route_shares or outcome.route_shares[-1] != share:
+            outcome.route_shares.append(share)
+        return split
 
     def _exists(self) -> bool:
         got = self.cluster.kubectl(
@@ -466,6 +572,10 @@ def summary(result: DemoResult) -> list[str]:
         if outcome.weights:
             line += f"; canary weights seen {outcome.weights}"
         lines.append(line)
+        if outcome.route_shares:
+            lines.append(
+                f"    canary's share of the HTTPRoute, as it changed: {outcome.route_shares}"
+            )
         if release.expect == "RolledBack":
             lines.append(f"    reason: {outcome.reason}")
             if outcome.breach_to_rollback is not None:

@@ -8,15 +8,23 @@
       registry.example/ml/static:1:
         command: [python, responder.py, --port, "{port}"]  # {host} and {port} substituted
         readyPath: /healthz                                # default /v2/health/ready
+      registry.example/ml/churn-mlserver@sha256:...:      # an external V2 server's image
+        build: {script: build_mlserver.py, args: [--version, "1"]}
+        server: mlserver                                   # MLServer on OUT/model
 
 `modelDir` and `build` entries run `modeldeploy serve` on the model directory (a `build`
 entry's is `OUT/model`; its `OUT/data` holds the example's data, e.g. holdout rows for the
-load generator). Builds go to a cache outside the work tree, keyed by the script's directory
+load generator). A `server: mlserver` build entry is an external V2 server's image
+(spec.externalServer): MLServer (`hack/mlserver-env.sh`) serves OUT/model (its
+model-settings.json), and OUT stands for the image's root for the files its pods' init
+containers copy out of it (OUT/modeldeploy/profile.json for /modeldeploy/profile.json).
+Builds go to a cache outside the work tree, keyed by the script's directory
 sources and arguments, so that an edited example is rebuilt and an unchanged one never is.
 """
 
 import fcntl
 import hashlib
+import importlib.util
 import os
 import re
 import shutil
@@ -24,13 +32,16 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from modeldeploy.devenv.tools import cache_dir
+from modeldeploy.devenv.mlserver import mlserver_venv
+from modeldeploy.devenv.tools import cache_dir, free_port
 from modeldeploy.serving.process import modeldeploy_command
 
 DEFAULT_READY_PATH = "/v2/health/ready"
@@ -55,13 +66,21 @@ class ImageEntry(_Entry):
     build: BuildSpec | None = None
     command: list[str] | None = Field(default=None, min_length=1, max_length=100)
     ready_path: str | None = Field(default=None, alias="readyPath", pattern=r"^/")
+    server: Literal["modeldeploy", "mlserver"] = "modeldeploy"
 
     @model_validator(mode="after")
     def _exactly_one_way(self) -> "ImageEntry":
         ways = [w for w in (self.model_dir, self.build, self.command) if w is not None]
         if len(ways) != 1:
             raise ValueError("needs exactly one of modelDir, build, command")
+        if self.server == "mlserver" and self.build is None:
+            raise ValueError("server: mlserver needs a build entry")
         return self
+
+    @property
+    def built_marker(self) -> str:
+        """The file a finished build has written, relative to OUT."""
+        return "model/model-settings.json" if self.server == "mlserver" else "model/model.yaml"
 
 
 class _Document(_Entry):
@@ -82,9 +101,35 @@ class Launch:
     ready_path: str | None  # None: the pod's own readiness probe path, else the default
     model_dir: Path | None = None  # model images: their model directory
     data_dir: Path | None = None  # built examples: OUT/data
+    root: Path | None = None  # built examples: OUT, the image's root for files copied out
+    env: Mapping[str, str] = field(default_factory=dict)  # may hold {host}, {port}, {free}
 
     def command(self, port: int) -> list[str]:
-        return [arg.replace("{host}", LOOPBACK).replace("{port}", str(port)) for arg in self.argv]
+        return [_substituted(arg, port) for arg in self.argv]
+
+    def environment(self, port: int) -> dict[str, str]:
+        """`env` with {host}, {port}, and each {free} a port of its own."""
+        return {name: _substituted(value, port) for name, value in self.env.items()}
+
+
+def _substituted(text: str, port: int) -> str:
+    text = text.replace("{host}", LOOPBACK).replace("{port}", str(port))
+    return text.replace("{free}", str(free_port())) if "{free}" in text else text
+
+
+def mlserver_launch(out: Path, ready_path: str | None) -> Launch:
+    """MLServer on OUT/model, on 127.0.0.1 only, one process (ports from its MLSERVER_*
+    settings: gRPC and metrics on ports of their own)."""
+    env = {
+        "MLSERVER_HOST": "{host}",
+        "MLSERVER_HTTP_PORT": "{port}",
+        "MLSERVER_GRPC_PORT": "{free}",
+        "MLSERVER_METRICS_PORT": "{free}",
+        "MLSERVER_PARALLEL_WORKERS": "0",
+        "PYTHONWARNINGS": "ignore",
+    }
+    argv = (str(mlserver_venv() / "bin" / "mlserver"), "start", str(out / "model"))
+    return Launch(argv, out, ready_path, data_dir=out / "data", root=out, env=env)
 
 
 def serve_argv(model_dir: Path) -> tuple[str, ...]:
@@ -132,7 +177,11 @@ class ImageMap:
             return Launch(serve_argv(model_dir), self.base_dir, entry.ready_path, model_dir)
         assert entry.build is not None
         out = (build_root or default_build_root()) / build_key(image, entry.build, self.base_dir)
-        return Launch(serve_argv(out / "model"), out, entry.ready_path, out / "model", out / "data")
+        if entry.server == "mlserver":
+            return mlserver_launch(out, entry.ready_path)
+        return Launch(
+            serve_argv(out / "model"), out, entry.ready_path, out / "model", out / "data", out
+        )
 
     def prepare(self, build_root: Path, say: Callable[[str], None]) -> dict[str, Launch]:
         """Build what is not built yet (cached; safe against concurrent preparers) and
@@ -141,7 +190,7 @@ class ImageMap:
         for image, entry in self.entries.items():
             launch = self.launch(image, build_root)
             if entry.build is not None:
-                _build(entry.build, self.base_dir, launch.cwd, say)
+                _build(entry.build, self.base_dir, launch.cwd, entry.built_marker, say)
             if launch.model_dir is not None and not (launch.model_dir / "model.yaml").is_file():
                 raise ImageMapError(f"{image}: no model.yaml in {launch.model_dir}")
             launches[image] = launch
@@ -173,13 +222,15 @@ def build_key(image: str, build: BuildSpec, base_dir: Path) -> str:
     return f"{readable.strip('-')[:40]}-{digest.hexdigest()[:16]}"
 
 
-def _build(build: BuildSpec, base_dir: Path, out: Path, say: Callable[[str], None]) -> None:
-    if (out / "model" / "model.yaml").is_file():
+def _build(
+    build: BuildSpec, base_dir: Path, out: Path, marker: str, say: Callable[[str], None]
+) -> None:
+    if (out / marker).is_file():
         return
     out.parent.mkdir(parents=True, exist_ok=True)
     with (out.parent / f".{out.name}.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another preparer may be building the same entry
-        if (out / "model" / "model.yaml").is_file():
+        if (out / marker).is_file():
             return
         script = (base_dir / build.script).resolve()
         say(f"building {out.name}: {script.name} {' '.join(build.args)}")
@@ -202,3 +253,14 @@ def _build(build: BuildSpec, base_dir: Path, out: Path, say: Callable[[str], Non
             os.replace(tmp, out)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def load_build_script(script: Path, name: str) -> ModuleType:
+    """A build script (e.g. examples/churn/build.py) imported as a module, for callers that
+    build in process (benches, runtime tests) rather than through an image map entry."""
+    spec = importlib.util.spec_from_file_location(name, script)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import {script}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

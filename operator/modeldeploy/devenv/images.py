@@ -249,7 +249,7 @@ class _Registry:
             raise
 
 
-def _build(recipe: Recipe, base: str, tag: str, workdir: Path, say: Say) -> None:
+def _build(recipe: Recipe, base: str, tag: str, workdir: Path, root: Path = ROOT) -> None:
     local = f"localhost/{recipe.repository}:{tag}"
     args = [("BASE_IMAGE", base), *recipe.build_args]
     if recipe.name == "operator":
@@ -261,7 +261,7 @@ def _build(recipe: Recipe, base: str, tag: str, workdir: Path, say: Say) -> None
             *(f"--build-arg={k}={v}" for k, v in args),
             "-f", recipe.containerfile, "-t", local, ".",
         ],
-        workdir / f"{recipe.name}.log", timeout=1800,
+        workdir / f"{recipe.name}.log", timeout=1800, cwd=root,
     )  # fmt: skip
 
 
@@ -282,6 +282,66 @@ def _push(recipe: Recipe, tag: str, registry: RegistryServer, workdir: Path) -> 
         )  # fmt: skip
 
 
+def _base(workdir: Path, say: Say) -> tuple[str, str]:
+    """The base image's name and id (its id is part of every image's inputs)."""
+    base = ensure_base(workdir, say)
+    base_id = subprocess.run(
+        ["podman", "image", "inspect", "--format", "{{.Id}}", base],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout.strip()  # fmt: skip
+    return base, base_id
+
+
+def _ensure(
+    recipe: Recipe,
+    root: Path,
+    *,
+    base: tuple[str, str],
+    known: BuiltImage | None,
+    api: _Registry,
+    registry: RegistryServer,
+    say: Say,
+) -> BuiltImage:
+    """One recipe's image in the registry: found by its inputs' tag, else built and pushed."""
+    workdir = cache_dir() / "images"
+    tag = recipe_tag(recipe, inputs_digest(root, recipe, base[1]))
+    seconds = known.build_seconds if known is not None and known.tag == tag else 0.0
+    found = api.manifest(recipe.repository, tag)
+    cached = found is not None
+    if found is None:
+        say(f"{recipe.name}: building {recipe.repository}:{tag}")
+        started = time.monotonic()
+        _build(recipe, base[0], tag, workdir, root)
+        _push(recipe, tag, registry, workdir)
+        seconds = time.monotonic() - started
+        found = api.manifest(recipe.repository, tag)
+        if found is None:
+            raise ImageBuildError(f"{recipe.repository}:{tag} not in the registry after push")
+    digest, manifest = found
+    state = "cached" if cached else f"built in {seconds:.0f} s"
+    say(f"{recipe.name}: {recipe.repository}@{digest} ({state})")
+    return BuiltImage(
+        recipe.name, recipe.repository, tag, digest, manifest_size(manifest), seconds, cached
+    )
+
+
+def ensure_context_image(
+    registry: RegistryServer, context: Path, repository: str, version: str, say: Say
+) -> BuiltImage:
+    """The image of a build context outside the repository (`modeldeploy build`'s: its
+    Containerfile at the top), built as the project's own are: on the offline base, tagged
+    by its inputs' hash, pushed to the registry and returned by digest."""
+    _check_tools()
+    workdir = cache_dir() / "images"
+    workdir.mkdir(parents=True, exist_ok=True)
+    recipe = Recipe(repository.replace("/", "-"), repository, version, "Containerfile", (".",))
+    with (workdir / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one builder at a time on this machine
+        base = _base(workdir, say)
+        api = _Registry(registry.host)
+        return _ensure(recipe, context, base=base, known=None, api=api, registry=registry, say=say)
+
+
 def ensure_images(
     registry: RegistryServer, say: Say, names: Sequence[str] | None = None
 ) -> dict[str, BuiltImage]:
@@ -300,35 +360,12 @@ def ensure_images(
         fcntl.flock(lock, fcntl.LOCK_EX)  # one builder at a time on this machine
         _bound_registry(registry.storage, say)
         previous = read_index()
-        base = ensure_base(workdir, say)
-        base_id = subprocess.run(
-            ["podman", "image", "inspect", "--format", "{{.Id}}", base],
-            capture_output=True, text=True, timeout=60, check=True,
-        ).stdout.strip()  # fmt: skip
+        base, base_id = _base(workdir, say)
         for recipe in recipes:
-            tag = recipe_tag(recipe, inputs_digest(ROOT, recipe, base_id))
             known = previous.get(recipe.name)
-            seconds = known.build_seconds if known is not None and known.tag == tag else 0.0
-            found = api.manifest(recipe.repository, tag)
-            cached = found is not None
-            if found is None:
-                say(f"{recipe.name}: building {recipe.repository}:{tag}")
-                started = time.monotonic()
-                _build(recipe, base, tag, workdir, say)
-                _push(recipe, tag, registry, workdir)
-                seconds = time.monotonic() - started
-                found = api.manifest(recipe.repository, tag)
-                if found is None:
-                    raise ImageBuildError(
-                        f"{recipe.repository}:{tag} not in the registry after push"
-                    )
-            digest, manifest = found
-            built[recipe.name] = BuiltImage(
-                recipe.name, recipe.repository, tag, digest, manifest_size(manifest), seconds,
-                cached,
-            )  # fmt: skip
-            state = "cached" if cached else f"built in {seconds:.0f} s"
-            say(f"{recipe.name}: {recipe.repository}@{digest} ({state})")
+            built[recipe.name] = _ensure(
+                recipe, ROOT, base=(base, base_id), known=known, api=api, registry=registry, say=say
+            )
         if any(not image.cached for image in built.values()):
             _prune_local(built.values(), run_started)
         merged = {**previous, **built}

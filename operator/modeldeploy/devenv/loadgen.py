@@ -15,6 +15,11 @@ worker are already waiting, a due one is counted as `dropped` instead of queued 
 or this machine cannot keep the rate). It ends after `count` requests or
 `duration` seconds, whichever comes first (both bounded). Only 127.0.0.1 is ever dialled.
 
+A cohort (`CohortLoad`, for a rollout's cohort phase, `rollout.canary.cohort`): a share of the
+requests carries the cohort's headers and is routed by a router of its own (`RouteSource.
+choose_cohort`: the rule a gateway picks for them); the report counts them apart
+(`cohort_by_revision`).
+
 Ground truth (`labels`, the rows' true labels, with `LoadSpec.label_delay`): `label_delay`
 seconds after a request was answered (200), its rows' labels are posted to the pod that
 answered it (`POST .../labels`, by the request id), from a thread of their own; at most
@@ -28,7 +33,7 @@ import statistics
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +63,7 @@ MAX_DURATION = 3600.0  # seconds
 MAX_BATCH = 64
 MAX_WORKERS = 32
 MAX_LABEL_DELAY = 600.0  # seconds
+MAX_COHORT_HEADERS = 16  # as a Gateway API match's headers
 NO_ENDPOINT = "no_endpoint"  # no Ready pod: what a client of an empty Service sees
 DROPPED = "dropped"  # too many requests in flight: the rate could not be kept
 ERROR = "error"  # connection refused, reset or timed out
@@ -93,6 +99,21 @@ class LoadSpec:
             raise ValueError(f"label_delay must be in [0, {MAX_LABEL_DELAY:g}] s")
 
 
+@dataclass(frozen=True)
+class CohortLoad:
+    """`share` (0-1) of the requests carry `headers` and go where `router` sends them."""
+
+    headers: Mapping[str, str]
+    share: float
+    router: Router
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.share <= 1:
+            raise ValueError("the cohort's share must be in [0, 1]")
+        if not 1 <= len(self.headers) <= MAX_COHORT_HEADERS:
+            raise ValueError(f"a cohort has 1 to {MAX_COHORT_HEADERS} headers")
+
+
 @dataclass
 class LoadReport:
     started: float = field(default_factory=time.monotonic)
@@ -103,6 +124,8 @@ class LoadReport:
     # Label rows posted back: matched | unknown | out_of_range | duplicate (the runtime's
     # answer), dropped (too many waiting), error (refused or not answered).
     labels: Counter[str] = field(default_factory=Counter)
+    cohort_by_revision: dict[str, Counter[str]] = field(default_factory=dict)
+    """The requests that carried the cohort's headers (counted in `by_revision` too)."""
 
     @property
     def sent(self) -> int:
@@ -115,9 +138,18 @@ class LoadReport:
             total.update(codes)
         return total
 
-    def record(self, endpoint: Endpoint | None, code: str, latency_ms: float | None) -> None:
+    def record(
+        self,
+        endpoint: Endpoint | None,
+        code: str,
+        latency_ms: float | None,
+        *,
+        cohort: bool = False,
+    ) -> None:
         revision = endpoint.revision if endpoint else NONE_REVISION
         self.by_revision.setdefault(revision, Counter())[code] += 1
+        if cohort:
+            self.cohort_by_revision.setdefault(revision, Counter())[code] += 1
         if endpoint is not None:
             self.by_pod.setdefault(f"{endpoint.namespace}/{endpoint.pod}", Counter())[code] += 1
         if latency_ms is not None:
@@ -139,6 +171,7 @@ class LoadReport:
             "by_pod": _sorted_counts(self.by_pod),
             "latency_ms": {k: round(v, 2) for k, v in self.latency_quantiles().items()},
             "labels": dict(sorted(self.labels.items())),
+            "cohort_by_revision": _sorted_counts(self.cohort_by_revision),
         }
 
     def summary(self) -> str:
@@ -149,6 +182,9 @@ class LoadReport:
         lines = [f"{self.sent} requests in {self.elapsed:.1f}s ({rate:.1f}/s): "
                  f"{codes(self.by_code)}"]  # fmt: skip
         lines += [f"  revision {r}: {codes(c)}" for r, c in sorted(self.by_revision.items())]
+        lines += [
+            f"  cohort on {r}: {codes(c)}" for r, c in sorted(self.cohort_by_revision.items())
+        ]
         if self.labels:
             lines.append(f"  labels: {codes(self.labels)}")
         latency = self.latency_quantiles()
@@ -203,27 +239,36 @@ class EndpointSource:
         return self._endpoints
 
 
+Weights = Callable[[Mapping[str, str]], Sequence[tuple[str, int]]]
+"""The `(Service, weight)` pairs of the route's rule a gateway picks for a request with these
+headers (e.g. `routing.gateway_api.backend_weights` of the route as read)."""
+
+
 class RouteSource:
     """The Ready endpoints behind an HTTPRoute's weighted backends, as a Gateway sends a
-    ModelDeployment's traffic (traffic.mode gatewayAPI): `weights()` gives the route's
-    `(Service, weight)` pairs (e.g. `route_weights`, from the cluster), the pod runner's
-    file the Ready pods each Service selects; both re-read at most every `refresh` seconds.
-    Call it for the endpoints, and route with `choose`: a backend by weight, then a pod."""
+    ModelDeployment's traffic (traffic.mode gatewayAPI): `weights(headers)` gives the pairs
+    of the rule for a request with those headers, the pod runner's file the Ready pods each
+    Service selects; both re-read at most every `refresh` seconds. Call it for the
+    endpoints, and route with `choose`: a backend by weight, then a pod; the requests with
+    the `cohort` headers with `choose_cohort` (the rule their headers match)."""
 
     def __init__(
         self,
         path: Path,
         namespace: str | None,
-        weights: Callable[[], Sequence[tuple[str, int]]],
+        weights: Weights,
         *,
+        cohort: Mapping[str, str] | None = None,
         refresh: float = 1.0,
     ) -> None:
         self._path = path
         self._namespace = namespace
         self._weights = weights
+        self._cohort = cohort
         self._refresh = refresh
         self._read_at = -float("inf")
         self._backends: list[tuple[int, list[Endpoint]]] = []
+        self._cohort_backends: list[tuple[int, list[Endpoint]]] = []
 
     def __call__(self) -> list[Endpoint]:
         now = time.monotonic()
@@ -232,23 +277,36 @@ class RouteSource:
             # A broken read keeps the last good split until the next refresh.
             with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
                 published = read_published(self._path)
-                self._backends = [
-                    (weight, published.ready_behind(self._namespace, service))
-                    for service, weight in self._weights()
-                ]
-        return [e for _, endpoints in self._backends for e in endpoints]
+
+                def behind(headers: Mapping[str, str]) -> list[tuple[int, list[Endpoint]]]:
+                    return [
+                        (weight, published.ready_behind(self._namespace, service))
+                        for service, weight in self._weights(headers)
+                    ]
+
+                self._backends = behind({})
+                self._cohort_backends = behind(self._cohort) if self._cohort else []
+        everyone = self._backends + self._cohort_backends
+        return list(dict.fromkeys(e for _, endpoints in everyone for e in endpoints))
 
     def choose(self, endpoints: Sequence[Endpoint], rng: random.Random) -> Endpoint | None:
         """A `Router` over the backends as last read (`endpoints` is their union)."""
         return choose_backend(self._backends, rng)
 
+    def choose_cohort(self, endpoints: Sequence[Endpoint], rng: random.Random) -> Endpoint | None:
+        """A `Router` for the requests with the cohort's headers."""
+        return choose_backend(self._cohort_backends, rng)
 
-def _send(client: httpx.Client, endpoint: Endpoint, body: Row) -> tuple[str, float | None]:
+
+def _send(
+    client: httpx.Client, endpoint: Endpoint, body: Row, headers: Mapping[str, str]
+) -> tuple[str, float | None]:
     if not is_loopback_address(endpoint.address):  # the hard network rule, checked again
         raise ValueError(f"refusing non-loopback endpoint {endpoint.address}")
     started = time.perf_counter()
+    url = f"{endpoint.url}/v2/models/{endpoint.model}/infer"
     try:
-        response = client.post(f"{endpoint.url}/v2/models/{endpoint.model}/infer", json=body)
+        response = client.post(url, json=body, headers=dict(headers))
     except httpx.HTTPError:
         return ERROR, None
     return str(response.status_code), (time.perf_counter() - started) * 1000
@@ -352,6 +410,7 @@ def run_load(
     drift: Drift | None = None,
     labels: Sequence[Any] | None = None,
     router: Router = choose_uniform,
+    cohort: CohortLoad | None = None,
     progress: Callable[[LoadReport], None] | None = None,
     progress_every: float = 5.0,
     stop: threading.Event | None = None,
@@ -365,11 +424,12 @@ def run_load(
     in_flight = threading.BoundedSemaphore(spec.workers * 4)
     stop = stop or threading.Event()
 
-    def deliver(endpoint: Endpoint, body: Row, truth: list[Any] | None) -> None:
+    def deliver(endpoint: Endpoint, body: Row, truth: list[Any] | None, in_cohort: bool) -> None:
         try:
-            code, latency = _send(client, endpoint, body)
+            headers = cohort.headers if cohort is not None and in_cohort else {}
+            code, latency = _send(client, endpoint, body, headers)
             with lock:
-                report.record(endpoint, code, latency)
+                report.record(endpoint, code, latency, cohort=in_cohort)
             if sender is not None and truth is not None and code == "200":
                 sender.offer(endpoint, body["id"], truth)
         finally:
@@ -387,19 +447,22 @@ def run_load(
             due = start + i / spec.rate
             if due >= deadline or stop.wait(max(0.0, due - time.monotonic())):
                 break
-            endpoint = router(endpoints(), rng)
+            in_cohort = cohort is not None and rng.random() < cohort.share
+            endpoint = (cohort.router if cohort is not None and in_cohort else router)(
+                endpoints(), rng
+            )
             if endpoint is None:
                 with lock:
-                    report.record(None, NO_ENDPOINT, None)
+                    report.record(None, NO_ENDPOINT, None, cohort=in_cohort)
             elif not in_flight.acquire(blocking=False):
                 with lock:
-                    report.record(endpoint, DROPPED, None)
+                    report.record(endpoint, DROPPED, None, cohort=in_cohort)
             else:
                 body, truth = _request(
                     f"load-{i}", spec, rows=rows, features=features, labels=labels,
                     injector=injector, rng=rng,
                 )  # fmt: skip
-                pool.submit(deliver, endpoint, body, truth)
+                pool.submit(deliver, endpoint, body, truth, in_cohort)
             if progress is not None and time.monotonic() >= next_progress:
                 next_progress += progress_every
                 with lock:

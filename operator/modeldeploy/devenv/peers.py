@@ -18,6 +18,7 @@ the server as its revision, as a user would wire it), Flagger's by pod name (its
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 
 from modeldeploy import contract
@@ -56,7 +57,7 @@ class Rules:
     p95_ms: float = 50.0  # the healthy server's p95 on a loaded 2-core machine: up to ~35 ms
     max_error_rate: float = 0.02
     feature_psi: float = 0.15
-    min_samples: int = 200  # requests before a check counts (the peers: in their window)
+    min_samples: int = 200  # requests in the window before a peer's check counts
     flagger_interval_seconds: int = 10  # Flagger's analysis interval, at its usual minimum
 
     @property
@@ -314,8 +315,44 @@ def flagger_canary(namespace: str, rules: Rules) -> Body:
 # --- modeldeploy --------------------------------------------------------------------------------
 
 
-def modeldeploy_spec(rules: Rules) -> Body:
-    """The same policy as a ModelDeployment's rollout and analysis."""
+def flagger_halt_reason(events: Sequence[Body], since: datetime) -> str:
+    """The newest `Halt advancement` message of a Canary's Events seen at or after `since`
+    (the version's deploy time). Kubernetes folds a repeated Event into one whose
+    lastTimestamp moves: without `since`, an earlier run's reason can pass for this one's."""
+    floor = since.replace(microsecond=0)  # Event times have whole seconds
+
+    def seen(event: Body) -> datetime | None:
+        stamp = event.get("lastTimestamp") or event.get("eventTime")
+        return datetime.fromisoformat(stamp) if stamp else None
+
+    halts = [
+        (when, str(e["message"]))
+        for e in events
+        if "Halt" in e.get("message", "") and (when := seen(e)) is not None and when >= floor
+    ]
+    return max(halts)[1] if halts else "no halted advancement"
+
+
+def modeldeploy_spec(rules: Rules, min_samples: int | None = None) -> Body:
+    """The same policy as a ModelDeployment's rollout and analysis. Without a sample floor
+    by default: its tests are anytime-valid (a verdict on few requests is as trustworthy as
+    one on many), where the floor is how the peers' point estimates avoid judging a thin
+    window; `min_samples` sets one anyway, to measure what it costs."""
+    analysis: Body = {
+        "interval": f"{rules.interval_seconds}s",
+        "window": rules.window,
+        "failureLimit": rules.failure_limit,
+        "onNoData": "hold",
+        "noDataTimeout": "2m",
+        "latency": {"p95Ms": rules.p95_ms},
+        "errorRate": {"max": rules.max_error_rate},
+        # The peers check no predictions: modeldeploy's own prediction and confidence
+        # checks get the loose tolerance of the project's analysis tests, which a
+        # healthy canary shows within a few thousand requests.
+        "drift": {"features": {"psi": rules.feature_psi}, "predictions": {"psi": 0.3}},
+    }
+    if min_samples is not None:
+        analysis["minSamples"] = min_samples
     return {
         "replicas": {"minWarm": rules.replicas, "max": rules.replicas},
         "rollout": {
@@ -323,20 +360,7 @@ def modeldeploy_spec(rules: Rules) -> Body:
             "stepInterval": f"{rules.step_seconds}s",
             "bakeTime": f"{rules.bake_seconds}s",
         },
-        "analysis": {
-            "interval": f"{rules.interval_seconds}s",
-            "window": rules.window,
-            "minSamples": rules.min_samples,
-            "failureLimit": rules.failure_limit,
-            "onNoData": "hold",
-            "noDataTimeout": "2m",
-            "latency": {"p95Ms": rules.p95_ms},
-            "errorRate": {"max": rules.max_error_rate},
-            # The peers check no predictions: modeldeploy's own prediction and confidence
-            # checks get the loose tolerance of the project's analysis tests, which a
-            # healthy canary shows within a few thousand requests.
-            "drift": {"features": {"psi": rules.feature_psi}, "predictions": {"psi": 0.3}},
-        },
+        "analysis": analysis,
     }
 
 

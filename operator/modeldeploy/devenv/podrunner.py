@@ -34,6 +34,14 @@ A pod env value naming a cluster Service by its DNS name (the stable's shadow UR
 forwarder of that Service (`devenv.forwarder`), which spreads the requests over the Ready
 local endpoints behind it; the forwarder lives while a served pod names its Service.
 
+A pod of an external V2 server (spec.externalServer: the server's container plus the
+operator's `modeldeploy proxy` beside it) runs as two local processes: the server, as its
+image's map entry says (e.g. `server: mlserver`), on a port of its own, and the proxy
+container's own command, with the files its init containers copy out of the model image
+(`cp` from the entry's build output, which stands for the image's root) in a directory of
+the pod's and its upstream URL on that port. The proxy is the pod's process (its port, its
+readiness, its targets); the server is its companion, stopped and restarted with it.
+
 Traffic only ever goes to 127.0.0.1: the pod's addresses are never read.
 """
 
@@ -41,6 +49,7 @@ import fcntl
 import functools
 import logging
 import os
+import shutil
 import signal
 import threading
 import time
@@ -52,7 +61,7 @@ from typing import Any, TextIO, cast
 
 import httpx
 
-from modeldeploy.contract import ENV_TERMINATION_LOG
+from modeldeploy.contract import ENV_SERVE_HOST, ENV_SERVE_PORT, ENV_TERMINATION_LOG
 from modeldeploy.devenv.children import Child, reap_recorded, record_children, stop_all
 from modeldeploy.devenv.containers import (
     LOOPBACK_REGISTRY,
@@ -96,6 +105,7 @@ from modeldeploy.devenv.pods import (
 from modeldeploy.devenv.prometheus import write_targets
 from modeldeploy.devenv.tools import cache_dir, free_port
 from modeldeploy.resources.names import LABEL_FALLBACK, LABEL_NAME
+from modeldeploy.serving.process import modeldeploy_command
 
 log = logging.getLogger("modeldeploy.podrunner")
 
@@ -153,6 +163,7 @@ class _Served:
     pull_error: tuple[float, str] | None = None  # when the last pull failed, and why
     pull_failures: int = 0  # in a row
     last_exit: tuple[int, str] | None = None  # exit code, termination message of the last run
+    companion: Child | None = None  # an external server's process, beside its proxy (child)
 
     @property
     def address(self) -> str:
@@ -338,7 +349,7 @@ class PodRunner:
         if self._loop.is_alive():
             self._loop.join(timeout=10)
         with self._lock:
-            children = [s.child for s in self._served.values() if s.child is not None]
+            children = [c for s in self._served.values() for c in (s.child, s.companion) if c]
             self._say(f"stopping {len(children)} process(es); withdrawing targets and endpoints")
             stop_all([*children, *(child for child, _ in self._stopping)])
             if self.containers:
@@ -421,6 +432,10 @@ class PodRunner:
         for key in plan.stop:
             self._stop(key)
         for view in plan.start:
+            if view.sidecar is not None and self.containers:
+                self._once(f"sidecar {view.key}", f"not serving {view.key}: container mode "
+                           "runs no external server with its proxy yet")  # fmt: skip
+                continue
             self._served[view.key] = _Served(view, self._launch(view.image), next_start=now)
         for view in plan.refused:
             self._once(f"refused {view.key}", f"refusing {view.key}: at the limit of "
@@ -470,6 +485,13 @@ class PodRunner:
             else:
                 served.child.signal(signal.SIGTERM)
             self._stopping.append((served.child, kill_at + STOP_GRACE_SECONDS))
+        self._stop_companion(served)
+
+    def _stop_companion(self, served: _Served) -> None:
+        companion, served.companion = served.companion, None
+        if companion is not None and companion.running():
+            companion.signal(signal.SIGTERM)
+            self._stopping.append((companion, time.monotonic() + STOP_GRACE_SECONDS))
 
     def _supervise(self, now: float) -> None:
         """A finished pull starts the container; a failed one is retried after a backoff. A
@@ -477,8 +499,15 @@ class PodRunner:
         restart (1 s .. 30 s), like a kubelet's CrashLoopBackOff."""
         for key, served in self._served.items():
             child = served.child
+            companion = served.companion
+            if child is not None and child.running() and companion and not companion.running():
+                # The server is half of the pod: the proxy goes too, and both start again.
+                self._say(f"server beside the proxy of {key} exited:\n{companion.log_tail(800)}")
+                served.companion = None  # said once; the proxy's exit restarts the pair
+                child.signal(signal.SIGTERM)
             if child is None or child.running():
                 continue
+            self._stop_companion(served)
             code = child.process.returncode
             served.child, served.ready, served.started_at = None, False, None
             if served.pulling:
@@ -546,7 +575,7 @@ class PodRunner:
         if spawned:  # so that a successor can reap them if this runner is killed
             record_children(
                 self.config.state_dir / CHILDREN_FILE,
-                [s.child for s in self._served.values() if s.child is not None],
+                [c for s in self._served.values() for c in (s.child, s.companion) if c],
             )
 
     def _termination_file(self, key: PodKey) -> Path:
@@ -572,7 +601,35 @@ class PodRunner:
             argv = launch.run_argv(name, served.port, pod_env, self._label, mount)
             return Child.spawn(argv, dict(os.environ), launch.cwd, logs)
         env = {**process_env(pod_env, os.environ), ENV_TERMINATION_LOG: str(termination)}
+        if view.sidecar is not None:
+            return self._spawn_pair(served, env, logs)
         return Child.spawn(launch.command(served.port), env, launch.cwd, logs)
+
+    def _spawn_pair(self, served: _Served, env: dict[str, str], logs: Path) -> Child:
+        """An external server's pod: its init containers' copies, the server on a port of
+        its own (the companion), then the proxy container's command on the pod's port."""
+        launch, view = served.launch, served.view
+        sidecar = view.sidecar
+        assert isinstance(launch, Launch)
+        assert sidecar is not None
+        files = self.config.state_dir / "files" / _log_name(view.key).removesuffix(".log")
+        shutil.rmtree(files, ignore_errors=True)  # an emptyDir: empty at each start
+        files.mkdir(parents=True)
+        for source, target in sidecar.copies:
+            copied = files / Path(target).relative_to(sidecar.files_dir)
+            if launch.root is None or not (launch.root / source.lstrip("/")).is_file():
+                self._say(f"{view.key}: init copy of {source}: no such file in the image")
+                continue
+            shutil.copyfile(launch.root / source.lstrip("/"), copied)
+        upstream = free_port()
+        server_env = {**process_env({}, os.environ), **launch.environment(upstream)}
+        server_logs = logs.with_name(logs.stem + ".server.log")
+        served.companion = Child.spawn(
+            launch.command(upstream), server_env, launch.cwd, server_logs
+        )
+        argv = [*modeldeploy_command(), *sidecar.local_command(str(files), upstream)[1:]]
+        local = {ENV_SERVE_HOST: LOOPBACK, ENV_SERVE_PORT: str(served.port)}
+        return Child.spawn(argv, {**env, **local}, launch.cwd, logs)
 
     def _probe(self, now: float) -> None:
         for key, served in self._served.items():

@@ -12,7 +12,12 @@ from typing import Any
 
 from modeldeploy import contract
 from modeldeploy.devenv.endpoints import ServiceMembers
-from modeldeploy.resources.deployment import CONTAINER_NAME
+from modeldeploy.resources.deployment import (
+    CONTAINER_NAME,
+    PROXY_CONTAINER_NAME,
+    PROXY_FILES_DIR,
+    UPSTREAM_PORT_NAME,
+)
 from modeldeploy.resources.names import LABEL_FALLBACK, LABEL_NAME, LABEL_REVISION
 
 Pod = Mapping[str, Any]
@@ -94,6 +99,48 @@ def cluster_service_url(value: str) -> ServiceURL | None:
 
 
 @dataclass(frozen=True)
+class SidecarView:
+    """The proxy beside an external V2 server (spec.externalServer), as a local process runs
+    it: its command with the files the init containers copy out of the model image, and the
+    server's port to forward to. The pod's http port, probes and identity are the proxy's."""
+
+    command: tuple[str, ...]
+    upstream_port: int  # the model container's `upstream` containerPort
+    copies: tuple[tuple[str, str], ...]  # init containers' `cp -- SOURCE TARGET`
+    files_dir: str = PROXY_FILES_DIR  # where the proxy reads the copies
+
+    def local_command(self, files: str, upstream_port: int) -> list[str]:
+        """The command with the copies under `files` and the server on `upstream_port`."""
+        upstream = f"http://127.0.0.1:{self.upstream_port}"
+        return [
+            f"http://127.0.0.1:{upstream_port}"
+            if arg == upstream
+            else files + arg[len(self.files_dir) :]
+            if arg.startswith(self.files_dir + "/")
+            else arg
+            for arg in self.command
+        ]
+
+
+def sidecar_view(pod: Pod) -> SidecarView | None:
+    """The proxy of a pod the operator built for an external server; None for any other."""
+    spec = pod.get("spec", {})
+    containers = {c.get("name"): c for c in spec.get("containers") or []}
+    proxy, server = containers.get(PROXY_CONTAINER_NAME), containers.get(CONTAINER_NAME)
+    if proxy is None or server is None:
+        return None
+    ports = [p for p in server.get("ports") or [] if p.get("name") == UPSTREAM_PORT_NAME]
+    copies = tuple(
+        (str(c["command"][2]), str(c["command"][3]))
+        for c in spec.get("initContainers") or []
+        if len(c.get("command") or []) == 4 and c["command"][:2] == ["cp", "--"]
+    )
+    if not ports or not proxy.get("command"):
+        return None
+    return SidecarView(tuple(proxy["command"]), int(ports[0]["containerPort"]), copies)
+
+
+@dataclass(frozen=True)
 class PodView:
     """One pod of a ModelDeployment, as the runner sees it."""
 
@@ -114,6 +161,8 @@ class PodView:
     labels: Mapping[str, str] = field(default_factory=dict)
     termination_message_path: str = DEFAULT_TERMINATION_MESSAGE_PATH
     termination_message_policy: str = DEFAULT_TERMINATION_MESSAGE_POLICY
+    sidecar: SidecarView | None = None
+    """Set for an external server's pod: `image` is the server's, the rest the proxy's."""
 
     @property
     def model(self) -> str:
@@ -213,10 +262,14 @@ def pod_view(pod: Pod, images: Container[str]) -> PodView | None:
     container = _served_container(pod, images)
     if not md_name or container is None:
         return None
+    image = str(container.get("image", ""))
+    sidecar = sidecar_view(pod) if container.get("name") == CONTAINER_NAME else None
+    if sidecar is not None:  # what serves `http` (env, probe, status) is the proxy
+        proxies = pod["spec"]["containers"]
+        container = next(c for c in proxies if c.get("name") == PROXY_CONTAINER_NAME)
     env = resolve_env(container.get("env") or [], pod)
     ready = _condition(pod, "Ready")
     probe = (container.get("readinessProbe") or {}).get("httpGet") or {}
-    image = str(container.get("image", ""))
     return PodView(
         key=PodKey(meta.get("namespace", ""), meta.get("name", ""), meta.get("uid", "")),
         md_name=md_name,
@@ -239,6 +292,7 @@ def pod_view(pod: Pod, images: Container[str]) -> PodView | None:
         termination_message_policy=str(
             container.get("terminationMessagePolicy") or DEFAULT_TERMINATION_MESSAGE_POLICY
         ),
+        sidecar=sidecar,
     )
 
 

@@ -5,7 +5,8 @@ profile. Drift is injected per row: a numeric feature shifted by k training-data
 deviations, a share of a feature's values set missing, a share of a categorical feature's
 values replaced by a category never seen in training; a share of requests can be made
 malformed (the runtime answers 400 and counts them). Ground truth: the rows' labels, read
-from the same file, posted back after a delay to the pod that answered (`LabelQueue`).
+from the same file, posted back after a delay to the pod that answered (`LabelQueue`); a
+share of them can be made wrong (`wrong_labels`: ground truth turning against the model).
 """
 
 import csv
@@ -80,6 +81,23 @@ def read_labels(
             except ValueError as err:
                 raise ValueError(f"{path}:{line}: label {text!r} is not a number") from err
     return labels
+
+
+def wrong_labels(labels: Sequence[Any], share: float, seed: int = 0) -> list[Any]:
+    """`labels` with a random `share` of them replaced by another value of the column (for
+    two classes, the other one): the world no longer agreeing with what the model learnt.
+    Deterministic for a seed."""
+    if not 0 <= share <= 1:
+        raise ValueError(f"the share of wrong labels must be in [0, 1], not {share}")
+    values = sorted(set(labels), key=str)
+    if share > 0 and len(values) < 2:
+        raise ValueError("labels of a single value cannot be made wrong")
+    rng = random.Random(seed)
+    out = list(labels)
+    for i, label in enumerate(out):
+        if rng.random() < share:
+            out[i] = rng.choice([v for v in values if v != label])
+    return out
 
 
 def sample_indices(rows: int, count: int, rng: random.Random) -> list[int]:

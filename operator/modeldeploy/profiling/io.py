@@ -8,10 +8,12 @@ import numpy as np
 import numpy.typing as npt
 
 from modeldeploy.profile_schema import FeatureProfile, FeatureType, Profile
-from modeldeploy.profiling.build import DEFAULT_GOLDEN, build_profile
+from modeldeploy.profiling.build import DEFAULT_BACKGROUND, DEFAULT_GOLDEN, build_profile
+from modeldeploy.profiling.holdout import Holdout
 from modeldeploy.profiling.leakage import LeakageCheck
 from modeldeploy.profiling.stats import DEFAULT_BINS
 from modeldeploy.serving.config import load_config
+from modeldeploy.serving.fallback import load_fallback
 from modeldeploy.serving.model import load_model, load_preprocess
 from modeldeploy.serving.pipeline import InferencePipeline
 
@@ -70,14 +72,20 @@ def profile_model_dir(
     golden: int = DEFAULT_GOLDEN,
     seed: int = 0,
     leakage: LeakageCheck | None = None,
+    background: int = DEFAULT_BACKGROUND,
+    holdout: Holdout | None = None,
 ) -> tuple[Path, Profile]:
     """Profiles the model in `model_dir` (its model.yaml) and writes its profile there
-    (nothing when the build refuses leaky training data, see `build_profile`)."""
+    (nothing when the build refuses leaky training data, see `build_profile`); a holdout's
+    regression labels are scored with the model's labels.max_abs_error."""
     config = load_config(model_dir)
 
     def make_pipeline(features: list[FeatureProfile]) -> InferencePipeline:
         model = load_model(config, model_dir, [f.name for f in features])
-        return InferencePipeline(features, model, load_preprocess(config, model_dir))
+        preprocess = load_preprocess(config, model_dir)
+        return InferencePipeline(
+            features, model, preprocess, fallback=load_fallback(config, model_dir)
+        )
 
     profile = build_profile(
         columns,
@@ -88,6 +96,9 @@ def profile_model_dir(
         golden=golden,
         seed=seed,
         leakage=leakage,
+        background=background,
+        holdout=holdout,
+        max_abs_error=config.labels.max_abs_error,
     )
     path = model_dir / config.profile
     write_profile(profile, path)

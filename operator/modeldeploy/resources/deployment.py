@@ -7,13 +7,29 @@ identity the metrics carry through `MODELDEPLOY_*` environment variables, and tu
 only when the runtime's model-ready endpoint says so (after the golden requests passed
 within the warm-up latency bound). A runtime that exits says why in its termination message
 (`terminationMessagePolicy: FallbackToLogsOnError`).
+
+An external V2 server (spec.externalServer) runs as the model container on its own port
+(`upstream`, liveness probe only), with `modeldeploy proxy` beside it carrying the `http`
+port, the probes and the identity: what the Services, the kubelet and Prometheus see is the
+same as with the built-in runtime. Init containers of the model image itself (same digest)
+copy its profile (and proxy configuration) into an emptyDir the proxy reads, so one
+immutable image still carries model and profile together.
 """
 
 from dataclasses import dataclass
 from typing import Any
 
 from modeldeploy import contract
-from modeldeploy.api import Fallback, ModelRef, PodTemplate, Warmup, parse_duration, to_wire
+from modeldeploy.api import (
+    ExternalServer,
+    Fallback,
+    ModelRef,
+    PodTemplate,
+    ResourceRequirements,
+    Warmup,
+    parse_duration,
+    to_wire,
+)
 from modeldeploy.resources.common import Body, Owner, metadata, with_applied_hash
 from modeldeploy.resources.names import (
     ANNOTATION_REVISION_SOURCE,
@@ -30,7 +46,13 @@ from modeldeploy.resources.names import (
 from modeldeploy.resources.revision import RevisionSource
 
 CONTAINER_NAME = "model"
+PROXY_CONTAINER_NAME = "proxy"
+UPSTREAM_PORT_NAME = "upstream"
 TMP_VOLUME = "tmp"
+PROXY_FILES_VOLUME = "proxy-files"
+PROXY_FILES_DIR = "/modeldeploy-proxy"
+PROXY_PROFILE = f"{PROXY_FILES_DIR}/profile.json"
+PROXY_CONFIG = f"{PROXY_FILES_DIR}/model.yaml"
 
 RESTRICTED_CONTAINER_SECURITY: dict[str, Any] = {
     "allowPrivilegeEscalation": False,
@@ -105,10 +127,12 @@ class _Pods:
     template: PodTemplate
     warmup: Warmup
     shadow: ShadowTarget | None = None
+    external: ExternalServer | None = None
+    proxy_image: str | None = None
 
 
-def _container(pods: _Pods) -> dict[str, Any]:
-    template = pods.template
+def _identity_env(pods: _Pods) -> list[dict[str, str]]:
+    """What the metrics carry and the warm-up bound: on whichever container serves `http`."""
     env = [
         _env(contract.ENV_MODEL_NAME, pods.model.name),
         _env(contract.ENV_MODEL_VERSION, pods.model.version),
@@ -120,14 +144,24 @@ def _container(pods: _Pods) -> dict[str, Any]:
             _env(contract.ENV_SHADOW_URL, pods.shadow.url),
             _env(contract.ENV_SHADOW_PERCENT, str(pods.shadow.percent)),
         ]
-    env += [to_wire(var) for var in template.env]
-    container: dict[str, Any] = {
-        "name": CONTAINER_NAME,
-        "image": pods.image,
-        "ports": [
-            {"name": HTTP_PORT_NAME, "containerPort": contract.SERVING_PORT, "protocol": "TCP"}
-        ],
-        "env": env,
+    return env
+
+
+def _liveness(port: str) -> dict[str, Any]:
+    # 503 once a golden replay outlasts its deadline (60 s by default: the inference
+    # pool has stalled, serving/golden.py); a minute of failures more before a restart,
+    # so a slow node is never mistaken for a stalled server. Warm-up answers 200.
+    return {
+        "httpGet": {"path": contract.LIVE_PATH, "port": port},
+        "periodSeconds": 10,
+        "timeoutSeconds": 5,
+        "failureThreshold": 6,
+    }
+
+
+def _serving_probes(pods: _Pods) -> dict[str, Any]:
+    """Readiness (the golden requests passed) and liveness on the `http` port."""
+    return {
         "readinessProbe": {
             "httpGet": {
                 "path": contract.READY_PATH_TEMPLATE.format(model=pods.model.name),
@@ -137,15 +171,35 @@ def _container(pods: _Pods) -> dict[str, Any]:
             "timeoutSeconds": 2,
             "failureThreshold": 3,
         },
-        # 503 once a golden replay outlasts its deadline (60 s by default: the inference
-        # pool has stalled, serving/golden.py); a minute of failures more before a restart,
-        # so a slow node is never mistaken for a stalled server. Warm-up answers 200.
-        "livenessProbe": {
-            "httpGet": {"path": contract.LIVE_PATH, "port": HTTP_PORT_NAME},
-            "periodSeconds": 10,
-            "timeoutSeconds": 5,
-            "failureThreshold": 6,
-        },
+        "livenessProbe": _liveness(HTTP_PORT_NAME),
+    }
+
+
+def _resources(requirements: ResourceRequirements) -> dict[str, Any]:
+    wire = to_wire(requirements)
+    return {k: v for k, v in wire.items() if v}
+
+
+def _container(pods: _Pods) -> dict[str, Any]:
+    """The model container: the built-in runtime on `http`, or an external V2 server on
+    `upstream` (the proxy beside it serves `http`)."""
+    template = pods.template
+    env = [to_wire(var) for var in template.env]
+    if pods.external is None:
+        ports = [{"name": HTTP_PORT_NAME, "containerPort": contract.SERVING_PORT}]
+        probes = _serving_probes(pods)
+        env = _identity_env(pods) + env
+    else:
+        ports = [{"name": UPSTREAM_PORT_NAME, "containerPort": pods.external.port}]
+        # Liveness only: the proxy's readiness covers the server (its golden requests pass
+        # through it), and the server's own readiness knows nothing of the profile.
+        probes = {"livenessProbe": _liveness(UPSTREAM_PORT_NAME)}
+    container: dict[str, Any] = {
+        "name": CONTAINER_NAME,
+        "image": pods.image,
+        "ports": [{**port, "protocol": "TCP"} for port in ports],
+        "env": env,
+        **probes,
         # What the runtime writes to /dev/termination-log when it exits (a golden request
         # that failed, say), else its log's end on an error, becomes the pod's
         # lastState.terminated.message: the reason the operator reports and rolls back with.
@@ -155,17 +209,91 @@ def _container(pods: _Pods) -> dict[str, Any]:
     }
     if template.env_from:
         container["envFrom"] = [to_wire(source) for source in template.env_from]
-    resources = to_wire(template.resources)
-    if resources.get("requests") or resources.get("limits"):
-        container["resources"] = {k: v for k, v in resources.items() if v}
+    resources = _resources(template.resources)
+    if resources:
+        container["resources"] = resources
     return container
+
+
+def _proxy_container(pods: _Pods, external: ExternalServer, image: str) -> dict[str, Any]:
+    """`modeldeploy proxy` on `http`: what clients, probes and Prometheus reach. Host and
+    port come as the runtime's environment, which a local pod runner may move."""
+    command = [
+        "modeldeploy",
+        "proxy",
+        "--profile",
+        PROXY_PROFILE,
+        "--upstream",
+        f"http://127.0.0.1:{external.port}",
+        "--upstream-model",
+        external.model_name or pods.model.name,
+        "--model-name",
+        pods.model.name,
+    ]
+    if external.config_path is not None:
+        command += ["--config", PROXY_CONFIG]
+    env = [
+        _env(contract.ENV_SERVE_HOST, "0.0.0.0"),
+        _env(contract.ENV_SERVE_PORT, str(contract.PROXY_PORT)),
+        *_identity_env(pods),
+    ]
+    container: dict[str, Any] = {
+        "name": PROXY_CONTAINER_NAME,
+        "image": image,
+        "command": command,
+        "ports": [
+            {"name": HTTP_PORT_NAME, "containerPort": contract.PROXY_PORT, "protocol": "TCP"}
+        ],
+        "env": env,
+        **_serving_probes(pods),
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": container_security(PodTemplate()),
+        "volumeMounts": [
+            {"name": TMP_VOLUME, "mountPath": "/tmp"},
+            {"name": PROXY_FILES_VOLUME, "mountPath": PROXY_FILES_DIR, "readOnly": True},
+        ],
+    }
+    resources = _resources(external.proxy_resources)
+    if resources:
+        container["resources"] = resources
+    return container
+
+
+def _copy_containers(pods: _Pods, external: ExternalServer) -> list[dict[str, Any]]:
+    """Init containers of the model image (the same reference, so the same digest) that copy
+    the files the proxy reads out of it: the profile travels with the model it describes."""
+    copies = [("copy-profile", external.profile_path, PROXY_PROFILE)]
+    if external.config_path is not None:
+        copies.append(("copy-config", external.config_path, PROXY_CONFIG))
+    resources = _resources(external.proxy_resources)
+    return [
+        {
+            "name": name,
+            "image": pods.image,
+            "command": ["cp", "--", source, target],
+            "terminationMessagePolicy": "FallbackToLogsOnError",
+            "securityContext": container_security(pods.template),
+            "volumeMounts": [{"name": PROXY_FILES_VOLUME, "mountPath": PROXY_FILES_DIR}],
+            **({"resources": resources} if resources else {}),
+        }
+        for name, source, target in copies
+    ]
 
 
 def _pod_template(pods: _Pods) -> dict[str, Any]:
     template = pods.template
+    containers = [_container(pods)]
+    volumes: list[dict[str, Any]] = [{"name": TMP_VOLUME, "emptyDir": {}}]
+    init: list[dict[str, Any]] = []
+    if pods.external is not None:
+        if pods.proxy_image is None:
+            raise ValueError("an external server's pods need the proxy image")
+        containers.append(_proxy_container(pods, pods.external, pods.proxy_image))
+        volumes.append({"name": PROXY_FILES_VOLUME, "emptyDir": {}})
+        init = _copy_containers(pods, pods.external)
     spec: dict[str, Any] = {
-        "containers": [_container(pods)],
-        "volumes": [{"name": TMP_VOLUME, "emptyDir": {}}],
+        "containers": containers,
+        "volumes": volumes,
         "securityContext": pod_security(template),
         "automountServiceAccountToken": template.automount_service_account_token,
         "terminationGracePeriodSeconds": template.termination_grace_period_seconds,
@@ -180,6 +308,8 @@ def _pod_template(pods: _Pods) -> dict[str, Any]:
         "imagePullSecrets": [to_wire(s) for s in template.image_pull_secrets] or None,
         "priorityClassName": template.priority_class_name,
     }
+    if init:
+        spec["initContainers"] = init
     spec.update({k: v for k, v in optional.items() if v is not None})
     meta: dict[str, Any] = {"labels": {**template.labels, **pods.labels}}
     if template.annotations:
@@ -244,6 +374,8 @@ def revision_deployment(
             template=source.template,
             warmup=warmup,
             shadow=shadow,
+            external=source.external,
+            proxy_image=source.proxy_image,
         ),
     )
 

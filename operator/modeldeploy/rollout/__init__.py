@@ -7,7 +7,7 @@ objects (`observe(uid, raw objects)`), `analysis` the optional analysis signal; 
 holds the objects to apply and delete, the new status and the Events to post.
 """
 
-from modeldeploy.rollout.machine import plan, refuse_privileges
+from modeldeploy.rollout.machine import plan, refuse_privileges, refuse_without_proxy
 from modeldeploy.rollout.plan import Event, NewObject, ObjectRef, Plan, Subject
 from modeldeploy.rollout.signal import NO_ANALYSIS, AnalysisInput, AnalysisSignal
 from modeldeploy.rollout.world import ObservedDeployment, World, observe
@@ -26,4 +26,5 @@ __all__ = [
     "observe",
     "plan",
     "refuse_privileges",
+    "refuse_without_proxy",
 ]

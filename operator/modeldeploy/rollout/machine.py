@@ -3,11 +3,12 @@
 Pure: no I/O, no clock. Each reconcile reads the bookkeeping from status, applies at most a
 few transitions, lays out the objects the new state needs and reports the new status:
 
-    new revision in the spec -> canary (shadow phase first when rollout.shadow.percent > 0)
-    -> steps, each held for stepInterval with its pods Ready (and, when analysis gates the
-    rollout, a passing round) -> [approval gate] -> Promoting: the canary is scaled to the
-    stable's current replicas and must be Ready -> switch: it becomes stable, the old stable
-    stays warm as `previous` for bakeTime, then goes.
+    new revision in the spec -> canary (shadow phase first when rollout.shadow.percent > 0,
+    then the cohort phase when rollout.canary.cohort is set) -> steps, each held for
+    stepInterval with its pods Ready (and, when analysis gates the rollout, a passing round)
+    -> [approval gate] -> Promoting: the canary is scaled to the stable's current replicas
+    and must be Ready -> switch: it becomes stable, the old stable stays warm as `previous`
+    for bakeTime, then goes.
 
 Rollback (analysis, abort, warm-up timeout, canary pods that certainly cannot start) only
 moves traffic back to the stable, which is never touched during a rollout, and deletes the
@@ -60,12 +61,13 @@ from modeldeploy.rollout.podstatus import NOT_READY, OOM_KILLED, PODS_CANNOT_STA
 from modeldeploy.rollout.report import (
     COARSE_SPLIT,
     MAX_MESSAGE,
+    NO_PROXY_IMAGE,
     NOT_OWNED,
     PODS_FAILING_REASON,
     PRIVILEGED_NOT_ALLOWED,
     Facts,
     coarse_split_message,
-    privileges_refused,
+    refused,
     render,
 )
 from modeldeploy.rollout.signal import NO_ANALYSIS, AnalysisInput
@@ -139,15 +141,32 @@ def plan(
 
 def refuse_privileges(subject: Subject, privileges: tuple[str, ...], now: datetime) -> Plan:
     """The Plan of an operator without --allow-privileged-models for a spec that asks for
-    `privileges`: nothing is built, changed or deleted; status says why, and the Warning Event
-    is posted when the status did not say so already (once per refusal, across restarts)."""
-    if now.tzinfo is None:
-        raise ValueError("refuse_privileges() needs a timezone-aware `now`")
+    `privileges` (see `refuse`)."""
     why = (
         f"spec.{', spec.'.join(privileges)}: this operator runs no privileged model pods "
         "(start it with --allow-privileged-models, chart value allowPrivilegedModels)"
     )
-    status = privileges_refused(subject.status, why, subject.generation, now.replace(microsecond=0))
+    return refuse(subject, PRIVILEGED_NOT_ALLOWED, why, now)
+
+
+def refuse_without_proxy(subject: Subject, now: datetime) -> Plan:
+    """The Plan of an operator without a proxy image for a spec with an external server
+    (see `refuse`): half of such a pod cannot be built."""
+    why = (
+        "spec.externalServer: this operator has no modeldeploy proxy image to run beside an "
+        "external V2 server (start it with --proxy-image or MODELDEPLOY_PROXY_IMAGE; the "
+        "chart sets its own image)"
+    )
+    return refuse(subject, NO_PROXY_IMAGE, why, now)
+
+
+def refuse(subject: Subject, reason: str, why: str, now: datetime) -> Plan:
+    """The Plan for a spec this operator does not run: nothing is built, changed or deleted;
+    status says why (`reason`), and the Warning Event is posted when the status did not say
+    so already (once per refusal, across restarts)."""
+    if now.tzinfo is None:
+        raise ValueError("refuse() needs a timezone-aware `now`")
+    status = refused(subject.status, reason, why, subject.generation, now.replace(microsecond=0))
 
     def degraded(conditions: list[Condition]) -> tuple[str, str, str] | None:
         found = next((c for c in conditions if c.type == "Degraded"), None)
@@ -155,9 +174,9 @@ def refuse_privileges(subject: Subject, privileges: tuple[str, ...], now: dateti
 
     before = degraded(subject.status.conditions)
     said = before == degraded(status.conditions)
-    events = () if said else (Event("Warning", PRIVILEGED_NOT_ALLOWED, why),)
+    events = () if said else (Event("Warning", reason, why),)
     turned = before is None or before[0] != "True"
-    notice = Notice("Degraded", subject.status.stable_revision, f"{PRIVILEGED_NOT_ALLOWED}: {why}")
+    notice = Notice("Degraded", subject.status.stable_revision, f"{reason}: {why}")
     return Plan(status=status, events=events, notices=(notice,) if turned else ())
 
 
@@ -179,7 +198,7 @@ class _Reconcile:
         self.now = now
         self.apply_error = apply_error
         self.owner = Owner(subject.name, subject.namespace, subject.uid)
-        self.spec_source = RevisionSource.of(subject.spec)
+        self.spec_source = subject.source()
         self.revision = self.spec_source.revision
         self.steps = canary_steps(subject.spec.rollout)
         self.router = router_for(subject.spec.rollout.traffic.mode)
@@ -429,14 +448,22 @@ class _Reconcile:
             st.previous, st.bake_until = None, None
         st.canary = self.revision
         shadowing = self.spec.rollout.shadow.percent > 0
-        st.step = None if shadowing or not self.steps else 0
+        cohort = self.spec.rollout.canary.cohort
+        st.cohort = cohort.describe() if cohort is not None and not shadowing else None
+        st.step = None if shadowing or st.cohort is not None or not self.steps else 0
         st.step_started_at = self.now
         st.promoting = False
         st.consecutive_failures = 0
         st.no_data_since = None
         why = self.describe_change()
         self.history("Started", self.revision, why)
-        first = "shadow phase" if st.step is None else f"{self.steps[0]}% of traffic"
+        first = (
+            f"{self.steps[0]}% of traffic"
+            if st.step is not None
+            else f"cohort phase ({st.cohort})"
+            if st.cohort is not None
+            else "shadow phase"
+        )
         self.event("Normal", "RolloutStarted", f"{self.revision} ({why}); first: {first}")
         if self.analysis.disabled:
             self.event("Warning", "AnalysisDisabled", self.analysis.disabled)
@@ -476,7 +503,8 @@ class _Reconcile:
     # --- progress of a canary ---------------------------------------------------------
 
     def stage_percent(self) -> int:
-        """Live traffic share the current step asks for (0 in the shadow phase)."""
+        """Live traffic share the current step asks for (0 in the shadow and cohort phases:
+        the cohort's requests are no share the spec can name)."""
         step = self.state.step
         if step is None or not self.steps:
             return 0
@@ -504,6 +532,9 @@ class _Reconcile:
         if self.state.promoting:
             return self.promotion_target()
         maximum, stable = self.spec.replicas.max, self.stable_replicas()
+        if self.state.cohort is not None and self.steps:
+            # The cohort's size is unknown: the first step's pods, so it needs no warm-up.
+            return self.router.canary_replicas(stable, self.steps[0], maximum)
         if self.state.step is None:
             return load_replicas(stable, max(self.spec.rollout.shadow.percent, 1), maximum)
         return self.router.canary_replicas(stable, self.stage_percent(), maximum)
@@ -570,7 +601,15 @@ class _Reconcile:
             return
         if not self.gate_open("step", st.step):
             return
-        if not self.at_last_step():
+        cohort = self.spec.rollout.canary.cohort
+        if st.shadowing and cohort is not None:
+            st.cohort, st.step_started_at = cohort.describe(), self.now
+            self.event("Normal", "CohortStarted", f"{canary}: serves {st.cohort} alone")
+        elif st.cohort is not None and self.steps:
+            self.end_cohort()
+            self.event("Normal", "StepAdvanced", f"{canary}: {self.stage_percent()}% of traffic")
+            self.warn_coarse_split()
+        elif not self.at_last_step():
             st.step = 0 if st.step is None else st.step + 1
             st.step_started_at = self.now
             self.event("Normal", "StepAdvanced", f"{canary}: {self.stage_percent()}% of traffic")
@@ -583,6 +622,14 @@ class _Reconcile:
             st.promoting = True
             st.step_started_at = self.now
             self.event("Normal", "Promoting", f"{canary} passed every step")
+
+    def end_cohort(self) -> None:
+        """From the cohort phase to the first weighted step. Its analysis ends with it: the
+        weighted steps' rounds are a new sequential test, on evidence from their start, so
+        that the checks against the stable compare the same population (`rounds`)."""
+        st = self.state
+        st.cohort, st.step, st.step_started_at = None, 0, self.now
+        st.last_analysis, st.consecutive_failures, st.no_data_since = None, 0, None
 
     # --- gates --------------------------------------------------------------------------
 
@@ -768,7 +815,7 @@ class _Reconcile:
         stable_count = max(observed_stable.replicas if observed_stable else 0, self.min_warm)
         shadow = None
         mirrors = self.spec.rollout.shadow.percent > 0 and self.pre_rollout_approved()
-        if st.canary is not None and st.step is None and mirrors:
+        if st.shadowing and mirrors:
             shadow = ShadowTarget(
                 shadow_url(name, self.subject.namespace), self.spec.rollout.shadow.percent
             )
@@ -810,6 +857,7 @@ class _Reconcile:
             hold=self.removing() or bool(self.foreign) or not self.pre_rollout_approved(),
             killed=self.killed,
             fallback=self.spec.kill_switch.mode == "fallback" and self.spec.fallback is not None,
+            cohort=self.spec.rollout.canary.cohort if st.cohort is not None else None,
         )
 
     def client_selector(self) -> dict[str, str]:

@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from modeldeploy.api import ModelDeploymentSpec, ModelDeploymentStatus
+from modeldeploy.resources.revision import RevisionSource
 from modeldeploy.rollout.signal import AnalysisSignal
 from modeldeploy.rollout.webhooks import GateAsk, Notice
 from modeldeploy.routing import RoutePatch
@@ -25,6 +26,13 @@ class Subject:
     spec: ModelDeploymentSpec
     status: ModelDeploymentStatus
     annotations: Mapping[str, str] = field(default_factory=dict)
+    proxy_image: str | None = None
+    """The operator's `modeldeploy proxy` image (--proxy-image), for a spec whose image is an
+    external V2 server: part of such a revision (None: the operator has none)."""
+
+    def source(self) -> RevisionSource:
+        """The revision the spec describes."""
+        return RevisionSource.of(self.spec, self.proxy_image)
 
 
 @dataclass(frozen=True)

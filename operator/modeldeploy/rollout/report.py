@@ -26,9 +26,12 @@ PODS_FAILING_REASON = "PodsFailing"
 NOT_OWNED = "ObjectNotOwned"
 """Degraded (and Stalled) while a name the ModelDeployment needs is taken by another's object."""
 PRIVILEGED_NOT_ALLOWED = "PrivilegedNotAllowed"
+NO_PROXY_IMAGE = "ProxyImageNotConfigured"
 """Ready False, Degraded and Stalled True: the spec asks for privileged pods, which this
 operator does not run."""
 SHOWN_PROBLEMS = 3
+COHORT_REASON = "CohortPhase"
+"""Progressing: the canary serves its cohort alone (rollout.canary.cohort)."""
 COARSE_SPLIT = "CoarseTrafficSplit"
 """Warning: the replica ratio gives the canary more than twice its step's share."""
 
@@ -100,6 +103,8 @@ def _problems(problems: tuple[PodProblem, ...]) -> str:
 
 
 def _stage(state: State, facts: Facts) -> str:
+    if state.cohort is not None:
+        return f"cohort phase ({state.cohort} to the canary alone)"
     if state.step is None:
         return "shadow phase"
     step = min(state.step, len(facts.steps) - 1) if facts.steps else 0
@@ -133,6 +138,14 @@ def _stable_failing(state: State) -> bool:
         and last.revision == state.stable
         and last.verdict == "fail"
     )
+
+
+def _failing_message(state: State) -> str:
+    """The stable fails its analysis, naming the checks that failed (their subjects too)."""
+    last = state.last_analysis
+    failed = [c.name for c in last.checks if c.verdict == "fail"] if last is not None else []
+    named = f": {', '.join(failed)}" if failed else ""
+    return f"{state.stable} fails its analysis{named}"
 
 
 def _message(phase: Phase, state: State, facts: Facts, kill_target: str) -> str:
@@ -219,7 +232,13 @@ def _progressing(
         if facts.canary_ready < facts.canary_wanted:
             message = f"{state.canary} pods are warming up{trouble}"
             return _Cond("Progressing", "True", "WarmingUp", message)
-        reason = "Shadowing" if state.step is None else "StepInProgress"
+        reason = (
+            "StepInProgress"
+            if state.step is not None
+            else COHORT_REASON
+            if state.cohort is not None
+            else "Shadowing"
+        )
         coarse = ""
         if 0 < facts.requested < 100 and facts.weight > 2 * facts.requested:
             split = coarse_split_message(facts.requested, facts.weight, facts.stable_ready)
@@ -265,7 +284,7 @@ def _degraded(state: State, facts: Facts, phase: Phase) -> _Cond:
             f"{facts.stable_ready} of {facts.min_warm} warm pods Ready on {state.stable}",
         )
     if _stable_failing(state):
-        return _Cond("Degraded", "True", "AnalysisFailed", f"{state.stable} fails its analysis")
+        return _Cond("Degraded", "True", "AnalysisFailed", _failing_message(state))
     return _Cond("Degraded", "False", "AsExpected", "serving within expectations")
 
 
@@ -346,6 +365,7 @@ def render(
         canary_weight=facts.weight,
         requested_weight=facts.requested,
         step=state.step if state.canary is not None else None,
+        cohort=state.cohort if state.canary is not None else None,
         step_started_at=state.step_started_at if state.canary is not None else None,
         consecutive_failures=state.consecutive_failures,
         no_data_since=state.no_data_since,
@@ -363,16 +383,17 @@ def render(
     )
 
 
-def privileges_refused(
-    prev: ModelDeploymentStatus, message: str, generation: int, now: datetime
+def refused(
+    prev: ModelDeploymentStatus, reason: str, message: str, generation: int, now: datetime
 ) -> ModelDeploymentStatus:
-    """The status of a spec whose privileged pods the operator does not run: nothing is built
-    or changed, so phase and bookkeeping stay as they were (a promotion under way is still
-    remembered); Ready False, Degraded and Stalled True say why, for the generation refused."""
+    """The status of a spec the operator does not run (privileged pods it may not run, an
+    external server without a proxy image): nothing is built or changed, so phase and
+    bookkeeping stay as they were (a promotion under way is still remembered); Ready False,
+    Degraded and Stalled True say why, for the generation refused."""
     said = [
-        _Cond("Ready", "False", PRIVILEGED_NOT_ALLOWED, message),
-        _Cond("Degraded", "True", PRIVILEGED_NOT_ALLOWED, message),
-        _Cond("Stalled", "True", PRIVILEGED_NOT_ALLOWED, message),
+        _Cond("Ready", "False", reason, message),
+        _Cond("Degraded", "True", reason, message),
+        _Cond("Stalled", "True", reason, message),
     ]
     made = {c.type: _condition(prev, c, generation, now) for c in said}
     kept = [made.pop(c.type, c) for c in prev.conditions]

@@ -26,6 +26,8 @@ class State:
     previous: str | None = None
     failed: str | None = None
     step: int | None = None
+    cohort: str | None = None
+    """The cohort the canary serves alone (the cohort phase: step None), in words."""
     step_started_at: datetime | None = None
     bake_until: datetime | None = None
     promoting: bool = False
@@ -49,6 +51,7 @@ class State:
             previous=status.previous_stable_revision,
             failed=status.failed_revision,
             step=status.step,
+            cohort=status.cohort,
             step_started_at=status.step_started_at,
             bake_until=status.bake_until,
             promoting=promoting,
@@ -60,8 +63,14 @@ class State:
             gates=list(status.gates),
         )
 
+    @property
+    def shadowing(self) -> bool:
+        """In the shadow phase: a canary before its cohort phase and its first step."""
+        return self.canary is not None and self.step is None and self.cohort is None
+
     def end_rollout(self) -> None:
         self.canary = None
         self.step = None
+        self.cohort = None
         self.step_started_at = None
         self.promoting = False

@@ -4,6 +4,8 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from modeldeploy.api import Cohort
+
 if TYPE_CHECKING:
     from modeldeploy.routing.gateway_api import ObservedRoute, RoutePatch
 
@@ -32,6 +34,8 @@ class Split:
     killed: bool = False
     fallback: bool = False
     """The kill switch routes `<name>` to the fallback Deployment."""
+    cohort: Cohort | None = None
+    """In the cohort phase: the requests the canary serves alone (Gateway API only)."""
 
 
 class Router(Protocol):

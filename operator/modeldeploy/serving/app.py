@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar
 
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
@@ -34,13 +35,15 @@ from modeldeploy import tracing
 from modeldeploy.contract import CLIENT_CLOSED_REQUEST_CODE, SHADOW_HEADER
 from modeldeploy.profile_schema import ClassificationOutput, Profile
 from modeldeploy.serving import binary
-from modeldeploy.serving.config import ModelConfig
+from modeldeploy.serving.attribution_sampler import AttributionSampler
+from modeldeploy.serving.config import ModelConfig, ServingConfig
 from modeldeploy.serving.golden import GoldenReplays
 from modeldeploy.serving.labels import LabelOutcomes, Receipt, parse_labels
 from modeldeploy.serving.limits import ServerLimits
 from modeldeploy.serving.monitor import Identity, Monitor
 from modeldeploy.serving.pipeline import (
     CONFIDENCE_OUTPUT,
+    FALLBACK_OUTPUT,
     LABEL_OUTPUT,
     PROBABILITIES_OUTPUT,
     VALUE_OUTPUT,
@@ -56,7 +59,8 @@ from modeldeploy.serving.protocol import (
     decode_json,
     encode_json,
 )
-from modeldeploy.serving.shadow import Mirror
+from modeldeploy.serving.shadow import Mirror, MirroredRequest
+from modeldeploy.serving.upstream_health import UpstreamHealth
 from modeldeploy.serving.warmup import Readiness, warm_up
 
 log = logging.getLogger(__name__)
@@ -70,10 +74,10 @@ R = TypeVar("R")  # an answer as its transport sends it
 
 @dataclass
 class Runtime:
-    """Everything one model server holds; built by `server.load_runtime`."""
+    """Everything one model server holds; built by `server.assemble_runtime`."""
 
     identity: Identity
-    config: ModelConfig
+    config: ServingConfig
     profile: Profile
     pipeline: InferencePipeline
     monitor: Monitor
@@ -84,6 +88,8 @@ class Runtime:
     limits: ServerLimits = field(default_factory=ServerLimits)
     labels: LabelOutcomes | None = None  # None: made from the above (`__post_init__`)
     golden: GoldenReplays = field(default_factory=GoldenReplays)
+    attribution_sampler: AttributionSampler | None = None  # None: explain.sample_rate 0
+    upstream: UpstreamHealth | None = None  # a proxy's upstream server (upstream_health.py)
 
     def __post_init__(self) -> None:
         if self.labels is None:
@@ -142,6 +148,24 @@ async def _read_body(request: Request, limit: int, timeout_s: float) -> bytes:
     return b"".join(chunks)
 
 
+NO_PROBABILITIES = (
+    "labels only, no class probabilities: no confidence or probabilities outputs, no "
+    "prediction_confidence metrics or confidence drift, no low-confidence fallback"
+)
+# How a framework's classifier would answer them, where the model file decides it.
+PROBABILITIES_HINT = {"mlflow": 'log the MLflow model with pyfunc_predict_fn="predict_proba"'}
+
+
+def missing_probabilities(config: ServingConfig, profile: Profile) -> str | None:
+    """What a classifier without probabilities cannot do (model metadata, start log)."""
+    output = profile.output
+    if not isinstance(output, ClassificationOutput) or output.confidence is not None:
+        return None
+    # A proxy's upstream has no framework here: what it answers is its own server's business.
+    hint = PROBABILITIES_HINT.get(config.framework) if isinstance(config, ModelConfig) else None
+    return NO_PROBABILITIES + (f" ({hint} for them)" if hint else "")
+
+
 def model_metadata(runtime: Runtime) -> dict[str, Any]:
     inputs = [
         {"name": f.name, "datatype": PREFERRED_DATATYPE[f.type], "shape": [-1]}
@@ -162,13 +186,19 @@ def model_metadata(runtime: Runtime) -> dict[str, Any]:
             )
     else:
         outputs = [{"name": VALUE_OUTPUT, "datatype": "FP64", "shape": [-1]}]
+    if runtime.pipeline.fallback is not None:
+        outputs.append({"name": FALLBACK_OUTPUT, "datatype": "BOOL", "shape": [-1]})
+    parameters = {"revision": runtime.identity.revision}
+    missing = missing_probabilities(runtime.config, runtime.profile)
+    if missing is not None:
+        parameters["probabilities"] = missing
     return {
         "name": runtime.identity.model,
         "versions": [runtime.identity.version],
-        "platform": runtime.config.framework,
+        "platform": runtime.config.platform,
         "inputs": inputs,
         "outputs": outputs,
-        "parameters": {"revision": runtime.identity.revision},
+        "parameters": parameters,
     }
 
 
@@ -294,6 +324,8 @@ class InferencePath:
             runtime.prediction_log.maybe_record(
                 inference.request.id, inference.request.inputs, inference.outputs
             )
+        if runtime.attribution_sampler is not None:
+            runtime.attribution_sampler.offer(inference)
         return Answer(200, result)
 
     def _infer(
@@ -312,6 +344,10 @@ class InferencePath:
         runtime.monitor.observe_features(inference.features)
         prediction = inference.prediction
         runtime.monitor.observe_predictions(prediction.values, prediction.confidence)
+        fallback = inference.fallback
+        runtime.monitor.observe_answered(
+            inference.request.rows, 0 if fallback is None else int(fallback.sum())
+        )
         assert inference.request.id is not None
         runtime.label_outcomes.remember(inference.request.id, prediction.values)
         return inference, result
@@ -393,13 +429,18 @@ class _Endpoints:
         # What the request asks its outputs to be sent as: known once it is decoded, used
         # when they are encoded (both on the same inference thread, in that order).
         asked: list[binary.OutputEncoding] = []
+        mirrored: list[MirroredRequest] = []  # the copy taken in the request's trace context
 
         async def receive() -> bytes:
             raw = await _read_body(
                 request, runtime.config.limits.max_body_bytes, runtime.limits.body_timeout_s
             )
             if runtime.mirror is not None and SHADOW_HEADER not in request.headers:
-                runtime.mirror.offer(request.url.path, raw, binary.framing_headers(header_length))
+                copy = runtime.mirror.copy(
+                    request.url.path, raw, binary.framing_headers(header_length)
+                )
+                if copy is not None:
+                    mirrored.append(copy)
             return raw
 
         def decode(raw: bytes) -> Any:
@@ -417,9 +458,12 @@ class _Endpoints:
                 span=span,
             )
             span.set(response_attributes(answer.status, answer.reason and answer.reason.value))
-        if answer.result is None:
-            return _error(answer.message, answer.status)
-        return answer.result
+        response = (
+            answer.result if answer.result is not None else _error(answer.message, answer.status)
+        )
+        if runtime.mirror is not None and mirrored:
+            response.background = _offer_when_sent(runtime.mirror, mirrored[0])
+        return response
 
     async def labels(self, request: Request) -> Response:
         """Delayed labels of earlier predictions; not inference requests, so never in
@@ -455,6 +499,16 @@ class _Endpoints:
         return Response(encoded.body, media_type=encoded.content_type, headers=encoded.headers)
 
 
+def _offer_when_sent(mirror: Mirror, copy: MirroredRequest) -> BackgroundTask:
+    """Starlette runs a response's background task once its body is sent: the answer never
+    waits for the mirror. A coroutine, so that queueing takes no thread of its own."""
+
+    async def offer() -> None:
+        mirror.offer(copy)
+
+    return BackgroundTask(offer)
+
+
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     return _error(f"{exc.detail}: {request.method} {request.url.path}", exc.status_code)
@@ -475,6 +529,8 @@ def _lifespan(
     runtime = path.runtime
 
     async def warm() -> None:
+        if runtime.upstream is not None:
+            await runtime.upstream.wait_ready(runtime.readiness)
         await warm_up(
             runtime.pipeline,
             runtime.profile.golden,
@@ -484,19 +540,18 @@ def _lifespan(
         )
         if runtime.readiness.broken and on_broken is not None:
             on_broken(runtime.readiness.reason)
-        if runtime.readiness.ready:
-            await runtime.golden.run(
-                runtime.pipeline,
-                runtime.profile.golden,
-                runtime.monitor,
-                runtime.readiness,
-                inference_pool,
-            )
+        if not runtime.readiness.ready:
+            return
+        golden = (runtime.pipeline, runtime.profile.golden, runtime.monitor, runtime.readiness)
+        watches = [runtime.golden.run(*golden, inference_pool)]
+        if runtime.upstream is not None:
+            watches.append(runtime.upstream.watch(*golden, inference_pool))
+        await asyncio.gather(*watches)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if runtime.mirror is not None:
-            await runtime.mirror.start()
+            runtime.mirror.start()
         warming = asyncio.create_task(warm())
         try:
             async with contextlib.AsyncExitStack() as running:
@@ -508,10 +563,12 @@ def _lifespan(
             with contextlib.suppress(asyncio.CancelledError):
                 await warming
             if runtime.mirror is not None:
-                await runtime.mirror.stop()
+                await asyncio.to_thread(runtime.mirror.stop)  # joins its workers
             inference_pool.shutdown(wait=False, cancel_futures=True)
             if runtime.prediction_log is not None:
                 runtime.prediction_log.close()
+            if runtime.attribution_sampler is not None:
+                runtime.attribution_sampler.close()
 
     return lifespan
 

@@ -3,7 +3,10 @@
     name: churn
     version: "2026-11-20"
     framework: sklearn              # sklearn | joblib (a fitted estimator in `artifact`)
-    artifact: model.joblib          #   or python, with entrypoint: module:callable
+    artifact: model.joblib          #   or python, with entrypoint: module:callable, or
+                                    #   xgboost | lightgbm | onnx | mlflow (serving/formats/;
+                                    #   mlflow: artifact is an MLflow model directory)
+    classes: [stay, churn]          # format classifiers: their class labels
     preprocess: churn_features:preprocess   # optional module:callable on the model's inputs
     profile: profile.json
     warmup: {max_latency_ms: 200, rounds: 10}
@@ -11,11 +14,15 @@
     prediction_log: {path: predictions.jsonl, sample_rate: 0.01, redact: [email]}
     limits: {max_body_bytes: 1048576, max_batch: 1024, label_memory_rows: 10000}
     labels: {max_abs_error: 2.5}    # regressors: a value this close to its label is correct
+    explain: {sample_rate: 0.05}    # requests explained for the attribution metrics (explain.py)
+    fallback: {confidence_floor: 0.6, rules: churn_features:rules}   # classifiers only
 
-Modules named by `entrypoint` and `preprocess` are imported from the model directory.
+Modules named by `entrypoint`, `preprocess` and `fallback.rules` are imported from the model
+directory.
 """
 
 import os
+from abc import abstractmethod
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
@@ -26,6 +33,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from modeldeploy.contract import ENV_GOLDEN_INTERVAL_S, ENV_WARMUP_MAX_LATENCY_MS
 
 MODEL_FILE = "model.yaml"
+# Formats served by serving/formats/<name>.py, each behind the optional extra of its name.
+FORMAT_FRAMEWORKS = ("xgboost", "lightgbm", "onnx", "mlflow")
+Framework = Literal["sklearn", "joblib", "python", "xgboost", "lightgbm", "onnx", "mlflow"]
 CALLABLE_PATTERN = r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$"
 
 
@@ -69,25 +79,69 @@ class LabelsConfig(_Config):
     max_abs_error: float | None = Field(default=None, gt=0)
 
 
-class ModelConfig(_Config):
+class ExplainConfig(_Config):
+    # Share of answered requests whose attributions feed the attribution metrics, computed
+    # after the answer is sent, one at a time; 0: none (requests asking for them still get
+    # them, without counting).
+    sample_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+
+
+class FallbackConfig(_Config):
+    """Rows the model is unsure of are answered by rules in the image (serving/fallback.py).
+    Only rules in the image: the runtime never calls another service for an answer."""
+
+    # Rows whose predicted class' probability is below this are answered by `rules`.
+    confidence_floor: float = Field(gt=0, lt=1)
+    # module:callable taking the model's inputs (after preprocessing) of those rows and
+    # answering as the model does: labels and probabilities over the same classes.
+    rules: str = Field(pattern=CALLABLE_PATTERN)
+
+
+class ServingConfig(_Config):
+    """What every front end of the runtime is configured with: `serve`'s model.yaml and
+    `proxy`'s --config (serving/proxy_config.py) alike."""
+
     name: str = Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$")
     version: str = Field(min_length=1, max_length=63)
     revision: str | None = None
-    framework: Literal["sklearn", "joblib", "python"] = "sklearn"
-    artifact: str = "model.joblib"
-    entrypoint: str | None = Field(default=None, pattern=CALLABLE_PATTERN)
-    preprocess: str | None = Field(default=None, pattern=CALLABLE_PATTERN)
-    profile: str = "profile.json"
     warmup: WarmupConfig = WarmupConfig()
     golden: GoldenConfig = GoldenConfig()
     prediction_log: PredictionLogConfig = PredictionLogConfig()
     limits: LimitsConfig = LimitsConfig()
     labels: LabelsConfig = LabelsConfig()
 
+    @property
+    @abstractmethod
+    def platform(self) -> str:
+        """What answers (model metadata's `platform`)."""
+
+
+class ModelConfig(ServingConfig):
+    """model.yaml: a model the runtime loads and runs itself."""
+
+    framework: Framework = "sklearn"
+    artifact: str = "model.joblib"
+    # A format classifier's labels in the order of its probabilities (its file keeps none;
+    # a scikit-learn estimator has its own classes_); without it, the indexes 0..k-1.
+    classes: list[str | int] | None = Field(default=None, min_length=2)
+    entrypoint: str | None = Field(default=None, pattern=CALLABLE_PATTERN)
+    preprocess: str | None = Field(default=None, pattern=CALLABLE_PATTERN)
+    profile: str = "profile.json"
+    explain: ExplainConfig = ExplainConfig()
+    fallback: FallbackConfig | None = None
+
+    @property
+    def platform(self) -> str:
+        return self.framework
+
     @model_validator(mode="after")
     def _python_needs_entrypoint(self) -> "ModelConfig":
         if self.framework == "python" and self.entrypoint is None:
             raise ValueError("framework python needs entrypoint: module:callable")
+        if self.classes is not None and self.framework not in FORMAT_FRAMEWORKS:
+            raise ValueError(
+                f"classes is for frameworks {', '.join(FORMAT_FRAMEWORKS)}, not {self.framework}"
+            )
         return self
 
 
@@ -120,11 +174,11 @@ def _positive_env(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
-def warmup_max_latency_ms(config: ModelConfig, env: Mapping[str, str] = os.environ) -> float:
+def warmup_max_latency_ms(config: ServingConfig, env: Mapping[str, str] = os.environ) -> float:
     """The operator's bound (spec.warmup.maxLatencyMs, via the pod's env) wins."""
     return _positive_env(env, ENV_WARMUP_MAX_LATENCY_MS, config.warmup.max_latency_ms)
 
 
-def golden_interval_s(config: ModelConfig, env: Mapping[str, str] = os.environ) -> float:
+def golden_interval_s(config: ServingConfig, env: Mapping[str, str] = os.environ) -> float:
     """Seconds between golden replays: the pod's env (e.g. a podTemplate env) wins."""
     return _positive_env(env, ENV_GOLDEN_INTERVAL_S, config.golden.interval_s)

@@ -37,7 +37,7 @@ from random import Random
 
 from modeldeploy.contract import GOLDEN_MATCH
 from modeldeploy.profile_schema import GoldenRequest
-from modeldeploy.serving.config import ModelConfig, golden_interval_s
+from modeldeploy.serving.config import ServingConfig, golden_interval_s
 from modeldeploy.serving.monitor import Monitor
 from modeldeploy.serving.pipeline import InferencePipeline
 from modeldeploy.serving.warmup import GoldenCheck, Readiness, State, check_golden
@@ -54,7 +54,7 @@ class GoldenSchedule:
     """Each wait is `interval_s` times a uniform factor within 1 +- this."""
 
     @classmethod
-    def of(cls, config: ModelConfig, env: Mapping[str, str] = os.environ) -> "GoldenSchedule":
+    def of(cls, config: ServingConfig, env: Mapping[str, str] = os.environ) -> "GoldenSchedule":
         golden = config.golden
         return cls(golden_interval_s(config, env), golden.deadline_s, golden.mismatch_limit)
 

@@ -30,7 +30,7 @@ from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from modeldeploy import contract as c
 from modeldeploy.profile_schema import ClassificationOutput, Profile, RegressionOutput
@@ -190,7 +190,8 @@ class Receipt:
 
 class LabelOutcomes:
     """Remembers predictions and scores labels into the contract's series, every label
-    value pre-created at zero (so a revision without labels reads 0, not absent)."""
+    value pre-created at zero (so a revision without labels reads 0, not absent), beside the
+    accuracy they are held against: the profile's holdout accuracy, when it has one."""
 
     def __init__(
         self,
@@ -228,6 +229,13 @@ class LabelOutcomes:
             registry=registry,
         )
         self._invalid_family, self._identity = invalid, identity
+        if profile.quality is not None:
+            Gauge(
+                c.HOLDOUT_ACCURACY,
+                "Accuracy on the training holdout (profile), labels counted as here.",
+                labels,
+                registry=registry,
+            ).labels(*identity).set(profile.quality.holdout_accuracy)
         if isinstance(output, ClassificationOutput):
             self.classes = frozenset(category_label(v) for v in output.classes)
             cells = [*sorted(self.classes), c.OTHER_BIN]

@@ -10,7 +10,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from modeldeploy.serving.config import ModelConfig, ModelDirError
+from modeldeploy.serving.config import FORMAT_FRAMEWORKS, ModelConfig, ModelDirError
 
 Columns = Mapping[str, npt.NDArray[Any]]
 Preprocess = Callable[[dict[str, npt.NDArray[Any]]], Mapping[str, npt.ArrayLike]]
@@ -43,21 +43,22 @@ class SklearnModel:
     """A fitted scikit-learn estimator (or Pipeline) fed a 2-D array in profile order."""
 
     def __init__(self, estimator: Any, feature_names: Sequence[str]) -> None:
-        self._estimator = estimator
-        self._names = tuple(feature_names)
-        expected = getattr(estimator, "n_features_in_", len(self._names))
-        if expected != len(self._names):
+        self.estimator = estimator
+        self.features = tuple(feature_names)
+        expected = getattr(estimator, "n_features_in_", len(self.features))
+        if expected != len(self.features):
             raise ModelDirError(
                 f"the estimator takes {expected} features but the profile has "
-                f"{len(self._names)}: {', '.join(self._names)}"
+                f"{len(self.features)}: {', '.join(self.features)}"
             )
         classes = getattr(estimator, "classes_", None)
         self._classes = None if classes is None else tuple(np.asarray(classes).tolist())
         self._class_array = None if classes is None else np.asarray(classes)
         self._proba = self._classes is not None and hasattr(estimator, "predict_proba")
 
-    def _matrix(self, columns: Columns) -> npt.NDArray[Any]:
-        cols = [columns[name] for name in self._names]
+    def matrix(self, columns: Columns) -> npt.NDArray[Any]:
+        """The columns as the estimator takes them (its explanations too)."""
+        cols = [columns[name] for name in self.features]
         if all(col.dtype.kind == "f" for col in cols):
             return np.column_stack(cols)
         matrix = np.empty((len(cols[0]), len(cols)), dtype=object)
@@ -66,12 +67,12 @@ class SklearnModel:
         return matrix
 
     def predict(self, columns: Columns) -> Prediction:
-        x = self._matrix(columns)
+        x = self.matrix(columns)
         if self._proba and self._class_array is not None:
-            probabilities = np.asarray(self._estimator.predict_proba(x), dtype=np.float64)
+            probabilities = np.asarray(self.estimator.predict_proba(x), dtype=np.float64)
             values = self._class_array[probabilities.argmax(axis=1)]
             return Prediction(values, probabilities, self._classes)
-        return Prediction(np.asarray(self._estimator.predict(x)), None, self._classes)
+        return Prediction(np.asarray(self.estimator.predict(x)), None, self._classes)
 
 
 class CallableModel:
@@ -120,6 +121,10 @@ def load_model(config: ModelConfig, model_dir: Path, feature_names: Sequence[str
     if config.framework == "python":
         assert config.entrypoint is not None  # guaranteed by ModelConfig
         return CallableModel(resolve_callable(config.entrypoint, model_dir))
+    if config.framework in FORMAT_FRAMEWORKS:
+        from modeldeploy.serving.formats import load_format_model  # imports its library
+
+        return load_format_model(config, model_dir, feature_names)
     import joblib  # the sklearn extra; only images serving joblib models need it
 
     path = model_dir / config.artifact

@@ -3,6 +3,7 @@
     monitor = Monitor(load_profile("profile.json"), Identity.resolve("churn", "1"))
     monitor.observe_features({"tenure_months": [3, 40], "contract": ["one-year", None]})
     monitor.observe_predictions(["churn", "stay"], confidence=[0.91, 0.62])
+    monitor.observe_answered(rows=2, by_fallback=0)    # Monitor(..., fallback=True) to count
     monitor.observe_request(200, seconds=0.004)
     body, content_type = monitor.exposition()   # serve it on /metrics
 
@@ -103,7 +104,11 @@ class Monitor:
         invalid_reasons: Iterable[str] = (),
         enabled: bool = True,
         registry: CollectorRegistry | None = None,
+        attributions: bool = False,
+        fallback: bool = False,
     ) -> None:
+        """With `attributions`, the attribution series exist (at zero) from the start.
+        `fallback`: the model declares a low-confidence fallback (its rows are counted)."""
         self.profile = profile
         self.identity = identity
         self.enabled = enabled
@@ -138,10 +143,14 @@ class Monitor:
         self._output_counts = np.zeros(len(self._output_bins.labels), dtype=np.int64)
         self._confidence_counts = np.zeros(len(c.CONFIDENCE_BUCKETS) + 1, dtype=np.int64)
         self._confidence_sum = 0.0
-        self._define_standard_metrics(tuple(invalid_reasons))
+        self._attributions = attributions
+        # Per feature: sums of the positive and of the negative attributions' magnitudes.
+        self._attribution_sums = np.zeros((2, len(profile.features)), dtype=np.float64)
+        self._explained_rows = 0
+        self._define_standard_metrics(tuple(invalid_reasons), fallback)
         self.registry.register(_BinCollector(self))
 
-    def _define_standard_metrics(self, invalid_reasons: tuple[str, ...]) -> None:
+    def _define_standard_metrics(self, invalid_reasons: tuple[str, ...], fallback: bool) -> None:
         labels = list(c.IDENTITY_LABELS)
         ident = self.identity.values()
         requests = Counter(
@@ -182,6 +191,12 @@ class Monitor:
             buckets=c.LATENCY_BUCKETS,
             registry=self.registry,
         )
+        answered = Counter(
+            c.ANSWERED_ROWS_TOTAL,
+            "Rows of inference requests answered, by the model or its fallback rules.",
+            [*labels, c.LABEL_ANSWERED_BY],
+            registry=self.registry,
+        )
         info = Gauge(
             c.MODEL_INFO, "The model revision this process serves.", labels, registry=self.registry
         )
@@ -194,6 +209,8 @@ class Monitor:
         self._duration = duration.labels(*ident)
         self._golden = {r: golden.labels(*ident, r) for r in c.GOLDEN_RESULTS}
         self._golden_duration = golden_duration.labels(*ident)
+        self._by_model = answered.labels(*ident, c.ANSWERED_BY_MODEL)
+        self._by_fallback = answered.labels(*ident, c.ANSWERED_BY_FALLBACK) if fallback else None
 
     # --- observations -------------------------------------------------------------------
 
@@ -230,6 +247,16 @@ class Monitor:
         if self.enabled:
             self._golden[result].inc()
             self._golden_duration.observe(seconds)
+
+    def observe_answered(self, rows: int, by_fallback: int = 0) -> None:
+        """A request's `rows`, of which `by_fallback` the fallback rules answered."""
+        if not self.enabled:
+            return
+        self._by_model.inc(rows - by_fallback)
+        if self._by_fallback is not None:
+            self._by_fallback.inc(by_fallback)
+        elif by_fallback:
+            raise ValueError("fallback rows counted by a monitor of a model without fallback")
 
     def observe_features(self, columns: Mapping[str, Column]) -> None:
         """A batch of model inputs, one column per feature (None/NaN = missing).
@@ -276,6 +303,20 @@ class Monitor:
             self._output_counts += added
             self._confidence_counts += buckets
             self._confidence_sum += total
+
+    def observe_attributions(self, attributions: npt.NDArray[np.float64]) -> None:
+        """A batch's attributions, rows x features in profile order (serving/explain.py)."""
+        if not self.enabled or not self._attributions:
+            return
+        sums = np.stack(
+            [
+                np.clip(attributions, 0, None).sum(axis=0),
+                -np.clip(attributions, None, 0).sum(axis=0),
+            ]
+        )
+        with self._lock:
+            self._attribution_sums += sums
+            self._explained_rows += len(attributions)
 
     @contextmanager
     def time_request(self) -> Iterator["RequestTimer"]:
@@ -352,6 +393,30 @@ class Monitor:
                 sum_value=confidence_sum,
             )
             yield histogram
+        if self._attributions:
+            yield from self._collect_attributions()
+
+    def _collect_attributions(self) -> Iterator[Metric]:
+        with self._lock:
+            sums, rows = self._attribution_sums.copy(), self._explained_rows
+        ident = list(self.identity.values())
+        labels = [*c.IDENTITY_LABELS, c.LABEL_FEATURE]
+        parts = (
+            (c.ATTRIBUTION_POSITIVE_TOTAL, "Sum of the positive feature attributions."),
+            (c.ATTRIBUTION_NEGATIVE_TOTAL, "Sum of the negative attributions' magnitudes."),
+        )
+        for (name, help_text), totals in zip(parts, sums.tolist(), strict=True):
+            family = CounterMetricFamily(name, help_text + " (sampled requests)", labels=labels)
+            for feature, total in zip(self._features.keys, totals, strict=True):
+                family.add_metric([*ident, feature], total)
+            yield family
+        explained = CounterMetricFamily(
+            c.EXPLAINED_ROWS_TOTAL,
+            "Rows whose attributions were counted.",
+            labels=list(c.IDENTITY_LABELS),
+        )
+        explained.add_metric(ident, float(rows))
+        yield explained
 
 
 @dataclass

@@ -1,8 +1,11 @@
-"""Runs `modeldeploy serve` as a child process on 127.0.0.1 (tests, benchmarks, demos).
+"""Runs `modeldeploy serve` (or `modeldeploy proxy`) as a child process on 127.0.0.1
+(tests, benchmarks, demos).
 
 with ServerProcess(model_dir) as server:
     server.wait_ready()
     httpx.post(server.url + "/v2/models/churn/infer", json=body)
+
+with ServerProcess.proxy(profile_path, upstream_url, "churn") as proxy: ...
 """
 
 import os
@@ -10,7 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -29,6 +32,30 @@ def modeldeploy_command() -> list[str]:
     return [sys.executable, "-c", "from modeldeploy.cli import main; main()"]
 
 
+def wait_until_ok(
+    url: str,
+    timeout_s: float,
+    *,
+    running: Callable[[], bool],
+    output: Callable[[], str],
+    what: str = "server",
+    period_s: float = 0.05,
+) -> None:
+    """Polls `url` until it answers 200; raises with the process's output when it exits
+    first or the time runs out."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not running():
+            raise RuntimeError(f"{what} exited:\n{output()}")
+        try:
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(period_s)
+    raise TimeoutError(f"{url} not 200 after {timeout_s}s:\n{output()}")
+
+
 class ServerProcess:
     def __init__(
         self,
@@ -39,6 +66,7 @@ class ServerProcess:
         args: Sequence[str] = (),
     ) -> None:
         self.model_dir = model_dir
+        self.served = ["serve", "--model-dir", str(model_dir)]  # the command and what it serves
         self.port = port or free_port()
         self.url = f"http://{LOOPBACK}:{self.port}"
         self._env = {**os.environ, **(env or {})}
@@ -46,11 +74,31 @@ class ServerProcess:
         self._log = tempfile.NamedTemporaryFile(prefix="modeldeploy-serve-", suffix=".log")  # noqa: SIM115
         self._process: subprocess.Popen[bytes] | None = None
 
+    @classmethod
+    def proxy(
+        cls,
+        profile: Path,
+        upstream: str,
+        upstream_model: str,
+        *,
+        port: int | None = None,
+        env: Mapping[str, str] | None = None,
+        args: Sequence[str] = (),
+    ) -> "ServerProcess":
+        """`modeldeploy proxy` in front of the V2 server at `upstream`."""
+        process = cls(profile.parent, port=port, env=env, args=args)
+        process.served = [
+            "proxy",
+            "--profile", str(profile),
+            "--upstream", upstream,
+            "--upstream-model", upstream_model,
+        ]  # fmt: skip
+        return process
+
     def start(self) -> "ServerProcess":
         command = [
             *modeldeploy_command(),
-            "serve",
-            "--model-dir", str(self.model_dir),
+            *self.served,
             "--host", LOOPBACK,
             "--port", str(self.port),
             *self._args,
@@ -68,17 +116,7 @@ class ServerProcess:
 
     def wait_ready(self, timeout_s: float = 30.0, *, path: str = "/v2/health/ready") -> None:
         """Polls until `path` answers 200; raises with the server's output otherwise."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if not self.running():
-                raise RuntimeError(f"server exited:\n{self.output()}")
-            try:
-                if httpx.get(self.url + path, timeout=1.0).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        raise TimeoutError(f"{self.url}{path} not 200 after {timeout_s}s:\n{self.output()}")
+        wait_until_ok(self.url + path, timeout_s, running=self.running, output=self.output)
 
     def wait_live(self, timeout_s: float = 30.0) -> None:
         self.wait_ready(timeout_s, path="/v2/health/live")

@@ -47,6 +47,8 @@ class Reason(StrEnum):
     BAD_OUTPUTS = "bad_outputs"
     UNKNOWN_OUTPUT = "unknown_output"
     UNKNOWN_MODEL = "unknown_model"
+    # parameters.explain on a model that cannot be explained (serving/explain.py says why).
+    CANNOT_EXPLAIN = "cannot_explain"
     BODY_TIMEOUT = "body_timeout"  # 408: the body did not arrive within the read timeout
     # The binary tensor data extension (binary.py): Inference-Header-Content-Length not a
     # length within the body; binary bytes not what the inputs' binary_data_size say.
@@ -93,6 +95,7 @@ class InferRequest:
     columns: dict[str, npt.NDArray[Any]]  # per feature: float64 (NaN missing) or object
     inputs: dict[str, list[Any]]  # the values as sent, for the prediction log
     outputs: tuple[str, ...] | None  # requested output names; None = all
+    explain: bool = False  # parameters.explain: attributions asked for (serving/explain.py)
 
 
 def decode_json(raw: bytes) -> Any:
@@ -118,6 +121,8 @@ def short_value(value: Any, limit: int = 40) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+# The request parameter asking for the outputs' feature attributions.
+EXPLAIN_PARAMETER = "explain"
 # V2 parameters: an object of string, number or boolean values.
 _PARAMETER_TYPES = (str, int, float, bool)
 
@@ -156,7 +161,13 @@ class RequestParser:
         request_id = body.get("id")
         if request_id is not None and not isinstance(request_id, str):
             raise InvalidRequest(Reason.BAD_ID, "'id' must be a string")
-        _check_parameters(body.get("parameters"), "")
+        parameters = body.get("parameters")
+        _check_parameters(parameters, "")
+        explain = (parameters or {}).get(EXPLAIN_PARAMETER, False)
+        if type(explain) is not bool:
+            raise InvalidRequest(
+                Reason.BAD_PARAMETERS, f"parameters.{EXPLAIN_PARAMETER} must be true or false"
+            )
         entries = body.get("inputs")
         if not isinstance(entries, list) or not entries:
             raise InvalidRequest(
@@ -184,7 +195,7 @@ class RequestParser:
                 raise InvalidRequest(Reason.MISSING_INPUT, f"missing input(s): {_names(missing)}")
             columns[feature.name] = _missing_column(feature, rows)
         ordered = {name: columns[name] for name in self._features}
-        return InferRequest(request_id, rows, ordered, inputs, outputs)
+        return InferRequest(request_id, rows, ordered, inputs, outputs, explain)
 
     def _batch_size(self, rows_by_input: dict[str, int]) -> int:
         sizes = set(rows_by_input.values())

@@ -1,28 +1,43 @@
 """Shadow mirroring: a share of inference requests is copied to another version.
 
-The caller's response never waits for the shadow: `offer` only puts the body in a bounded
-queue (dropping it when full), and a few background workers post it with short timeouts.
-Results are counted in `shadow_requests_total{result}`; the shadow's answers are ignored
-(it exports its own metrics, which is what the operator compares). With tracing on, a
-mirrored request carries the trace context of the request it copies: the shadow's span is a
-child of the original's.
+The caller's answer never waits for the shadow, nor shares anything with it but the
+process: the endpoint takes the copy (`copy`: the sampling decision and the request's trace
+context) while it answers, and queues it (`offer`) only once the answer is sent. `offer`
+never blocks: the queue is bounded, and a copy that finds it full is dropped. Worker threads
+of the mirror's own post the copies, each over a keep-alive connection of its own with a
+short timeout, so none of it runs on the event loop that answers clients or on the inference
+threads (keepalive.py: the standard library's `http.client`, not httpx). Results
+are counted in `shadow_requests_total{result}`; the shadow's answers are ignored (it exports
+its own metrics, which is what the operator compares). With tracing on, a mirrored request
+carries the trace context of the request it copies: the shadow's span is a child of the
+original's.
 """
 
-import asyncio
-import contextlib
 import logging
 import os
+import queue
 import random
+import threading
 from collections.abc import Mapping
-
-import httpx
+from dataclasses import dataclass
 
 from modeldeploy import tracing
 from modeldeploy.contract import ENV_SHADOW_PERCENT, ENV_SHADOW_URL, SHADOW_HEADER
 from modeldeploy.serving.config import ModelDirError
+from modeldeploy.serving.keepalive import FAILURES, KeepAliveConnection
 from modeldeploy.serving.monitor import Monitor
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MirroredRequest:
+    """A copy to send: the request's path and body, and the headers it cannot be read or
+    traced without (binary tensor data's length, the trace context)."""
+
+    path: str
+    body: bytes
+    headers: Mapping[str, str]
 
 
 class Mirror:
@@ -40,15 +55,12 @@ class Mirror:
         self.url = url.rstrip("/")
         self.percent = percent
         self._monitor = monitor
-        # (path, body, framing and trace context headers)
-        self._queue: asyncio.Queue[tuple[str, bytes, dict[str, str]]] = asyncio.Queue(
-            maxsize=queue_size
-        )
+        # None: a worker's signal to stop
+        self._queue: queue.Queue[MirroredRequest | None] = queue.Queue(maxsize=queue_size)
         self._worker_count = workers
-        self._timeout = httpx.Timeout(timeout_s, connect=min(timeout_s, 0.25))
+        self._timeout_s = timeout_s  # of each connect, send and read
         self._random = (rng or random.Random()).random
-        self._workers: list[asyncio.Task[None]] = []
-        self._client: httpx.AsyncClient | None = None
+        self._workers: list[threading.Thread] = []
 
     @classmethod
     def from_env(cls, monitor: Monitor, env: Mapping[str, str] = os.environ) -> "Mirror | None":
@@ -67,41 +79,57 @@ class Mirror:
             raise ModelDirError(f"{ENV_SHADOW_PERCENT}={raw!r} must be a number from 0 to 100")
         return cls(url, percent, monitor)
 
-    def offer(self, path: str, body: bytes, framing: Mapping[str, str] | None = None) -> None:
-        """Never blocks: samples, then queues the request or drops it when the queue is full.
-        `framing`: headers the body cannot be read without (binary tensor data's length)."""
+    def copy(
+        self, path: str, body: bytes, framing: Mapping[str, str] | None = None
+    ) -> MirroredRequest | None:
+        """The copy of a request to mirror, or None when the sample leaves it out; called in
+        the request's context (its trace). `framing`: headers the body cannot be read
+        without (binary tensor data's length). The body is the request's, not copied again."""
         if self.percent <= 0 or self._random() * 100 >= self.percent:
-            return
+            return None
+        return MirroredRequest(path, body, {**(framing or {}), **tracing.outgoing()})
+
+    def offer(self, request: MirroredRequest) -> None:
+        """Never blocks: queues the copy, or drops it (counted) when the queue is full."""
         try:
-            self._queue.put_nowait((path, body, {**(framing or {}), **tracing.outgoing()}))
-        except asyncio.QueueFull:
+            self._queue.put_nowait(request)
+        except queue.Full:
             self._monitor.observe_shadow("dropped")
 
-    async def start(self) -> None:
-        limits = httpx.Limits(max_connections=self._worker_count)
-        self._client = httpx.AsyncClient(timeout=self._timeout, limits=limits)
-        self._workers = [asyncio.create_task(self._work()) for _ in range(self._worker_count)]
+    def start(self) -> None:
+        self._workers = [
+            threading.Thread(target=self._work, name=f"shadow-{i}", daemon=True)
+            for i in range(self._worker_count)
+        ]
+        for worker in self._workers:
+            worker.start()
 
-    async def stop(self) -> None:
-        for task in self._workers:
-            task.cancel()
-        for task in self._workers:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        if self._client is not None:
-            await self._client.aclose()
-
-    async def _work(self) -> None:
-        assert self._client is not None
-        headers = {"content-type": "application/json", SHADOW_HEADER: "1"}
+    def stop(self) -> None:
+        """Drops what is still queued (counted), then waits for each worker's request in
+        flight (bounded by the timeouts)."""
         while True:
-            path, body, context = await self._queue.get()
             try:
-                await self._client.post(
-                    self.url + path, content=body, headers={**headers, **context}
+                if self._queue.get_nowait() is not None:
+                    self._monitor.observe_shadow("dropped")
+            except queue.Empty:
+                break
+        for _ in self._workers:
+            self._queue.put(None)
+        for worker in self._workers:
+            worker.join()
+        self._workers = []
+
+    def _work(self) -> None:
+        connection = KeepAliveConnection(self.url, self._timeout_s)
+        headers = {"content-type": "application/json", SHADOW_HEADER: "1"}
+        while (request := self._queue.get()) is not None:
+            try:
+                connection.request(
+                    "POST", request.path, request.body, {**headers, **request.headers}
                 )
-            except httpx.HTTPError as err:
+            except FAILURES as err:
                 self._monitor.observe_shadow("failed")
                 log.debug("shadow request failed: %r", err)
             else:
                 self._monitor.observe_shadow("sent")
+        connection.close()

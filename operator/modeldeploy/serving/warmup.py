@@ -36,6 +36,9 @@ class State(StrEnum):
     MISMATCHING = "mismatching"
     """Ready once, then golden replays kept not matching (serving/golden.py); ready again
     after one that matches."""
+    UPSTREAM_UNREADY = "upstream_unready"
+    """A proxy's upstream server stopped being ready (serving/upstream_health.py); ready
+    again once it is and the golden requests through it pass."""
 
 
 @dataclass
