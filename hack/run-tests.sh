@@ -16,7 +16,7 @@ echo "[test] mypy" >&2
 mypy
 echo "[test] pytest" >&2
 set +e
-python -m pytest "$@"
+python -m pytest --durations=40 "$@"  # the slowest, for the suite-time budget
 rc=$?
 set -e
 if [[ $rc -eq 5 ]]; then

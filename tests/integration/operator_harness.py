@@ -260,14 +260,28 @@ class OperatorKiller:
     limit: int
     gap: tuple[float, float] = (2.0, 8.0)
     max_down: float = 2.0
+    first_work: float = 30.0  # at most, seconds a started operator has to touch a ModelDeployment
     kills: list[str] = field(default_factory=list)
     error: BaseException | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
+    def _await_work(self) -> None:
+        """A gap counts from the operator's first request about a ModelDeployment, not from
+        its liveness: on a loaded machine the first reconcile can come seconds after it, and
+        kills before it would test start-up only."""
+        deadline = time.monotonic() + self.first_work
+        while time.monotonic() < deadline and not self._stop.is_set():
+            if any("/modeldeployments/" in line for line in self.operator.requests()):
+                return
+            time.sleep(0.2)
+
     def _loop(self) -> None:
         try:
-            while not self.done and not self._stop.wait(self.rng.uniform(*self.gap)):
+            while not self.done:
+                self._await_work()
+                if self._stop.wait(self.rng.uniform(*self.gap)):
+                    break
                 try:
                     seen = self.moment()
                 except Exception as err:  # a read that failed is no reason to stop killing

@@ -152,6 +152,33 @@ def test_a_long_termination_message_is_cut_the_back_off_first() -> None:
     assert message.endswith("x...")
 
 
+def test_a_failed_profile_copy_is_the_init_containers_crash_loop_in_its_own_words() -> None:
+    """An external server's image without the profile: the init container's `cp` fails, and
+    the kubelet restarts it (restartPolicy Always) while the pod's containers wait in
+    PodInitializing, which is no problem of theirs."""
+    body = kubelet_pod("r", "p", state=waiting("PodInitializing"))
+    cp_failed = "cp: cannot stat '/model/profile.json': No such file or directory\n"
+    body["status"]["initContainerStatuses"] = [
+        {
+            "name": "copy-profile",
+            "ready": False,
+            "restartCount": 3,
+            "state": waiting("CrashLoopBackOff", "back-off 40s"),
+            "lastState": exited(cp_failed, code=1),
+        }
+    ]
+    pod = observe_pod(body, [])
+    assert pod is not None
+    (problem,) = pod.problems
+    assert (problem.container, problem.reason, problem.restarts) == (
+        "copy-profile", "CrashLoopBackOff", 3,
+    )  # fmt: skip
+    assert problem.message == (
+        "last exit: Error (exit code 1): cp: cannot stat '/model/profile.json': "
+        "No such file or directory; back-off 40s"
+    )
+
+
 def test_oom_killed_counts_until_the_container_is_ready_again() -> None:
     assert one_problem(kubelet_pod("r", "p", state=oom_killed(), restarts=1))[0] == "OOMKilled"
     restarted = kubelet_pod("r", "p", last=oom_killed(), restarts=2)
