@@ -113,7 +113,7 @@ def test_wheel_metadata(wheel: Path) -> None:
     assert "Typing :: Typed" in classifiers
     assert set(metadata.get_all("Provides-Extra") or []) == {
         "operator", "serve", "grpc", "sklearn", "explain", "xgboost", "lightgbm", "onnx",
-        "profile", "report", "otel", "dev", "bench",
+        "mlflow", "profile", "report", "otel", "dev", "bench",
     }  # fmt: skip
     assert "modeldeploy = modeldeploy.cli:main" in entry_points
     assert "kubectl-modeldeploy = modeldeploy.cli:main" in entry_points
