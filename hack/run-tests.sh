@@ -16,7 +16,10 @@ echo "[test] mypy" >&2
 mypy
 echo "[test] pytest" >&2
 set +e
-python -m pytest --durations=40 "$@"  # the slowest, for the suite-time budget
+# Whole files to each of MODELDEPLOY_TEST_WORKERS workers (2: this machine's cores); each
+# worker is a session of its own (its own cluster, Prometheus and registry: devenv/testruns).
+# The 40 slowest are printed for the suite-time budget.
+python -m pytest -n "${MODELDEPLOY_TEST_WORKERS:-2}" --dist loadfile --durations=40 "$@"
 rc=$?
 set -e
 if [[ $rc -eq 5 ]]; then
