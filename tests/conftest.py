@@ -20,6 +20,13 @@ from modeldeploy.devenv.tools import Toolchain, prometheus_binary, toolchain
 # MLflow (the mlflow format's tests, and every process they start) reports nothing anywhere.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
+# pytest-xdist's workers (hack/run-tests.sh) have COLUMNS=80 and LINES=24 in their environment,
+# which a serial session has not: the CLI's tables would wrap at 80 columns there instead of
+# taking the width any pipe gets (console.render.PLAIN_WIDTH).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for _name in ("COLUMNS", "LINES"):
+        os.environ.pop(_name, None)
+
 
 @pytest.fixture(scope="session")
 def tools() -> Toolchain:
