@@ -16,10 +16,14 @@ echo "[test] mypy" >&2
 mypy
 echo "[test] pytest" >&2
 set +e
-# Whole files to each of MODELDEPLOY_TEST_WORKERS workers (2: this machine's cores); each
-# worker is a session of its own (its own cluster, Prometheus and registry: devenv/testruns).
-# The 40 slowest are printed for the suite-time budget.
-python -m pytest -n "${MODELDEPLOY_TEST_WORKERS:-2}" --dist loadfile --durations=40 "$@"
+# MODELDEPLOY_TEST_WORKERS=N hands whole files to N pytest-xdist workers, each a session of
+# its own (its own cluster, Prometheus and registry: devenv/testruns). Off by default: on two
+# workers one broken-image server once hung at exit instead of exiting 4 (test_podrunner),
+# which is to be fixed first. The 40 slowest are printed for the suite-time budget.
+workers="${MODELDEPLOY_TEST_WORKERS:-0}"
+distribute=()
+[[ "$workers" == 0 ]] || distribute=(-n "$workers" --dist loadfile)
+python -m pytest "${distribute[@]}" --durations=40 "$@"
 rc=$?
 set -e
 if [[ $rc -eq 5 ]]; then
