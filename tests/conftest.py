@@ -6,7 +6,9 @@ session, also when tests fail.
 
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -19,6 +21,10 @@ from modeldeploy.devenv.tools import Toolchain, prometheus_binary, toolchain
 
 # MLflow (the mlflow format's tests, and every process they start) reports nothing anywhere.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+# Nor does it leave a tracking store (./mlruns, which older mlflow-skinny releases create in the
+# working directory, the checkout) behind: it goes to a directory removed at the end.
+_MLRUNS = tempfile.TemporaryDirectory(prefix="modeldeploy-mlruns-")
+os.environ.setdefault("MLFLOW_TRACKING_URI", Path(_MLRUNS.name).as_uri())
 
 # pytest-xdist's workers (hack/run-tests.sh) have COLUMNS=80 and LINES=24 in their environment,
 # which a serial session has not: the CLI's tables would wrap at 80 columns there instead of

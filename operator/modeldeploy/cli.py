@@ -731,19 +731,29 @@ def _serving(run: Callable[[], None], what: str) -> None:
     """Runs `serve` or `proxy`, with their one scheme of exit codes: 2 when what is to be
     served cannot be, 3 when the server cannot start, 4 when warm-up finds it broken."""
     from modeldeploy.serving.config import ModelDirError
-    from modeldeploy.serving.server import BROKEN_IMAGE_EXIT_CODE, StartupFailed, WarmupFailed
+    from modeldeploy.serving.server import (
+        BROKEN_IMAGE_EXIT_CODE,
+        StartupFailed,
+        WarmupFailed,
+        end_within,
+    )
+
+    def exiting(code: int) -> typer.Exit:
+        end_within(code)
+        return typer.Exit(code)
 
     try:
         run()
     except ModelDirError as err:
         typer.secho(f"cannot serve {what}: {err}", err=True, fg=typer.colors.RED)
-        raise typer.Exit(2) from err
+        raise exiting(2) from err
     except StartupFailed as err:
         typer.secho(str(err), err=True, fg=typer.colors.RED)
-        raise typer.Exit(3) from err
+        raise exiting(3) from err
     except WarmupFailed as err:
         typer.secho(f"not serving {what}: {err}", err=True, fg=typer.colors.RED)
-        raise typer.Exit(BROKEN_IMAGE_EXIT_CODE) from err
+        raise exiting(BROKEN_IMAGE_EXIT_CODE) from err
+    end_within(0)
 
 
 @app.command("serve")

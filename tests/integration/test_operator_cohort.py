@@ -119,19 +119,25 @@ class GatewayTraffic:
         template = stack.traffic(RATE)  # the held-out rows and features (not started)
         self.rows, self.features = template.rows, template.features
         self.stack, self.seed, self.duration = stack, seed, duration
-        self.sent: list[tuple[float, str | None, bool]] = []
+        # (time, revision, with the header, the cohort rule in the route it was routed by)
+        self.sent: list[tuple[float, str | None, bool, bool]] = []
+        self._rule_read = False
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="gateway-load")
 
     def weights(self, headers: Mapping[str, str]) -> tuple[tuple[str, int], ...]:
-        return backend_weights(observe_route(route(self.stack)), NAME, headers)
+        body = route(self.stack)
+        # Read by the generator's thread only, right before it routes by this read.
+        self._rule_read = COHORT_RULE in [rule.get("name") for rule in body["spec"]["rules"]]
+        return backend_weights(observe_route(body), NAME, headers)
 
     def _noted(self, router: Router, cohort: bool) -> Router:
         def noted(endpoints: Sequence[Endpoint], rng: Random) -> Endpoint | None:
             chosen = router(endpoints, rng)
             with self._lock:
-                self.sent.append((time.monotonic(), chosen.revision if chosen else None, cohort))
+                revision = chosen.revision if chosen else None
+                self.sent.append((time.monotonic(), revision, cohort, self._rule_read))
             return chosen
 
         return noted
@@ -149,9 +155,13 @@ class GatewayTraffic:
         )  # fmt: skip
 
     def between(self, start: float, end: float, cohort: bool) -> Counter[str | None]:
-        """Requests noted in [start, end) by revision, with or without the header."""
+        """Requests noted in [start, end) by revision, with or without the header, routed by
+        a read of the route that had the cohort rule: the timeline sees the first step's
+        status after the reconcile rewrote the route, so the rule may be gone before `end`."""
         with self._lock:
-            return Counter(r for t, r, c in self.sent if start <= t < end and c == cohort)
+            return Counter(
+                r for t, r, c, ruled in self.sent if start <= t < end and c == cohort and ruled
+            )
 
     @contextmanager
     def running(self) -> Iterator["GatewayTraffic"]:

@@ -468,6 +468,30 @@ def test_termination_messages_are_one_line_cut_to_what_a_kubelet_reads(tmp_path:
     write_termination_message(None, "x")
 
 
+@pytest.mark.parametrize("hangs", [True, False])
+def test_a_server_whose_exit_a_leftover_thread_blocks_still_ends_with_its_code(
+    hangs: bool,
+) -> None:
+    """`end_within`: the interpreter's exit joins a non-daemon thread that never ends; the
+    deadline ends the process with the code meant. Without the leftover thread the exit is
+    the interpreter's own, before the deadline (it would print otherwise)."""
+    code = (
+        "import sys, threading, atexit;"
+        "from modeldeploy.serving.server import end_within;"
+        f"hang = {hangs};"
+        "threading.Thread(target=threading.Event().wait).start() if hang else None;"
+        "atexit.register(print, 'atexit ran');"
+        f"end_within(4, seconds={0.5 if hangs else 60});"
+        "sys.exit(4)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=50
+    )
+    assert result.returncode == 4
+    # Hanging, the threads are joined before atexit hooks, so they never ran.
+    assert result.stdout.strip() == ("" if hangs else "atexit ran")
+
+
 # --- prediction log and shadow ------------------------------------------------------------
 
 
