@@ -24,6 +24,7 @@ from modeldeploy.console.prometheus_options import (
     PrometheusNamespaceLabel,
 )
 from modeldeploy.contract import OPERATOR_METRICS_PORT
+from modeldeploy.process_exit import end_within, exit_status
 from modeldeploy.serving.limits import ServerLimits
 
 if TYPE_CHECKING:
@@ -731,29 +732,19 @@ def _serving(run: Callable[[], None], what: str) -> None:
     """Runs `serve` or `proxy`, with their one scheme of exit codes: 2 when what is to be
     served cannot be, 3 when the server cannot start, 4 when warm-up finds it broken."""
     from modeldeploy.serving.config import ModelDirError
-    from modeldeploy.serving.server import (
-        BROKEN_IMAGE_EXIT_CODE,
-        StartupFailed,
-        WarmupFailed,
-        end_within,
-    )
-
-    def exiting(code: int) -> typer.Exit:
-        end_within(code)
-        return typer.Exit(code)
+    from modeldeploy.serving.server import BROKEN_IMAGE_EXIT_CODE, StartupFailed, WarmupFailed
 
     try:
         run()
     except ModelDirError as err:
         typer.secho(f"cannot serve {what}: {err}", err=True, fg=typer.colors.RED)
-        raise exiting(2) from err
+        raise typer.Exit(2) from err
     except StartupFailed as err:
         typer.secho(str(err), err=True, fg=typer.colors.RED)
-        raise exiting(3) from err
+        raise typer.Exit(3) from err
     except WarmupFailed as err:
         typer.secho(f"not serving {what}: {err}", err=True, fg=typer.colors.RED)
-        raise exiting(BROKEN_IMAGE_EXIT_CODE) from err
-    end_within(0)
+        raise typer.Exit(BROKEN_IMAGE_EXIT_CODE) from err
 
 
 @app.command("serve")
@@ -1133,8 +1124,20 @@ def docs_reference(
 register_console_commands(app)
 
 
-def main() -> None:
+def command_line() -> None:
+    """Runs the command `sys.argv` names; ends with SystemExit, as every click program."""
     from modeldeploy.console.commands import program_name
 
     # `kubectl modeldeploy --help` names the plugin the way people type it.
     app(prog_name=program_name(sys.argv[0]), complete_var="_MODELDEPLOY_COMPLETE")
+
+
+def main() -> None:
+    """The `modeldeploy` and `kubectl-modeldeploy` programs (console scripts): the command,
+    then the process's end within `process_exit.EXIT_DEADLINE_S`. Only for a process of its
+    own: in-process callers use `command_line`."""
+    try:
+        command_line()
+    except SystemExit as exited:
+        end_within(exit_status(exited.code))
+        raise

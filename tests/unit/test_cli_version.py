@@ -11,7 +11,7 @@ import yaml
 from typer.testing import CliRunner
 
 from modeldeploy import __version__
-from modeldeploy.cli import app, main
+from modeldeploy.cli import app, command_line
 from modeldeploy.console.version import REPORTED_LIBRARIES, installed_version, version_report
 
 pytestmark = pytest.mark.unit
@@ -58,7 +58,7 @@ def test_as_kubectl_plugin(
 ) -> None:
     monkeypatch.setattr(sys, "argv", ["/venv/bin/kubectl-modeldeploy", "version"])
     with pytest.raises(SystemExit) as exited:
-        main()
+        command_line()
     assert exited.value.code == 0
     assert capsys.readouterr().out == f"{__version__}\n"
 

@@ -20,6 +20,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from modeldeploy import contract as c
+from modeldeploy.process_exit import exit_status
 from modeldeploy.profile_schema import (
     ClassificationOutput,
     GoldenRequest,
@@ -470,26 +471,33 @@ def test_termination_messages_are_one_line_cut_to_what_a_kubelet_reads(tmp_path:
 
 @pytest.mark.parametrize("hangs", [True, False])
 def test_a_server_whose_exit_a_leftover_thread_blocks_still_ends_with_its_code(
-    hangs: bool,
+    hangs: bool, tmp_path: Path
 ) -> None:
-    """`end_within`: the interpreter's exit joins a non-daemon thread that never ends; the
-    deadline ends the process with the code meant. Without the leftover thread the exit is
-    the interpreter's own, before the deadline (it would print otherwise)."""
+    """`modeldeploy serve` of a directory it cannot serve ends with 2 through `main`, the
+    console script, also when the interpreter's exit waits on a non-daemon thread that never
+    ends (the deadline ends it); without that thread the exit is the interpreter's own,
+    before the deadline (which would skip the atexit hook)."""
     code = (
         "import sys, threading, atexit;"
-        "from modeldeploy.serving.server import end_within;"
-        f"hang = {hangs};"
-        "threading.Thread(target=threading.Event().wait).start() if hang else None;"
+        "import modeldeploy.process_exit as p, modeldeploy.cli as cli;"
+        f"p.EXIT_DEADLINE_S = {0.5 if hangs else 60};"
+        f"threading.Thread(target=threading.Event().wait).start() if {hangs} else None;"
         "atexit.register(print, 'atexit ran');"
-        f"end_within(4, seconds={0.5 if hangs else 60});"
-        "sys.exit(4)"
+        f"sys.argv = ['modeldeploy', 'serve', '--model-dir', {str(tmp_path / 'none')!r}];"
+        "cli.main()"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=50
     )
-    assert result.returncode == 4
+    assert result.returncode == 2, result.stderr
+    assert "cannot serve" in result.stderr
     # Hanging, the threads are joined before atexit hooks, so they never ran.
     assert result.stdout.strip() == ("" if hangs else "atexit ran")
+
+
+@pytest.mark.parametrize(("code", "status"), [(None, 0), (0, 0), (4, 4), ("a message", 1)])
+def test_the_exit_status_of_a_system_exit_is_the_interpreters(code: object, status: int) -> None:
+    assert exit_status(code) == status
 
 
 # --- prediction log and shadow ------------------------------------------------------------

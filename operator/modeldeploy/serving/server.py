@@ -3,7 +3,6 @@
 
 import logging
 import os
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -174,21 +173,6 @@ def load_runtime(
 BROKEN_IMAGE_EXIT_CODE = 4
 """The exit code of `serve` and `proxy` after WarmupFailed (2: cannot serve, 3: did not
 start)."""
-
-
-EXIT_DEADLINE_S = 10.0
-"""How long the interpreter's own exit may take once the server has shut down."""
-
-
-def end_within(code: int, seconds: float = EXIT_DEADLINE_S) -> None:
-    """Ends the process with `code` after `seconds` unless it has exited by then. Called
-    once the server has shut down (its termination message written): the interpreter's exit
-    still joins every non-daemon thread a library left behind and runs atexit hooks, and a
-    broken image whose process never ends stays a Running pod without a restart, its exit
-    code unseen by the kubelet (seen once, under load, after uvicorn's last line)."""
-    timer = threading.Timer(seconds, os._exit, (code,))
-    timer.daemon = True
-    timer.start()
 
 
 class WarmupFailed(Exception):
