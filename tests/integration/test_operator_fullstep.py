@@ -11,7 +11,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from analysis_stack import ANALYSIS, MIN_WARM, NAME, WARMING, AnalysisStack, stable_stack
+from analysis_stack import (
+    ANALYSIS,
+    LATENCY_OFF_THE_POINT,
+    MIN_WARM,
+    NAME,
+    WARMING,
+    AnalysisStack,
+    stable_stack,
+)
 from operator_harness import WarmWatcher
 
 from modeldeploy.devenv.cluster import KwokCluster
@@ -24,7 +32,9 @@ RATE = 30.0
 FULL_STEP = {"canary": {"steps": [100]}, "stepInterval": "6s", "bakeTime": "5s"}
 # Latency and errors only: at a full step the stable serves no traffic, so the predictions'
 # comparison with it gains no evidence and cannot pass (a known limit, see docs/concepts.md).
-THRESHOLDS_ONLY = {**ANALYSIS, "drift": {"enabled": False}}
+# Latency with room: the warm pods are the point, and on a loaded machine (two test workers)
+# the tests' 40 ms limit rolled this healthy canary back (p95 130 ms).
+THRESHOLDS_ONLY = {**ANALYSIS, "drift": {"enabled": False}, "latency": LATENCY_OFF_THE_POINT}
 
 
 @pytest.fixture(scope="module")
