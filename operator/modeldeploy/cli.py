@@ -4,6 +4,7 @@ Each command imports its heavy dependencies lazily so that `modeldeploy --help` 
 and model images need not install the operator's libraries.
 """
 
+import contextlib
 import secrets
 import socket
 import sys
@@ -1139,5 +1140,10 @@ def main() -> None:
     try:
         command_line()
     except SystemExit as exited:
+        # What is buffered goes out first, however slowly a pipe's reader (a pager) takes it:
+        # the deadline is for what is left after the output.
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):
+                stream.flush()
         end_within(exit_status(exited.code))
         raise
