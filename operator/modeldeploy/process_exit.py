@@ -21,10 +21,9 @@ def exit_status(code: object) -> int:
     return code if isinstance(code, int) else 1
 
 
-def end_within(status: int, seconds: float | None = None) -> None:
-    """Ends the process with `status` after `seconds` (EXIT_DEADLINE_S) unless it has ended
-    by then: a daemon timer, which never keeps the process alive itself."""
-    delay = EXIT_DEADLINE_S if seconds is None else seconds
-    timer = threading.Timer(delay, os._exit, (status,))
+def end_within(status: int) -> None:
+    """Ends the process with `status` after EXIT_DEADLINE_S unless it has ended by then: a
+    daemon timer, which never keeps the process alive itself."""
+    timer = threading.Timer(EXIT_DEADLINE_S, os._exit, (status,))
     timer.daemon = True
     timer.start()

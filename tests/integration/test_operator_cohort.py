@@ -106,8 +106,12 @@ def route(stack: AnalysisStack) -> Body:
     return body
 
 
+def names_of_rules(body: Body) -> list[str]:
+    return [str(rule.get("name", "")) for rule in body["spec"]["rules"]]
+
+
 def rule_names(stack: AnalysisStack) -> list[str]:
-    return [str(rule.get("name", "")) for rule in route(stack)["spec"]["rules"]]
+    return names_of_rules(route(stack))
 
 
 class GatewayTraffic:
@@ -129,7 +133,7 @@ class GatewayTraffic:
     def weights(self, headers: Mapping[str, str]) -> tuple[tuple[str, int], ...]:
         body = route(self.stack)
         # Read by the generator's thread only, right before it routes by this read.
-        self._rule_read = COHORT_RULE in [rule.get("name") for rule in body["spec"]["rules"]]
+        self._rule_read = COHORT_RULE in names_of_rules(body)
         return backend_weights(observe_route(body), NAME, headers)
 
     def _noted(self, router: Router, cohort: bool) -> Router:
