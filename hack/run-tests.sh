@@ -16,13 +16,11 @@ echo "[test] mypy" >&2
 mypy
 echo "[test] pytest" >&2
 set +e
-# MODELDEPLOY_TEST_WORKERS=N hands whole files to N pytest-xdist workers, each a session of
-# its own (its own cluster, Prometheus and registry: devenv/testruns): two nearly halve the
-# suite on 2 cores. Off by default: at the load of two sessions, timing-bound tests still
-# fail now and then (three two-worker runs, a different one each time: fullstep's latency
-# limit, failover's lease read, promotion's sampled weights). The 40 slowest are printed for
-# the suite-time budget.
-workers="${MODELDEPLOY_TEST_WORKERS:-0}"
+# Whole files on MODELDEPLOY_TEST_WORKERS pytest-xdist workers (default 2; 0: serial), each a
+# session of its own (its own cluster, Prometheus and registry: devenv/testruns): the tests
+# mostly wait on the cluster, so two nearly halve the suite on 2 cores. The 40 slowest are
+# printed for the suite-time budget.
+workers="${MODELDEPLOY_TEST_WORKERS:-2}"
 distribute=()
 [[ "$workers" == 0 ]] || distribute=(-n "$workers" --dist loadfile)
 python -m pytest "${distribute[@]}" --durations=40 "$@"

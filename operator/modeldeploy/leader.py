@@ -20,6 +20,7 @@ its own monotonic clock.
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -138,6 +139,10 @@ class LeaderElector:
         self._record: LeaseRecord | None = None
         self._seen_at = 0.0  # when self._record was first seen
         self._leading_until = 0.0
+        self._released = False
+        # attempt() and release() run in threads: a renewal in flight when the shutdown
+        # releases would make one of the two writes a Conflict (and the Lease not released).
+        self._turn = threading.Lock()
         self.transitions = 0
         """Times this replica became the leader."""
 
@@ -146,7 +151,12 @@ class LeaderElector:
 
     def attempt(self) -> bool:
         """One look at the Lease, then acquire, renew or wait. True when this replica just
-        became the leader. Never raises: an API failure is one missed renewal."""
+        became the leader. Never raises: an API failure is one missed renewal. After
+        release() it does nothing."""
+        with self._turn:
+            return False if self._released else self._attempt()
+
+    def _attempt(self) -> bool:
         started = self._clock()
         was_leader = self.is_leader()
         record = self._record
@@ -192,17 +202,32 @@ class LeaderElector:
         return True
 
     def release(self) -> None:
-        """Give the lease up at once (clean shutdown), if this replica holds it."""
-        if not self.is_leader() or self._record is None:
-            return
-        self._leading_until = 0.0
-        try:
-            self.kube.write_lease(
-                lease_body(self.settings, self._record, Step.WAIT, datetime.now(UTC))
-            )
+        """Give the lease up at once (clean shutdown) if this replica is the holder on the
+        Lease, also past its own renew deadline (a late renewal under load): the write
+        carries the resourceVersion read, so it can never clear another replica's hold."""
+        with self._turn:
+            self._released = True
+            self._leading_until = 0.0
+            try:
+                self._write_release()
+            except KubeError as err:
+                log.warning("cannot release lease %s: %s", self.settings.name, err)
+
+    def _write_release(self) -> None:
+        for _ in range(2):  # after a Conflict our record is stale: read the Lease once more
+            record = self._record
+            if record is None or record.holder != self.settings.identity:
+                return
+            try:
+                self.kube.write_lease(
+                    lease_body(self.settings, record, Step.WAIT, datetime.now(UTC))
+                )
+            except Conflict:
+                body = self.kube.get_lease(self.settings.namespace, self.settings.name)
+                self._record = None if body is None else LeaseRecord.of(body)
+                continue
             log.info("released lease %s", self.settings.name)
-        except KubeError as err:
-            log.warning("cannot release lease %s: %s", self.settings.name, err)
+            return
 
     async def run(self, on_started_leading: Callable[[], None]) -> None:
         """Forever: one attempt per retry period (off the event loop, it blocks on I/O)."""

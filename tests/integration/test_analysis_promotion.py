@@ -69,7 +69,10 @@ def test_healthy_canary_is_promoted_then_a_drifting_stable_rolls_back_within_bak
         lines.append(f"rounds (time, verdict): {rounds}")
         lines.append(f"last analysis: {promoted.analysis}")
     assert steps == [0, 1], steps  # every step, in order
-    assert {33, 50} <= set(weights), weights  # 1 then 2 canary pods beside 2 stable
+    # 1 then 2 canary pods beside 2 stable. 50 may last under a second: when the step's
+    # interval and analysis allow already, the pass that sees the second canary pod Ready
+    # starts the promotion and the next one ends it.
+    assert set(weights) - {0, 50} == {33}, weights
     assert promoted.status["previousStableRevision"] == old
     # The round that let the last step go (a confidence bound right at a tolerance may be
     # inconclusive again a round later: the promotion needed one pass after the step began).

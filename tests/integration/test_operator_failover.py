@@ -141,4 +141,7 @@ def test_a_clean_stop_hands_the_lease_over_at_once(
 ) -> None:
     leader = wait_for(lambda: holder(kube, release), timeout=30, what="a leader")
     replicas[leader].stop()  # SIGTERM: Kopf's cleanup releases the Lease
-    assert holder(kube, release) == ""
+    assert "released lease" in replicas[leader].log()
+    # Released before the process ended (not left to expire): free, or already taken by
+    # a replica still running (the one-by-one run of this test has both).
+    assert holder(kube, release) != leader

@@ -145,6 +145,48 @@ def test_release_hands_over_at_once() -> None:
     assert b.attempt()
 
 
+def test_release_past_the_renew_deadline_still_hands_over() -> None:
+    """A renewal late under load: no longer leading by its own clock, the holder on the
+    Lease all the same; the shutdown releases it, and no attempt follows a release."""
+    store, clock = LeaseStore(), Clock()
+    a, b = electors(store, clock)
+    assert a.attempt()
+    clock.now = a.settings.renew_deadline + 1
+    assert not a.is_leader()
+    a.release()
+    assert store.body is not None
+    assert store.body["spec"]["holderIdentity"] == ""
+    assert not a.attempt()
+    assert store.body["spec"]["holderIdentity"] == ""
+    assert b.attempt()
+
+
+def test_release_on_a_stale_record_reads_the_lease_again() -> None:
+    """A renewal that landed but whose answer was lost leaves the holder a stale
+    resourceVersion: the release's Conflict is followed by one read and a release."""
+    store, clock = LeaseStore(), Clock()
+    a, _ = electors(store, clock)
+    assert a.attempt()
+    assert store.body is not None
+    store.version += 1
+    store.body["metadata"]["resourceVersion"] = str(store.version)
+    a.release()
+    assert store.body["spec"]["holderIdentity"] == ""
+
+
+def test_release_never_clears_another_replicas_hold() -> None:
+    store, clock = LeaseStore(), Clock()
+    a, b = electors(store, clock)
+    assert a.attempt()
+    assert not b.attempt()
+    clock.now = a.settings.duration + 1  # a stopped renewing; b takes over
+    assert b.attempt()
+    a.release()
+    assert store.body is not None
+    assert store.body["spec"]["holderIdentity"] == "b"
+    assert b.is_leader()
+
+
 def test_a_renewal_restarts_the_standbys_wait() -> None:
     store, clock = LeaseStore(), Clock()
     a, b = electors(store, clock)
