@@ -164,11 +164,10 @@ class LeaderElector:
             # The holder renews on the record it wrote last (a Conflict: someone else wrote
             # it since); everyone else reads what is there.
             try:
-                body = self.kube.get_lease(self.settings.namespace, self.settings.name)
+                record = self._read()
             except KubeError as err:
                 log.warning("cannot read lease %s: %s", self.settings.name, err)
                 return False
-            record = None if body is None else LeaseRecord.of(body)
         if record is None or self._record is None or record != self._record:
             self._record, self._seen_at = record, started
         step = next_step(record, self.settings.identity, started - self._seen_at)
@@ -201,6 +200,11 @@ class LeaderElector:
         )
         return True
 
+    def _read(self) -> LeaseRecord | None:
+        """The Lease as it is now (None: it does not exist)."""
+        body = self.kube.get_lease(self.settings.namespace, self.settings.name)
+        return None if body is None else LeaseRecord.of(body)
+
     def release(self) -> None:
         """Give the lease up at once (clean shutdown) if this replica is the holder on the
         Lease, also past its own renew deadline (a late renewal under load): the write
@@ -223,8 +227,7 @@ class LeaderElector:
                     lease_body(self.settings, record, Step.WAIT, datetime.now(UTC))
                 )
             except Conflict:
-                body = self.kube.get_lease(self.settings.namespace, self.settings.name)
-                self._record = None if body is None else LeaseRecord.of(body)
+                self._record = self._read()
                 continue
             log.info("released lease %s", self.settings.name)
             return
